@@ -1,0 +1,1 @@
+"""cass-pipelines: a self-directed working day for a persistent AI agent, orchestrated by Dagster."""

@@ -1,0 +1,35 @@
+"""Entry point: `cass-pipelines COMMAND`. Every read command takes --json."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cass_pipelines.cli import setup_cmds
+from cass_pipelines.cli.output import CliError
+from cass_pipelines.core.registry import RegistryError
+from cass_pipelines.core.settings import SettingsError
+
+GROUPS = [setup_cmds]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cass-pipelines", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (CliError, SettingsError, RegistryError) as exc:
+        print(f"cass-pipelines {args.command}: {exc}", file=sys.stderr)
+        return getattr(exc, "code", 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""init, validate, catalog, import-conversations."""
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+from cass_pipelines.cli.output import CliError, emit, table
+from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.importer import ImportReport, read_batches
+from cass_pipelines.core.persona import SAMPLE_PERSONA_FILE, load_persona
+from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
+from cass_pipelines.core.settings import SAMPLE_CONFIG, SettingsError, cass_home, load_settings
+from cass_pipelines.runtime import open_runtime
+from cass_pipelines.store import conversations, persona
+from cass_pipelines.store.db import Store
+from cass_pipelines.store.schema import migrate
+
+SAMPLE_CONVERSATIONS = Path(__file__).resolve().parent.parent / "data" / "sample_conversations.jsonl"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="create CASS_HOME, the schema, and optionally the sample persona and data")
+    p.add_argument("--sample", action="store_true", help="load the Cass persona and sample conversations")
+    p.add_argument("--persona", type=Path, help="load this persona file instead of the sample one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("validate", help="check settings, registry and templates; non-zero exit on any error")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("catalog", help="the actions and templates in force")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_catalog)
+
+    p = sub.add_parser("import-conversations", help="stream-import conversations from a JSONL file")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import)
+
+
+def import_file(store: Store, path: Path, shift: timedelta = timedelta(0)) -> ImportReport:
+    report = ImportReport()
+    now = SystemClock().now()
+    for batch in read_batches(path, report, shift=shift):
+        convs, msgs = conversations.import_batch(store, batch, now)
+        report.conversations_added += convs
+        report.messages_added += msgs
+    return report
+
+
+def sample_shift(today: date) -> timedelta:
+    """Shift the sample so its last day is yesterday in the agent's timezone: idle, not yet summarised."""
+    last = max(line.split('"created_at": "')[1][:10] for line in SAMPLE_CONVERSATIONS.open(encoding="utf-8"))
+    return timedelta(days=(today - date.fromisoformat(last)).days - 1)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    home = cass_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "cass.toml"
+    if not config.exists():
+        config.write_text(SAMPLE_CONFIG.format(timezone=os.environ.get("CASS_TIMEZONE", "UTC")), encoding="utf-8")
+    settings = load_settings()
+    store = Store(settings.db_path)
+    applied = migrate(store)
+    out = {"home": str(home), "database": str(settings.db_path), "config": str(config),
+           "migrations_applied": applied}
+    if args.sample or args.persona:
+        seed = load_persona(args.persona or SAMPLE_PERSONA_FILE)
+        persona.seed_persona(store, seed, SystemClock().now())
+        out["persona"] = seed.name
+    if args.sample:
+        today = SystemClock().now().astimezone(settings.tz).date()
+        out["import"] = import_file(store, SAMPLE_CONVERSATIONS, sample_shift(today)).as_dict()
+    emit(out, args.json, lambda d: "\n".join(
+        [f"CASS_HOME   {d['home']}", f"database    {d['database']}", f"config      {d['config']}",
+         f"schema      {'migrated ' + str(d['migrations_applied']) if d['migrations_applied'] else 'up to date'}"]
+        + ([f"persona     {d['persona']}"] if "persona" in d else [])
+        + ([f"sample      {d['import']['conversations_added']} conversations, "
+            f"{d['import']['messages_added']} messages added"] if "import" in d else [])))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    errors: list[str] = []
+    registry_file = DEFAULT_REGISTRY_FILE
+    try:
+        settings = load_settings()
+        registry_file = settings.actions_file or DEFAULT_REGISTRY_FILE
+    except SettingsError as exc:
+        errors.extend(exc.errors)
+    registry, reg_errors = read_registry_file(Path(registry_file))
+    errors.extend(reg_errors)
+    out = {"ok": not errors, "registry": str(registry_file),
+           "actions": len(registry.actions) if registry else 0,
+           "templates": len(registry.templates) if registry else 0, "errors": errors}
+    emit(out, args.json, lambda d: (
+        f"ok: {d['actions']} actions, {d['templates']} templates ({d['registry']})" if d["ok"]
+        else f"{len(d['errors'])} error(s):\n" + "\n".join(f"  {e}" for e in d["errors"])))
+    return 0 if not errors else 1
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    reg = rt.registry
+    out = {
+        "actions": [a.model_dump(mode="json") for a in reg.actions.values()],
+        "templates": [{**t.model_dump(mode="json"), "estimated_cost_usd": reg.template_cost(t.id),
+                       "duration_minutes": reg.template_duration(t.id)} for t in reg.templates.values()],
+    }
+    emit(out, args.json, lambda d: "\n\n".join([
+        table([[a["id"], a["category"], a["model_tier"], a["priority"], f"${a['estimated_cost_usd']:.3f}"]
+               for a in d["actions"]], ["action", "category", "tier", "priority", "estimate"]),
+        table([[t["id"], t["category"], " > ".join(t["action_sequence"]), ",".join(t["preferred_phases"]),
+                f"${t['estimated_cost_usd']:.3f}"] for t in d["templates"]],
+              ["template", "category", "actions", "phases", "estimate"])]))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        raise CliError(f"{args.file}: no such file")
+    settings = load_settings()
+    store = Store(settings.db_path)
+    migrate(store)
+    report = import_file(store, args.file)
+    emit(report.as_dict(), args.json, lambda d: "\n".join(
+        [f"{d['conversations_added']} conversations and {d['messages_added']} messages added "
+         f"from {d['lines_read']} lines; {len(d['bad_lines'])} bad line(s)"]
+        + [f"  {args.file}:{b['line']}: {b['error']}" for b in d["bad_lines"]]))
+    return 0 if not report.bad_lines else 2

@@ -1,0 +1,1 @@
+"""Pure domain code: no Dagster import. Registry, settings, phases, planning, budget, handlers."""

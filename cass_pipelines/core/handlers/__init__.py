@@ -1,0 +1,1 @@
+"""Action handlers: one function per registry action (see data/definitions.json)."""

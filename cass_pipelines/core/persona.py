@@ -1,0 +1,46 @@
+"""The persona file: who the agent is. Another agent is another file, not a code change."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SAMPLE_PERSONA_FILE = Path(__file__).resolve().parent.parent / "data" / "cass_persona.json"
+
+
+class GrowthEdgeSeed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    area: str = Field(min_length=1)
+    current_state: str
+    desired_state: str
+    weight: float = Field(default=0.5, ge=0, le=1)
+
+
+class QuestionSeed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    question: str = Field(min_length=1)
+    context: str = ""
+
+
+class Persona(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(min_length=1)
+    voice: str = Field(min_length=1)
+    identity: list[str] = Field(min_length=1)
+    values: list[str] = Field(min_length=1)
+    growth_edges: list[GrowthEdgeSeed] = Field(default_factory=list)
+    open_questions: list[QuestionSeed] = Field(default_factory=list)
+
+
+def load_persona(path: Path = SAMPLE_PERSONA_FILE) -> Persona:
+    try:
+        return Persona.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{path}: {problems}") from None

@@ -1,0 +1,218 @@
+"""The action registry and work templates: loaded from one JSON file and validated as a whole.
+
+Every problem is collected (not just the first) and names the file, the action or template, and
+the field, so the code location refuses to load with a message a person can act on.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cass_pipelines.core.categories import PHASES, Category, ModelTier, Priority
+
+DEFAULT_REGISTRY_FILE = Path(__file__).resolve().parent.parent / "data" / "definitions.json"
+_ACTION_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+_TEMPLATE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class RegistryError(ValueError):
+    """The registry file is unusable; `errors` lists every problem found."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("invalid action registry:\n  " + "\n  ".join(errors))
+
+
+class ActionDef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    category: Category
+    handler: str
+    estimated_cost_usd: float = Field(ge=0)
+    default_duration_minutes: int = Field(gt=0)
+    priority: Priority = Priority.NORMAL
+    requires_idle: bool = False
+    model_tier: ModelTier = ModelTier.NONE
+    requires_approval: bool = False
+    max_output_tokens: int = Field(default=1500, gt=0)
+
+    @field_validator("id")
+    @classmethod
+    def _dotted(cls, v: str) -> str:
+        if not _ACTION_ID.match(v):
+            raise ValueError("must be dotted 'family.verb' in lower case")
+        return v
+
+    @field_validator("handler")
+    @classmethod
+    def _import_path(cls, v: str) -> str:
+        if ":" not in v:
+            raise ValueError("must be an import path 'package.module:function'")
+        return v
+
+    @property
+    def family(self) -> str:
+        return self.id.split(".", 1)[0]
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.model_tier != ModelTier.NONE
+
+
+class TemplateDef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    category: Category
+    action_sequence: tuple[str, ...] = Field(min_length=1)
+    # Phase -> preference weight in (0, 1]; a phase not listed is not allowed for the template.
+    preferred_phases: dict[str, float] = Field(min_length=1)
+    priority: Priority = Priority.NORMAL
+    requires_idle: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _snake(cls, v: str) -> str:
+        if not _TEMPLATE_ID.match(v):
+            raise ValueError("must be snake_case")
+        return v
+
+    @field_validator("preferred_phases")
+    @classmethod
+    def _phases(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [p for p in v if p not in PHASES]
+        if bad:
+            raise ValueError(f"unknown phase(s) {bad}; expected some of {list(PHASES)}")
+        if any(not (0 < w <= 1) for w in v.values()):
+            raise ValueError("weights must be in (0, 1]")
+        return v
+
+
+class Registry(BaseModel):
+    """Actions and templates in force. Template cost and duration derive from their actions."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    source: str
+    actions: dict[str, ActionDef]
+    templates: dict[str, TemplateDef]
+
+    def template_actions(self, template_id: str) -> list[ActionDef]:
+        return [self.actions[a] for a in self.templates[template_id].action_sequence]
+
+    def template_cost(self, template_id: str, action_costs: dict[str, float] | None = None) -> float:
+        """Estimated cost of one unit; `action_costs` (calibrated from the ledger) wins over the registry."""
+        costs = action_costs or {}
+        return round(sum(costs.get(a.id, a.estimated_cost_usd) for a in self.template_actions(template_id)), 6)
+
+    def template_duration(self, template_id: str) -> int:
+        return sum(a.default_duration_minutes for a in self.template_actions(template_id))
+
+    def templates_for_phase(self, phase: str) -> list[TemplateDef]:
+        return [t for t in self.templates.values() if phase in t.preferred_phases]
+
+    @cached_property
+    def max_sequence_length(self) -> int:
+        return max(len(t.action_sequence) for t in self.templates.values())
+
+
+def resolve_handler(path: str) -> Callable:
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise TypeError(f"{path} is not callable")
+    return fn
+
+
+def _pydantic_errors(where: str, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(object)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        out.append(f"{where}: field '{field}': {err['msg']}{shown}")
+    return out
+
+
+def check_registry_data(data: object, source: str) -> tuple[Registry | None, list[str]]:
+    """Validate parsed registry JSON; returns the registry (None if any error) and every error."""
+    errors: list[str] = []
+    if not isinstance(data, dict) or not isinstance(data.get("actions"), list) or not isinstance(
+        data.get("templates"), list
+    ):
+        return None, [f"{source}: top level must be an object with lists 'actions' and 'templates'"]
+
+    actions: dict[str, ActionDef] = {}
+    for i, raw in enumerate(data["actions"]):
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        where = f"{source}: action '{ident}'" if ident else f"{source}: actions[{i}]"
+        try:
+            action = ActionDef.model_validate(raw)
+        except ValidationError as exc:
+            errors.extend(_pydantic_errors(where, exc))
+            continue
+        if action.id in actions:
+            errors.append(f"{where}: duplicate action id")
+            continue
+        try:
+            resolve_handler(action.handler)
+        except Exception as exc:  # any import problem is a registry error, reported with the path
+            errors.append(f"{where}: field 'handler': cannot import {action.handler!r}: {exc}")
+        actions[action.id] = action
+
+    templates: dict[str, TemplateDef] = {}
+    for i, raw in enumerate(data["templates"]):
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        where = f"{source}: template '{ident}'" if ident else f"{source}: templates[{i}]"
+        try:
+            template = TemplateDef.model_validate(raw)
+        except ValidationError as exc:
+            errors.extend(_pydantic_errors(where, exc))
+            continue
+        if template.id in templates:
+            errors.append(f"{where}: duplicate template id")
+            continue
+        for pos, action_id in enumerate(template.action_sequence):
+            if action_id not in actions:
+                errors.append(
+                    f"{where}: field 'action_sequence[{pos}]': unknown action '{action_id}'"
+                )
+        templates[template.id] = template
+
+    if not templates and not errors:
+        errors.append(f"{source}: no templates defined")
+    if errors:
+        return None, errors
+    return Registry(source=source, actions=actions, templates=templates), []
+
+
+def read_registry_file(path: Path) -> tuple[Registry | None, list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return None, [f"{path}: cannot read: {exc.strerror}"]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, [f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"]
+    return check_registry_data(data, str(path))
+
+
+def load_registry(path: Path | str | None = None) -> Registry:
+    registry, errors = read_registry_file(Path(path) if path else DEFAULT_REGISTRY_FILE)
+    if errors:
+        raise RegistryError(errors)
+    assert registry is not None
+    return registry

@@ -1,0 +1,81 @@
+"""The client protocol every caller (decision engine, handlers) speaks.
+
+A request says which tier it wants, a cacheable stable system prefix, the volatile prompt, and
+optionally a pydantic model for structured output. A result carries the content, exact usage,
+model, request id, latency and attempts, and whether it came from the offline backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class LLMError(RuntimeError):
+    """A call that could not produce a usable result. `retryable` says whether trying later may help."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 request_id: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    # Of cache_creation_input_tokens, how many were written with the 1-hour TTL (priced higher).
+    cache_creation_1h_input_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(*(a + b for a, b in zip(self.astuple(), other.astuple())))
+
+    def astuple(self) -> tuple[int, ...]:
+        return (self.input_tokens, self.output_tokens, self.cache_creation_input_tokens,
+                self.cache_read_input_tokens, self.cache_creation_1h_input_tokens)
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    tier: str                     # "fast" | "deep" (ModelTier, never "none")
+    system_prefix: str            # stable text: persona, catalogue, instructions; cached
+    prompt: str                   # volatile text for this call
+    max_tokens: int = 1024
+    system_suffix: str = ""       # uncached system text that varies per call
+    temperature: float | None = None
+    web_search: bool = False      # allow the server-side web search tool (research/world actions)
+    purpose: str = ""             # short label for logs ("plan", "session.reflection", ...)
+
+
+@dataclass(frozen=True)
+class LLMResult(Generic[T]):
+    text: str
+    parsed: T | None
+    usage: Usage
+    model: str
+    request_id: str
+    latency_ms: int
+    attempts: int
+    offline: bool
+    cost_usd: float
+    stop_reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class LLMClient(Protocol):
+    """Implemented by AnthropicBackend and OfflineBackend."""
+
+    mode: str  # "anthropic" | "offline"
+
+    def model_for(self, tier: str) -> str: ...
+
+    def text(self, request: LLMRequest) -> LLMResult: ...
+
+    def structured(self, request: LLMRequest, schema: type[T]) -> LLMResult[T]: ...

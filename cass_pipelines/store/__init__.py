@@ -1,0 +1,1 @@
+"""DuckDB storage: schema, migrations and every SQL statement of the project."""

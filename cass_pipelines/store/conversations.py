@@ -1,0 +1,76 @@
+"""Conversations and messages: idempotent batch import, idle lookup, summary watermarks."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence
+
+from cass_pipelines.store.db import Store
+
+
+def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int, int]:
+    """Insert messages not seen before; returns (conversations_added, messages_added)."""
+    with store.transaction() as conn:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (conversation_id TEXT, message_id TEXT, "
+                     "role TEXT, content TEXT, created_at TIMESTAMPTZ, title TEXT, seq INTEGER)")
+        conn.execute("DELETE FROM incoming")
+        conn.executemany("INSERT INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?)", [
+            [m.conversation_id, m.message_id, m.role, m.content, m.created_at, m.title, i]
+            for i, m in enumerate(batch)])
+        # First occurrence wins within a batch; existing rows are never touched.
+        conn.execute("""
+            CREATE OR REPLACE TEMP TABLE fresh AS
+            SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY conversation_id, message_id ORDER BY seq) rn
+                           FROM incoming) i
+            WHERE rn = 1 AND NOT EXISTS (SELECT 1 FROM messages m
+                                         WHERE m.conversation_id = i.conversation_id AND m.message_id = i.message_id)""")
+        conv_before = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
+        conn.execute("""
+            INSERT INTO conversations (id, title, created_at, last_message_at)
+            SELECT conversation_id, max(title), min(created_at), max(created_at) FROM fresh
+            GROUP BY conversation_id
+            ON CONFLICT (id) DO UPDATE SET
+                last_message_at = greatest(conversations.last_message_at, excluded.last_message_at),
+                created_at = least(conversations.created_at, excluded.created_at),
+                title = coalesce(conversations.title, excluded.title)""")
+        conv_after = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
+        added = conn.execute("SELECT count(*) FROM fresh").fetchone()[0]
+        conn.execute("INSERT INTO messages SELECT conversation_id, message_id, role, content, created_at, ? "
+                     "FROM fresh", [now])
+        conn.execute("DROP TABLE fresh")
+    return conv_after - conv_before, added
+
+
+def idle_unsummarized(store: Store, idle_before: datetime, limit: int = 50) -> list[dict]:
+    """Conversations whose last message is older than `idle_before` and that have unsummarised messages."""
+    return store.all("""
+        SELECT c.id, c.title, c.last_message_at, c.summarized_through_at, c.summarized_through_id,
+               (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id
+                  AND (c.summarized_through_at IS NULL
+                       OR (m.created_at, m.message_id) > (c.summarized_through_at, c.summarized_through_id))) AS pending
+        FROM conversations c
+        WHERE c.last_message_at <= ?
+          AND (c.summarized_through_at IS NULL OR c.last_message_at > c.summarized_through_at
+               OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                          AND (m.created_at, m.message_id) > (c.summarized_through_at, c.summarized_through_id)))
+        ORDER BY c.last_message_at, c.id LIMIT ?""", [idle_before, limit])
+
+
+def messages_after_watermark(store: Store, conversation_id: str) -> list[dict]:
+    return store.all("""
+        SELECT m.message_id, m.role, m.content, m.created_at FROM messages m
+        JOIN conversations c ON c.id = m.conversation_id
+        WHERE m.conversation_id = ?
+          AND (c.summarized_through_at IS NULL
+               OR (m.created_at, m.message_id) > (c.summarized_through_at, c.summarized_through_id))
+        ORDER BY m.created_at, m.message_id""", [conversation_id])
+
+
+def last_activity(store: Store) -> datetime | None:
+    return store.scalar("SELECT max(created_at) FROM messages")
+
+
+def counts(store: Store) -> dict[str, Any]:
+    return store.one("""SELECT (SELECT count(*) FROM conversations) AS conversations,
+                               (SELECT count(*) FROM messages) AS messages,
+                               (SELECT max(created_at) FROM messages) AS last_message_at,
+                               (SELECT count(*) FROM conversation_summaries) AS summaries""") or {}

@@ -1,0 +1,123 @@
+"""Schema and forward migrations. `migrate` is idempotent: it applies only versions not yet recorded.
+
+A migration is appended, never edited, once released. JSON columns hold lists/objects as JSON text.
+"""
+from __future__ import annotations
+
+from cass_pipelines.store.db import Store
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "initial schema", """
+CREATE TABLE persona (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, voice TEXT NOT NULL, identity JSON NOT NULL,
+    "values" JSON NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE growth_edges (
+    id TEXT PRIMARY KEY, area TEXT NOT NULL, current_state TEXT NOT NULL, desired_state TEXT NOT NULL,
+    weight DOUBLE NOT NULL DEFAULT 0.5, status TEXT NOT NULL DEFAULT 'active',
+    created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE growth_observations (
+    id TEXT PRIMARY KEY, edge_id TEXT NOT NULL, text TEXT NOT NULL, work_unit_id TEXT,
+    offline BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE open_questions (
+    id TEXT PRIMARY KEY, question TEXT NOT NULL, context TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'open', answer TEXT, raised_by TEXT, addressed_by TEXT,
+    offline BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL, answered_at TIMESTAMPTZ);
+CREATE TABLE insights (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, text TEXT NOT NULL, work_unit_id TEXT, action_id TEXT,
+    offline BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY, title TEXT, title_generated BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at TIMESTAMPTZ NOT NULL, last_message_at TIMESTAMPTZ NOT NULL,
+    summarized_through_at TIMESTAMPTZ, summarized_through_id TEXT);
+CREATE TABLE messages (
+    conversation_id TEXT NOT NULL, message_id TEXT NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL, imported_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (conversation_id, message_id));
+CREATE TABLE conversation_summaries (
+    id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, summary TEXT NOT NULL, topics JSON NOT NULL,
+    first_message_at TIMESTAMPTZ NOT NULL, last_message_at TIMESTAMPTZ NOT NULL,
+    message_count INTEGER NOT NULL, work_unit_id TEXT, offline BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE journals (
+    date DATE NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL, tone TEXT NOT NULL DEFAULT '',
+    work_unit_id TEXT, offline BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (date, kind));
+CREATE TABLE wiki_notes (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL, links JSON NOT NULL DEFAULT '[]',
+    work_unit_id TEXT, offline BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL,
+    work_unit_id TEXT, offline BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE research_queue (
+    id TEXT PRIMARY KEY, question TEXT NOT NULL, source_question_id TEXT, status TEXT NOT NULL DEFAULT 'queued',
+    created_at TIMESTAMPTZ NOT NULL, done_at TIMESTAMPTZ);
+CREATE TABLE day_plans (
+    date DATE NOT NULL, revision INTEGER NOT NULL, source TEXT NOT NULL, day_intention TEXT NOT NULL,
+    planned_from_phase TEXT NOT NULL, plan JSON NOT NULL, dropped JSON NOT NULL, offline BOOLEAN NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (date, revision));
+CREATE TABLE work_units (
+    id TEXT PRIMARY KEY, date DATE NOT NULL, phase TEXT NOT NULL, position INTEGER NOT NULL,
+    template_id TEXT NOT NULL, category TEXT NOT NULL, focus TEXT NOT NULL, motivation TEXT NOT NULL,
+    status TEXT NOT NULL, reason TEXT, estimated_cost_usd DOUBLE NOT NULL, origin TEXT NOT NULL,
+    deferred_from TEXT, plan_revision INTEGER, run_id TEXT, error TEXT,
+    created_at TIMESTAMPTZ NOT NULL, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ);
+CREATE TABLE plan_drops (
+    date DATE NOT NULL, phase TEXT NOT NULL, template_id TEXT NOT NULL, reason TEXT NOT NULL,
+    plan_revision INTEGER, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE action_runs (
+    work_unit_id TEXT NOT NULL, position INTEGER NOT NULL, action_id TEXT NOT NULL, status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '', result JSON, error TEXT, cost_usd DOUBLE NOT NULL DEFAULT 0,
+    run_id TEXT, step_key TEXT, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
+    PRIMARY KEY (work_unit_id, position));
+CREATE TABLE work_summaries (
+    work_unit_id TEXT PRIMARY KEY, date DATE NOT NULL, phase TEXT NOT NULL, template_id TEXT NOT NULL,
+    status TEXT NOT NULL, narrative TEXT NOT NULL, key_insights JSON NOT NULL, questions_raised JSON NOT NULL,
+    questions_addressed JSON NOT NULL, artifacts JSON NOT NULL, cost_usd DOUBLE NOT NULL,
+    offline BOOLEAN NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE llm_ledger (
+    request_id TEXT PRIMARY KEY, ts TIMESTAMPTZ NOT NULL, date DATE NOT NULL, phase TEXT,
+    run_id TEXT, step_key TEXT, work_unit_id TEXT, action_id TEXT, category TEXT NOT NULL,
+    model TEXT NOT NULL, input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,
+    cache_creation_input_tokens BIGINT NOT NULL, cache_read_input_tokens BIGINT NOT NULL,
+    cache_creation_1h_input_tokens BIGINT NOT NULL DEFAULT 0, cost_usd DOUBLE NOT NULL,
+    offline BOOLEAN NOT NULL, attempts INTEGER NOT NULL, latency_ms INTEGER NOT NULL,
+    reservation_id TEXT);
+CREATE TABLE reservations (
+    id TEXT PRIMARY KEY, date DATE NOT NULL, category TEXT NOT NULL, work_unit_id TEXT, action_id TEXT,
+    amount_usd DOUBLE NOT NULL, status TEXT NOT NULL, actual_usd DOUBLE, run_id TEXT, pid INTEGER,
+    created_at TIMESTAMPTZ NOT NULL, settled_at TIMESTAMPTZ);
+CREATE TABLE dead_letters (
+    id TEXT PRIMARY KEY, date DATE, phase TEXT, work_unit_id TEXT, action_id TEXT, run_id TEXT,
+    error TEXT NOT NULL, resolved BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE control_flags (
+    scope TEXT PRIMARY KEY, paused BOOLEAN NOT NULL, reason TEXT, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE alerts (
+    id TEXT PRIMARY KEY, date DATE NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL, UNIQUE (date, kind));
+CREATE INDEX ledger_by_date ON llm_ledger(date);
+CREATE INDEX units_by_date ON work_units(date, phase);
+CREATE INDEX reservations_by_date ON reservations(date, status);
+CREATE INDEX messages_by_time ON messages(conversation_id, created_at);
+"""),
+]
+
+
+def migrate(store: Store) -> list[int]:
+    """Create the schema or bring it forward; returns the versions applied now."""
+    applied: list[int] = []
+    with store.transaction() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                     "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_version").fetchall()}
+        for version, description, sql in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute(sql)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, description])
+            applied.append(version)
+    return applied
+
+
+def current_version(store: Store) -> int:
+    return store.scalar("SELECT coalesce(max(version), 0) FROM schema_version") or 0
