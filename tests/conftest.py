@@ -1,0 +1,36 @@
+"""Shared fixtures: every test gets its own CASS_HOME with the sample persona and conversations,
+the offline LLM, and a Dagster instance of its own. Nothing touches the repository's .cass."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cass_pipelines.cli.main import main as cli_main
+
+
+@pytest.fixture
+def cass_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    home = tmp_path / "cass"
+    monkeypatch.setenv("CASS_HOME", str(home))
+    monkeypatch.setenv("CASS_LLM", "offline")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CASS_TIMEZONE", "CASS_DAILY_BUDGET_USD",
+                "CASS_ACTIONS_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    return {k: v for k, v in os.environ.items()}
+
+
+@pytest.fixture
+def sample_home(cass_env: dict[str, str]) -> dict[str, str]:
+    """CASS_HOME initialised with the sample persona and conversations."""
+    assert cli_main(["init", "--sample"]) == 0
+    return cass_env
+
+
+@pytest.fixture
+def runtime(sample_home):
+    from cass_pipelines.runtime import open_runtime
+    return open_runtime()
