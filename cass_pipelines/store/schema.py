@@ -60,8 +60,11 @@ CREATE TABLE work_units (
     id TEXT PRIMARY KEY, date DATE NOT NULL, phase TEXT NOT NULL, position INTEGER NOT NULL,
     template_id TEXT NOT NULL, category TEXT NOT NULL, focus TEXT NOT NULL, motivation TEXT NOT NULL,
     status TEXT NOT NULL, reason TEXT, estimated_cost_usd DOUBLE NOT NULL, origin TEXT NOT NULL,
-    deferred_from TEXT, plan_revision INTEGER, run_id TEXT, error TEXT,
+    deferred_from TEXT, reoffered_as TEXT, plan_revision INTEGER, run_id TEXT, error TEXT,
     created_at TIMESTAMPTZ NOT NULL, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ);
+CREATE TABLE phase_openings (
+    date DATE NOT NULL, phase TEXT NOT NULL, plan_revision INTEGER NOT NULL, idle BOOLEAN NOT NULL,
+    opened_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (date, phase));
 CREATE TABLE plan_drops (
     date DATE NOT NULL, phase TEXT NOT NULL, template_id TEXT NOT NULL, reason TEXT NOT NULL,
     plan_revision INTEGER, created_at TIMESTAMPTZ NOT NULL);
