@@ -23,6 +23,11 @@ class Runtime:
     def llm(self) -> LLMClient:
         return make_client(self.settings, self.llm_mode)
 
+    @cached_property
+    def pricing(self) -> "Pricing":
+        from cass_pipelines.llm.pricing import load_pricing
+        return load_pricing()
+
 
 def open_runtime(env: Mapping[str, str] | None = None, store: Store | None = None) -> Runtime:
     settings = load_settings(env)

@@ -1,0 +1,132 @@
+"""The decision engine: the agent plans its own day, in its own voice, from a bounded self-model.
+
+The LLM sees the stable prefix (persona, catalogue, rules; cached) and a volatile context whose
+size does not grow with history (every list is capped and every text truncated). It answers with
+structured output whose template ids are enums per phase, so it cannot name unknown work; the
+answer is validated again by core.plan. Any failure falls back to the deterministic scorer:
+planning never raises.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model
+
+from cass_pipelines.core.plan import Dropped, PlanInputs, PlannedUnit, ProposedUnit, fallback_plan, validate_plan
+from cass_pipelines.llm.base import LLMClient, LLMRequest
+
+MAX_EDGES, MAX_OBSERVATIONS, MAX_QUESTIONS, MAX_DEFERRED = 5, 2, 6, 5
+CLIP = 220
+
+
+def clip(text: Any, limit: int = CLIP) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class DecisionContext:
+    """The bounded slice of the self-model and the day's state the agent plans from."""
+    day: date
+    phases: list[str]
+    growth_edges: list[dict]          # {area, current_state, desired_state, observations[]}
+    open_questions: list[str]
+    recent_work: list[dict]           # {date, phase, template_id, status, narrative, key_insights}
+    journal_tone: str | None
+    idle: bool
+    last_activity: str | None
+    deferred: list[dict]              # {template_id, focus, reason}
+    budget: dict                      # budget_status shape
+    degraded: bool
+    inputs: PlanInputs
+
+    def render(self) -> str:
+        reg = self.inputs.registry
+        lines = [f"Today is {self.day:%A %Y-%m-%d}. I am planning these phases of my day: "
+                 f"{', '.join(self.phases)}.", "", "My growth edges (most important first):"]
+        for e in self.growth_edges[:MAX_EDGES]:
+            lines.append(f"- {clip(e['area'], 80)}: now '{clip(e['current_state'], 160)}'; "
+                         f"aiming for '{clip(e['desired_state'], 160)}'")
+            lines += [f"    observed: {clip(o, 160)}" for o in e.get("observations", [])[:MAX_OBSERVATIONS]]
+        lines += ["", "My open questions:"] + [f"- {clip(q, 200)}" for q in self.open_questions[:MAX_QUESTIONS]]
+        lines += ["", "My recent work (newest first):"]
+        for w in self.recent_work[: self.inputs.max_units_per_phase * 2 + 4]:
+            insights = w.get("key_insights") or []
+            if isinstance(insights, str):
+                insights = json.loads(insights)
+            lines.append(f"- {w['date']} {w['phase']} {w['template_id']} ({w['status']}): {clip(w['narrative'], 180)}"
+                         + (f" Insight: {clip(insights[0], 140)}" if insights else ""))
+        if not self.recent_work:
+            lines.append("- (nothing yet)")
+        lines += ["", f"My latest journal's tone: {clip(self.journal_tone, 120) if self.journal_tone else 'none yet'}.",
+                  f"Conversations: {'idle' if self.idle else 'someone is talking with me right now'}"
+                  f" (last message {self.last_activity or 'never'}).", "", "Work deferred earlier, waiting:"]
+        lines += [f"- {d['template_id']} on '{clip(d['focus'], 80)}' ({clip(d['reason'], 100)})"
+                  for d in self.deferred[:MAX_DEFERRED]] or ["- (none)"]
+        b = self.budget
+        lines += ["", f"Budget today: ${b['remaining_usd']:.2f} of ${b['daily_limit_usd']:.2f} left "
+                      f"(${b['reserve_usd']:.2f} is an emergency reserve I cannot plan with)."]
+        lines += [f"- {name}: ${c['remaining_usd']:.3f} left" for name, c in sorted(b["categories"].items())]
+        if self.degraded:
+            lines.append("My budget is running low: I should prefer cheaper templates and skip low-priority work.")
+        lines += ["", "Templates I can choose, with estimated cost per unit (from my recent actual costs):"]
+        for t in sorted(reg.templates.values(), key=lambda t: t.id):
+            allowed = [p for p in self.phases if p in t.preferred_phases]
+            if allowed:
+                lines.append(f"- {t.id} [{t.category}, {t.priority}] ${self.inputs.cost(t.id):.3f}; "
+                             f"phases: {', '.join(allowed)}" + ("; needs idle" if t.requires_idle else ""))
+        lines += ["", f"Plan up to {self.inputs.max_units_per_phase} units per phase (zero is fine: rest is "
+                      "allowed). For each unit give the template, a concrete focus drawn from my edges, questions "
+                      "or recent work, and my motivation in one sentence. Do not repeat a template back to back. "
+                      "Also give my intention for the day in one or two sentences, in my own voice."]
+        return "\n".join(lines)
+
+
+def plan_schema(inputs: PlanInputs) -> type[BaseModel]:
+    """A response model whose template ids are an enum per phase: only work allowed in that phase."""
+    fields: dict[str, Any] = {"day_intention": (str, Field(description="my intention for the day, first person"))}
+    for phase in inputs.phases:
+        allowed = sorted(t.id for t in inputs.registry.templates_for_phase(phase))
+        unit = create_model(
+            f"{phase.capitalize()}Unit",
+            template_id=(Literal[tuple(allowed)], ...),  # type: ignore[valid-type]
+            focus=(str, Field(description="what exactly this unit works on")),
+            motivation=(str, Field(description="why I choose this, one sentence")),
+        )
+        fields[phase] = (list[unit], Field(default_factory=list, max_length=inputs.max_units_per_phase))
+    return create_model("DayPlanChoice", **fields)
+
+
+@dataclass
+class Decision:
+    source: str                              # "llm" | "fallback"
+    day_intention: str
+    units: dict[str, list[PlannedUnit]]
+    dropped: list[Dropped]
+    offline: bool
+    error: str | None = None                 # why the LLM plan was not used
+
+
+def decide(llm: LLMClient, system_prefix: str, context: DecisionContext,
+           previous_template: str | None = None) -> Decision:
+    """Ask the agent for its plan; validate it; fall back to the scorer if anything goes wrong."""
+    inputs = context.inputs
+    error = None
+    try:
+        schema = plan_schema(inputs)
+        result = llm.structured(LLMRequest(tier="deep", system_prefix=system_prefix, prompt=context.render(),
+                                           max_tokens=1500, purpose="plan"), schema)
+        choice = result.parsed
+        proposed = {p: [ProposedUnit(**u.model_dump()) for u in getattr(choice, p)] for p in inputs.phases}
+        if any(proposed.values()) or not any(inputs.registry.templates_for_phase(p) for p in inputs.phases):
+            units, dropped = validate_plan(proposed, inputs, previous_template)
+            return Decision("llm", choice.day_intention.strip(), units, dropped, result.offline)
+        error = "the plan had no units"
+    except Exception as exc:  # any failure of the call or its answer: the day must still be planned
+        error = f"{type(exc).__name__}: {clip(exc, 300)}"
+    proposed, intention = fallback_plan(inputs)
+    units, dropped = validate_plan(proposed, inputs, previous_template)
+    return Decision("fallback", intention, units, dropped, offline=False, error=error)

@@ -1,0 +1,160 @@
+"""Planning a phase: the first phase run of a day plans every remaining phase (the day plan);
+each phase, when it opens, takes its units from the stored plan, adds deferred work, and
+re-checks budget, pause and idle. Re-running a phase keeps its plan unless asked to re-plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from cass_pipelines.core.categories import PHASES
+from cass_pipelines.core.decision import Decision, DecisionContext, decide
+from cass_pipelines.core.phases import phase_window, remaining_phases
+from cass_pipelines.core.plan import PlanInputs, PlannedUnit
+from cass_pipelines.core.prompts import stable_prefix
+from cass_pipelines.llm.base import LLMClient
+from cass_pipelines.runtime import Runtime
+from cass_pipelines.store import conversations, persona, plans
+
+DEFERRED_LOOKBACK_DAYS = 7
+
+
+@dataclass
+class PhasePlan:
+    day: date
+    phase: str
+    revision: int
+    source: str
+    day_intention: str
+    planned_now: bool                 # this run asked the agent (or the fallback) for a day plan
+    made_day_plan: dict | None        # the whole day plan when this run made it
+    units: list[dict]                 # this phase's units after opening
+    dropped: list[dict] = field(default_factory=list)
+    deferred_now: list[tuple[str, str]] = field(default_factory=list)
+    reoffered: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def idle_at(rt: Runtime, moment: datetime) -> tuple[bool, datetime | None]:
+    last = conversations.last_activity(rt.store)
+    threshold = timedelta(minutes=rt.settings.idle_threshold_minutes)
+    return (last is None or moment - last >= threshold), last
+
+
+def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
+    from cass_pipelines.core.budget import calibrated_costs, degradation
+    from cass_pipelines.store.budget import budget_status, ledger_action_averages
+
+    status = budget_status(rt.store, rt.settings, day)
+    degraded, skip = degradation(status, rt.settings)
+    costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store))
+    edges = persona.growth_edges(rt.store, limit=5)
+    inputs = PlanInputs(
+        registry=rt.registry, phases=phases,
+        category_remaining={k: v["remaining_usd"] for k, v in status["categories"].items()},
+        action_costs=costs, idle=idle, skip_priorities=frozenset(skip),
+        max_units_per_phase=rt.settings.max_units_per_phase,
+        recent_templates=plans.recent_templates(rt.store, rt.settings.history_window),
+        growth_edges=[e["area"] for e in edges],
+        open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)])
+    return inputs, status, degraded
+
+
+def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
+                     last: datetime | None) -> DecisionContext:
+    inputs, status, degraded = plan_inputs(rt, day, phases, idle)
+    edges = [{**e, "observations": [o["text"] for o in persona.edge_observations(rt.store, e["id"], limit=2)]}
+             for e in persona.growth_edges(rt.store, limit=5)]
+    journal = plans.latest_journal(rt.store, day)
+    deferred = plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                      PHASES.index(phases[0]))
+    return DecisionContext(
+        day=day, phases=phases, growth_edges=edges, open_questions=inputs.open_questions,
+        recent_work=plans.recent_summaries(rt.store, rt.settings.history_window),
+        journal_tone=journal["tone"] if journal else None, idle=idle,
+        last_activity=last.isoformat(timespec="minutes") if last else None,
+        deferred=deferred, budget=status, degraded=degraded, inputs=inputs)
+
+
+def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime) -> tuple[Decision, int]:
+    phases = remaining_phases(day, phase)
+    reference = phase_window(day, phase, rt.settings)[0]
+    idle, last = idle_at(rt, reference)
+    ctx = decision_context(rt, day, phases, idle, last)
+    prefix = stable_prefix(persona.persona_row(rt.store), rt.registry)
+    recent = plans.recent_templates(rt.store, 1)
+    decision = decide(llm, prefix, ctx, previous_template=recent[0] if recent else None)
+    revision = plans.day_plan_revisions(rt.store, day) + 1
+    all_units = [u for p in phases for u in decision.units[p]]
+    plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
+                        intention=decision.day_intention, from_phase=phase, phases=phases, units=all_units,
+                        dropped=[d.as_dict() for d in decision.dropped], offline=decision.offline, now=now)
+    return decision, revision
+
+
+def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
+    """Re-check this phase's units against budget, pause and idle; re-offer deferred work that fits."""
+    from cass_pipelines.store.control import paused_reason
+
+    reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
+    idle, _ = idle_at(rt, reference)
+    inputs, _, _ = plan_inputs(rt, day, [phase], idle)
+    left = dict(inputs.category_remaining)
+    deferrals: list[tuple[str, str]] = []
+
+    def refusal(template_id: str, category: str, cost: float) -> str | None:
+        template = rt.registry.templates.get(template_id)
+        if template is None:
+            return f"template '{template_id}' is no longer in the registry"
+        paused = paused_reason(rt.store, category)
+        if paused:
+            return f"paused: {paused}"
+        if template.requires_idle and not idle:
+            return "requires idle, but a conversation is active"
+        if template.priority in inputs.skip_priorities:
+            return f"budget running low: {template.priority}-priority work skipped"
+        if cost > left.get(category, 0.0) + 1e-9:
+            return f"over budget: category {category} has ${left.get(category, 0.0):.4f} left, unit needs ${cost:.4f}"
+        left[category] = left.get(category, 0.0) - cost
+        return None
+
+    planned = [u for u in plans.units_for_phase(rt.store, day, phase) if u["status"] == "planned"]
+    for u in planned:
+        reason = refusal(u["template_id"], u["category"], inputs.cost(u["template_id"]))
+        if reason:
+            deferrals.append((u["id"], reason))
+    room = rt.settings.max_units_per_phase - (len(planned) - len(deferrals))
+    reoffers = []
+    for old in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                      PHASES.index(phase)):
+        template = rt.registry.templates.get(old["template_id"])
+        if len(reoffers) >= room or template is None or phase not in template.preferred_phases:
+            continue
+        cost = inputs.cost(template.id)
+        if refusal(template.id, template.category, cost) is None:
+            reoffers.append((old, PlannedUnit(phase, template.id, template.category, template.priority,
+                                              old["focus"], f"re-offered: {old['reason']}", cost)))
+    plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
+                     reoffers=reoffers, now=now)
+    return deferrals, [new.template_id for _, new in reoffers]
+
+
+def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False) -> PhasePlan:
+    existing = plans.latest_day_plan(rt.store, day)
+    decision = None
+    if existing is None or replan:
+        decision, revision = make_day_plan(rt, llm, day, phase, now)
+        existing = plans.latest_day_plan(rt.store, day)
+    assert existing is not None
+    revision = existing["revision"]
+    opening = plans.phase_opening(rt.store, day, phase)
+    deferred_now: list[tuple[str, str]] = []
+    reoffered: list[str] = []
+    if opening is None or opening["plan_revision"] != revision:
+        deferred_now, reoffered = open_phase(rt, day, phase, revision, now)
+    return PhasePlan(
+        day=day, phase=phase, revision=revision, source=existing["source"],
+        day_intention=existing["day_intention"], planned_now=decision is not None,
+        made_day_plan=existing["plan"] if decision is not None else None,
+        units=plans.units_for_phase(rt.store, day, phase),
+        dropped=[d for d in existing["dropped"] if d["phase"] == phase] if decision is None else existing["dropped"],
+        deferred_now=deferred_now, reoffered=reoffered, error=decision.error if decision else None)

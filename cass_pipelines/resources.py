@@ -1,0 +1,46 @@
+"""Dagster resources: the DuckDB file and the project runtime (settings, registry, store, LLM)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
+
+from cass_pipelines.core.clock import Clock, FixedClock, SystemClock
+from cass_pipelines.runtime import Runtime, open_runtime
+from cass_pipelines.store.db import Store, open_connection
+
+
+class CassDuckDB(DuckDBResource):
+    """dagster-duckdb's resource, opening through the store's retrying connect.
+
+    The upstream get_connection does not close its connection when the body raises, which leaves
+    the file locked for every other process until garbage collection; this one always closes.
+    """
+
+    @contextmanager
+    def get_connection(self):
+        with open_connection(self.database) as conn:
+            yield conn
+
+
+class CassResource(dg.ConfigurableResource):
+    """The project runtime for ops and assets. Settings come from CASS_HOME and the environment."""
+
+    duckdb: CassDuckDB
+    llm_mode: str = ""            # "", "offline" or "anthropic"; "" follows CASS_LLM / the key
+    fixed_now: str = ""           # ISO timestamp: pin the clock (tests, simulations)
+    _runtime: Runtime | None = PrivateAttr(default=None)
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            rt = open_runtime(store=Store(self.duckdb.database, connect_fn=self.duckdb.get_connection))
+            if self.llm_mode:
+                rt.llm_mode = self.llm_mode
+            self._runtime = rt
+        return self._runtime
+
+    def clock(self) -> Clock:
+        return FixedClock(datetime.fromisoformat(self.fixed_now)) if self.fixed_now else SystemClock()

@@ -1,0 +1,176 @@
+"""Day plans, phase openings, work units, action runs and dead letters."""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any, Iterable
+
+from cass_pipelines.store.db import Store, params
+
+_UNIT_COLS = ("id, date, phase, position, template_id, category, focus, motivation, status, reason, "
+              "estimated_cost_usd, origin, deferred_from, reoffered_as, plan_revision, run_id, error, "
+              "created_at, started_at, finished_at")
+
+
+def latest_day_plan(store: Store, day: date) -> dict | None:
+    row = store.one("SELECT * FROM day_plans WHERE date = ? ORDER BY revision DESC LIMIT 1", [day])
+    if row:
+        row["plan"], row["dropped"] = json.loads(row["plan"]), json.loads(row["dropped"])
+    return row
+
+
+def day_plan_revisions(store: Store, day: date) -> int:
+    return store.scalar("SELECT count(*) FROM day_plans WHERE date = ?", [day]) or 0
+
+
+def unit_id(day: date, phase: str, tag: str) -> str:
+    """Ids are also Dagster mapping keys, so only [A-Za-z0-9_]."""
+    return f"{day:%Y%m%d}_{phase}_{tag}"
+
+
+def save_day_plan(store: Store, *, day: date, revision: int, source: str, intention: str, from_phase: str,
+                  phases: list[str], units: list[Any], dropped: list[dict], offline: bool,
+                  now: datetime) -> None:
+    """Store a day plan revision and its units; a re-plan cancels the not-yet-started units it replaces."""
+    plan_json = {p: [u.__dict__ for u in units if u.phase == p] for p in phases}
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO day_plans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", params(
+            [day, revision, source, intention, from_phase, plan_json, dropped, offline, now]))
+        if revision > 1:
+            conn.execute(f"""UPDATE work_units SET status = 'cancelled', reason = 'replaced by plan revision {revision}',
+                             finished_at = ? WHERE date = ? AND status = 'planned' AND phase IN
+                             (SELECT unnest(?::TEXT[]))""", [now, day, phases])
+        for d in dropped:
+            conn.execute("INSERT INTO plan_drops VALUES (?, ?, ?, ?, ?, ?)",
+                         [day, d["phase"], d["template_id"], d["reason"], revision, now])
+        positions: dict[str, int] = {}
+        for u in units:
+            pos = positions[u.phase] = positions.get(u.phase, -1) + 1
+            conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, 'plan', NULL, NULL, ?, NULL, NULL, ?, NULL, NULL)",
+                         [unit_id(day, u.phase, f"r{revision}_{pos}"), day, u.phase, pos, u.template_id, u.category,
+                          u.focus, u.motivation, u.estimated_cost_usd, revision, now])
+
+
+def phase_opening(store: Store, day: date, phase: str) -> dict | None:
+    return store.one("SELECT * FROM phase_openings WHERE date = ? AND phase = ?", [day, phase])
+
+
+def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool,
+               deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime) -> None:
+    """Record that a phase began: defer what cannot run now, add re-offered deferred work."""
+    with store.transaction() as conn:
+        for uid, reason in deferrals:
+            conn.execute("UPDATE work_units SET status = 'deferred', reason = ? WHERE id = ? AND status = 'planned'",
+                         [reason, uid])
+        base = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM work_units WHERE date = ? AND phase = ?",
+                            [day, phase]).fetchone()[0]
+        for n, (old, unit) in enumerate(reoffers):
+            new_id = unit_id(day, phase, f"d{base + n}")
+            conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, 'deferred', ?, NULL, ?, NULL, NULL, ?, NULL, NULL)",
+                         [new_id, day, phase, base + n, unit.template_id, unit.category, unit.focus,
+                          unit.motivation, unit.estimated_cost_usd, old["id"], revision, now])
+            conn.execute("UPDATE work_units SET reoffered_as = ? WHERE id = ?", [new_id, old["id"]])
+        conn.execute("INSERT INTO phase_openings VALUES (?, ?, ?, ?, ?) ON CONFLICT (date, phase) DO UPDATE SET "
+                     "plan_revision = excluded.plan_revision, idle = excluded.idle, opened_at = excluded.opened_at",
+                     [day, phase, revision, idle, now])
+
+
+def add_manual_unit(store: Store, *, day: date, phase: str, tag: str, unit: Any, now: datetime) -> str:
+    uid = unit_id(day, phase, tag)
+    with store.transaction() as conn:
+        pos = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM work_units WHERE date = ? AND phase = ?",
+                           [day, phase]).fetchone()[0]
+        conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
+                     "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, 'manual', NULL, NULL, NULL, NULL, NULL, ?, NULL, NULL)",
+                     [uid, day, phase, pos, unit.template_id, unit.category, unit.focus, unit.motivation,
+                      unit.estimated_cost_usd, now])
+    return uid
+
+
+def units_for_phase(store: Store, day: date, phase: str) -> list[dict]:
+    return store.all(f"SELECT {_UNIT_COLS} FROM work_units WHERE date = ? AND phase = ? ORDER BY position",
+                     [day, phase])
+
+
+def units_for_day(store: Store, day: date) -> list[dict]:
+    return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE date = ? ORDER BY
+                         CASE phase WHEN 'morning' THEN 0 WHEN 'afternoon' THEN 1 WHEN 'evening' THEN 2 ELSE 3 END,
+                         position""", [day])
+
+
+def get_unit(store: Store, uid: str) -> dict | None:
+    return store.one(f"SELECT {_UNIT_COLS} FROM work_units WHERE id = ?", [uid])
+
+
+def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
+    """Deferred units not yet re-offered, from `since` up to (not including) the given phase."""
+    return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE status = 'deferred' AND reoffered_as IS NULL
+        AND date >= ? AND (date < ? OR (date = ? AND CASE phase WHEN 'morning' THEN 0 WHEN 'afternoon' THEN 1
+                                                   WHEN 'evening' THEN 2 ELSE 3 END < ?))
+        ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
+
+
+def set_unit_status(store: Store, uid: str, status: str, now: datetime, *, reason: str | None = None,
+                    error: str | None = None, run_id: str | None = None) -> None:
+    started = status == "running"
+    finished = status in ("completed", "failed", "deferred", "skipped", "cancelled")
+    store.execute(f"""UPDATE work_units SET status = ?, reason = coalesce(?, reason), error = coalesce(?, error),
+                      run_id = coalesce(?, run_id),
+                      started_at = {'coalesce(started_at, ?)' if started else 'started_at'},
+                      finished_at = {'?' if finished else 'finished_at'}
+                      WHERE id = ?""",
+                  [status, reason, error, run_id] + ([now] if started or finished else []) + [uid])
+
+
+def action_runs(store: Store, uid: str) -> list[dict]:
+    rows = store.all("SELECT * FROM action_runs WHERE work_unit_id = ? ORDER BY position", [uid])
+    for r in rows:
+        r["result"] = json.loads(r["result"]) if r["result"] else None
+    return rows
+
+
+def record_action(store: Store, *, uid: str, position: int, action_id: str, status: str, now: datetime,
+                  message: str = "", result: dict | None = None, error: str | None = None, cost_usd: float = 0.0,
+                  run_id: str | None = None, step_key: str | None = None) -> None:
+    finished = status != "running"
+    store.execute("""INSERT INTO action_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (work_unit_id, position) DO UPDATE SET status = excluded.status, message = excluded.message,
+            result = excluded.result, error = excluded.error, cost_usd = excluded.cost_usd,
+            run_id = excluded.run_id, step_key = excluded.step_key,
+            started_at = coalesce(action_runs.started_at, excluded.started_at), finished_at = excluded.finished_at""",
+                  params([uid, position, action_id, status, message, result, error, cost_usd, run_id, step_key,
+                          now, now if finished else None]))
+
+
+def add_dead_letter(store: Store, *, dl_id: str, day: date | None, phase: str | None, uid: str | None,
+                    action_id: str | None, run_id: str | None, error: str, now: datetime) -> None:
+    store.execute("INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, FALSE, ?) ON CONFLICT DO NOTHING",
+                  [dl_id, day, phase, uid, action_id, run_id, error, now])
+
+
+def dead_letters(store: Store, unresolved_only: bool = True, limit: int = 20) -> list[dict]:
+    return store.all(f"SELECT * FROM dead_letters {'WHERE NOT resolved' if unresolved_only else ''} "
+                     "ORDER BY created_at DESC LIMIT ?", [limit])
+
+
+def recent_templates(store: Store, limit: int) -> list[str]:
+    return [r["template_id"] for r in store.all(
+        "SELECT template_id FROM work_units WHERE status IN ('completed', 'running', 'planned') "
+        "ORDER BY date DESC, created_at DESC, position DESC LIMIT ?", [limit])]
+
+
+def drops_for_day(store: Store, day: date) -> list[dict]:
+    return store.all("SELECT template_id, phase, reason, plan_revision FROM plan_drops WHERE date = ? "
+                     "ORDER BY created_at, phase", [day])
+
+
+def recent_summaries(store: Store, limit: int) -> list[dict]:
+    return store.all("""SELECT date, phase, template_id, status, narrative, key_insights FROM work_summaries
+                        ORDER BY date DESC, created_at DESC LIMIT ?""", [limit])
+
+
+def latest_journal(store: Store, before: date) -> dict | None:
+    return store.one("SELECT date, tone, text FROM journals WHERE kind = 'daily' AND date < ? "
+                     "ORDER BY date DESC LIMIT 1", [before])
