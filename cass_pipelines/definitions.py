@@ -1,12 +1,38 @@
-"""The code location: settings and registry are validated here, so a bad registry fails the load."""
+"""The code location. Settings and the registry are validated here, so a bad registry or setting
+fails the load with a message naming the file, template, action or field."""
 from __future__ import annotations
 
 import dagster as dg
 
-from cass_pipelines.core.registry import load_registry
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.assets.journal import build_conversation_summaries, build_daily_journal
+from cass_pipelines.assets.plan import build_phase_plan
+from cass_pipelines.assets.results import build_results
+from cass_pipelines.assets.sources import conversations, self_model
+from cass_pipelines.assets.work import build_actions_check, build_phase_work
+from cass_pipelines.core.categories import PHASES
+from cass_pipelines.core.registry import Registry, load_registry
+from cass_pipelines.core.settings import Settings, load_settings
+from cass_pipelines.jobs import build_jobs
+from cass_pipelines.memory_sensor import build_idle_memory_sensor
+from cass_pipelines.partitions import date_partitions, phase_partitions
+from cass_pipelines.resources import CassDuckDB, CassResource
+from cass_pipelines.schedules import build_journal_schedule, build_phase_schedule
 
-settings = load_settings()
-registry = load_registry(settings.actions_file)
 
-defs = dg.Definitions()
+def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
+    phases, dates = phase_partitions(settings), date_partitions(settings)
+    phase_job, journal_job, memory_job, manual_work_job = build_jobs(phases, dates, registry.max_sequence_length)
+    return dg.Definitions(
+        assets=[conversations, self_model, build_phase_plan(phases),
+                build_phase_work(phases, registry.max_sequence_length), *build_results(phases),
+                build_daily_journal(dates), build_conversation_summaries()],
+        asset_checks=[build_actions_check()],
+        jobs=[phase_job, journal_job, memory_job, manual_work_job],
+        schedules=[*(build_phase_schedule(settings, p, phase_job) for p in PHASES),
+                   build_journal_schedule(settings, journal_job)],
+        sensors=[build_idle_memory_sensor(settings, memory_job)],
+        resources={"cass": CassResource(duckdb=CassDuckDB(database=str(settings.db_path)))},
+    )
+
+
+defs = build_defs(settings := load_settings(), load_registry(settings.actions_file))

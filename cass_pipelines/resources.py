@@ -1,5 +1,4 @@
 """Dagster resources: the DuckDB file and the project runtime (settings, registry, store, LLM)."""
-from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import datetime
@@ -11,6 +10,7 @@ from pydantic import PrivateAttr
 from cass_pipelines.core.clock import Clock, FixedClock, SystemClock
 from cass_pipelines.runtime import Runtime, open_runtime
 from cass_pipelines.store.db import Store, open_connection
+from cass_pipelines.store.schema import migrate
 
 
 class CassDuckDB(DuckDBResource):
@@ -37,10 +37,15 @@ class CassResource(dg.ConfigurableResource):
     def runtime(self) -> Runtime:
         if self._runtime is None:
             rt = open_runtime(store=Store(self.duckdb.database, connect_fn=self.duckdb.get_connection))
+            migrate(rt.store)  # idempotent; a run against a fresh CASS_HOME still finds its tables
             if self.llm_mode:
                 rt.llm_mode = self.llm_mode
             self._runtime = rt
         return self._runtime
+
+    def quick_store(self, deadline_s: float = 5.0) -> Store:
+        """For schedules and sensors: give up after a few seconds if a run holds the file."""
+        return Store(self.duckdb.database, connect_fn=lambda: open_connection(self.duckdb.database, deadline_s))
 
     def clock(self) -> Clock:
         return FixedClock(datetime.fromisoformat(self.fixed_now)) if self.fixed_now else SystemClock()

@@ -3,7 +3,6 @@
 The first phase run of a day asks the agent for the whole remaining day and stores it; each
 later phase takes its units from that plan. Re-materialising keeps the plan unless `replan`.
 """
-from __future__ import annotations
 
 from datetime import date
 

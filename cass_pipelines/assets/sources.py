@@ -1,5 +1,4 @@
 """Observed source assets: the agent's conversations and self-model, which plans are built from."""
-from __future__ import annotations
 
 import hashlib
 import json

@@ -6,7 +6,6 @@ fan out side by side. Handler failures are data (the step records them and the u
 because Dagster skips a collect step when any mapped step fails: the phase must still be
 summarised and costed. The failure shows in the UI through the `actions_succeeded` check.
 """
-from __future__ import annotations
 
 from datetime import date
 import dagster as dg
@@ -109,7 +108,7 @@ def build_phase_work(partitions: dg.PartitionsDefinition, waves: int) -> dg.Asse
     return dg.AssetsDefinition.from_graph(
         graph, keys_by_input_name={"plan": dg.AssetKey("phase_plan")},
         keys_by_output_name={"result": dg.AssetKey("phase_work")}, partitions_def=partitions,
-        group_name_by_output_name={"result": "day"},
+        group_name="day",
         descriptions_by_output_name={"result": "The phase's work: one step per (work unit, action)."})
 
 

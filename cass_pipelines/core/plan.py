@@ -71,6 +71,8 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs,
             reason = None
             if template is None:
                 reason = f"unknown template '{unit.template_id}'"
+            elif not template.plannable:
+                reason = "template is run by its own job, not planned"
             elif phase not in template.preferred_phases:
                 reason = f"template not allowed in {phase} (allowed: {', '.join(template.preferred_phases)})"
             elif unit.template_id == last:

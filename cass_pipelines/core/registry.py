@@ -80,6 +80,8 @@ class TemplateDef(BaseModel):
     preferred_phases: dict[str, float] = Field(min_length=1)
     priority: Priority = Priority.NORMAL
     requires_idle: bool = False
+    # False for work that its own job runs (the daily journal): never offered to the planner.
+    plannable: bool = True
 
     @field_validator("id")
     @classmethod
@@ -120,7 +122,7 @@ class Registry(BaseModel):
         return sum(a.default_duration_minutes for a in self.template_actions(template_id))
 
     def templates_for_phase(self, phase: str) -> list[TemplateDef]:
-        return [t for t in self.templates.values() if phase in t.preferred_phases]
+        return [t for t in self.templates.values() if t.plannable and phase in t.preferred_phases]
 
     @cached_property
     def max_sequence_length(self) -> int:

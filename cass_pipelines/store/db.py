@@ -44,8 +44,8 @@ def connect(path: str | Path, deadline_s: float = OPEN_DEADLINE_S) -> duckdb.Duc
 
 
 @contextmanager
-def open_connection(path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    conn = connect(path)
+def open_connection(path: str | Path, deadline_s: float = OPEN_DEADLINE_S) -> Iterator[duckdb.DuckDBPyConnection]:
+    conn = connect(path, deadline_s)
     try:
         yield conn
     finally:

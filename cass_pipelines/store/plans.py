@@ -174,3 +174,7 @@ def recent_summaries(store: Store, limit: int) -> list[dict]:
 def latest_journal(store: Store, before: date) -> dict | None:
     return store.one("SELECT date, tone, text FROM journals WHERE kind = 'daily' AND date < ? "
                      "ORDER BY date DESC LIMIT 1", [before])
+
+
+def units_for_run(store: Store, run_id: str) -> list[dict]:
+    return store.all(f"SELECT {_UNIT_COLS} FROM work_units WHERE run_id = ? ORDER BY created_at", [run_id])

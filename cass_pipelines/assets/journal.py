@@ -1,0 +1,77 @@
+"""`daily_journal` (date) and `conversation_summaries`: work run by its own job, one unit each,
+through the same runner as planned work (so it is metered, ledgered and recorded the same way)."""
+
+from datetime import date
+
+import dagster as dg
+
+from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.plan import PlannedUnit
+from cass_pipelines.core.runner import run_unit
+from cass_pipelines.resources import CassResource
+from cass_pipelines.runtime import Runtime
+from cass_pipelines.store import plans
+from cass_pipelines.store.views import journal_entry
+
+
+def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, focus: str, now) -> str:
+    """The unit a job runs; created once per tag, so a re-run resumes it instead of paying twice."""
+    uid = plans.unit_id(day, phase, tag)
+    if plans.get_unit(rt.store, uid) is None:
+        t = rt.registry.templates[template_id]
+        plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, unit=PlannedUnit(
+            phase, t.id, t.category, t.priority, focus, f"run by its job: {t.description}",
+            rt.registry.template_cost(t.id)))
+    return uid
+
+
+class JournalConfig(dg.Config):
+    rewrite: bool = False  # write the entry again even if the day already has one
+
+
+def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(name="daily_journal", partitions_def=date_partitions, group_name="day", kinds={"duckdb"},
+              deps=[dg.AssetDep("work_summaries", partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
+                  partition_dimension_name="date")), "conversation_summaries"], pool="cass_store",
+              description="The agent's journal entry for the day, from its conversations and work summaries.")
+    def daily_journal(context: dg.AssetExecutionContext, config: JournalConfig,
+                      cass: CassResource) -> dg.MaterializeResult:
+        rt, clock = cass.runtime(), cass.clock()
+        day = date.fromisoformat(context.partition_key)
+        tag = "journal" if not config.rewrite else f"journal_{clock.now():%H%M%S}"
+        uid = job_unit(rt, day, "night", "daily_journal", tag, f"the day {day}", clock.now())
+        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning)
+        unit = plans.get_unit(rt.store, uid)
+        if unit["status"] == "failed":
+            raise dg.Failure(f"journal for {day} failed: {unit['error']}")
+        entry = journal_entry(rt.store, day) or {}
+        return dg.MaterializeResult(metadata={
+            "status": unit["status"], "reason": unit["reason"] or "",
+            "cost_usd": dg.MetadataValue.float(round(sum(o.cost_usd for o in outcomes), 6)),
+            "offline": bool(entry.get("offline")), "tone": entry.get("tone") or "",
+            "entry": dg.MetadataValue.md(entry.get("text") or f"_no entry ({unit['status']}: {unit['reason']})_"),
+            "where": f"DuckDB {rt.settings.db_path} table journals (date={day}, kind=daily)"})
+
+    return daily_journal
+
+
+def build_conversation_summaries() -> dg.AssetsDefinition:
+    @dg.asset(name="conversation_summaries", group_name="memory", kinds={"duckdb"}, deps=["conversations"],
+              pool="cass_store",
+              description="Incremental summaries and titles of conversations that went idle.")
+    def conversation_summaries(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
+        rt, clock = cass.runtime(), cass.clock()
+        now = clock.now()
+        day, phase = phase_at(now, rt.settings)
+        uid = job_unit(rt, day, phase, "conversation_catchup", f"mem{now:%H%M%S%f}", "idle conversations", now)
+        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning)
+        unit = plans.get_unit(rt.store, uid)
+        if unit["status"] == "failed":
+            raise dg.Failure(f"memory summarisation failed: {unit['error']}")
+        return dg.MaterializeResult(metadata={
+            "status": unit["status"], "actions": len(outcomes),
+            "cost_usd": dg.MetadataValue.float(round(sum(o.cost_usd for o in outcomes), 6)),
+            "messages": dg.MetadataValue.md("\n".join(f"- {o.action_id}: {o.message}" for o in outcomes) or "none"),
+            "where": f"DuckDB {rt.settings.db_path} table conversation_summaries"})
+
+    return conversation_summaries

@@ -1,0 +1,63 @@
+"""`work_summaries` and `cost_records` (date|phase): what the phase's work amounted to and cost."""
+
+from datetime import date
+
+import dagster as dg
+
+from cass_pipelines.core.handlers.base import ActionResult
+from cass_pipelines.core.runner import metered
+from cass_pipelines.llm.metered import MeterContext
+from cass_pipelines.partitions import split_key
+from cass_pipelines.resources import CassResource
+from cass_pipelines.store import plans
+from cass_pipelines.store.costs import partition_costs
+
+SUMMARISED = ("completed", "failed")
+
+
+def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(name="work_summaries", partitions_def=partitions, group_name="day", kinds={"duckdb"},
+              deps=["phase_work"], pool="cass_store",
+              description="One summary per finished unit: narrative, insights, questions, artifacts, cost.")
+    def work_summaries(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
+        from cass_pipelines.core.summaries import summarize_unit, summary_markdown
+
+        rt, clock = cass.runtime(), cass.clock()
+        day_s, phase = split_key(context.partition_key)
+        day = date.fromisoformat(day_s)
+        made = []
+        for unit in plans.units_for_phase(rt.store, day, phase):
+            if unit["status"] not in SUMMARISED:
+                continue
+            results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
+                       if r["result"]]
+            llm = metered(rt, clock, MeterContext(date=day, phase=phase, category=unit["category"],
+                                                  priority="high", work_unit_id=unit["id"],
+                                                  action_id="summary.work_unit", run_id=context.run_id))
+            made.append(summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now()))
+        return dg.MaterializeResult(metadata={
+            "summaries": len(made),
+            "insights": sum(len(s.get("key_insights") or []) for s in made),
+            "summaries_md": dg.MetadataValue.md("\n\n---\n\n".join(summary_markdown(s) for s in made) or "none"),
+        })
+
+    @dg.asset(name="cost_records", partitions_def=partitions, group_name="day", kinds={"duckdb"},
+              deps=["phase_work", "work_summaries"], pool="cass_store",
+              description="Every LLM call of the partition from the ledger: tokens by kind and dollars.")
+    def cost_records(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
+        rt = cass.runtime()
+        day_s, phase = split_key(context.partition_key)
+        costs = partition_costs(rt.store, date.fromisoformat(day_s), phase)
+        table = "\n".join(["| category | model | action | calls | cost | input tok | output tok |",
+                           "|---|---|---|---|---|---|---|"] + [
+            f"| {r['category']} | {r['model']} | {r['action_id']} | {r['calls']} | ${r['cost_usd']:.4f} | "
+            f"{r['input_tokens']} | {r['output_tokens']} |" for r in costs["breakdown"]])
+        return dg.MaterializeResult(metadata={
+            "cost_usd": dg.MetadataValue.float(round(float(costs["cost_usd"]), 6)),
+            "calls": int(costs["calls"]), "input_tokens": int(costs["input_tokens"]),
+            "output_tokens": int(costs["output_tokens"]),
+            "cache_read_input_tokens": int(costs["cache_read_input_tokens"]),
+            "cache_creation_input_tokens": int(costs["cache_creation_input_tokens"]),
+            "offline": bool(costs["offline"]), "breakdown": dg.MetadataValue.md(table)})
+
+    return [work_summaries, cost_records]

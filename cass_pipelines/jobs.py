@@ -1,0 +1,80 @@
+"""Jobs. Phase runs use the in-process executor: a multiprocess step costs ~2 s of start-up here."""
+
+from datetime import date
+
+import dagster as dg
+
+from cass_pipelines.assets.journal import job_unit
+from cass_pipelines.assets.work import action_waves, run_work_action
+from cass_pipelines.core.runner import next_position
+from cass_pipelines.resources import CassResource
+from cass_pipelines.store import plans
+
+PHASE_ASSETS = ["phase_plan", "phase_work", "work_summaries", "cost_records"]
+
+
+class ManualWorkConfig(dg.Config):
+    template_id: str
+    focus: str = ""
+    phase: str = ""   # default: the current phase
+    date: str = ""    # default: today in the agent's timezone
+
+
+@dg.op(out={"state": dg.Out(dict), "steps": dg.DynamicOut(dict)})
+def start_manual_work(context: dg.OpExecutionContext, config: ManualWorkConfig, cass: CassResource):
+    from cass_pipelines.core.phases import phase_at
+
+    rt, clock = cass.runtime(), cass.clock()
+    if config.template_id not in rt.registry.templates:
+        raise dg.Failure(f"unknown template '{config.template_id}'; see `cass-pipelines catalog`")
+    now = clock.now()
+    day, phase = phase_at(now, rt.settings)
+    day = date.fromisoformat(config.date) if config.date else day
+    uid = job_unit(rt, day, config.phase or phase, config.template_id, f"m{now:%H%M%S%f}",
+                   config.focus or rt.registry.templates[config.template_id].name, now)
+    context.log.info(f"manual unit {uid}: {config.template_id} on '{config.focus}'")
+    unit = plans.get_unit(rt.store, uid)
+    state = {uid: next_position(rt, unit)}
+    yield dg.Output(state, output_name="state")
+    action_id = rt.registry.templates[config.template_id].action_sequence[0]
+    yield dg.DynamicOutput({"unit_id": uid, "position": 0}, output_name="steps",
+                           mapping_key=f"{uid}__{action_id.replace('.', '_')}")
+
+
+@dg.op
+def finish_manual_work(context: dg.OpExecutionContext, cass: CassResource, state: dict, outcomes: list[dict]) -> dict:
+    from cass_pipelines.core.handlers.base import ActionResult
+    from cass_pipelines.core.runner import metered
+    from cass_pipelines.core.summaries import summarize_unit
+    from cass_pipelines.llm.metered import MeterContext
+
+    rt, clock = cass.runtime(), cass.clock()
+    unit = plans.units_for_run(rt.store, context.run_id)[0]
+    uid = unit["id"]
+    if unit["status"] in ("completed", "failed"):
+        results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, uid) if r["result"]]
+        llm = metered(rt, clock, MeterContext(date=unit["date"], phase=unit["phase"], category=unit["category"],
+                                              priority="high", work_unit_id=uid, action_id="summary.work_unit",
+                                              run_id=context.run_id))
+        summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())
+    context.log.info(f"manual unit {uid}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
+    return {"work_unit_id": uid, "status": unit["status"]}
+
+
+def build_jobs(phase_partitions, date_partitions, waves: int) -> list:
+    @dg.job(name="manual_work_job", executor_def=dg.in_process_executor,
+            description="Run one work unit now (template, focus, phase), under the same budget rules.")
+    def manual_work_job():
+        state, steps = start_manual_work()
+        finish_manual_work(*action_waves(state, steps, waves))
+
+    return [
+        dg.define_asset_job("phase_job", selection=PHASE_ASSETS, partitions_def=phase_partitions,
+                            executor_def=dg.in_process_executor,
+                            description="Plan a phase, run its work (one step per action), summarise and cost it."),
+        dg.define_asset_job("journal_job", selection=["daily_journal"], partitions_def=date_partitions,
+                            executor_def=dg.in_process_executor, description="Write a day's journal entry."),
+        dg.define_asset_job("memory_job", selection=["conversation_summaries"], executor_def=dg.in_process_executor,
+                            description="Summarise conversations that went idle."),
+        manual_work_job,
+    ]
