@@ -7,7 +7,7 @@ model, request id, latency and attempts, and whether it came from the offline ba
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Mapping, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -33,13 +33,14 @@ class Usage:
     cache_read_input_tokens: int = 0
     # Of cache_creation_input_tokens, how many were written with the 1-hour TTL (priced higher).
     cache_creation_1h_input_tokens: int = 0
+    web_search_requests: int = 0   # server-side web searches, billed per search
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(*(a + b for a, b in zip(self.astuple(), other.astuple())))
 
     def astuple(self) -> tuple[int, ...]:
         return (self.input_tokens, self.output_tokens, self.cache_creation_input_tokens,
-                self.cache_read_input_tokens, self.cache_creation_1h_input_tokens)
+                self.cache_read_input_tokens, self.cache_creation_1h_input_tokens, self.web_search_requests)
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,11 @@ class LLMClient(Protocol):
     def text(self, request: LLMRequest) -> LLMResult: ...
 
     def structured(self, request: LLMRequest, schema: type[T]) -> LLMResult[T]: ...
+
+
+def model_for(models: Mapping[str, str], tier: str) -> str:
+    """The configured model for a tier ("fast" | "deep")."""
+    try:
+        return models[tier]
+    except KeyError:
+        raise LLMError(f"no model for tier {tier!r}; configured tiers: {', '.join(models)}") from None

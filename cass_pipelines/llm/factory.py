@@ -6,6 +6,8 @@ from typing import Mapping
 
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.llm.base import LLMClient
+from cass_pipelines.llm.offline import OfflineBackend
+from cass_pipelines.llm.pricing import load_pricing
 
 
 def resolve_mode(settings: Settings, env: Mapping[str, str] | None = None) -> str:
@@ -17,4 +19,13 @@ def resolve_mode(settings: Settings, env: Mapping[str, str] | None = None) -> st
 
 
 def make_client(settings: Settings, mode: str | None = None) -> LLMClient:
-    raise NotImplementedError("LLM backends: issue 3")
+    """The backend for `mode` (default: resolved from settings and environment). Checks that every
+    configured model is priced, so a typo in a model name fails at startup."""
+    mode = mode or resolve_mode(settings)
+    pricing = load_pricing()
+    if mode == "offline":
+        return OfflineBackend(settings, pricing)
+    if mode == "anthropic":
+        from cass_pipelines.llm.anthropic_backend import AnthropicBackend  # the SDK is slow to import
+        return AnthropicBackend(settings, pricing)
+    raise ValueError(f"unknown LLM mode {mode!r}; expected anthropic or offline")
