@@ -25,3 +25,4 @@ class MeterContext:
     action_id: str | None
     run_id: str | None = None
     step_key: str | None = None
+    ignore_pause: bool = False   # a forced manual trigger runs while paused (budget limits still hold)
