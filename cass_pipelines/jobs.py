@@ -18,6 +18,7 @@ class ManualWorkConfig(dg.Config):
     focus: str = ""
     phase: str = ""   # default: the current phase
     date: str = ""    # default: today in the agent's timezone
+    force: bool = False  # run even while paused; budget limits still apply
 
 
 @dg.op(out={"state": dg.Out(dict), "steps": dg.DynamicOut(dict)})
@@ -31,7 +32,8 @@ def start_manual_work(context: dg.OpExecutionContext, config: ManualWorkConfig, 
     day, phase = phase_at(now, rt.settings)
     day = date.fromisoformat(config.date) if config.date else day
     uid = job_unit(rt, day, config.phase or phase, config.template_id, f"m{now:%H%M%S%f}",
-                   config.focus or rt.registry.templates[config.template_id].name, now)
+                   config.focus or rt.registry.templates[config.template_id].name, now,
+                   origin="forced" if config.force else "manual")
     context.log.info(f"manual unit {uid}: {config.template_id} on '{config.focus}'")
     unit = plans.get_unit(rt.store, uid)
     state = {uid: next_position(rt, unit)}

@@ -14,14 +14,15 @@ from cass_pipelines.store import plans
 from cass_pipelines.store.views import journal_entry
 
 
-def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, focus: str, now) -> str:
+def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, focus: str, now,
+             origin: str = "job") -> str:
     """The unit a job runs; created once per tag, so a re-run resumes it instead of paying twice."""
     uid = plans.unit_id(day, phase, tag)
     if plans.get_unit(rt.store, uid) is None:
         t = rt.registry.templates[template_id]
         plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, unit=PlannedUnit(
             phase, t.id, t.category, t.priority, focus, f"run by its job: {t.description}",
-            rt.registry.template_cost(t.id)))
+            rt.registry.template_cost(t.id)), origin=origin)
     return uid
 
 

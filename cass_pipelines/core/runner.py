@@ -63,7 +63,8 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
         return outcome("skipped", f"unit is {unit['status']}", unit_done=True)
 
     now = clock.now()
-    paused = paused_reason(rt.store, unit["category"])
+    forced = unit["origin"] == "forced"
+    paused = None if forced else paused_reason(rt.store, unit["category"])
     if paused:
         plans.set_unit_status(rt.store, unit_id, "deferred", now, reason=f"paused: {paused}", run_id=run_id)
         plans.record_action(rt.store, uid=unit_id, position=position, action_id=action.id, status="deferred",
@@ -76,7 +77,7 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
     meter = metered(rt, clock, MeterContext(
         date=day, phase=unit["phase"], category=action.category, priority=template.priority,
-        work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key))
+        work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced))
     previous = [ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                 if p < position and runs[p]["result"]]
     ctx = HandlerContext(action=action, work_unit_id=unit_id, template_id=template.id, focus=unit["focus"],

@@ -77,15 +77,16 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
                      [day, phase, revision, idle, now])
 
 
-def add_manual_unit(store: Store, *, day: date, phase: str, tag: str, unit: Any, now: datetime) -> str:
+def add_manual_unit(store: Store, *, day: date, phase: str, tag: str, unit: Any, now: datetime,
+                    origin: str = "manual") -> str:
     uid = unit_id(day, phase, tag)
     with store.transaction() as conn:
         pos = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM work_units WHERE date = ? AND phase = ?",
                            [day, phase]).fetchone()[0]
         conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
-                     "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, 'manual', NULL, NULL, NULL, NULL, NULL, ?, NULL, NULL)",
+                     "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, NULL, NULL)",
                      [uid, day, phase, pos, unit.template_id, unit.category, unit.focus, unit.motivation,
-                      unit.estimated_cost_usd, now])
+                      unit.estimated_cost_usd, origin, now])
     return uid
 
 

@@ -1,0 +1,227 @@
+"""run-day, run-phase, plan, summaries, journal, status, trigger."""
+import argparse
+import time
+
+from cass_pipelines.cli.output import CliError, emit, parse_date, table
+from cass_pipelines.core.categories import PHASES
+from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.phases import phase_at
+from cass_pipelines.reports import plan_view, render_plan
+from cass_pipelines.runtime import Runtime, open_runtime
+from cass_pipelines.store import conversations, plans, views
+from cass_pipelines.store.schema import migrate
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run-day", help="materialise the day's phases in order through Dagster, then report")
+    p.add_argument("--date", help="YYYY-MM-DD (default: today in the agent's timezone)")
+    p.add_argument("--phases", help="comma-separated subset, e.g. morning,afternoon")
+    p.add_argument("--no-journal", action="store_true", help="do not write the journal after the night phase")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run_day)
+
+    p = sub.add_parser("run-phase", help="materialise one phase through Dagster")
+    p.add_argument("phase", choices=PHASES)
+    p.add_argument("--date")
+    p.add_argument("--replan", action="store_true", help="re-ask the agent for this and the remaining phases")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run_phase)
+
+    for name, helptext, func in [("plan", "the day's plan and the status of each unit", cmd_plan),
+                                 ("summaries", "the day's work summaries", cmd_summaries),
+                                 ("journal", "the day's journal entry", cmd_journal)]:
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--date")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("status", help="paused?, LLM mode, current phase, plan progress, runs, dead letters, budget")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("trigger", help="run one work unit now through manual_work_job")
+    p.add_argument("template")
+    p.add_argument("--focus", default="")
+    p.add_argument("--phase", choices=PHASES, default="")
+    p.add_argument("--force", action="store_true", help="run even while paused (budget limits still apply)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_trigger)
+
+
+def _setup() -> tuple[Runtime, "object", "object"]:
+    """Runtime, Dagster instance and definitions for this CASS_HOME."""
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import instance_for
+
+    rt = open_runtime()
+    migrate(rt.store)
+    return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+
+
+def _today(rt: Runtime):
+    return phase_at(SystemClock().now(), rt.settings)
+
+
+def _phase_report(rt: Runtime, day, phase: str, result, seconds: float) -> dict:
+    from cass_pipelines.execution import run_error
+    from cass_pipelines.store.costs import partition_costs
+
+    costs = partition_costs(rt.store, day, phase)
+    return {"phase": phase, "run_id": result.run_id, "success": result.success, "error": run_error(result),
+            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"])}
+
+
+def day_report(rt: Runtime, day, runs: list[dict], journal: dict | None) -> dict:
+    from cass_pipelines.store.budget import budget_status
+
+    return {"date": day.isoformat(), "llm_mode": rt.llm_mode, "runs": runs, "plan": plan_view(rt, day),
+            "journal": journal, "budget": budget_status(rt.store, rt.settings, day),
+            "database": str(rt.settings.db_path), "artifacts": views.artifact_counts(rt.store)}
+
+
+def render_report(r: dict) -> str:
+    lines = [f"{r['date']}: the agent's day (LLM: {r['llm_mode']})", ""]
+    lines += [f"run {x['phase']:<9} {'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
+              f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
+              for x in r["runs"]]
+    lines += ["", render_plan(r["plan"]), ""]
+    if r["journal"]:
+        lines += [f"Journal ({'offline' if r['journal']['offline'] else 'model'}; tone: {r['journal']['tone']}):",
+                  "  " + r["journal"]["text"][:400].replace("\n", "\n  "), ""]
+    b = r["budget"]
+    lines.append(f"Budget: spent ${b['spent_usd']:.4f} of ${b['daily_limit_usd']:.2f}, reserved ${b['reserved_usd']:.4f}, "
+                 f"remaining ${b['remaining_usd']:.4f}" + ("  EXHAUSTED" if b["exhausted"] else "")
+                 + ("  PAUSED" if b["paused"] else ""))
+    lines.append(f"Artifacts in {r['database']}: " + ", ".join(f"{k} {v}" for k, v in r["artifacts"].items()))
+    lines.append("See them in the UI: dagster dev -w workspace.yaml (same DAGSTER_HOME), or "
+                 "`cass-pipelines plan|summaries|journal|ledger --date " + r["date"] + "`.")
+    return "\n".join(lines)
+
+
+def cmd_run_day(args: argparse.Namespace) -> int:
+    from cass_pipelines.execution import run_journal, run_memory, run_phase
+
+    rt, instance, defs = _setup()
+    day = parse_date(args.date, _today(rt)[0])
+    phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        raise CliError(f"--phases: unknown phase(s) {unknown}; choose from {', '.join(PHASES)}")
+    runs = []
+    if conversations.idle_unsummarized(rt.store, SystemClock().now(), limit=1):
+        started = time.perf_counter()
+        result = run_memory(defs, instance)   # what idle_memory_sensor does in the daemon
+        runs.append({**_phase_report(rt, day, "memory", result, time.perf_counter() - started), "calls": 0,
+                     "cost_usd": 0.0})
+    for phase in sorted(phases, key=PHASES.index):
+        started = time.perf_counter()
+        result = run_phase(defs, instance, day, phase)
+        runs.append(_phase_report(rt, day, phase, result, time.perf_counter() - started))
+    if "night" in phases and not args.no_journal:
+        started = time.perf_counter()
+        result = run_journal(defs, instance, day)
+        runs.append({**_phase_report(rt, day, "journal", result, time.perf_counter() - started), "calls": 0,
+                     "cost_usd": 0.0})
+    report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
+    emit(report, args.json, render_report)
+    return 0 if all(r["success"] for r in runs) else 1
+
+
+def cmd_run_phase(args: argparse.Namespace) -> int:
+    from cass_pipelines.execution import run_phase
+
+    rt, instance, defs = _setup()
+    day = parse_date(args.date, _today(rt)[0])
+    started = time.perf_counter()
+    result = run_phase(defs, instance, day, args.phase, replan=args.replan)
+    report = day_report(rt, day, [_phase_report(rt, day, args.phase, result, time.perf_counter() - started)],
+                        views.journal_entry(rt.store, day))
+    emit(report, args.json, render_report)
+    return 0 if result.success else 1
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    emit(plan_view(rt, parse_date(args.date, _today(rt)[0])), args.json, render_plan)
+    return 0
+
+
+def cmd_summaries(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    day = parse_date(args.date, _today(rt)[0])
+    rows = views.summaries_for_day(rt.store, day)
+    emit(rows, args.json, lambda rs: "\n\n".join(
+        f"{r['phase']} {r['template_id']} ({r['status']}, ${r['cost_usd']:.4f}{', offline' if r['offline'] else ''})\n"
+        f"  {r['narrative']}\n" + "".join(f"  * {i}\n" for i in r["key_insights"])
+        + "".join(f"  ? {q}\n" for q in r["questions_raised"]) for r in rs) or f"No work summaries for {day}.")
+    return 0
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    day = parse_date(args.date, _today(rt)[0])
+    entry = views.journal_entry(rt.store, day)
+    out = {"date": day.isoformat(), "text": entry["text"] if entry else None,
+           "offline": bool(entry["offline"]) if entry else None, "tone": entry["tone"] if entry else None}
+    emit(out, args.json, lambda d: d["text"] or f"No journal for {day} yet (journal_job writes it after the night).")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cass_pipelines.execution import instance_for
+    from cass_pipelines.store.budget import budget_status
+    from cass_pipelines.store.control import paused_reason
+
+    rt = open_runtime()
+    day, phase = _today(rt)
+    instance = instance_for(rt.settings)
+    units = plans.units_for_day(rt.store, day)
+    progress: dict[str, int] = {}
+    for u in units:
+        progress[u["status"]] = progress.get(u["status"], 0) + 1
+    runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
+             "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
+            for r in instance.get_runs(limit=8)]
+    out = {"paused": paused_reason(rt.store, None), "llm_mode": rt.llm_mode, "timezone": rt.settings.timezone,
+           "date": day.isoformat(), "current_phase": phase, "plan_progress": progress,
+           "recent_runs": runs, "dead_letters": plans.dead_letters(rt.store, limit=5),
+           "budget": budget_status(rt.store, rt.settings, day),
+           "database": str(rt.settings.db_path), "dagster_home": str(instance.root_directory),
+           "artifacts": views.artifact_counts(rt.store)}
+    emit(out, args.json, lambda d: "\n".join([
+        f"paused: {d['paused'] or 'no'}", f"LLM: {d['llm_mode']}",
+        f"now: {d['date']} {d['current_phase']} ({d['timezone']})",
+        "today's units: " + (", ".join(f"{k} {v}" for k, v in d["plan_progress"].items()) or "none planned yet"),
+        f"budget: spent ${d['budget']['spent_usd']:.4f} of ${d['budget']['daily_limit_usd']:.2f}"
+        + (" EXHAUSTED" if d["budget"]["exhausted"] else ""),
+        f"dead letters: {len(d['dead_letters'])}" + "".join(
+            f"\n  {x['work_unit_id']} {x['action_id']}: {x['error'][:120]}" for x in d["dead_letters"]),
+        "recent runs:\n" + (table([[r["run_id"][:8], r["job"], r["status"], r["partition"], r["trigger"]]
+                                   for r in d["recent_runs"]], ["run", "job", "status", "partition", "trigger"])
+                            if d["recent_runs"] else "  none"),
+        f"artifacts (DuckDB {d['database']}): " + ", ".join(f"{k} {v}" for k, v in d["artifacts"].items()),
+        f"Dagster instance: {d['dagster_home']}"]))
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from cass_pipelines.execution import run_error, run_manual
+    from cass_pipelines.store.control import paused_reason
+
+    rt, instance, defs = _setup()
+    template = rt.registry.templates.get(args.template)
+    if template is None:
+        raise CliError(f"unknown template '{args.template}'; see `cass-pipelines catalog`")
+    paused = paused_reason(rt.store, template.category)
+    if paused and not args.force:
+        raise CliError(f"paused ({paused}); not triggering {args.template}. Use --force to run anyway, "
+                       "or `cass-pipelines resume`.", code=3)
+    result = run_manual(defs, instance, args.template, args.focus, args.phase, force=args.force)
+    units = plans.units_for_run(rt.store, result.run_id)
+    out = {"run_id": result.run_id, "success": result.success, "error": run_error(result),
+           "work_unit": units[0] if units else None}
+    emit(out, args.json, lambda d: (
+        f"run {d['run_id'][:8]}: " + (f"unit {d['work_unit']['id']} {d['work_unit']['status']}"
+                                      f" {d['work_unit']['reason'] or d['work_unit']['error'] or ''}"
+                                      if d["work_unit"] else d["error"] or "no unit")))
+    return 0 if result.success and units and units[0]["status"] == "completed" else 1

@@ -1,0 +1,74 @@
+"""Running the project's jobs in this process through Dagster (run-day, run-phase, trigger).
+
+Runs go to the DAGSTER_HOME instance (default CASS_HOME/dagster), so they appear in the UI
+afterwards exactly like runs launched by the schedules.
+"""
+import os
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from cass_pipelines.core.settings import Settings
+from cass_pipelines.partitions import phase_key
+
+DAGSTER_YAML = """\
+# Written by cass-pipelines. Runs sharing the DuckDB file are serialised by one pool slot
+# (enforced by the run queue for daemon-launched runs); telemetry stays off.
+concurrency:
+  pools:
+    default_limit: 1
+    granularity: run
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_home(settings: Settings) -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(DAGSTER_YAML, encoding="utf-8")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    dagster_home(settings)
+    return dg.DagsterInstance.get()
+
+
+def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, phase: str,
+              replan: bool = False, trigger: str = "cli") -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("phase_job").execute_in_process(
+        instance=instance, partition_key=phase_key(day.isoformat(), phase), raise_on_error=False,
+        run_config={"ops": {"phase_plan": {"config": {"replan": replan}}}},
+        tags={"cass/phase": phase, "cass/date": day.isoformat(), "cass/trigger": trigger})
+
+
+def run_journal(defs: dg.Definitions, instance: dg.DagsterInstance, day: date) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("journal_job").execute_in_process(
+        instance=instance, partition_key=day.isoformat(), raise_on_error=False,
+        tags={"cass/date": day.isoformat(), "cass/trigger": "cli"})
+
+
+def run_memory(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("memory_job").execute_in_process(
+        instance=instance, raise_on_error=False, tags={"cass/trigger": "cli"})
+
+
+def run_manual(defs: dg.Definitions, instance: dg.DagsterInstance, template_id: str, focus: str,
+               phase: str = "", day: date | None = None, force: bool = False) -> dg.ExecuteInProcessResult:
+    config = {"template_id": template_id, "focus": focus, "phase": phase, "date": day.isoformat() if day else "",
+              "force": force}
+    return defs.resolve_job_def("manual_work_job").execute_in_process(
+        instance=instance, raise_on_error=False, run_config={"ops": {"start_manual_work": {"config": config}}},
+        tags={"cass/trigger": "cli", "cass/template": template_id})
+
+
+def run_error(result: dg.ExecuteInProcessResult) -> str | None:
+    """The first step failure's message, for the report."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data:
+            return f"{event.step_key}: {event.step_failure_data.error.message.strip()[:400]}"
+    return None if result.success else "run failed"
