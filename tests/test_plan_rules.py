@@ -1,0 +1,95 @@
+"""Plan validation drops each bad case with its reason; the fallback scorer is deterministic."""
+import pytest
+
+from cass_pipelines.core.plan import PlanInputs, ProposedUnit, fallback_plan, score_template, validate_plan
+from cass_pipelines.core.registry import load_registry
+
+REGISTRY = load_registry()
+PLENTY = {c: 10.0 for c in ("system", "journal", "memory", "research", "reflection", "growth", "curiosity",
+                            "creative")}
+
+
+def inputs(**kw) -> PlanInputs:
+    base = dict(registry=REGISTRY, phases=["morning", "afternoon", "evening", "night"],
+                category_remaining=dict(PLENTY), growth_edges=["Expressing uncertainty"],
+                open_questions=["What makes an explanation feel finished?"])
+    base.update(kw)
+    return PlanInputs(**base)
+
+
+def unit(template_id: str) -> ProposedUnit:
+    return ProposedUnit(template_id=template_id, focus="f", motivation="m")
+
+
+def reasons(dropped) -> list[str]:
+    return [d.reason for d in dropped]
+
+
+def test_valid_plan_is_kept_in_order_with_estimates():
+    kept, dropped = validate_plan({"morning": [unit("morning_reflection"), unit("growth_edge_work")]}, inputs())
+    assert dropped == []
+    assert [u.template_id for u in kept["morning"]] == ["morning_reflection", "growth_edge_work"]
+    assert kept["morning"][1].estimated_cost_usd == REGISTRY.template_cost("growth_edge_work") > 0
+
+
+@pytest.mark.parametrize("proposed, kw, expected", [
+    ({"morning": [unit("teleport")]}, {}, "unknown template 'teleport'"),
+    ({"morning": [unit("nightly_dream")]}, {}, "template not allowed in morning"),
+    ({"night": [unit("daily_journal")]}, {}, "run by its own job"),
+    ({"morning": [unit("growth_edge_work"), unit("growth_edge_work")]}, {}, "same template as the unit before it"),
+    ({"morning": [unit("conversation_catchup")]}, {"idle": False}, "requires idle"),
+    ({"morning": [unit("research_deep_dive")]}, {"category_remaining": {**PLENTY, "research": 0.01}},
+     "over budget: category research has $0.0100 left"),
+    ({"night": [unit("nightly_dream")]}, {"skip_priorities": frozenset({"idle", "low"})},
+     "budget running low: idle-priority work skipped"),
+    ({"morning": [unit("morning_reflection"), unit("growth_edge_work")]}, {"max_units_per_phase": 1},
+     "morning already has 1 units"),
+])
+def test_each_bad_case_is_dropped_with_its_reason(proposed, kw, expected):
+    kept, dropped = validate_plan(proposed, inputs(**kw))
+    assert len(dropped) == 1, dropped
+    assert expected in dropped[0].reason
+    phase = next(iter(proposed))
+    assert dropped[0].phase == phase
+
+
+def test_budget_is_consumed_in_plan_order_across_phases():
+    one_unit = REGISTRY.template_cost("research_deep_dive")
+    kept, dropped = validate_plan(
+        {"morning": [unit("research_deep_dive")], "afternoon": [unit("synthesis"), unit("research_deep_dive")]},
+        inputs(category_remaining={**PLENTY, "research": one_unit * 1.5}))
+    assert len(kept["morning"]) == 1 and [u.template_id for u in kept["afternoon"]] == ["synthesis"]
+    assert dropped[0].phase == "afternoon" and "over budget" in dropped[0].reason
+
+
+def test_repeat_check_spans_the_previous_unit_of_yesterday():
+    _, dropped = validate_plan({"morning": [unit("morning_reflection")]}, inputs(),
+                               previous_template="morning_reflection")
+    assert "same template" in dropped[0].reason
+
+
+def test_fallback_plan_is_deterministic_valid_and_varied():
+    a, intention_a = fallback_plan(inputs())
+    b, intention_b = fallback_plan(inputs())
+    assert a == b and intention_a == intention_b
+    kept, dropped = validate_plan(a, inputs())
+    assert dropped == []
+    chosen = [u.template_id for p in kept.values() for u in p]
+    assert len(chosen) >= 6 and len(set(chosen)) >= 5
+    for phase, units in kept.items():
+        for u in units:
+            assert phase in REGISTRY.templates[u.template_id].preferred_phases
+
+
+def test_fallback_respects_idle_and_degradation():
+    plan, _ = fallback_plan(inputs(idle=False, skip_priorities=frozenset({"low", "idle"})))
+    for units in plan.values():
+        for u in units:
+            t = REGISTRY.templates[u.template_id]
+            assert not t.requires_idle and t.priority not in ("low", "idle")
+
+
+def test_scorer_prefers_variety():
+    fresh = score_template("growth_edge_work", "morning", inputs(), recent=[])
+    repeated = score_template("growth_edge_work", "morning", inputs(), recent=["growth_edge_work"] * 3)
+    assert fresh > repeated
