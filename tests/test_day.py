@@ -1,0 +1,164 @@
+"""The agent's day through Dagster: plan, fan-out, summaries, costs, journal — offline, on a real
+DuckDB file and a real Dagster instance."""
+import json
+from datetime import date, timedelta
+
+import dagster as dg
+import pytest
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.core.decision import DecisionContext, decide
+from cass_pipelines.core.plan import PlanInputs
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.execution import instance_for, run_journal, run_phase
+from cass_pipelines.llm.base import LLMError
+from cass_pipelines.runtime import open_runtime
+from cass_pipelines.store import plans
+
+DAY = date(2026, 11, 20)
+
+
+@pytest.fixture
+def day_env(sample_home):
+    rt = open_runtime()
+    return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+
+
+def test_run_day_cli_runs_every_phase_and_reports(sample_home, capsys):
+    assert main(["run-day", "--date", DAY.isoformat(), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["phase"] for r in report["runs"]] == ["memory", "morning", "afternoon", "evening", "night", "journal"]
+    assert all(r["success"] for r in report["runs"])
+    plan = report["plan"]
+    assert plan["source"] == "llm" and plan["day_intention"]
+    units = [u for us in plan["phases"].values() for u in us]
+    assert units and all(u["status"] in ("completed", "deferred", "skipped", "cancelled") for u in units)
+    assert report["journal"]["text"] and report["journal"]["offline"] is True
+    assert report["budget"]["spent_usd"] > 0
+    rt = open_runtime()
+    ledger = rt.store.all("SELECT offline, cost_usd FROM llm_ledger")
+    assert ledger and all(r["offline"] for r in ledger)
+    # The runs are in the Dagster instance, so the UI shows them afterwards.
+    instance = dg.DagsterInstance.get()
+    for phase in ("morning", "afternoon", "evening", "night"):
+        event = instance.get_latest_materialization_event(dg.AssetKey("phase_plan"))
+        assert event is not None
+    keys = instance.get_materialized_partitions(dg.AssetKey("phase_work"))
+    assert {f"{DAY}|{p}" for p in ("morning", "afternoon", "evening", "night")} <= set(keys)
+
+
+def test_rematerialising_a_plan_keeps_it_and_replan_makes_a_revision(day_env):
+    rt, instance, defs = day_env
+    assert run_phase(defs, instance, DAY, "morning").success
+    first = plans.units_for_day(rt.store, DAY)
+    assert run_phase(defs, instance, DAY, "morning").success
+    assert plans.day_plan_revisions(rt.store, DAY) == 1
+    assert [u["id"] for u in plans.units_for_day(rt.store, DAY)] == [u["id"] for u in first]
+    assert run_phase(defs, instance, DAY, "afternoon", replan=True).success
+    assert plans.day_plan_revisions(rt.store, DAY) == 2
+    events = instance.fetch_materializations(dg.AssetKey("phase_plan"), limit=10).records
+    revisions = sorted(e.asset_materialization.metadata["revision"].value for e in events)
+    assert revisions == [1, 1, 2]
+    # The replaced, never-started units of later phases are cancelled, with the reason kept.
+    cancelled = [u for u in plans.units_for_day(rt.store, DAY) if u["status"] == "cancelled"]
+    assert all("replaced by plan revision 2" in u["reason"] for u in cancelled)
+
+
+def test_a_late_start_plans_only_the_remaining_phases(day_env):
+    rt, instance, defs = day_env
+    assert run_phase(defs, instance, DAY, "afternoon").success
+    plan = plans.latest_day_plan(rt.store, DAY)
+    assert plan["planned_from_phase"] == "afternoon"
+    assert set(plan["plan"]) == {"afternoon", "evening", "night"}
+    assert not plans.units_for_phase(rt.store, DAY, "morning")
+
+
+def test_actions_of_a_unit_run_in_template_order_one_step_each(day_env):
+    rt, instance, defs = day_env
+    result = run_phase(defs, instance, DAY, "morning")
+    assert result.success
+    steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    for unit in plans.units_for_phase(rt.store, DAY, "morning"):
+        sequence = rt.registry.templates[unit["template_id"]].action_sequence
+        runs = plans.action_runs(rt.store, unit["id"])
+        assert [r["action_id"] for r in runs] == list(sequence[:len(runs)])
+        mine = [s for s in steps if f"[{unit['id']}__" in s]
+        assert [int(s.split("[")[0].split("_")[-1]) for s in mine] == list(range(1, len(mine) + 1))
+        started = [r["started_at"] for r in runs]
+        assert started == sorted(started)
+
+
+def test_a_failing_action_fails_its_unit_but_the_phase_is_summarised_and_costed(day_env, monkeypatch):
+    rt, instance, defs = day_env
+    import cass_pipelines.core.handlers.sessions as sessions
+
+    # Make every session action fail; units without sessions still complete.
+    def boom(ctx):
+        raise RuntimeError("simulated handler crash")
+
+    for name in ("reflection", "growth_edge", "curiosity", "research", "world_state", "synthesis", "writing",
+                 "knowledge_building"):
+        monkeypatch.setattr(sessions, name, boom)
+    result = run_phase(defs, instance, DAY, "morning")
+    assert result.success
+    units = plans.units_for_phase(rt.store, DAY, "morning")
+    failed = [u for u in units if u["status"] == "failed"]
+    assert failed and all("simulated handler crash" in u["error"] for u in failed)
+    summarised = {r["work_unit_id"] for r in rt.store.all("SELECT work_unit_id FROM work_summaries")}
+    assert {u["id"] for u in units if u["status"] in ("completed", "failed")} <= summarised
+    checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    check = next(e.event_specific_data.evaluation for e in checks
+                 if e.event_specific_data.evaluation.check_name == "actions_succeeded")
+    assert check.passed is False
+    assert rt.store.scalar("SELECT count(*) FROM dead_letters") >= len(failed)
+    mats = instance.get_materialized_partitions(dg.AssetKey("cost_records"))
+    assert f"{DAY}|morning" in mats
+
+
+def test_backfill_of_three_past_dates_makes_three_plans(day_env):
+    rt, instance, defs = day_env
+    job = defs.resolve_job_def("phase_job")
+    days = [DAY - timedelta(days=n) for n in (3, 2, 1)]
+    keys = set(job.partitions_def.get_partition_keys())
+    for d in days:
+        assert f"{d}|morning" in keys
+        assert job.execute_in_process(instance=instance, partition_key=f"{d}|morning").success
+    assert [plans.latest_day_plan(rt.store, d)["revision"] for d in days] == [1, 1, 1]
+    assert rt.store.scalar("SELECT count(DISTINCT date) FROM day_plans") == 3
+
+
+def test_journal_job_writes_the_day_once(day_env):
+    rt, instance, defs = day_env
+    assert run_phase(defs, instance, DAY, "night").success
+    assert run_journal(defs, instance, DAY).success
+    first = rt.store.one("SELECT text, created_at FROM journals WHERE date = ? AND kind = 'daily'", [DAY])
+    calls = rt.store.scalar("SELECT count(*) FROM llm_ledger")
+    assert run_journal(defs, instance, DAY).success   # a re-run resumes the same unit: nothing new
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger") == calls
+    assert rt.store.one("SELECT text, created_at FROM journals WHERE date = ? AND kind = 'daily'", [DAY]) == first
+
+
+class Failing:
+    mode = "anthropic"
+
+    def model_for(self, tier):
+        return "claude-sonnet-5-5"
+
+    def text(self, request):
+        raise LLMError("overloaded", status=529, retryable=True)
+
+    structured = lambda self, request, schema: self.text(request)  # noqa: E731
+
+
+def test_planning_falls_back_when_the_llm_fails(runtime):
+    inputs = PlanInputs(registry=runtime.registry, phases=["morning", "afternoon"],
+                        category_remaining={c: 1.0 for c in ("system", "journal", "memory", "research",
+                                                              "reflection", "growth", "curiosity", "creative")})
+    ctx = DecisionContext(day=DAY, phases=inputs.phases, growth_edges=[], open_questions=[], recent_work=[],
+                          journal_tone=None, idle=True, last_activity=None, deferred=[],
+                          budget={"remaining_usd": 4.5, "daily_limit_usd": 5.0, "reserve_usd": 0.5,
+                                  "categories": {}}, degraded=False, inputs=inputs)
+    decision = decide(Failing(), "prefix", ctx)
+    assert decision.source == "fallback"
+    assert "overloaded" in decision.error
+    assert decision.units["morning"] and decision.units["afternoon"]
