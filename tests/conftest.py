@@ -34,3 +34,14 @@ def sample_home(cass_env: dict[str, str]) -> dict[str, str]:
 def runtime(sample_home):
     from cass_pipelines.runtime import open_runtime
     return open_runtime()
+
+
+@pytest.fixture
+def fake_anthropic(cass_env, monkeypatch: pytest.MonkeyPatch):
+    """A local Messages-API server; ANTHROPIC_BASE_URL and a test ANTHROPIC_API_KEY point the SDK at it."""
+    from fake_anthropic import API_KEY, FakeAnthropic
+
+    with FakeAnthropic(lifetime_s=120) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+        yield server

@@ -13,16 +13,22 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 
+# The cap the Anthropic backend puts on server-side web searches per call; bounds a call's worst case.
+WEB_SEARCH_MAX_USES = 3
+
 
 class LLMError(RuntimeError):
-    """A call that could not produce a usable result. `retryable` says whether trying later may help."""
+    """A call that could not produce a usable result. `retryable` says whether trying later may help.
+    `billed` is set when a response was received and paid for but was unusable (malformed or invalid
+    structured output): its usage and cost must still go to the ledger."""
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
-                 request_id: str | None = None):
+                 request_id: str | None = None, billed: "LLMResult | None" = None):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.request_id = request_id
+        self.billed = billed
 
 
 @dataclass(frozen=True)

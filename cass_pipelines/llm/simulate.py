@@ -100,8 +100,10 @@ def write_text(rng: random.Random, items: list[str], max_tokens: int, sentences:
     count = sentences if sentences is not None else rng.randint(4, 9)
     order = rng.sample(items, len(items))
     out: list[str] = []
-    for i in range(count):
+    for i in range(min(count, 2 * len(order))):   # each item at most twice: no padding by repetition
         candidate = _sentence(rng, order[i % len(order)])
+        if candidate in out:
+            continue
         if len(" ".join(out + [candidate])) > limit:
             break
         out.append(candidate)

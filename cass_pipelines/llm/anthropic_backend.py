@@ -1,0 +1,186 @@
+"""The Anthropic backend, on the official SDK.
+
+- Credentials and endpoint come from the environment (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL), read
+  by the SDK itself; the key never appears in our messages.
+- The SDK retries 408/409/429/5xx/529, honouring retry-after; `settings.max_retries` sets the count.
+  A middleware (run once per HTTP attempt inside the SDK's retry loop) counts attempts and enforces
+  one hard deadline per call, `settings.request_timeout_s`, across all attempts and waits.
+- Prompt caching: the stable prefix is a system block with cache_control; the suffix is not cached.
+- Structured output uses the API's JSON-schema output format; the answer is validated with pydantic.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anthropic
+from pydantic import BaseModel, ValidationError
+
+from cass_pipelines.core.settings import Settings, SettingsError
+from cass_pipelines.llm.base import WEB_SEARCH_MAX_USES, LLMError, LLMRequest, LLMResult, T, Usage, model_for
+from cass_pipelines.llm.pricing import Pricing
+
+WEB_SEARCH_TOOL = {"type": "web_search_20260318", "name": "web_search", "max_uses": WEB_SEARCH_MAX_USES}
+
+
+def _retryable(status: int) -> bool:
+    return status in (408, 409, 429) or status >= 500     # the SDK's own retry policy
+
+
+def _redact(text: str) -> str:
+    key = os.environ.get("ANTHROPIC_API_KEY")
+    return text.replace(key, "[redacted]") if key else text
+
+
+@dataclass
+class _Call:
+    deadline: float            # time.monotonic() by which the call must be over
+    timeout_s: float
+    attempts: int = 0
+
+    def expired(self, status: int | None = None, detail: str = "") -> LLMError:
+        return LLMError(f"deadline of {self.timeout_s:g}s exceeded after {self.attempts} attempt(s)"
+                        + (f"; last answer: {detail}" if detail else ""), status=status, retryable=True)
+
+
+_CURRENT: ContextVar[_Call | None] = ContextVar("cass_llm_call", default=None)
+
+
+class _Deadline(anthropic.Middleware):
+    """Each attempt gets the time left as its timeout. When the time left cannot cover the wait the
+    SDK would take before retrying (retry-after), the call fails now instead of sleeping past it."""
+
+    def handle(self, request: anthropic.APIRequest, call_next: Any) -> Any:
+        call = _CURRENT.get()
+        if call is None:
+            return call_next(request)
+        call.attempts = request.retries_taken + 1
+        left = call.deadline - time.monotonic()
+        if left <= 0:
+            raise call.expired()
+        try:
+            response = call_next(request.copy(timeout=left))
+        except anthropic.APITimeoutError:
+            if call.deadline - time.monotonic() <= 0:
+                raise call.expired(detail="timed out") from None   # `from None`: the SDK must not retry
+            raise
+        status = response.http_response.status_code
+        if _retryable(status) and _retry_after(response.http_response.headers) >= call.deadline - time.monotonic():
+            raise call.expired(status, f"HTTP {status} with retry-after beyond the deadline")
+        return response
+
+
+def _retry_after(headers: Any) -> float:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return float(headers.get(name)) * scale
+        except (TypeError, ValueError):
+            continue
+    return 0.0
+
+
+class AnthropicBackend:
+    mode = "anthropic"
+
+    def __init__(self, settings: Settings, pricing: Pricing, client: anthropic.Anthropic | None = None):
+        pricing.check_settings(settings)
+        self.settings = settings
+        self.pricing = pricing
+        self.client = (client.with_middleware(_Deadline()) if client is not None else anthropic.Anthropic(
+            max_retries=settings.max_retries, timeout=settings.request_timeout_s, middleware=[_Deadline()]))
+        if not (self.client.api_key or self.client.auth_token or self.client.credentials):
+            raise SettingsError(["LLM mode 'anthropic' needs ANTHROPIC_API_KEY in the environment "
+                                 "(or CASS_LLM=offline)"])
+
+    def model_for(self, tier: str) -> str:
+        return model_for(self.settings.models, tier)
+
+    def text(self, request: LLMRequest) -> LLMResult:
+        return self._call(request, None)
+
+    def structured(self, request: LLMRequest, schema: type[T]) -> LLMResult[T]:
+        return self._call(request, schema)
+
+    def _params(self, request: LLMRequest, model: str, schema: type[BaseModel] | None) -> dict[str, Any]:
+        cache_control: dict[str, str] = {"type": "ephemeral"}
+        if self.settings.cache_ttl == "1h":
+            cache_control["ttl"] = "1h"
+        system = [{"type": "text", "text": request.system_prefix, "cache_control": cache_control}]
+        if request.system_suffix:
+            system.append({"type": "text", "text": request.system_suffix})
+        params: dict[str, Any] = {
+            "model": model, "max_tokens": request.max_tokens,
+            "system": [block for block in system if block["text"]],   # the API rejects empty text blocks
+            "messages": [{"role": "user", "content": request.prompt}],
+        }
+        if schema is not None:
+            params["output_config"] = {"format": {"type": "json_schema", "schema": anthropic.transform_schema(schema)}}
+        if request.web_search and self.settings.web_search:
+            params["tools"] = [WEB_SEARCH_TOOL]
+        return params
+
+    def _call(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
+        model = self.model_for(request.tier)
+        params = self._params(request, model, schema)
+        started = time.monotonic()
+        call = _Call(deadline=started + self.settings.request_timeout_s, timeout_s=self.settings.request_timeout_s)
+        token = _CURRENT.set(call)
+        try:
+            message = self.client.messages.create(**params)
+        except LLMError:
+            raise
+        except anthropic.APIStatusError as exc:
+            raise LLMError(_redact(f"Anthropic API error {exc.status_code} ({exc.type or 'error'}) after "
+                                   f"{call.attempts} attempt(s): {exc.api_message or exc.message}"),
+                           status=exc.status_code, retryable=_retryable(exc.status_code),
+                           request_id=exc.request_id) from None
+        except anthropic.APITimeoutError:
+            raise LLMError(f"request timed out after {call.attempts} attempt(s)", retryable=True) from None
+        except anthropic.APIConnectionError as exc:
+            raise LLMError(_redact(f"cannot reach the Anthropic API after {call.attempts} attempt(s): {exc}"),
+                           retryable=True) from None
+        except (anthropic.AnthropicError, ValueError) as exc:   # a response the SDK could not read
+            raise LLMError(_redact(f"unreadable response from the Anthropic API: {type(exc).__name__}: {exc}"),
+                           retryable=True) from None
+        finally:
+            _CURRENT.reset(token)
+        result = self._result(message, model, call.attempts, started)
+        if schema is None:
+            return result
+        try:
+            parsed = schema.model_validate_json(_last_text(message))
+        except ValidationError as exc:   # billed but unusable: the ledger still needs it
+            raise LLMError(f"structured output did not match {schema.__name__} (stop_reason "
+                           f"{message.stop_reason}): {exc.error_count()} error(s): {exc.errors()[0]['msg']}",
+                           retryable=True, request_id=result.request_id, billed=result) from None
+        return replace(result, parsed=parsed)
+
+    def _result(self, message: Any, model: str, attempts: int, started: float) -> LLMResult:
+        usage = _usage(message.usage, self.settings.cache_ttl)
+        return LLMResult(
+            text="".join(block.text for block in message.content if block.type == "text"),
+            parsed=None, usage=usage, model=model,
+            request_id=message._request_id or message.id,
+            latency_ms=int((time.monotonic() - started) * 1000), attempts=attempts, offline=False,
+            cost_usd=self.pricing.cost(model, usage), stop_reason=message.stop_reason,
+            raw={"id": message.id, "model": message.model})
+
+
+def _usage(u: Any, cache_ttl: str) -> Usage:
+    created = u.cache_creation_input_tokens or 0
+    if u.cache_creation is not None:
+        one_hour = u.cache_creation.ephemeral_1h_input_tokens
+    else:   # no TTL breakdown: attribute writes to the TTL we asked for
+        one_hour = created if cache_ttl == "1h" else 0
+    return Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_creation_input_tokens=created,
+                 cache_read_input_tokens=u.cache_read_input_tokens or 0, cache_creation_1h_input_tokens=one_hour,
+                 web_search_requests=u.server_tool_use.web_search_requests if u.server_tool_use else 0)
+
+
+def _last_text(message: Any) -> str:
+    """The JSON answer: the last text block (earlier ones may narrate tool use)."""
+    texts = [block.text for block in message.content if block.type == "text"]
+    return texts[-1] if texts else ""
