@@ -103,6 +103,12 @@ CREATE INDEX units_by_date ON work_units(date, phase);
 CREATE INDEX reservations_by_date ON reservations(date, status);
 CREATE INDEX messages_by_time ON messages(conversation_id, created_at);
 """),
+    (2, "reservations: phase, priority and host (partition checks, stale release by pid)", """
+ALTER TABLE reservations ADD COLUMN phase TEXT;
+ALTER TABLE reservations ADD COLUMN priority TEXT;
+ALTER TABLE reservations ADD COLUMN host TEXT;
+CREATE INDEX ledger_by_reservation ON llm_ledger(reservation_id);
+"""),
 ]
 
 
