@@ -7,6 +7,8 @@ from datetime import date, datetime
 
 import duckdb
 
+from cass_pipelines.store.db import Store
+
 
 @dataclass(frozen=True)
 class LedgerRow:
@@ -42,3 +44,33 @@ def insert_row(conn: duckdb.DuckDBPyConnection, row: LedgerRow) -> bool:
         "ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
         list(asdict(row).values())).fetchall()
     return bool(inserted)
+
+
+# ---- reading side ------------------------------------------------------------------------------
+
+_SUMS = """count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,
+    coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
+    coalesce(sum(cache_creation_input_tokens), 0) AS cache_creation_input_tokens,
+    coalesce(sum(cache_read_input_tokens), 0) AS cache_read_input_tokens,
+    coalesce(sum(cache_creation_1h_input_tokens), 0) AS cache_creation_1h_input_tokens"""
+_GROUPABLE = ("category", "model", "phase", "action_id")
+
+
+def rows_for_date(store: Store, day: date) -> list[dict]:
+    """Every call of a budget day, oldest first (the `ledger --json` shape plus a few extra keys)."""
+    return store.all("""SELECT ts, date, phase, work_unit_id, action_id, category, model, input_tokens, output_tokens,
+            cache_creation_input_tokens, cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd,
+            request_id, offline, attempts, latency_ms, run_id, step_key
+        FROM llm_ledger WHERE date = ? ORDER BY ts, request_id""", [day])
+
+
+def day_totals(store: Store, day: date) -> dict:
+    return store.one(f"SELECT {_SUMS} FROM llm_ledger WHERE date = ?", [day]) or {}
+
+
+def totals_by(store: Store, day: date, column: str) -> list[dict]:
+    """Totals of a day grouped by category, model, phase or action_id, dearest first."""
+    if column not in _GROUPABLE:
+        raise ValueError(f"cannot group the ledger by {column!r}; choose one of {_GROUPABLE}")
+    return store.all(f"SELECT {column}, {_SUMS} FROM llm_ledger WHERE date = ? GROUP BY {column} "
+                     f"ORDER BY cost_usd DESC, {column}", [day])
