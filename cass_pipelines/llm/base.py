@@ -56,7 +56,6 @@ class LLMRequest:
     prompt: str                   # volatile text for this call
     max_tokens: int = 1024
     system_suffix: str = ""       # uncached system text that varies per call
-    temperature: float | None = None
     web_search: bool = False      # allow the server-side web search tool (research/world actions)
     purpose: str = ""             # short label for logs ("plan", "session.reflection", ...)
 
