@@ -1,0 +1,33 @@
+"""idle_memory_sensor asks for memory_job when conversations went idle with unsummarised messages."""
+import dagster as dg
+
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.runtime import open_runtime
+
+
+def evaluate(defs):
+    sensor = defs.resolve_sensor_def("idle_memory_sensor")
+    with dg.DagsterInstance.ephemeral() as instance:
+        ctx = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        return sensor.evaluate_tick(ctx)
+
+
+def test_requests_memory_job_for_idle_conversations_then_skips_once_summarised(sample_home):
+    rt = open_runtime()
+    defs = build_defs(rt.settings, rt.registry)
+    result = evaluate(defs)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.run_key.startswith("memory|")
+    assert int(request.tags["cass/conversations"]) > 0
+    # The same idle batch gives the same run key: Dagster launches it once.
+    assert evaluate(defs).run_requests[0].run_key == request.run_key
+
+    job = defs.resolve_job_def("memory_job")
+    for _ in range(5):   # each run summarises a bounded batch
+        assert job.execute_in_process(instance=dg.DagsterInstance.get()).success
+        result = evaluate(defs)
+        if not result.run_requests:
+            break
+    assert not result.run_requests
+    assert "no idle conversations" in result.skip_message
