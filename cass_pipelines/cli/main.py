@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cass_pipelines.cli import day_cmds, ledger_cmd, setup_cmds
+from cass_pipelines.cli import day_cmds, ledger_cmd, money_cmds, setup_cmds
 from cass_pipelines.cli.output import CliError
 from cass_pipelines.core.registry import RegistryError
 from cass_pipelines.core.settings import SettingsError
 
-GROUPS = [setup_cmds, day_cmds, ledger_cmd]
+GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

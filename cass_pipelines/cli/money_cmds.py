@@ -1,0 +1,84 @@
+"""budget, pause, resume."""
+import argparse
+
+from cass_pipelines.cli.output import emit, parse_date, table
+from cass_pipelines.core.categories import Category
+from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.phases import phase_at
+from cass_pipelines.runtime import open_runtime
+from cass_pipelines.store.budget import budget_status
+from cass_pipelines.store.control import pause, paused_scopes, resume
+from cass_pipelines.store.schema import migrate
+
+CATEGORIES = [c.value for c in Category]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("budget", help="limits, spent, reserved, remaining, per category; exhausted and paused flags")
+    p.add_argument("--date", help="YYYY-MM-DD budget day (default: today in the agent's timezone)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_budget)
+
+    p = sub.add_parser("pause", help="stop new work (all, or one category); work in flight finishes")
+    p.add_argument("--category", choices=CATEGORIES)
+    p.add_argument("--reason", help="shown by schedules, status and deferred work")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_pause)
+
+    p = sub.add_parser("resume", help="lift the global pause (or one category's, or --all)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--category", choices=CATEGORIES)
+    which.add_argument("--all", action="store_true", help="lift every pause, global and per category")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_resume)
+
+
+def render_budget(b: dict) -> str:
+    flags = [f for f, on in (("EXHAUSTED", b["exhausted"]), (f"PAUSED ({b['pause_reason']})", b["paused"])) if on]
+    lines = [f"Budget {b['date']} ({b['timezone']})" + (": " + ", ".join(flags) if flags else ""),
+             f"  limit ${b['daily_limit_usd']:.2f} (emergency reserve ${b['reserve_usd']:.2f}, "
+             f"${b['reserve_left_usd']:.4f} of it left)",
+             f"  spent ${b['spent_usd']:.4f} ({b['spent_share']:.0%}), reserved ${b['reserved_usd']:.4f}, "
+             f"remaining for ordinary work ${b['remaining_usd']:.4f}", ""]
+    lines.append(table([[name, f"${c['limit_usd']:.4f}", f"${c['spent_usd']:.4f}", f"${c['reserved_usd']:.4f}",
+                         f"${c['remaining_usd']:.4f}", c["paused"] or ""] for name, c in b["categories"].items()],
+                       ["category", "limit", "spent", "reserved", "remaining", "paused"]))
+    lines += [""] + [f"alert {a['kind']}: {a['message']}" for a in b["alerts"]]
+    return "\n".join(lines)
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    migrate(rt.store)
+    day = parse_date(args.date, phase_at(SystemClock().now(), rt.settings)[0])
+    emit(budget_status(rt.store, rt.settings, day), args.json, render_budget)
+    return 0
+
+
+def _pauses(store) -> dict:
+    scopes = paused_scopes(store)
+    return {"paused": None in scopes, "reason": scopes.get(None),
+            "categories": {k: v for k, v in scopes.items() if k is not None}}
+
+
+def _render_pauses(d: dict) -> str:
+    head = f"paused: {d['reason']}" if d["paused"] else "not paused"
+    return head + "".join(f"\n  category {c} paused: {r}" for c, r in d["categories"].items())
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    migrate(rt.store)
+    pause(rt.store, args.category, args.reason, SystemClock().now())
+    emit(_pauses(rt.store), args.json, _render_pauses)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    rt = open_runtime()
+    migrate(rt.store)
+    lifted = resume(rt.store, args.category, SystemClock().now(), everything=args.all)
+    out = {**_pauses(rt.store), "resumed": lifted}
+    emit(out, args.json, lambda d: (f"resumed {', '.join(d['resumed'])}" if d["resumed"] else "nothing to resume")
+         + "\n" + _render_pauses(d))
+    return 0

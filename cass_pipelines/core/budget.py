@@ -1,0 +1,150 @@
+"""Budget rules as pure functions: limits, whether a reservation fits, worst-case and calibrated
+estimates, the day's status, degradation and alert thresholds. The store gathers the numbers
+(inside one transaction where it matters); everything decided from them is decided here.
+
+The budget day is the plan's `date` partition in the configured timezone (the night of D counts
+against D); a new date simply has no spend yet, so a fresh budget needs no job.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from typing import Mapping
+
+from cass_pipelines.core.categories import Category, Priority
+from cass_pipelines.core.registry import Registry
+from cass_pipelines.core.settings import Settings
+
+EPS = 1e-9
+# A bound on tokens per prompt: real tokenizers average ~4 characters per token for English and
+# about one per character for CJK text (3 UTF-8 bytes), so 3 bytes per token errs on the high side.
+BYTES_PER_TOKEN_BOUND = 3
+# A web-search call adds searches and their result pages as input. These are assumptions (no
+# per-request cap is visible before the call); the calibrated estimate raises the bar if reality is higher.
+WEB_SEARCHES_BOUND = 5
+WEB_RESULT_TOKENS_PER_SEARCH = 8_000
+SKIPPED_WHEN_DEGRADED = frozenset({Priority.LOW.value, Priority.IDLE.value})
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    date: date
+    category: str
+    amount_usd: float
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    scope: str          # "day" | "category"
+    amount_usd: float
+    room_usd: float
+
+
+@dataclass(frozen=True)
+class ActionCost:
+    """Recent actual cost of one action, from the ledger."""
+    executions: int        # recent runs of the action (one work unit in one Dagster run)
+    mean_usd: float        # average cost of one execution (all its calls)
+    calls: int
+    mean_call_usd: float   # average cost of one call
+
+
+def money(x: float) -> float:
+    return round(float(x), 9)
+
+
+def prompt_tokens_bound(*texts: str) -> int:
+    return math.ceil(sum(len(t.encode("utf-8")) for t in texts) / BYTES_PER_TOKEN_BOUND)
+
+
+def web_search_bound(web_search: bool) -> tuple[int, int]:
+    """(searches, extra input tokens) to assume for a call that may search the web."""
+    return (WEB_SEARCHES_BOUND, WEB_SEARCHES_BOUND * WEB_RESULT_TOKENS_PER_SEARCH) if web_search else (0, 0)
+
+
+def reservation_amount(worst_case_usd: float, calibrated_call_usd: float | None) -> float:
+    """What to hold for one call: the worst case, or the recent actual average if that is higher."""
+    return money(max(worst_case_usd, calibrated_call_usd or 0.0))
+
+
+def refusal(settings: Settings, *, amount: float, category: str, priority: str, day_spent: float,
+            day_held: float, category_spent: float, category_held: float) -> Refusal | None:
+    """Why a reservation of `amount` does not fit, or None. Normal work must leave the emergency
+    reserve untouched; critical work may draw on it. Category shares hold for every priority."""
+    floor = 0.0 if priority == Priority.CRITICAL else settings.reserve_usd
+    day_room = settings.daily_budget_usd - floor - day_spent - day_held
+    if amount > day_room + EPS:
+        kept = "" if floor == 0 else f", ${floor:.2f} emergency reserve kept"
+        return Refusal(f"day budget: needs ${amount:.4f}, ${max(day_room, 0.0):.4f} left of "
+                       f"${settings.daily_budget_usd:.2f}{kept}", "day", amount, max(day_room, 0.0))
+    limit = settings.category_limit(category)
+    category_room = limit - category_spent - category_held
+    if amount > category_room + EPS:
+        return Refusal(f"category {category}: needs ${amount:.4f}, ${max(category_room, 0.0):.4f} left of "
+                       f"${limit:.4f}", "category", amount, max(category_room, 0.0))
+    return None
+
+
+def calibrated_costs(registry: Registry, history: Mapping[str, ActionCost]) -> dict[str, float]:
+    """Per action: the recent average actual cost where the ledger has history, else the registry's estimate."""
+    return {a.id: round(history[a.id].mean_usd, 6) if a.id in history and history[a.id].executions
+            else a.estimated_cost_usd for a in registry.actions.values()}
+
+
+def is_exhausted(settings: Settings, spent: float, cheapest_call: float | None) -> bool:
+    """No ordinary work fits any more: what is left above the reserve cannot pay for even the
+    cheapest call the day has reserved. Only settled spend counts, so calls in flight (whose
+    holds will mostly come back) do not end the day early."""
+    left = settings.daily_budget_usd - settings.reserve_usd - spent
+    return left < max(cheapest_call or 0.0, EPS)
+
+
+def day_status(settings: Settings, day: date, *, spent: float, held: float,
+               categories: Mapping[str, tuple[float, float]], cheapest_call: float | None,
+               paused: Mapping[str | None, str]) -> dict:
+    """The `budget` JSON shape (DESIGN.md) plus details. remaining_usd is what ordinary work may
+    still reserve today (the reserve excluded); a category's remaining is capped by the day's."""
+    usable = settings.daily_budget_usd - settings.reserve_usd
+    remaining = max(usable - spent - held, 0.0)
+    cats = {}
+    for c in Category:
+        c_spent, c_held = categories.get(c.value, (0.0, 0.0))
+        limit = settings.category_limit(c.value)
+        cats[c.value] = {"limit_usd": limit, "spent_usd": money(c_spent), "reserved_usd": money(c_held),
+                         "remaining_usd": money(max(min(limit - c_spent - c_held, remaining), 0.0)),
+                         "paused": paused.get(c.value)}
+    return {
+        "date": day.isoformat(), "timezone": settings.timezone,
+        "daily_limit_usd": settings.daily_budget_usd, "reserve_usd": settings.reserve_usd,
+        "spent_usd": money(spent), "reserved_usd": money(held), "remaining_usd": money(remaining),
+        "reserve_left_usd": money(max(min(settings.reserve_usd, settings.daily_budget_usd - spent - held), 0.0)),
+        "spent_share": round(spent / settings.daily_budget_usd, 6),
+        "exhausted": is_exhausted(settings, spent, cheapest_call),
+        "paused": None in paused, "pause_reason": paused.get(None),
+        "categories": cats,
+    }
+
+
+def degradation(status: Mapping, settings: Settings) -> tuple[bool, set[str]]:
+    """Below `degrade_below_share` of the day's usable budget left, the planner is told to prefer
+    cheaper templates and low/idle-priority work is skipped first."""
+    usable = settings.daily_budget_usd - settings.reserve_usd
+    degraded = bool(status["exhausted"]) or status["remaining_usd"] < settings.degrade_below_share * usable - EPS
+    return degraded, set(SKIPPED_WHEN_DEGRADED) if degraded else set()
+
+
+def due_alerts(status: Mapping, settings: Settings) -> list[tuple[str, str]]:
+    """(kind, message) for each threshold the day has crossed: the soft share, and exhaustion."""
+    out = []
+    if status["spent_usd"] >= settings.soft_alert_share * settings.daily_budget_usd - EPS:
+        out.append(("soft_limit", f"{status['date']}: spent ${status['spent_usd']:.4f}, "
+                                  f"{status['spent_share']:.0%} of the ${settings.daily_budget_usd:.2f} daily budget "
+                                  f"(alert at {settings.soft_alert_share:.0%})"))
+    if status["exhausted"]:
+        out.append(("exhausted", f"{status['date']}: daily budget exhausted: spent ${status['spent_usd']:.4f} of "
+                                 f"${settings.daily_budget_usd:.2f} (${settings.reserve_usd:.2f} emergency reserve "
+                                 "kept); new work is deferred until tomorrow"))
+    return out

@@ -1,0 +1,117 @@
+"""`budget_sensor` and `dead_letter_sensor`: they run in the daemon next to runs that may hold the
+DuckDB file, so each gives up after a few seconds and says so in its tick instead of blocking.
+
+budget_sensor, every minute: releases reservations whose run or process is over, records an alert
+once at the soft threshold and once at exhaustion, and at exhaustion cancels the day's queued
+phase runs (a running phase stops by itself: every further action is refused and deferred with its
+reason, which a cancellation would leave unrecorded).
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import dagster as dg
+import duckdb
+
+from cass_pipelines.core.budget import due_alerts
+from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.settings import Settings
+from cass_pipelines.resources import CassResource
+from cass_pipelines.store.budget import budget_status, release_stale
+from cass_pipelines.store.control import dead_letters_after, record_alert
+
+SENSOR_DB_DEADLINE_S = 3.0
+CANCELLABLE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+
+
+def db_busy(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.Error) and "lock" in str(exc).lower()
+
+
+BUSY = dg.SkipReason("the database is busy with a run (file lock held); will look again next tick")
+
+
+def run_over(instance: dg.DagsterInstance):
+    def is_over(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+    return is_over
+
+
+def cancel_queued_phase_runs(instance: dg.DagsterInstance, day: str, job_name: str) -> list[str]:
+    """Cancel the date's phase runs that have not started; returns their ids."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=CANCELLABLE,
+                                           tags={"dagster/partition/date": day}))
+    cancelled = []
+    for run in runs:
+        # The queued coordinator dequeues-and-cancels; other coordinators can only terminate
+        # launched runs, so a run that never started is marked cancelled directly.
+        if not instance.run_coordinator.cancel_run(run.run_id):
+            instance.report_run_canceled(run, message=f"budget for {day} exhausted")
+        cancelled.append(run.run_id)
+    return cancelled
+
+
+def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -> dg.SensorDefinition:
+    @dg.sensor(name="budget_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Alerts at {settings.soft_alert_share:.0%} of the daily budget and at exhaustion; "
+                           "then cancels the day's queued phase runs. Releases holds of finished runs.")
+    def budget_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
+        now = cass.clock().now()
+        day, _ = phase_at(now, settings)
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        seen = set(cursor.get("alerts", [])) if cursor.get("date") == day.isoformat() else set()
+        store = cass.quick_store(SENSOR_DB_DEADLINE_S)
+        try:
+            released = release_stale(store, run_over(context.instance), now)
+            status = budget_status(store, settings, day)
+            new = [(kind, msg) for kind, msg in due_alerts(status, settings) if kind not in seen]
+            for kind, msg in new:   # stored once per (date, kind), for `status` and the CLI
+                record_alert(store, day, kind, msg, now)
+        except Exception as exc:
+            if db_busy(exc):
+                return BUSY
+            raise
+        for kind, msg in new:
+            context.log.warning(f"budget alert: {msg}")
+            seen.add(kind)
+        cancelled = cancel_queued_phase_runs(context.instance, day.isoformat(), phase_job_name) \
+            if status["exhausted"] else []
+        context.update_cursor(json.dumps({"date": day.isoformat(), "alerts": sorted(seen)}))
+        parts = [f"{day}: spent ${status['spent_usd']:.4f} of ${status['daily_limit_usd']:.2f} "
+                 f"({status['spent_share']:.0%}), held ${status['reserved_usd']:.4f}"
+                 + (", EXHAUSTED" if status["exhausted"] else "")]
+        parts += [f"ALERT {msg}" for _, msg in new]
+        if released:
+            parts.append(f"released {len(released)} reservation(s) of finished runs")
+        if cancelled:
+            parts.append(f"cancelled {len(cancelled)} queued phase run(s): {', '.join(cancelled)}")
+        return dg.SkipReason("; ".join(parts))
+
+    return budget_sensor
+
+
+def build_dead_letter_sensor() -> dg.SensorDefinition:
+    @dg.sensor(name="dead_letter_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Reports actions that failed (dead letters) since the last tick.")
+    def dead_letter_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
+        after = json.loads(context.cursor) if context.cursor else None
+        try:
+            rows = dead_letters_after(cass.quick_store(SENSOR_DB_DEADLINE_S),
+                                      (datetime.fromisoformat(after[0]), after[1]) if after else None)
+        except Exception as exc:
+            if db_busy(exc):
+                return BUSY
+            raise
+        if not rows:
+            return dg.SkipReason("no new dead letters")
+        last = rows[-1]
+        context.update_cursor(json.dumps([last["created_at"].isoformat(), last["id"]]))
+        lines = [f"{r['date']} {r['phase'] or ''} unit {r['work_unit_id']} action {r['action_id']} "
+                 f"(run {(r['run_id'] or '')[:8]}): {r['error'][:200]}" for r in rows]
+        for line in lines:
+            context.log.error(f"dead letter: {line}")
+        return dg.SkipReason(f"{len(rows)} new dead letter(s): " + " | ".join(lines))
+
+    return dead_letter_sensor

@@ -1,0 +1,67 @@
+"""Operator controls and alerts: pause/resume (global or per category, with a reason), budget
+alerts (one per date and kind), and the dead-letter feed the sensor reports."""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from cass_pipelines.core.categories import Category
+from cass_pipelines.store.db import Store
+
+GLOBAL = "global"
+DEFAULT_REASON = "paused by the operator"
+
+
+def _scope(category: str | None) -> str:
+    return GLOBAL if category is None else f"category:{Category(category).value}"
+
+
+def pause(store: Store, category: str | None, reason: str | None, now: datetime) -> None:
+    with store.transaction() as conn:
+        conn.execute("""INSERT INTO control_flags VALUES (?, TRUE, ?, ?) ON CONFLICT (scope)
+            DO UPDATE SET paused = TRUE, reason = excluded.reason, updated_at = excluded.updated_at""",
+                     [_scope(category), reason or DEFAULT_REASON, now])
+
+
+def resume(store: Store, category: str | None, now: datetime, everything: bool = False) -> list[str]:
+    """Lift one pause (or every pause); returns the scopes that were paused and are not any more."""
+    where = "paused" if everything else "paused AND scope = ?"
+    args = [now] if everything else [now, _scope(category)]
+    with store.transaction() as conn:
+        return [r[0] for r in conn.execute(
+            f"UPDATE control_flags SET paused = FALSE, reason = NULL, updated_at = ? WHERE {where} RETURNING scope",
+            args).fetchall()]
+
+
+def paused_scopes(store: Store) -> dict[str | None, str]:
+    """{None: reason} for a global pause, {category: reason} for each paused category."""
+    rows = store.all("SELECT scope, reason FROM control_flags WHERE paused")
+    return {None if r["scope"] == GLOBAL else r["scope"].split(":", 1)[1]: r["reason"] or DEFAULT_REASON
+            for r in rows}
+
+
+def paused_reason(store: Store, category: str | None) -> str | None:
+    """Why new work (of `category`, or any work when None) must not start, or None."""
+    scopes = paused_scopes(store)
+    if None in scopes:
+        return scopes[None]
+    if category is not None and category in scopes:
+        return f"{scopes[category]} (category {category} paused)"
+    return None
+
+
+def record_alert(store: Store, day: date, kind: str, message: str, now: datetime) -> bool:
+    """Record an alert once per (date, kind); True when it is new."""
+    with store.transaction() as conn:
+        return bool(conn.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                                 [f"{day.isoformat()}:{kind}", day, kind, message, now]).fetchall())
+
+
+def alerts(store: Store, day: date) -> list[dict]:
+    return store.all("SELECT kind, message, created_at FROM alerts WHERE date = ? ORDER BY created_at, kind", [day])
+
+
+def dead_letters_after(store: Store, after: tuple[datetime, str] | None, limit: int = 20) -> list[dict]:
+    """Unresolved dead letters newer than the (created_at, id) cursor, oldest first."""
+    where, args = ("AND (created_at, id) > (?, ?)", list(after)) if after else ("", [])
+    return store.all(f"SELECT id, date, phase, work_unit_id, action_id, run_id, error, created_at FROM dead_letters "
+                     f"WHERE NOT resolved {where} ORDER BY created_at, id LIMIT ?", [*args, limit])
