@@ -20,10 +20,24 @@ if TYPE_CHECKING:
     from cass_pipelines.store.store import Store
 
 
+# Where each artifact type lives (DuckDB table); a journal's id is "<date>/<kind>".
+ARTIFACT_TABLES = {
+    "insight": "insights", "observation": "growth_observations", "open_question": "open_questions",
+    "growth_edge": "growth_edges", "conversation": "conversations", "conversation_summary": "conversation_summaries",
+    "journal": "journals", "wiki_note": "wiki_notes", "document": "documents", "research_item": "research_queue",
+    "work_unit": "work_units", "reservation": "reservations",
+}
+
+
 class Artifact(BaseModel):
-    type: str   # table-ish kind: insight, observation, open_question, conversation_summary, journal, wiki_note, document, ...
+    type: str   # a key of ARTIFACT_TABLES
     id: str
     title: str
+
+    @property
+    def location(self) -> str:
+        """Where a person finds it, e.g. 'insights/ins_1a2b3c'."""
+        return f"{ARTIFACT_TABLES.get(self.type, self.type)}/{self.id}"
 
 
 class ActionResult(BaseModel):

@@ -1,0 +1,73 @@
+"""Model calls made by one action: every request carries the byte-identical cached prefix (so the
+provider caches it across calls) and the action's tier and output limit; per-call context goes in
+the prompt. Usage, cost and the offline flag are summed for the action's ActionResult."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cass_pipelines.core.categories import ModelTier
+from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
+from cass_pipelines.core.prompts import stable_prefix
+from cass_pipelines.core.registry import Registry, load_registry
+from cass_pipelines.core.settings import Settings
+from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, T, Usage
+from cass_pipelines.store.db import Store
+from cass_pipelines.store.persona import persona_row
+
+
+@lru_cache(maxsize=4)
+def _registry(path: Path | None) -> Registry:
+    return load_registry(path)
+
+
+def registry_for(settings: Settings) -> Registry:
+    """The registry in force (the same file the runtime loads), read once per process."""
+    return _registry(settings.actions_file)
+
+
+def system_prefix(store: Store, registry: Registry) -> str:
+    persona = persona_row(store)
+    if persona is None:
+        raise ValueError("the store has no persona: run `cass-pipelines init --sample` or load a persona first")
+    return stable_prefix(persona, registry)
+
+
+class ModelCalls:
+    """The calls of one action (or one work summary), with their summed usage and cost."""
+
+    def __init__(self, llm: LLMClient, prefix: str, tier: str, max_tokens: int, purpose: str):
+        if tier == ModelTier.NONE:
+            raise ValueError(f"{purpose} is registered with model_tier 'none' but needs a model call")
+        self.llm, self.prefix, self.tier, self.max_tokens, self.purpose = llm, prefix, str(tier), max_tokens, purpose
+        self.usage = Usage()
+        self.cost_usd = 0.0
+        self.count = 0
+        self.offline = False
+
+    @classmethod
+    def for_action(cls, ctx: HandlerContext) -> "ModelCalls":
+        return cls(ctx.llm, system_prefix(ctx.store, registry_for(ctx.settings)), ctx.action.model_tier,
+                   ctx.action.max_output_tokens, ctx.action.id)
+
+    def structured(self, prompt: str, schema: type[T], *, web_search: bool = False,
+                   max_tokens: int | None = None) -> T:
+        result = self.llm.structured(LLMRequest(
+            tier=self.tier, system_prefix=self.prefix, prompt=prompt, max_tokens=max_tokens or self.max_tokens,
+            web_search=web_search, purpose=self.purpose), schema)
+        self.usage += result.usage
+        self.cost_usd += result.cost_usd
+        self.count += 1
+        self.offline = self.offline or result.offline
+        if result.parsed is None:
+            raise LLMError(f"{self.purpose}: the model returned no {schema.__name__} "
+                           f"(stop reason {result.stop_reason})", request_id=result.request_id)
+        return result.parsed
+
+    def result(self, **fields: Any) -> ActionResult:
+        """An ActionResult carrying these calls' usage, cost and offline flag."""
+        usage = dict(zip(("input_tokens", "output_tokens", "cache_creation_input_tokens",
+                          "cache_read_input_tokens"), self.usage.astuple()))
+        return ActionResult(usage=usage, cost_usd=round(self.cost_usd, 9),
+                            offline=self.offline or fields.pop("offline", False), **fields)
