@@ -64,7 +64,10 @@ def rows_for_date(store: Store, day: date) -> list[dict]:
         FROM llm_ledger WHERE date = ? ORDER BY ts, request_id""", [day])
 
 
-def day_totals(store: Store, day: date) -> dict:
+def totals(store: Store, day: date | None = None) -> dict:
+    """Calls, cost and tokens by kind of one budget day (of the whole ledger without a day)."""
+    if day is None:
+        return store.one(f"SELECT {_SUMS} FROM llm_ledger") or {}
     return store.one(f"SELECT {_SUMS} FROM llm_ledger WHERE date = ?", [day]) or {}
 
 

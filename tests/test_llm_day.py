@@ -1,0 +1,35 @@
+"""A whole day against a flaky Messages API: every token the server answered with 200 is in the ledger."""
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.core.settings import load_settings
+from cass_pipelines.store import ledger
+from cass_pipelines.store.db import Store
+
+DAY = date(2026, 11, 20)
+
+
+def test_day_with_20_percent_retryable_failures_ledgers_exactly_what_the_server_answered(
+        sample_home, fake_anthropic, monkeypatch, capsys):
+    fake_anthropic.fail_rate = 0.2
+    monkeypatch.setenv("CASS_LLM", "anthropic")
+    assert main(["run-day", "--date", DAY.isoformat(), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert all(run["success"] for run in report["runs"]), report["runs"]
+    answered = fake_anthropic.answered
+    assert len(fake_anthropic.requests) > len(answered) > 10          # failures happened and were retried
+
+    store = Store(load_settings().db_path)
+    totals = ledger.totals(store)                                      # the planned day and the memory job
+    served = fake_anthropic.total_usage()
+    assert totals["calls"] == len(answered)
+    assert (totals["input_tokens"], totals["output_tokens"], totals["cache_creation_input_tokens"],
+            totals["cache_read_input_tokens"]) == (served.input_tokens, served.output_tokens,
+                                                   served.cache_creation_input_tokens, served.cache_read_input_tokens)
+    rows = ledger.rows_for_date(store, DAY)
+    assert {r["request_id"] for r in rows} <= {a.request_id for a in answered}
+    assert not any(r["offline"] for r in rows) and any(r["attempts"] > 1 for r in rows)
+    assert report["plan"]["source"] == "llm"
