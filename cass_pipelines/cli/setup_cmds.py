@@ -92,6 +92,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         registry_file = settings.actions_file or DEFAULT_REGISTRY_FILE
     except SettingsError as exc:
         errors.extend(exc.errors)
+        # Still check the registry the user meant, not the shipped one.
+        registry_file = Path(os.environ["CASS_ACTIONS_FILE"]) if os.environ.get("CASS_ACTIONS_FILE") \
+            else DEFAULT_REGISTRY_FILE
     registry, reg_errors = read_registry_file(Path(registry_file))
     errors.extend(reg_errors)
     out = {"ok": not errors, "registry": str(registry_file),
@@ -129,6 +132,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     report = import_file(store, args.file)
     emit(report.as_dict(), args.json, lambda d: "\n".join(
         [f"{d['conversations_added']} conversations and {d['messages_added']} messages added "
-         f"from {d['lines_read']} lines; {len(d['bad_lines'])} bad line(s)"]
-        + [f"  {args.file}:{b['line']}: {b['error']}" for b in d["bad_lines"]]))
-    return 0 if not report.bad_lines else 2
+         f"from {d['lines_read']} lines; {d['bad_line_count']} bad line(s)"]
+        + [f"  {args.file}:{b['line']}: {b['error']}" for b in d["bad_lines"]]
+        + ([f"  ... and {d['bad_line_count'] - len(d['bad_lines'])} more"]
+           if d["bad_line_count"] > len(d["bad_lines"]) else [])))
+    return 0 if not report.bad_line_count else 2

@@ -157,6 +157,7 @@ def check_registry_data(data: object, source: str) -> tuple[Registry | None, lis
         return None, [f"{source}: top level must be an object with lists 'actions' and 'templates'"]
 
     actions: dict[str, ActionDef] = {}
+    invalid_actions: set[str] = set()   # present in the file but failing validation (reported once, there)
     for i, raw in enumerate(data["actions"]):
         ident = raw.get("id") if isinstance(raw, dict) else None
         where = f"{source}: action '{ident}'" if ident else f"{source}: actions[{i}]"
@@ -164,9 +165,11 @@ def check_registry_data(data: object, source: str) -> tuple[Registry | None, lis
             action = ActionDef.model_validate(raw)
         except ValidationError as exc:
             errors.extend(_pydantic_errors(where, exc))
+            if isinstance(ident, str):
+                invalid_actions.add(ident)
             continue
         if action.id in actions:
-            errors.append(f"{where}: duplicate action id")
+            errors.append(f"{where}: field 'id': duplicate action id (actions[{i}])")
             continue
         try:
             resolve_handler(action.handler)
@@ -178,19 +181,25 @@ def check_registry_data(data: object, source: str) -> tuple[Registry | None, lis
     for i, raw in enumerate(data["templates"]):
         ident = raw.get("id") if isinstance(raw, dict) else None
         where = f"{source}: template '{ident}'" if ident else f"{source}: templates[{i}]"
+        # The action references are checked even when other fields are invalid, so one pass shows all.
+        sequence = raw.get("action_sequence") if isinstance(raw, dict) else None
+        if isinstance(sequence, (list, tuple)):
+            for pos, action_id in enumerate(sequence):
+                if not isinstance(action_id, str) or action_id in actions:
+                    continue
+                if action_id in invalid_actions:
+                    errors.append(f"{where}: field 'action_sequence[{pos}]': action '{action_id}' is invalid "
+                                  f"(see its errors)")
+                else:
+                    errors.append(f"{where}: field 'action_sequence[{pos}]': unknown action '{action_id}'")
         try:
             template = TemplateDef.model_validate(raw)
         except ValidationError as exc:
             errors.extend(_pydantic_errors(where, exc))
             continue
         if template.id in templates:
-            errors.append(f"{where}: duplicate template id")
+            errors.append(f"{where}: field 'id': duplicate template id (templates[{i}])")
             continue
-        for pos, action_id in enumerate(template.action_sequence):
-            if action_id not in actions:
-                errors.append(
-                    f"{where}: field 'action_sequence[{pos}]': unknown action '{action_id}'"
-                )
         templates[template.id] = template
 
     if not templates and not errors:
@@ -205,6 +214,8 @@ def read_registry_file(path: Path) -> tuple[Registry | None, list[str]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return None, [f"{path}: cannot read: {exc.strerror}"]
+    except UnicodeDecodeError as exc:
+        return None, [f"{path}: byte {exc.start}: not UTF-8: {exc.reason}"]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

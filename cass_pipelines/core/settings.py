@@ -70,13 +70,14 @@ class Settings(BaseModel):
     def _phase_hours(cls, v: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
         if set(v) != set(PHASES):
             raise ValueError(f"must define exactly the phases {list(PHASES)}, got {sorted(v)}")
-        for phase, (start, end) in v.items():
-            if not (0 <= start < 24 and 0 <= end < 24) or start == end:
-                raise ValueError(f"{phase}: hours must be 0-23 and differ, got ({start}, {end})")
+        problems = [f"{phase}: hours must be 0-23 and differ, got ({start}, {end})"
+                    for phase, (start, end) in v.items()
+                    if not (0 <= start < 24 and 0 <= end < 24) or start == end]
         # Contiguous cycle: each phase starts where the previous one ends, in PHASES order.
-        for prev, cur in zip(PHASES, PHASES[1:] + PHASES[:1]):
-            if v[prev][1] != v[cur][0]:
-                raise ValueError(f"{prev} ends at {v[prev][1]} but {cur} starts at {v[cur][0]}")
+        problems += [f"{prev} ends at {v[prev][1]} but {cur} starts at {v[cur][0]}"
+                     for prev, cur in zip(PHASES, PHASES[1:] + PHASES[:1]) if v[prev][1] != v[cur][0]]
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
 
     @field_validator("category_shares")
@@ -136,8 +137,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         try:
             raw = tomllib.loads(config.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise SettingsError([f"{config}: {exc}"]) from None
+            raise SettingsError([f"{config}: invalid TOML: {exc}"]) from None
+        except UnicodeDecodeError as exc:
+            raise SettingsError([f"{config}: byte {exc.start}: not UTF-8: {exc.reason}"]) from None
     source = {k: str(config) for k in raw}
+    if isinstance(raw.get("actions_file"), str) and not Path(raw["actions_file"]).is_absolute():
+        raw["actions_file"] = str(home / raw["actions_file"])   # relative to CASS_HOME, not the cwd
     for var, field in _ENV.items():
         if env.get(var):
             raw[field] = env[var]
