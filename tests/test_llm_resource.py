@@ -38,7 +38,7 @@ def test_ledger_reading_side_and_cli(sample_home, capsys):
         assert ledger.insert_row(conn, row("req_b", "research", "claude-sonnet-5-5", 0.02, 9))
         assert ledger.insert_row(conn, row("req_a", "reflection", "claude-haiku-5-5", 0.01, 8))
         assert not ledger.insert_row(conn, row("req_a", "reflection", "claude-haiku-5-5", 0.01, 8))  # replay
-    assert [r["request_id"] for r in ledger.rows_for_date(store, DAY)] == ["req_a", "req_b"]
+    assert [r["request_id"] for r in ledger.rows(store, DAY)] == ["req_a", "req_b"]
     assert ledger.totals(store, DAY)["calls"] == 2
     assert ledger.totals(store, DAY)["cost_usd"] == pytest.approx(0.03)
     assert [(t["model"], t["calls"]) for t in ledger.totals_by(store, DAY, "model")] == [

@@ -22,7 +22,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     rt = open_runtime()
     migrate(rt.store)
     day = parse_date(args.date, phase_at(SystemClock().now(), rt.settings)[0])
-    rows = [{**row, "ts": row["ts"].astimezone(rt.settings.tz)} for row in ledger.rows_for_date(rt.store, day)]
+    rows = [{**row, "ts": row["ts"].astimezone(rt.settings.tz)} for row in ledger.rows(rt.store, day)]
     emit(rows, args.json, lambda rows: render(day, rows, ledger.totals(rt.store, day),
                                               ledger.totals_by(rt.store, day, "category")))
     return 0

@@ -56,19 +56,24 @@ _SUMS = """count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,
 _GROUPABLE = ("category", "model", "phase", "action_id")
 
 
-def rows_for_date(store: Store, day: date) -> list[dict]:
-    """Every call of a budget day, oldest first (the `ledger --json` shape plus a few extra keys)."""
-    return store.all("""SELECT ts, date, phase, work_unit_id, action_id, category, model, input_tokens, output_tokens,
-            cache_creation_input_tokens, cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd,
-            request_id, offline, attempts, latency_ms, run_id, step_key
-        FROM llm_ledger WHERE date = ? ORDER BY ts, request_id""", [day])
+def _where(day: date | None) -> tuple[str, list]:
+    return ("WHERE date = ?", [day]) if day is not None else ("", [])
+
+
+def rows(store: Store, day: date | None = None) -> list[dict]:
+    """Every call of a budget day (of the whole ledger without a day), oldest first: the
+    `ledger --json` shape plus category, 1-hour cache writes, attempts, latency, run and step."""
+    where, params = _where(day)
+    return store.all(f"""SELECT ts, date, phase, work_unit_id, action_id, category, model, input_tokens,
+            output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cache_creation_1h_input_tokens,
+            cost_usd, request_id, offline, attempts, latency_ms, run_id, step_key
+        FROM llm_ledger {where} ORDER BY ts, request_id""", params)
 
 
 def totals(store: Store, day: date | None = None) -> dict:
     """Calls, cost and tokens by kind of one budget day (of the whole ledger without a day)."""
-    if day is None:
-        return store.one(f"SELECT {_SUMS} FROM llm_ledger") or {}
-    return store.one(f"SELECT {_SUMS} FROM llm_ledger WHERE date = ?", [day]) or {}
+    where, params = _where(day)
+    return store.one(f"SELECT {_SUMS} FROM llm_ledger {where}", params) or {}
 
 
 def totals_by(store: Store, day: date, column: str) -> list[dict]:
