@@ -1,0 +1,131 @@
+"""budget_sensor and dead_letter_sensor, evaluated through Dagster's sensor context: alerts once,
+cancels the day's queued phase runs at exhaustion, releases holds of finished runs, and skips
+quickly (not after ~100 s) while another process holds the DuckDB file."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timezone
+
+import dagster as dg
+import pytest
+from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.test_utils import create_run_for_test
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+from cass_pipelines.core.settings import Settings
+from cass_pipelines.resources import CassDuckDB, CassResource
+from cass_pipelines.sensors import build_budget_sensor, build_dead_letter_sensor
+from cass_pipelines.store import budget as sb
+from cass_pipelines.store.control import alerts
+from cass_pipelines.store.db import Store
+from cass_pipelines.store.plans import add_dead_letter
+from cass_pipelines.store.schema import migrate
+from test_budget_race import row
+
+DAY = date(2026, 11, 26)
+NOW = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(home=tmp_path, daily_budget_usd=1.0, reserve_usd=0.1)
+
+
+@pytest.fixture
+def store(settings) -> Store:
+    s = Store(settings.db_path)
+    migrate(s)
+    return s
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def cass(settings) -> CassResource:
+    return CassResource(duckdb=CassDuckDB(database=str(settings.db_path)), fixed_now=NOW.isoformat())
+
+
+def tick(sensor, settings, instance, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"cass": cass(settings)}) as ctx:
+        return sensor.evaluate_tick(ctx)
+
+
+def phase_run(instance, status, day=None):
+    """A phase_job run record in the instance (queued runs must name where their job lives)."""
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="cass_pipelines.definitions")), "__repository__"), "phase_job")
+    return create_run_for_test(instance, job_name="phase_job", status=status, remote_job_origin=origin,
+                               tags={"dagster/partition/date": day} if day else None)
+
+
+def spend(store, settings, category, amount, day=DAY):
+    r = sb.reserve(store, day=day, category=category, amount_usd=amount, settings=settings, priority="normal",
+                   now=NOW)
+    sb.settle(store, r.id, row(f"req_{category}_{day}", amount, category, day), NOW)
+
+
+def test_budget_sensor_alerts_once_cancels_queued_runs_and_releases_finished_holds(store, settings, instance):
+    sensor = build_budget_sensor(settings)
+    queued_today = phase_run(instance, dg.DagsterRunStatus.QUEUED, "2026-11-26")
+    queued_tomorrow = phase_run(instance, dg.DagsterRunStatus.QUEUED, "2026-11-27")
+    finished = phase_run(instance, dg.DagsterRunStatus.FAILURE)
+    crashed_hold = sb.reserve(store, day=DAY, category="journal", amount_usd=0.05, settings=settings,
+                              priority="normal", run_id=finished.run_id, now=NOW)
+
+    quiet = tick(sensor, settings, instance)
+    assert "spent $0.0000 of $1.00" in quiet.skip_message and "ALERT" not in quiet.skip_message
+    assert "released 1 reservation" in quiet.skip_message
+    assert store.scalar("SELECT status FROM reservations WHERE id = ?", [crashed_hold.id]) == "abandoned"
+
+    for category in ("research", "reflection", "growth", "memory", "curiosity"):
+        spend(store, settings, category, settings.category_limit(category))   # $0.80: the soft threshold
+    soft = tick(sensor, settings, instance, quiet.cursor)
+    assert "ALERT" in soft.skip_message and "80% of the $1.00 daily budget" in soft.skip_message
+    assert "EXHAUSTED" not in soft.skip_message
+
+    spend(store, settings, "creative", 0.1)                                      # $0.90: nothing fits
+    out = tick(sensor, settings, instance, soft.cursor)
+    assert "daily budget exhausted" in out.skip_message and "80%" not in out.skip_message
+    assert f"cancelled 1 queued phase run(s): {queued_today.run_id}" in out.skip_message
+    assert instance.get_run_by_id(queued_today.run_id).status == dg.DagsterRunStatus.CANCELED
+    assert instance.get_run_by_id(queued_tomorrow.run_id).status == dg.DagsterRunStatus.QUEUED
+    assert {a["kind"] for a in alerts(store, DAY)} == {"soft_limit", "exhausted"}
+
+    again = tick(sensor, settings, instance, out.cursor)
+    assert "ALERT" not in again.skip_message and "EXHAUSTED" in again.skip_message
+
+
+def test_budget_sensor_skips_quickly_while_another_process_holds_the_database(store, settings, instance):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True);"
+         " time.sleep(60)", str(settings.db_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        started = time.perf_counter()
+        out = tick(build_budget_sensor(settings), settings, instance)
+        elapsed = time.perf_counter() - started
+        assert "database is busy" in out.skip_message
+        assert elapsed < 10, f"the sensor blocked for {elapsed:.1f}s"
+        dead = tick(build_dead_letter_sensor(), settings, instance)
+        assert "database is busy" in dead.skip_message
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "spent $0.0000" in tick(build_budget_sensor(settings), settings, instance).skip_message
+
+
+def test_dead_letter_sensor_reports_each_new_dead_letter_once(store, settings, instance):
+    sensor = build_dead_letter_sensor()
+    first = tick(sensor, settings, instance)
+    assert first.skip_message == "no new dead letters"
+    add_dead_letter(store, dl_id="dl_1", day=DAY, phase="morning", uid="wu_1", action_id="research.search",
+                    run_id="abcdef123456", error="ValueError: boom", now=NOW)
+    out = tick(sensor, settings, instance, first.cursor)
+    assert "1 new dead letter(s)" in out.skip_message and "research.search" in out.skip_message
+    assert "ValueError: boom" in out.skip_message
+    assert tick(sensor, settings, instance, out.cursor).skip_message == "no new dead letters"
