@@ -127,6 +127,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise CliError(f"{args.file}: no such file")
     settings = load_settings()
+    if not settings.home.is_dir():
+        raise CliError(f"CASS_HOME {settings.home} does not exist; run `cass-pipelines init` first")
     store = Store(settings.db_path)
     migrate(store)
     report = import_file(store, args.file)

@@ -13,7 +13,7 @@ from typing import BinaryIO, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000   # one short connection per batch; each close checkpoints, so not too small
 MAX_LINE_BYTES = 16 * 1024 * 1024   # a longer "line" (e.g. a file without newlines) is skipped, never held whole
 MAX_REPORTED_BAD_LINES = 1000
 
