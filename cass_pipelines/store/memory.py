@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
-from cass_pipelines.store.db import Store
+from cass_pipelines.store.db import Store, rows_as_dicts
 from cass_pipelines.store.ids import new_id
 
 
@@ -16,30 +17,65 @@ def conversation(store: Store, ref: str) -> dict | None:
                      [ref, ref, ref])
 
 
-def save_summary(store: Store, conversation_id: str, *, seen_watermark: tuple[datetime | None, str | None],
-                 through: tuple[datetime, str], summary: str, topics: Sequence[str], first_at: datetime,
-                 message_count: int, work_unit_id: str, offline: bool, now: datetime) -> str | None:
-    """Store a summary and advance the conversation's watermark to `through`, in one transaction.
+@dataclass(frozen=True)
+class NewSummary:
+    """A summary of a conversation's messages from `first_at` through the message `through` (at, id),
+    made when the watermark was `seen_watermark`."""
+    conversation_id: str
+    seen_watermark: tuple[datetime | None, str | None]
+    through: tuple[datetime, str]
+    first_at: datetime
+    message_count: int
+    summary: str
+    topics: list[str]
 
-    Only if the watermark is still `seen_watermark`: a concurrent run that got there first wins and
-    this returns None, so the same messages are never summarised into two rows."""
-    sid = new_id("csum")
+
+def save_summaries(store: Store, summaries: Sequence[NewSummary], *, work_unit_id: str, offline: bool,
+                   now: datetime) -> list[str | None]:
+    """Store summaries and advance each conversation's watermark, in one transaction. A summary is
+    stored only if its conversation's watermark is still the one it saw: a concurrent run that got
+    there first wins (None in its place), so the same messages are never summarised into two rows."""
+    ids: list[str | None] = []
     with store.transaction() as conn:
-        moved = conn.execute("""UPDATE conversations SET summarized_through_at = ?, summarized_through_id = ?
-                                WHERE id = ? AND summarized_through_at IS NOT DISTINCT FROM ?
-                                  AND summarized_through_id IS NOT DISTINCT FROM ? RETURNING id""",
-                             [through[0], through[1], conversation_id, *seen_watermark]).fetchone()
-        if not moved:
-            return None
-        conn.execute("INSERT INTO conversation_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [sid, conversation_id, summary, json.dumps(list(topics)), first_at, through[0],
-                      message_count, work_unit_id, offline, now])
-    return sid
+        for s in summaries:
+            moved = conn.execute("""UPDATE conversations SET summarized_through_at = ?, summarized_through_id = ?
+                                    WHERE id = ? AND summarized_through_at IS NOT DISTINCT FROM ?
+                                      AND summarized_through_id IS NOT DISTINCT FROM ? RETURNING id""",
+                                 [*s.through, s.conversation_id, *s.seen_watermark]).fetchone()
+            if not moved:
+                ids.append(None)
+                continue
+            sid = new_id("csum")
+            conn.execute("INSERT INTO conversation_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [sid, s.conversation_id, s.summary, json.dumps(s.topics), s.first_at, s.through[0],
+                          s.message_count, work_unit_id, offline, now])
+            ids.append(sid)
+    return ids
 
 
 def latest_summary(store: Store, conversation_id: str) -> dict | None:
     return store.one("SELECT * FROM conversation_summaries WHERE conversation_id = ? "
                      "ORDER BY last_message_at DESC, created_at DESC LIMIT 1", [conversation_id])
+
+
+def unsummarized(store: Store, conversation_ids: Sequence[str]) -> dict[str, tuple[list[dict], str | None]]:
+    """For each conversation: its messages past the watermark (in order) and its latest summary text.
+    One connection for the lot, since opening one per conversation dominates a memory run."""
+    with store.connection() as conn:
+        messages = rows_as_dicts(conn.execute("""
+            SELECT m.conversation_id, m.message_id, m.role, m.content, m.created_at FROM messages m
+            JOIN conversations c ON c.id = m.conversation_id
+            WHERE m.conversation_id IN (SELECT unnest(?::TEXT[])) AND (c.summarized_through_at IS NULL
+                  OR (m.created_at, m.message_id) > (c.summarized_through_at, c.summarized_through_id))
+            ORDER BY m.conversation_id, m.created_at, m.message_id""", [list(conversation_ids)]))
+        latest = dict(conn.execute("""
+            SELECT conversation_id, arg_max(summary, (last_message_at, created_at)) FROM conversation_summaries
+            WHERE conversation_id IN (SELECT unnest(?::TEXT[])) GROUP BY conversation_id""",
+                                   [list(conversation_ids)]).fetchall())
+    out: dict[str, tuple[list[dict], str | None]] = {cid: ([], latest.get(cid)) for cid in conversation_ids}
+    for m in messages:
+        out[m["conversation_id"]][0].append(m)
+    return out
 
 
 def _decoded(rows: list[dict]) -> list[dict]:
@@ -69,10 +105,15 @@ def untitled(store: Store, limit: int) -> list[dict]:
                      "ORDER BY last_message_at DESC, id LIMIT ?", [limit])
 
 
-def set_title(store: Store, conversation_id: str, title: str) -> bool:
-    """Title a conversation that has none; an existing title (given or generated) is kept."""
-    return bool(store.all("UPDATE conversations SET title = ?, title_generated = TRUE "
-                          "WHERE id = ? AND title IS NULL RETURNING id", [title, conversation_id]))
+def set_titles(store: Store, titles: Sequence[tuple[str, str]]) -> list[str]:
+    """Title (conversation_id, title) pairs whose conversation has none; an existing title (given or
+    generated) is kept. Returns the ids titled."""
+    if not titles:
+        return []
+    with store.transaction() as conn:
+        return [cid for cid, title in titles if conn.execute(
+            "UPDATE conversations SET title = ?, title_generated = TRUE WHERE id = ? AND title IS NULL RETURNING id",
+            [title, cid]).fetchone()]
 
 
 def opening_messages(store: Store, conversation_id: str, limit: int) -> list[dict]:

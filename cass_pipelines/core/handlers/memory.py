@@ -4,7 +4,8 @@ A conversation is summarised from its watermark on: only messages after the last
 and the watermark moves in the same transaction that stores the summary, so a second run over the
 same messages makes no model call. A long stretch of messages is read in chunks whose quoted text
 stays within `settings.memory_chunk_tokens`; each chunk's call carries the summary so far, so the
-stored summary covers the whole stretch. The messages are quoted data: whatever they ask for, the
+stored summary covers the whole stretch. Summaries are stored a batch of conversations at a time
+(fewer write transactions on the single-writer file). The messages are quoted data: whatever they ask for, the
 only thing produced is a summary.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cass_pipelines.store import conversations, memory
 
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
+READ_BATCH = 20                   # conversations read, and their summaries stored, together
 CHARS_PER_TOKEN = 4               # a conservative estimate for English text
 
 
@@ -79,42 +81,52 @@ def _summary_prompt(conv: dict, so_far: str, chunk: list[str], part: int, parts:
     return "\n\n".join(s for s in sections if s)
 
 
-def summarize(ctx: HandlerContext, calls: ModelCalls, conv: dict) -> tuple[Artifact, ConversationSummary] | None:
-    """Summarise a conversation's messages past its watermark; None when there are none (no call made)."""
-    messages = conversations.messages_after_watermark(ctx.store, conv["id"])
+def summarize(ctx: HandlerContext, calls: ModelCalls, conv: dict, messages: list[dict],
+              so_far: str | None) -> tuple[memory.NewSummary, str] | None:
+    """Summarise `messages` (the conversation's messages past its watermark) on top of the summary so far;
+    returns the summary to store and a proposed title, or None when there are no messages (no call)."""
     if not messages:
         return None
-    previous = memory.latest_summary(ctx.store, conv["id"])
-    so_far = previous["summary"] if previous else ""
     groups = chunks(message_lines(messages, ctx.settings.tz), ctx.settings.memory_chunk_tokens)
     topics: list[str] = []
     for n, group in enumerate(groups, 1):
-        out = calls.structured(_summary_prompt(conv, so_far, group, n, len(groups)), ConversationSummary)
+        out = calls.structured(_summary_prompt(conv, so_far or "", group, n, len(groups)), ConversationSummary)
         so_far = out.summary.strip()
-        topics += [t.strip() for t in out.topics if t.strip() and t.strip() not in topics]
+        topics += [t.strip()[:60] for t in out.topics if t.strip() and t.strip()[:60] not in topics]
     if not so_far:
         raise ValueError(f"{ctx.action.id}: the model returned an empty summary for conversation {conv['id']}")
     last = messages[-1]
-    summary_id = memory.save_summary(
-        ctx.store, conv["id"], seen_watermark=(conv["summarized_through_at"], conv["summarized_through_id"]),
-        through=(last["created_at"], last["message_id"]), summary=so_far, topics=topics[:5],
-        first_at=messages[0]["created_at"], message_count=len(messages), work_unit_id=ctx.work_unit_id,
-        offline=calls.offline, now=ctx.now)
-    if summary_id is None:   # another run summarised these messages first
-        return None
-    name = conv.get("title") or out.title.strip() or conv["id"]
-    return Artifact(type="conversation_summary", id=summary_id, title=f"{name} ({len(messages)} messages)"), out
+    return memory.NewSummary(
+        conversation_id=conv["id"], seen_watermark=(conv["summarized_through_at"], conv["summarized_through_id"]),
+        through=(last["created_at"], last["message_id"]), first_at=messages[0]["created_at"],
+        message_count=len(messages), summary=so_far, topics=topics[:5]), out.title.strip()[:80]
 
 
 def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> ActionResult:
+    """Batch by batch: read the batch's pending messages at once, summarise each conversation, and store
+    the batch's summaries in one transaction — also when a call fails midway, so nothing paid for is lost
+    before the error goes on to the runner."""
     calls = ModelCalls.for_action(ctx)
-    made, titles = [], []
-    for conv in convs:
-        done = summarize(ctx, calls, conv)
-        if done:
-            made.append(done[0])
-            if not conv.get("title") and done[1].title.strip():
-                titles.append({"conversation_id": conv["id"], "title": done[1].title.strip()[:80]})
+    made: list[Artifact] = []
+    titles: list[dict] = []
+    for start in range(0, len(convs), READ_BATCH):
+        batch = convs[start:start + READ_BATCH]
+        pending = memory.unsummarized(ctx.store, [c["id"] for c in batch])
+        done: list[tuple[dict, memory.NewSummary, str]] = []
+        try:
+            for conv in batch:
+                if summary := summarize(ctx, calls, conv, *pending[conv["id"]]):
+                    done.append((conv, *summary))
+        finally:
+            ids = memory.save_summaries(ctx.store, [s for _, s, _ in done], work_unit_id=ctx.work_unit_id,
+                                        offline=calls.offline, now=ctx.now)
+        for (conv, summary, title), sid in zip(done, ids):
+            if sid is None:   # another run stored these messages first
+                continue
+            made.append(Artifact(type="conversation_summary", id=sid,
+                                 title=f"{conv.get('title') or title or conv['id']} ({summary.message_count} messages)"))
+            if not conv.get("title") and title:
+                titles.append({"conversation_id": conv["id"], "title": title})
     box = Outbox(ctx, calls)
     box.deliver("titles", titles, writeback.titles)
     message = (f"summarised {len(made)} {scope} in {calls.count} call(s); {box.summary()}" if made

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from cass_pipelines.core.handlers.base import ActionResult, Artifact, HandlerContext
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
-from cass_pipelines.store import maintenance, notes, schema
+from cass_pipelines.store import budget, maintenance, notes, schema
 
 DEFERRED_EXPIRY_DAYS = 7
 STUCK_AFTER = timedelta(hours=6)   # a unit 'running' this long has lost its process
@@ -52,4 +52,10 @@ def health_check(ctx: HandlerContext) -> ActionResult:
 
 
 def release_stale_reservations(ctx: HandlerContext) -> ActionResult:
-    raise NotImplementedError("system.release_stale_reservations: waiting for the budget store (issue 4)")
+    """Reservations held by a process on this host that has died can never settle: give them back.
+    (Without a Dagster instance here, run state is not consulted; the budget sensor also releases
+    reservations whose run is over.)"""
+    released = budget.release_stale(ctx.store, lambda run_id: False, ctx.now)
+    return ActionResult(success=True, message=f"released {len(released)} stale reservation(s) of dead processes",
+                        artifacts=[Artifact(type="reservation", id=r, title="abandoned: its process died")
+                                   for r in released], data={"released": released})

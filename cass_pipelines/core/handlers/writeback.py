@@ -53,8 +53,9 @@ def edge_state(ctx: HandlerContext, items: Items, offline: bool) -> list[Artifac
 
 
 def titles(ctx: HandlerContext, items: Items, offline: bool) -> list[Artifact]:
+    titled = set(memory.set_titles(ctx.store, [(i["conversation_id"], i["title"]) for i in items]))
     return [Artifact(type="conversation", id=i["conversation_id"], title=i["title"]) for i in items
-            if memory.set_title(ctx.store, i["conversation_id"], i["title"])]
+            if i["conversation_id"] in titled]
 
 
 def compose(items: Items) -> tuple[str, str]:

@@ -1,0 +1,257 @@
+"""Every registry action runs offline against the sample data and leaves rows a person can open."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+
+from cass_pipelines.core.handlers.base import ARTIFACT_TABLES, ActionResult
+from cass_pipelines.core.handlers.sourcing import NO_LIVE_SOURCE
+from cass_pipelines.core.plan import PlannedUnit
+from cass_pipelines.llm.base import LLMError
+from cass_pipelines.store import budget, notes, plans
+from test_handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template
+
+OFFLINE_TABLES = {"insights", "growth_observations", "open_questions", "conversation_summaries", "journals",
+                  "wiki_notes", "documents"}
+# The templates the tests below run, and the actions no template holds that they run directly.
+TESTED_TEMPLATES = {"morning_reflection", "synthesis", "meta_reflection", "user_synthesis", "growth_edge_work",
+                    "curiosity_exploration", "research_deep_dive", "research_batch", "open_question_review",
+                    "world_check_in", "knowledge_building", "writing_session", "creative_session",
+                    "memory_consolidation", "conversation_catchup", "phase_wrapup", "day_narrative", "nightly_dream",
+                    "daily_journal", "system_maintenance"}
+TESTED_DIRECTLY = {"memory.summarize_conversation", "self.add_open_question"}
+
+
+def stored(rt, results: list[ActionResult]) -> list[dict]:
+    """Each artifact's row, asserting it exists (and, for model-made rows, that it says offline)."""
+    rows = []
+    for r in results:
+        for a in r.artifacts:
+            table = ARTIFACT_TABLES[a.type]
+            if table == "journals":
+                day, kind = a.id.split("/")
+                row = rt.store.one("SELECT * FROM journals WHERE date = ? AND kind = ?", [day, kind])
+            else:
+                row = rt.store.one(f"SELECT * FROM {table} WHERE id = ?", [a.id])
+            assert row is not None, f"{a.location} named by '{r.message}' is not in the store"
+            if table in OFFLINE_TABLES and r.offline:
+                assert row["offline"] is True, a.location
+            rows.append(row)
+    return rows
+
+
+def run(rt, template_id: str, **kw) -> list[ActionResult]:
+    assert template_id in TESTED_TEMPLATES
+    results = run_template(rt, template_id, **kw)
+    assert all(r.success for r in results), [r.message for r in results]
+    return results
+
+
+def test_reflection_insights_written_once_by_record_insight(runtime):
+    session, record = run(runtime, "morning_reflection")
+    assert session.insights and session.offline
+    assert session.data["pending"]["insights"] and "insights" not in session.data["wrote"]
+    rows = stored(runtime, [record])
+    assert [r["text"] for r in rows] == session.insights
+    assert {r["action_id"] for r in rows} == {"session.reflection"} and {r["kind"] for r in rows} == {"reflection"}
+    assert count(runtime, "SELECT count(*) FROM insights") == len(session.insights)   # no double write
+    doc = runtime.store.one("SELECT * FROM documents WHERE kind = 'reflection'")
+    assert doc["body"] and doc["offline"] and doc["work_unit_id"] == "unit_morning_reflection"
+
+
+def test_synthesis_keeps_its_piece_as_a_wiki_note(runtime):
+    results = run(runtime, "synthesis")
+    note = stored(runtime, results[2:])[0]
+    assert note["title"] == results[0].data["title"] and note["body"]
+    assert count(runtime, "SELECT count(*) FROM documents") == 0      # the piece went to the wiki only
+    assert count(runtime, "SELECT count(*) FROM insights") == len(results[0].insights)
+
+
+def test_meta_reflection_and_user_synthesis(runtime):
+    meta, record = run(runtime, "meta_reflection")
+    stored(runtime, [meta, record])
+    assert meta.data["pending"].get("observations") is None   # no later owner: the session wrote them
+    user, observe = run(runtime, "user_synthesis")
+    obs = stored(runtime, [observe])
+    assert obs and all(o["edge_id"].startswith("edge_") and o["offline"] for o in obs)
+    assert runtime.store.one("SELECT * FROM documents WHERE kind = 'user_synthesis'")
+
+
+def test_growth_edge_session_restates_the_focus_edge(runtime):
+    before = runtime.store.one("SELECT current_state FROM growth_edges WHERE id = 'edge_pushback'")
+    session, observe, update = run(runtime, "growth_edge_work", focus="disagreeing kindly")
+    assert {o["edge_id"] for o in session.data["pending"]["observations"]} == {"edge_pushback"}
+    assert stored(runtime, [observe])
+    edge, change = stored(runtime, [update])
+    assert edge["id"] == "edge_pushback" and edge["current_state"] != before["current_state"]
+    assert before["current_state"] in change["text"]           # the earlier state stays on record
+
+
+def test_curiosity_answers_the_reviewed_question(runtime):
+    review, session, add = run(runtime, "curiosity_exploration", focus="community gardens")
+    assert review.data["question_id"] == "q_gardens"
+    assert stored(runtime, [review])[0]["question"].startswith("Why do community gardens")
+    closed = runtime.store.all("SELECT * FROM open_questions WHERE status = 'answered'")
+    assert closed and all(q["answer"] and q["addressed_by"] == "unit_curiosity_exploration" for q in closed)
+    assert session.questions_addressed and stored(runtime, [session, add])
+
+
+def test_add_open_question_writes_what_an_earlier_step_raised(runtime):
+    raised = ActionResult(success=True, message="research raised a question", offline=True, data={
+        "pending": {"questions": [{"question": "What makes a routine feel like one's own?", "context": "test"}]}})
+    result = run_action(runtime, "self.add_open_question", template_id="open_question_review", previous=[raised])
+    row = stored(runtime, [result])[0]
+    assert row["status"] == "open" and row["raised_by"] == "unit_test" and row["offline"]
+    again = run_action(runtime, "self.add_open_question", template_id="open_question_review", previous=[raised])
+    assert again.artifacts == []                                  # the same question is not added twice
+
+
+def test_research_deep_dive_without_web_search_says_so(runtime):
+    llm = CountingLLM(runtime.llm)
+    refresh, single, session, note = run(runtime, "research_deep_dive", llm=llm)
+    assert len(stored(runtime, [refresh])) == 5                   # the five seed questions queued
+    item = stored(runtime, [single])[0]
+    assert item["status"] == "done"
+    wiki = stored(runtime, [note])[0]
+    assert NO_LIVE_SOURCE in wiki["body"] and "## " in wiki["body"]   # findings and write-up, composed
+    assert not any(r.web_search for r in llm.requests)
+
+
+def test_research_batch_and_open_question_review(runtime):
+    refresh, batch, update = run(runtime, "research_batch")
+    assert count(runtime, "SELECT count(*) FROM research_queue WHERE status = 'done'") == 3
+    assert NO_LIVE_SOURCE in stored(runtime, [update])[0]["body"]
+    review, single, add = run(runtime, "open_question_review")
+    doc = stored(runtime, [single])
+    assert any(d.get("kind") == "research_finding" for d in doc)   # no wiki step follows: a document
+
+
+def test_web_search_is_requested_only_when_enabled(runtime):
+    llm = CountingLLM(runtime.llm)
+    settings = runtime.settings.model_copy(update={"web_search": True})
+    events, session, state = run(runtime, "world_check_in", llm=llm, settings=settings)
+    assert llm.requests[0].web_search and not llm.requests[1].web_search   # check_events only
+    note = stored(runtime, [state])[0]
+    assert note["title"].startswith("World state") and NO_LIVE_SOURCE not in note["body"]
+
+
+def test_world_check_in_offline_sources(runtime):
+    events, session, state = run(runtime, "world_check_in")
+    assert events.data["pending"]["note"] and not events.artifacts   # handed to world.summarize_state
+    assert NO_LIVE_SOURCE in stored(runtime, [state])[0]["body"]
+
+
+def test_knowledge_building_links_notes_sharing_terms(runtime):
+    steps = dict(template_id="knowledge_building", unit_id="unit_kb")
+    session = run_action(runtime, "session.knowledge_building", **steps)
+    create = run_action(runtime, "wiki.create_note", previous=[session], **steps)
+    note = stored(runtime, [create])[0]
+    # a note on the same subject (sharing its words) and one on another subject
+    notes.add_note(runtime.store, title="Related", body=note["body"], work_unit_id="u0", offline=False, now=note["created_at"])
+    notes.add_note(runtime.store, title="Sourdough", body="Starter hydration, flour, proofing temperature.",
+                   work_unit_id="u0", offline=False, now=note["created_at"])
+    link = run_action(runtime, "wiki.link_notes", previous=[session, create], **steps)
+    related = runtime.store.one("SELECT id, links FROM wiki_notes WHERE title = 'Related'")
+    assert link.data["links"] == [related["id"]]
+    assert json.loads(runtime.store.scalar("SELECT links FROM wiki_notes WHERE id = ?", [note["id"]])) == [related["id"]]
+    assert json.loads(related["links"]) == [note["id"]]            # both ways
+
+
+def test_writing_session_becomes_a_wiki_note(runtime):
+    writing, create = run(runtime, "writing_session", focus="honesty")
+    assert stored(runtime, [create])[0]["title"] == writing.data["title"]
+
+
+def test_creative_session_writes_its_own_insights(runtime):
+    (creative,) = run(runtime, "creative_session")
+    rows = stored(runtime, [creative])
+    assert {r.get("kind") for r in rows} >= {"creative"}
+    assert count(runtime, "SELECT count(*) FROM insights WHERE action_id = 'session.creative'") == len(creative.insights)
+
+
+def test_memory_templates_summarise_title_and_consolidate(runtime):
+    untitled = count(runtime, "SELECT count(*) FROM conversations WHERE title IS NULL")
+    summarize, title, consolidate = run(runtime, "memory_consolidation")
+    assert len(stored(runtime, [summarize])) == 56
+    titled = stored(runtime, [title])
+    assert len(titled) == untitled and all(c["title_generated"] for c in titled)
+    assert count(runtime, "SELECT count(*) FROM conversations WHERE title IS NULL") == 0
+    assert stored(runtime, [consolidate])
+    again = run(runtime, "conversation_catchup")
+    assert [r.artifacts for r in again] == [[], []]                # nothing new: nothing written
+
+
+def test_rhythm_and_dream(runtime):
+    run(runtime, "morning_reflection")
+    (phase,) = run(runtime, "phase_wrapup")
+    (narrative,) = run(runtime, "day_narrative")
+    (dream,) = run(runtime, "nightly_dream")
+    assert stored(runtime, [phase])[0]["kind"] == "phase_summary"
+    assert stored(runtime, [narrative])[0]["kind"] == "daily_narrative"
+    entry = stored(runtime, [dream])[0]
+    assert entry["kind"] == "dream" and entry["text"] and entry["tone"]
+
+
+def test_daily_journal_from_the_days_summaries(runtime):
+    run(runtime, "conversation_catchup")
+    (journal,) = run(runtime, "daily_journal")
+    entry = stored(runtime, [journal])[0]
+    assert entry["kind"] == "daily" and entry["tone"] and entry["offline"] and entry["text"]
+
+
+def test_daily_journal_of_an_empty_day_writes_nothing_and_calls_nothing(runtime):
+    llm = CountingLLM(runtime.llm)
+    (journal,) = run_template(runtime, "daily_journal", llm=llm)
+    assert journal.success and journal.artifacts == [] and llm.calls == 0
+    assert count(runtime, "SELECT count(*) FROM journals") == 0
+
+
+def test_system_maintenance_does_real_upkeep(runtime):
+    long_ago = datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
+    held = budget.reserve(runtime.store, day=long_ago.date(), category="system", amount_usd=0.01,
+                          settings=runtime.settings, priority="normal", phase="morning", now=long_ago)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runtime.store.execute("UPDATE reservations SET pid = ? WHERE id = ?", [dead.pid, held.id])
+    old = plans.add_manual_unit(runtime.store, day=long_ago.date(), phase="morning", tag="old", now=long_ago,
+                                unit=PlannedUnit("morning", "creative_session", "creative", "normal", "x", "y", 0.1))
+    plans.set_unit_status(runtime.store, old, "deferred", long_ago, reason="budget")
+    release, queue, health = run(runtime, "system_maintenance")
+    assert stored(runtime, [release])[0]["status"] == "abandoned"
+    expired = [r for r in stored(runtime, [queue]) if r.get("status")]
+    assert expired[0]["id"] == old and expired[0]["status"] == "cancelled"
+    report = stored(runtime, [health])[0]
+    assert report["kind"] == "health_report" and "all checks passed" in report["body"]
+
+
+def test_summarize_conversation_needs_a_known_focus(runtime):
+    result = run_action(runtime, "memory.summarize_conversation", focus="Learning recursion")
+    assert stored(runtime, [result])[0]["conversation_id"] in ("conv_001", "conv_011", "conv_021")
+    with pytest.raises(ValueError, match="no conversation with id or title 'conv_999'"):
+        run_action(runtime, "memory.summarize_conversation", focus="conv_999")
+
+
+def test_a_failing_model_call_raises_and_writes_nothing(runtime):
+    with pytest.raises(LLMError, match="provider unavailable"):
+        run_action(runtime, "session.reflection", template_id="morning_reflection", llm=FailingLLM())
+    with pytest.raises(LLMError):
+        run_action(runtime, "memory.summarize_idle_conversations", llm=FailingLLM())
+    for table in ("insights", "documents", "conversation_summaries"):
+        assert count(runtime, f"SELECT count(*) FROM {table}") == 0
+    assert count(runtime, "SELECT count(*) FROM conversations WHERE summarized_through_at IS NOT NULL") == 0
+
+
+def test_a_writer_with_nothing_to_write_says_why(runtime):
+    with pytest.raises(ValueError, match="no earlier step of unit unit_test left any note"):
+        run_action(runtime, "wiki.create_note", template_id="synthesis")
+    with pytest.raises(ValueError, match="wrote a wiki note to link"):
+        run_action(runtime, "wiki.link_notes", template_id="knowledge_building")
+
+
+def test_every_registry_action_is_covered(runtime):
+    covered = TESTED_DIRECTLY | {a for t in TESTED_TEMPLATES for a in runtime.registry.templates[t].action_sequence}
+    assert covered == set(runtime.registry.actions), set(runtime.registry.actions) - covered
