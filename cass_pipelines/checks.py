@@ -1,8 +1,7 @@
 """Asset checks on `cost_records` (date|phase): the day's spend within the daily limit, every
 category within its share, and the partition's ledger equal to its reconciled reservations (a
 ledger row that bypassed the budget, or a reservation settled to the wrong cost, fails it)."""
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster inspects the check's context annotation at runtime.
 from datetime import date
 from typing import Callable
 

@@ -38,7 +38,7 @@ class Reservation:
 @dataclass(frozen=True)
 class Refusal:
     reason: str
-    scope: str          # "day" | "category"
+    scope: str          # "day" | "category" | "pause"
     amount_usd: float
     room_usd: float
 

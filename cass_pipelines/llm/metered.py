@@ -1,10 +1,10 @@
 """MeteredClient: wraps any LLMClient so that every call is reserved against the budget first,
 recorded in the ledger from the response's real usage, and the reservation settled to that cost.
 
-Order per call: pause check (a call already in flight finishes; a new one is refused), reserve the
-worst case, call, then ledger row + reconcile in one transaction. A failed call releases its hold.
-The ledger's cost comes from Pricing applied to the usage the response reported, never from the
-estimate. No connection is held across the call itself.
+Per call: one transaction checks pause (a call already in flight finishes; a new one is refused)
+and reserves the worst case; then the call; then the ledger row and the reconciliation in one
+transaction. A failed call releases its hold. The ledger's cost comes from Pricing applied to the
+usage the response reported, never from the estimate. No connection is held across the call.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from cass_pipelines.core.settings import Settings
 from cass_pipelines.llm.base import LLMClient, LLMRequest, LLMResult, T, Usage
 from cass_pipelines.llm.pricing import Pricing
 from cass_pipelines.store.budget import ledger_action_averages, release, reserve, settle
-from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ledger import LedgerRow
 
@@ -87,12 +86,10 @@ class MeteredClient:
 
     def _metered(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
         ctx = self.ctx
-        paused = None if ctx.ignore_pause else paused_reason(self.store, ctx.category)
-        if paused:
-            raise BudgetRefused(f"paused: {paused}")
         held = reserve(self.store, day=ctx.date, category=ctx.category, amount_usd=self.estimate(request, schema),
                        settings=self.settings, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
-                       action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, now=self.clock.now())
+                       action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, now=self.clock.now(),
+                       honour_pause=not ctx.ignore_pause)
         if isinstance(held, Refusal):
             raise BudgetRefused(held.reason)
         try:

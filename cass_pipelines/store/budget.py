@@ -18,7 +18,7 @@ from typing import Callable
 from cass_pipelines.core import budget as rules
 from cass_pipelines.core.budget import ActionCost, Refusal, Reservation
 from cass_pipelines.core.settings import Settings
-from cass_pipelines.store.control import alerts, paused_scopes
+from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes
 from cass_pipelines.store.db import Store, rows_as_dicts
 from cass_pipelines.store.ledger import LedgerRow, insert_row
 
@@ -35,10 +35,14 @@ _ROOM = """SELECT
 
 def reserve(store: Store, *, day: date, category: str, amount_usd: float, settings: Settings, priority: str,
             work_unit_id: str | None = None, action_id: str | None = None, run_id: str | None = None,
-            phase: str | None = None, now: datetime) -> Reservation | Refusal:
-    """Hold `amount_usd` against the day and the category if both have room (see rules.refusal)."""
+            phase: str | None = None, now: datetime, honour_pause: bool = False) -> Reservation | Refusal:
+    """Hold `amount_usd` against the day and the category if both have room (see rules.refusal).
+    With `honour_pause`, a global or category pause refuses too, checked in the same transaction."""
     amount = rules.money(amount_usd)
     with store.transaction() as conn:
+        paused = paused_reason_in(conn, category) if honour_pause else None
+        if paused:
+            return Refusal(f"paused: {paused}", "pause", amount, 0.0)
         day_spent, day_held, cat_spent, cat_held = conn.execute(
             _ROOM, {"day": day, "category": category}).fetchone()
         refused = rules.refusal(settings, amount=amount, category=category, priority=priority, day_spent=day_spent,

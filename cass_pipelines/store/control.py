@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+import duckdb
+
 from cass_pipelines.core.categories import Category
 from cass_pipelines.store.db import Store
 
@@ -34,14 +36,24 @@ def resume(store: Store, category: str | None, now: datetime, everything: bool =
 
 def paused_scopes(store: Store) -> dict[str | None, str]:
     """{None: reason} for a global pause, {category: reason} for each paused category."""
-    rows = store.all("SELECT scope, reason FROM control_flags WHERE paused")
-    return {None if r["scope"] == GLOBAL else r["scope"].split(":", 1)[1]: r["reason"] or DEFAULT_REASON
-            for r in rows}
+    with store.connection() as conn:
+        return _paused_scopes(conn)
+
+
+def _paused_scopes(conn: duckdb.DuckDBPyConnection) -> dict[str | None, str]:
+    rows = conn.execute("SELECT scope, reason FROM control_flags WHERE paused").fetchall()
+    return {None if scope == GLOBAL else scope.split(":", 1)[1]: reason or DEFAULT_REASON for scope, reason in rows}
 
 
 def paused_reason(store: Store, category: str | None) -> str | None:
     """Why new work (of `category`, or any work when None) must not start, or None."""
-    scopes = paused_scopes(store)
+    with store.connection() as conn:
+        return paused_reason_in(conn, category)
+
+
+def paused_reason_in(conn: duckdb.DuckDBPyConnection, category: str | None) -> str | None:
+    """paused_reason inside the caller's transaction (a reservation checks pause and room at once)."""
+    scopes = _paused_scopes(conn)
     if None in scopes:
         return scopes[None]
     if category is not None and category in scopes:
