@@ -20,6 +20,7 @@ DEFAULT_SHARES = {
     "system": 0.05, "journal": 0.05, "memory": 0.10, "research": 0.25,
     "reflection": 0.20, "growth": 0.15, "curiosity": 0.10, "creative": 0.10,
 }
+DEFAULT_MODELS = {"fast": "claude-haiku-5-5", "deep": "claude-sonnet-5-5"}
 DEFAULT_PHASE_HOURS = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 22), "night": (22, 6)}
 
 
@@ -39,12 +40,12 @@ class Settings(BaseModel):
     phase_hours: dict[str, tuple[int, int]] = Field(default_factory=lambda: dict(DEFAULT_PHASE_HOURS))
     daily_budget_usd: float = Field(default=5.0, gt=0)
     reserve_usd: float = Field(default=0.5, ge=0)
-    category_shares: dict[Category, float] = Field(default_factory=lambda: dict(DEFAULT_SHARES))
+    category_shares: dict[Category, float] = Field(
+        default_factory=lambda: {Category(k): v for k, v in DEFAULT_SHARES.items()})
     soft_alert_share: float = Field(default=0.8, gt=0, le=1)
     degrade_below_share: float = Field(default=0.25, ge=0, le=1)
     llm_mode: Literal["auto", "anthropic", "offline"] = "auto"
-    models: dict[Literal["fast", "deep"], str] = Field(
-        default_factory=lambda: {"fast": "claude-haiku-5-5", "deep": "claude-sonnet-5-5"})
+    models: dict[Literal["fast", "deep"], str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
     max_retries: int = Field(default=4, ge=0, le=20)
     request_timeout_s: float = Field(default=120.0, gt=0)
     cache_ttl: Literal["5m", "1h"] = "5m"
@@ -83,12 +84,25 @@ class Settings(BaseModel):
     @field_validator("category_shares")
     @classmethod
     def _shares(cls, v: dict[Category, float]) -> dict[Category, float]:
-        bad = {k: s for k, s in v.items() if not (0 <= s <= 1)}
+        problems = []
+        bad = {str(k): s for k, s in v.items() if not (0 <= s <= 1)}
         if bad:
-            raise ValueError(f"each share must be in [0, 1], got {bad}")
+            problems.append(f"each share must be in [0, 1], got {bad}")
+        # A category left out would silently get no budget, so its work would never run.
+        missing = [c.value for c in Category if c not in v]
+        if missing:
+            problems.append(f"missing categories {missing}: list every category (0 to give one no budget)")
         if sum(v.values()) > 1.0 + 1e-9:
-            raise ValueError(f"shares must sum to at most 1, got {sum(v.values()):.3f}")
+            problems.append(f"shares must sum to at most 1, got {sum(v.values()):.3f}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return {Category(k): s for k, s in v.items()}
+
+    @field_validator("models")
+    @classmethod
+    def _all_tiers(cls, v: dict[str, str]) -> dict[str, str]:
+        # A [models] table naming one tier keeps the default for the other (no run-time "no model" error).
+        return {**DEFAULT_MODELS, **v}
 
     @model_validator(mode="after")
     def _reserve_below_limit(self) -> "Settings":
