@@ -46,9 +46,12 @@ class FailingLLM:
 
 
 def sample_now(rt) -> datetime:
-    """Mid-morning of the day after the sample's last message: every sample conversation is idle."""
-    last = rt.store.scalar("SELECT max(created_at) FROM messages").astimezone(rt.settings.tz)
-    return (last + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    """Mid-morning of the day after the sample's last message: every sample conversation is idle.
+    Fixed at first use for a runtime, so messages a test adds later do not move it."""
+    if not hasattr(rt, "sample_now"):
+        last = rt.store.scalar("SELECT max(created_at) FROM messages").astimezone(rt.settings.tz)
+        rt.sample_now = (last + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    return rt.sample_now
 
 
 def context(rt, action_id: str, *, template_id: str = "", focus: str = "", previous=(), llm=None,

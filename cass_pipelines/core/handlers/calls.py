@@ -69,5 +69,5 @@ class ModelCalls:
         """An ActionResult carrying these calls' usage, cost and offline flag."""
         usage = dict(zip(("input_tokens", "output_tokens", "cache_creation_input_tokens",
                           "cache_read_input_tokens"), self.usage.astuple()))
-        return ActionResult(usage=usage, cost_usd=round(self.cost_usd, 9),
-                            offline=self.offline or fields.pop("offline", False), **fields)
+        offline = fields.pop("offline", False) or self.offline   # also rows written from offline output
+        return ActionResult(usage=usage, cost_usd=round(self.cost_usd, 9), offline=offline, **fields)
