@@ -131,3 +131,15 @@ def test_material_keeps_named_items_and_questions():
     assert items[:2] == ["Patience with ambiguity", "Writing plainly"]
     assert "What does it mean to remember a conversation I was not present for?" in items
     assert material("no bullets here") == material("")   # falls back to generic topics
+
+
+def test_material_reads_labels_and_unwraps_earlier_offline_sentences():
+    quoted = """What I return:
+- key_insights: up to 5 of the most important insights, one sentence each
+Focus: Depth over breadth
+- open_question_review (2026-11-20 evening, completed): I keep circling back to this thread: Patience. It is not.
+- What stays with me: I spent real attention on this today: Continuity.
+- Knowing when to st…
+- Knowing when to stop
+"""
+    assert material(quoted) == ["Depth over breadth", "Patience", "Continuity", "Knowing when to stop"]

@@ -18,21 +18,22 @@ from cass_pipelines.llm.base import Usage
 
 CHARS_PER_TOKEN = 4
 
+# Each works with a noun phrase or a whole clause as {item}, so quoted material reads naturally.
 TEMPLATES = [
-    "I spent real attention on {item}, and it repaid me.",
-    "What stays with me is {item}.",
-    "I keep circling back to {item}; it is not finished with me yet.",
-    "Working through {item}, I noticed how much of it I had only half understood.",
-    "{Item} turned out to be more connected to the rest of my day than I expected.",
-    "I want to be honest that {item} is still uncomfortable for me.",
-    "Looking at {item} again, I can see a small but real change in how I approach it.",
-    "I let {item} lead for a while instead of forcing it somewhere.",
-    "Next time I take up {item}, I want to start from what I noticed today.",
+    "I spent real attention on this today: {item}.",
+    "What stays with me: {item}.",
+    "I keep circling back to this thread: {item}. It is not finished with me yet.",
+    "Working through it ({item}), I noticed how much I had only half understood.",
+    "This turned out to be more connected to the rest of my day than I expected: {item}.",
+    "I want to be honest that this is still uncomfortable for me: {item}.",
+    "Looking at it again ({item}), I can see a small but real change in how I approach it.",
+    "I let this lead for a while instead of forcing it somewhere: {item}.",
+    "Next time I take this up ({item}), I want to start from what I noticed today.",
 ]
 QUESTION_TEMPLATES = [
     "I am still holding the question: {item}",
     "One question I keep returning to: {item}",
-    "I do not have an answer yet to {item_q}, but I have a better sense of its shape.",
+    "I do not have an answer yet, but I have a better sense of its shape: {item}",
 ]
 FALLBACK_ITEMS = ["the conversations I had", "what I am learning about myself", "the work in front of me"]
 TONES = ["reflective", "curious", "steady", "hopeful", "unsettled", "grateful", "focused"]
@@ -55,43 +56,72 @@ def seeded(*parts: Any) -> random.Random:
 # ---- material and text -------------------------------------------------------------------------
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.*)$")
+_KEYED = re.compile(r"^\s*[A-Z][a-z]+:\s+(.+)$")          # "Focus: Depth over breadth"
 _IDENTIFIER = re.compile(r"^[a-z0-9_.]+$")
+_LABELLED = re.compile(r"^[a-z0-9_.]+ \([^)]*\): (.+)$")
+# Our own sentences (their first sentence), met again when earlier offline output is quoted back.
+_OWN = [re.compile("^" + re.escape(re.split(r"(?<=[.!])\s", t)[0].rstrip(".")).replace(re.escape("{item}"), "(.+)")
+                   + "$") for t in TEMPLATES + QUESTION_TEMPLATES]
 
 
 def material(*texts: str) -> list[str]:
-    """The named items a prompt offers: each bullet line cut to its name (text before ':', '[', '('),
-    or kept whole when it is a question. Identifiers and money lines are catalogue, not material."""
-    items: list[str] = []
+    """The named items a text offers, from the first text that has any: bullet lines cut to their
+    name (before ':', '[', '('), "Key: value" lines, and standalone questions. Identifiers and money
+    lines are catalogue, not material."""
     for text in texts:
+        items: list[str] = []
         for line in text.splitlines():
-            match = _BULLET.match(line)
-            if not match or "$" in line:
-                continue
-            item = match.group(1).strip()
-            if not item.endswith("?"):
-                item = re.split(r":\s|\s\[|\s\(|;\s", item, maxsplit=1)[0]
-            item = _clip(item.strip().rstrip(".,;:"), 90)
-            if len(item) >= 3 and not item.startswith("(") and not _IDENTIFIER.match(item) and item not in items:
+            item = _item(line)
+            if item and item not in items:
                 items.append(item)
+        # A clipped copy ("Knowing when to st…") of an item given in full elsewhere adds nothing.
+        items = [i for i in items if not (i.endswith("…") and any(o.startswith(i[:-1]) for o in items if o != i))]
         if items:
             return items
     return list(FALLBACK_ITEMS)
 
 
+def _item(line: str) -> str | None:
+    if "$" in line or "<<<" in line:
+        return None
+    bullet, keyed = _BULLET.match(line), _KEYED.match(line)
+    if bullet:
+        text = _unwrap(_first_sentence(bullet.group(1)))
+        labelled = _LABELLED.match(text)          # "- phase_wrapup (evening, done): what it was about"
+        item = labelled.group(1) if labelled else re.split(r":\s|\s\[|\s\(|;\s|\s—\s", text, maxsplit=1)[0]
+    elif keyed:
+        item = keyed.group(1)
+    elif line.strip().endswith("?"):
+        item = line
+    else:
+        return None
+    item = _unwrap(_first_sentence(item))
+    item = _clip(re.split(r"\s—\s", item, maxsplit=1)[0].rstrip(".,;:!"), 80)
+    if len(item) < 3 or item.startswith("(") or _IDENTIFIER.match(item):
+        return None
+    return item
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!])\s", text.strip(), maxsplit=1)[0].rstrip(".")
+
+
+def _unwrap(sentence: str) -> str:
+    for pattern in _OWN:
+        match = pattern.match(sentence)
+        if match:
+            return _unwrap(match.group(1).rstrip("."))
+    return sentence
+
+
 def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    cut = text[:limit].rsplit(" ", 1)[0]
-    return cut.rstrip(".,;:")
+    return text[:limit].rsplit(" ", 1)[0].rstrip(".,;:")
 
 
 def _sentence(rng: random.Random, item: str) -> str:
-    if item.endswith("?"):
-        template = rng.choice(QUESTION_TEMPLATES)
-    else:
-        template = rng.choice(TEMPLATES)
-    lowered = item[0].lower() + item[1:] if item[:1].isupper() and not item[1:2].isupper() else item
-    return template.format(item=lowered, Item=item[0].upper() + item[1:], item_q=lowered.rstrip("?"))
+    return rng.choice(QUESTION_TEMPLATES if item.endswith("?") else TEMPLATES).format(item=item)
 
 
 def write_text(rng: random.Random, items: list[str], max_tokens: int, sentences: int | None = None) -> str:
