@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from cass_pipelines.core.handlers.memory import approx_tokens, chunks
 from cass_pipelines.core.importer import MessageLine
+from cass_pipelines.core.summaries import summarize_unit
 from cass_pipelines.store import conversations, memory
 from test_handlers_kit import CountingLLM, count, run_action, run_template, sample_now
 
@@ -109,7 +110,10 @@ def test_injected_instructions_change_nothing(runtime):
     # the rest of memory and a session that reads the summaries: the same calls as without the message
     results = run_template(runtime, "memory_consolidation", llm=llm) + run_template(runtime, "user_synthesis", llm=llm)
     assert all(r.success for r in results)
-    assert llm.calls == 1 + 55 + 1 + 1                 # 55 other idle conversations, consolidation, user synthesis
+    unit = {"id": "unit_memory_consolidation", "date": "2026-01-01", "phase": "night", "template_id": "memory_consolidation",
+            "status": "completed", "focus": "memory", "motivation": "", "error": None}
+    summarize_unit(runtime.store, llm, runtime.settings, runtime.registry, unit, results[:3], sample_now(runtime))
+    assert llm.calls == 1 + 55 + 1 + 1 + 1      # 55 other idle conversations, consolidation, user synthesis, summary
     assert all(quoted_only(r.prompt, INJECTION[:30]) for r in llm.requests)
     assert {t: count(runtime, f"SELECT count(*) FROM {t}") for t in STATE_TABLES} == before
     assert count(runtime, "SELECT count(*) FROM conversation_summaries WHERE conversation_id = 'conv_023'") == 1

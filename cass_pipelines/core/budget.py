@@ -94,21 +94,24 @@ def calibrated_costs(registry: Registry, history: Mapping[str, ActionCost]) -> d
             else a.estimated_cost_usd for a in registry.actions.values()}
 
 
-def is_exhausted(settings: Settings, spent: float, cheapest_call: float | None) -> bool:
-    """No ordinary work fits any more: what is left above the reserve cannot pay for even the
-    cheapest call the day has reserved. Only settled spend counts, so calls in flight (whose
-    holds will mostly come back) do not end the day early."""
-    left = settings.daily_budget_usd - settings.reserve_usd - spent
-    return left < max(cheapest_call or 0.0, EPS)
+def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], cheapest_call: float | None) -> bool:
+    """No ordinary work fits any more: in no category is there room (within the day's room above the
+    reserve) for even the cheapest call the day has asked for, granted or refused. Only settled
+    spend counts, so calls in flight (whose holds mostly come back) do not end the day early."""
+    day_room = settings.daily_budget_usd - settings.reserve_usd - sum(spent_by_category.values())
+    need = max(cheapest_call or 0.0, EPS)
+    return all(min(settings.category_limit(c.value) - spent_by_category.get(c.value, 0.0), day_room) < need
+               for c in Category)
 
 
-def day_status(settings: Settings, day: date, *, spent: float, held: float,
-               categories: Mapping[str, tuple[float, float]], cheapest_call: float | None,
-               paused: Mapping[str | None, str]) -> dict:
-    """The `budget` JSON shape (DESIGN.md) plus details. remaining_usd is what ordinary work may
-    still reserve today (the reserve excluded); a category's remaining is capped by the day's."""
-    usable = settings.daily_budget_usd - settings.reserve_usd
-    remaining = max(usable - spent - held, 0.0)
+def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[float, float]],
+               cheapest_call: float | None, paused: Mapping[str | None, str]) -> dict:
+    """The `budget` JSON shape (DESIGN.md) plus details, from (spent, held) per category.
+    remaining_usd is what ordinary work may still reserve today (the reserve excluded); a
+    category's remaining is capped by the day's."""
+    spent = sum(s for s, _ in categories.values())
+    held = sum(h for _, h in categories.values())
+    remaining = max(settings.daily_budget_usd - settings.reserve_usd - spent - held, 0.0)
     cats = {}
     for c in Category:
         c_spent, c_held = categories.get(c.value, (0.0, 0.0))
@@ -122,7 +125,7 @@ def day_status(settings: Settings, day: date, *, spent: float, held: float,
         "spent_usd": money(spent), "reserved_usd": money(held), "remaining_usd": money(remaining),
         "reserve_left_usd": money(max(min(settings.reserve_usd, settings.daily_budget_usd - spent - held), 0.0)),
         "spent_share": round(spent / settings.daily_budget_usd, 6),
-        "exhausted": is_exhausted(settings, spent, cheapest_call),
+        "exhausted": is_exhausted(settings, {k: s for k, (s, _) in categories.items()}, cheapest_call),
         "paused": None in paused, "pause_reason": paused.get(None),
         "categories": cats,
     }
@@ -146,5 +149,6 @@ def due_alerts(status: Mapping, settings: Settings) -> list[tuple[str, str]]:
     if status["exhausted"]:
         out.append(("exhausted", f"{status['date']}: daily budget exhausted: spent ${status['spent_usd']:.4f} of "
                                  f"${settings.daily_budget_usd:.2f} (${settings.reserve_usd:.2f} emergency reserve "
-                                 "kept); new work is deferred until tomorrow"))
+                                 "kept) and no category has room for another call; new work is deferred until "
+                                 "tomorrow"))
     return out

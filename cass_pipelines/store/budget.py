@@ -4,7 +4,7 @@ A reservation's check and insert happen in one transaction: `Store.transaction` 
 in a process, and DuckDB lets only one process open the file at a time, so two reservations can
 never both see the same last dollar. A reservation is `held` until it is `reconciled` (its ledger
 row recorded, actual cost = the ledger's), `released` (the call failed) or `abandoned` (its run or
-process ended without settling).
+process ended without settling); a request that did not fit is kept as `refused`.
 """
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def reserve(store: Store, *, day: date, category: str, amount_usd: float, settin
             work_unit_id: str | None = None, action_id: str | None = None, run_id: str | None = None,
             phase: str | None = None, now: datetime, honour_pause: bool = False) -> Reservation | Refusal:
     """Hold `amount_usd` against the day and the category if both have room (see rules.refusal).
-    With `honour_pause`, a global or category pause refuses too, checked in the same transaction."""
+    With `honour_pause`, a global or category pause refuses too, checked in the same transaction.
+    A budget refusal is kept as a `refused` row: it shows what the day could not pay for."""
     amount = rules.money(amount_usd)
     with store.transaction() as conn:
         paused = paused_reason_in(conn, category) if honour_pause else None
@@ -47,14 +48,14 @@ def reserve(store: Store, *, day: date, category: str, amount_usd: float, settin
             _ROOM, {"day": day, "category": category}).fetchone()
         refused = rules.refusal(settings, amount=amount, category=category, priority=priority, day_spent=day_spent,
                                 day_held=day_held, category_spent=cat_spent, category_held=cat_held)
-        if refused:
-            return refused
         rid = f"res_{uuid.uuid4().hex}"
         conn.execute("""INSERT INTO reservations (id, date, category, work_unit_id, action_id, amount_usd, status,
-                run_id, pid, created_at, phase, priority, host) VALUES (?, ?, ?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?)""",
-                     [rid, day, category, work_unit_id, action_id, amount, run_id, os.getpid(), now, phase,
-                      priority, HOST])
-    return Reservation(rid, day, category, amount)
+                run_id, pid, created_at, phase, priority, host, reason, settled_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                     [rid, day, category, work_unit_id, action_id, amount, "refused" if refused else "held", run_id,
+                      os.getpid(), now, phase, priority, HOST, refused.reason if refused else None,
+                      now if refused else None])
+    return refused or Reservation(rid, day, category, amount)
 
 
 def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> bool:
@@ -106,11 +107,11 @@ def budget_status(store: Store, settings: Settings, day: date) -> dict:
                 UNION ALL
                 SELECT category, 0.0, amount_usd FROM reservations WHERE date = $day AND status = 'held')
             GROUP BY category""", {"day": day}))
-        cheapest = conn.execute("SELECT min(amount_usd) FROM reservations WHERE date = ?", [day]).fetchone()[0]
-    status = rules.day_status(
-        settings, day, spent=sum(r["spent"] for r in per_category), held=sum(r["held"] for r in per_category),
-        categories={r["category"]: (r["spent"], r["held"]) for r in per_category}, cheapest_call=cheapest,
-        paused=paused_scopes(store))
+        cheapest, refused = conn.execute("SELECT min(amount_usd), count(*) FILTER (WHERE status = 'refused') "
+                                         "FROM reservations WHERE date = ?", [day]).fetchone()
+    status = rules.day_status(settings, day, categories={r["category"]: (r["spent"], r["held"]) for r in per_category},
+                              cheapest_call=cheapest, paused=paused_scopes(store))
+    status["refused_calls"] = refused
     status["alerts"] = alerts(store, day)
     return status
 

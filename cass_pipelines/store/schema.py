@@ -109,6 +109,9 @@ ALTER TABLE reservations ADD COLUMN priority TEXT;
 ALTER TABLE reservations ADD COLUMN host TEXT;
 CREATE INDEX ledger_by_reservation ON llm_ledger(reservation_id);
 """),
+    (3, "reservations: refusal reason (refused requests are kept, status 'refused')", """
+ALTER TABLE reservations ADD COLUMN reason TEXT;
+"""),
 ]
 
 
