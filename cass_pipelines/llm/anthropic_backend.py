@@ -51,7 +51,8 @@ _CURRENT: ContextVar[_Call | None] = ContextVar("cass_llm_call", default=None)
 
 class _Deadline(anthropic.Middleware):
     """Each attempt gets the time left as its timeout. When the time left cannot cover the wait the
-    SDK would take before retrying (retry-after), the call fails now instead of sleeping past it."""
+    SDK would take before retrying (retry-after), the call fails now instead of sleeping past it.
+    Without a retry-after the SDK's own backoff (at most 8 s) can overrun the deadline once."""
 
     def handle(self, request: anthropic.APIRequest, call_next: Any) -> Any:
         call = _CURRENT.get()
