@@ -38,23 +38,28 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+# Runs started from the CLI keep Dagster's console logger to warnings: the report says what happened,
+# and every event is still stored in the instance for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, phase: str,
               replan: bool = False, trigger: str = "cli") -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("phase_job").execute_in_process(
         instance=instance, partition_key=phase_key(day.isoformat(), phase), raise_on_error=False,
-        run_config={"ops": {"phase_plan": {"config": {"replan": replan}}}},
+        run_config={**QUIET, "ops": {"phase_plan": {"config": {"replan": replan}}}},
         tags={"cass/phase": phase, "cass/date": day.isoformat(), "cass/trigger": trigger})
 
 
 def run_journal(defs: dg.Definitions, instance: dg.DagsterInstance, day: date) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("journal_job").execute_in_process(
-        instance=instance, partition_key=day.isoformat(), raise_on_error=False,
+        instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=QUIET,
         tags={"cass/date": day.isoformat(), "cass/trigger": "cli"})
 
 
 def run_memory(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("memory_job").execute_in_process(
-        instance=instance, raise_on_error=False, tags={"cass/trigger": "cli"})
+        instance=instance, raise_on_error=False, run_config=QUIET, tags={"cass/trigger": "cli"})
 
 
 def run_manual(defs: dg.Definitions, instance: dg.DagsterInstance, template_id: str, focus: str,
@@ -62,7 +67,8 @@ def run_manual(defs: dg.Definitions, instance: dg.DagsterInstance, template_id: 
     config = {"template_id": template_id, "focus": focus, "phase": phase, "date": day.isoformat() if day else "",
               "force": force}
     return defs.resolve_job_def("manual_work_job").execute_in_process(
-        instance=instance, raise_on_error=False, run_config={"ops": {"start_manual_work": {"config": config}}},
+        instance=instance, raise_on_error=False,
+        run_config={**QUIET, "ops": {"start_manual_work": {"config": config}}},
         tags={"cass/trigger": "cli", "cass/template": template_id})
 
 

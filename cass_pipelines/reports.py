@@ -8,6 +8,11 @@ from cass_pipelines.store import plans
 
 def plan_view(rt: Runtime, day: date) -> dict:
     """The `plan` JSON contract: source, intention, per phase the units with their actions, drops."""
+    with rt.store.session():
+        return _plan_view(rt, day)
+
+
+def _plan_view(rt: Runtime, day: date) -> dict:
     plan = plans.latest_day_plan(rt.store, day)
     phases: dict[str, list] = {p: [] for p in PHASES}
     for unit in plans.units_for_day(rt.store, day):

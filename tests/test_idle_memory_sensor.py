@@ -8,8 +8,9 @@ from cass_pipelines.runtime import open_runtime
 def evaluate(defs):
     sensor = defs.resolve_sensor_def("idle_memory_sensor")
     with dg.DagsterInstance.ephemeral() as instance:
-        ctx = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
-        return sensor.evaluate_tick(ctx)
+        with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                     resources=defs.resources) as ctx:
+            return sensor.evaluate_tick(ctx)
 
 
 def test_requests_memory_job_for_idle_conversations_then_skips_once_summarised(sample_home):

@@ -23,9 +23,9 @@ def defs(sample_home, monkeypatch):
 def evaluate(defs, name: str, at: datetime):
     schedule = defs.resolve_schedule_def(name)
     with dg.DagsterInstance.ephemeral() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
-                                        repository_def=defs.get_repository_def())
-        return schedule.evaluate_tick(ctx)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
+                                       repository_def=defs.get_repository_def(), resources=defs.resources) as ctx:
+            return schedule.evaluate_tick(ctx)
 
 
 @pytest.mark.parametrize("name, hour, day, phase", [

@@ -5,6 +5,7 @@ from datetime import date
 
 import dagster as dg
 
+from cass_pipelines.assets import usd
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.plan import PlannedUnit
 from cass_pipelines.core.runner import run_unit
@@ -48,7 +49,7 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         entry = journal_entry(rt.store, day) or {}
         return dg.MaterializeResult(metadata={
             "status": unit["status"], "reason": unit["reason"] or "",
-            "cost_usd": dg.MetadataValue.float(round(sum(o.cost_usd for o in outcomes), 6)),
+            "cost_usd": usd(sum(o.cost_usd for o in outcomes)),
             "offline": bool(entry.get("offline")), "tone": entry.get("tone") or "",
             "entry": dg.MetadataValue.md(entry.get("text") or f"_no entry ({unit['status']}: {unit['reason']})_"),
             "where": f"DuckDB {rt.settings.db_path} table journals (date={day}, kind=daily)"})
@@ -71,7 +72,7 @@ def build_conversation_summaries() -> dg.AssetsDefinition:
             raise dg.Failure(f"memory summarisation failed: {unit['error']}")
         return dg.MaterializeResult(metadata={
             "status": unit["status"], "actions": len(outcomes),
-            "cost_usd": dg.MetadataValue.float(round(sum(o.cost_usd for o in outcomes), 6)),
+            "cost_usd": usd(sum(o.cost_usd for o in outcomes)),
             "messages": dg.MetadataValue.md("\n".join(f"- {o.action_id}: {o.message}" for o in outcomes) or "none"),
             "where": f"DuckDB {rt.settings.db_path} table conversation_summaries"})
 

@@ -8,6 +8,7 @@ from datetime import date
 
 import dagster as dg
 
+from cass_pipelines.assets import usd
 from cass_pipelines.core.planning import PhasePlan, plan_phase
 from cass_pipelines.core.runner import metered
 from cass_pipelines.llm.metered import MeterContext
@@ -67,7 +68,7 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
             "runnable_units": len(runnable),
             "dropped": len(plan.dropped),
             "deferred_at_start": len(plan.deferred_now),
-            "estimated_cost_usd": dg.MetadataValue.float(round(sum(u["estimated_cost_usd"] for u in runnable), 6)),
+            "estimated_cost_usd": usd(sum(u["estimated_cost_usd"] for u in runnable)),
         })
 
     return phase_plan

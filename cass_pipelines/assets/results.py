@@ -4,6 +4,7 @@ from datetime import date
 
 import dagster as dg
 
+from cass_pipelines.assets import usd
 from cass_pipelines.core.handlers.base import ActionResult
 from cass_pipelines.core.runner import metered
 from cass_pipelines.llm.metered import MeterContext
@@ -53,7 +54,7 @@ def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefiniti
             f"| {r['category']} | {r['model']} | {r['action_id']} | {r['calls']} | ${r['cost_usd']:.4f} | "
             f"{r['input_tokens']} | {r['output_tokens']} |" for r in costs["breakdown"]])
         return dg.MaterializeResult(metadata={
-            "cost_usd": dg.MetadataValue.float(round(float(costs["cost_usd"]), 6)),
+            "cost_usd": usd(costs["cost_usd"]),
             "calls": int(costs["calls"]), "input_tokens": int(costs["input_tokens"]),
             "output_tokens": int(costs["output_tokens"]),
             "cache_read_input_tokens": int(costs["cache_read_input_tokens"]),

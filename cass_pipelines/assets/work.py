@@ -21,9 +21,10 @@ def mapping_key(unit_id: str, action_id: str) -> str:
 
 
 def _emit(rt, state: dict[str, int]):
+    with rt.store.session():
+        units = {uid: plans.get_unit(rt.store, uid) for uid in state}
     for unit_id, position in sorted(state.items()):
-        unit = plans.get_unit(rt.store, unit_id)
-        action_id = rt.registry.templates[unit["template_id"]].action_sequence[position]
+        action_id = rt.registry.templates[units[unit_id]["template_id"]].action_sequence[position]
         yield dg.DynamicOutput({"unit_id": unit_id, "position": position}, output_name="steps",
                                mapping_key=mapping_key(unit_id, action_id))
 
@@ -67,10 +68,11 @@ def start_phase_work(context: dg.OpExecutionContext, cass: CassResource):
     rt = cass.runtime()
     day, phase = split_key(context.partition_key)
     state = {}
-    for unit in plans.units_for_phase(rt.store, date.fromisoformat(day), phase):
-        position = next_position(rt, unit)
-        if position is not None:
-            state[unit["id"]] = position
+    with rt.store.session():
+        for unit in plans.units_for_phase(rt.store, date.fromisoformat(day), phase):
+            position = next_position(rt, unit)
+            if position is not None:
+                state[unit["id"]] = position
     context.log.info(f"{day} {phase}: {len(state)} unit(s) to run")
     yield dg.Output(state, output_name="state")
     yield from _emit(rt, state)
@@ -89,8 +91,9 @@ def phase_outcome(rt, day: date, phase: str) -> dict:
 def finish_phase_work(context: dg.OpExecutionContext, cass: CassResource, state: dict, outcomes: list[dict]):
     rt = cass.runtime()
     day, phase = split_key(context.partition_key)
-    result = phase_outcome(rt, date.fromisoformat(day), phase)
-    units = plans.units_for_phase(rt.store, date.fromisoformat(day), phase)
+    with rt.store.session():
+        result = phase_outcome(rt, date.fromisoformat(day), phase)
+        units = plans.units_for_phase(rt.store, date.fromisoformat(day), phase)
     table = "\n".join(["| unit | template | status | note |", "|---|---|---|---|"] + [
         f"| {u['id']} | {u['template_id']} | {u['status']} | {(u['error'] or u['reason'] or '')[:120]} |"
         for u in units])

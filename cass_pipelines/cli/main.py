@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from cass_pipelines.cli import day_cmds, ledger_cmd, money_cmds, setup_cmds
 from cass_pipelines.cli.output import CliError
@@ -21,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Dagster's beta/preview notices are for developers of this project, not its users.
+    warnings.filterwarnings("ignore", module="dagster")
+    warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

@@ -41,6 +41,11 @@ def idle_at(rt: Runtime, moment: datetime) -> tuple[bool, datetime | None]:
 
 
 def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
+    with rt.store.session():
+        return _plan_inputs(rt, day, phases, idle)
+
+
+def _plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
     from cass_pipelines.core.budget import calibrated_costs, degradation
     from cass_pipelines.store.budget import budget_status, ledger_action_averages
 
@@ -61,6 +66,12 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
 
 def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
                      last: datetime | None) -> DecisionContext:
+    with rt.store.session():
+        return _decision_context(rt, day, phases, idle, last)
+
+
+def _decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
+                      last: datetime | None) -> DecisionContext:
     inputs, status, degraded = plan_inputs(rt, day, phases, idle)
     edges = [{**e, "observations": [o["text"] for o in persona.edge_observations(rt.store, e["id"], limit=2)]}
              for e in persona.growth_edges(rt.store, limit=5)]
@@ -93,6 +104,11 @@ def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datet
 
 def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
     """Re-check this phase's units against budget, pause and idle; re-offer deferred work that fits."""
+    with rt.store.session():
+        return _open_phase(rt, day, phase, revision, now)
+
+
+def _open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
     from cass_pipelines.store.control import paused_reason
 
     reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))

@@ -46,34 +46,37 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
     from cass_pipelines.llm.metered import BudgetRefused, MeterContext
     from cass_pipelines.store.control import paused_reason
 
-    unit = plans.get_unit(rt.store, unit_id)
-    if unit is None:
-        raise ValueError(f"work unit {unit_id!r} does not exist")
-    template = rt.registry.templates[unit["template_id"]]
-    action = rt.registry.actions[template.action_sequence[position]]
-    last = position == len(template.action_sequence) - 1
-    runs = {r["position"]: r for r in plans.action_runs(rt.store, unit_id)}
+    with rt.store.session():  # bookkeeping before the handler: one connection, no LLM call inside
+        unit = plans.get_unit(rt.store, unit_id)
+        if unit is None:
+            raise ValueError(f"work unit {unit_id!r} does not exist")
+        template = rt.registry.templates[unit["template_id"]]
+        action = rt.registry.actions[template.action_sequence[position]]
+        last = position == len(template.action_sequence) - 1
+        runs = {r["position"]: r for r in plans.action_runs(rt.store, unit_id)}
 
-    def outcome(status: str, message: str, cost: float = 0.0, unit_done: bool = False) -> StepOutcome:
-        return StepOutcome(unit_id, position, action.id, status, message, cost, unit_done or last)
+        def outcome(status: str, message: str, cost: float = 0.0, unit_done: bool = False) -> StepOutcome:
+            return StepOutcome(unit_id, position, action.id, status, message, cost, unit_done or last)
 
-    if position in runs and runs[position]["status"] in DONE:
-        return outcome("completed", "already completed; not run again", runs[position]["cost_usd"])
-    if unit["status"] in UNIT_CLOSED:
-        return outcome("skipped", f"unit is {unit['status']}", unit_done=True)
+        def record(status: str, message: str, **kw) -> None:
+            plans.record_action(rt.store, uid=unit_id, position=position, action_id=action.id, status=status,
+                                message=message, now=clock.now(), run_id=run_id, step_key=step_key, **kw)
 
-    now = clock.now()
-    forced = unit["origin"] == "forced"
-    paused = None if forced else paused_reason(rt.store, unit["category"])
-    if paused:
-        plans.set_unit_status(rt.store, unit_id, "deferred", now, reason=f"paused: {paused}", run_id=run_id)
-        plans.record_action(rt.store, uid=unit_id, position=position, action_id=action.id, status="deferred",
-                            message=f"paused: {paused}", now=now, run_id=run_id, step_key=step_key)
-        return outcome("deferred", f"paused: {paused}", unit_done=True)
+        if position in runs and runs[position]["status"] in DONE:
+            return outcome("completed", "already completed; not run again", runs[position]["cost_usd"])
+        if unit["status"] in UNIT_CLOSED:
+            return outcome("skipped", f"unit is {unit['status']}", unit_done=True)
 
-    plans.set_unit_status(rt.store, unit_id, "running", now, run_id=run_id)
-    plans.record_action(rt.store, uid=unit_id, position=position, action_id=action.id, status="running",
-                        now=now, run_id=run_id, step_key=step_key)
+        forced = unit["origin"] == "forced"
+        paused = None if forced else paused_reason(rt.store, unit["category"])
+        if paused:
+            plans.set_unit_status(rt.store, unit_id, "deferred", clock.now(), reason=f"paused: {paused}",
+                                  run_id=run_id)
+            record("deferred", f"paused: {paused}")
+            return outcome("deferred", f"paused: {paused}", unit_done=True)
+        plans.set_unit_status(rt.store, unit_id, "running", clock.now(), run_id=run_id)
+        record("running", "")
+
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
     meter = metered(rt, clock, MeterContext(
         date=day, phase=unit["phase"], category=action.category, priority=template.priority,
@@ -81,42 +84,40 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
     previous = [ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                 if p < position and runs[p]["result"]]
     ctx = HandlerContext(action=action, work_unit_id=unit_id, template_id=template.id, focus=unit["focus"],
-                         motivation=unit["motivation"], date=day, phase=unit["phase"], now=now, store=rt.store,
-                         llm=meter, settings=rt.settings, previous=previous, log=log)
+                         motivation=unit["motivation"], date=day, phase=unit["phase"], now=clock.now(),
+                         store=rt.store, llm=meter, settings=rt.settings, previous=previous, log=log)
     try:
         result = resolve_handler(action.handler)(ctx)
     except BudgetRefused as exc:
         reason = f"budget: {exc.reason}"
-        plans.set_unit_status(rt.store, unit_id, "deferred", clock.now(), reason=reason)
-        plans.record_action(rt.store, uid=unit_id, position=position, action_id=action.id, status="deferred",
-                            message=reason, cost_usd=meter.cost_usd, now=clock.now(), run_id=run_id, step_key=step_key)
+        with rt.store.session():
+            plans.set_unit_status(rt.store, unit_id, "deferred", clock.now(), reason=reason)
+            record("deferred", reason, cost_usd=meter.cost_usd)
         return outcome("deferred", reason, meter.cost_usd, unit_done=True)
     except Exception as exc:  # a handler's failure fails its unit, never the phase
         error = f"{type(exc).__name__}: {exc}"
         log(f"{action.id} failed: {error}\n{traceback.format_exc(limit=6)}")
-        plans.set_unit_status(rt.store, unit_id, "failed", clock.now(), error=f"{action.id}: {error}")
-        plans.record_action(rt.store, uid=unit_id, position=position, action_id=action.id, status="failed",
-                            message=error, error=traceback.format_exc(limit=12), cost_usd=meter.cost_usd,
-                            now=clock.now(), run_id=run_id, step_key=step_key)
-        plans.add_dead_letter(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}", day=day,
-                              phase=unit["phase"], uid=unit_id, action_id=action.id, run_id=run_id, error=error,
-                              now=clock.now())
+        with rt.store.session():
+            plans.set_unit_status(rt.store, unit_id, "failed", clock.now(), error=f"{action.id}: {error}")
+            record("failed", error, error=traceback.format_exc(limit=12), cost_usd=meter.cost_usd)
+            plans.add_dead_letter(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}", day=day,
+                                  phase=unit["phase"], uid=unit_id, action_id=action.id, run_id=run_id,
+                                  error=error, now=clock.now())
         return outcome("failed", error, meter.cost_usd, unit_done=True)
 
     result = result.model_copy(update={"usage": dict(zip(
         ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
         meter.usage.astuple())), "cost_usd": round(meter.cost_usd, 9), "offline": result.offline or meter.offline})
     status = "completed" if result.success else "failed"
-    plans.record_action(rt.store, uid=unit_id, position=position, action_id=action.id, status=status,
-                        message=result.message, result=result.model_dump(mode="json"), cost_usd=result.cost_usd,
-                        now=clock.now(), run_id=run_id, step_key=step_key)
     done = last or result.abort_sequence or not result.success
-    if not result.success:
-        plans.set_unit_status(rt.store, unit_id, "failed", clock.now(), error=f"{action.id}: {result.message}")
-    elif done:
-        plans.set_unit_status(rt.store, unit_id, "completed", clock.now(),
-                              reason="sequence stopped early by " + action.id if result.abort_sequence and not last
-                              else None)
+    with rt.store.session():
+        record(status, result.message, result=result.model_dump(mode="json"), cost_usd=result.cost_usd)
+        if not result.success:
+            plans.set_unit_status(rt.store, unit_id, "failed", clock.now(), error=f"{action.id}: {result.message}")
+        elif done:
+            plans.set_unit_status(rt.store, unit_id, "completed", clock.now(),
+                                  reason=f"sequence stopped early by {action.id}" if result.abort_sequence and not last
+                                  else None)
     return outcome(status, result.message, result.cost_usd, unit_done=done)
 
 
@@ -132,8 +133,9 @@ def next_position(rt: Runtime, unit: dict) -> int | None:
 def run_unit(rt: Runtime, unit_id: str, clock: Clock, *, run_id: str | None = None,
              log=lambda msg: None) -> list[StepOutcome]:
     """All remaining actions of one unit in order, in this process (journal, memory jobs)."""
-    unit = plans.get_unit(rt.store, unit_id)
-    position = next_position(rt, unit) if unit else None
+    with rt.store.session():
+        unit = plans.get_unit(rt.store, unit_id)
+        position = next_position(rt, unit) if unit else None
     outcomes: list[StepOutcome] = []
     while position is not None:
         outcome = run_action(rt, unit_id, position, clock, run_id=run_id, log=log)
