@@ -1,0 +1,191 @@
+"""The setup commands as users run them: init [--sample], validate (text and --json, exit codes, a user's
+registry via CASS_ACTIONS_FILE), catalog."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, load_registry
+from cass_pipelines.core.settings import load_settings
+from cass_pipelines.store.db import Store
+
+CLI = str(Path(sys.executable).parent / "cass-pipelines")
+
+
+def run_json(capsys, *args: str) -> tuple[int, dict]:
+    code = main([*args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def bad_registry(tmp_path: Path) -> Path:
+    """The shipped registry with a template naming a missing action and an action in category creative2."""
+    data = json.loads(DEFAULT_REGISTRY_FILE.read_text(encoding="utf-8"))
+    next(t for t in data["templates"] if t["id"] == "synthesis")["action_sequence"].append("wiki.vanished")
+    next(a for a in data["actions"] if a["id"] == "session.curiosity")["category"] = "creative2"
+    path = tmp_path / "broken_actions.json"
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return path
+
+
+# --- init -------------------------------------------------------------------------------------------
+
+def test_init_creates_home_config_and_schema_and_is_idempotent(cass_env, capsys):
+    home = Path(cass_env["CASS_HOME"])
+    code, out = run_json(capsys, "init")
+    assert code == 0
+    assert Path(out["home"]) == home and (home / "cass.toml").is_file() and (home / "cass.duckdb").is_file()
+    assert out["migrations_applied"] and "persona" not in out and "import" not in out
+    (home / "cass.toml").write_text((home / "cass.toml").read_text() + "\n# my edit\n", encoding="utf-8")
+    code, again = run_json(capsys, "init")
+    assert code == 0 and again["migrations_applied"] == []
+    assert "# my edit" in (home / "cass.toml").read_text()     # init never overwrites the user's settings
+
+
+def test_init_writes_the_configured_timezone(cass_env, monkeypatch, capsys):
+    monkeypatch.setenv("CASS_TIMEZONE", "Pacific/Auckland")
+    assert main(["init"]) == 0
+    capsys.readouterr()
+    monkeypatch.delenv("CASS_TIMEZONE")
+    assert load_settings().timezone == "Pacific/Auckland"
+
+
+def test_init_sample_loads_persona_and_conversations(cass_env, capsys):
+    before = datetime.now(timezone.utc)
+    code, out = run_json(capsys, "init", "--sample")
+    after = datetime.now(timezone.utc)
+    assert code == 0 and out["persona"] == "Cass"
+    assert out["import"]["conversations_added"] >= 50 and out["import"]["bad_lines"] == []
+    settings = load_settings()
+    store = Store(settings.db_path)
+    persona = store.one('SELECT name, identity, "values" FROM persona')
+    assert persona["name"] == "Cass" and json.loads(persona["identity"]) and json.loads(persona["values"])
+    assert store.scalar("SELECT count(*) FROM growth_edges") >= 1
+    assert store.scalar("SELECT count(*) FROM open_questions") >= 1
+    days = store.all("SELECT DISTINCT CAST(timezone(?, created_at) AS DATE) AS d FROM messages ORDER BY d",
+                     [settings.timezone])
+    assert len(days) >= 7
+    # The sample is shifted so its last day is yesterday in the agent's timezone: idle, not yet summarised.
+    last_day = days[-1]["d"]
+    todays = {before.astimezone(settings.tz).date(), after.astimezone(settings.tz).date()}
+    assert last_day + timedelta(days=1) in todays
+    idle_unsummarised = store.scalar(
+        "SELECT count(*) FROM conversations WHERE summarized_through_at IS NULL AND last_message_at < ?",
+        [before - timedelta(minutes=settings.idle_threshold_minutes)])
+    assert idle_unsummarised >= 1
+    # Running it again adds nothing twice.
+    code, again = run_json(capsys, "init", "--sample")
+    assert code == 0 and again["import"]["messages_added"] == 0 and again["import"]["conversations_added"] == 0
+    assert store.scalar("SELECT count(*) FROM persona") == 1
+
+
+def test_init_text_output(cass_env, capsys):
+    assert main(["init", "--sample"]) == 0
+    text = capsys.readouterr().out
+    assert "CASS_HOME" in text and "persona     Cass" in text and "conversations" in text
+
+
+# --- validate ---------------------------------------------------------------------------------------
+
+def test_validate_ok_on_the_shipped_registry(cass_env, capsys):
+    reg = load_registry()
+    code, out = run_json(capsys, "validate")
+    assert code == 0
+    assert out["ok"] is True and out["errors"] == []
+    assert (out["actions"], out["templates"]) == (len(reg.actions), len(reg.templates))
+    assert main(["validate"]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {len(reg.actions)} actions, {len(reg.templates)} templates")
+
+
+def test_validate_fails_on_a_bad_registry_and_names_file_template_action_field(cass_env, bad_registry,
+                                                                               monkeypatch, capsys):
+    monkeypatch.setenv("CASS_ACTIONS_FILE", str(bad_registry))
+    code, out = run_json(capsys, "validate")
+    assert code == 1 and out["ok"] is False and out["actions"] == 0 and out["templates"] == 0
+    missing = [e for e in out["errors"] if "unknown action 'wiki.vanished'" in e]
+    assert len(missing) == 1
+    assert str(bad_registry) in missing[0] and "template 'synthesis'" in missing[0]
+    assert "field 'action_sequence[" in missing[0]
+    category = [e for e in out["errors"] if "'creative2'" in e]
+    assert len(category) == 1
+    assert str(bad_registry) in category[0] and "action 'session.curiosity'" in category[0]
+    assert "field 'category'" in category[0]
+
+    assert main(["validate"]) == 1
+    text = capsys.readouterr().out
+    assert text.startswith(f"{len(out['errors'])} error(s):")
+    assert all(e in text for e in out["errors"])
+
+
+def test_validate_reports_settings_and_registry_errors_together(cass_env, bad_registry, monkeypatch, capsys):
+    """A settings error must not hide the user's registry (it used to fall back to the shipped file)."""
+    monkeypatch.setenv("CASS_ACTIONS_FILE", str(bad_registry))
+    monkeypatch.setenv("CASS_TIMEZONE", "Atlantis/Capital")
+    code, out = run_json(capsys, "validate")
+    assert code == 1
+    assert any("CASS_TIMEZONE" in e and "'Atlantis/Capital'" in e for e in out["errors"])
+    assert any("wiki.vanished" in e for e in out["errors"]) and any("creative2" in e for e in out["errors"])
+
+
+def test_validate_bad_json_registry(cass_env, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "actions.json"
+    path.write_text('{"actions": [\n  {"id": "a.b",}\n], "templates": []}\n', encoding="utf-8")
+    monkeypatch.setenv("CASS_ACTIONS_FILE", str(path))
+    code, out = run_json(capsys, "validate")
+    assert code == 1 and len(out["errors"]) == 1 and f"{path}: line 2 column" in out["errors"][0]
+
+
+def test_validate_console_script_exit_codes(cass_env, bad_registry):
+    """The installed `cass-pipelines` command, as a shell or CI would run it."""
+    env = {**os.environ}
+    ok = subprocess.run([CLI, "validate"], env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    env["CASS_ACTIONS_FILE"] = str(bad_registry)
+    bad = subprocess.run([CLI, "validate"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert "wiki.vanished" in bad.stdout and "template 'synthesis'" in bad.stdout and str(bad_registry) in bad.stdout
+
+
+def test_commands_that_need_the_registry_refuse_a_bad_one_cleanly(sample_home, bad_registry, monkeypatch, capsys):
+    monkeypatch.setenv("CASS_ACTIONS_FILE", str(bad_registry))
+    assert main(["catalog"]) == 1
+    err = capsys.readouterr().err
+    assert "invalid action registry" in err and "wiki.vanished" in err and "Traceback" not in err
+
+
+# --- catalog ----------------------------------------------------------------------------------------
+
+def test_catalog_lists_actions_and_templates_with_derived_estimates(sample_home, capsys):
+    reg = load_registry()
+    code, out = run_json(capsys, "catalog")
+    assert code == 0
+    assert {a["id"] for a in out["actions"]} == set(reg.actions)
+    assert all({"id", "category", "handler", "estimated_cost_usd", "model_tier", "priority"} <= set(a)
+               for a in out["actions"])
+    costs = {a["id"]: a["estimated_cost_usd"] for a in out["actions"]}
+    for t in out["templates"]:
+        assert t["action_sequence"] and t["category"]
+        assert t["estimated_cost_usd"] == pytest.approx(sum(costs[a] for a in t["action_sequence"]))
+    assert main(["catalog"]) == 0
+    text = capsys.readouterr().out
+    assert "session.creative" in text and "creative_session" in text
+
+
+def test_catalog_uses_the_users_registry(sample_home, tmp_path, monkeypatch, capsys):
+    data = json.loads(DEFAULT_REGISTRY_FILE.read_text(encoding="utf-8"))
+    keep = next(t for t in data["templates"] if t["id"] == "creative_session")
+    data = {"actions": [copy.deepcopy(a) for a in data["actions"] if a["id"] in keep["action_sequence"]],
+            "templates": [keep]}
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    monkeypatch.setenv("CASS_ACTIONS_FILE", str(path))
+    code, out = run_json(capsys, "catalog")
+    assert code == 0 and [t["id"] for t in out["templates"]] == ["creative_session"]
