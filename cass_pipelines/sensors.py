@@ -64,11 +64,12 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
         seen = set(cursor.get("alerts", [])) if cursor.get("date") == day.isoformat() else set()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
         try:
-            released = release_stale(store, run_over(context.instance), now)
-            status = budget_status(store, settings, day)
-            new = [(kind, msg) for kind, msg in due_alerts(status, settings) if kind not in seen]
-            for kind, msg in new:   # stored once per (date, kind), for `status` and the CLI
-                record_alert(store, day, kind, msg, now)
+            with store.session():   # one bounded open for the whole tick
+                released = release_stale(store, run_over(context.instance), now)
+                status = budget_status(store, settings, day)
+                new = [(kind, msg) for kind, msg in due_alerts(status, settings) if kind not in seen]
+                for kind, msg in new:   # stored once per (date, kind), for `status` and the CLI
+                    record_alert(store, day, kind, msg, now)
         except Exception as exc:
             if db_busy(exc):
                 return BUSY

@@ -86,10 +86,11 @@ class MeteredClient:
 
     def _metered(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
         ctx = self.ctx
-        held = reserve(self.store, day=ctx.date, category=ctx.category, amount_usd=self.estimate(request, schema),
-                       settings=self.settings, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
-                       action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, now=self.clock.now(),
-                       honour_pause=not ctx.ignore_pause)
+        with self.store.session():   # the calibration read and the reservation share one open
+            held = reserve(self.store, day=ctx.date, category=ctx.category, amount_usd=self.estimate(request, schema),
+                           settings=self.settings, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
+                           action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, now=self.clock.now(),
+                           honour_pause=not ctx.ignore_pause)
         if isinstance(held, Refusal):
             raise BudgetRefused(held.reason)
         try:

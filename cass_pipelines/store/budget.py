@@ -94,13 +94,13 @@ def release_stale(store: Store, is_run_over: Callable[[str], bool], now: datetim
     held = store.all("SELECT id, run_id, pid, host FROM reservations WHERE status = 'held'")
     stale = [r["id"] for r in held
              if (r["run_id"] and is_run_over(r["run_id"]))
-             or (r["host"] == HOST and r["pid"] and r["pid"] != os.getpid() and not _process_alive(r["pid"]))]
+             or (r["host"] == HOST and r["pid"] and not _process_alive(r["pid"]))]
     return [rid for rid in stale if release(store, rid, now, status="abandoned")]
 
 
 def budget_status(store: Store, settings: Settings, day: date) -> dict:
     """The day's budget in the DESIGN.md `budget` shape, plus reserve left, pauses and alerts."""
-    with store.connection() as conn:
+    with store.session(), store.connection() as conn:
         per_category = rows_as_dicts(conn.execute("""
             SELECT category, sum(spent) AS spent, sum(held) AS held FROM (
                 SELECT category, cost_usd AS spent, 0.0 AS held FROM llm_ledger WHERE date = $day
@@ -109,11 +109,10 @@ def budget_status(store: Store, settings: Settings, day: date) -> dict:
             GROUP BY category""", {"day": day}))
         cheapest, refused = conn.execute("SELECT min(amount_usd), count(*) FILTER (WHERE status = 'refused') "
                                          "FROM reservations WHERE date = ?", [day]).fetchone()
+        paused, day_alerts = paused_scopes(store), alerts(store, day)
     status = rules.day_status(settings, day, categories={r["category"]: (r["spent"], r["held"]) for r in per_category},
-                              cheapest_call=cheapest, paused=paused_scopes(store))
-    status["refused_calls"] = refused
-    status["alerts"] = alerts(store, day)
-    return status
+                              cheapest_call=cheapest, paused=paused)
+    return {**status, "refused_calls": refused, "alerts": day_alerts}
 
 
 def ledger_action_averages(store: Store, window: int = CALIBRATION_WINDOW) -> dict[str, ActionCost]:
