@@ -15,7 +15,7 @@ from cass_pipelines.core.settings import Settings, load_settings
 from cass_pipelines.jobs import build_jobs
 from cass_pipelines.memory_sensor import build_idle_memory_sensor
 from cass_pipelines.partitions import date_partitions, phase_partitions
-from cass_pipelines.resources import CassDuckDB, CassResource
+from cass_pipelines.resources import cass_resource
 from cass_pipelines.schedules import build_journal_schedule, build_phase_schedule
 
 
@@ -31,7 +31,7 @@ def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
         schedules=[*(build_phase_schedule(settings, p, phase_job) for p in PHASES),
                    build_journal_schedule(settings, journal_job)],
         sensors=[build_idle_memory_sensor(settings, memory_job)],
-        resources={"cass": CassResource(duckdb=CassDuckDB(database=str(settings.db_path)))},
+        resources={"cass": cass_resource(settings.db_path)},
     )
 
 

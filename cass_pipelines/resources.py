@@ -8,6 +8,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from cass_pipelines.core.clock import Clock, FixedClock, SystemClock
+from cass_pipelines.llm_resource import LLMResource
 from cass_pipelines.runtime import Runtime, open_runtime
 from cass_pipelines.store.db import Store, open_connection
 from cass_pipelines.store.schema import migrate
@@ -30,7 +31,7 @@ class CassResource(dg.ConfigurableResource):
     """The project runtime for ops and assets. Settings come from CASS_HOME and the environment."""
 
     duckdb: CassDuckDB
-    llm_mode: str = ""            # "", "offline" or "anthropic"; "" follows CASS_LLM / the key
+    llm: LLMResource
     fixed_now: str = ""           # ISO timestamp: pin the clock (tests, simulations)
     _runtime: Runtime | None = PrivateAttr(default=None)
 
@@ -38,8 +39,8 @@ class CassResource(dg.ConfigurableResource):
         if self._runtime is None:
             rt = open_runtime(store=Store(self.duckdb.database, connect_fn=self.duckdb.get_connection))
             migrate(rt.store)  # idempotent; a run against a fresh CASS_HOME still finds its tables
-            if self.llm_mode:
-                rt.llm_mode = self.llm_mode
+            rt.llm = self.llm.get_client(rt.settings)
+            rt.llm_mode = rt.llm.mode
             self._runtime = rt
         return self._runtime
 
@@ -49,3 +50,8 @@ class CassResource(dg.ConfigurableResource):
 
     def clock(self) -> Clock:
         return FixedClock(datetime.fromisoformat(self.fixed_now)) if self.fixed_now else SystemClock()
+
+
+def cass_resource(db_path: str) -> CassResource:
+    """The resource as the code location configures it."""
+    return CassResource(duckdb=CassDuckDB(database=str(db_path)), llm=LLMResource())

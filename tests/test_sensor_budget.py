@@ -15,6 +15,7 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from cass_pipelines.core.settings import Settings
+from cass_pipelines.llm_resource import LLMResource
 from cass_pipelines.resources import CassDuckDB, CassResource
 from cass_pipelines.sensors import build_budget_sensor, build_dead_letter_sensor
 from cass_pipelines.store import budget as sb
@@ -47,7 +48,7 @@ def instance():
 
 
 def cass(settings) -> CassResource:
-    return CassResource(duckdb=CassDuckDB(database=str(settings.db_path)), fixed_now=NOW.isoformat())
+    return CassResource(duckdb=CassDuckDB(database=str(settings.db_path)), llm=LLMResource(), fixed_now=NOW.isoformat())
 
 
 def tick(sensor, settings, instance, cursor=None):

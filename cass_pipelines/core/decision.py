@@ -96,7 +96,9 @@ def plan_schema(inputs: PlanInputs) -> type[BaseModel]:
             focus=(str, Field(description="what exactly this unit works on")),
             motivation=(str, Field(description="why I choose this, one sentence")),
         )
-        fields[phase] = (list[unit], Field(default_factory=list, max_length=inputs.max_units_per_phase))
+        # No max_length: the API cannot enforce it, and one unit too many must not void the plan;
+        # validate_plan drops the extra units with a reason instead.
+        fields[phase] = (list[unit], Field(default_factory=list))
     return create_model("DayPlanChoice", **fields)
 
 
