@@ -122,19 +122,36 @@ def test_budget_status_shape_and_a_new_day_starts_fresh(store, settings):
     assert tomorrow["spent_usd"] == 0 and tomorrow["remaining_usd"] == pytest.approx(0.9)
 
 
-def test_exhausted_when_the_cheapest_call_no_longer_fits(store, settings):
-    def spend(category, amount, actual):
+def test_exhausted_when_no_category_that_asked_has_room_for_its_cheapest_ask(store, settings):
+    def spend(category, amount, actual, n=[0]):
+        n[0] += 1
         r = hold(store, settings, amount, category)
-        sb.settle(store, r.id, row(f"req_{category}", actual, category), NOW)
+        sb.settle(store, r.id, row(f"req_{n[0]}", actual, category), NOW)
 
-    for category, amount, actual in [("research", .25, .25), ("reflection", .2, .2), ("growth", .15, .15),
-                                     ("memory", .1, .1), ("curiosity", .1, .08)]:
-        spend(category, amount, actual)
-    s = sb.budget_status(store, settings, DAY)            # $0.12 left above the reserve; cheapest hold $0.10
-    assert s["spent_usd"] == pytest.approx(0.78) and s["exhausted"] is False and due_alerts(s, settings) == []
-    spend("creative", .1, .1)
-    s = sb.budget_status(store, settings, DAY)            # $0.02 left: not even the cheapest call fits
-    assert s["exhausted"] is True
+    def exhausted():
+        return sb.budget_status(store, settings, DAY)["exhausted"]
+
+    assert exhausted() is False                               # a new day: nothing asked yet
+    spend("research", .1, .1)
+    spend("system", .01, .01)
+    assert exhausted() is False
+    spend("research", .1, .1)                                 # research: $0.05 left < its cheapest ask $0.10
+    assert exhausted() is False                               # system can still pay for its $0.01 call
+    spend("system", .04, .04)
+    s = sb.budget_status(store, settings, DAY)
+    assert s["exhausted"] is True and s["categories"]["creative"]["remaining_usd"] == 0.1  # never asked: not counted
+    assert [k for k, _ in due_alerts(s, settings)] == ["exhausted"]
+    refused = hold(store, settings, .2, "creative")          # a refused ask counts as asking too
+    assert isinstance(refused, Refusal) and sb.budget_status(store, settings, DAY)["exhausted"] is True
+    assert sb.budget_status(store, settings, DAY + timedelta(days=1))["exhausted"] is False
+
+
+def test_exhausted_when_the_day_is_spent_down_to_the_reserve(store, settings):
+    for i, category in enumerate(["research", "reflection", "growth", "memory", "curiosity", "creative"]):
+        r = hold(store, settings, settings.category_limit(category), category)
+        sb.settle(store, r.id, row(f"r{i}", settings.category_limit(category), category), NOW)
+    s = sb.budget_status(store, settings, DAY)                # $0.90 spent: only the reserve is left
+    assert s["exhausted"] is True and s["remaining_usd"] == 0 and s["reserve_left_usd"] == pytest.approx(0.1)
     assert [k for k, _ in due_alerts(s, settings)] == ["soft_limit", "exhausted"]
 
 

@@ -64,10 +64,10 @@ def phase_run(instance, status, day=None):
                                tags={"dagster/partition/date": day} if day else None)
 
 
-def spend(store, settings, category, amount, day=DAY):
-    r = sb.reserve(store, day=day, category=category, amount_usd=amount, settings=settings, priority="normal",
+def spend(store, settings, category, amount, tag=""):
+    r = sb.reserve(store, day=DAY, category=category, amount_usd=amount, settings=settings, priority="normal",
                    now=NOW)
-    sb.settle(store, r.id, row(f"req_{category}_{day}", amount, category, day), NOW)
+    sb.settle(store, r.id, row(f"req_{category}{tag}", amount, category), NOW)
 
 
 def test_budget_sensor_alerts_once_cancels_queued_runs_and_releases_finished_holds(store, settings, instance):
@@ -85,11 +85,12 @@ def test_budget_sensor_alerts_once_cancels_queued_runs_and_releases_finished_hol
 
     for category in ("research", "reflection", "growth", "memory", "curiosity"):
         spend(store, settings, category, settings.category_limit(category))   # $0.80: the soft threshold
+    spend(store, settings, "creative", 0.05)                # creative can still pay for what it asked
     soft = tick(sensor, settings, instance, quiet.cursor)
-    assert "ALERT" in soft.skip_message and "80% of the $1.00 daily budget" in soft.skip_message
+    assert "ALERT" in soft.skip_message and "85% of the $1.00 daily budget" in soft.skip_message
     assert "EXHAUSTED" not in soft.skip_message
 
-    spend(store, settings, "creative", 0.1)                                      # $0.90: nothing fits
+    spend(store, settings, "creative", 0.05, "_2")                               # $0.90: nothing fits
     out = tick(sensor, settings, instance, soft.cursor)
     assert "daily budget exhausted" in out.skip_message and "80%" not in out.skip_message
     assert f"cancelled 1 queued phase run(s): {queued_today.run_id}" in out.skip_message

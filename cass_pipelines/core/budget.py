@@ -94,18 +94,20 @@ def calibrated_costs(registry: Registry, history: Mapping[str, ActionCost]) -> d
             else a.estimated_cost_usd for a in registry.actions.values()}
 
 
-def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], cheapest_call: float | None) -> bool:
-    """No ordinary work fits any more: in no category is there room (within the day's room above the
-    reserve) for even the cheapest call the day has asked for, granted or refused. Only settled
-    spend counts, so calls in flight (whose holds mostly come back) do not end the day early."""
+def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], cheapest_ask: Mapping[str, float]) -> bool:
+    """The day can fund nothing more it has asked for: no room is left above the reserve, or every
+    category that asked for money today (granted or refused) lacks room for the cheapest amount it
+    asked. Only settled spend counts, so calls in flight do not end the day early."""
     day_room = settings.daily_budget_usd - settings.reserve_usd - sum(spent_by_category.values())
-    need = max(cheapest_call or 0.0, EPS)
-    return all(min(settings.category_limit(c.value) - spent_by_category.get(c.value, 0.0), day_room) < need
-               for c in Category)
+    if day_room < EPS:
+        return True
+    return bool(cheapest_ask) and all(
+        min(settings.category_limit(c) - spent_by_category.get(c, 0.0), day_room) < need
+        for c, need in cheapest_ask.items())
 
 
 def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[float, float]],
-               cheapest_call: float | None, paused: Mapping[str | None, str]) -> dict:
+               cheapest_ask: Mapping[str, float], paused: Mapping[str | None, str]) -> dict:
     """The `budget` JSON shape (DESIGN.md) plus details, from (spent, held) per category.
     remaining_usd is what ordinary work may still reserve today (the reserve excluded); a
     category's remaining is capped by the day's."""
@@ -125,7 +127,7 @@ def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[
         "spent_usd": money(spent), "reserved_usd": money(held), "remaining_usd": money(remaining),
         "reserve_left_usd": money(max(min(settings.reserve_usd, settings.daily_budget_usd - spent - held), 0.0)),
         "spent_share": round(spent / settings.daily_budget_usd, 6),
-        "exhausted": is_exhausted(settings, {k: s for k, (s, _) in categories.items()}, cheapest_call),
+        "exhausted": is_exhausted(settings, {k: s for k, (s, _) in categories.items()}, cheapest_ask),
         "paused": None in paused, "pause_reason": paused.get(None),
         "categories": cats,
     }

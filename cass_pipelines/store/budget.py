@@ -107,12 +107,12 @@ def budget_status(store: Store, settings: Settings, day: date) -> dict:
                 UNION ALL
                 SELECT category, 0.0, amount_usd FROM reservations WHERE date = $day AND status = 'held')
             GROUP BY category""", {"day": day}))
-        cheapest, refused = conn.execute("SELECT min(amount_usd), count(*) FILTER (WHERE status = 'refused') "
-                                         "FROM reservations WHERE date = ?", [day]).fetchone()
+        asks = conn.execute("SELECT category, min(amount_usd), count(*) FILTER (WHERE status = 'refused') "
+                            "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
         paused, day_alerts = paused_scopes(store), alerts(store, day)
     status = rules.day_status(settings, day, categories={r["category"]: (r["spent"], r["held"]) for r in per_category},
-                              cheapest_call=cheapest, paused=paused)
-    return {**status, "refused_calls": refused, "alerts": day_alerts}
+                              cheapest_ask={c: cheapest for c, cheapest, _ in asks}, paused=paused)
+    return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts}
 
 
 def ledger_action_averages(store: Store, window: int = CALIBRATION_WINDOW) -> dict[str, ActionCost]:
