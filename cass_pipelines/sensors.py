@@ -14,12 +14,11 @@ from datetime import datetime
 import dagster as dg
 import duckdb
 
-from cass_pipelines.core.budget import due_alerts
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.resources import CassResource
-from cass_pipelines.store.budget import budget_status, release_stale
-from cass_pipelines.store.control import dead_letters_after, record_alert
+from cass_pipelines.store.budget import watch
+from cass_pipelines.store.control import dead_letters_after
 
 SENSOR_DB_DEADLINE_S = 3.0
 CANCELLABLE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
@@ -64,12 +63,7 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
         seen = set(cursor.get("alerts", [])) if cursor.get("date") == day.isoformat() else set()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
         try:
-            with store.session():   # one bounded open for the whole tick
-                released = release_stale(store, run_over(context.instance), now)
-                status = budget_status(store, settings, day)
-                new = [(kind, msg) for kind, msg in due_alerts(status, settings) if kind not in seen]
-                for kind, msg in new:   # stored once per (date, kind), for `status` and the CLI
-                    record_alert(store, day, kind, msg, now)
+            status, new, released = watch(store, settings, day, now, run_over(context.instance), seen)
         except Exception as exc:
             if db_busy(exc):
                 return BUSY

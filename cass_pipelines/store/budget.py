@@ -18,7 +18,7 @@ from typing import Callable
 from cass_pipelines.core import budget as rules
 from cass_pipelines.core.budget import ActionCost, Refusal, Reservation
 from cass_pipelines.core.settings import Settings
-from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes
+from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
 from cass_pipelines.store.db import Store, rows_as_dicts
 from cass_pipelines.store.ledger import LedgerRow, insert_row
 
@@ -113,6 +113,20 @@ def budget_status(store: Store, settings: Settings, day: date) -> dict:
     status = rules.day_status(settings, day, categories={r["category"]: (r["spent"], r["held"]) for r in per_category},
                               cheapest_ask={c: cheapest for c, cheapest, _ in asks}, paused=paused)
     return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts}
+
+
+def watch(store: Store, settings: Settings, day: date, now: datetime, is_run_over: Callable[[str], bool],
+          seen: set[str] | frozenset[str] = frozenset()) -> tuple[dict, list[tuple[str, str]], list[str]]:
+    """What budget_sensor does each tick, in one store session: release holds of finished runs,
+    read the day's status, record each alert that is due and not in `seen` (once per date and kind).
+    Returns (status, new alerts as (kind, message), released reservation ids)."""
+    with store.session():
+        released = release_stale(store, is_run_over, now)
+        status = budget_status(store, settings, day)
+        new = [(kind, msg) for kind, msg in rules.due_alerts(status, settings) if kind not in seen]
+        for kind, msg in new:
+            record_alert(store, day, kind, msg, now)
+    return status, new, released
 
 
 def ledger_action_averages(store: Store, window: int = CALIBRATION_WINDOW) -> dict[str, ActionCost]:
