@@ -189,3 +189,32 @@ def test_catalog_uses_the_users_registry(sample_home, tmp_path, monkeypatch, cap
     monkeypatch.setenv("CASS_ACTIONS_FILE", str(path))
     code, out = run_json(capsys, "catalog")
     assert code == 0 and [t["id"] for t in out["templates"]] == ["creative_session"]
+
+
+def test_init_with_a_bad_timezone_does_not_write_it_into_cass_toml(cass_env, monkeypatch, capsys):
+    monkeypatch.setenv("CASS_TIMEZONE", "Atlantis/Capital")
+    assert main(["init"]) == 1
+    assert "'Atlantis/Capital'" in capsys.readouterr().err
+    assert not (Path(cass_env["CASS_HOME"]) / "cass.toml").exists()
+    monkeypatch.delenv("CASS_TIMEZONE")
+    assert main(["init"]) == 0 and load_settings().timezone == "UTC"
+
+
+@pytest.mark.parametrize("content, why", [(None, "cannot read"), ('{"id": "x"}', "field 'name'"),
+                                          ("{oops", "invalid JSON")])
+def test_init_with_a_bad_persona_file_says_why(cass_env, tmp_path, capsys, content, why):
+    path = tmp_path / "persona.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    assert main(["init", "--persona", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and why in err and "Traceback" not in err
+
+
+def test_init_with_another_persona_file(cass_env, tmp_path, capsys):
+    path = tmp_path / "persona.json"
+    path.write_text(json.dumps({"id": "wren", "name": "Wren", "voice": "plain", "identity": ["I keep notes."],
+                                "values": ["care"], "growth_edges": [], "open_questions": []}), encoding="utf-8")
+    code, out = run_json(capsys, "init", "--persona", str(path))
+    assert code == 0 and out["persona"] == "Wren" and "import" not in out
+    assert Store(load_settings().db_path).scalar("SELECT name FROM persona") == "Wren"

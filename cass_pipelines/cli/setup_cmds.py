@@ -62,14 +62,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "cass.toml"
     if not config.exists():
-        config.write_text(SAMPLE_CONFIG.format(timezone=os.environ.get("CASS_TIMEZONE", "UTC")), encoding="utf-8")
+        load_settings()   # a bad CASS_TIMEZONE is reported now, not written into the new cass.toml
+        config.write_text(SAMPLE_CONFIG.format(timezone=os.environ.get("CASS_TIMEZONE") or "UTC"), encoding="utf-8")
     settings = load_settings()
     store = Store(settings.db_path)
     applied = migrate(store)
     out = {"home": str(home), "database": str(settings.db_path), "config": str(config),
            "migrations_applied": applied}
     if args.sample or args.persona:
-        seed = load_persona(args.persona or SAMPLE_PERSONA_FILE)
+        try:
+            seed = load_persona(args.persona or SAMPLE_PERSONA_FILE)
+        except ValueError as exc:
+            raise CliError(f"persona file: {exc}") from None
         persona.seed_persona(store, seed, SystemClock().now())
         out["persona"] = seed.name
     if args.sample:

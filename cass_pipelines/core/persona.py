@@ -39,6 +39,10 @@ class Persona(BaseModel):
 def load_persona(path: Path = SAMPLE_PERSONA_FILE) -> Persona:
     try:
         return Persona.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: byte {exc.start}: not UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
     except ValidationError as exc:
