@@ -161,6 +161,15 @@ def test_duplicates_within_one_batch_and_same_message_id_in_two_conversations(st
     assert db_messages(store)[("c1", "m1")]["content"] == "first"
 
 
+def test_the_first_title_seen_is_kept(store, tmp_path):
+    path = write_lines(tmp_path / "titles.jsonl", [msg("c1", "m1", title="Alpha"), msg("c1", "m2", 1, title="Zulu"),
+                                                   msg("c2", "m1"), msg("c2", "m2", 1, title="Later")])
+    import_file(store, path)
+    import_file(store, write_lines(tmp_path / "more.jsonl", [msg("c1", "m3", 2, title="Renamed")]))
+    titles = {r["id"]: r["title"] for r in store.all("SELECT id, title FROM conversations")}
+    assert titles == {"c1": "Alpha", "c2": "Later"}
+
+
 def test_over_long_line_is_skipped_without_losing_the_next(store, tmp_path, monkeypatch):
     monkeypatch.setattr(importer, "MAX_LINE_BYTES", 300)
     path = write_lines(tmp_path / "long.jsonl", [msg("c1", "m1"), msg("c1", "m2", content="x" * 2000),

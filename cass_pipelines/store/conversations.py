@@ -30,7 +30,8 @@ def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int
         conv_before = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
         conn.execute("""
             INSERT INTO conversations (id, title, created_at, last_message_at)
-            SELECT conversation_id, max(title), min(created_at), max(created_at) FROM fresh
+            SELECT conversation_id, arg_min(title, seq) FILTER (WHERE title IS NOT NULL), min(created_at), max(created_at)
+            FROM fresh
             GROUP BY conversation_id
             ON CONFLICT (id) DO UPDATE SET
                 last_message_at = greatest(conversations.last_message_at, excluded.last_message_at),
