@@ -175,6 +175,7 @@ def test_phase_hours_must_name_every_phase(tmp_path):
 
 
 def test_reserve_must_be_below_the_daily_budget(tmp_path):
+    write_toml(tmp_path, "reserve_usd = 0.5\n")
     errors = settings_errors(tmp_path, CASS_DAILY_BUDGET_USD="0.4")
     assert len(errors) == 1 and "reserve_usd (0.5)" in errors[0] and "daily_budget_usd (0.4)" in errors[0]
 
