@@ -12,7 +12,8 @@ import os
 import sys
 import tempfile
 import time
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 
 from cass_pipelines.cli.main import main as cli
 from cass_pipelines.core.categories import PHASES

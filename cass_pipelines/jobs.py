@@ -5,8 +5,9 @@ from datetime import date
 import dagster as dg
 
 from cass_pipelines.assets.journal import job_unit
-from cass_pipelines.assets.work import action_waves, run_work_action
-from cass_pipelines.core.runner import next_position
+from cass_pipelines.assets.work import action_waves
+from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.runner import next_position, summarize
 from cass_pipelines.resources import CassResource
 from cass_pipelines.store import plans
 
@@ -23,7 +24,6 @@ class ManualWorkConfig(dg.Config):
 
 @dg.op(out={"state": dg.Out(dict), "steps": dg.DynamicOut(dict)})
 def start_manual_work(context: dg.OpExecutionContext, config: ManualWorkConfig, cass: CassResource):
-    from cass_pipelines.core.phases import phase_at
 
     rt, clock = cass.runtime(), cass.clock()
     if config.template_id not in rt.registry.templates:
@@ -45,22 +45,11 @@ def start_manual_work(context: dg.OpExecutionContext, config: ManualWorkConfig, 
 
 @dg.op
 def finish_manual_work(context: dg.OpExecutionContext, cass: CassResource, state: dict, outcomes: list[dict]) -> dict:
-    from cass_pipelines.core.handlers.base import ActionResult
-    from cass_pipelines.core.runner import metered
-    from cass_pipelines.core.summaries import summarize_unit
-    from cass_pipelines.llm.metered import MeterContext
-
-    rt, clock = cass.runtime(), cass.clock()
+    rt = cass.runtime()
     unit = plans.units_for_run(rt.store, context.run_id)[0]
-    uid = unit["id"]
-    if unit["status"] in ("completed", "failed"):
-        results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, uid) if r["result"]]
-        llm = metered(rt, clock, MeterContext(date=unit["date"], phase=unit["phase"], category=unit["category"],
-                                              priority="high", work_unit_id=uid, action_id="summary.work_unit",
-                                              run_id=context.run_id))
-        summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())
-    context.log.info(f"manual unit {uid}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
-    return {"work_unit_id": uid, "status": unit["status"]}
+    summarize(rt, unit, cass.clock(), context.run_id)
+    context.log.info(f"manual unit {unit['id']}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
+    return {"work_unit_id": unit["id"], "status": unit["status"]}
 
 
 def build_jobs(phase_partitions, date_partitions, waves: int) -> list:

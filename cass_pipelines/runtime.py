@@ -9,6 +9,7 @@ from cass_pipelines.core.registry import Registry, load_registry
 from cass_pipelines.core.settings import Settings, load_settings
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.factory import make_client, resolve_mode
+from cass_pipelines.llm.pricing import Pricing, load_pricing
 from cass_pipelines.store.db import Store
 
 
@@ -24,8 +25,7 @@ class Runtime:
         return make_client(self.settings, self.llm_mode)
 
     @cached_property
-    def pricing(self) -> "Pricing":
-        from cass_pipelines.llm.pricing import load_pricing
+    def pricing(self) -> Pricing:
         return load_pricing()
 
 

@@ -13,6 +13,9 @@ from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.partitions import phase_key
 from cass_pipelines.resources import CassResource
+from cass_pipelines.sensors import SENSOR_DB_DEADLINE_S, db_busy
+from cass_pipelines.store.budget import budget_status
+from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.db import Store
 
 JOURNAL_DELAY_MINUTES = 15
@@ -21,16 +24,14 @@ JOURNAL_DELAY_MINUTES = 15
 def skip_reason(store: Store, settings: Settings, day) -> str | None:
     """Why no new phase work should start, or None. A locked database does not block the tick:
     the run itself re-checks pause and budget before every action."""
-    from cass_pipelines.store.budget import budget_status
-    from cass_pipelines.store.control import paused_reason
 
     try:
         paused = paused_reason(store, None)
         if paused:
             return f"paused: {paused}"
         status = budget_status(store, settings, day)
-    except Exception as exc:  # lock held past the short deadline, or a missing database
-        if "lock" in str(exc).lower():
+    except Exception as exc:
+        if db_busy(exc):  # a run holds the file past the short deadline
             return None
         raise
     if status["exhausted"]:
@@ -52,7 +53,7 @@ def build_phase_schedule(settings: Settings, phase: str, job) -> dg.ScheduleDefi
                  description=f"Start the {phase} phase at {start_hour:02d}:00 {settings.timezone}.")
     def phase_schedule(context: dg.ScheduleEvaluationContext, cass: CassResource):
         day, _ = phase_at(tick_time(context, settings), settings)
-        reason = skip_reason(cass.quick_store(), settings, day)
+        reason = skip_reason(cass.quick_store(SENSOR_DB_DEADLINE_S), settings, day)
         if reason:
             return dg.SkipReason(f"{phase} {day}: {reason}")
         key = f"{day.isoformat()}|{phase}"

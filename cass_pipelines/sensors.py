@@ -1,5 +1,7 @@
-"""`budget_sensor` and `dead_letter_sensor`: they run in the daemon next to runs that may hold the
+"""`budget_sensor`, `dead_letter_sensor` and `idle_memory_sensor`: they run in the daemon next to runs that may hold the
 DuckDB file, so each gives up after a few seconds and says so in its tick instead of blocking.
+
+idle_memory_sensor runs memory_job for conversations that went idle with unsummarised messages.
 
 budget_sensor, every minute: releases reservations whose run or process is over, records an alert
 once at the soft threshold and once at exhaustion, and at exhaustion cancels the day's queued
@@ -9,7 +11,7 @@ reason, which a cancellation would leave unrecorded).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -19,6 +21,7 @@ from cass_pipelines.core.settings import Settings
 from cass_pipelines.resources import CassResource
 from cass_pipelines.store.budget import watch
 from cass_pipelines.store.control import dead_letters_after
+from cass_pipelines.store.conversations import idle_unsummarized
 
 SENSOR_DB_DEADLINE_S = 3.0
 CANCELLABLE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
@@ -110,3 +113,26 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
         return dg.SkipReason(f"{len(rows)} new dead letter(s): " + " | ".join(lines))
 
     return dead_letter_sensor
+
+
+def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
+    @dg.sensor(name="idle_memory_sensor", job=job, minimum_interval_seconds=600,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Runs memory_job when conversations have been idle for "
+                           f"{settings.idle_threshold_minutes} min or more with unsummarised messages.")
+    def idle_memory_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
+        idle_before = cass.clock().now() - timedelta(minutes=settings.idle_threshold_minutes)
+        try:
+            idle = idle_unsummarized(cass.quick_store(SENSOR_DB_DEADLINE_S), idle_before)
+        except Exception as exc:
+            if db_busy(exc):
+                return BUSY
+            raise
+        if not idle:
+            return dg.SkipReason("no idle conversations with unsummarised messages")
+        newest = max(c["last_message_at"] for c in idle)
+        # The key changes only when new idle messages appear, so one batch is summarised once.
+        return dg.RunRequest(run_key=f"memory|{newest.isoformat()}|{sum(c['pending'] for c in idle)}",
+                             tags={"cass/trigger": "idle_memory_sensor", "cass/conversations": str(len(idle))})
+
+    return idle_memory_sensor

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from test_budget_race import row
 
 from cass_pipelines.cli.main import main as cli_main
 from cass_pipelines.core.budget import ActionCost, Refusal, Reservation, calibrated_costs, degradation, due_alerts
@@ -23,7 +24,6 @@ from cass_pipelines.store import budget as sb
 from cass_pipelines.store.control import alerts, pause, paused_reason, record_alert, resume
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate
-from test_budget_race import row
 
 DAY = date(2026, 11, 26)
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)

@@ -6,6 +6,7 @@ from datetime import date, datetime, timezone
 
 import dagster as dg
 import pytest
+from test_budget_race import row
 
 from cass_pipelines.assets.results import build_results
 from cass_pipelines.checks import build_cost_checks
@@ -15,7 +16,6 @@ from cass_pipelines.resources import cass_resource
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ledger import insert_row
-from test_budget_race import row
 
 DAY = date(2026, 11, 26)
 NOW = datetime(2026, 11, 26, 9, tzinfo=timezone.utc)

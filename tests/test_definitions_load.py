@@ -116,8 +116,6 @@ def test_jobs_assets_schedules_sensors_have_their_public_names(berlin_defs):
     assert schedules["journal_schedule"].job_name == "journal_job"
 
 
-@pytest.mark.xfail(strict=True, reason="budget_sensor and dead_letter_sensor exist in sensors.py but are not "
-                                       "wired into definitions.py yet; remove this marker when they are")
 def test_budget_and_dead_letter_sensors_are_in_the_code_location(berlin_defs):
     names = {s.name for s in berlin_defs.get_repository_def().sensor_defs}
     assert {"budget_sensor", "idle_memory_sensor", "dead_letter_sensor"} <= names

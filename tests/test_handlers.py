@@ -7,13 +7,13 @@ import sys
 from datetime import datetime, timezone
 
 import pytest
+from test_handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template
 
 from cass_pipelines.core.handlers.base import ARTIFACT_TABLES, ActionResult
 from cass_pipelines.core.handlers.sourcing import NO_LIVE_SOURCE
 from cass_pipelines.core.plan import PlannedUnit
 from cass_pipelines.llm.base import LLMError
 from cass_pipelines.store import budget, notes, plans
-from test_handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template
 
 OFFLINE_TABLES = {"insights", "growth_observations", "open_questions", "conversation_summaries", "journals",
                   "wiki_notes", "documents"}

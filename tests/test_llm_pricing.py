@@ -37,9 +37,12 @@ def test_web_searches_are_billed_per_search():
 def test_worst_case_bounds_any_real_cost():
     pricing = load_pricing()
     bound = pricing.worst_case_cost("claude-haiku-5-5", prompt_tokens=5_000, max_output_tokens=1_000)
-    assert bound == pytest.approx((5_000 * 2.0 + 1_000 * 5.0) / 1e6)
-    for usage in (Usage(5_000, 1_000), Usage(0, 1_000, 5_000, 0, 5_000), Usage(100, 1_000, 0, 4_900)):
+    assert bound == pytest.approx((5_000 * 1.25 + 1_000 * 5.0) / 1e6)   # 5-minute cache writes
+    for usage in (Usage(5_000, 1_000), Usage(0, 1_000, 5_000, 0, 0), Usage(100, 1_000, 0, 4_900)):
         assert pricing.cost("claude-haiku-5-5", usage) <= bound
+    hour = pricing.worst_case_cost("claude-haiku-5-5", 5_000, 1_000, cache_ttl="1h")
+    assert hour == pytest.approx((5_000 * 2.0 + 1_000 * 5.0) / 1e6)
+    assert pricing.cost("claude-haiku-5-5", Usage(0, 1_000, 5_000, 0, 5_000)) <= hour
 
 
 def test_unknown_model_is_a_settings_error_never_zero(cass_env):

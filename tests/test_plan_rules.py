@@ -29,7 +29,9 @@ def test_valid_plan_is_kept_in_order_with_estimates():
     kept, dropped = validate_plan({"morning": [unit("morning_reflection"), unit("growth_edge_work")]}, inputs())
     assert dropped == []
     assert [u.template_id for u in kept["morning"]] == ["morning_reflection", "growth_edge_work"]
-    assert kept["morning"][1].estimated_cost_usd == REGISTRY.template_cost("growth_edge_work") > 0
+    # A unit's estimate is its actions plus the work-summary call that follows it.
+    assert kept["morning"][1].estimated_cost_usd == inputs().cost("growth_edge_work")
+    assert inputs().cost("growth_edge_work") > REGISTRY.template_cost("growth_edge_work") > 0
 
 
 @pytest.mark.parametrize("proposed, kw, expected", [

@@ -13,6 +13,7 @@ import pytest
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import create_run_for_test
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from test_budget_race import row
 
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.llm_resource import LLMResource
@@ -23,7 +24,6 @@ from cass_pipelines.store.control import alerts
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.plans import add_dead_letter
 from cass_pipelines.store.schema import migrate
-from test_budget_race import row
 
 DAY = date(2026, 11, 26)
 NOW = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from test_handlers_kit import CountingLLM, run_template, sample_now
+
 from cass_pipelines.core.handlers.base import ARTIFACT_TABLES
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.plan import PlannedUnit
@@ -10,7 +12,6 @@ from cass_pipelines.core.prompts import stable_prefix
 from cass_pipelines.core.summaries import summarize_unit, summary_markdown
 from cass_pipelines.store import plans
 from cass_pipelines.store.persona import persona_row
-from test_handlers_kit import CountingLLM, run_template, sample_now
 
 
 def make_unit(rt, template_id: str, status: str, error: str | None = None) -> dict:

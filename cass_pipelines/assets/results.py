@@ -5,15 +5,12 @@ from datetime import date
 import dagster as dg
 
 from cass_pipelines.assets import usd
-from cass_pipelines.core.handlers.base import ActionResult
-from cass_pipelines.core.runner import metered
-from cass_pipelines.llm.metered import MeterContext
+from cass_pipelines.core.runner import summarize
+from cass_pipelines.core.summaries import summary_markdown
 from cass_pipelines.partitions import split_key
 from cass_pipelines.resources import CassResource
 from cass_pipelines.store import plans
 from cass_pipelines.store.costs import partition_costs
-
-SUMMARISED = ("completed", "failed")
 
 
 def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -21,21 +18,10 @@ def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefiniti
               deps=["phase_work"], pool="cass_store",
               description="One summary per finished unit: narrative, insights, questions, artifacts, cost.")
     def work_summaries(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
-        from cass_pipelines.core.summaries import summarize_unit, summary_markdown
-
         rt, clock = cass.runtime(), cass.clock()
         day_s, phase = split_key(context.partition_key)
-        day = date.fromisoformat(day_s)
-        made = []
-        for unit in plans.units_for_phase(rt.store, day, phase):
-            if unit["status"] not in SUMMARISED:
-                continue
-            results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
-                       if r["result"]]
-            llm = metered(rt, clock, MeterContext(date=day, phase=phase, category=unit["category"],
-                                                  priority="high", work_unit_id=unit["id"],
-                                                  action_id="summary.work_unit", run_id=context.run_id))
-            made.append(summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now()))
+        units = plans.units_for_phase(rt.store, date.fromisoformat(day_s), phase)
+        made = [s for s in (summarize(rt, u, clock, context.run_id) for u in units) if s]
         return dg.MaterializeResult(metadata={
             "summaries": len(made),
             "insights": sum(len(s.get("key_insights") or []) for s in made),

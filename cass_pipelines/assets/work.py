@@ -8,6 +8,7 @@ summarised and costed. The failure shows in the UI through the `actions_succeede
 """
 
 from datetime import date
+
 import dagster as dg
 
 from cass_pipelines.core.runner import StepOutcome, next_position, run_action

@@ -9,6 +9,9 @@ from cass_pipelines.core.phases import phase_at
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.runtime import Runtime, open_runtime
 from cass_pipelines.store import conversations, plans, views
+from cass_pipelines.store.budget import budget_status
+from cass_pipelines.store.control import paused_reason
+from cass_pipelines.store.costs import partition_costs
 from cass_pipelines.store.schema import migrate
 
 
@@ -64,7 +67,6 @@ def _today(rt: Runtime):
 
 def _phase_report(rt: Runtime, day, phase: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
-    from cass_pipelines.store.costs import partition_costs
 
     costs = partition_costs(rt.store, day, phase)
     return {"phase": phase, "run_id": result.run_id, "success": result.success, "error": run_error(result),
@@ -72,7 +74,6 @@ def _phase_report(rt: Runtime, day, phase: str, result, seconds: float) -> dict:
 
 
 def day_report(rt: Runtime, day, runs: list[dict], journal: dict | None) -> dict:
-    from cass_pipelines.store.budget import budget_status
 
     return {"date": day.isoformat(), "llm_mode": rt.llm_mode, "runs": runs, "plan": plan_view(rt, day),
             "journal": journal, "budget": budget_status(rt.store, rt.settings, day),
@@ -169,8 +170,6 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import instance_for
-    from cass_pipelines.store.budget import budget_status
-    from cass_pipelines.store.control import paused_reason
 
     rt = open_runtime()
     day, phase = _today(rt)
@@ -206,7 +205,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_error, run_manual
-    from cass_pipelines.store.control import paused_reason
 
     rt, instance, defs = _setup()
     template = rt.registry.templates.get(args.template)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field
 
 from cass_pipelines.core.categories import Priority
-from cass_pipelines.core.registry import Registry
+from cass_pipelines.core.registry import SUMMARY_ACTION_ID, SUMMARY_ESTIMATE_USD, Registry
 
 
 class ProposedUnit(BaseModel):
@@ -55,7 +55,9 @@ class PlanInputs:
     open_questions: list[str] = field(default_factory=list)
 
     def cost(self, template_id: str) -> float:
-        return self.registry.template_cost(template_id, self.action_costs)
+        """A unit's estimate: its actions plus the work-summary call that follows it."""
+        summary = self.action_costs.get(SUMMARY_ACTION_ID, SUMMARY_ESTIMATE_USD)
+        return round(self.registry.template_cost(template_id, self.action_costs) + summary, 6)
 
 
 def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs,

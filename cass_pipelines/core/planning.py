@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from cass_pipelines.core.budget import calibrated_costs, degradation
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.decision import Decision, DecisionContext, decide
 from cass_pipelines.core.phases import phase_window, remaining_phases
@@ -14,6 +15,8 @@ from cass_pipelines.core.prompts import stable_prefix
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.runtime import Runtime
 from cass_pipelines.store import conversations, persona, plans
+from cass_pipelines.store.budget import budget_status, ledger_action_averages
+from cass_pipelines.store.control import paused_reason
 
 DEFERRED_LOOKBACK_DAYS = 7
 
@@ -46,8 +49,6 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
 
 
 def _plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
-    from cass_pipelines.core.budget import calibrated_costs, degradation
-    from cass_pipelines.store.budget import budget_status, ledger_action_averages
 
     status = budget_status(rt.store, rt.settings, day)
     degraded, skip = degradation(status, rt.settings)
@@ -109,7 +110,6 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
 
 
 def _open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
-    from cass_pipelines.store.control import paused_reason
 
     reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
     idle, _ = idle_at(rt, reference)

@@ -19,6 +19,9 @@ from cass_pipelines.core.categories import PHASES, Category, ModelTier, Priority
 DEFAULT_REGISTRY_FILE = Path(__file__).resolve().parent.parent / "data" / "definitions.json"
 _ACTION_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 _TEMPLATE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+# Not a registry action: the ledger's action id for the work-summary call made after every unit.
+SUMMARY_ACTION_ID = "summary.work_unit"
+SUMMARY_ESTIMATE_USD = 0.004   # until the ledger has history for it
 
 
 class RegistryError(ValueError):

@@ -13,9 +13,12 @@ from datetime import date
 
 from cass_pipelines.core.clock import Clock
 from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
-from cass_pipelines.core.registry import resolve_handler
+from cass_pipelines.core.registry import SUMMARY_ACTION_ID, resolve_handler
+from cass_pipelines.core.summaries import summarize_unit
+from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.runtime import Runtime
 from cass_pipelines.store import plans
+from cass_pipelines.store.control import paused_reason
 
 DONE = ("completed",)
 UNIT_CLOSED = ("failed", "deferred", "skipped", "cancelled", "completed")
@@ -37,14 +40,11 @@ class StepOutcome:
 
 def metered(rt: Runtime, clock: Clock, ctx: "MeterContext") -> "MeteredClient":
     """The LLM client a piece of work uses: every call reserved, recorded in the ledger, settled."""
-    from cass_pipelines.llm.metered import MeteredClient
     return MeteredClient(rt.llm, rt.store, rt.settings, rt.pricing, ctx, clock)
 
 
 def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None = None,
                step_key: str | None = None, log=lambda msg: None) -> StepOutcome:
-    from cass_pipelines.llm.metered import BudgetRefused, MeterContext
-    from cass_pipelines.store.control import paused_reason
 
     with rt.store.session():  # bookkeeping before the handler: one connection, no LLM call inside
         unit = plans.get_unit(rt.store, unit_id)
@@ -144,3 +144,19 @@ def run_unit(rt: Runtime, unit_id: str, clock: Clock, *, run_id: str | None = No
             break
         position += 1
     return outcomes
+
+
+SUMMARISED = ("completed", "failed")
+
+
+def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None) -> dict | None:
+    """The unit's work summary from its actual action results (a metered fast-tier call)."""
+
+    if unit["status"] not in SUMMARISED:
+        return None
+    results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
+               if r["result"]]
+    llm = metered(rt, clock, MeterContext(date=unit["date"], phase=unit["phase"], category=unit["category"],
+                                          priority="high", work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID,
+                                          run_id=run_id))
+    return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())

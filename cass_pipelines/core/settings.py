@@ -21,6 +21,7 @@ DEFAULT_SHARES = {
     "reflection": 0.20, "growth": 0.15, "curiosity": 0.10, "creative": 0.10,
 }
 DEFAULT_MODELS = {"fast": "claude-haiku-5-5", "deep": "claude-sonnet-5-5"}
+RESERVE_SHARE = 0.10
 DEFAULT_PHASE_HOURS = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 22), "night": (22, 6)}
 
 
@@ -104,6 +105,20 @@ class Settings(BaseModel):
         # A [models] table naming one tier keeps the default for the other (no run-time "no model" error).
         return {**DEFAULT_MODELS, **v}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_reserve(cls, data: dict) -> dict:
+        """Unless set, the emergency reserve is a tenth of the daily budget ($0.50 of $5.00), so a
+        smaller budget (CASS_DAILY_BUDGET_USD=0.05) still has a sensible reserve."""
+        if isinstance(data, dict) and "reserve_usd" not in data:
+            try:
+                budget = float(data.get("daily_budget_usd", 5.0))
+            except (TypeError, ValueError):
+                budget = 0.0
+            if budget > 0:  # an invalid budget reports its own error, not a derived one
+                data = {**data, "reserve_usd": round(budget * RESERVE_SHARE, 6)}
+        return data
+
     @model_validator(mode="after")
     def _reserve_below_limit(self) -> "Settings":
         if self.reserve_usd >= self.daily_budget_usd:
@@ -179,7 +194,7 @@ SAMPLE_CONFIG = """\
 persona_name = "Cass"
 timezone = "{timezone}"
 daily_budget_usd = 5.0
-reserve_usd = 0.5
+# reserve_usd = 0.5           # emergency reserve only critical work may use; default: 10% of the budget
 llm_mode = "auto"             # auto | anthropic | offline (auto = anthropic when ANTHROPIC_API_KEY is set)
 idle_threshold_minutes = 30
 max_units_per_phase = 4

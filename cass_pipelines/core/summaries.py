@@ -18,7 +18,7 @@ from cass_pipelines.core.handlers import slices
 from cass_pipelines.core.handlers.base import ARTIFACT_TABLES, ActionResult, Artifact
 from cass_pipelines.core.handlers.calls import ModelCalls, system_prefix
 from cass_pipelines.core.handlers.quoting import NOTICE, quote
-from cass_pipelines.core.registry import Registry
+from cass_pipelines.core.registry import SUMMARY_ACTION_ID, Registry
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.store import summaries
@@ -67,7 +67,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
     offline = any(r.offline for r in action_results)
     narrative, key = "", []
     if unit_row["status"] == "completed" and action_results:
-        calls = ModelCalls(llm, system_prefix(store, registry), "fast", SUMMARY_MAX_TOKENS, "summary.work_unit")
+        calls = ModelCalls(llm, system_prefix(store, registry), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
         out = calls.structured(_prompt(unit_row, steps, found, artifacts), UnitSummary)
         narrative, key = out.narrative.strip(), _unique(out.key_insights)[:MAX_KEY_INSIGHTS]
         cost += calls.cost_usd

@@ -75,7 +75,8 @@ class MeteredClient:
         searches, search_tokens = web_search_bound(request.web_search)
         tokens = prompt_tokens_bound(request.system_prefix, request.system_suffix, request.prompt,
                                      json.dumps(schema.model_json_schema()) if schema else "") + search_tokens
-        worst = self.pricing.worst_case_cost(self.model_for(request.tier), tokens, request.max_tokens, searches)
+        worst = self.pricing.worst_case_cost(self.model_for(request.tier), tokens, request.max_tokens, searches,
+                                             self.settings.cache_ttl)
         return reservation_amount(worst, self._calibrated_call())
 
     def _calibrated_call(self) -> float | None:
