@@ -16,12 +16,8 @@ $CLI init --sample
 echo "==> cass-pipelines validate"
 $CLI validate
 
-if $CLI run-day --help >/dev/null 2>&1; then
-    echo "==> cass-pipelines run-day $*   (CASS_LLM=$CASS_LLM)"
-    $CLI run-day "$@"
-    echo
-    echo "Done. Look closer with: $CLI plan | budget | ledger | journal | summaries | status"
-    echo "Open the Dagster UI:   DAGSTER_HOME=\"${DAGSTER_HOME:-$CASS_HOME/dagster}\" CASS_HOME=\"$CASS_HOME\" .venv/bin/dagster dev -w workspace.yaml"
-else
-    echo "run-day is not available in this version: stopped after init and validate."
-fi
+echo "==> cass-pipelines run-day $*   (CASS_LLM=$CASS_LLM)"
+$CLI run-day "$@"
+echo
+echo "Done. Look closer with: $CLI plan | budget | ledger | journal | summaries | status"
+echo "Open the Dagster UI:   DAGSTER_HOME=\"${DAGSTER_HOME:-$CASS_HOME/dagster}\" CASS_HOME=\"$CASS_HOME\" .venv/bin/dagster dev -w workspace.yaml"

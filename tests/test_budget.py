@@ -122,7 +122,7 @@ def test_budget_status_shape_and_a_new_day_starts_fresh(store, settings):
     assert tomorrow["spent_usd"] == 0 and tomorrow["remaining_usd"] == pytest.approx(0.9)
 
 
-def test_exhausted_when_no_category_that_asked_has_room_for_its_cheapest_ask(store, settings):
+def test_exhausted_when_no_category_has_room_for_a_call(store, settings):
     def spend(category, amount, actual, n=[0]):
         n[0] += 1
         r = hold(store, settings, amount, category)
@@ -139,10 +139,15 @@ def test_exhausted_when_no_category_that_asked_has_room_for_its_cheapest_ask(sto
     assert exhausted() is False                               # system can still pay for its $0.01 call
     spend("system", .04, .04)
     s = sb.budget_status(store, settings, DAY)
-    assert s["exhausted"] is True and s["categories"]["creative"]["remaining_usd"] == 0.1  # never asked: not counted
+    # Categories that never asked can still pay for the cheapest call anyone asked for ($0.01):
+    # one category running dry does not end the day for the others.
+    assert s["exhausted"] is False and s["categories"]["creative"]["remaining_usd"] == 0.1
+    for category in ("creative", "reflection", "growth", "memory", "curiosity", "journal"):
+        room = s["categories"][category]["remaining_usd"]
+        assert isinstance(hold(store, settings, room + .05, category), Refusal)   # a refused ask counts too
+    s = sb.budget_status(store, settings, DAY)
+    assert s["exhausted"] is True
     assert [k for k, _ in due_alerts(s, settings)] == ["exhausted"]
-    refused = hold(store, settings, .2, "creative")          # a refused ask counts as asking too
-    assert isinstance(refused, Refusal) and sb.budget_status(store, settings, DAY)["exhausted"] is True
     assert sb.budget_status(store, settings, DAY + timedelta(days=1))["exhausted"] is False
 
 

@@ -1,6 +1,7 @@
 """run-day, run-phase, plan, summaries, journal, status, trigger."""
 import argparse
 import time
+from datetime import timedelta
 
 from cass_pipelines.cli.output import CliError, emit, parse_date, table
 from cass_pipelines.core.categories import PHASES
@@ -9,9 +10,9 @@ from cass_pipelines.core.phases import phase_at
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.runtime import Runtime, open_runtime
 from cass_pipelines.store import conversations, plans, views
-from cass_pipelines.store.budget import budget_status
+from cass_pipelines.store.budget import budget_status, watch
 from cass_pipelines.store.control import paused_reason
-from cass_pipelines.store.costs import partition_costs
+from cass_pipelines.store.costs import run_costs
 from cass_pipelines.store.schema import migrate
 
 
@@ -65,12 +66,18 @@ def _today(rt: Runtime):
     return phase_at(SystemClock().now(), rt.settings)
 
 
-def _phase_report(rt: Runtime, day, phase: str, result, seconds: float) -> dict:
+def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
 
-    costs = partition_costs(rt.store, day, phase)
-    return {"phase": phase, "run_id": result.run_id, "success": result.success, "error": run_error(result),
+    costs = run_costs(rt.store, result.run_id)
+    return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
             "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"])}
+
+
+def _timed(rt: Runtime, name: str, launch) -> dict:
+    started = time.perf_counter()
+    result = launch()
+    return _run_report(rt, name, result, time.perf_counter() - started)
 
 
 def day_report(rt: Runtime, day, runs: list[dict], journal: dict | None) -> dict:
@@ -82,7 +89,8 @@ def day_report(rt: Runtime, day, runs: list[dict], journal: dict | None) -> dict
 
 def render_report(r: dict) -> str:
     lines = [f"{r['date']}: the agent's day (LLM: {r['llm_mode']})", ""]
-    lines += [f"run {x['phase']:<9} {'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
+    lines += [f"run {x['phase']:<9} skipped: {x['skipped']}" if x.get("skipped") else
+              f"run {x['phase']:<9} {'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
               for x in r["runs"]]
     lines += ["", render_plan(r["plan"]), ""]
@@ -93,6 +101,7 @@ def render_report(r: dict) -> str:
     lines.append(f"Budget: spent ${b['spent_usd']:.4f} of ${b['daily_limit_usd']:.2f}, reserved ${b['reserved_usd']:.4f}, "
                  f"remaining ${b['remaining_usd']:.4f}" + ("  EXHAUSTED" if b["exhausted"] else "")
                  + ("  PAUSED" if b["paused"] else ""))
+    lines += [f"  alert ({a['kind']}): {a['message']}" for a in b.get("alerts", [])]
     lines.append(f"Artifacts in {r['database']}: " + ", ".join(f"{k} {v}" for k, v in r["artifacts"].items()))
     lines.append("See them in the UI: dagster dev -w workspace.yaml (same DAGSTER_HOME), or "
                  "`cass-pipelines plan|summaries|journal|ledger --date " + r["date"] + "`.")
@@ -101,28 +110,33 @@ def render_report(r: dict) -> str:
 
 def cmd_run_day(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_journal, run_memory, run_phase
+    from cass_pipelines.schedules import skip_reason
+    from cass_pipelines.sensors import run_over
 
     rt, instance, defs = _setup()
+    clock = SystemClock()
     day = parse_date(args.date, _today(rt)[0])
     phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
         raise CliError(f"--phases: unknown phase(s) {unknown}; choose from {', '.join(PHASES)}")
     runs = []
-    if conversations.idle_unsummarized(rt.store, SystemClock().now(), limit=1):
-        started = time.perf_counter()
-        result = run_memory(defs, instance)   # what idle_memory_sensor does in the daemon
-        runs.append({**_phase_report(rt, day, "memory", result, time.perf_counter() - started), "calls": 0,
-                     "cost_usd": 0.0})
+    idle_before = clock.now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
+    if conversations.idle_unsummarized(rt.store, idle_before, limit=1):   # what idle_memory_sensor does
+        runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
+    alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
-        started = time.perf_counter()
-        result = run_phase(defs, instance, day, phase)
-        runs.append(_phase_report(rt, day, phase, result, time.perf_counter() - started))
+        reason = skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
+        if reason:
+            runs.append({"phase": phase, "run_id": None, "success": True, "skipped": reason, "error": None,
+                         "seconds": 0.0, "cost_usd": 0.0, "calls": 0})
+            continue
+        runs.append(_timed(rt, phase, lambda: run_phase(defs, instance, day, phase)))
+        # What budget_sensor does in the daemon: alerts, and releasing holds of finished runs.
+        _, new, _ = watch(rt.store, rt.settings, day, clock.now(), run_over(instance), alerts_seen)
+        alerts_seen.update(kind for kind, _ in new)
     if "night" in phases and not args.no_journal:
-        started = time.perf_counter()
-        result = run_journal(defs, instance, day)
-        runs.append({**_phase_report(rt, day, "journal", result, time.perf_counter() - started), "calls": 0,
-                     "cost_usd": 0.0})
+        runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
     report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
     return 0 if all(r["success"] for r in runs) else 1
@@ -133,12 +147,10 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
 
     rt, instance, defs = _setup()
     day = parse_date(args.date, _today(rt)[0])
-    started = time.perf_counter()
-    result = run_phase(defs, instance, day, args.phase, replan=args.replan)
-    report = day_report(rt, day, [_phase_report(rt, day, args.phase, result, time.perf_counter() - started)],
-                        views.journal_entry(rt.store, day))
+    run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
+    report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if result.success else 1
+    return 0 if run["success"] else 1
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -192,7 +204,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"now: {d['date']} {d['current_phase']} ({d['timezone']})",
         "today's units: " + (", ".join(f"{k} {v}" for k, v in d["plan_progress"].items()) or "none planned yet"),
         f"budget: spent ${d['budget']['spent_usd']:.4f} of ${d['budget']['daily_limit_usd']:.2f}"
-        + (" EXHAUSTED" if d["budget"]["exhausted"] else ""),
+        + (" EXHAUSTED" if d["budget"]["exhausted"] else "")
+        + "".join(f"\n  alert ({a['kind']}): {a['message']}" for a in d["budget"].get("alerts", [])),
         f"dead letters: {len(d['dead_letters'])}" + "".join(
             f"\n  {x['work_unit_id']} {x['action_id']}: {x['error'][:120]}" for x in d["dead_letters"]),
         "recent runs:\n" + (table([[r["run_id"][:8], r["job"], r["status"], r["partition"], r["trigger"]]

@@ -95,15 +95,19 @@ def calibrated_costs(registry: Registry, history: Mapping[str, ActionCost]) -> d
 
 
 def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], cheapest_ask: Mapping[str, float]) -> bool:
-    """The day can fund nothing more it has asked for: no room is left above the reserve, or every
-    category that asked for money today (granted or refused) lacks room for the cheapest amount it
-    asked. Only settled spend counts, so calls in flight do not end the day early."""
+    """The day can fund nothing more: no room is left above the reserve, or no category has room
+    for a call. A category that asked today needs the cheapest amount it asked; one that has not
+    asked is taken to need the cheapest amount anyone asked, so a single category running dry (say
+    memory on a small budget) does not end the day for the others. Only settled spend counts, so
+    calls in flight do not end the day early."""
     day_room = settings.daily_budget_usd - settings.reserve_usd - sum(spent_by_category.values())
     if day_room < EPS:
         return True
-    return bool(cheapest_ask) and all(
-        min(settings.category_limit(c) - spent_by_category.get(c, 0.0), day_room) < need
-        for c, need in cheapest_ask.items())
+    if not cheapest_ask:
+        return False
+    smallest = min(cheapest_ask.values())
+    return all(min(settings.category_limit(c) - spent_by_category.get(c, 0.0), day_room)
+               < cheapest_ask.get(c, smallest) for c in settings.category_shares)
 
 
 def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[float, float]],

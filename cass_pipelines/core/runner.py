@@ -158,5 +158,5 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None) 
                if r["result"]]
     llm = metered(rt, clock, MeterContext(date=unit["date"], phase=unit["phase"], category=unit["category"],
                                           priority="high", work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID,
-                                          run_id=run_id))
+                                          run_id=run_id, ignore_pause=unit["origin"] == "forced"))
     return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())

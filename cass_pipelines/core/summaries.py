@@ -20,7 +20,8 @@ from cass_pipelines.core.handlers.calls import ModelCalls, system_prefix
 from cass_pipelines.core.handlers.quoting import NOTICE, quote
 from cass_pipelines.core.registry import SUMMARY_ACTION_ID, Registry
 from cass_pipelines.core.settings import Settings
-from cass_pipelines.llm.base import LLMClient
+from cass_pipelines.llm.base import LLMClient, LLMError
+from cass_pipelines.llm.metered import BudgetRefused
 from cass_pipelines.store import summaries
 from cass_pipelines.store.db import Store
 
@@ -65,17 +66,21 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
     steps = list(zip(sequence, action_results))
     cost = sum(r.cost_usd for r in action_results)
     offline = any(r.offline for r in action_results)
-    narrative, key = "", []
+    narrative, key, no_call = "", [], ""
     if unit_row["status"] == "completed" and action_results:
         calls = ModelCalls(llm, system_prefix(store, registry), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
-        out = calls.structured(_prompt(unit_row, steps, found, artifacts), UnitSummary)
-        narrative, key = out.narrative.strip(), _unique(out.key_insights)[:MAX_KEY_INSIGHTS]
+        try:
+            out = calls.structured(_prompt(unit_row, steps, found, artifacts), UnitSummary)
+            narrative, key = out.narrative.strip(), _unique(out.key_insights)[:MAX_KEY_INSIGHTS]
+        except (BudgetRefused, LLMError) as exc:  # the work is done; its summary must not be lost
+            no_call = f"(Summarised without a model call: {exc}.)"
         cost += calls.cost_usd
         offline = offline or calls.offline
     if not narrative:
         narrative = " ".join([f"{unit_row['template_id']} ({unit_row['focus']}) {unit_row['status']}."]
                              + [f"{a}: {r.message}." for a, r in steps]
-                             + ([f"Error: {unit_row['error']}"] if unit_row.get("error") else []))
+                             + ([f"Error: {unit_row['error']}"] if unit_row.get("error") else [])
+                             + ([no_call] if no_call else []))
     if unit_row["status"] == "completed":
         key = key or found[:MAX_KEY_INSIGHTS] or _unique([r.message for r in action_results])[:MAX_KEY_INSIGHTS] \
               or [narrative]

@@ -19,3 +19,9 @@ def partition_costs(store: Store, day: date, phase: str) -> dict:
             AS input_tokens, sum(output_tokens) AS output_tokens
         FROM llm_ledger WHERE date = ? AND phase = ? GROUP BY ALL ORDER BY cost_usd DESC""", [day, phase])
     return {**totals, "breakdown": breakdown}
+
+
+def run_costs(store: Store, run_id: str) -> dict:
+    """LLM calls and dollars of one Dagster run."""
+    return store.one("SELECT count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd FROM llm_ledger "
+                     "WHERE run_id = ?", [run_id]) or {"calls": 0, "cost_usd": 0.0}

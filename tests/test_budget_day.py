@@ -1,0 +1,87 @@
+"""A day on a tiny budget stops cleanly; pause refuses a manual trigger unless forced."""
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.core.registry import load_registry
+from cass_pipelines.core.settings import load_settings
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.runtime import open_runtime
+from cass_pipelines.store import plans
+
+DAY = "2026-11-25"
+
+
+def cli_json(capsys, *argv) -> tuple[int, dict]:
+    code = main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_a_five_cent_day_stops_cleanly_and_the_next_day_runs(sample_home, monkeypatch, capsys):
+    monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.05")
+    code, report = cli_json(capsys, "run-day", "--date", DAY)
+    assert code == 0
+    budget = report["budget"]
+    assert budget["exhausted"] is True
+    assert budget["spent_usd"] <= budget["daily_limit_usd"] == 0.05
+    assert any(a["kind"] == "exhausted" for a in budget["alerts"])
+    # Work that could not be paid for is visible with its reason, never silently lost.
+    reasons = [d["reason"] for d in report["plan"]["dropped"]]
+    reasons += [u["reason"] for us in report["plan"]["phases"].values() for u in us if u["status"] == "deferred"]
+    assert reasons and all("budget" in r for r in reasons)
+    skipped = [r for r in report["runs"] if r.get("skipped")]
+    assert skipped and all("budget exhausted" in r["skipped"] for r in skipped)
+    code, again = cli_json(capsys, "budget", "--date", DAY)
+    assert again["exhausted"] is True and again["spent_usd"] <= 0.05
+    # The next day starts with a fresh budget and its schedule runs again.
+    defs = build_defs(load_settings(), load_registry())
+    schedule = defs.resolve_schedule_def("morning_schedule")
+    with dg.DagsterInstance.ephemeral() as instance, dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 26, 6, tzinfo=ZoneInfo("UTC")),
+            repository_def=defs.get_repository_def(), resources=defs.resources) as ctx:
+        result = schedule.evaluate_tick(ctx)
+    assert result.run_requests[0].partition_key == "2026-11-26|morning"
+    code, tomorrow = cli_json(capsys, "budget", "--date", "2026-11-26")
+    assert tomorrow["exhausted"] is False and tomorrow["spent_usd"] == 0
+
+
+def test_a_budget_that_runs_out_mid_day_defers_work_with_reasons(sample_home, monkeypatch, capsys):
+    monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.30")
+    code, report = cli_json(capsys, "run-day", "--date", DAY)
+    assert code == 0
+    units = [u for us in report["plan"]["phases"].values() for u in us]
+    assert any(u["status"] == "completed" for u in units)
+    deferred = [u for u in units if u["status"] == "deferred"]
+    assert deferred and all(u["reason"] for u in deferred)
+    assert report["budget"]["spent_usd"] <= 0.30
+    rt = open_runtime()
+    assert rt.store.scalar("SELECT count(*) FROM reservations WHERE status = 'held'") == 0
+
+
+def test_paused_trigger_refuses_unless_forced(sample_home, capsys):
+    assert main(["pause", "--reason", "owner asleep"]) == 0
+    capsys.readouterr()
+    assert main(["trigger", "morning_reflection", "--focus", "uncertainty"]) == 3
+    assert "paused (owner asleep)" in capsys.readouterr().err
+    rt = open_runtime()
+    assert rt.store.scalar("SELECT count(*) FROM work_units WHERE origin IN ('manual', 'forced')") == 0
+
+    code, out = cli_json(capsys, "trigger", "morning_reflection", "--focus", "uncertainty", "--force")
+    assert code == 0 and out["work_unit"]["status"] == "completed"
+    unit = out["work_unit"]
+    assert unit["origin"] == "forced" and unit["focus"] == "uncertainty"
+    assert [r["status"] for r in plans.action_runs(rt.store, unit["id"])] == ["completed", "completed"]
+    assert rt.store.one("SELECT status FROM work_summaries WHERE work_unit_id = ?", [unit["id"]])["status"] == \
+        "completed"
+
+
+def test_trigger_runs_through_manual_work_job_and_rejects_unknown_templates(sample_home, capsys):
+    code, out = cli_json(capsys, "trigger", "growth_edge_work", "--focus", "Respectful disagreement")
+    assert code == 0 and out["work_unit"]["template_id"] == "growth_edge_work"
+    run = dg.DagsterInstance.get().get_run_by_id(out["run_id"])
+    assert run.job_name == "manual_work_job"
+    assert main(["trigger", "teleportation"]) == 1
+    assert "unknown template 'teleportation'" in capsys.readouterr().err
