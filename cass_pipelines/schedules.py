@@ -10,34 +10,25 @@ import dagster as dg
 
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.planning import phase_skip_reason
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.partitions import phase_key
 from cass_pipelines.resources import CassResource
 from cass_pipelines.sensors import SENSOR_DB_DEADLINE_S, db_busy
-from cass_pipelines.store.budget import budget_status
-from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.db import Store
 
 JOURNAL_DELAY_MINUTES = 15
 
 
 def skip_reason(store: Store, settings: Settings, day) -> str | None:
-    """Why no new phase work should start, or None. A locked database does not block the tick:
-    the run itself re-checks pause and budget before every action."""
-
+    """phase_skip_reason, except that a locked database does not block the tick: the run itself
+    re-checks pause and budget before every action."""
     try:
-        paused = paused_reason(store, None)
-        if paused:
-            return f"paused: {paused}"
-        status = budget_status(store, settings, day)
+        return phase_skip_reason(store, settings, day)
     except Exception as exc:
         if db_busy(exc):  # a run holds the file past the short deadline
             return None
         raise
-    if status["exhausted"]:
-        return (f"daily budget exhausted for {day}: spent ${status['spent_usd']:.2f} of "
-                f"${status['daily_limit_usd']:.2f}; phases resume tomorrow")
-    return None
 
 
 def tick_time(context: dg.ScheduleEvaluationContext, settings: Settings) -> datetime:

@@ -21,9 +21,9 @@ def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, foc
     uid = plans.unit_id(day, phase, tag)
     if plans.get_unit(rt.store, uid) is None:
         t = rt.registry.templates[template_id]
-        plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, unit=PlannedUnit(
-            phase, t.id, t.category, t.priority, focus, f"run by its job: {t.description}",
-            rt.registry.template_cost(t.id)), origin=origin)
+        why = f"run by its job: {t.description}" if origin == "job" else f"asked for by hand: {t.description}"
+        plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, origin=origin, unit=PlannedUnit(
+            phase, t.id, t.category, t.priority, focus, why, rt.registry.template_cost(t.id)))
     return uid
 
 

@@ -14,6 +14,8 @@ from cass_pipelines.core.runner import metered
 from cass_pipelines.llm.metered import MeterContext
 from cass_pipelines.partitions import split_key
 from cass_pipelines.resources import CassResource
+from cass_pipelines.store import plans
+from cass_pipelines.store.control import paused_reason
 
 
 class PlanConfig(dg.Config):
@@ -50,6 +52,10 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
         rt, clock = cass.runtime(), cass.clock()
         day_s, phase = split_key(context.partition_key)
         day = date.fromisoformat(day_s)
+        paused = paused_reason(rt.store, None)
+        if paused and not plans.planned_phases(rt.store, day):
+            # Planning now would store a fallback plan for good; the day is planned after resume.
+            raise dg.Failure(f"paused: {paused}. Nothing planned for {day_s}; run `cass-pipelines resume` first.")
         llm = metered(rt, clock, MeterContext(date=day, phase=phase, category="system", priority="high",
                                               work_unit_id=None, action_id="plan.decide", run_id=context.run_id))
         plan = plan_phase(rt, llm, day, phase, clock.now(), replan=config.replan)

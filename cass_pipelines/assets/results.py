@@ -20,7 +20,8 @@ def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefiniti
     def work_summaries(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
         rt, clock = cass.runtime(), cass.clock()
         day_s, phase = split_key(context.partition_key)
-        units = plans.units_for_phase(rt.store, date.fromisoformat(day_s), phase)
+        # Units of planned and manual work; a job's own unit (journal, memory) is its own account.
+        units = [u for u in plans.units_for_phase(rt.store, date.fromisoformat(day_s), phase) if u["origin"] != "job"]
         made = [s for s in (summarize(rt, u, clock, context.run_id) for u in units) if s]
         return dg.MaterializeResult(metadata={
             "summaries": len(made),

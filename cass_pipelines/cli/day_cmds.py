@@ -7,6 +7,7 @@ from cass_pipelines.cli.output import CliError, emit, parse_date, table
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.clock import SystemClock
 from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.planning import phase_skip_reason
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.runtime import Runtime, open_runtime
 from cass_pipelines.store import conversations, plans, views
@@ -110,7 +111,6 @@ def render_report(r: dict) -> str:
 
 def cmd_run_day(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_journal, run_memory, run_phase
-    from cass_pipelines.schedules import skip_reason
     from cass_pipelines.sensors import run_over
 
     rt, instance, defs = _setup()
@@ -126,7 +126,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
-        reason = skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
+        reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
         if reason:
             runs.append({"phase": phase, "run_id": None, "success": True, "skipped": reason, "error": None,
                          "seconds": 0.0, "cost_usd": 0.0, "calls": 0})
@@ -147,6 +147,9 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
 
     rt, instance, defs = _setup()
     day = parse_date(args.date, _today(rt)[0])
+    reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
+    if reason:
+        raise CliError(f"{args.phase} {day} not run: {reason}", code=3)
     run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
     report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)

@@ -15,14 +15,14 @@ from typing import Mapping
 from cass_pipelines.core.categories import Category, Priority
 from cass_pipelines.core.registry import Registry
 from cass_pipelines.core.settings import Settings
+from cass_pipelines.llm.base import WEB_SEARCH_MAX_USES
 
 EPS = 1e-9
 # A bound on tokens per prompt: real tokenizers average ~4 characters per token for English and
 # about one per character for CJK text (3 UTF-8 bytes), so 3 bytes per token errs on the high side.
 BYTES_PER_TOKEN_BOUND = 3
-# A web-search call adds searches and their result pages as input. These are assumptions (no
-# per-request cap is visible before the call); the calibrated estimate raises the bar if reality is higher.
-WEB_SEARCHES_BOUND = 5
+# A web-search call adds searches (at most the backend's max_uses) and their result pages as input;
+# the tokens per result page are an assumption, and the calibrated estimate raises the bar if higher.
 WEB_RESULT_TOKENS_PER_SEARCH = 8_000
 SKIPPED_WHEN_DEGRADED = frozenset({Priority.LOW.value, Priority.IDLE.value})
 
@@ -62,7 +62,7 @@ def prompt_tokens_bound(*texts: str) -> int:
 
 def web_search_bound(web_search: bool) -> tuple[int, int]:
     """(searches, extra input tokens) to assume for a call that may search the web."""
-    return (WEB_SEARCHES_BOUND, WEB_SEARCHES_BOUND * WEB_RESULT_TOKENS_PER_SEARCH) if web_search else (0, 0)
+    return (WEB_SEARCH_MAX_USES, WEB_SEARCH_MAX_USES * WEB_RESULT_TOKENS_PER_SEARCH) if web_search else (0, 0)
 
 
 def reservation_amount(worst_case_usd: float, calibrated_call_usd: float | None) -> float:

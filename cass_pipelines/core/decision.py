@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from cass_pipelines.core.handlers.quoting import NOTICE, quote
 from cass_pipelines.core.plan import Dropped, PlanInputs, PlannedUnit, ProposedUnit, fallback_plan, validate_plan
 from cass_pipelines.llm.base import LLMClient, LLMRequest
 
@@ -44,38 +45,43 @@ class DecisionContext:
     inputs: PlanInputs
 
     def render(self) -> str:
+        """The volatile prompt. Text that came from conversations or earlier model output (edges'
+        observations, questions, past work, journal tone, deferred focus) is quoted data."""
         reg = self.inputs.registry
-        lines = [f"Today is {self.day:%A %Y-%m-%d}. I am planning these phases of my day: "
-                 f"{', '.join(self.phases)}.", "", "My growth edges (most important first):"]
+        edges = []
         for e in self.growth_edges[:MAX_EDGES]:
-            lines.append(f"- {clip(e['area'], 80)}: now '{clip(e['current_state'], 160)}'; "
+            edges.append(f"- {clip(e['area'], 80)}: now '{clip(e['current_state'], 160)}'; "
                          f"aiming for '{clip(e['desired_state'], 160)}'")
-            lines += [f"    observed: {clip(o, 160)}" for o in e.get("observations", [])[:MAX_OBSERVATIONS]]
-        lines += ["", "My open questions:"] + [f"- {clip(q, 200)}" for q in self.open_questions[:MAX_QUESTIONS]]
-        lines += ["", "My recent work (newest first):"]
+            edges += [f"    observed: {clip(o, 160)}" for o in e.get("observations", [])[:MAX_OBSERVATIONS]]
+        work = []
         for w in self.recent_work[: self.inputs.max_units_per_phase * 2 + 4]:
             insights = w.get("key_insights") or []
             if isinstance(insights, str):
                 insights = json.loads(insights)
-            lines.append(f"- {w['date']} {w['phase']} {w['template_id']} ({w['status']}): {clip(w['narrative'], 180)}"
-                         + (f" Insight: {clip(insights[0], 140)}" if insights else ""))
-        if not self.recent_work:
-            lines.append("- (nothing yet)")
-        lines += ["", f"My latest journal's tone: {clip(self.journal_tone, 120) if self.journal_tone else 'none yet'}.",
-                  f"Conversations: {'idle' if self.idle else 'someone is talking with me right now'}"
-                  f" (last message {self.last_activity or 'never'}).", "", "Work deferred earlier, waiting:"]
-        lines += [f"- {d['template_id']} on '{clip(d['focus'], 80)}' ({clip(d['reason'], 100)})"
-                  for d in self.deferred[:MAX_DEFERRED]] or ["- (none)"]
+            work.append(f"- {w['date']} {w['phase']} {w['template_id']} ({w['status']}): {clip(w['narrative'], 180)}"
+                        + (f" Insight: {clip(insights[0], 140)}" if insights else ""))
+        deferred = [f"- {d['template_id']} on '{clip(d['focus'], 80)}' ({clip(d['reason'], 100)})"
+                    for d in self.deferred[:MAX_DEFERRED]]
         b = self.budget
-        lines += ["", f"Budget today: ${b['remaining_usd']:.2f} of ${b['daily_limit_usd']:.2f} left "
-                      f"(${b['reserve_usd']:.2f} is an emergency reserve I cannot plan with)."]
+        lines = [f"Today is {self.day:%A %Y-%m-%d}. I am planning these phases of my day: "
+                 f"{', '.join(self.phases)}.", NOTICE, "",
+                 quote("my growth edges, most important first", "\n".join(edges) or "(none)"),
+                 quote("my open questions", "\n".join(f"- {clip(q, 200)}" for q in
+                                                      self.open_questions[:MAX_QUESTIONS]) or "(none)"),
+                 quote("my recent work, newest first", "\n".join(work) or "(nothing yet)"),
+                 quote("my latest journal's tone", clip(self.journal_tone, 120) if self.journal_tone else "none yet"),
+                 quote("work deferred earlier, waiting", "\n".join(deferred) or "(none)"), "",
+                 f"Conversations: {'idle' if self.idle else 'someone is talking with me right now'}"
+                 f" (last message {self.last_activity or 'never'}).", "",
+                 f"Budget today: ${b['remaining_usd']:.2f} of ${b['daily_limit_usd']:.2f} left "
+                 f"(${b['reserve_usd']:.2f} is an emergency reserve I cannot plan with)."]
         lines += [f"- {name}: ${c['remaining_usd']:.3f} left" for name, c in sorted(b["categories"].items())]
         if self.degraded:
             lines.append("My budget is running low: I should prefer cheaper templates and skip low-priority work.")
         lines += ["", "Templates I can choose, with estimated cost per unit (from my recent actual costs):"]
         for t in sorted(reg.templates.values(), key=lambda t: t.id):
             allowed = [p for p in self.phases if p in t.preferred_phases]
-            if allowed:
+            if allowed and t.plannable:
                 lines.append(f"- {t.id} [{t.category}, {t.priority}] ${self.inputs.cost(t.id):.3f}; "
                              f"phases: {', '.join(allowed)}" + ("; needs idle" if t.requires_idle else ""))
         lines += ["", f"Plan up to {self.inputs.max_units_per_phase} units per phase (zero is fine: rest is "

@@ -103,6 +103,9 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs,
     return kept, dropped
 
 
+# Deferred work is offered again for this many days; system.queue_maintenance expires it after.
+DEFERRED_LOOKBACK_DAYS = 7
+
 # Fallback scorer weights. A template's score in a phase is the weighted sum of:
 #   window    its preference weight for the phase (0..1)
 #   growth    growth-category work when the agent has growth edges

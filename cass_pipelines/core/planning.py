@@ -10,15 +10,13 @@ from cass_pipelines.core.budget import calibrated_costs, degradation
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.decision import Decision, DecisionContext, decide
 from cass_pipelines.core.phases import phase_window, remaining_phases
-from cass_pipelines.core.plan import PlanInputs, PlannedUnit
+from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS, PlanInputs, PlannedUnit
 from cass_pipelines.core.prompts import stable_prefix
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.runtime import Runtime
 from cass_pipelines.store import conversations, persona, plans
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
 from cass_pipelines.store.control import paused_reason
-
-DEFERRED_LOOKBACK_DAYS = 7
 
 
 @dataclass
@@ -38,7 +36,7 @@ class PhasePlan:
 
 
 def idle_at(rt: Runtime, moment: datetime) -> tuple[bool, datetime | None]:
-    last = conversations.last_activity(rt.store)
+    last = conversations.last_activity(rt.store, moment)
     threshold = timedelta(minutes=rt.settings.idle_threshold_minutes)
     return (last is None or moment - last >= threshold), last
 
@@ -87,20 +85,30 @@ def _decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
         deferred=deferred, budget=status, degraded=degraded, inputs=inputs)
 
 
-def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime) -> tuple[Decision, int]:
-    phases = remaining_phases(day, phase)
-    reference = phase_window(day, phase, rt.settings)[0]
+def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now: datetime) -> Decision | None:
+    """Ask the agent for `phases` and store the plan as a new revision; None when another run of
+    the same partition stored one first (its plan is used instead: one plan, paid for once)."""
+    reference = phase_window(day, phases[0], rt.settings)[0]
     idle, last = idle_at(rt, reference)
     ctx = decision_context(rt, day, phases, idle, last)
     prefix = stable_prefix(persona.persona_row(rt.store), rt.registry)
-    recent = plans.recent_templates(rt.store, 1)
-    decision = decide(llm, prefix, ctx, previous_template=recent[0] if recent else None)
+    recent = plans.recent_templates(rt.store, 1, before=day)
     revision = plans.day_plan_revisions(rt.store, day) + 1
+    decision = decide(llm, prefix, ctx, previous_template=recent[0] if recent else None)
     all_units = [u for p in phases for u in decision.units[p]]
-    plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
-                        intention=decision.day_intention, from_phase=phase, phases=phases, units=all_units,
-                        dropped=[d.as_dict() for d in decision.dropped], offline=decision.offline, now=now)
-    return decision, revision
+    stored = plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
+                                 intention=decision.day_intention, from_phase=phases[0], phases=phases,
+                                 units=all_units, dropped=[d.as_dict() for d in decision.dropped],
+                                 offline=decision.offline, now=now)
+    return decision if stored else None
+
+
+def unplanned_phases(day_phases: set[str], phase: str) -> list[str]:
+    """From `phase` up to the next phase some revision already planned: what a late first run
+    (a backfill, a daemon outage) left without a plan."""
+    later = PHASES[PHASES.index(phase):]
+    end = next((i for i, p in enumerate(later) if p in day_phases), len(later))
+    return list(later[:end])
 
 
 def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
@@ -155,11 +163,10 @@ def _open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime
 
 
 def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False) -> PhasePlan:
+    planned = plans.planned_phases(rt.store, day)
+    to_plan = remaining_phases(day, phase) if replan or not planned else unplanned_phases(planned, phase)
+    decision = make_day_plan(rt, llm, day, to_plan, now) if to_plan else None
     existing = plans.latest_day_plan(rt.store, day)
-    decision = None
-    if existing is None or replan:
-        decision, revision = make_day_plan(rt, llm, day, phase, now)
-        existing = plans.latest_day_plan(rt.store, day)
     assert existing is not None
     revision = existing["revision"]
     opening = plans.phase_opening(rt.store, day, phase)
@@ -167,6 +174,8 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
     reoffered: list[str] = []
     if opening is None or opening["plan_revision"] != revision:
         deferred_now, reoffered = open_phase(rt, day, phase, revision, now)
+    else:
+        reopen_after_pause(rt, day, phase, now)
     return PhasePlan(
         day=day, phase=phase, revision=revision, source=existing["source"],
         day_intention=existing["day_intention"], planned_now=decision is not None,
@@ -174,3 +183,26 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
         units=plans.units_for_phase(rt.store, day, phase),
         dropped=[d for d in existing["dropped"] if d["phase"] == phase] if decision is None else existing["dropped"],
         deferred_now=deferred_now, reoffered=reoffered, error=decision.error if decision else None)
+
+
+def reopen_after_pause(rt: Runtime, day: date, phase: str, now: datetime) -> list[str]:
+    """A phase run again after `resume` takes back the units its pause deferred."""
+    with rt.store.session():
+        ids = [u["id"] for u in plans.units_for_phase(rt.store, day, phase)
+               if u["status"] == "deferred" and (u["reason"] or "").startswith("paused:")
+               and not u["reoffered_as"] and not paused_reason(rt.store, u["category"])]
+        plans.reopen_units(rt.store, ids)
+    return ids
+
+
+def phase_skip_reason(store, settings, day: date) -> str | None:
+    """Why no new phase should start for `day` (paused, or the day's budget spent), or None.
+    The phase schedules, run-day and run-phase all apply this one rule."""
+    paused = paused_reason(store, None)
+    if paused:
+        return f"paused: {paused}"
+    status = budget_status(store, settings, day)
+    if status["exhausted"]:
+        return (f"daily budget exhausted for {day}: spent ${status['spent_usd']:.2f} of "
+                f"${status['daily_limit_usd']:.2f}; phases resume tomorrow")
+    return None

@@ -66,10 +66,6 @@ class ActionDef(BaseModel):
     def family(self) -> str:
         return self.id.split(".", 1)[0]
 
-    @property
-    def uses_llm(self) -> bool:
-        return self.model_tier != ModelTier.NONE
-
 
 class TemplateDef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -203,6 +199,9 @@ def check_registry_data(data: object, source: str) -> tuple[Registry | None, lis
         if template.id in templates:
             errors.append(f"{where}: field 'id': duplicate template id (templates[{i}])")
             continue
+        # A template needs idle if it says so or any of its actions does: one flag for the planner.
+        if any(actions[a].requires_idle for a in template.action_sequence if a in actions):
+            template = template.model_copy(update={"requires_idle": True})
         templates[template.id] = template
 
     if not templates and not errors:

@@ -69,17 +69,20 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
 
         forced = unit["origin"] == "forced"
         paused = None if forced else paused_reason(rt.store, unit["category"])
-        if paused:
-            plans.set_unit_status(rt.store, unit_id, "deferred", clock.now(), reason=f"paused: {paused}",
-                                  run_id=run_id)
-            record("deferred", f"paused: {paused}")
-            return outcome("deferred", f"paused: {paused}", unit_done=True)
+        held = f"paused: {paused}" if paused else None
+        if action.requires_approval and unit["origin"] not in ("manual", "forced"):
+            held = (f"needs approval: {action.id} runs only when a person asks "
+                    f"(`cass-pipelines trigger {template.id}`)")
+        if held:
+            plans.set_unit_status(rt.store, unit_id, "deferred", clock.now(), reason=held, run_id=run_id)
+            record("deferred", held)
+            return outcome("deferred", held, unit_done=True)
         plans.set_unit_status(rt.store, unit_id, "running", clock.now(), run_id=run_id)
         record("running", "")
 
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
     meter = metered(rt, clock, MeterContext(
-        date=day, phase=unit["phase"], category=action.category, priority=template.priority,
+        date=day, phase=unit["phase"], category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced))
     previous = [ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                 if p < position and runs[p]["result"]]

@@ -78,6 +78,12 @@ class Settings(BaseModel):
         # Contiguous cycle: each phase starts where the previous one ends, in PHASES order.
         problems += [f"{prev} ends at {v[prev][1]} but {cur} starts at {v[cur][0]}"
                      for prev, cur in zip(PHASES, PHASES[1:] + PHASES[:1]) if v[prev][1] != v[cur][0]]
+        # A day runs morning to night: each phase starts later on the clock than the one before,
+        # so only the night may run past midnight (a night starting at 00:00 would precede its morning).
+        starts = [v[p][0] for p in PHASES]
+        if starts != sorted(starts) or len(set(starts)) != len(starts):
+            problems.append(f"phases must start in the order {', '.join(PHASES)} within the day "
+                            f"(only the night may run past midnight), got starts {starts}")
         if problems:
             raise ValueError("; ".join(problems))
         return v

@@ -60,18 +60,9 @@ def idle_unsummarized(store: Store, idle_before: datetime, limit: int = 50) -> l
         ORDER BY c.last_message_at, c.id LIMIT ?""", [idle_before, limit])
 
 
-def messages_after_watermark(store: Store, conversation_id: str) -> list[dict]:
-    return store.all("""
-        SELECT m.message_id, m.role, m.content, m.created_at FROM messages m
-        JOIN conversations c ON c.id = m.conversation_id
-        WHERE m.conversation_id = ?
-          AND (c.summarized_through_at IS NULL
-               OR (m.created_at, m.message_id) > (c.summarized_through_at, c.summarized_through_id))
-        ORDER BY m.created_at, m.message_id""", [conversation_id])
-
-
-def last_activity(store: Store) -> datetime | None:
-    return store.scalar("SELECT max(created_at) FROM messages")
+def last_activity(store: Store, before: datetime) -> datetime | None:
+    """The newest message at or before `before` (so a past date is judged by its own time)."""
+    return store.scalar("SELECT max(created_at) FROM messages WHERE created_at <= ?", [before])
 
 
 def counts(store: Store) -> dict[str, Any]:

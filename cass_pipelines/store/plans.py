@@ -5,7 +5,15 @@ import json
 from datetime import date, datetime
 from typing import Any, Iterable
 
+from cass_pipelines.core.categories import PHASES
 from cass_pipelines.store.db import Store, params
+
+
+def phase_rank(column: str = "phase") -> str:
+    """SQL for a phase's place in the day, for ORDER BY and comparisons."""
+    return f"CASE {column} " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PHASES)) + " END"
+
+
 
 _UNIT_COLS = ("id, date, phase, position, template_id, category, focus, motivation, status, reason, "
               "estimated_cost_usd, origin, deferred_from, reoffered_as, plan_revision, run_id, error, "
@@ -30,16 +38,26 @@ def unit_id(day: date, phase: str, tag: str) -> str:
 
 def save_day_plan(store: Store, *, day: date, revision: int, source: str, intention: str, from_phase: str,
                   phases: list[str], units: list[Any], dropped: list[dict], offline: bool,
-                  now: datetime) -> None:
-    """Store a day plan revision and its units; a re-plan cancels the not-yet-started units it replaces."""
+                  now: datetime) -> bool:
+    """Store a day plan revision and its units; a re-plan cancels the not-yet-started units it replaces.
+
+    Returns False, storing nothing, when another run stored this revision first: two runs of one
+    partition must not both plan (the second one uses the stored plan)."""
     plan_json = {p: [u.__dict__ for u in units if u.phase == p] for p in phases}
     with store.transaction() as conn:
+        latest = conn.execute("SELECT coalesce(max(revision), 0) FROM day_plans WHERE date = ?", [day]).fetchone()[0]
+        if latest != revision - 1:
+            return False
         conn.execute("INSERT INTO day_plans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", params(
             [day, revision, source, intention, from_phase, plan_json, dropped, offline, now]))
         if revision > 1:
-            conn.execute(f"""UPDATE work_units SET status = 'cancelled', reason = 'replaced by plan revision {revision}',
-                             finished_at = ? WHERE date = ? AND status = 'planned' AND phase IN
-                             (SELECT unnest(?::TEXT[]))""", [now, day, phases])
+            cancelled = [r[0] for r in conn.execute(
+                f"""UPDATE work_units SET status = 'cancelled', reason = 'replaced by plan revision {revision}',
+                    finished_at = ? WHERE date = ? AND status = 'planned' AND phase IN (SELECT unnest(?::TEXT[]))
+                    RETURNING id""", [now, day, phases]).fetchall()]
+            # Deferred work re-offered to a cancelled unit goes back to waiting, so it is offered again.
+            conn.execute("UPDATE work_units SET reoffered_as = NULL WHERE reoffered_as IN (SELECT unnest(?::TEXT[]))",
+                         [cancelled])
         for d in dropped:
             conn.execute("INSERT INTO plan_drops VALUES (?, ?, ?, ?, ?, ?)",
                          [day, d["phase"], d["template_id"], d["reason"], revision, now])
@@ -50,6 +68,7 @@ def save_day_plan(store: Store, *, day: date, revision: int, source: str, intent
                          "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, 'plan', NULL, NULL, ?, NULL, NULL, ?, NULL, NULL)",
                          [unit_id(day, u.phase, f"r{revision}_{pos}"), day, u.phase, pos, u.template_id, u.category,
                           u.focus, u.motivation, u.estimated_cost_usd, revision, now])
+    return True
 
 
 def phase_opening(store: Store, day: date, phase: str) -> dict | None:
@@ -72,6 +91,12 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
                          [new_id, day, phase, base + n, unit.template_id, unit.category, unit.focus,
                           unit.motivation, unit.estimated_cost_usd, old["id"], revision, now])
             conn.execute("UPDATE work_units SET reoffered_as = ? WHERE id = ?", [new_id, old["id"]])
+            # Actions the deferred unit already completed are carried over, not paid for again.
+            conn.execute("""INSERT INTO action_runs SELECT ?, position, action_id, status,
+                                'carried over from ' || work_unit_id, result, NULL, 0, run_id, step_key,
+                                started_at, finished_at
+                            FROM action_runs WHERE work_unit_id = ? AND status = 'completed'""",
+                         [new_id, old["id"]])
         conn.execute("INSERT INTO phase_openings VALUES (?, ?, ?, ?, ?) ON CONFLICT (date, phase) DO UPDATE SET "
                      "plan_revision = excluded.plan_revision, idle = excluded.idle, opened_at = excluded.opened_at",
                      [day, phase, revision, idle, now])
@@ -97,8 +122,7 @@ def units_for_phase(store: Store, day: date, phase: str) -> list[dict]:
 
 def units_for_day(store: Store, day: date) -> list[dict]:
     return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE date = ? ORDER BY
-                         CASE phase WHEN 'morning' THEN 0 WHEN 'afternoon' THEN 1 WHEN 'evening' THEN 2 ELSE 3 END,
-                         position""", [day])
+                         {phase_rank()}, position""", [day])
 
 
 def get_unit(store: Store, uid: str) -> dict | None:
@@ -108,8 +132,7 @@ def get_unit(store: Store, uid: str) -> dict | None:
 def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
     """Deferred units not yet re-offered, from `since` up to (not including) the given phase."""
     return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE status = 'deferred' AND reoffered_as IS NULL
-        AND date >= ? AND (date < ? OR (date = ? AND CASE phase WHEN 'morning' THEN 0 WHEN 'afternoon' THEN 1
-                                                   WHEN 'evening' THEN 2 ELSE 3 END < ?))
+        AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
         ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
 
 
@@ -156,10 +179,24 @@ def dead_letters(store: Store, unresolved_only: bool = True, limit: int = 20) ->
                      "ORDER BY created_at DESC LIMIT ?", [limit])
 
 
-def recent_templates(store: Store, limit: int) -> list[str]:
+def recent_templates(store: Store, limit: int, before: date | None = None) -> list[str]:
+    """Templates of the latest units, newest first (only days before `before`, if given)."""
     return [r["template_id"] for r in store.all(
-        "SELECT template_id FROM work_units WHERE status IN ('completed', 'running', 'planned') "
-        "ORDER BY date DESC, created_at DESC, position DESC LIMIT ?", [limit])]
+        f"SELECT template_id FROM work_units WHERE status IN ('completed', 'running', 'planned') "
+        f"AND date < ? ORDER BY date DESC, {phase_rank()} DESC, position DESC LIMIT ?",
+        [before or date.max, limit])]
+
+
+def planned_phases(store: Store, day: date) -> set[str]:
+    """Phases some plan revision of the day covered."""
+    return {p for row in store.all("SELECT plan FROM day_plans WHERE date = ?", [day])
+            for p in json.loads(row["plan"])}
+
+
+def reopen_units(store: Store, ids: list[str]) -> None:
+    if ids:
+        store.execute("UPDATE work_units SET status = 'planned', reason = NULL, finished_at = NULL "
+                      "WHERE id IN (SELECT unnest(?::TEXT[])) AND status = 'deferred'", [ids])
 
 
 def drops_for_day(store: Store, day: date) -> list[dict]:

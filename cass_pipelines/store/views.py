@@ -5,6 +5,7 @@ import json
 from datetime import date
 
 from cass_pipelines.store.db import Store
+from cass_pipelines.store.plans import phase_rank
 
 ARTIFACT_TABLES = ("insights", "growth_observations", "open_questions", "conversation_summaries", "journals",
                    "wiki_notes", "documents", "work_summaries")
@@ -16,11 +17,10 @@ def journal_entry(store: Store, day: date, kind: str = "daily") -> dict | None:
 
 
 def summaries_for_day(store: Store, day: date) -> list[dict]:
-    rows = store.all("""SELECT s.work_unit_id, s.template_id, s.phase, s.status, s.narrative, s.key_insights,
+    rows = store.all(f"""SELECT s.work_unit_id, s.template_id, s.phase, s.status, s.narrative, s.key_insights,
             s.questions_raised, s.questions_addressed, s.artifacts, s.cost_usd, s.offline
         FROM work_summaries s JOIN work_units u ON u.id = s.work_unit_id WHERE s.date = ?
-        ORDER BY CASE s.phase WHEN 'morning' THEN 0 WHEN 'afternoon' THEN 1 WHEN 'evening' THEN 2 ELSE 3 END,
-                 u.position""", [day])
+        ORDER BY {phase_rank("s.phase")}, u.position""", [day])
     for r in rows:
         for k in ("key_insights", "questions_raised", "questions_addressed", "artifacts"):
             r[k] = json.loads(r[k]) if isinstance(r[k], str) else r[k]

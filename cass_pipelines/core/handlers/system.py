@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cass_pipelines.core.handlers.base import ActionResult, Artifact, HandlerContext
+from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
 from cass_pipelines.store import budget, maintenance, notes, schema
 
-DEFERRED_EXPIRY_DAYS = 7
 STUCK_AFTER = timedelta(hours=6)   # a unit 'running' this long has lost its process
 
 
@@ -18,7 +18,7 @@ def _report(ctx: HandlerContext, kind: str, title: str, lines: list[str]) -> Art
 
 
 def queue_maintenance(ctx: HandlerContext) -> ActionResult:
-    expired = maintenance.expire_deferred(ctx.store, ctx.date - timedelta(days=DEFERRED_EXPIRY_DAYS), ctx.now)
+    expired = maintenance.expire_deferred(ctx.store, ctx.date - timedelta(days=DEFERRED_LOOKBACK_DAYS), ctx.now)
     report = maintenance.queue_report(ctx.store, ctx.date)
     lines = [f"- expired deferred units: {len(expired)}" + (f" ({', '.join(expired)})" if expired else ""),
              f"- deferred units waiting to be re-offered: {report['deferred_waiting']}",

@@ -1,0 +1,131 @@
+"""Edge cases of planning a day: races, late first runs, re-plans, pauses, re-offered work, past dates."""
+from datetime import date, datetime, timezone
+
+import dagster as dg
+import pytest
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.core.plan import PlannedUnit
+from cass_pipelines.core.planning import idle_at, plan_phase
+from cass_pipelines.core.runner import next_position
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.execution import instance_for, run_journal, run_phase
+from cass_pipelines.runtime import open_runtime
+from cass_pipelines.store import plans
+
+DAY = date(2026, 11, 20)
+NOW = datetime(2026, 11, 20, 7, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def env(sample_home):
+    rt = open_runtime()
+    return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+
+
+def unit(rt, phase, template_id, focus="f"):
+    t = rt.registry.templates[template_id]
+    return PlannedUnit(phase, t.id, t.category, t.priority, focus, "m", rt.registry.template_cost(t.id))
+
+
+def save(rt, revision, phases, units):
+    return plans.save_day_plan(rt.store, day=DAY, revision=revision, source="llm", intention="i",
+                               from_phase=phases[0], phases=phases, units=units, dropped=[], offline=True, now=NOW)
+
+
+def test_a_second_run_racing_for_the_same_revision_stores_nothing(runtime):
+    assert save(runtime, 1, ["morning"], [unit(runtime, "morning", "morning_reflection")]) is True
+    assert save(runtime, 1, ["morning"], [unit(runtime, "morning", "growth_edge_work")]) is False
+    assert [u["template_id"] for u in plans.units_for_day(runtime.store, DAY)] == ["morning_reflection"]
+    assert plans.day_plan_revisions(runtime.store, DAY) == 1
+
+
+def test_replan_returns_reoffered_work_to_the_queue_and_reoffers_carry_completed_actions(runtime):
+    rt = runtime
+    save(rt, 1, ["morning", "afternoon"], [unit(rt, "morning", "growth_edge_work", "depth")])
+    old = plans.units_for_phase(rt.store, DAY, "morning")[0]
+    # Its first action completed, then the budget refused the second: deferred mid-sequence.
+    plans.record_action(rt.store, uid=old["id"], position=0, action_id="session.growth_edge", status="completed",
+                        message="done", result={"success": True, "message": "done"}, cost_usd=0.02, now=NOW)
+    plans.set_unit_status(rt.store, old["id"], "deferred", NOW, reason="budget: no room")
+    plan_phase(rt, rt.llm, DAY, "afternoon", NOW)
+    [new] = [u for u in plans.units_for_phase(rt.store, DAY, "afternoon") if u["origin"] == "deferred"]
+    carried = plans.action_runs(rt.store, new["id"])
+    assert [(r["position"], r["status"], r["cost_usd"]) for r in carried] == [(0, "completed", 0)]
+    assert next_position(rt, new) == 1           # resumes where it stopped: nothing paid twice
+    # A re-plan cancels the not-started re-offer and puts the original back in the queue.
+    save(rt, 2, ["afternoon", "evening", "night"], [])
+    assert plans.get_unit(rt.store, new["id"])["status"] == "cancelled"
+    assert plans.get_unit(rt.store, old["id"])["reoffered_as"] is None
+    assert old["id"] in [u["id"] for u in plans.pending_deferred(rt.store, DAY, DAY, 2)]
+
+
+def test_a_late_first_run_leaves_earlier_phases_to_be_planned_later(env):
+    rt, instance, defs = env
+    assert run_phase(defs, instance, DAY, "night").success
+    assert plans.planned_phases(rt.store, DAY) == {"night"}
+    assert run_phase(defs, instance, DAY, "morning").success       # a backfill of the morning
+    assert plans.planned_phases(rt.store, DAY) == {"morning", "afternoon", "evening", "night"}
+    assert plans.latest_day_plan(rt.store, DAY)["planned_from_phase"] == "morning"
+
+
+def test_paused_day_is_not_planned_and_a_rerun_after_resume_takes_back_paused_work(env, capsys):
+    rt, instance, defs = env
+    assert main(["pause", "--reason", "travelling"]) == 0
+    result = run_phase(defs, instance, DAY, "morning")
+    assert not result.success                                        # no fallback plan stored for good
+    assert plans.planned_phases(rt.store, DAY) == set()
+    assert main(["run-phase", "morning", "--date", DAY.isoformat()]) == 3
+    assert "paused: travelling" in capsys.readouterr().err
+    assert main(["resume"]) == 0
+    save(rt, 1, ["morning"], [unit(rt, "morning", "morning_reflection")])
+    assert main(["pause", "--category", "reflection", "--reason", "quiet week"]) == 0
+    assert run_phase(defs, instance, DAY, "morning").success
+    [held] = plans.units_for_phase(rt.store, DAY, "morning")
+    assert held["status"] == "deferred" and held["reason"].startswith("paused: quiet week")
+    assert main(["resume", "--category", "reflection"]) == 0
+    assert run_phase(defs, instance, DAY, "morning").success
+    assert plans.get_unit(rt.store, held["id"])["status"] == "completed"
+
+
+def test_rerunning_a_finished_phase_and_its_journal_spends_nothing(env):
+    rt, instance, defs = env
+    assert run_phase(defs, instance, DAY, "night").success
+    assert run_journal(defs, instance, DAY).success
+    calls = rt.store.scalar("SELECT count(*) FROM llm_ledger")
+    assert run_phase(defs, instance, DAY, "night").success
+    assert run_journal(defs, instance, DAY).success
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger") == calls
+
+
+def test_a_past_date_is_judged_idle_by_its_own_time(runtime):
+    last = runtime.store.scalar("SELECT max(created_at) FROM messages")
+    # Every sample message is older than a morning three weeks later...
+    idle, seen = idle_at(runtime, datetime(2026, 12, 20, 6, tzinfo=timezone.utc))
+    assert idle and seen == last
+    # ...and a moment right after one of them is not idle, even though later messages exist.
+    first = runtime.store.scalar("SELECT min(created_at) FROM messages")
+    idle, seen = idle_at(runtime, first)
+    assert not idle and seen == first
+
+
+def test_requires_approval_actions_run_only_when_a_person_asks(sample_home, tmp_path, monkeypatch, capsys):
+    import json
+
+    from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE
+
+    data = json.loads(DEFAULT_REGISTRY_FILE.read_text())
+    for action in data["actions"]:
+        if action["id"] == "session.reflection":
+            action["requires_approval"] = True
+    custom = tmp_path / "actions.json"
+    custom.write_text(json.dumps(data))
+    monkeypatch.setenv("CASS_ACTIONS_FILE", str(custom))
+    rt = open_runtime()
+    instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+    save(rt, 1, ["morning"], [unit(rt, "morning", "morning_reflection")])
+    assert run_phase(defs, instance, DAY, "morning").success
+    [planned] = plans.units_for_phase(rt.store, DAY, "morning")
+    assert planned["status"] == "deferred" and planned["reason"].startswith("needs approval: session.reflection")
+    assert main(["trigger", "morning_reflection"]) == 0
+    assert dg.DagsterInstance.get().get_runs(limit=1)[0].job_name == "manual_work_job"
