@@ -3,8 +3,10 @@ recorded in the ledger from the response's real usage, and the reservation settl
 
 Per call: one transaction checks pause (a call already in flight finishes; a new one is refused)
 and reserves the worst case; then the call; then the ledger row and the reconciliation in one
-transaction. A failed call releases its hold. The ledger's cost comes from Pricing applied to the
-usage the response reported, never from the estimate. No connection is held across the call.
+transaction. A failed call releases its hold, unless its response was paid for (LLMError.billed:
+invalid or cut-off structured output): that one is recorded and settled like a good response, then
+the error is re-raised. The ledger's cost comes from Pricing applied to the usage the response
+reported, never from the estimate. No connection is held across the call.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel
 from cass_pipelines.core.budget import Refusal, prompt_tokens_bound, reservation_amount, web_search_bound
 from cass_pipelines.core.clock import Clock
 from cass_pipelines.core.settings import Settings
-from cass_pipelines.llm.base import LLMClient, LLMRequest, LLMResult, T, Usage
+from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, LLMResult, T, Usage
 from cass_pipelines.llm.pricing import Pricing
 from cass_pipelines.store.budget import ledger_action_averages, release, reserve, settle
 from cass_pipelines.store.db import Store
@@ -96,12 +98,25 @@ class MeteredClient:
             raise BudgetRefused(held.reason)
         try:
             result = self.inner.structured(request, schema) if schema else self.inner.text(request)
+        except LLMError as exc:
+            if exc.billed is None:
+                release(self.store, held.id, self.clock.now())
+                raise
+            # A paid response that was unusable (invalid or cut-off structured output): it is
+            # recorded and settles the hold exactly like a good one, then the error goes on.
+            exc.billed = self._record(held.id, exc.billed)
+            raise
         except BaseException:
             release(self.store, held.id, self.clock.now())
             raise
+        return self._record(held.id, result)
+
+    def _record(self, reservation_id: str, result: LLMResult) -> LLMResult:
+        """Ledger row from the response's reported usage, priced by Pricing; settles the hold."""
+        ctx = self.ctx
         cost = round(self.pricing.cost(result.model, result.usage), 9)
         u = result.usage
-        settle(self.store, held.id, LedgerRow(
+        settle(self.store, reservation_id, LedgerRow(
             request_id=result.request_id, ts=self.clock.now(), date=ctx.date, phase=ctx.phase, run_id=ctx.run_id,
             step_key=ctx.step_key, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id, category=ctx.category,
             model=result.model, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
