@@ -42,6 +42,8 @@ def test_valid_plan_is_kept_in_order_with_estimates():
     ({"morning": [unit("conversation_catchup")]}, {"idle": False}, "requires idle"),
     ({"morning": [unit("research_deep_dive")]}, {"category_remaining": {**PLENTY, "research": 0.01}},
      "over budget: category research has $0.0100 left"),
+    ({"morning": [unit("research_deep_dive")]}, {"largest_call": {"research_deep_dive": 11.0}},
+     "over budget: category research has $10.0000 left, its dearest call reserves $11.0000"),
     ({"night": [unit("nightly_dream")]}, {"skip_priorities": frozenset({"idle", "low"})},
      "budget running low: idle-priority work skipped"),
     ({"morning": [unit("morning_reflection"), unit("growth_edge_work")]}, {"max_units_per_phase": 1},

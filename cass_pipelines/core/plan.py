@@ -53,11 +53,21 @@ class PlanInputs:
     recent_templates: list[str] = field(default_factory=list)      # most recent first
     growth_edges: list[str] = field(default_factory=list)          # areas, most important first
     open_questions: list[str] = field(default_factory=list)
+    largest_call: dict[str, float] = field(default_factory=dict)   # per template: its dearest call's reservation
 
     def cost(self, template_id: str) -> float:
         """A unit's estimate: its actions plus the work-summary call that follows it."""
         summary = self.action_costs.get(SUMMARY_ACTION_ID, SUMMARY_ESTIMATE_USD)
         return round(self.registry.template_cost(template_id, self.action_costs) + summary, 6)
+
+    def unaffordable(self, template_id: str, category: str, room: float) -> str | None:
+        """Why the category cannot pay for a unit: its estimate, or its dearest call's reservation
+        (held in full before that call), does not fit in what is left."""
+        cost, call = self.cost(template_id), self.largest_call.get(template_id, 0.0)
+        if max(cost, call) <= room + 1e-9:
+            return None
+        need = f"unit needs ${cost:.4f}" if cost >= call else f"its dearest call reserves ${call:.4f}"
+        return f"over budget: category {category} has ${room:.4f} left, {need}"
 
 
 def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs,
@@ -86,11 +96,7 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs,
             elif len(kept[phase]) >= inputs.max_units_per_phase:
                 reason = f"{phase} already has {inputs.max_units_per_phase} units"
             else:
-                cost = inputs.cost(template.id)
-                room = left.get(template.category, 0.0)
-                if cost > room + 1e-9:
-                    reason = (f"over budget: category {template.category} has ${room:.4f} left, "
-                              f"unit needs ${cost:.4f}")
+                reason = inputs.unaffordable(template.id, template.category, left.get(template.category, 0.0))
             if reason:
                 dropped.append(Dropped(unit.template_id, phase, reason))
                 continue
@@ -102,6 +108,10 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs,
             last = template.id
     return kept, dropped
 
+
+# A plan-time guess of a call's prompt (the cached prefix plus the volatile context) for pricing its
+# reservation; the metered client reserves on the real prompt, so a low guess only defers later.
+TYPICAL_PROMPT_TOKENS = 4000
 
 # Deferred work is offered again for this many days; system.queue_maintenance expires it after.
 DEFERRED_LOOKBACK_DAYS = 7

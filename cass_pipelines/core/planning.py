@@ -10,7 +10,7 @@ from cass_pipelines.core.budget import calibrated_costs, degradation
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.decision import Decision, DecisionContext, decide
 from cass_pipelines.core.phases import phase_window, remaining_phases
-from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS, PlanInputs, PlannedUnit
+from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS, TYPICAL_PROMPT_TOKENS, PlanInputs, PlannedUnit
 from cass_pipelines.core.prompts import stable_prefix
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.runtime import Runtime
@@ -59,8 +59,16 @@ def _plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple
         max_units_per_phase=rt.settings.max_units_per_phase,
         recent_templates=plans.recent_templates(rt.store, rt.settings.history_window),
         growth_edges=[e["area"] for e in edges],
-        open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)])
+        open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)],
+        largest_call={t: largest_call(rt, t) for t in rt.registry.templates})
     return inputs, status, degraded
+
+
+def largest_call(rt: Runtime, template_id: str) -> float:
+    """The reservation the template's dearest model call will hold (a typical prompt, full output)."""
+    return max((rt.pricing.worst_case_cost(rt.settings.models[a.model_tier], TYPICAL_PROMPT_TOKENS,
+                                           a.max_output_tokens, cache_ttl=rt.settings.cache_ttl)
+                for a in rt.registry.template_actions(template_id) if a.model_tier != "none"), default=0.0)
 
 
 def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
@@ -136,8 +144,9 @@ def _open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime
             return "requires idle, but a conversation is active"
         if template.priority in inputs.skip_priorities:
             return f"budget running low: {template.priority}-priority work skipped"
-        if cost > left.get(category, 0.0) + 1e-9:
-            return f"over budget: category {category} has ${left.get(category, 0.0):.4f} left, unit needs ${cost:.4f}"
+        short = inputs.unaffordable(template_id, category, left.get(category, 0.0))
+        if short:
+            return short
         left[category] = left.get(category, 0.0) - cost
         return None
 
