@@ -129,7 +129,7 @@ def test_asset_lineage(berlin_defs):
 
     assert "phase_plan" in parents("phase_work")
     assert "phase_work" in parents("work_summaries")
-    assert "work_summaries" in parents("daily_journal")
+    assert {"work_summaries", "cost_records", "conversation_summaries"} <= parents("daily_journal")
     assert "conversations" in parents("conversation_summaries")
     assert {"conversations", "self_model"} <= parents("phase_plan")
 

@@ -33,8 +33,9 @@ class JournalConfig(dg.Config):
 
 def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="daily_journal", partitions_def=date_partitions, group_name="day", kinds={"duckdb"},
-              deps=[dg.AssetDep("work_summaries", partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
-                  partition_dimension_name="date")), "conversation_summaries"], pool="cass_store",
+              deps=[*(dg.AssetDep(name, partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
+                  partition_dimension_name="date")) for name in ("work_summaries", "cost_records")),
+                  "conversation_summaries"], pool="cass_store",
               description="The agent's journal entry for the day, from its conversations and work summaries.")
     def daily_journal(context: dg.AssetExecutionContext, config: JournalConfig,
                       cass: CassResource) -> dg.MaterializeResult:
