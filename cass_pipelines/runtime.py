@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Mapping
 
 from cass_pipelines.core.registry import Registry, load_registry
@@ -29,8 +30,26 @@ class Runtime:
         return load_pricing()
 
 
-def open_runtime(env: Mapping[str, str] | None = None, store: Store | None = None) -> Runtime:
+class NotInitialisedError(RuntimeError):
+    """CASS_HOME has no database: `cass-pipelines init` was never run there."""
+
+    def __init__(self, db_path: Path):
+        super().__init__(f"no database at {db_path}; run 'cass-pipelines init' first")
+        self.db_path = db_path
+
+
+def require_initialised(settings: Settings) -> None:
+    """The one check that CASS_HOME was initialised. It creates nothing (opening DuckDB would)."""
+    if not settings.db_path.is_file():
+        raise NotInitialisedError(settings.db_path)
+
+
+def open_runtime(env: Mapping[str, str] | None = None, store: Store | None = None,
+                 must_exist: bool = False) -> Runtime:
+    """With `must_exist`, an uninitialised CASS_HOME raises NotInitialisedError before anything is opened."""
     settings = load_settings(env)
+    if must_exist and store is None:
+        require_initialised(settings)
     registry = load_registry(settings.actions_file)
     return Runtime(settings=settings, registry=registry, store=store or Store(settings.db_path),
                    llm_mode=resolve_mode(settings, env))

@@ -1,7 +1,7 @@
 """run-day, run-phase, plan, summaries, journal, status, trigger."""
 import argparse
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 
 from cass_pipelines.cli.output import CliError, emit, parse_date, table
 from cass_pipelines.core.categories import PHASES
@@ -53,18 +53,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_trigger)
 
 
-def _setup() -> tuple[Runtime, "object", "object"]:
-    """Runtime, Dagster instance and definitions for this CASS_HOME."""
+def _setup(rt: Runtime) -> tuple["object", "object"]:
+    """Dagster instance and definitions for this (initialised) CASS_HOME."""
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.execution import instance_for
 
-    rt = open_runtime()
     migrate(rt.store)
-    return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+    return instance_for(rt.settings), build_defs(rt.settings, rt.registry)
 
 
 def _today(rt: Runtime):
     return phase_at(SystemClock().now(), rt.settings)
+
+
+def _run_date(rt: Runtime, text: str | None) -> date:
+    """The date partition to run: --date or today; it must exist (start_date to today, the agent's timezone)."""
+    today = _today(rt)[0]
+    day = parse_date(text, today)
+    first = rt.settings.start_date
+    if not first <= day <= today:
+        raise CliError(f"--date {day}: no such partition; dates run from start_date {first} to today {today} "
+                       f"({rt.settings.timezone})")
+    return day
 
 
 def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
@@ -113,13 +123,14 @@ def cmd_run_day(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.sensors import run_over
 
-    rt, instance, defs = _setup()
+    rt = open_runtime(must_exist=True)
     clock = SystemClock()
-    day = parse_date(args.date, _today(rt)[0])
+    day = _run_date(rt, args.date)
     phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
         raise CliError(f"--phases: unknown phase(s) {unknown}; choose from {', '.join(PHASES)}")
+    instance, defs = _setup(rt)
     runs = []
     idle_before = clock.now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
     if conversations.idle_unsummarized(rt.store, idle_before, limit=1):   # what idle_memory_sensor does
@@ -145,8 +156,9 @@ def cmd_run_day(args: argparse.Namespace) -> int:
 def cmd_run_phase(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_phase
 
-    rt, instance, defs = _setup()
-    day = parse_date(args.date, _today(rt)[0])
+    rt = open_runtime(must_exist=True)
+    day = _run_date(rt, args.date)
+    instance, defs = _setup(rt)
     reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
     if reason:
         raise CliError(f"{args.phase} {day} not run: {reason}", code=3)
@@ -157,13 +169,13 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(must_exist=True)
     emit(plan_view(rt, parse_date(args.date, _today(rt)[0])), args.json, render_plan)
     return 0
 
 
 def cmd_summaries(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(must_exist=True)
     day = parse_date(args.date, _today(rt)[0])
     rows = views.summaries_for_day(rt.store, day)
     emit(rows, args.json, lambda rs: "\n\n".join(
@@ -174,7 +186,7 @@ def cmd_summaries(args: argparse.Namespace) -> int:
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(must_exist=True)
     day = parse_date(args.date, _today(rt)[0])
     entry = views.journal_entry(rt.store, day)
     out = {"date": day.isoformat(), "text": entry["text"] if entry else None,
@@ -186,7 +198,7 @@ def cmd_journal(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import instance_for
 
-    rt = open_runtime()
+    rt = open_runtime(must_exist=True)
     day, phase = _today(rt)
     instance = instance_for(rt.settings)
     units = plans.units_for_day(rt.store, day)
@@ -222,10 +234,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_trigger(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_error, run_manual
 
-    rt, instance, defs = _setup()
+    rt = open_runtime(must_exist=True)
     template = rt.registry.templates.get(args.template)
     if template is None:
         raise CliError(f"unknown template '{args.template}'; see `cass-pipelines catalog`")
+    instance, defs = _setup(rt)
     paused = paused_reason(rt.store, template.category)
     if paused and not args.force:
         raise CliError(f"paused ({paused}); not triggering {args.template}. Use --force to run anyway, "

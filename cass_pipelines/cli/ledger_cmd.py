@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(must_exist=True)
     migrate(rt.store)
     day = parse_date(args.date, phase_at(SystemClock().now(), rt.settings)[0])
     rows = [{**row, "ts": row["ts"].astimezone(rt.settings.tz)} for row in ledger.rows(rt.store, day)]

@@ -5,10 +5,13 @@ import argparse
 import sys
 import warnings
 
+import duckdb
+
 from cass_pipelines.cli import day_cmds, ledger_cmd, money_cmds, setup_cmds
 from cass_pipelines.cli.output import CliError
 from cass_pipelines.core.registry import RegistryError
 from cass_pipelines.core.settings import SettingsError
+from cass_pipelines.runtime import NotInitialisedError
 
 GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds]
 
@@ -28,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (CliError, SettingsError, RegistryError) as exc:
+    except (CliError, SettingsError, RegistryError, NotInitialisedError) as exc:
         print(f"cass-pipelines {args.command}: {exc}", file=sys.stderr)
         return getattr(exc, "code", 1)
+    except duckdb.Error as exc:   # e.g. the file stays locked by another process after the open retries
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"cass-pipelines {args.command}: database error: {detail}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

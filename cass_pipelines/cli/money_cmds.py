@@ -48,7 +48,7 @@ def render_budget(b: dict) -> str:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(must_exist=True)
     migrate(rt.store)
     day = parse_date(args.date, phase_at(SystemClock().now(), rt.settings)[0])
     emit(budget_status(rt.store, rt.settings, day), args.json, render_budget)
@@ -67,7 +67,7 @@ def _render_pauses(d: dict) -> str:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(must_exist=True)
     migrate(rt.store)
     pause(rt.store, args.category, args.reason, SystemClock().now())
     emit(_pauses(rt.store), args.json, _render_pauses)
@@ -75,7 +75,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    rt = open_runtime()
+    rt = open_runtime(must_exist=True)
     migrate(rt.store)
     lifted = resume(rt.store, args.category, SystemClock().now(), everything=args.all)
     out = {**_pauses(rt.store), "resumed": lifted}

@@ -12,7 +12,7 @@ from cass_pipelines.core.importer import ImportReport, read_batches
 from cass_pipelines.core.persona import SAMPLE_PERSONA_FILE, load_persona
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
 from cass_pipelines.core.settings import SAMPLE_CONFIG, SettingsError, cass_home, load_settings
-from cass_pipelines.runtime import open_runtime
+from cass_pipelines.runtime import open_runtime, require_initialised
 from cass_pipelines.store import conversations, persona
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate
@@ -128,11 +128,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if args.file.is_dir():
+        raise CliError(f"{args.file}: is a directory; expected a JSONL file")
     if not args.file.is_file():
         raise CliError(f"{args.file}: no such file")
     settings = load_settings()
-    if not settings.home.is_dir():
-        raise CliError(f"CASS_HOME {settings.home} does not exist; run `cass-pipelines init` first")
+    require_initialised(settings)
     store = Store(settings.db_path)
     migrate(store)
     report = import_file(store, args.file)
