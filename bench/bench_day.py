@@ -17,9 +17,9 @@ import dagster as dg
 
 from cass_pipelines.cli.main import main as cli
 from cass_pipelines.core.categories import PHASES
+from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.execution import instance_for, run_journal, run_memory, run_phase
-from cass_pipelines.runtime import open_runtime
 
 
 def step_seconds(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float]:

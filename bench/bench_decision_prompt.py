@@ -19,8 +19,8 @@ from cass_pipelines.cli.main import main as cli
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.planning import decision_context
 from cass_pipelines.core.prompts import stable_prefix
+from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.llm.simulate import estimate_tokens
-from cass_pipelines.runtime import open_runtime
 from cass_pipelines.store import journal, persona, selfmodel, summaries
 
 START = date(2026, 1, 1)

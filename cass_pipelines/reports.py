@@ -2,7 +2,7 @@
 from datetime import date
 
 from cass_pipelines.core.categories import PHASES
-from cass_pipelines.runtime import Runtime
+from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.store import plans
 
 

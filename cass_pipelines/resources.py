@@ -8,8 +8,8 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from cass_pipelines.core.clock import Clock, FixedClock, SystemClock
+from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.llm_resource import LLMResource
-from cass_pipelines.runtime import Runtime, open_runtime
 from cass_pipelines.store.db import Store, open_connection
 from cass_pipelines.store.schema import migrate
 

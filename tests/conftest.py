@@ -32,7 +32,7 @@ def sample_home(cass_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def runtime(sample_home):
-    from cass_pipelines.runtime import open_runtime
+    from cass_pipelines.core.runtime import open_runtime
     return open_runtime()
 
 

@@ -7,9 +7,9 @@ import dagster as dg
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.registry import load_registry
+from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.core.settings import load_settings
 from cass_pipelines.definitions import build_defs
-from cass_pipelines.runtime import open_runtime
 from cass_pipelines.store import plans
 
 DAY = "2026-11-25"

@@ -9,10 +9,10 @@ import pytest
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.decision import DecisionContext, decide
 from cass_pipelines.core.plan import PlanInputs, PlannedUnit
+from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.execution import instance_for, run_journal, run_phase
 from cass_pipelines.llm.base import LLMError
-from cass_pipelines.runtime import open_runtime
 from cass_pipelines.store import plans
 
 DAY = date(2026, 11, 20)

@@ -8,9 +8,9 @@ from cass_pipelines.cli.main import main
 from cass_pipelines.core.plan import PlannedUnit
 from cass_pipelines.core.planning import idle_at, plan_phase
 from cass_pipelines.core.runner import next_position
+from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.execution import instance_for, run_journal, run_phase
-from cass_pipelines.runtime import open_runtime
 from cass_pipelines.store import plans
 
 DAY = date(2026, 11, 20)

@@ -9,8 +9,8 @@ from cass_pipelines.assets import usd
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.plan import PlannedUnit
 from cass_pipelines.core.runner import run_unit
+from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.resources import CassResource
-from cass_pipelines.runtime import Runtime
 from cass_pipelines.store import plans
 from cass_pipelines.store.views import journal_entry
 

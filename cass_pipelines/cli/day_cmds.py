@@ -8,8 +8,8 @@ from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.clock import SystemClock
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.planning import phase_skip_reason
+from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.reports import plan_view, render_plan
-from cass_pipelines.runtime import Runtime, open_runtime
 from cass_pipelines.store import conversations, plans, views
 from cass_pipelines.store.budget import budget_status, watch
 from cass_pipelines.store.control import paused_reason
@@ -71,8 +71,9 @@ def _run_date(rt: Runtime, text: str | None) -> date:
     today = _today(rt)[0]
     day = parse_date(text, today)
     first = rt.settings.start_date
-    if not first <= day <= today:
-        raise CliError(f"--date {day}: no such partition; dates run from start_date {first} to today {today} "
+    latest = SystemClock().now().astimezone(rt.settings.tz).date()   # the newest partition Dagster has
+    if not first <= day <= latest:
+        raise CliError(f"--date {day}: no such partition; dates run from start_date {first} to today {latest} "
                        f"({rt.settings.timezone})")
     return day
 

@@ -6,7 +6,7 @@ import argparse
 from cass_pipelines.cli.output import emit, parse_date, table
 from cass_pipelines.core.clock import SystemClock
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.runtime import open_runtime
+from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.store import ledger
 from cass_pipelines.store.schema import migrate
 

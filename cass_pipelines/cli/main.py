@@ -10,8 +10,8 @@ import duckdb
 from cass_pipelines.cli import day_cmds, ledger_cmd, money_cmds, setup_cmds
 from cass_pipelines.cli.output import CliError
 from cass_pipelines.core.registry import RegistryError
+from cass_pipelines.core.runtime import NotInitialisedError
 from cass_pipelines.core.settings import SettingsError
-from cass_pipelines.runtime import NotInitialisedError
 
 GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds]
 

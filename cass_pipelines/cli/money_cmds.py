@@ -5,7 +5,7 @@ from cass_pipelines.cli.output import emit, parse_date, table
 from cass_pipelines.core.categories import Category
 from cass_pipelines.core.clock import SystemClock
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.runtime import open_runtime
+from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.control import pause, paused_scopes, resume
 from cass_pipelines.store.schema import migrate

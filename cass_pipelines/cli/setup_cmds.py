@@ -11,8 +11,8 @@ from cass_pipelines.core.clock import SystemClock
 from cass_pipelines.core.importer import ImportReport, read_batches
 from cass_pipelines.core.persona import SAMPLE_PERSONA_FILE, load_persona
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
+from cass_pipelines.core.runtime import open_runtime, require_initialised
 from cass_pipelines.core.settings import SAMPLE_CONFIG, SettingsError, cass_home, load_settings
-from cass_pipelines.runtime import open_runtime, require_initialised
 from cass_pipelines.store import conversations, persona
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate

@@ -12,8 +12,8 @@ from cass_pipelines.core.decision import Decision, DecisionContext, decide
 from cass_pipelines.core.phases import phase_window, remaining_phases
 from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS, TYPICAL_PROMPT_TOKENS, PlanInputs, PlannedUnit
 from cass_pipelines.core.prompts import stable_prefix
+from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.llm.base import LLMClient
-from cass_pipelines.runtime import Runtime
 from cass_pipelines.store import conversations, persona, plans
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
 from cass_pipelines.store.control import paused_reason

@@ -14,9 +14,9 @@ from datetime import date
 from cass_pipelines.core.clock import Clock
 from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
 from cass_pipelines.core.registry import SUMMARY_ACTION_ID, resolve_handler
+from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.core.summaries import summarize_unit
 from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
-from cass_pipelines.runtime import Runtime
 from cass_pipelines.store import plans
 from cass_pipelines.store.control import paused_reason
 
