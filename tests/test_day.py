@@ -169,3 +169,21 @@ def test_planning_falls_back_when_the_llm_fails(runtime):
     assert decision.source == "fallback"
     assert "overloaded" in decision.error
     assert decision.units["morning"] and decision.units["afternoon"]
+
+
+def test_a_secret_in_a_handler_error_never_reaches_the_store(day_env, monkeypatch):
+    rt, instance, defs = day_env
+    import cass_pipelines.core.handlers.sessions as sessions
+
+    secret = "sk-ant-test-0123456789abcdef"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)   # the LLM stays offline (CASS_LLM=offline)
+
+    def leaky(ctx):
+        raise RuntimeError(f"request failed with key {secret}")
+
+    monkeypatch.setattr(sessions, "reflection", leaky)
+    seed_plan(rt, DAY, "morning", ["morning_reflection"])
+    assert run_phase(defs, instance, DAY, "morning").success
+    stored = " ".join(str(v) for t in ("work_units", "action_runs", "dead_letters")
+                      for row in rt.store.all(f"SELECT * FROM {t}") for v in row.values())
+    assert "request failed with key [redacted]" in stored and secret not in stored

@@ -62,7 +62,7 @@ def context(rt, action_id: str, *, template_id: str = "", focus: str = "", previ
     return HandlerContext(action=rt.registry.actions[action_id], work_unit_id=unit_id,
                           template_id=template_id or "manual", focus=focus, motivation="because I chose it",
                           date=day, phase=phase, now=now, store=rt.store, llm=llm or rt.llm, settings=settings,
-                          previous=list(previous))
+                          registry=rt.registry, previous=list(previous))
 
 
 def run_action(rt, action_id: str, **kw) -> ActionResult:

@@ -16,6 +16,7 @@ from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
 from cass_pipelines.core.registry import SUMMARY_ACTION_ID, resolve_handler
 from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.core.summaries import summarize_unit
+from cass_pipelines.llm.base import redact
 from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.store import plans
 from cass_pipelines.store.control import paused_reason
@@ -88,7 +89,8 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
                 if p < position and runs[p]["result"]]
     ctx = HandlerContext(action=action, work_unit_id=unit_id, template_id=template.id, focus=unit["focus"],
                          motivation=unit["motivation"], date=day, phase=unit["phase"], now=clock.now(),
-                         store=rt.store, llm=meter, settings=rt.settings, previous=previous, log=log)
+                         store=rt.store, llm=meter, settings=rt.settings, registry=rt.registry, previous=previous,
+                         log=log)
     try:
         result = resolve_handler(action.handler)(ctx)
     except BudgetRefused as exc:
@@ -98,11 +100,11 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
             record("deferred", reason, cost_usd=meter.cost_usd)
         return outcome("deferred", reason, meter.cost_usd, unit_done=True)
     except Exception as exc:  # a handler's failure fails its unit, never the phase
-        error = f"{type(exc).__name__}: {exc}"
-        log(f"{action.id} failed: {error}\n{traceback.format_exc(limit=6)}")
+        error = redact(f"{type(exc).__name__}: {exc}")
+        log(f"{action.id} failed: {error}\n{redact(traceback.format_exc(limit=6))}")
         with rt.store.session():
             plans.set_unit_status(rt.store, unit_id, "failed", clock.now(), error=f"{action.id}: {error}")
-            record("failed", error, error=traceback.format_exc(limit=12), cost_usd=meter.cost_usd)
+            record("failed", error, error=redact(traceback.format_exc(limit=12)), cost_usd=meter.cost_usd)
             plans.add_dead_letter(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}", day=day,
                                   phase=unit["phase"], uid=unit_id, action_id=action.id, run_id=run_id,
                                   error=error, now=clock.now())

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import os
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -20,7 +19,7 @@ import anthropic
 from pydantic import BaseModel, ValidationError
 
 from cass_pipelines.core.settings import Settings, SettingsError
-from cass_pipelines.llm.base import WEB_SEARCH_MAX_USES, LLMError, LLMRequest, LLMResult, T, Usage, model_for
+from cass_pipelines.llm.base import WEB_SEARCH_MAX_USES, LLMError, LLMRequest, LLMResult, T, Usage, model_for, redact
 from cass_pipelines.llm.pricing import Pricing
 
 WEB_SEARCH_TOOL = {"type": "web_search_20260318", "name": "web_search", "max_uses": WEB_SEARCH_MAX_USES}
@@ -28,11 +27,6 @@ WEB_SEARCH_TOOL = {"type": "web_search_20260318", "name": "web_search", "max_use
 
 def _retryable(status: int) -> bool:
     return status in (408, 409, 429) or status >= 500     # the SDK's own retry policy
-
-
-def _redact(text: str) -> str:
-    key = os.environ.get("ANTHROPIC_API_KEY")
-    return text.replace(key, "[redacted]") if key else text
 
 
 @dataclass
@@ -134,17 +128,17 @@ class AnthropicBackend:
         except LLMError:
             raise
         except anthropic.APIStatusError as exc:
-            raise LLMError(_redact(f"Anthropic API error {exc.status_code} ({exc.type or 'error'}) after "
+            raise LLMError(redact(f"Anthropic API error {exc.status_code} ({exc.type or 'error'}) after "
                                    f"{call.attempts} attempt(s): {exc.api_message or exc.message}"),
                            status=exc.status_code, retryable=_retryable(exc.status_code),
                            request_id=exc.request_id) from None
         except anthropic.APITimeoutError:
             raise LLMError(f"request timed out after {call.attempts} attempt(s)", retryable=True) from None
         except anthropic.APIConnectionError as exc:
-            raise LLMError(_redact(f"cannot reach the Anthropic API after {call.attempts} attempt(s): {exc}"),
+            raise LLMError(redact(f"cannot reach the Anthropic API after {call.attempts} attempt(s): {exc}"),
                            retryable=True) from None
         except (anthropic.AnthropicError, ValueError) as exc:   # a response the SDK could not read
-            raise LLMError(_redact(f"unreadable response from the Anthropic API: {type(exc).__name__}: {exc}"),
+            raise LLMError(redact(f"unreadable response from the Anthropic API: {type(exc).__name__}: {exc}"),
                            retryable=True) from None
         finally:
             _CURRENT.reset(token)

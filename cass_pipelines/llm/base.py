@@ -6,6 +6,7 @@ model, request id, latency and attempts, and whether it came from the offline ba
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Generic, Mapping, Protocol, TypeVar
 
@@ -15,6 +16,18 @@ T = TypeVar("T", bound=BaseModel)
 
 # The cap the Anthropic backend puts on server-side web searches per call; bounds a call's worst case.
 WEB_SEARCH_MAX_USES = 3
+
+
+SECRET_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+
+
+def redact(text: str) -> str:
+    """The text with any credential from the environment blanked out (for errors, logs, the store)."""
+    for var in SECRET_VARIABLES:
+        secret = os.environ.get(var)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "[redacted]")
+    return text
 
 
 class LLMError(RuntimeError):

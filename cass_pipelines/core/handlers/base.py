@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, Field
 
-from cass_pipelines.core.registry import ActionDef
+from cass_pipelines.core.registry import ActionDef, Registry
 from cass_pipelines.llm.base import LLMClient
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class HandlerContext:
     store: "Store"
     llm: LLMClient
     settings: "Settings"
+    registry: Registry
     previous: list[ActionResult] = field(default_factory=list)   # earlier actions of this unit, in order
     log: Callable[[str], None] = lambda msg: None
 

@@ -3,28 +3,15 @@ provider caches it across calls) and the action's tier and output limit; per-cal
 the prompt. Usage, cost and the offline flag are summed for the action's ActionResult."""
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from cass_pipelines.core.categories import ModelTier
 from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
 from cass_pipelines.core.prompts import stable_prefix
-from cass_pipelines.core.registry import Registry, load_registry
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.core.registry import Registry
 from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, T, Usage
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.persona import persona_row
-
-
-@lru_cache(maxsize=4)
-def _registry(path: Path | None) -> Registry:
-    return load_registry(path)
-
-
-def registry_for(settings: Settings) -> Registry:
-    """The registry in force (the same file the runtime loads), read once per process."""
-    return _registry(settings.actions_file)
 
 
 def system_prefix(store: Store, registry: Registry) -> str:
@@ -48,7 +35,7 @@ class ModelCalls:
 
     @classmethod
     def for_action(cls, ctx: HandlerContext) -> "ModelCalls":
-        return cls(ctx.llm, system_prefix(ctx.store, registry_for(ctx.settings)), ctx.action.model_tier,
+        return cls(ctx.llm, system_prefix(ctx.store, ctx.registry), ctx.action.model_tier,
                    ctx.action.max_output_tokens, ctx.action.id)
 
     def structured(self, prompt: str, schema: type[T], *, web_search: bool = False,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from cass_pipelines.core.handlers.base import ActionResult, Artifact, HandlerContext
-from cass_pipelines.core.handlers.calls import ModelCalls, registry_for
+from cass_pipelines.core.handlers.calls import ModelCalls
 
 WRITERS: dict[str, tuple[str, ...]] = {
     "insights": ("self.record_insight",),
@@ -31,7 +31,7 @@ Writer = Callable[[HandlerContext, Items, bool], list[Artifact]]
 
 def later_owner(ctx: HandlerContext, kind: str) -> str | None:
     """The step after this one in the unit's template that owns `kind`, if any."""
-    template = registry_for(ctx.settings).templates.get(ctx.template_id)
+    template = ctx.registry.templates.get(ctx.template_id)
     sequence = template.action_sequence if template else (ctx.action.id,)
     position = len(ctx.previous)
     if position >= len(sequence) or sequence[position] != ctx.action.id:
