@@ -14,7 +14,7 @@ from cass_pipelines.core.planning import phase_skip_reason
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.partitions import phase_key
 from cass_pipelines.resources import CassResource
-from cass_pipelines.sensors import SENSOR_DB_DEADLINE_S, db_busy
+from cass_pipelines.sensors import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.store.db import Store
 
 JOURNAL_DELAY_MINUTES = 15
@@ -23,12 +23,8 @@ JOURNAL_DELAY_MINUTES = 15
 def skip_reason(store: Store, settings: Settings, day) -> str | None:
     """phase_skip_reason, except that a locked database does not block the tick: the run itself
     re-checks pause and budget before every action."""
-    try:
-        return phase_skip_reason(store, settings, day)
-    except Exception as exc:
-        if db_busy(exc):  # a run holds the file past the short deadline
-            return None
-        raise
+    reason = unless_busy(lambda: phase_skip_reason(store, settings, day))
+    return None if reason is BUSY else reason
 
 
 def tick_time(context: dg.ScheduleEvaluationContext, settings: Settings) -> datetime:

@@ -34,6 +34,16 @@ def db_busy(exc: BaseException) -> bool:
 BUSY = dg.SkipReason("the database is busy with a run (file lock held); will look again next tick")
 
 
+def unless_busy(read):
+    """`read()`, or BUSY when a run holds the DuckDB file past the sensors' short deadline."""
+    try:
+        return read()
+    except Exception as exc:
+        if db_busy(exc):
+            return BUSY
+        raise
+
+
 def run_over(instance: dg.DagsterInstance):
     def is_over(run_id: str) -> bool:
         run = instance.get_run_by_id(run_id)
@@ -65,12 +75,10 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
         cursor = json.loads(context.cursor) if context.cursor else {}
         seen = set(cursor.get("alerts", [])) if cursor.get("date") == day.isoformat() else set()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
-        try:
-            status, new, released = watch(store, settings, day, now, run_over(context.instance), seen)
-        except Exception as exc:
-            if db_busy(exc):
-                return BUSY
-            raise
+        watched = unless_busy(lambda: watch(store, settings, day, now, run_over(context.instance), seen))
+        if watched is BUSY:
+            return BUSY
+        status, new, released = watched
         for kind, msg in new:
             context.log.warning(f"budget alert: {msg}")
             seen.add(kind)
@@ -95,13 +103,10 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
                description="Reports actions that failed (dead letters) since the last tick.")
     def dead_letter_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         after = json.loads(context.cursor) if context.cursor else None
-        try:
-            rows = dead_letters_after(cass.quick_store(SENSOR_DB_DEADLINE_S),
-                                      (datetime.fromisoformat(after[0]), after[1]) if after else None)
-        except Exception as exc:
-            if db_busy(exc):
-                return BUSY
-            raise
+        rows = unless_busy(lambda: dead_letters_after(
+            cass.quick_store(SENSOR_DB_DEADLINE_S), (datetime.fromisoformat(after[0]), after[1]) if after else None))
+        if rows is BUSY:
+            return BUSY
         if not rows:
             return dg.SkipReason("no new dead letters")
         last = rows[-1]
@@ -122,12 +127,9 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
                            f"{settings.idle_threshold_minutes} min or more with unsummarised messages.")
     def idle_memory_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         idle_before = cass.clock().now() - timedelta(minutes=settings.idle_threshold_minutes)
-        try:
-            idle = idle_unsummarized(cass.quick_store(SENSOR_DB_DEADLINE_S), idle_before)
-        except Exception as exc:
-            if db_busy(exc):
-                return BUSY
-            raise
+        idle = unless_busy(lambda: idle_unsummarized(cass.quick_store(SENSOR_DB_DEADLINE_S), idle_before))
+        if idle is BUSY:
+            return BUSY
         if not idle:
             return dg.SkipReason("no idle conversations with unsummarised messages")
         newest = max(c["last_message_at"] for c in idle)

@@ -19,7 +19,8 @@ import anthropic
 from pydantic import BaseModel, ValidationError
 
 from cass_pipelines.core.settings import Settings, SettingsError
-from cass_pipelines.llm.base import WEB_SEARCH_MAX_USES, LLMError, LLMRequest, LLMResult, T, Usage, model_for, redact
+from cass_pipelines.llm.backend import Backend
+from cass_pipelines.llm.base import WEB_SEARCH_MAX_USES, LLMError, LLMRequest, LLMResult, Usage, redact
 from cass_pipelines.llm.pricing import Pricing
 
 WEB_SEARCH_TOOL = {"type": "web_search_20260318", "name": "web_search", "max_uses": WEB_SEARCH_MAX_USES}
@@ -77,27 +78,16 @@ def _retry_after(headers: Any) -> float:
     return 0.0
 
 
-class AnthropicBackend:
+class AnthropicBackend(Backend):
     mode = "anthropic"
 
     def __init__(self, settings: Settings, pricing: Pricing, client: anthropic.Anthropic | None = None):
-        pricing.check_settings(settings)
-        self.settings = settings
-        self.pricing = pricing
+        super().__init__(settings, pricing)
         self.client = (client.with_middleware(_Deadline()) if client is not None else anthropic.Anthropic(
             max_retries=settings.max_retries, timeout=settings.request_timeout_s, middleware=[_Deadline()]))
         if not (self.client.api_key or self.client.auth_token or self.client.credentials):
             raise SettingsError(["LLM mode 'anthropic' needs ANTHROPIC_API_KEY in the environment "
                                  "(or CASS_LLM=offline)"])
-
-    def model_for(self, tier: str) -> str:
-        return model_for(self.settings.models, tier)
-
-    def text(self, request: LLMRequest) -> LLMResult:
-        return self._call(request, None)
-
-    def structured(self, request: LLMRequest, schema: type[T]) -> LLMResult[T]:
-        return self._call(request, schema)
 
     def _params(self, request: LLMRequest, model: str, schema: type[BaseModel] | None) -> dict[str, Any]:
         cache_control: dict[str, str] = {"type": "ephemeral"}

@@ -13,28 +13,18 @@ import uuid
 from pydantic import BaseModel, ValidationError
 
 from cass_pipelines.core.settings import Settings
-from cass_pipelines.llm.base import LLMError, LLMRequest, LLMResult, T, model_for
+from cass_pipelines.llm.backend import Backend
+from cass_pipelines.llm.base import LLMError, LLMRequest, LLMResult
 from cass_pipelines.llm.pricing import Pricing
 from cass_pipelines.llm.simulate import PromptCache, estimate_tokens, instance, material, seeded, write_text
 
 
-class OfflineBackend:
+class OfflineBackend(Backend):
     mode = "offline"
 
     def __init__(self, settings: Settings, pricing: Pricing):
-        pricing.check_settings(settings)
-        self.settings = settings
-        self.pricing = pricing
+        super().__init__(settings, pricing)
         self._cache = PromptCache()
-
-    def model_for(self, tier: str) -> str:
-        return model_for(self.settings.models, tier)
-
-    def text(self, request: LLMRequest) -> LLMResult:
-        return self._call(request, None)
-
-    def structured(self, request: LLMRequest, schema: type[T]) -> LLMResult[T]:
-        return self._call(request, schema)
 
     def _call(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
         started = time.monotonic()
