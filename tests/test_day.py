@@ -38,6 +38,18 @@ def test_run_day_cli_runs_every_phase_and_reports(sample_home, capsys):
     rt = open_runtime()
     ledger = rt.store.all("SELECT offline, cost_usd FROM llm_ledger")
     assert ledger and all(r["offline"] for r in ledger)
+    # What the day leaves behind, drawn from the agent's real data.
+    count = rt.store.scalar
+    assert count("SELECT count(DISTINCT conversation_id) FROM conversation_summaries") == \
+        count("SELECT count(*) FROM conversations")                    # every idle sample conversation
+    assert count("SELECT count(*) FROM insights") >= 1
+    assert count("SELECT count(*) FROM growth_observations") >= 1
+    assert count("SELECT count(*) FROM open_questions WHERE raised_by IS NOT NULL OR status = 'answered'") >= 1
+    completed = {u["work_unit_id"] for us in plan["phases"].values() for u in us
+                 if u["status"] == "completed" and u["origin"] != "job"}
+    summaries = {r["work_unit_id"]: r for r in rt.store.all("SELECT * FROM work_summaries")}
+    assert completed and completed <= set(summaries)
+    assert all(json.loads(summaries[u]["key_insights"]) for u in completed)
     # The runs are in the Dagster instance, so the UI shows them afterwards.
     instance = dg.DagsterInstance.get()
     for phase in ("morning", "afternoon", "evening", "night"):
