@@ -8,30 +8,27 @@ from cass_pipelines.store import plans
 
 def plan_view(rt: Runtime, day: date) -> dict:
     """The `plan` JSON contract: source, intention, per phase the units with their actions, drops."""
-    with rt.store.session():
-        return _plan_view(rt, day)
-
-
-def _plan_view(rt: Runtime, day: date) -> dict:
-    plan = plans.latest_day_plan(rt.store, day)
-    phases: dict[str, list] = {p: [] for p in PHASES}
-    for unit in plans.units_for_day(rt.store, day):
-        template = rt.registry.templates.get(unit["template_id"])
-        runs = {r["position"]: r for r in plans.action_runs(rt.store, unit["id"])}
-        sequence = template.action_sequence if template else ()
-        phases[unit["phase"]].append({
-            "work_unit_id": unit["id"], "template_id": unit["template_id"], "focus": unit["focus"],
-            "motivation": unit["motivation"], "status": unit["status"], "reason": unit["reason"],
-            "error": unit["error"], "origin": unit["origin"], "estimated_cost_usd": unit["estimated_cost_usd"],
-            "cost_usd": round(sum(r["cost_usd"] for r in runs.values()), 6),
-            "actions": [{"action_id": a, "status": runs[i]["status"] if i in runs else "pending",
-                         "message": runs[i]["message"] if i in runs else ""} for i, a in enumerate(sequence)]})
-    return {"date": day.isoformat(), "source": plan["source"] if plan else None,
-            "day_intention": plan["day_intention"] if plan else None,
-            "revision": plan["revision"] if plan else 0, "planned_from_phase": plan["planned_from_phase"] if plan else None,
-            "phases": phases,
-            "dropped": [{"template_id": d["template_id"], "phase": d["phase"], "reason": d["reason"]}
-                        for d in plans.drops_for_day(rt.store, day)]}
+    with rt.store.session():  # one connection for the whole view
+        plan = plans.latest_day_plan(rt.store, day)
+        phases: dict[str, list] = {p: [] for p in PHASES}
+        for unit in plans.units_for_day(rt.store, day):
+            template = rt.registry.templates.get(unit["template_id"])
+            runs = {r["position"]: r for r in plans.action_runs(rt.store, unit["id"])}
+            sequence = template.action_sequence if template else ()
+            phases[unit["phase"]].append({
+                "work_unit_id": unit["id"], "template_id": unit["template_id"], "focus": unit["focus"],
+                "motivation": unit["motivation"], "status": unit["status"], "reason": unit["reason"],
+                "error": unit["error"], "origin": unit["origin"], "estimated_cost_usd": unit["estimated_cost_usd"],
+                "cost_usd": round(sum(r["cost_usd"] for r in runs.values()), 6),
+                "actions": [{"action_id": a, "status": runs[i]["status"] if i in runs else "pending",
+                             "message": runs[i]["message"] if i in runs else ""} for i, a in enumerate(sequence)]})
+        return {"date": day.isoformat(), "source": plan["source"] if plan else None,
+                "day_intention": plan["day_intention"] if plan else None,
+                "revision": plan["revision"] if plan else 0,
+                "planned_from_phase": plan["planned_from_phase"] if plan else None,
+                "phases": phases,
+                "dropped": [{"template_id": d["template_id"], "phase": d["phase"], "reason": d["reason"]}
+                            for d in plans.drops_for_day(rt.store, day)]}
 
 
 MARKS = {"completed": "done", "failed": "FAILED", "deferred": "deferred", "skipped": "skipped",

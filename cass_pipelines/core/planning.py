@@ -42,26 +42,21 @@ def idle_at(rt: Runtime, moment: datetime) -> tuple[bool, datetime | None]:
 
 
 def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
-    with rt.store.session():
-        return _plan_inputs(rt, day, phases, idle)
-
-
-def _plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
-
-    status = budget_status(rt.store, rt.settings, day)
-    degraded, skip = degradation(status, rt.settings)
-    costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store))
-    edges = persona.growth_edges(rt.store, limit=5)
-    inputs = PlanInputs(
-        registry=rt.registry, phases=phases,
-        category_remaining={k: v["remaining_usd"] for k, v in status["categories"].items()},
-        action_costs=costs, idle=idle, skip_priorities=frozenset(skip),
-        max_units_per_phase=rt.settings.max_units_per_phase,
-        recent_templates=plans.recent_templates(rt.store, rt.settings.history_window),
-        growth_edges=[e["area"] for e in edges],
-        open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)],
-        largest_call={t: largest_call(rt, t) for t in rt.registry.templates})
-    return inputs, status, degraded
+    with rt.store.session():  # bookkeeping only: no LLM call inside
+        status = budget_status(rt.store, rt.settings, day)
+        degraded, skip = degradation(status, rt.settings)
+        costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store))
+        edges = persona.growth_edges(rt.store, limit=5)
+        inputs = PlanInputs(
+            registry=rt.registry, phases=phases,
+            category_remaining={k: v["remaining_usd"] for k, v in status["categories"].items()},
+            action_costs=costs, idle=idle, skip_priorities=frozenset(skip),
+            max_units_per_phase=rt.settings.max_units_per_phase,
+            recent_templates=plans.recent_templates(rt.store, rt.settings.history_window),
+            growth_edges=[e["area"] for e in edges],
+            open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)],
+            largest_call={t: largest_call(rt, t) for t in rt.registry.templates})
+        return inputs, status, degraded
 
 
 def largest_call(rt: Runtime, template_id: str) -> float:
@@ -73,24 +68,19 @@ def largest_call(rt: Runtime, template_id: str) -> float:
 
 def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
                      last: datetime | None) -> DecisionContext:
-    with rt.store.session():
-        return _decision_context(rt, day, phases, idle, last)
-
-
-def _decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
-                      last: datetime | None) -> DecisionContext:
-    inputs, status, degraded = plan_inputs(rt, day, phases, idle)
-    edges = [{**e, "observations": [o["text"] for o in persona.edge_observations(rt.store, e["id"], limit=2)]}
-             for e in persona.growth_edges(rt.store, limit=5)]
-    journal = plans.latest_journal(rt.store, day)
-    deferred = plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
-                                      PHASES.index(phases[0]))
-    return DecisionContext(
-        day=day, phases=phases, growth_edges=edges, open_questions=inputs.open_questions,
-        recent_work=plans.recent_summaries(rt.store, rt.settings.history_window),
-        journal_tone=journal["tone"] if journal else None, idle=idle,
-        last_activity=last.isoformat(timespec="minutes") if last else None,
-        deferred=deferred, budget=status, degraded=degraded, inputs=inputs)
+    with rt.store.session():  # bookkeeping only: no LLM call inside
+        inputs, status, degraded = plan_inputs(rt, day, phases, idle)
+        edges = [{**e, "observations": [o["text"] for o in persona.edge_observations(rt.store, e["id"], limit=2)]}
+                 for e in persona.growth_edges(rt.store, limit=5)]
+        journal = plans.latest_journal(rt.store, day)
+        deferred = plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                          PHASES.index(phases[0]))
+        return DecisionContext(
+            day=day, phases=phases, growth_edges=edges, open_questions=inputs.open_questions,
+            recent_work=plans.recent_summaries(rt.store, rt.settings.history_window),
+            journal_tone=journal["tone"] if journal else None, idle=idle,
+            last_activity=last.isoformat(timespec="minutes") if last else None,
+            deferred=deferred, budget=status, degraded=degraded, inputs=inputs)
 
 
 def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now: datetime) -> Decision | None:
@@ -121,54 +111,49 @@ def unplanned_phases(day_phases: set[str], phase: str) -> list[str]:
 
 def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
     """Re-check this phase's units against budget, pause and idle; re-offer deferred work that fits."""
-    with rt.store.session():
-        return _open_phase(rt, day, phase, revision, now)
+    with rt.store.session():  # bookkeeping only: no LLM call inside
+        reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
+        idle, _ = idle_at(rt, reference)
+        inputs, _, _ = plan_inputs(rt, day, [phase], idle)
+        left = dict(inputs.category_remaining)
+        deferrals: list[tuple[str, str]] = []
 
+        def refusal(template_id: str, category: str, cost: float) -> str | None:
+            template = rt.registry.templates.get(template_id)
+            if template is None:
+                return f"template '{template_id}' is no longer in the registry"
+            paused = paused_reason(rt.store, category)
+            if paused:
+                return f"paused: {paused}"
+            if template.requires_idle and not idle:
+                return "requires idle, but a conversation is active"
+            if template.priority in inputs.skip_priorities:
+                return f"budget running low: {template.priority}-priority work skipped"
+            short = inputs.unaffordable(template_id, category, left.get(category, 0.0))
+            if short:
+                return short
+            left[category] = left.get(category, 0.0) - cost
+            return None
 
-def _open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
-
-    reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
-    idle, _ = idle_at(rt, reference)
-    inputs, _, _ = plan_inputs(rt, day, [phase], idle)
-    left = dict(inputs.category_remaining)
-    deferrals: list[tuple[str, str]] = []
-
-    def refusal(template_id: str, category: str, cost: float) -> str | None:
-        template = rt.registry.templates.get(template_id)
-        if template is None:
-            return f"template '{template_id}' is no longer in the registry"
-        paused = paused_reason(rt.store, category)
-        if paused:
-            return f"paused: {paused}"
-        if template.requires_idle and not idle:
-            return "requires idle, but a conversation is active"
-        if template.priority in inputs.skip_priorities:
-            return f"budget running low: {template.priority}-priority work skipped"
-        short = inputs.unaffordable(template_id, category, left.get(category, 0.0))
-        if short:
-            return short
-        left[category] = left.get(category, 0.0) - cost
-        return None
-
-    planned = [u for u in plans.units_for_phase(rt.store, day, phase) if u["status"] == "planned"]
-    for u in planned:
-        reason = refusal(u["template_id"], u["category"], inputs.cost(u["template_id"]))
-        if reason:
-            deferrals.append((u["id"], reason))
-    room = rt.settings.max_units_per_phase - (len(planned) - len(deferrals))
-    reoffers = []
-    for old in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
-                                      PHASES.index(phase)):
-        template = rt.registry.templates.get(old["template_id"])
-        if len(reoffers) >= room or template is None or phase not in template.preferred_phases:
-            continue
-        cost = inputs.cost(template.id)
-        if refusal(template.id, template.category, cost) is None:
-            reoffers.append((old, PlannedUnit(phase, template.id, template.category, template.priority,
-                                              old["focus"], f"re-offered: {old['reason']}", cost)))
-    plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
-                     reoffers=reoffers, now=now)
-    return deferrals, [new.template_id for _, new in reoffers]
+        planned = [u for u in plans.units_for_phase(rt.store, day, phase) if u["status"] == "planned"]
+        for u in planned:
+            reason = refusal(u["template_id"], u["category"], inputs.cost(u["template_id"]))
+            if reason:
+                deferrals.append((u["id"], reason))
+        room = rt.settings.max_units_per_phase - (len(planned) - len(deferrals))
+        reoffers = []
+        for old in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                          PHASES.index(phase)):
+            template = rt.registry.templates.get(old["template_id"])
+            if len(reoffers) >= room or template is None or phase not in template.preferred_phases:
+                continue
+            cost = inputs.cost(template.id)
+            if refusal(template.id, template.category, cost) is None:
+                reoffers.append((old, PlannedUnit(phase, template.id, template.category, template.priority,
+                                                  old["focus"], f"re-offered: {old['reason']}", cost)))
+        plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
+                         reoffers=reoffers, now=now)
+        return deferrals, [new.template_id for _, new in reoffers]
 
 
 def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False) -> PhasePlan:
