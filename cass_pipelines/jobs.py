@@ -4,10 +4,9 @@ from datetime import date
 
 import dagster as dg
 
-from cass_pipelines.assets.journal import job_unit
 from cass_pipelines.assets.work import action_waves
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.runner import next_position, summarize
+from cass_pipelines.core.runner import job_unit, next_position, summarize
 from cass_pipelines.resources import CassResource
 from cass_pipelines.store import plans
 

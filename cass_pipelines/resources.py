@@ -44,7 +44,7 @@ class CassResource(dg.ConfigurableResource):
             self._runtime = rt
         return self._runtime
 
-    def quick_store(self, deadline_s: float = 5.0) -> Store:
+    def quick_store(self, deadline_s: float) -> Store:
         """For schedules and sensors: give up after a few seconds if a run holds the file."""
         return Store(self.duckdb.database, connect_fn=lambda: open_connection(self.duckdb.database, deadline_s))
 

@@ -7,24 +7,10 @@ import dagster as dg
 
 from cass_pipelines.assets import usd
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.plan import PlannedUnit
-from cass_pipelines.core.runner import run_unit
-from cass_pipelines.core.runtime import Runtime
+from cass_pipelines.core.runner import job_unit, run_unit
 from cass_pipelines.resources import CassResource
 from cass_pipelines.store import plans
 from cass_pipelines.store.views import journal_entry
-
-
-def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, focus: str, now,
-             origin: str = "job") -> str:
-    """The unit a job runs; created once per tag, so a re-run resumes it instead of paying twice."""
-    uid = plans.unit_id(day, phase, tag)
-    if plans.get_unit(rt.store, uid) is None:
-        t = rt.registry.templates[template_id]
-        why = f"run by its job: {t.description}" if origin == "job" else f"asked for by hand: {t.description}"
-        plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, origin=origin, unit=PlannedUnit(
-            phase, t.id, t.category, t.priority, focus, why, rt.registry.template_cost(t.id)))
-    return uid
 
 
 class JournalConfig(dg.Config):

@@ -9,8 +9,7 @@ from cass_pipelines.core.runner import summarize
 from cass_pipelines.core.summaries import summary_markdown
 from cass_pipelines.partitions import split_key
 from cass_pipelines.resources import CassResource
-from cass_pipelines.store import plans
-from cass_pipelines.store.costs import partition_costs
+from cass_pipelines.store import ledger, plans
 
 
 def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -35,11 +34,14 @@ def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefiniti
     def cost_records(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
         rt = cass.runtime()
         day_s, phase = split_key(context.partition_key)
-        costs = partition_costs(rt.store, date.fromisoformat(day_s), phase)
+        day = date.fromisoformat(day_s)
+        with rt.store.session():
+            costs = ledger.totals(rt.store, day, phase=phase)
+            rows = ledger.breakdown(rt.store, day, phase)
         table = "\n".join(["| category | model | action | calls | cost | input tok | output tok |",
                            "|---|---|---|---|---|---|---|"] + [
             f"| {r['category']} | {r['model']} | {r['action_id']} | {r['calls']} | ${r['cost_usd']:.4f} | "
-            f"{r['input_tokens']} | {r['output_tokens']} |" for r in costs["breakdown"]])
+            f"{r['input_tokens']} | {r['output_tokens']} |" for r in rows])
         return dg.MaterializeResult(metadata={
             "cost_usd": usd(costs["cost_usd"]),
             "calls": int(costs["calls"]), "input_tokens": int(costs["input_tokens"]),

@@ -10,10 +10,9 @@ from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.planning import phase_skip_reason
 from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.reports import plan_view, render_plan
-from cass_pipelines.store import conversations, plans, views
+from cass_pipelines.store import conversations, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
 from cass_pipelines.store.control import paused_reason
-from cass_pipelines.store.costs import run_costs
 from cass_pipelines.store.schema import migrate
 
 
@@ -81,7 +80,7 @@ def _run_date(rt: Runtime, text: str | None) -> date:
 def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
 
-    costs = run_costs(rt.store, result.run_id)
+    costs = ledger.totals(rt.store, run_id=result.run_id)
     return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
             "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"])}
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from cass_pipelines.core.clock import Clock
 from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
+from cass_pipelines.core.plan import PlannedUnit
 from cass_pipelines.core.registry import SUMMARY_ACTION_ID, resolve_handler
 from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.core.summaries import summarize_unit
@@ -165,3 +166,15 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None) 
                                           priority="high", work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID,
                                           run_id=run_id, ignore_pause=unit["origin"] == "forced"))
     return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())
+
+
+def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, focus: str, now: datetime,
+             origin: str = "job") -> str:
+    """The unit a job runs; created once per tag, so a re-run resumes it instead of paying twice."""
+    uid = plans.unit_id(day, phase, tag)
+    if plans.get_unit(rt.store, uid) is None:
+        t = rt.registry.templates[template_id]
+        why = f"run by its job: {t.description}" if origin == "job" else f"asked for by hand: {t.description}"
+        plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, origin=origin, unit=PlannedUnit(
+            phase, t.id, t.category, t.priority, focus, why, rt.registry.template_cost(t.id)))
+    return uid

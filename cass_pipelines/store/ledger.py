@@ -52,12 +52,16 @@ _SUMS = """count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,
     coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
     coalesce(sum(cache_creation_input_tokens), 0) AS cache_creation_input_tokens,
     coalesce(sum(cache_read_input_tokens), 0) AS cache_read_input_tokens,
-    coalesce(sum(cache_creation_1h_input_tokens), 0) AS cache_creation_1h_input_tokens"""
+    coalesce(sum(cache_creation_1h_input_tokens), 0) AS cache_creation_1h_input_tokens,
+    coalesce(bool_or(offline), FALSE) AS offline"""
 _GROUPABLE = ("category", "model", "phase", "action_id")
 
 
-def _where(day: date | None) -> tuple[str, list]:
-    return ("WHERE date = ?", [day]) if day is not None else ("", [])
+def _where(day: date | None, phase: str | None = None, run_id: str | None = None) -> tuple[str, list]:
+    """A WHERE clause for the filters given (none: the whole ledger)."""
+    filters = [(c, v) for c, v in (("date", day), ("phase", phase), ("run_id", run_id)) if v is not None]
+    clause = " AND ".join(f"{c} = ?" for c, _ in filters)
+    return (f"WHERE {clause}" if clause else ""), [v for _, v in filters]
 
 
 def rows(store: Store, day: date | None = None) -> list[dict]:
@@ -70,9 +74,11 @@ def rows(store: Store, day: date | None = None) -> list[dict]:
         FROM llm_ledger {where} ORDER BY ts, request_id""", params)
 
 
-def totals(store: Store, day: date | None = None) -> dict:
-    """Calls, cost and tokens by kind of one budget day (of the whole ledger without a day)."""
-    where, params = _where(day)
+def totals(store: Store, day: date | None = None, *, phase: str | None = None,
+           run_id: str | None = None) -> dict:
+    """Calls, cost and tokens by kind of a budget day, a date|phase partition, a Dagster run, or
+    (with no filter) the whole ledger."""
+    where, params = _where(day, phase, run_id)
     return store.one(f"SELECT {_SUMS} FROM llm_ledger {where}", params) or {}
 
 
@@ -82,3 +88,11 @@ def totals_by(store: Store, day: date, column: str) -> list[dict]:
         raise ValueError(f"cannot group the ledger by {column!r}; choose one of {_GROUPABLE}")
     return store.all(f"SELECT {column}, {_SUMS} FROM llm_ledger WHERE date = ? GROUP BY {column} "
                      f"ORDER BY cost_usd DESC, {column}", [day])
+
+
+def breakdown(store: Store, day: date, phase: str) -> list[dict]:
+    """A date|phase partition's calls per (category, model, action), dearest first."""
+    return store.all("""SELECT category, model, coalesce(action_id, '') AS action_id, count(*) AS calls,
+            sum(cost_usd) AS cost_usd, sum(input_tokens + cache_creation_input_tokens + cache_read_input_tokens)
+            AS input_tokens, sum(output_tokens) AS output_tokens
+        FROM llm_ledger WHERE date = ? AND phase = ? GROUP BY ALL ORDER BY cost_usd DESC""", [day, phase])

@@ -7,7 +7,7 @@ from datetime import date
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.plans import phase_rank
 
-ARTIFACT_TABLES = ("insights", "growth_observations", "open_questions", "conversation_summaries", "journals",
+COUNTED_TABLES = ("insights", "growth_observations", "open_questions", "conversation_summaries", "journals",
                    "wiki_notes", "documents", "work_summaries")
 
 
@@ -29,4 +29,4 @@ def summaries_for_day(store: Store, day: date) -> list[dict]:
 
 def artifact_counts(store: Store) -> dict[str, int]:
     """Rows per artifact table: where a person finds what the agent made."""
-    return {t: store.scalar(f"SELECT count(*) FROM {t}") for t in ARTIFACT_TABLES}  # names are constants
+    return {t: store.scalar(f"SELECT count(*) FROM {t}") for t in COUNTED_TABLES}  # names are constants
