@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from cass_pipelines.core.clock import Clock, FixedClock, SystemClock
+from cass_pipelines.core.clock import Clock, FixedClock, clock_from_env
 from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.llm_resource import LLMResource
 from cass_pipelines.store.db import Store, open_connection
@@ -49,7 +49,7 @@ class CassResource(dg.ConfigurableResource):
         return Store(self.duckdb.database, connect_fn=lambda: open_connection(self.duckdb.database, deadline_s))
 
     def clock(self) -> Clock:
-        return FixedClock(datetime.fromisoformat(self.fixed_now)) if self.fixed_now else SystemClock()
+        return FixedClock(datetime.fromisoformat(self.fixed_now)) if self.fixed_now else clock_from_env()
 
 
 def cass_resource(db_path: str) -> CassResource:

@@ -19,8 +19,8 @@ import duckdb
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.resources import CassResource
+from cass_pipelines.store import dead_letters
 from cass_pipelines.store.budget import watch
-from cass_pipelines.store.control import dead_letters_after
 from cass_pipelines.store.conversations import idle_unsummarized
 
 SENSOR_DB_DEADLINE_S = 3.0
@@ -100,10 +100,10 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
 
 def build_dead_letter_sensor() -> dg.SensorDefinition:
     @dg.sensor(name="dead_letter_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Reports actions that failed (dead letters) since the last tick.")
+               description="Reports new dead letters (failed actions, items parked after their retries); see `cass-pipelines dlq`.")
     def dead_letter_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         after = json.loads(context.cursor) if context.cursor else None
-        rows = unless_busy(lambda: dead_letters_after(
+        rows = unless_busy(lambda: dead_letters.after(
             cass.quick_store(SENSOR_DB_DEADLINE_S), (datetime.fromisoformat(after[0]), after[1]) if after else None))
         if rows is BUSY:
             return BUSY
@@ -111,8 +111,10 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
             return dg.SkipReason("no new dead letters")
         last = rows[-1]
         context.update_cursor(json.dumps([last["created_at"].isoformat(), last["id"]]))
-        lines = [f"{r['date']} {r['phase'] or ''} unit {r['work_unit_id']} action {r['action_id']} "
-                 f"(run {(r['run_id'] or '')[:8]}): {r['error'][:200]}" for r in rows]
+        lines = [f"{r['id']} {r['date']} {r['phase'] or ''} "
+                 + (f"unit {r['work_unit_id']} action {r['action_id']} (run {(r['run_id'] or '')[:8]})"
+                    if r["kind"] == "action" else f"{r['kind']} {r['item_id']}")
+                 + f": {r['error'][:200]}" for r in rows]
         for line in lines:
             context.log.error(f"dead letter: {line}")
         return dg.SkipReason(f"{len(rows)} new dead letter(s): " + " | ".join(lines))
@@ -126,8 +128,9 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
                description=f"Runs memory_job when conversations have been idle for "
                            f"{settings.idle_threshold_minutes} min or more with unsummarised messages.")
     def idle_memory_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
-        idle_before = cass.clock().now() - timedelta(minutes=settings.idle_threshold_minutes)
-        idle = unless_busy(lambda: idle_unsummarized(cass.quick_store(SENSOR_DB_DEADLINE_S), idle_before))
+        now = cass.clock().now()
+        idle_before = now - timedelta(minutes=settings.idle_threshold_minutes)
+        idle = unless_busy(lambda: idle_unsummarized(cass.quick_store(SENSOR_DB_DEADLINE_S), idle_before, now=now))
         if idle is BUSY:
             return BUSY
         if not idle:

@@ -137,7 +137,7 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
 
 def summarize_idle_conversations(ctx: HandlerContext) -> ActionResult:
     idle_before = ctx.now - timedelta(minutes=ctx.settings.idle_threshold_minutes)
-    convs = conversations.idle_unsummarized(ctx.store, idle_before, limit=MAX_CONVERSATIONS_PER_RUN)
+    convs = conversations.idle_unsummarized(ctx.store, idle_before, now=ctx.now, limit=MAX_CONVERSATIONS_PER_RUN)
     return _summarize_all(ctx, convs, "idle conversation(s)")
 
 
