@@ -17,8 +17,9 @@ import dagster as dg
 import duckdb
 
 from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.recovery import recover
 from cass_pipelines.core.settings import Settings
-from cass_pipelines.resources import CassResource
+from cass_pipelines.resources import CassResource, fail_dead_runs, run_over
 from cass_pipelines.store import dead_letters
 from cass_pipelines.store.budget import watch
 from cass_pipelines.store.conversations import idle_unsummarized
@@ -42,13 +43,6 @@ def unless_busy(read):
         if db_busy(exc):
             return BUSY
         raise
-
-
-def run_over(instance: dg.DagsterInstance):
-    def is_over(run_id: str) -> bool:
-        run = instance.get_run_by_id(run_id)
-        return run is not None and run.is_finished
-    return is_over
 
 
 def cancel_queued_phase_runs(instance: dg.DagsterInstance, day: str, job_name: str) -> list[str]:
@@ -75,10 +69,17 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
         cursor = json.loads(context.cursor) if context.cursor else {}
         seen = set(cursor.get("alerts", [])) if cursor.get("date") == day.isoformat() else set()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
-        watched = unless_busy(lambda: watch(store, settings, day, now, run_over(context.instance), seen))
+
+        def tick():
+            with store.session():
+                recovered = recover(store, settings.home, run_over(context.instance), now)
+                return recovered, *watch(store, settings, day, now, seen)
+
+        fail_dead_runs(context.instance)
+        watched = unless_busy(tick)
         if watched is BUSY:
             return BUSY
-        status, new, released = watched
+        recovered, status, new = watched
         for kind, msg in new:
             context.log.warning(f"budget alert: {msg}")
             seen.add(kind)
@@ -89,8 +90,8 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
                  f"({status['spent_share']:.0%}), held ${status['reserved_usd']:.4f}"
                  + (", EXHAUSTED" if status["exhausted"] else "")]
         parts += [f"ALERT {msg}" for _, msg in new]
-        if released:
-            parts.append(f"released {len(released)} reservation(s) of finished runs")
+        if recovered:
+            parts.append(recovered.summary())
         if cancelled:
             parts.append(f"cancelled {len(cancelled)} queued phase run(s): {', '.join(cancelled)}")
         return dg.SkipReason("; ".join(parts))

@@ -8,6 +8,7 @@ from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.planning import phase_skip_reason
+from cass_pipelines.core.recovery import recover
 from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
@@ -121,7 +122,7 @@ def render_report(r: dict) -> str:
 
 def cmd_run_day(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_journal, run_memory, run_phase
-    from cass_pipelines.sensors import run_over
+    from cass_pipelines.resources import run_over
 
     rt = open_runtime(must_exist=True)
     clock = clock_from_env()
@@ -144,7 +145,8 @@ def cmd_run_day(args: argparse.Namespace) -> int:
             continue
         runs.append(_timed(rt, phase, lambda: run_phase(defs, instance, day, phase)))
         # What budget_sensor does in the daemon: alerts, and releasing holds of finished runs.
-        _, new, _ = watch(rt.store, rt.settings, day, clock.now(), run_over(instance), alerts_seen)
+        recover(rt.store, rt.settings.home, run_over(instance), clock.now())
+        _, new = watch(rt.store, rt.settings, day, clock.now(), alerts_seen)
         alerts_seen.update(kind for kind, _ in new)
     if "night" in phases and not args.no_journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))

@@ -32,9 +32,11 @@ class Recovery:
         return bool(self.settled or self.released or self.interrupted or self.claims_released)
 
     def summary(self) -> str:
-        return (f"recovered: {len(self.settled)} paid answer(s) settled from the write-ahead log, "
-                f"{len(self.released)} hold(s) released, {len(self.interrupted)} interrupted action(s) "
-                f"reset, {len(self.claims_released)} dead claim(s) released")
+        parts = [(self.settled, "settled {} paid answer(s) from the write-ahead log"),
+                 (self.released, "released {} reservation(s) of finished runs or dead processes"),
+                 (self.interrupted, "reset {} interrupted action(s)"),
+                 (self.claims_released, "released {} dead claim(s)")]
+        return "recovered: " + ", ".join(text.format(len(items)) for items, text in parts if items)
 
 
 def replay_paid(store: Store, home: Path, now: datetime) -> list[str]:

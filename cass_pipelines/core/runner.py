@@ -24,16 +24,11 @@ from cass_pipelines.core.summaries import summarize_unit
 from cass_pipelines.llm.base import redact
 from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.store import dead_letters, plans
-from cass_pipelines.store.claims import Owner
+from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason
 
 DONE = ("completed",)
 UNIT_CLOSED = ("failed", "deferred", "skipped", "cancelled", "completed")
-
-
-def never_over(run_id: str) -> bool:
-    """Without a Dagster instance to ask, a run counts as live while its process is."""
-    return False
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,9 @@ def metered(rt: Runtime, clock: Clock, ctx: "MeterContext") -> "MeteredClient":
 
 def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None = None,
                step_key: str | None = None, log=lambda msg: None,
-               is_run_over: Callable[[str], bool] = never_over) -> StepOutcome:
+               is_run_over: Callable[[str], bool] = never_over, budget_day: date | None = None) -> StepOutcome:
+    """Run action `position` of the unit. Its calls are charged to the unit's date unless `budget_day`
+    names the budget day it runs on (a job catching up on earlier work)."""
 
     with rt.store.session():  # bookkeeping before the handler: one connection, no LLM call inside
         unit = plans.get_unit(rt.store, unit_id)
@@ -102,7 +99,7 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
 
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
     meter = metered(rt, clock, MeterContext(
-        date=day, phase=unit["phase"], category=action.category, priority=action.priority,
+        date=budget_day or day, phase=unit["phase"], category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced))
     previous = [ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                 if p < position and runs[p]["result"]]
@@ -154,14 +151,16 @@ def next_position(rt: Runtime, unit: dict) -> int | None:
 
 
 def run_unit(rt: Runtime, unit_id: str, clock: Clock, *, run_id: str | None = None,
-             log=lambda msg: None, is_run_over: Callable[[str], bool] = never_over) -> list[StepOutcome]:
+             log=lambda msg: None, is_run_over: Callable[[str], bool] = never_over,
+             budget_day: date | None = None) -> list[StepOutcome]:
     """All remaining actions of one unit in order, in this process (journal, memory jobs)."""
     with rt.store.session():
         unit = plans.get_unit(rt.store, unit_id)
         position = next_position(rt, unit) if unit else None
     outcomes: list[StepOutcome] = []
     while position is not None:
-        outcome = run_action(rt, unit_id, position, clock, run_id=run_id, log=log, is_run_over=is_run_over)
+        outcome = run_action(rt, unit_id, position, clock, run_id=run_id, log=log, is_run_over=is_run_over,
+                             budget_day=budget_day)
         outcomes.append(outcome)
         if outcome.unit_done:
             break
@@ -187,9 +186,14 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None) 
 
 def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, focus: str, now: datetime,
              origin: str = "job") -> str:
-    """The unit a job runs; created once per tag, so a re-run resumes it instead of paying twice."""
+    """The unit a job runs; created once per tag, so a re-run resumes it instead of paying twice.
+    A job unit deferred earlier (budget, pause) is taken up again: jobs retry their own work (phases
+    never re-offer it)."""
     uid = plans.unit_id(day, phase, tag)
-    if plans.get_unit(rt.store, uid) is None:
+    unit = plans.get_unit(rt.store, uid)
+    if unit is not None and unit["status"] == "deferred":
+        plans.reopen_units(rt.store, [uid])
+    if unit is None:
         t = rt.registry.templates[template_id]
         why = f"run by its job: {t.description}" if origin == "job" else f"asked for by hand: {t.description}"
         plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, origin=origin, unit=PlannedUnit(

@@ -112,18 +112,17 @@ def budget_status(store: Store, settings: Settings, day: date) -> dict:
     return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts}
 
 
-def watch(store: Store, settings: Settings, day: date, now: datetime, is_run_over: Callable[[str], bool],
-          seen: set[str] | frozenset[str] = frozenset()) -> tuple[dict, list[tuple[str, str]], list[str]]:
-    """What budget_sensor does each tick, in one store session: release holds of finished runs,
-    read the day's status, record each alert that is due and not in `seen` (once per date and kind).
-    Returns (status, new alerts as (kind, message), released reservation ids)."""
+def watch(store: Store, settings: Settings, day: date, now: datetime,
+          seen: set[str] | frozenset[str] = frozenset()) -> tuple[dict, list[tuple[str, str]]]:
+    """What budget_sensor does each tick after recovery, in one store session: read the day's
+    status and record each alert that is due and not in `seen` (once per date and kind).
+    Returns (status, new alerts as (kind, message))."""
     with store.session():
-        released = release_stale(store, is_run_over, now)
         status = budget_status(store, settings, day)
         new = [(kind, msg) for kind, msg in rules.due_alerts(status, settings) if kind not in seen]
         for kind, msg in new:
             record_alert(store, day, kind, msg, now)
-    return status, new, released
+    return status, new
 
 
 def ledger_action_averages(store: Store, window: int = CALIBRATION_WINDOW) -> dict[str, ActionCost]:

@@ -65,6 +65,11 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def never_over(run_id: str) -> bool:
+    """Without a Dagster instance to ask, a run counts as live while its process is."""
+    return False
+
+
 def owner_dead(owner: Owner, is_run_over: Callable[[str], bool]) -> bool:
     """An owner is dead when its Dagster run is over or its process (on this host) is gone."""
     if owner.run_id and is_run_over(owner.run_id):

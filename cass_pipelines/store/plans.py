@@ -47,6 +47,7 @@ def save_day_plan(store: Store, *, day: date, revision: int, source: str, intent
     partition must not both plan (the second one uses the stored plan)."""
     plan_json = {p: [u.__dict__ for u in units if u.phase == p] for p in phases}
     with store.transaction() as conn:
+        claims.end(conn, claims.plan_key(day, revision), ClaimState.DONE, now)
         latest = conn.execute("SELECT coalesce(max(revision), 0) FROM day_plans WHERE date = ?", [day]).fetchone()[0]
         if latest != revision - 1:
             return False
@@ -78,9 +79,14 @@ def phase_opening(store: Store, day: date, phase: str) -> dict | None:
 
 
 def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool,
-               deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime) -> None:
-    """Record that a phase began: defer what cannot run now, add re-offered deferred work."""
+               deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime) -> bool:
+    """Record that a phase began: defer what cannot run now, add re-offered deferred work. False, and
+    nothing written, when another run already opened the phase for this plan revision."""
     with store.transaction() as conn:
+        opened = conn.execute("SELECT plan_revision FROM phase_openings WHERE date = ? AND phase = ?",
+                              [day, phase]).fetchone()
+        if opened is not None and opened[0] == revision:
+            return False
         for uid, reason in deferrals:
             conn.execute("UPDATE work_units SET status = 'deferred', reason = ? WHERE id = ? AND status = 'planned'",
                          [reason, uid])
@@ -99,9 +105,10 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
                                 started_at, finished_at
                             FROM action_runs WHERE work_unit_id = ? AND status = 'completed'""",
                          [new_id, old["id"]])
-        conn.execute("INSERT INTO phase_openings VALUES (?, ?, ?, ?, ?) ON CONFLICT (date, phase) DO UPDATE SET "
-                     "plan_revision = excluded.plan_revision, idle = excluded.idle, opened_at = excluded.opened_at",
-                     [day, phase, revision, idle, now])
+        conn.execute("INSERT INTO phase_openings (date, phase, plan_revision, idle, opened_at) VALUES (?, ?, ?, ?, ?) "
+                     "ON CONFLICT (date, phase) DO UPDATE SET plan_revision = excluded.plan_revision, "
+                     "idle = excluded.idle, opened_at = excluded.opened_at", [day, phase, revision, idle, now])
+    return True
 
 
 def add_manual_unit(store: Store, *, day: date, phase: str, tag: str, unit: Any, now: datetime,
@@ -134,7 +141,7 @@ def get_unit(store: Store, uid: str) -> dict | None:
 def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
     """Deferred units not yet re-offered, from `since` up to (not including) the given phase."""
     return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE status = 'deferred' AND reoffered_as IS NULL
-        AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
+        AND origin <> 'job' AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
         ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
 
 
@@ -248,6 +255,18 @@ def recent_summaries(store: Store, limit: int) -> list[dict]:
 def latest_journal(store: Store, before: date) -> dict | None:
     return store.one("SELECT date, tone, text FROM journals WHERE kind = 'daily' AND date < ? "
                      "ORDER BY date DESC LIMIT 1", [before])
+
+
+def pending_job_unit(store: Store, template_id: str) -> dict | None:
+    """The newest unit of a job's template still waiting to run (planned or deferred), if any."""
+    return store.one(f"""SELECT {_UNIT_COLS} FROM work_units WHERE origin = 'job' AND template_id = ?
+        AND status IN ('planned', 'deferred') ORDER BY created_at DESC, id DESC LIMIT 1""", [template_id])
+
+
+def deferred_job_dates(store: Store, template_id: str, since: date) -> list[date]:
+    """Dates from `since` on whose job unit of `template_id` is deferred (journals waiting for money)."""
+    return [r["date"] for r in store.all("""SELECT DISTINCT date FROM work_units WHERE origin = 'job'
+        AND template_id = ? AND status = 'deferred' AND date >= ? ORDER BY date""", [template_id, since])]
 
 
 def units_for_run(store: Store, run_id: str) -> list[dict]:
