@@ -117,10 +117,10 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     pending = memory.unsummarized(ctx.store, [c["id"] for c in convs])
     stored: dict[str, tuple[memory.NewSummary, str, str | None]] = {}
     failed: dict[str, str] = {}
-    refused: BudgetRefused | None = None
+    stop: Exception | None = None    # a budget refusal or a provider outage: no new calls
 
     def one(conv: dict) -> None:
-        if refused is not None:
+        if stop is not None:
             return
         made = summarize(ctx, calls, conv, *pending[conv["id"]])
         if made is None:
@@ -139,9 +139,12 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
             try:
                 future.result()
             except BudgetRefused as exc:
-                refused = refused or exc
+                stop = stop or exc
             except (LLMError, ValueError) as exc:
-                failed[conv["id"]] = _failed(ctx, conv["id"], exc)
+                if _provider_wide(exc):   # not this conversation's fault: not counted against it
+                    stop = stop or exc
+                else:
+                    failed[conv["id"]] = _failed(ctx, conv["id"], exc)
     made: list[Artifact] = []
     titles: list[dict] = []
     for conv in convs:   # results in the conversations' order, whatever order the calls finished in
@@ -154,8 +157,8 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
                              title=f"{conv.get('title') or title or conv['id']} ({summary.message_count} messages)"))
         if not conv.get("title") and title:
             titles.append({"conversation_id": conv["id"], "title": title})
-    if refused is not None:
-        raise refused
+    if stop is not None:
+        raise stop
     box = Outbox(ctx, calls)
     box.deliver("titles", titles, writeback.titles)
     message = (f"summarised {len(made)} {scope} in {calls.count} call(s); {box.summary()}" if made
@@ -165,6 +168,12 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
             f"{cid}: {why}" for cid, why in sorted(failed.items()))[:600]
     return calls.result(success=True, message=message, artifacts=made + box.artifacts,
                         data={**box.data, "summaries": [a.id for a in made], "failed": sorted(failed)})
+
+
+def _provider_wide(exc: Exception) -> bool:
+    """A retryable error without an answer (outage, rate limit, timeout) concerns every conversation;
+    an answer that was unusable for this one (refusal, invalid output, an empty summary) is its own."""
+    return isinstance(exc, LLMError) and exc.retryable and exc.billed is None
 
 
 def _failed(ctx: HandlerContext, conversation_id: str, exc: Exception) -> str:
