@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 from datetime import date, datetime, time, timedelta, timezone
 
+from cass_pipelines.core.plan import PlannedUnit
+from cass_pipelines.store import plans
+
 TODAY = date.fromisoformat(os.environ.get("CASS_TEST_TODAY", "2026-11-27"))
 NOW = datetime.combine(TODAY, time(8), tzinfo=timezone.utc)
 SAMPLE_DAY = TODAY - timedelta(days=7)     # a day in the middle of the sample conversations
@@ -15,3 +18,11 @@ YESTERDAY = TODAY - timedelta(days=1)
 
 def days_before(n: int) -> date:
     return TODAY - timedelta(days=n)
+
+
+def seed_plan(rt, day, phase, template_ids):
+    """A stored day plan with known units, so a test does not depend on what the agent chose."""
+    units = [PlannedUnit(phase, t, rt.registry.templates[t].category, rt.registry.templates[t].priority,
+                         "a focus", "a reason", rt.registry.template_cost(t)) for t in template_ids]
+    plans.save_day_plan(rt.store, day=day, revision=1, source="llm", intention="test", from_phase=phase,
+                        phases=[phase], units=units, dropped=[], offline=True, now=NOW)

@@ -28,6 +28,7 @@ from cass_pipelines.store import conversations, dead_letters, failures, memory
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
 FAILURE_KIND = "conversation"
+TITLE_FAILURE_KIND = "conversation_title"
 MAX_ATTEMPTS = 3                  # a conversation whose summary fails this often is parked (dead letter)
 CHARS_PER_TOKEN = 4               # a conservative estimate for English text
 
@@ -176,11 +177,12 @@ def _provider_wide(exc: Exception) -> bool:
     return isinstance(exc, LLMError) and exc.retryable and exc.billed is None
 
 
-def _failed(ctx: HandlerContext, conversation_id: str, exc: Exception) -> str:
-    """Count a conversation's failure; park it (a dead letter) once it has failed MAX_ATTEMPTS times."""
+def _failed(ctx: HandlerContext, conversation_id: str, exc: Exception, kind: str = FAILURE_KIND) -> str:
+    """Count a conversation's failure; park it (a dead letter) once it has failed MAX_ATTEMPTS times.
+    A title that keeps failing is parked without a dead letter: the conversation simply stays untitled."""
     error = redact(f"{type(exc).__name__}: {exc}")[:500]
-    failure = failures.record(ctx.store, FAILURE_KIND, conversation_id, error, ctx.now, MAX_ATTEMPTS)
-    if failure.parked:
+    failure = failures.record(ctx.store, kind, conversation_id, error, ctx.now, MAX_ATTEMPTS)
+    if failure.parked and kind == FAILURE_KIND:
         dead_letters.add(ctx.store, dl_id=f"conversation_{conversation_id}_{failure.attempts}",
                          kind=dead_letters.DeadLetterKind.CONVERSATION, item_id=conversation_id, day=ctx.date,
                          phase=ctx.phase, work_unit_id=ctx.work_unit_id, action_id=ctx.action.id,
@@ -220,12 +222,21 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
     artifacts = writeback.titles(ctx, proposed, offline)
     calls = ModelCalls.for_action(ctx)
     named = []
-    for conv in memory.untitled(ctx.store, MAX_TITLE_CALLS_PER_RUN):
-        title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
+    skipped = []
+    for conv in memory.untitled(ctx.store, MAX_TITLE_CALLS_PER_RUN, ctx.now):
+        try:
+            title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
+        except (LLMError, ValueError) as exc:
+            if _provider_wide(exc):
+                raise
+            skipped.append(_failed(ctx, conv["id"], exc, TITLE_FAILURE_KIND))
+            continue
+        failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
         if title:
             named.append({"conversation_id": conv["id"], "title": title[:80]})
     artifacts += writeback.titles(ctx, named, calls.offline)
     return calls.result(success=True, offline=offline,
                         message=f"titled {len(artifacts)} conversation(s) ({len(proposed)} proposed by an earlier "
-                                f"step, {calls.count} model call(s))",
+                                f"step, {calls.count} model call(s))"
+                                + (f"; {len(skipped)} failed: " + "; ".join(skipped)[:400] if skipped else ""),
                         artifacts=artifacts, data={"wrote": ["titles"]})
