@@ -23,7 +23,8 @@ from cass_pipelines.core.handlers.handoff import Outbox, take
 from cass_pipelines.core.handlers.quoting import NOTICE, quote
 from cass_pipelines.llm.base import LLMError, redact
 from cass_pipelines.llm.metered import BudgetRefused
-from cass_pipelines.store import conversations, dead_letters, failures, memory
+from cass_pipelines.store import claims, conversations, dead_letters, failures, memory
+from cass_pipelines.store.claims import ClaimState, Owner, never_over
 
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
@@ -120,15 +121,24 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     failed: dict[str, str] = {}
     stop: Exception | None = None    # a budget refusal or a provider outage: no new calls
 
+    me = Owner.here(f"unit:{ctx.work_unit_id}")
+
     def one(conv: dict) -> None:
-        if stop is not None:
+        if stop is not None or not pending[conv["id"]][0]:
             return
-        made = summarize(ctx, calls, conv, *pending[conv["id"]])
-        if made is None:
+        # Claimed per conversation and watermark: a concurrent memory run does not pay for it too.
+        key = f"memory:{conv['id']}:{conv['summarized_through_id'] or ''}"
+        if not claims.claim(ctx.store, key, me, never_over, ctx.now).ours:
             return
-        summary, title = made
-        sid = memory.save_summaries(ctx.store, [summary], work_unit_id=ctx.work_unit_id, offline=calls.offline,
-                                    now=ctx.now)[0]
+        done = False
+        try:
+            summary, title = summarize(ctx, calls, conv, *pending[conv["id"]])
+            sid = memory.save_summaries(ctx.store, [summary], work_unit_id=ctx.work_unit_id, offline=calls.offline,
+                                        now=ctx.now)[0]
+            done = True
+        finally:
+            with ctx.store.transaction() as conn:
+                claims.end(conn, key, ClaimState.DONE if done else ClaimState.RELEASED, ctx.now)
         failures.clear(ctx.store, FAILURE_KIND, conv["id"])
         stored[conv["id"]] = (summary, title, sid)
         failpoint("memory_saved")
