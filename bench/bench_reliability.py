@@ -23,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
+from datetime import time as dtime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +49,8 @@ def home(server: FakeAnthropic, now: datetime, concurrency: int | None = None) -
     env.pop("CASS_FAILPOINT", None)
     run(env, "init", "--sample")
     if concurrency:
-        with open(base / "cass" / "cass.toml", "a", encoding="utf-8") as config:
-            config.write(f"\nllm_concurrency = {concurrency}\n")
+        config = base / "cass" / "cass.toml"   # top-level key: before the file's first [table]
+        config.write_text(f"llm_concurrency = {concurrency}\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
     return env
 
 

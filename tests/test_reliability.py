@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from support import NOW, SAMPLE_DAY, invariant_violations, seed_plan
@@ -96,8 +97,8 @@ def test_a_run_killed_mid_memory_keeps_what_it_summarised(api_home):
     env, server = api_home
     # One call in flight: with more, an answer the server sent but the killed process never read is
     # billed and cannot be in any client's ledger (its hold is released at recovery).
-    with open(os.path.join(env["CASS_HOME"], "cass.toml"), "a", encoding="utf-8") as config:
-        config.write("\nllm_concurrency = 1\n")
+    config = Path(env["CASS_HOME"]) / "cass.toml"
+    config.write_text("llm_concurrency = 1\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
     killed = cli(env, "run-day", "--date", DAY, "--phases", "morning", "--no-journal", failpoint="memory_saved:10")
     assert killed.returncode == KILLED, killed.stderr[-1500:]
     rt = open_runtime()
