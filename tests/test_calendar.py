@@ -28,12 +28,11 @@ def run_morning(tmp_path, monkeypatch, capsys, shift: timedelta) -> dict:
     report = json.loads(capsys.readouterr().out)
     rt = open_runtime()
     units = [(u["template_id"], u["status"], u["focus"]) for us in report["plan"]["phases"].values() for u in us]
-    ledger = rt.store.one("SELECT count(*) AS calls, sum(input_tokens) AS inp, sum(output_tokens) AS out, "
-                          "round(sum(cost_usd), 9) AS cost FROM llm_ledger")
-    texts = sorted(r["narrative"] for r in rt.store.all("SELECT narrative FROM work_summaries"))
+    # What ran and what it called; not the wording of later answers, which quote rows whose ids are random.
+    calls = rt.store.all("SELECT action_id, count(*) AS n FROM llm_ledger GROUP BY ALL ORDER BY ALL")
     result = {"source": report["plan"]["source"], "intention": report["plan"]["day_intention"], "units": units,
-              "ledger": ledger, "summaries": rt.store.scalar("SELECT count(*) FROM conversation_summaries"),
-              "narratives": texts}
+              "calls": calls, "summaries": rt.store.scalar("SELECT count(*) FROM conversation_summaries"),
+              "work_summaries": rt.store.scalar("SELECT count(*) FROM work_summaries")}
     return json.loads(DATES.sub("<date>", json.dumps(result, default=str)))   # the dates themselves differ
 
 

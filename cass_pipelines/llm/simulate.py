@@ -47,10 +47,11 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-# Dates, times and date-stamped ids in a prompt do not pick the answer: the same day's work gives the
-# same offline output whatever the calendar date (a backfill, a test run on another day).
+# Dates, clock times, weekday names and time-stamped ids in a prompt do not pick the answer: the same
+# day's work gives the same offline output whatever the calendar date and however long the run took.
 _CALENDAR = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[+-]\d{2}:?\d{2}|Z)?)?"
-                       r"|\b\d{8}(?=_)|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b")
+                       r"|\b\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\b|\d{6,}"
+                       r"|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b")
 
 
 def seeded(*parts: Any) -> random.Random:
