@@ -177,7 +177,9 @@ def test_negative_cost(tmp_path, data):
 @pytest.mark.parametrize("handler, why", [
     ("cass_pipelines.core.handlers.no_such_module:run", "No module named"),
     ("cass_pipelines.core.handlers.sessions:no_such_function", "no_such_function"),
-    ("cass_pipelines.core.registry:DEFAULT_REGISTRY_FILE", "not callable"),
+    ("cass_pipelines.core.handlers.base:ARTIFACT_TABLES", "not callable"),
+    ("sys:exit", "outside the handler modules"),
+    ("cass_pipelines.core.registry:resolve_handler", "outside the handler modules"),
     ("no_colon_here", "import path"),
 ])
 def test_handler_that_does_not_import(tmp_path, data, handler, why):

@@ -50,6 +50,6 @@ def open_runtime(env: Mapping[str, str] | None = None, store: Store | None = Non
     settings = load_settings(env)
     if must_exist and store is None:
         require_initialised(settings)
-    registry = load_registry(settings.actions_file)
+    registry = load_registry(settings.actions_file, settings.handler_modules)
     return Runtime(settings=settings, registry=registry, store=store or Store(settings.db_path),
                    llm_mode=resolve_mode(settings, env))
