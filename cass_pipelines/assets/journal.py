@@ -29,7 +29,7 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         day = date.fromisoformat(context.partition_key)
         tag = "journal" if not config.rewrite else f"journal_{clock.now():%H%M%S}"
         uid = job_unit(rt, day, "night", "daily_journal", tag, f"the day {day}", clock.now())
-        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning)
+        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug)
         unit = plans.get_unit(rt.store, uid)
         if unit["status"] == "failed":
             raise dg.Failure(f"journal for {day} failed: {unit['error']}")
@@ -53,7 +53,7 @@ def build_conversation_summaries() -> dg.AssetsDefinition:
         now = clock.now()
         day, phase = phase_at(now, rt.settings)
         uid = job_unit(rt, day, phase, "conversation_catchup", f"mem{now:%H%M%S%f}", "idle conversations", now)
-        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning)
+        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug)
         unit = plans.get_unit(rt.store, uid)
         if unit["status"] == "failed":
             raise dg.Failure(f"memory summarisation failed: {unit['error']}")

@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 from cass_pipelines.core.errors import shown
 
-
 EXIT_FAILED = 1    # a run or the machine failed: the database, the disk, an action
 EXIT_USAGE = 2     # a bad argument, setting, registry or input file: fix the input and retry
 EXIT_REFUSED = 3   # refused while paused (`trigger` without --force, `run-phase`)

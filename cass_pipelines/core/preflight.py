@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
+import duckdb
+
 from cass_pipelines.core.settings import Settings, SettingsError
 from cass_pipelines.llm.factory import resolve_mode
 from cass_pipelines.llm.pricing import load_pricing
@@ -50,4 +52,6 @@ def run_problems(settings: Settings, env: Mapping[str, str] | None = None) -> li
             check_version(Store(settings.db_path))
         except SchemaTooNewError as exc:
             problems.append(str(exc))
+        except duckdb.Error as exc:   # e.g. a read-only file system, a file that is not DuckDB
+            problems.append(f"{settings.db_path}: cannot open the database: {' '.join(str(exc).split())}")
     return problems
