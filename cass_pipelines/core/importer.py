@@ -195,8 +195,8 @@ def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
         if not line:
             return
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            yield None   # first, so a reader of an endless device can stop here
             while line and not line.endswith(b"\n"):
                 line = handle.readline(MAX_LINE_BYTES)
-            yield None
             continue
         yield line

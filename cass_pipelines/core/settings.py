@@ -142,7 +142,7 @@ class Settings(BaseModel):
                 budget = float(data.get("daily_budget_usd", 5.0))
             except (TypeError, ValueError):
                 budget = 0.0
-            if budget > 0:  # an invalid budget reports its own error, not a derived one
+            if 0 < budget <= MAX_DAILY_BUDGET_USD:  # an invalid budget reports its own error, not a derived one
                 data = {**data, "reserve_usd": round(budget * RESERVE_SHARE, 6)}
         return data
 
