@@ -140,6 +140,8 @@ CASES = [
          lambda e: e.registry(template("action_sequence", ["wiki.vanished"]))),
     Case("action id of 120 KB", ["catalog"], 2, [REG, "field 'id'", "(120002 chars)"],
          lambda e: e.registry(action("id", HUGE))),
+    Case("template of 1,000 actions", ["catalog"], 2, [REG, "field 'action_sequence'", "at most 12"],
+         lambda e: e.registry(template("action_sequence", ["session.reflection"] * 1000))),
     Case("registry top level a list", ["catalog"], 2, [REG, "top level must be an object"],
          lambda e: e.registry(text="[]")),
     Case("registry empty file", ["catalog"], 2, [REG, "line 1 column 1: invalid JSON"],
@@ -230,6 +232,11 @@ CASES = [
          lambda e: ((e.tmp / "dagfile").write_text("x"), e.mp.setenv("DAGSTER_HOME", str(e.tmp / "dagfile")))),
     Case("DAGSTER_HOME is a file: run", ["run-day"], 2, ["DAGSTER_HOME", "is not a directory"],
          lambda e: ((e.tmp / "dagfile").write_text("x"), e.mp.setenv("DAGSTER_HOME", str(e.tmp / "dagfile")))),
+    Case("ANTHROPIC_API_KEY with a newline", ["validate"], 2, ["ANTHROPIC_API_KEY", "value not shown"],
+         lambda e: (e.mp.setenv("CASS_LLM", "anthropic"), e.mp.setenv("ANTHROPIC_API_KEY", "sk-ant-secret\n"))),
+    Case("ANTHROPIC_BASE_URL not a URL", ["run-phase", "morning"], 2, ["ANTHROPIC_BASE_URL", "'localhost:9'"],
+         lambda e: (e.mp.setenv("CASS_LLM", "anthropic"), e.mp.setenv("ANTHROPIC_API_KEY", "sk-ant-x"),
+                    e.mp.setenv("ANTHROPIC_BASE_URL", "localhost:9"))),
     Case("DAGSTER_HOME relative", ["validate"], 2, ["DAGSTER_HOME", "'dagster'", "absolute"],
          lambda e: e.mp.setenv("DAGSTER_HOME", "dagster")),
 
@@ -245,6 +252,10 @@ CASES = [
     Case("--phases unknown", ["run-day", "--phases", "morning,lunch"], 2, ["--phases", "'lunch'"]),
     Case("--date before start_date", ["run-phase", "morning", "--date", "2025-12-31"], 2,
          ["--date 2025-12-31", "no such partition"]),
+    Case("--phases of 120 KB", ["run-day", "--phases", HUGE], 2, ["--phases", "chars)"]),
+    Case("init --persona /dev/zero", ["init", "--persona", "/dev/zero"], 2, ["/dev/zero: not a regular file"]),
+    Case("init --persona nested deep", ["init", "--persona", "{tmp}/p.json"], 2, ["{tmp}/p.json", "nested too deeply"],
+         lambda e: (e.tmp / "p.json").write_text("[" * DEEP + "]" * DEEP)),
     Case("pause unknown category", ["pause", "--category", "fun"], 2, ["argument --category", "'fun'"]),
 
     # --- import-conversations -------------------------------------------------------------------------
@@ -281,13 +292,17 @@ CASES = [
          lambda e: e.lines("[" * DEEP + "]" * DEEP)),
     Case("import a line that is not UTF-8", ["import-conversations", IN], 2, [IN, "1: not UTF-8"],
          lambda e: e.lines(b'{"conversation_id": "\xff"}')),
+    Case("import a title of 120 KB", ["import-conversations", IN], 2, [IN, "1: field 'title'", "at most 500"],
+         lambda e: e.lines(message(title=HUGE))),
     Case("import content NaN", ["import-conversations", IN], 2, [IN, "1: field 'content'"],
          lambda e: e.lines('{"conversation_id": "c", "message_id": "m", "role": "user", "content": NaN, '
                            '"created_at": "2026-11-17T09:20:00Z"}')),
 
     # --- the database -----------------------------------------------------------------------------------
+    Case("database is a directory", ["budget"], 2, ["{home}/cass.duckdb: not a database file"],
+         lambda e: ((e.home / "cass.duckdb").unlink(), (e.home / "cass.duckdb").mkdir())),
     Case("database of a future schema: plan", ["plan"], 2,
-         ["{home}/cass.duckdb", f"schema version 999 is newer", f"(version {LATEST_VERSION})"],
+         ["{home}/cass.duckdb", "schema version 999 is newer", f"(version {LATEST_VERSION})"],
          lambda e: future_schema(e)),
     Case("database of a future schema: run", ["run-phase", "morning"], 2, ["schema version 999"],
          lambda e: future_schema(e)),

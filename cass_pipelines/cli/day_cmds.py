@@ -137,7 +137,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
     phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
-        raise CliError(f"--phases: unknown phase(s) {unknown}; choose from {', '.join(PHASES)}")
+        raise CliError(f"--phases: unknown phase(s) {shown(unknown)}; choose from {', '.join(PHASES)}")
     instance, defs = _setup(rt)
     runs = []
     idle_before = clock.now() - timedelta(minutes=rt.settings.idle_threshold_minutes)

@@ -10,6 +10,7 @@ from typing import Mapping
 
 import duckdb
 
+from cass_pipelines.core.errors import shown
 from cass_pipelines.core.settings import Settings, SettingsError
 from cass_pipelines.llm.factory import resolve_mode
 from cass_pipelines.llm.pricing import load_pricing
@@ -39,10 +40,17 @@ def run_problems(settings: Settings, env: Mapping[str, str] | None = None) -> li
         # check_settings says "models.fast: model 'x' has no price ..."; name the file the tier is set in.
         problems += [f"{settings.config_file}: field '{tier}':{why}"
                      for tier, why in (e.split(":", 1) for e in exc.errors)]
-    if resolve_mode(settings, env) == "anthropic" and not env.get("ANTHROPIC_API_KEY"):
-        source = "CASS_LLM" if env.get("CASS_LLM") else f"{settings.config_file}: field 'llm_mode'"
-        problems.append(f"{source}: mode 'anthropic' needs ANTHROPIC_API_KEY in the environment, which is not set; "
-                        "set it, or use 'offline' (or 'auto': the API only when a key is set)")
+    key, base_url = env.get("ANTHROPIC_API_KEY", ""), env.get("ANTHROPIC_BASE_URL", "")
+    if resolve_mode(settings, env) == "anthropic":
+        if not key:
+            source = "CASS_LLM" if env.get("CASS_LLM") else f"{settings.config_file}: field 'llm_mode'"
+            problems.append(f"{source}: mode 'anthropic' needs ANTHROPIC_API_KEY in the environment, which is not "
+                            "set; set it, or use 'offline' (or 'auto': the API only when a key is set)")
+        elif any(c.isspace() or not c.isprintable() for c in key):   # never shown: it is a secret
+            problems.append("ANTHROPIC_API_KEY: contains whitespace or control characters (value not shown); "
+                            "copy the key again without them")
+        if base_url and not base_url.startswith(("http://", "https://")):
+            problems.append(f"ANTHROPIC_BASE_URL: expected an http:// or https:// URL, got {shown(base_url)}")
     dagster = Path(env["DAGSTER_HOME"]) if env.get("DAGSTER_HOME") else settings.home / "dagster"
     problems += [p for p in (writable_problem("CASS_HOME", settings.home),
                              writable_problem("DAGSTER_HOME" if env.get("DAGSTER_HOME") else "CASS_HOME/dagster",

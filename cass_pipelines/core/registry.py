@@ -29,6 +29,7 @@ HANDLER_PACKAGE = "cass_pipelines.core.handlers"
 MAX_ACTION_COST_USD = 100.0
 MAX_OUTPUT_TOKENS = 128_000
 MAX_DURATION_MINUTES = 24 * 60
+MAX_SEQUENCE_LENGTH = 12   # actions per template: each is a wave of Dagster steps
 MAX_REGISTRY_BYTES = 16 * 1024 * 1024
 
 
@@ -82,7 +83,7 @@ class TemplateDef(BaseModel):
     name: str = Field(min_length=1)
     description: str = Field(min_length=1)
     category: Category
-    action_sequence: tuple[str, ...] = Field(min_length=1)
+    action_sequence: tuple[str, ...] = Field(min_length=1, max_length=MAX_SEQUENCE_LENGTH)
     # Phase -> preference weight in (0, 1]; a phase not listed is not allowed for the template.
     preferred_phases: dict[str, float] = Field(min_length=1)
     priority: Priority = Priority.NORMAL

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 from cass_pipelines.core.registry import Registry, load_registry
-from cass_pipelines.core.settings import Settings, load_settings
+from cass_pipelines.core.settings import Settings, SettingsError, load_settings
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.factory import make_client, resolve_mode
 from cass_pipelines.llm.pricing import Pricing, load_pricing
@@ -40,6 +40,9 @@ class NotInitialisedError(RuntimeError):
 
 def require_initialised(settings: Settings) -> None:
     """The one check that CASS_HOME was initialised. It creates nothing (opening DuckDB would)."""
+    if settings.db_path.exists() and not settings.db_path.is_file():
+        raise SettingsError([f"CASS_HOME: {settings.db_path}: not a database file (a directory or device); "
+                             "move it away, or point CASS_HOME elsewhere"])
     if not settings.db_path.is_file():
         raise NotInitialisedError(settings.db_path)
 
