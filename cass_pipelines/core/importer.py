@@ -43,6 +43,8 @@ class MessageLine(BaseModel):
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError(f"must not be blank (got {shown(v)})")
+        if not v.isprintable():   # an id is shown in reports and used in keys: no NUL, newline or tab
+            raise ValueError(f"must not contain control characters (got {shown(v)})")
         return v
 
     @field_validator("created_at", mode="before")
