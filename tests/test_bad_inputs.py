@@ -19,8 +19,10 @@ from typing import Callable
 
 import duckdb
 import pytest
+from support import NOW
 
 from cass_pipelines.cli.main import main
+from cass_pipelines.core.clock import NOW_ENV
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE
 from cass_pipelines.store import db
 from cass_pipelines.store.schema import LATEST_VERSION
@@ -340,7 +342,8 @@ def snapshot(home: Path) -> dict:
 @pytest.fixture(scope="module")
 def initialised_home(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("template")
-    env = {"CASS_HOME": str(root / "cass"), "CASS_LLM": "offline", "DAGSTER_HOME": str(root / "dagster")}
+    env = {"CASS_HOME": str(root / "cass"), "CASS_LLM": "offline", "DAGSTER_HOME": str(root / "dagster"),
+           NOW_ENV: NOW.isoformat()}
     with pytest.MonkeyPatch.context() as mp:
         for var in ("ANTHROPIC_API_KEY", "CASS_TIMEZONE", "CASS_DAILY_BUDGET_USD", "CASS_ACTIONS_FILE"):
             mp.delenv(var, raising=False)
