@@ -50,6 +50,12 @@ class Env:
         kept = [line for line in lines if line.split("=", 1)[0].strip() != key]
         self.toml.write_text("\n".join([text, *kept]) + "\n", encoding="utf-8")
 
+    def replace(self, old: str, new: str) -> None:
+        """Change one line of the initialised cass.toml (a table's entry)."""
+        text = self.toml.read_text(encoding="utf-8")
+        assert old in text
+        self.toml.write_text(text.replace(old, new), encoding="utf-8")
+
     def registry(self, change: Callable[[dict], object] | None = None, text: str | None = None) -> Path:
         path = self.tmp / "actions.json"
         if text is None:
@@ -175,13 +181,13 @@ CASES = [
     Case("idle_threshold_minutes = 1e15", ["validate"], 2, [TOML, "field 'idle_threshold_minutes'"],
          lambda e: e.setting("idle_threshold_minutes = 1000000000000000")),
     Case("category share nan", ["budget"], 2, [TOML, "field 'category_shares.research'", "finite"],
-         lambda e: e.toml.write_text(e.toml.read_text().replace("research = 0.25", "research = nan"))),
+         lambda e: e.replace("research = 0.25", "research = nan")),
     Case("unpriced model", ["validate"], 2, [TOML, "field 'models.fast'", "'gpt-9' has no price"],
-         lambda e: e.toml.write_text(e.toml.read_text().replace('fast = "claude-haiku-5-5"', 'fast = "gpt-9"'))),
+         lambda e: e.replace('fast = "claude-haiku-5-5"', 'fast = "gpt-9"')),
     Case("unpriced model refused before a run", ["run-phase", "morning"], 2, [TOML, "'gpt-9' has no price"],
-         lambda e: e.toml.write_text(e.toml.read_text().replace('fast = "claude-haiku-5-5"', 'fast = "gpt-9"'))),
+         lambda e: e.replace('fast = "claude-haiku-5-5"', 'fast = "gpt-9"')),
     Case("model name of 120 KB", ["validate"], 2, [TOML, "field 'models'", "chars)"],
-         lambda e: e.toml.write_text(e.toml.read_text().replace('fast = "claude-haiku-5-5"', f'fast = "{HUGE}"'))),
+         lambda e: e.replace('fast = "claude-haiku-5-5"', f'fast = "{HUGE}"')),
     Case("cass.toml is a directory", ["status"], 2, [TOML, "not a regular file"],
          lambda e: (e.toml.unlink(), e.toml.mkdir())),
     Case("cass.toml is /dev/zero", ["plan"], 2, [TOML, "not a regular file"],
@@ -201,7 +207,7 @@ CASES = [
     Case("persona_name of 120 KB", ["validate"], 2, [TOML, "field 'persona_name'", "at most 100"],
          lambda e: e.setting(f'persona_name = "{HUGE}"')),
     Case("timezone unknown", ["catalog"], 2, [TOML, "field 'timezone'", "unknown IANA timezone"],
-         lambda e: e.toml.write_text(e.toml.read_text().replace('timezone = "UTC"', 'timezone = "Mars/Base"'))),
+         lambda e: e.replace('timezone = "UTC"', 'timezone = "Mars/Base"')),
 
     # --- environment variables ------------------------------------------------------------------------
     Case("CASS_DAILY_BUDGET_USD=inf", ["budget", "--json"], 2, ["CASS_DAILY_BUDGET_USD: field 'daily_budget_usd'"],

@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support import NOW
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, load_registry
@@ -59,9 +60,8 @@ def test_init_writes_the_configured_timezone(cass_env, monkeypatch, capsys):
 
 
 def test_init_sample_loads_persona_and_conversations(cass_env, capsys):
-    before = datetime.now(timezone.utc)
+    before = after = NOW   # the injected clock (CASS_NOW, set by conftest)
     code, out = run_json(capsys, "init", "--sample")
-    after = datetime.now(timezone.utc)
     assert code == 0 and out["persona"] == "Cass"
     assert out["import"]["conversations_added"] >= 50 and out["import"]["bad_lines"] == []
     settings = load_settings()
