@@ -20,9 +20,9 @@ from cass_pipelines.llm_resource import LLMResource
 from cass_pipelines.resources import CassDuckDB, CassResource
 from cass_pipelines.sensors import build_budget_sensor, build_dead_letter_sensor
 from cass_pipelines.store import budget as sb
+from cass_pipelines.store import dead_letters
 from cass_pipelines.store.control import alerts
 from cass_pipelines.store.db import Store
-from cass_pipelines.store import dead_letters
 from cass_pipelines.store.schema import migrate
 
 DAY = date(2026, 11, 26)

@@ -11,7 +11,7 @@ from cass_pipelines.core.errors import shown
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.planning import phase_skip_reason
 from cass_pipelines.core.preflight import run_problems
-from cass_pipelines.core.recovery import recover
+from cass_pipelines.core.recovery import recover, recover_if_stale
 from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.core.settings import SettingsError
 from cass_pipelines.reports import plan_view, render_plan
@@ -86,12 +86,22 @@ def _run_date(rt: Runtime, text: str | None) -> date:
     return day
 
 
+EXIT_WORK_FAILED = 4   # run-day / run-phase: a run failed or a work unit failed (see the report)
+
+
 def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
 
     costs = ledger.totals(rt.store, run_id=result.run_id)
+    failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == "failed"]
     return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
-            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"])}
+            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"]),
+            "failed_units": failed}
+
+
+def _exit_code(runs: list[dict]) -> int:
+    """0 when every run succeeded and no unit failed; EXIT_WORK_FAILED otherwise (the report says what)."""
+    return 0 if all(r["success"] and not r.get("failed_units") for r in runs) else EXIT_WORK_FAILED
 
 
 def _timed(rt: Runtime, name: str, launch) -> dict:
@@ -112,6 +122,7 @@ def render_report(r: dict) -> str:
     lines += [f"run {x['phase']:<9} skipped: {x['skipped']}" if x.get("skipped") else
               f"run {x['phase']:<9} {'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
+              + "".join(f"\n    unit failed: {f[:200]}" for f in x.get("failed_units", []))
               for x in r["runs"]]
     lines += ["", render_plan(r["plan"]), ""]
     if r["journal"]:
@@ -160,7 +171,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
     report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if all(r["success"] for r in runs) else 1
+    return _exit_code(runs)
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:
@@ -175,7 +186,7 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
     run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
     report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if run["success"] else 1
+    return _exit_code([run])
 
 
 def _reader() -> Runtime:
@@ -212,29 +223,35 @@ def cmd_journal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recent_runs(rt: Runtime) -> tuple[list[dict], str, str | None]:
-    """The Dagster instance's recent runs, its home, and why they could not be read (a full disk or a
-    read-only DAGSTER_HOME): status still shows everything else."""
+def _instance(rt: Runtime) -> tuple["object | None", str, str | None]:
+    """The Dagster instance, its home, and why it could not be opened (a full disk, a read-only
+    DAGSTER_HOME): status still shows everything else."""
     from cass_pipelines.execution import instance_for
 
     try:
         instance = instance_for(rt.settings)
-        return [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
-                 "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
-                for r in instance.get_runs(limit=8)], str(instance.root_directory), None
+        return instance, str(instance.root_directory), None
     except Exception as exc:   # any failure of the instance (OS, SQLite, Dagster) is shown, not raised
         home = os.environ.get("DAGSTER_HOME") or str(rt.settings.home / "dagster")
-        return [], home, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return None, home, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from cass_pipelines.resources import fail_dead_runs, run_over
+
     rt = _reader()
     day, phase = _today(rt)
+    instance, dagster_home, runs_error = _instance(rt)
+    if instance is not None:
+        fail_dead_runs(instance)          # status tells the truth right after a crash
+        recover_if_stale(rt, run_over(instance), clock_from_env().now())
     units = plans.units_for_day(rt.store, day)
     progress: dict[str, int] = {}
     for u in units:
         progress[u["status"]] = progress.get(u["status"], 0) + 1
-    runs, dagster_home, runs_error = _recent_runs(rt)
+    runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
+             "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
+            for r in instance.get_runs(limit=8)] if instance is not None else []
     out = {"paused": paused_reason(rt.store, None), "llm_mode": rt.llm_mode, "timezone": rt.settings.timezone,
            "date": day.isoformat(), "current_phase": phase, "plan_progress": progress,
            "recent_runs": runs, "recent_runs_error": runs_error, "dead_letters": dead_letters.listing(rt.store, limit=5),

@@ -15,14 +15,15 @@ from typing import NoReturn
 
 import duckdb
 
-from cass_pipelines.cli import day_cmds, ledger_cmd, money_cmds, setup_cmds
+from cass_pipelines.cli import day_cmds, dlq_cmd, ledger_cmd, money_cmds, setup_cmds
 from cass_pipelines.cli.output import EXIT_FAILED, EXIT_USAGE, CliError
+from cass_pipelines.core.clock import ClockError
 from cass_pipelines.core.registry import RegistryError
 from cass_pipelines.core.runtime import NotInitialisedError
 from cass_pipelines.core.settings import SettingsError
 from cass_pipelines.store.schema import SchemaTooNewError
 
-GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds]
+GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds, dlq_cmd]
 MAX_LINE_CHARS = 600   # an error line, however long the underlying message
 
 
@@ -54,7 +55,7 @@ def describe(exc: BaseException) -> tuple[list[str], int]:
         return list(exc.errors), EXIT_USAGE
     if isinstance(exc, CliError):
         return [str(exc)], exc.code
-    if isinstance(exc, (NotInitialisedError, SchemaTooNewError)):
+    if isinstance(exc, (NotInitialisedError, SchemaTooNewError, ClockError)):
         return [str(exc)], EXIT_USAGE
     if isinstance(exc, duckdb.Error):   # e.g. the file stays locked by another process after the open retries
         return [f"database error: {exc}"], EXIT_FAILED
