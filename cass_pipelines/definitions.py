@@ -38,4 +38,4 @@ def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
     )
 
 
-defs = build_defs(settings := load_settings(), load_registry(settings.actions_file))
+defs = build_defs(settings := load_settings(), load_registry(settings.actions_file, settings.handler_modules))

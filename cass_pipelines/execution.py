@@ -39,8 +39,6 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-# Runs started from the CLI keep Dagster's console logger to warnings: the report says what happened,
-# and every event is still stored in the instance for the UI.
 def run_tags(**tags: str) -> dict[str, str]:
     """Tags of a run this process executes: its pid and host let recovery mark it failed if the
     process dies mid-run (Dagster's own run monitoring only watches runs a daemon launched)."""
@@ -48,7 +46,11 @@ def run_tags(**tags: str) -> dict[str, str]:
             **{k if k.startswith("cass/") else f"cass/{k}": v for k, v in tags.items()}}
 
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Runs started from the CLI keep Dagster's console logger quiet (it would print each failure's stack
+# trace): the report says what happened, one line per failure, and every event with its trace is
+# still stored in the instance for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
 
 
 def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, phase: str,
@@ -89,8 +91,13 @@ def run_dead_letter_retry(defs: dg.Definitions, instance: dg.DagsterInstance,
 
 
 def run_error(result: dg.ExecuteInProcessResult) -> str | None:
-    """The first step failure's message, for the report."""
+    """The first step failure's message, for the report: the cause Dagster wrapped, not its wrapper
+    ("Error occurred while executing op ...")."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data:
-            return f"{event.step_key}: {event.step_failure_data.error.message.strip()[:400]}"
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            message = error.message.strip().removeprefix("dagster._core.definitions.events.")
+            return f"{event.step_key}: {' '.join(message.split())[:400]}"
     return None if result.success else "run failed"

@@ -39,7 +39,7 @@ def one_error_line(capsys, command: str) -> str:
 def test_commands_on_an_uninitialised_home_say_run_init_and_create_nothing(cass_env, tmp_path, capsys, argv):
     home = Path(cass_env["CASS_HOME"])
     before = files_under(tmp_path)
-    assert main(argv) == 1
+    assert main(argv) == 2
     line = one_error_line(capsys, argv[0])
     assert line == (f"cass-pipelines {argv[0]}: no database at {home / 'cass.duckdb'}; "
                     "run 'cass-pipelines init' first")
@@ -51,7 +51,7 @@ def test_the_console_script_on_an_uninitialised_home_prints_one_line(cass_env, t
     proc = subprocess.run([CLI, "status"], capture_output=True, text=True, env=cass_env, timeout=60, check=False)
     expected = (f"cass-pipelines status: no database at {Path(cass_env['CASS_HOME']) / 'cass.duckdb'}; "
                 "run 'cass-pipelines init' first")
-    assert proc.returncode == 1 and proc.stdout == "" and proc.stderr.splitlines() == [expected]
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.splitlines() == [expected]
     assert files_under(tmp_path) == before
 
 
@@ -68,10 +68,10 @@ def test_a_date_outside_the_partitions_is_refused_with_the_allowed_range(sample_
     today = phase_at(NOW, settings)[0]   # the injected today
     allowed = f"dates run from start_date {settings.start_date} to today {today} ({settings.timezone})"
     for day in (settings.start_date - timedelta(days=1), today + timedelta(days=1)):
-        assert main([*command, "--date", day.isoformat()]) == 1
+        assert main([*command, "--date", day.isoformat()]) == 2
         line = one_error_line(capsys, command[0])
         assert line == f"cass-pipelines {command[0]}: --date {day}: no such partition; {allowed}"
-    assert main([*command, "--date", "26-11-2026"]) == 1
+    assert main([*command, "--date", "26-11-2026"]) == 2
     assert "--date: expected YYYY-MM-DD, got '26-11-2026'" in one_error_line(capsys, command[0])
 
 
@@ -106,10 +106,10 @@ def test_a_database_locked_by_another_process_is_a_database_error_after_the_retr
 def test_import_conversations_of_a_directory_says_so(sample_home, tmp_path, capsys):
     folder = tmp_path / "exports"
     folder.mkdir()
-    assert main(["import-conversations", str(folder)]) == 1
+    assert main(["import-conversations", str(folder)]) == 2
     assert one_error_line(capsys, "import-conversations") == (
         f"cass-pipelines import-conversations: {folder}: is a directory; expected a JSONL file")
-    assert main(["import-conversations", str(tmp_path / "missing.jsonl")]) == 1
+    assert main(["import-conversations", str(tmp_path / "missing.jsonl")]) == 2
     assert one_error_line(capsys, "import-conversations").endswith("missing.jsonl: no such file")
 
 
@@ -117,6 +117,6 @@ def test_import_conversations_into_an_uninitialised_home_creates_nothing(cass_en
     path = tmp_path / "one.jsonl"
     path.write_text("{}\n", encoding="utf-8")
     before = files_under(tmp_path)
-    assert main(["import-conversations", str(path)]) == 1
+    assert main(["import-conversations", str(path)]) == 2
     assert "no database at" in one_error_line(capsys, "import-conversations")
     assert files_under(tmp_path) == before

@@ -107,7 +107,7 @@ def test_validate_fails_on_a_bad_registry_and_names_file_template_action_field(c
                                                                                monkeypatch, capsys):
     monkeypatch.setenv("CASS_ACTIONS_FILE", str(bad_registry))
     code, out = run_json(capsys, "validate")
-    assert code == 1 and out["ok"] is False and out["actions"] == 0 and out["templates"] == 0
+    assert code == 2 and out["ok"] is False and out["actions"] == 0 and out["templates"] == 0
     missing = [e for e in out["errors"] if "unknown action 'wiki.vanished'" in e]
     assert len(missing) == 1
     assert str(bad_registry) in missing[0] and "template 'synthesis'" in missing[0]
@@ -117,7 +117,7 @@ def test_validate_fails_on_a_bad_registry_and_names_file_template_action_field(c
     assert str(bad_registry) in category[0] and "action 'session.curiosity'" in category[0]
     assert "field 'category'" in category[0]
 
-    assert main(["validate"]) == 1
+    assert main(["validate"]) == 2
     text = capsys.readouterr().out
     assert text.startswith(f"{len(out['errors'])} error(s):")
     assert all(e in text for e in out["errors"])
@@ -128,7 +128,7 @@ def test_validate_reports_settings_and_registry_errors_together(cass_env, bad_re
     monkeypatch.setenv("CASS_ACTIONS_FILE", str(bad_registry))
     monkeypatch.setenv("CASS_TIMEZONE", "Atlantis/Capital")
     code, out = run_json(capsys, "validate")
-    assert code == 1
+    assert code == 2
     assert any("CASS_TIMEZONE" in e and "'Atlantis/Capital'" in e for e in out["errors"])
     assert any("wiki.vanished" in e for e in out["errors"]) and any("creative2" in e for e in out["errors"])
 
@@ -138,7 +138,7 @@ def test_validate_bad_json_registry(cass_env, tmp_path, monkeypatch, capsys):
     path.write_text('{"actions": [\n  {"id": "a.b",}\n], "templates": []}\n', encoding="utf-8")
     monkeypatch.setenv("CASS_ACTIONS_FILE", str(path))
     code, out = run_json(capsys, "validate")
-    assert code == 1 and len(out["errors"]) == 1 and f"{path}: line 2 column" in out["errors"][0]
+    assert code == 2 and len(out["errors"]) == 1 and f"{path}: line 2 column" in out["errors"][0]
 
 
 def test_validate_console_script_exit_codes(cass_env, bad_registry):
@@ -148,15 +148,15 @@ def test_validate_console_script_exit_codes(cass_env, bad_registry):
     assert ok.returncode == 0, ok.stderr
     env["CASS_ACTIONS_FILE"] = str(bad_registry)
     bad = subprocess.run([CLI, "validate"], env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert "wiki.vanished" in bad.stdout and "template 'synthesis'" in bad.stdout and str(bad_registry) in bad.stdout
 
 
 def test_commands_that_need_the_registry_refuse_a_bad_one_cleanly(sample_home, bad_registry, monkeypatch, capsys):
     monkeypatch.setenv("CASS_ACTIONS_FILE", str(bad_registry))
-    assert main(["catalog"]) == 1
+    assert main(["catalog"]) == 2
     err = capsys.readouterr().err
-    assert "invalid action registry" in err and "wiki.vanished" in err and "Traceback" not in err
+    assert str(bad_registry) in err and "wiki.vanished" in err and "Traceback" not in err
 
 
 # --- catalog ----------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def test_catalog_uses_the_users_registry(sample_home, tmp_path, monkeypatch, cap
 
 def test_init_with_a_bad_timezone_does_not_write_it_into_cass_toml(cass_env, monkeypatch, capsys):
     monkeypatch.setenv("CASS_TIMEZONE", "Atlantis/Capital")
-    assert main(["init"]) == 1
+    assert main(["init"]) == 2
     assert "'Atlantis/Capital'" in capsys.readouterr().err
     assert not (Path(cass_env["CASS_HOME"]) / "cass.toml").exists()
     monkeypatch.delenv("CASS_TIMEZONE")
@@ -204,7 +204,7 @@ def test_init_with_a_bad_persona_file_says_why(cass_env, tmp_path, capsys, conte
     path = tmp_path / "persona.json"
     if content is not None:
         path.write_text(content, encoding="utf-8")
-    assert main(["init", "--persona", str(path)]) == 1
+    assert main(["init", "--persona", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and why in err and "Traceback" not in err
 

@@ -141,7 +141,7 @@ def test_conversation_spread_over_the_file_and_over_batches(store, tmp_path):
     path = write_lines(tmp_path / "spread.jsonl", lines)
     report = ImportReport()
     for batch in read_batches(path, report, batch_size=2):      # every conversation crosses batches
-        convs, msgs = conversations.import_batch(store, batch, T0)
+        convs, msgs, _ = conversations.import_batch(store, batch, T0)
         report.conversations_added += convs
         report.messages_added += msgs
     assert (report.conversations_added, report.messages_added) == (3, 6)
@@ -208,10 +208,10 @@ def test_cli_import_json_and_exit_codes(store, tmp_path, capsys):
 
 
 def test_cli_import_missing_file_or_home(cass_env, tmp_path, capsys):
-    assert main(["import-conversations", str(tmp_path / "none.jsonl")]) == 1
+    assert main(["import-conversations", str(tmp_path / "none.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
     path = write_lines(tmp_path / "ok.jsonl", [msg("c1", "m1")])
-    assert main(["import-conversations", str(path)]) == 1          # CASS_HOME was never initialised
+    assert main(["import-conversations", str(path)]) == 2          # CASS_HOME was never initialised
     assert "cass-pipelines init" in capsys.readouterr().err
 
 

@@ -177,7 +177,9 @@ def test_negative_cost(tmp_path, data):
 @pytest.mark.parametrize("handler, why", [
     ("cass_pipelines.core.handlers.no_such_module:run", "No module named"),
     ("cass_pipelines.core.handlers.sessions:no_such_function", "no_such_function"),
-    ("cass_pipelines.core.registry:DEFAULT_REGISTRY_FILE", "not callable"),
+    ("cass_pipelines.core.handlers.base:ARTIFACT_TABLES", "not callable"),
+    ("sys:exit", "outside the handler modules"),
+    ("cass_pipelines.core.registry:resolve_handler", "outside the handler modules"),
     ("no_colon_here", "import path"),
 ])
 def test_handler_that_does_not_import(tmp_path, data, handler, why):
@@ -305,3 +307,15 @@ def test_load_registry_from_a_users_file(tmp_path, data):
     reg = load_registry(write(tmp_path, data, "mine.json"))
     assert list(reg.templates) == ["creative_session"] and list(reg.actions) == keep["action_sequence"]
     assert reg.source.endswith("mine.json")
+
+
+def test_a_handler_module_prefix_listed_in_settings_is_allowed(tmp_path, data):
+    """Handlers outside cass_pipelines.core.handlers need their module prefix in `handler_modules`."""
+    action(data, "dream.nightly")["handler"] = "json:dumps"
+    path = write(tmp_path, data)
+    _, refused = read_registry_file(path)
+    assert any("'json:dumps' is outside the handler modules" in e for e in refused)
+    registry, errors = read_registry_file(path, handler_modules=("json",))
+    assert errors == [] and registry.actions["dream.nightly"].handler == "json:dumps"
+    _, lookalike = read_registry_file(path, handler_modules=("js",))   # a prefix is a whole module name
+    assert any("outside the handler modules" in e for e in lookalike)

@@ -32,7 +32,7 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         uid = job_unit(rt, day, "night", "daily_journal", tag, f"the day {day}", clock.now())
         # A journal its own day could not pay for is written later on the budget of the day it runs.
         today = phase_at(clock.now(), rt.settings)[0]
-        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning,
+        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,
                             is_run_over=run_over(context.instance), budget_day=max(today, day) if deferred else None)
         unit = plans.get_unit(rt.store, uid)
         if unit["status"] == "failed":
@@ -61,7 +61,7 @@ def build_conversation_summaries() -> dg.AssetsDefinition:
         uid = waiting["id"] if waiting else job_unit(rt, day, phase, "conversation_catchup", f"mem{now:%H%M%S%f}",
                                                      "idle conversations", now)
         plans.reopen_units(rt.store, [uid])
-        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning,
+        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,
                             is_run_over=run_over(context.instance), budget_day=day)
         unit = plans.get_unit(rt.store, uid)
         if unit["status"] == "failed":

@@ -49,7 +49,7 @@ def run_work_action(context: dg.OpExecutionContext, cass: CassResource, step: di
                      f"action {step['position'] + 1}: {action_id}")
     outcome: StepOutcome = run_action(rt, step["unit_id"], step["position"], cass.clock(), run_id=context.run_id,
                                       step_key=context.get_step_execution_context().step.key,
-                                      log=context.log.warning, is_run_over=run_over(context.instance))
+                                      log=context.log.debug, is_run_over=run_over(context.instance))
     log = context.log.error if outcome.status is ActionStatus.FAILED else context.log.info
     log(f"{action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})")
     return outcome.as_dict()

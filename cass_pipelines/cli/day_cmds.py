@@ -1,20 +1,24 @@
 """run-day, run-phase, plan, summaries, journal, status, trigger."""
 import argparse
+import os
 import time
 from datetime import date, timedelta
 
-from cass_pipelines.cli.output import CliError, emit, parse_date, table
+from cass_pipelines.cli.output import EXIT_REFUSED, MAX_TEXT_CHARS, CliError, bounded_text, emit, parse_date, table
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.clock import clock_from_env
+from cass_pipelines.core.errors import shown
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.planning import phase_skip_reason
+from cass_pipelines.core.preflight import run_problems
 from cass_pipelines.core.recovery import recover, recover_if_stale
 from cass_pipelines.core.runtime import Runtime, open_runtime
+from cass_pipelines.core.settings import SettingsError
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
 from cass_pipelines.store.control import paused_reason
-from cass_pipelines.store.schema import migrate
+from cass_pipelines.store.schema import check_version, migrate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("trigger", help="run one work unit now through manual_work_job")
     p.add_argument("template")
-    p.add_argument("--focus", default="")
+    p.add_argument("--focus", default="", help=f"what the unit is about (at most {MAX_TEXT_CHARS} characters)")
     p.add_argument("--phase", choices=PHASES, default="")
     p.add_argument("--force", action="store_true", help="run even while paused (budget limits still apply)")
     p.add_argument("--json", action="store_true")
@@ -54,10 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _setup(rt: Runtime) -> tuple["object", "object"]:
-    """Dagster instance and definitions for this (initialised) CASS_HOME."""
+    """Dagster instance and definitions for this (initialised) CASS_HOME, once what a run needs is
+    there (prices, an API key, writable homes): a run must not fail on what can be checked now."""
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.execution import instance_for
 
+    problems = run_problems(rt.settings)
+    if problems:
+        raise SettingsError(problems)
     migrate(rt.store)
     return instance_for(rt.settings), build_defs(rt.settings, rt.registry)
 
@@ -141,7 +149,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
     phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
-        raise CliError(f"--phases: unknown phase(s) {unknown}; choose from {', '.join(PHASES)}")
+        raise CliError(f"--phases: unknown phase(s) {shown(unknown)}; choose from {', '.join(PHASES)}")
     instance, defs = _setup(rt)
     runs = []
     idle_before = clock.now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
@@ -174,21 +182,28 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
     instance, defs = _setup(rt)
     reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
     if reason:
-        raise CliError(f"{args.phase} {day} not run: {reason}", code=3)
+        raise CliError(f"{args.phase} {day} not run: {reason}", code=EXIT_REFUSED)
     run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
     report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
     return _exit_code([run])
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def _reader() -> Runtime:
+    """The runtime of a read command, which never migrates: refuse a database of a newer schema."""
     rt = open_runtime(must_exist=True)
+    check_version(rt.store)
+    return rt
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    rt = _reader()
     emit(plan_view(rt, parse_date(args.date, _today(rt)[0])), args.json, render_plan)
     return 0
 
 
 def cmd_summaries(args: argparse.Namespace) -> int:
-    rt = open_runtime(must_exist=True)
+    rt = _reader()
     day = parse_date(args.date, _today(rt)[0])
     rows = views.summaries_for_day(rt.store, day)
     emit(rows, args.json, lambda rs: "\n\n".join(
@@ -199,7 +214,7 @@ def cmd_summaries(args: argparse.Namespace) -> int:
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
-    rt = open_runtime(must_exist=True)
+    rt = _reader()
     day = parse_date(args.date, _today(rt)[0])
     entry = views.journal_entry(rt.store, day)
     out = {"date": day.isoformat(), "text": entry["text"] if entry else None,
@@ -208,27 +223,40 @@ def cmd_journal(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _instance(rt: Runtime) -> tuple["object | None", str, str | None]:
+    """The Dagster instance, its home, and why it could not be opened (a full disk, a read-only
+    DAGSTER_HOME): status still shows everything else."""
     from cass_pipelines.execution import instance_for
+
+    try:
+        instance = instance_for(rt.settings)
+        return instance, str(instance.root_directory), None
+    except Exception as exc:   # any failure of the instance (OS, SQLite, Dagster) is shown, not raised
+        home = os.environ.get("DAGSTER_HOME") or str(rt.settings.home / "dagster")
+        return None, home, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
     from cass_pipelines.resources import fail_dead_runs, run_over
 
-    rt = open_runtime(must_exist=True)
+    rt = _reader()
     day, phase = _today(rt)
-    instance = instance_for(rt.settings)
-    fail_dead_runs(instance)          # status tells the truth right after a crash
-    recover_if_stale(rt, run_over(instance), clock_from_env().now())
+    instance, dagster_home, runs_error = _instance(rt)
+    if instance is not None:
+        fail_dead_runs(instance)          # status tells the truth right after a crash
+        recover_if_stale(rt, run_over(instance), clock_from_env().now())
     units = plans.units_for_day(rt.store, day)
     progress: dict[str, int] = {}
     for u in units:
         progress[u["status"]] = progress.get(u["status"], 0) + 1
     runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
              "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
-            for r in instance.get_runs(limit=8)]
+            for r in instance.get_runs(limit=8)] if instance is not None else []
     out = {"paused": paused_reason(rt.store, None), "llm_mode": rt.llm_mode, "timezone": rt.settings.timezone,
            "date": day.isoformat(), "current_phase": phase, "plan_progress": progress,
-           "recent_runs": runs, "dead_letters": dead_letters.listing(rt.store, limit=5),
+           "recent_runs": runs, "recent_runs_error": runs_error, "dead_letters": dead_letters.listing(rt.store, limit=5),
            "budget": budget_status(rt.store, rt.settings, day),
-           "database": str(rt.settings.db_path), "dagster_home": str(instance.root_directory),
+           "database": str(rt.settings.db_path), "dagster_home": dagster_home,
            "artifacts": views.artifact_counts(rt.store)}
     emit(out, args.json, lambda d: "\n".join([
         f"paused: {d['paused'] or 'no'}", f"LLM: {d['llm_mode']}",
@@ -242,7 +270,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             for x in d["dead_letters"]),
         "recent runs:\n" + (table([[r["run_id"][:8], r["job"], r["status"], r["partition"], r["trigger"]]
                                    for r in d["recent_runs"]], ["run", "job", "status", "partition", "trigger"])
-                            if d["recent_runs"] else "  none"),
+                            if d["recent_runs"] else f"  unavailable: {d['recent_runs_error']}"
+                            if d["recent_runs_error"] else "  none"),
         f"artifacts (DuckDB {d['database']}): " + ", ".join(f"{k} {v}" for k, v in d["artifacts"].items()),
         f"Dagster instance: {d['dagster_home']}"]))
     return 0
@@ -251,15 +280,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_trigger(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_error, run_manual
 
+    bounded_text("--focus", args.focus)
     rt = open_runtime(must_exist=True)
     template = rt.registry.templates.get(args.template)
     if template is None:
-        raise CliError(f"unknown template '{args.template}'; see `cass-pipelines catalog`")
+        raise CliError(f"unknown template {shown(args.template)}; see `cass-pipelines catalog`")
     instance, defs = _setup(rt)
     paused = paused_reason(rt.store, template.category)
     if paused and not args.force:
         raise CliError(f"paused ({paused}); not triggering {args.template}. Use --force to run anyway, "
-                       "or `cass-pipelines resume`.", code=3)
+                       "or `cass-pipelines resume`.", code=EXIT_REFUSED)
     result = run_manual(defs, instance, args.template, args.focus, args.phase, force=args.force)
     units = plans.units_for_run(rt.store, result.run_id)
     out = {"run_id": result.run_id, "success": result.success, "error": run_error(result),

@@ -1,7 +1,7 @@
 """budget, pause, resume."""
 import argparse
 
-from cass_pipelines.cli.output import emit, parse_date, table
+from cass_pipelines.cli.output import MAX_TEXT_CHARS, bounded_text, emit, parse_date, table
 from cass_pipelines.core.categories import Category
 from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("pause", help="stop new work (all, or one category); work in flight finishes")
     p.add_argument("--category", choices=CATEGORIES)
-    p.add_argument("--reason", help="shown by schedules, status and deferred work")
+    p.add_argument("--reason", help=f"shown by schedules, status and deferred work (at most {MAX_TEXT_CHARS} "
+                                    "characters)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pause)
 
@@ -70,6 +71,7 @@ def _render_pauses(d: dict) -> str:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
+    bounded_text("--reason", args.reason)
     rt = open_runtime(must_exist=True)
     migrate(rt.store)
     pause(rt.store, args.category, args.reason, clock_from_env().now())

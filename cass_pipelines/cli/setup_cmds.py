@@ -6,13 +6,14 @@ import os
 from datetime import date, timedelta
 from pathlib import Path
 
-from cass_pipelines.cli.output import CliError, emit, table
+from cass_pipelines.cli.output import EXIT_USAGE, CliError, emit, table
 from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.importer import ImportReport, read_batches
+from cass_pipelines.core.importer import ImportRefused, ImportReport, first_lines, read_batches
 from cass_pipelines.core.persona import SAMPLE_PERSONA_FILE, load_persona
+from cass_pipelines.core.preflight import run_problems
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
 from cass_pipelines.core.runtime import open_runtime, require_initialised
-from cass_pipelines.core.settings import SAMPLE_CONFIG, SettingsError, cass_home, load_settings
+from cass_pipelines.core.settings import SAMPLE_CONFIG, SettingsError, load_settings
 from cass_pipelines.store import conversations, persona
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate
@@ -44,10 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def import_file(store: Store, path: Path, shift: timedelta = timedelta(0)) -> ImportReport:
     report = ImportReport()
     now = clock_from_env().now()
-    for batch in read_batches(path, report, shift=shift):
-        convs, msgs = conversations.import_batch(store, batch, now)
+    seen_before = []   # conflicts with a stored message: from an earlier line of this file, or stored before
+    for batch in read_batches(path, report, shift=shift, now=now):
+        convs, msgs, conflicts = conversations.import_batch(store, batch, now)
         report.conversations_added += convs
         report.messages_added += msgs
+        for index, earlier in conflicts:
+            if earlier is None:
+                seen_before.append(batch[index])
+            else:
+                report.duplicate(batch[index], batch[earlier]._line)
+    firsts = first_lines(path, {(m.conversation_id, m.message_id) for m in seen_before})
+    for msg in seen_before:
+        first = firsts.get((msg.conversation_id, msg.message_id))
+        report.duplicate(msg, first if first is not None and first < msg._line else None)
+    report.bad_lines.sort(key=lambda b: b["line"])
     return report
 
 
@@ -58,11 +70,10 @@ def sample_shift(today: date) -> timedelta:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    home = cass_home()
+    home = load_settings().home   # a bad CASS_HOME or CASS_TIMEZONE is reported now, before anything is written
     home.mkdir(parents=True, exist_ok=True)
     config = home / "cass.toml"
     if not config.exists():
-        load_settings()   # a bad CASS_TIMEZONE is reported now, not written into the new cass.toml
         config.write_text(SAMPLE_CONFIG.format(timezone=os.environ.get("CASS_TIMEZONE") or "UTC"), encoding="utf-8")
     settings = load_settings()
     store = Store(settings.db_path)
@@ -89,25 +100,30 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Settings, registry, and what a run needs besides (prices, an API key, writable homes, the schema)."""
     errors: list[str] = []
-    registry_file = DEFAULT_REGISTRY_FILE
     try:
         settings = load_settings()
         registry_file = settings.actions_file or DEFAULT_REGISTRY_FILE
+        handler_modules = settings.handler_modules
     except SettingsError as exc:
+        settings = None
         errors.extend(exc.errors)
         # Still check the registry the user meant, not the shipped one.
         registry_file = Path(os.environ["CASS_ACTIONS_FILE"]) if os.environ.get("CASS_ACTIONS_FILE") \
             else DEFAULT_REGISTRY_FILE
-    registry, reg_errors = read_registry_file(Path(registry_file))
+        handler_modules = ()
+    registry, reg_errors = read_registry_file(Path(registry_file), handler_modules)
     errors.extend(reg_errors)
+    if settings is not None:
+        errors.extend(run_problems(settings))
     out = {"ok": not errors, "registry": str(registry_file),
            "actions": len(registry.actions) if registry else 0,
            "templates": len(registry.templates) if registry else 0, "errors": errors}
     emit(out, args.json, lambda d: (
         f"ok: {d['actions']} actions, {d['templates']} templates ({d['registry']})" if d["ok"]
         else f"{len(d['errors'])} error(s):\n" + "\n".join(f"  {e}" for e in d["errors"])))
-    return 0 if not errors else 1
+    return 0 if not errors else EXIT_USAGE
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -130,13 +146,20 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     if args.file.is_dir():
         raise CliError(f"{args.file}: is a directory; expected a JSONL file")
-    if not args.file.is_file():
+    if not args.file.exists():
         raise CliError(f"{args.file}: no such file")
+    try:   # a device or a file that cannot be opened: its real reason, not "no such file"
+        args.file.open("rb").close()
+    except OSError as exc:
+        raise CliError(f"{args.file}: cannot read: {exc.strerror}") from None
     settings = load_settings()
     require_initialised(settings)
     store = Store(settings.db_path)
     migrate(store)
-    report = import_file(store, args.file)
+    try:
+        report = import_file(store, args.file)
+    except ImportRefused as exc:
+        raise CliError(str(exc)) from None
     emit(report.as_dict(), args.json, lambda d: "\n".join(
         [f"{d['conversations_added']} conversations and {d['messages_added']} messages added "
          f"from {d['lines_read']} lines; {d['bad_line_count']} bad line(s)"]

@@ -36,8 +36,15 @@ class Persona(BaseModel):
     open_questions: list[QuestionSeed] = Field(default_factory=list)
 
 
+MAX_PERSONA_BYTES = 1024 * 1024
+
+
 def load_persona(path: Path = SAMPLE_PERSONA_FILE) -> Persona:
+    if path.exists() and not path.is_file():   # a directory or a device such as /dev/zero is never read
+        raise ValueError(f"{path}: not a regular file")
     try:
+        if path.stat().st_size > MAX_PERSONA_BYTES:
+            raise ValueError(f"{path}: larger than {MAX_PERSONA_BYTES} bytes; not a persona file")
         return Persona.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except OSError as exc:
         raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
@@ -45,6 +52,8 @@ def load_persona(path: Path = SAMPLE_PERSONA_FILE) -> Persona:
         raise ValueError(f"{path}: byte {exc.start}: not UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: invalid persona: JSON nested too deeply") from None
     except ValidationError as exc:
         problems = "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
         raise ValueError(f"{path}: {problems}") from None

@@ -116,7 +116,7 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
         return outcome(ActionStatus.DEFERRED, reason, meter.cost_usd, unit_done=True)
     except BaseException as exc:  # a handler's failure fails its unit, never the phase
         error = redact(f"{type(exc).__name__}: {exc}"[:1000])
-        log(f"{action.id} failed: {error}")
+        log(f"{action.id} failed: {error}\n{redact(traceback.format_exc(limit=12))}")   # callers log it at debug
         finish(ActionStatus.FAILED, error, "failed", unit_error=f"{action.id}: {error}",
                error=redact(traceback.format_exc(limit=12)), cost_usd=meter.cost_usd)
         dead_letters.add(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}",

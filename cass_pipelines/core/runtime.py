@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 from cass_pipelines.core.registry import Registry, load_registry
-from cass_pipelines.core.settings import Settings, load_settings
+from cass_pipelines.core.settings import Settings, SettingsError, load_settings
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.factory import make_client, resolve_mode
 from cass_pipelines.llm.pricing import Pricing, load_pricing
@@ -40,6 +40,9 @@ class NotInitialisedError(RuntimeError):
 
 def require_initialised(settings: Settings) -> None:
     """The one check that CASS_HOME was initialised. It creates nothing (opening DuckDB would)."""
+    if settings.db_path.exists() and not settings.db_path.is_file():
+        raise SettingsError([f"CASS_HOME: {settings.db_path}: not a database file (a directory or device); "
+                             "move it away, or point CASS_HOME elsewhere"])
     if not settings.db_path.is_file():
         raise NotInitialisedError(settings.db_path)
 
@@ -50,6 +53,6 @@ def open_runtime(env: Mapping[str, str] | None = None, store: Store | None = Non
     settings = load_settings(env)
     if must_exist and store is None:
         require_initialised(settings)
-    registry = load_registry(settings.actions_file)
+    registry = load_registry(settings.actions_file, settings.handler_modules)
     return Runtime(settings=settings, registry=registry, store=store or Store(settings.db_path),
                    llm_mode=resolve_mode(settings, env))

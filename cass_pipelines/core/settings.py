@@ -6,6 +6,7 @@ are never a setting: the SDK reads ANTHROPIC_API_KEY from the environment itself
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cass_pipelines.core.categories import PHASES, Category
+from cass_pipelines.core.errors import shown
 
 DEFAULT_SHARES = {
     "system": 0.05, "journal": 0.05, "memory": 0.10, "research": 0.25,
@@ -23,6 +25,10 @@ DEFAULT_SHARES = {
 DEFAULT_MODELS = {"fast": "claude-haiku-5-5", "deep": "claude-sonnet-5-5"}
 RESERVE_SHARE = 0.10
 DEFAULT_PHASE_HOURS = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 22), "night": (22, 6)}
+# Stated maxima: a typo (1e308, an extra zero run) is refused, never spent or waited for.
+MAX_DAILY_BUDGET_USD = 10_000.0
+MAX_CONFIG_BYTES = 1024 * 1024
+_MODULE_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class SettingsError(ValueError):
@@ -32,15 +38,16 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinity and NaN are never a setting: every number below is finite and bounded.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     home: Path
-    persona_name: str = "Cass"
+    persona_name: str = Field(default="Cass", min_length=1, max_length=100)
     timezone: str = "UTC"
-    start_date: date = date(2026, 1, 1)
+    start_date: date = Field(default=date(2026, 1, 1), ge=date(2000, 1, 1), le=date(2100, 12, 31))
     phase_hours: dict[str, tuple[int, int]] = Field(default_factory=lambda: dict(DEFAULT_PHASE_HOURS))
-    daily_budget_usd: float = Field(default=5.0, gt=0)
-    reserve_usd: float = Field(default=0.5, ge=0)
+    daily_budget_usd: float = Field(default=5.0, gt=0, le=MAX_DAILY_BUDGET_USD)
+    reserve_usd: float = Field(default=0.5, ge=0, le=MAX_DAILY_BUDGET_USD)
     category_shares: dict[Category, float] = Field(
         default_factory=lambda: {Category(k): v for k, v in DEFAULT_SHARES.items()})
     soft_alert_share: float = Field(default=0.8, gt=0, le=1)
@@ -48,17 +55,28 @@ class Settings(BaseModel):
     llm_mode: Literal["auto", "anthropic", "offline"] = "auto"
     models: dict[Literal["fast", "deep"], str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
     max_retries: int = Field(default=4, ge=0, le=20)
-    request_timeout_s: float = Field(default=120.0, gt=0)
-    attempt_timeout_s: float = Field(default=60.0, gt=0)   # one HTTP attempt; a hung one is retried
+    request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    attempt_timeout_s: float = Field(default=60.0, gt=0, le=3600)   # one HTTP attempt; a hung one is retried
     llm_concurrency: int = Field(default=8, ge=1, le=64)   # model calls in flight at once (memory summaries)
     cache_ttl: Literal["5m", "1h"] = "5m"
     web_search: bool = False
-    offline_seed: int = 0
-    idle_threshold_minutes: int = Field(default=30, ge=0)
-    memory_chunk_tokens: int = Field(default=6000, ge=500)
+    offline_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    idle_threshold_minutes: int = Field(default=30, ge=0, le=7 * 24 * 60)
+    memory_chunk_tokens: int = Field(default=6000, ge=500, le=100_000)
     history_window: int = Field(default=8, ge=1, le=50)   # recent work summaries the planner sees
     max_units_per_phase: int = Field(default=4, ge=0, le=12)
     actions_file: Path | None = None
+    # Module prefixes (besides cass_pipelines.core.handlers) whose functions a registry may name as
+    # handlers: a user's own package is opted in here, never any importable callable.
+    handler_modules: tuple[str, ...] = Field(default=(), max_length=20)
+
+    @field_validator("handler_modules")
+    @classmethod
+    def _module_prefixes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [m for m in v if not _MODULE_PREFIX.match(m)]
+        if bad:
+            raise ValueError(f"expected dotted module names such as 'mypkg.handlers', got {shown(bad)}")
+        return v
 
     @field_validator("timezone")
     @classmethod
@@ -110,6 +128,9 @@ class Settings(BaseModel):
     @field_validator("models")
     @classmethod
     def _all_tiers(cls, v: dict[str, str]) -> dict[str, str]:
+        too_long = {tier: shown(m) for tier, m in v.items() if not 0 < len(m) <= 100}
+        if too_long:
+            raise ValueError(f"model names are 1 to 100 characters, got {too_long}")
         # A [models] table naming one tier keeps the default for the other (no run-time "no model" error).
         return {**DEFAULT_MODELS, **v}
 
@@ -123,7 +144,7 @@ class Settings(BaseModel):
                 budget = float(data.get("daily_budget_usd", 5.0))
             except (TypeError, ValueError):
                 budget = 0.0
-            if budget > 0:  # an invalid budget reports its own error, not a derived one
+            if 0 < budget <= MAX_DAILY_BUDGET_USD:  # an invalid budget reports its own error, not a derived one
                 data = {**data, "reserve_usd": round(budget * RESERVE_SHARE, 6)}
         return data
 
@@ -163,20 +184,51 @@ def cass_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("CASS_HOME") or Path.cwd() / ".cass").resolve()
 
 
+def home_errors(env: Mapping[str, str], home: Path) -> list[str]:
+    """CASS_HOME and DAGSTER_HOME must be directories (or not exist yet); DAGSTER_HOME must be absolute."""
+    errors = []
+    if home.exists() and not home.is_dir():
+        errors.append(f"CASS_HOME: {shown(str(home))} is not a directory (it is a file); "
+                      "point CASS_HOME at a directory or a path that does not exist yet")
+    dagster = env.get("DAGSTER_HOME")
+    if dagster and not Path(dagster).is_absolute():
+        errors.append(f"DAGSTER_HOME: {shown(dagster)} must be an absolute path")
+    elif dagster and Path(dagster).exists() and not Path(dagster).is_dir():
+        errors.append(f"DAGSTER_HOME: {shown(dagster)} is not a directory (it is a file); "
+                      "point DAGSTER_HOME at a directory or a path that does not exist yet")
+    return errors
+
+
+def read_config(config: Path) -> dict:
+    """cass.toml as a dict ({} when there is none); an unreadable file is one SettingsError line."""
+    if not config.exists():
+        return {}
+    if not config.is_file():
+        raise SettingsError([f"{config}: not a regular file (a directory or device); cass.toml must be a TOML file"])
+    try:
+        data = config.read_bytes() if config.stat().st_size <= MAX_CONFIG_BYTES else None
+        if data is None:
+            raise SettingsError([f"{config}: larger than {MAX_CONFIG_BYTES} bytes; not a settings file"])
+        return tomllib.loads(data.decode("utf-8"))
+    except OSError as exc:
+        raise SettingsError([f"{config}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError([f"{config}: invalid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError([f"{config}: byte {exc.start}: not UTF-8: {exc.reason}"]) from None
+    except RecursionError:
+        raise SettingsError([f"{config}: invalid TOML: arrays or tables nested too deeply"]) from None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read CASS_HOME/cass.toml (if present) and apply environment overrides."""
     env = os.environ if env is None else env
     home = cass_home(env)
-    raw: dict = {}
+    errors = home_errors(env, home)
+    if errors:
+        raise SettingsError(errors)
     config = home / "cass.toml"
-    errors: list[str] = []
-    if config.exists():
-        try:
-            raw = tomllib.loads(config.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError([f"{config}: invalid TOML: {exc}"]) from None
-        except UnicodeDecodeError as exc:
-            raise SettingsError([f"{config}: byte {exc.start}: not UTF-8: {exc.reason}"]) from None
+    raw = read_config(config)
     source = {k: str(config) for k in raw}
     if isinstance(raw.get("actions_file"), str) and not Path(raw["actions_file"]).is_absolute():
         raw["actions_file"] = str(home / raw["actions_file"])   # relative to CASS_HOME, not the cwd
@@ -189,10 +241,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(settings)"
-            origin = source.get(str(err["loc"][0]) if err["loc"] else "", str(config))
-            shown = "" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})"
-            errors.append(f"{origin}: field '{field}': {err['msg']}{shown}")
+            if not err["loc"]:   # a rule across fields: name where each of them came from
+                fields = [f for f in Settings.model_fields if f in err["msg"]]
+                origin = ", ".join(dict.fromkeys(source.get(f, "default") for f in fields)) or str(config)
+                errors.append(f"{origin}: {err['msg'].removeprefix('Value error, ')}")
+                continue
+            field = ".".join(str(p) for p in err["loc"])
+            origin = source.get(str(err["loc"][0]), str(config))
+            got = "" if isinstance(err.get("input"), dict) else f" (got {shown(err.get('input'))})"
+            errors.append(f"{origin}: field '{field}': {err['msg']}{got}")
         raise SettingsError(errors) from None
 
 

@@ -7,8 +7,12 @@ from typing import Any, Sequence
 from cass_pipelines.store.db import Store
 
 
-def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int, int]:
-    """Insert messages not seen before; returns (conversations_added, messages_added)."""
+def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int, int, list[tuple[int, int | None]]]:
+    """Insert messages not seen before; returns (conversations_added, messages_added, conflicts).
+
+    A conflict is a message whose (conversation_id, message_id) was seen before with a different role,
+    content or time: `(index in batch, index of the earlier one in the batch)`, or `(index, None)` when
+    the earlier one is already stored. It is not added, and never replaces what is stored."""
     with store.transaction() as conn:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (conversation_id TEXT, message_id TEXT, "
                      "role TEXT, content TEXT, created_at TIMESTAMPTZ, title TEXT, seq INTEGER)")
@@ -20,13 +24,24 @@ def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int
             [m.conversation_id for m in batch], [m.message_id for m in batch], [m.role for m in batch],
             [m.content for m in batch], [m.created_at for m in batch], [m.title for m in batch],
             list(range(len(batch)))])
-        # First occurrence wins within a batch; existing rows are never touched.
+        # First occurrence wins within a batch; existing rows are never touched. Each row is compared with
+        # the one that wins: the stored row if any, else the batch's first with the same key.
         conn.execute("""
-            CREATE OR REPLACE TEMP TABLE fresh AS
-            SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY conversation_id, message_id ORDER BY seq) rn
-                           FROM incoming) i
-            WHERE rn = 1 AND NOT EXISTS (SELECT 1 FROM messages m
-                                         WHERE m.conversation_id = i.conversation_id AND m.message_id = i.message_id)""")
+            CREATE OR REPLACE TEMP TABLE checked AS
+            WITH ranked AS (
+                SELECT *, first_value(seq) OVER w AS first_seq, first_value(role) OVER w AS first_role,
+                       first_value(content) OVER w AS first_content, first_value(created_at) OVER w AS first_at
+                FROM incoming WINDOW w AS (PARTITION BY conversation_id, message_id ORDER BY seq))
+            SELECT r.*, m.message_id IS NOT NULL AS stored,
+                   CASE WHEN m.message_id IS NOT NULL
+                        THEN m.role <> r.role OR m.content <> r.content OR m.created_at <> r.created_at
+                        ELSE r.first_role <> r.role OR r.first_content <> r.content OR r.first_at <> r.created_at
+                   END AS differs
+            FROM ranked r LEFT JOIN messages m
+              ON m.conversation_id = r.conversation_id AND m.message_id = r.message_id""")
+        conflicts = [(seq, None if stored else first) for seq, first, stored in conn.execute(
+            "SELECT seq, first_seq, stored FROM checked WHERE differs ORDER BY seq").fetchall()]
+        conn.execute("CREATE OR REPLACE TEMP TABLE fresh AS SELECT * FROM checked WHERE seq = first_seq AND NOT stored")
         conv_before = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
         conn.execute("""
             INSERT INTO conversations (id, title, created_at, last_message_at)
@@ -39,10 +54,11 @@ def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int
                 title = coalesce(conversations.title, excluded.title)""")
         conv_after = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
         added = conn.execute("SELECT count(*) FROM fresh").fetchone()[0]
-        conn.execute("INSERT INTO messages SELECT conversation_id, message_id, role, content, created_at, ? "
-                     "FROM fresh", [now])
+        conn.execute("INSERT INTO messages (conversation_id, message_id, role, content, created_at, imported_at) "
+                     "SELECT conversation_id, message_id, role, content, created_at, ? FROM fresh", [now])
         conn.execute("DROP TABLE fresh")
-    return conv_after - conv_before, added
+        conn.execute("DROP TABLE checked")
+    return conv_after - conv_before, added, conflicts
 
 
 def idle_unsummarized(store: Store, idle_before: datetime, *, now: datetime, limit: int = 50) -> list[dict]:

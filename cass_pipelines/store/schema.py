@@ -131,18 +131,34 @@ UPDATE dead_letters SET state = 'resolved' WHERE resolved;
 ]
 
 
+LATEST_VERSION = max(version for version, _, _ in MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer cass-pipelines: this code must not read or write it."""
+
+    def __init__(self, path: object, found: int, known: int = LATEST_VERSION):
+        super().__init__(f"{path}: database schema version {found} is newer than this cass-pipelines knows "
+                         f"(version {known}); upgrade cass-pipelines or use a database of version {known} or older")
+        self.found, self.known = found, known
+
+
 def migrate(store: Store) -> list[int]:
-    """Create the schema or bring it forward; returns the versions applied now."""
+    """Create the schema or bring it forward; returns the versions applied now. A database of a newer
+    schema than MIGRATIONS knows is refused (SchemaTooNewError) before anything is written."""
     applied: list[int] = []
     with store.transaction() as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
                      "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
         done = {row[0] for row in conn.execute("SELECT version FROM schema_version").fetchall()}
+        if done and max(done) > LATEST_VERSION:
+            raise SchemaTooNewError(store.path, max(done))
         for version, description, sql in MIGRATIONS:
             if version in done:
                 continue
             conn.execute(sql)
-            conn.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, description])
+            conn.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, now())",
+                         [version, description])
             applied.append(version)
     return applied
 
@@ -152,3 +168,10 @@ def current_version(store: Store) -> int:
     if not store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"):
         return 0
     return store.scalar("SELECT coalesce(max(version), 0) FROM schema_version") or 0
+
+
+def check_version(store: Store) -> None:
+    """Refuse a database written by a newer cass-pipelines (read commands, which never migrate)."""
+    found = current_version(store)
+    if found > LATEST_VERSION:
+        raise SchemaTooNewError(store.path, found)

@@ -39,7 +39,8 @@ def health_check(ctx: HandlerContext) -> ActionResult:
     version = schema.current_version(ctx.store)
     if version != latest:
         problems[f"schema at version {version}, code expects {latest}"] = 1
-    _, registry_errors = read_registry_file(ctx.settings.actions_file or DEFAULT_REGISTRY_FILE)
+    _, registry_errors = read_registry_file(ctx.settings.actions_file or DEFAULT_REGISTRY_FILE,
+                                            ctx.settings.handler_modules)
     if registry_errors:
         problems["registry errors: " + "; ".join(registry_errors[:3])] = len(registry_errors)
     stuck = maintenance.units_running_since(ctx.store, ctx.now - STUCK_AFTER)
