@@ -6,20 +6,24 @@ with the real handlers and with no-op handlers side by side, each in a fresh pro
     .venv/bin/python bench/bench_day.py --repeat 2           # alternate the modes, twice each
 
 Offline, the no-op registry is the shipped one with every handler replaced by one that returns
-success without a call or a write (bench/noop_handlers.py); planning, summaries and the journal's
-bookkeeping still run. Figures (JSON on stdout):
+success without a call or a write (bench/noop_handlers.py), except memory_job's (the day is planned
+from what it writes, so both modes plan the same units); planning, summaries and the bookkeeping
+of every step still run. Figures (JSON on stdout):
 - `day_wall_s` per mode, and per run: wall, steps by kind, LLM calls, time inside LLM calls
   (ledger latency), DuckDB opens (every duckdb.connect of the process).
 - `action_steps`: steps that run one action (`...action_N[...]`); other steps are counted apart.
+- `phases_wall_s`: the four phase runs (planning, action steps, summaries, costs, checks).
 - `real_minus_noop_ms_per_action_step`: what the real handlers add per action step (their offline
-  LLM calls' bookkeeping, store reads and writes): the issue's per-action-step overhead.
-- `noop_ms_per_action_step`: the whole no-op day's wall divided by its action steps.
+  LLM calls with reservation, ledger and settlement, their store reads and writes): the issue's
+  per-action-step overhead. `same_plan` says both modes ran the same number of action steps.
+- `ms_per_action_step`: phase wall / action steps per mode (everything a phase costs, per action).
 With --latency, the API is tests/fake_anthropic.py's server answering every request after a fixed
 delay; `orchestration_share` = (wall - time inside LLM calls) / wall, for the day and per run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -31,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION_STEP = ".action_"
+MEMORY_TEMPLATE = "conversation_catchup"   # what memory_job runs
 
 
 def load() -> float:
@@ -38,10 +43,13 @@ def load() -> float:
 
 
 def noop_registry(path: Path) -> Path:
-    """The shipped registry with every handler replaced by a no-op."""
+    """The shipped registry with every handler replaced by a no-op, except the memory catch-up's:
+    the day is planned from the conversation summaries it writes, so both modes plan the same day."""
     shipped = json.loads((ROOT / "cass_pipelines" / "data" / "definitions.json").read_text())
+    memory = {a for t in shipped["templates"] if t["id"] == MEMORY_TEMPLATE for a in t["action_sequence"]}
     for action in shipped["actions"]:
-        action["handler"] = "noop_handlers:noop"
+        if action["id"] not in memory:
+            action["handler"] = "noop_handlers:noop"
     path.write_text(json.dumps(shipped))
     return path
 
@@ -71,7 +79,8 @@ def child(mode: str, day_text: str, latency: float) -> None:
     import_s = time.perf_counter() - started_imports
 
     day = date.fromisoformat(day_text)
-    assert cli(["init", "--sample"]) == 0
+    with contextlib.redirect_stdout(sys.stderr):   # stdout carries only the JSON figures
+        assert cli(["init", "--sample"]) == 0
     rt = open_runtime()
     instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
     idle_before = SystemClock().now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
@@ -155,25 +164,34 @@ def summary(results: list[dict]) -> dict:
     by_mode: dict[str, list[dict]] = {}
     for r in results:
         by_mode.setdefault(r["mode"], []).append(r)
-    med = {m: statistics.median(x["day_wall_s"] for x in rs) for m, rs in by_mode.items()}
+
+    def med(mode: str, figure) -> float:
+        return round(statistics.median(figure(x["runs"]) for x in by_mode[mode]), 3)
+
+    def phases(runs) -> float:
+        return sum(r["wall_s"] for r in runs if r["run"] not in ("memory", "journal"))
+
+    out: dict = {"day_wall_s": {m: med(m, lambda runs: sum(r["wall_s"] for r in runs)) for m in by_mode},
+                 "phases_wall_s": {m: med(m, phases) for m in by_mode}}
+    for key in ("action_steps", "other_steps", "llm_calls", "duckdb_opens"):
+        out[key] = {m: sum(r[key] for r in rs[0]["runs"]) for m, rs in by_mode.items()}
+    steps = out["action_steps"]
+    out["ms_per_action_step"] = {m: round(out["phases_wall_s"][m] / steps[m] * 1000, 1) for m in by_mode if steps[m]}
+    if "noop" in by_mode and "real" in by_mode and steps["real"]:
+        out["same_plan"] = steps["real"] == steps["noop"]
+        out["real_minus_noop_ms_per_action_step"] = round(
+            (out["phases_wall_s"]["real"] - out["phases_wall_s"]["noop"]) / steps["real"] * 1000, 1)
     first = results[0]
-    runs = first["runs"]
-    action_steps = sum(r["action_steps"] for r in runs)
-    out = {"day_wall_s_median": med, "action_steps": action_steps,
-           "other_steps": sum(r["other_steps"] for r in runs),
-           "llm_calls": {m: sum(r["llm_calls"] for r in rs[0]["runs"]) for m, rs in by_mode.items()},
-           "duckdb_opens": {m: sum(r["duckdb_opens"] for r in rs[0]["runs"]) for m, rs in by_mode.items()}}
-    if "noop" in med and "real" in med and action_steps:
-        out["real_minus_noop_ms_per_action_step"] = round((med["real"] - med["noop"]) / action_steps * 1000, 1)
-        out["noop_ms_per_action_step"] = round(med["noop"] / action_steps * 1000, 1)
     if first["latency_s"]:
+        runs = first["runs"]
         llm = sum(r["llm_s"] for r in runs)
-        wall = first["day_wall_s"]
+        wall = sum(r["wall_s"] for r in runs)
         out["llm_s"] = round(llm, 2)
         out["orchestration_s"] = round(wall - llm, 2)
         out["orchestration_share"] = round((wall - llm) / wall, 4)
         out["per_run_orchestration_share"] = {r["run"]: round((r["wall_s"] - r["llm_s"]) / r["wall_s"], 4)
                                               for r in runs}
+        out["memory_catchup_s"] = next((r["wall_s"] for r in runs if r["run"] == "memory"), None)
     return out
 
 

@@ -13,6 +13,7 @@ whole request: system prefix + system suffix + prompt + the output schema (offli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -63,7 +64,8 @@ def measure(days: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.update(CASS_HOME=os.path.join(tmp, "cass"), CASS_LLM="offline")
         os.environ.pop("CASS_ACTIONS_FILE", None)
-        assert cli(["init", "--sample"]) == 0
+        with contextlib.redirect_stdout(sys.stderr):   # stdout carries only the JSON figures
+            assert cli(["init", "--sample"]) == 0
         rt = open_runtime()
         rows = fill(rt.settings.db_path, START, days)
         day = START + timedelta(days=days)

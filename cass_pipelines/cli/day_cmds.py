@@ -7,8 +7,7 @@ from cass_pipelines.cli.output import CliError, emit, parse_date, table
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.clock import SystemClock
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.planning import phase_skip_reason
-from cass_pipelines.core.runtime import Runtime, open_runtime
+from cass_pipelines.core.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.store import conversations, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
@@ -120,6 +119,7 @@ def render_report(r: dict) -> str:
 
 
 def cmd_run_day(args: argparse.Namespace) -> int:
+    from cass_pipelines.core.planning import phase_skip_reason
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.sensors import run_over
 
@@ -154,6 +154,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:
+    from cass_pipelines.core.planning import phase_skip_reason
     from cass_pipelines.execution import run_phase
 
     rt = open_runtime(must_exist=True)
@@ -196,24 +197,29 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cass_pipelines.execution import instance_for
+    from cass_pipelines.llm.factory import resolve_mode
+    from cass_pipelines.store.dagster_runs import dagster_home_path, recent_runs
 
-    rt = open_runtime(must_exist=True)
-    day, phase = _today(rt)
-    instance = instance_for(rt.settings)
-    units = plans.units_for_day(rt.store, day)
-    progress: dict[str, int] = {}
+    settings, store = open_store()
+    day, phase = phase_at(SystemClock().now(), settings)
+    with store.session():   # one open for every read below
+        units = plans.units_for_day(store, day)
+        out = {"paused": paused_reason(store, None), "llm_mode": resolve_mode(settings), "timezone": settings.timezone,
+               "date": day.isoformat(), "current_phase": phase, "plan_progress": {},
+               "recent_runs": [], "dead_letters": plans.dead_letters(store, limit=5),
+               "budget": budget_status(store, settings, day),
+               "database": str(settings.db_path), "dagster_home": str(dagster_home_path(settings.home)),
+               "artifacts": views.artifact_counts(store)}
     for u in units:
-        progress[u["status"]] = progress.get(u["status"], 0) + 1
-    runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
-             "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
-            for r in instance.get_runs(limit=8)]
-    out = {"paused": paused_reason(rt.store, None), "llm_mode": rt.llm_mode, "timezone": rt.settings.timezone,
-           "date": day.isoformat(), "current_phase": phase, "plan_progress": progress,
-           "recent_runs": runs, "dead_letters": plans.dead_letters(rt.store, limit=5),
-           "budget": budget_status(rt.store, rt.settings, day),
-           "database": str(rt.settings.db_path), "dagster_home": str(instance.root_directory),
-           "artifacts": views.artifact_counts(rt.store)}
+        out["plan_progress"][u["status"]] = out["plan_progress"].get(u["status"], 0) + 1
+    runs = recent_runs(dagster_home_path(settings.home))
+    if runs is None:   # the instance keeps its runs elsewhere: only Dagster can read them
+        from cass_pipelines.execution import instance_for
+
+        runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
+                 "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
+                for r in instance_for(settings).get_runs(limit=8)]
+    out["recent_runs"] = runs
     emit(out, args.json, lambda d: "\n".join([
         f"paused: {d['paused'] or 'no'}", f"LLM: {d['llm_mode']}",
         f"now: {d['date']} {d['current_phase']} ({d['timezone']})",

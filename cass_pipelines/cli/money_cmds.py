@@ -5,7 +5,7 @@ from cass_pipelines.cli.output import emit, parse_date, table
 from cass_pipelines.core.categories import Category
 from cass_pipelines.core.clock import SystemClock
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.runtime import open_runtime
+from cass_pipelines.core.runtime import open_runtime, open_store
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.control import pause, paused_scopes, resume
 from cass_pipelines.store.schema import migrate
@@ -48,10 +48,12 @@ def render_budget(b: dict) -> str:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    rt = open_runtime(must_exist=True)
-    migrate(rt.store)
-    day = parse_date(args.date, phase_at(SystemClock().now(), rt.settings)[0])
-    emit(budget_status(rt.store, rt.settings, day), args.json, render_budget)
+    settings, store = open_store()
+    day = parse_date(args.date, phase_at(SystemClock().now(), settings)[0])
+    with store.session():   # one open for the whole read
+        migrate(store)
+        status = budget_status(store, settings, day)
+    emit(status, args.json, render_budget)
     return 0
 
 
