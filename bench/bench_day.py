@@ -10,7 +10,7 @@ success without a call or a write (bench/noop_handlers.py), except memory_job's 
 from what it writes, so both modes plan the same units); planning, summaries and the bookkeeping
 of every step still run. Figures (JSON on stdout):
 - `day_wall_s` per mode, and per run: wall, steps by kind, LLM calls, time inside LLM calls
-  (ledger latency), DuckDB opens (every duckdb.connect of the process).
+  (ledger latency), DuckDB opens (every store.db.connect: one file lock window).
 - `action_steps`: steps that run one action (`...action_N[...]`); other steps are counted apart.
 - `phases_wall_s`: the four phase runs (planning, action steps, summaries, costs, checks).
 - `real_minus_noop_ms_per_action_step`: what the real handlers add per action step (their offline
@@ -56,17 +56,17 @@ def noop_registry(path: Path) -> Path:
 
 def child(mode: str, day_text: str, latency: float) -> None:
     """One day in this process; prints one JSON line."""
-    import duckdb
+    started_imports = time.perf_counter()
+    from cass_pipelines.store import db
 
     opens = [0]
-    real_connect = duckdb.connect
+    real_connect = db.connect
 
     def counting_connect(*a, **kw):
         opens[0] += 1
         return real_connect(*a, **kw)
 
-    duckdb.connect = counting_connect
-    started_imports = time.perf_counter()
+    db.connect = counting_connect   # every store open goes through it
     from datetime import date, timedelta
 
     from cass_pipelines.cli.main import main as cli

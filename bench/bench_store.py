@@ -3,11 +3,12 @@ year of history. Configurations are interleaved round-robin so machine load hits
 
     .venv/bin/python bench/bench_store.py [--rounds 40]
 
-Per configuration (default; extension autoloading off; also threads=1) and kind (a read: open,
+Per configuration (a new instance per open: default, extension autoloading off, also threads=1;
+or `attach`: ATTACH/DETACH of the file on one long-lived in-memory instance) and kind (a read: open,
 one SELECT, close; a write: open, one INSERT, close, which checkpoints the WAL into the file):
 median open / statement / close ms. Then the same opens on a year's file. On a store with a year of history (bench/history.py),
 the median ms of ledger_action_averages, budget_status and artifact_counts through the Store,
-and the Store's open count per call. Prints JSON.
+and the Store's opens (store.db.connect calls) per call. Prints JSON.
 """
 from __future__ import annotations
 
@@ -29,13 +30,33 @@ from history import fill  # noqa: E402
 
 from cass_pipelines.cli.main import main as cli  # noqa: E402
 from cass_pipelines.core.runtime import open_runtime  # noqa: E402
-from cass_pipelines.store import budget, views  # noqa: E402
+from cass_pipelines.store import budget, db, views  # noqa: E402
 
 NO_AUTOLOAD = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
-CONFIGS = {"default": {}, "no_autoload": NO_AUTOLOAD, "no_autoload_threads1": {**NO_AUTOLOAD, "threads": 1}}
+CONFIGS = {"default": {}, "no_autoload": NO_AUTOLOAD, "no_autoload_threads1": {**NO_AUTOLOAD, "threads": 1},
+           "attach": None}   # ATTACH/DETACH on one in-memory instance: what store/db.py does
 
 
-def open_costs(db: str, rounds: int) -> dict:
+class Attached:
+    """The file attached to a long-lived in-memory instance; close() detaches it (and unlocks it)."""
+    host = None
+
+    def __init__(self, db: str):
+        if Attached.host is None:
+            Attached.host = duckdb.connect(":memory:", config=NO_AUTOLOAD)
+        Attached.host.execute(f"ATTACH '{db}' AS bench_db")
+        self.cursor = Attached.host.cursor()
+        self.cursor.execute("USE bench_db")
+
+    def execute(self, *args):
+        return self.cursor.execute(*args)
+
+    def close(self):
+        self.cursor.close()
+        Attached.host.execute("DETACH bench_db")
+
+
+def open_costs(db: str, rounds: int, tag: str) -> dict:
     samples: dict[str, list[tuple[float, float, float]]] = {}
     n = 0
     for _ in range(rounds):
@@ -43,13 +64,13 @@ def open_costs(db: str, rounds: int) -> dict:
             for kind in ("read", "write"):
                 n += 1
                 t0 = time.perf_counter()
-                conn = duckdb.connect(db, config=config)
+                conn = Attached(db) if config is None else duckdb.connect(db, config=config)
                 t1 = time.perf_counter()
                 if kind == "read":
                     conn.execute("SELECT count(*) FROM work_units").fetchone()
                 else:
                     conn.execute("INSERT INTO alerts (id, date, kind, message, created_at) "
-                                 "VALUES (?, current_date, ?, 'bench', now())", [f"bench{n}", f"bench{n}"])
+                                 "VALUES (?, current_date, ?, 'bench', now())", [f"bench{tag}{n}", f"bench{tag}{n}"])
                 t2 = time.perf_counter()
                 conn.close()
                 t3 = time.perf_counter()
@@ -64,13 +85,13 @@ def open_costs(db: str, rounds: int) -> dict:
 
 def reads(rt, repeat: int) -> dict:
     opens = [0]
-    real = duckdb.connect
+    real = db.connect
 
     def counting(*a, **kw):
         opens[0] += 1
         return real(*a, **kw)
 
-    duckdb.connect = counting
+    db.connect = counting
     day = date.today()
     calls = {"ledger_action_averages": lambda: budget.ledger_action_averages(rt.store),
              "budget_status": lambda: budget.budget_status(rt.store, rt.settings, day),
@@ -86,7 +107,7 @@ def reads(rt, repeat: int) -> dict:
                 walls.append((time.perf_counter() - started) * 1000)
             out[name] = {"median_ms": round(statistics.median(walls), 1), "opens": opens[0]}
     finally:
-        duckdb.connect = real
+        db.connect = real
     return out
 
 
@@ -103,12 +124,12 @@ def main(argv: list[str]) -> None:
         with contextlib.redirect_stdout(sys.stderr):
             assert cli(["init", "--sample"]) == 0
         rt = open_runtime()
-        out["sample_open_close"] = open_costs(str(rt.settings.db_path), args.rounds)
+        out["sample_open_close"] = open_costs(str(rt.settings.db_path), args.rounds, "sample")
         out["sample_store"] = reads(rt, 15)
         rows = fill(rt.settings.db_path, date.today() - timedelta(days=args.days - 1), args.days)
         out["year_ledger_rows"] = rows["llm_ledger"]
         out["year_store"] = reads(rt, 15)
-        out["year_open_close"] = open_costs(str(rt.settings.db_path), args.rounds // 2)
+        out["year_open_close"] = open_costs(str(rt.settings.db_path), args.rounds // 2, "year")
     out["load_1m_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=1))
 
