@@ -4,8 +4,8 @@ Dagster has no nested dynamic mapping, so a unit's actions run as a chain inside
 `start_phase_work` puts each unit that still has work into the group of its remaining length n
 (dynamic output `left_n`), and group n maps every unit to the chain `action_1_of_n` → … →
 `action_n_of_n`, which runs its actions in template order. An empty group has no steps, and
-nothing runs between actions: a phase is start, its action steps, finish. A unit that stops early
-(failed, deferred, abort_sequence) hands that on, and its later steps return without any work.
+nothing runs between actions: a phase is start, its action steps, finish. Steps pass no values
+(their unit is their mapping key), so Dagster pickles nothing and logs no inputs or outputs.
 
 Handler failures are data (the step records them and the unit is failed), because Dagster skips a
 collect step when any mapped step fails: the phase must still be summarised and costed. The
@@ -13,6 +13,7 @@ failure shows in the UI through the `actions_succeeded` check.
 """
 
 from datetime import date
+from functools import cache
 
 import dagster as dg
 
@@ -26,51 +27,64 @@ def mapping_key(unit_id: str, template_id: str) -> str:
     return f"{unit_id}__{template_id}"
 
 
+def unit_of(key: str) -> tuple[str, str]:
+    """(unit id, template id) of a mapping key; a unit id never holds "__" (see plans.unit_id)."""
+    unit_id, template_id = key.split("__", 1)
+    return unit_id, template_id
+
+
 def unit_groups(max_length: int) -> dict[str, dg.DynamicOut]:
-    """The outputs of a start op: one dynamic output per remaining length (an empty one maps to no step)."""
-    return {f"left_{n}": dg.DynamicOut(dict) for n in range(1, max_length + 1)}
+    """The outputs of a start op: one dynamic output per remaining length (an empty one maps to no step).
+    They carry no value: a step knows its unit from its mapping key and its action from its place."""
+    return {f"left_{n}": dg.DynamicOut(dg.Nothing) for n in range(1, max_length + 1)}
 
 
 def emit_units(rt, units: list[dict]):
     """Each unit that has work left, as a step of the group of its remaining length."""
     for unit in sorted(units, key=lambda u: u["id"]):
         position = next_position(rt, unit)
-        if position is None:
-            continue
-        left = len(rt.registry.templates[unit["template_id"]].action_sequence) - position
-        yield dg.DynamicOutput({"unit_id": unit["id"], "position": position, "done": False},
-                               output_name=f"left_{left}", mapping_key=mapping_key(unit["id"], unit["template_id"]))
+        if position is not None:
+            left = len(rt.registry.templates[unit["template_id"]].action_sequence) - position
+            yield dg.DynamicOutput(None, output_name=f"left_{left}",
+                                   mapping_key=mapping_key(unit["id"], unit["template_id"]))
 
 
-@dg.op(out=dg.Out(dict), tags={"kind": "action"})
-def run_work_action(context: dg.OpExecutionContext, cass: CassResource, step: dict) -> dict:
-    """One action of one unit; returns the unit's next step (done when the unit stopped)."""
-    if step["done"]:
-        return step
-    outcome: StepOutcome = run_action(cass.runtime(), step["unit_id"], step["position"], cass.clock(),
-                                      run_id=context.run_id,
-                                      step_key=context.get_step_execution_context().step.key,
-                                      log=context.log.warning)
-    log = context.log.error if outcome.status == "failed" else context.log.info
-    log(f"unit {step['unit_id']} action {step['position'] + 1} {outcome.action_id} {outcome.status}: "
-        f"{outcome.message[:300]} (${outcome.cost_usd:.4f})")
-    return {"unit_id": step["unit_id"], "position": step["position"] + 1, "done": outcome.unit_done}
+@cache   # one definition per name: phase_job and manual_work_job share them
+def action_op(k: int, n: int) -> dg.OpDefinition:
+    """The step that runs the k-th of the n actions a unit had left when the phase started. It waits
+    for the (k-1)-th; data passes through the store only, so Dagster stores no input or output."""
+    @dg.op(name=f"action_{k}_of_{n}", ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
+           tags={"kind": "action"})
+    def run_work_action(context: dg.OpExecutionContext, cass: CassResource) -> None:
+        rt = cass.runtime()
+        unit_id, template_id = unit_of(context.get_mapping_key())
+        position = len(rt.registry.templates[template_id].action_sequence) - n + k - 1
+        outcome: StepOutcome = run_action(rt, unit_id, position, cass.clock(), run_id=context.run_id,
+                                          step_key=context.get_step_execution_context().step.key,
+                                          log=context.log.warning)
+        log = context.log.error if outcome.status == "failed" else context.log.info
+        log(f"{outcome.action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})")
+
+    return run_work_action
 
 
 def action_chains(groups, max_length: int) -> dict:
-    """Map each group `left_n` to its chain of n action steps; returns the finish op's `after_n` inputs."""
+    """Map each group `left_n` to its chain of n action steps; returns the finish op's `after_n` inputs.
+    A unit that stopped early (failed, deferred, abort_sequence) makes its later steps return at once."""
     ends = {}
     for n in range(1, max_length + 1):
-        def chain(step, n=n):
-            for k in range(1, n + 1):
-                step = run_work_action.alias(f"action_{k}_of_{n}")(step)
-            return step
-        ends[f"after_{n}"] = getattr(groups, f"left_{n}").map(chain).collect()
+        chain = [action_op(k, n) for k in range(1, n + 1)]
+
+        def run_chain(start, chain=chain):
+            for op in chain:
+                start = op(start)
+            return start
+        ends[f"after_{n}"] = getattr(groups, f"left_{n}").map(run_chain).collect()
     return ends
 
 
 def after_chains(max_length: int) -> dict[str, dg.In]:
-    """A finish op's inputs: it waits for every chain and loads none of their outputs."""
+    """A finish op's inputs: it waits for every chain."""
     return {f"after_{n}": dg.In(dg.Nothing) for n in range(1, max_length + 1)}
 
 
