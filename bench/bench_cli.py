@@ -2,11 +2,12 @@
 and on one with a year of it (bench/history.py: every history table, 150 ledger rows a day, so
 54,750 ledger rows), plus a no-op `memory_job` run (nothing idle to summarise).
 
-    .venv/bin/python bench/bench_cli.py [--repeat 7] [--days 365]
+    .venv/bin/python bench/bench_cli.py [--repeat 7] [--days 365] [--before /path/to/old/checkout]
 
-Prints JSON: per store and command the median/min wall in ms over `repeat` runs, the ratio
-year/empty, the interpreter's own start-up (`python -c pass`) for reference, and the no-op
-memory run's wall (in one process, after one warm-up run).
+Prints JSON: per code (this checkout; with --before, also that one), store and command the
+median/min wall in ms over `repeat` runs taken round-robin, the ratio year/empty, the
+interpreter's own start-up (`python -c pass`) and `import duckdb, pydantic` for reference, and the no-op memory run's wall
+(in one process, after one warm-up run).
 """
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ COMMANDS = [["status", "--json"], ["budget", "--json"], ["plan", "--json"], ["le
 CLI = [str(Path(sys.executable).parent / "cass-pipelines")]   # the installed entry point, as a user runs it
 
 
-def timed(cmd: list[str], env: dict, repeat: int) -> dict:
-    walls = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        walls.append((time.perf_counter() - started) * 1000)
-        if proc.returncode:
-            sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+def run_once(cmd: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return (time.perf_counter() - started) * 1000
+
+
+def figures(walls: list[float]) -> dict:
     return {"median_ms": round(statistics.median(walls), 1), "min_ms": round(min(walls), 1)}
 
 
@@ -60,16 +62,16 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--before", help="a checkout's directory to compare with (put first on PYTHONPATH)")
     parser.add_argument("--memory-child", action="store_true")
     args = parser.parse_args(argv)
     if args.memory_child:
         return memory_child()
-    load_before = round(os.getloadavg()[0], 2)
-    out: dict = {"bench": "cli", "cpus": os.cpu_count(), "load_1m_before": load_before}
+    out: dict = {"bench": "cli", "cpus": os.cpu_count(), "load_1m_before": round(os.getloadavg()[0], 2)}
+    codes = {"after": None, **({"before": args.before} if args.before else {})}
     with tempfile.TemporaryDirectory(prefix="cass-bench-cli-") as tmp:
-        base = {k: v for k, v in os.environ.items() if k not in ("CASS_ACTIONS_FILE", "ANTHROPIC_API_KEY")}
-        out["python_startup_ms"] = timed([sys.executable, "-c", "pass"], base, args.repeat)["median_ms"]
-        stores = {}
+        base = {k: v for k, v in os.environ.items() if k not in ("CASS_ACTIONS_FILE", "ANTHROPIC_API_KEY", "PYTHONPATH")}
+        envs = {}
         for name in ("empty", "year"):
             env = {**base, "CASS_HOME": str(Path(tmp) / name), "DAGSTER_HOME": str(Path(tmp) / name / "dagster"),
                    "CASS_LLM": "offline"}
@@ -83,16 +85,31 @@ def main(argv: list[str]) -> None:
                 rows = fill(settings.db_path, today - timedelta(days=args.days - 1), args.days)
                 out["year_rows"] = {"llm_ledger": rows["llm_ledger"], "reservations": rows["reservations"],
                                     "work_units": rows["work_units"], "messages": rows["messages"]}
-            stores[name] = {" ".join(c): timed([*CLI, *c], env, args.repeat) for c in COMMANDS}
-            if name == "empty":
-                proc = subprocess.run([sys.executable, __file__, "--memory-child"], env=env, capture_output=True,
-                                      text=True)
-                if proc.returncode:
-                    sys.exit(proc.stderr[-3000:])
-                out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-        out["stores"] = stores
-        out["year_over_empty"] = {c: round(stores["year"][c]["median_ms"] / stores["empty"][c]["median_ms"], 2)
-                                  for c in stores["empty"]}
+            for code, path in codes.items():
+                envs[(code, name)] = {**env, **({"PYTHONPATH": path} if path else {})}
+        # Round-robin: every (code, store, command) once per round, so load drift hits all alike.
+        walls: dict[tuple, list[float]] = {}
+        startup: list[float] = []
+        floor: list[float] = []
+        for _ in range(args.repeat):
+            startup.append(run_once([sys.executable, "-c", "pass"], base))
+            floor.append(run_once([sys.executable, "-c", "import duckdb, pydantic"], base))
+            for (code, name), env in envs.items():
+                for c in COMMANDS:
+                    walls.setdefault((code, name, " ".join(c)), []).append(run_once([*CLI, *c], env))
+        out["python_startup_ms"] = figures(startup)["median_ms"]
+        out["import_duckdb_pydantic_ms"] = figures(floor)["median_ms"]   # what any read command pays first
+        for code in codes:
+            stores = {name: {" ".join(c): figures(walls[(code, name, " ".join(c))]) for c in COMMANDS}
+                      for name in ("empty", "year")}
+            out[code] = {"stores": stores, "year_over_empty": {
+                c: round(stores["year"][c]["median_ms"] / stores["empty"][c]["median_ms"], 2) for c in stores["empty"]}}
+        for code, path in codes.items():
+            env = {**envs[(code, "empty")]}
+            proc = subprocess.run([sys.executable, __file__, "--memory-child"], env=env, capture_output=True, text=True)
+            if proc.returncode:
+                sys.exit(proc.stderr[-3000:])
+            out[code].update(json.loads(proc.stdout.strip().splitlines()[-1]))
     out["load_1m_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=1))
 
