@@ -134,6 +134,7 @@ def launch(mode: str, day: str, latency: float, tmp: Path) -> dict:
         env["CASS_ACTIONS_FILE"] = str(noop_registry(home / "noop_definitions.json"))
     server = None
     if latency:
+        sys.path.insert(0, str(ROOT / "tests"))
         from fake_anthropic import API_KEY, FakeAnthropic, Reply
 
         class Delayed(FakeAnthropic):

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from cass_pipelines.core.settings import Settings
 
