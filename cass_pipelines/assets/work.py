@@ -17,9 +17,10 @@ from functools import cache
 
 import dagster as dg
 
+from cass_pipelines.core.categories import ActionStatus
 from cass_pipelines.core.runner import StepOutcome, next_position, run_action
 from cass_pipelines.partitions import split_key
-from cass_pipelines.resources import CassResource
+from cass_pipelines.resources import CassResource, run_over
 from cass_pipelines.store import plans
 
 
@@ -56,13 +57,13 @@ def action_op(k: int, n: int) -> dg.OpDefinition:
     @dg.op(name=f"action_{k}_of_{n}", ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
            tags={"kind": "action"})
     def run_work_action(context: dg.OpExecutionContext, cass: CassResource) -> None:
-        rt = cass.runtime()
+        rt = cass.for_run(context)
         unit_id, template_id = unit_of(context.get_mapping_key())
         position = len(rt.registry.templates[template_id].action_sequence) - n + k - 1
         outcome: StepOutcome = run_action(rt, unit_id, position, cass.clock(), run_id=context.run_id,
                                           step_key=context.get_step_execution_context().step.key,
-                                          log=context.log.warning)
-        log = context.log.error if outcome.status == "failed" else context.log.info
+                                          log=context.log.warning, is_run_over=run_over(context.instance))
+        log = context.log.error if outcome.status is ActionStatus.FAILED else context.log.info
         log(f"{outcome.action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})")
 
     return run_work_action
@@ -100,7 +101,7 @@ def build_phase_work(partitions: dg.PartitionsDefinition, max_length: int) -> dg
     @dg.op(name="start_phase_work", ins={"plan": dg.In(dg.Nothing)}, out=unit_groups(max_length))
     def start_phase_work(context: dg.OpExecutionContext, cass: CassResource):
         """Units of the partition that still have actions to run (a re-run resumes, never repeats)."""
-        rt = cass.runtime()
+        rt = cass.for_run(context)
         day, phase = split_key(context.partition_key)
         with rt.store.session():
             steps = list(emit_units(rt, plans.units_for_phase(rt.store, date.fromisoformat(day), phase)))
@@ -109,7 +110,7 @@ def build_phase_work(partitions: dg.PartitionsDefinition, max_length: int) -> dg
 
     @dg.op(name="finish_phase_work", ins=after_chains(max_length), out=dg.Out(dg.Nothing))
     def finish_phase_work(context: dg.OpExecutionContext, cass: CassResource):
-        rt = cass.runtime()
+        rt = cass.for_run(context)
         day, phase = split_key(context.partition_key)
         units = plans.units_for_phase(rt.store, date.fromisoformat(day), phase)
         result = phase_outcome(units)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cass_pipelines.cli.output import emit, parse_date, table
-from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.runtime import open_store
 from cass_pipelines.store import ledger
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     settings, store = open_store()
-    day = parse_date(args.date, phase_at(SystemClock().now(), settings)[0])
+    day = parse_date(args.date, phase_at(clock_from_env().now(), settings)[0])
     with store.session():   # one open for the whole read
         migrate(store)
         rows = [{**row, "ts": row["ts"].astimezone(settings.tz)} for row in ledger.rows(store, day)]
