@@ -76,12 +76,22 @@ def _run_date(rt: Runtime, text: str | None) -> date:
     return day
 
 
+EXIT_WORK_FAILED = 4   # run-day / run-phase: a run failed or a work unit failed (see the report)
+
+
 def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
 
     costs = ledger.totals(rt.store, run_id=result.run_id)
+    failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == "failed"]
     return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
-            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"])}
+            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"]),
+            "failed_units": failed}
+
+
+def _exit_code(runs: list[dict]) -> int:
+    """0 when every run succeeded and no unit failed; EXIT_WORK_FAILED otherwise (the report says what)."""
+    return 0 if all(r["success"] and not r.get("failed_units") for r in runs) else EXIT_WORK_FAILED
 
 
 def _timed(rt: Runtime, name: str, launch) -> dict:
@@ -102,6 +112,7 @@ def render_report(r: dict) -> str:
     lines += [f"run {x['phase']:<9} skipped: {x['skipped']}" if x.get("skipped") else
               f"run {x['phase']:<9} {'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
+              + "".join(f"\n    unit failed: {f[:200]}" for f in x.get("failed_units", []))
               for x in r["runs"]]
     lines += ["", render_plan(r["plan"]), ""]
     if r["journal"]:
@@ -152,7 +163,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
     report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if all(r["success"] for r in runs) else 1
+    return _exit_code(runs)
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:
@@ -168,7 +179,7 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
     run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
     report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if run["success"] else 1
+    return _exit_code([run])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -199,29 +210,40 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from cass_pipelines.core.recovery import recover, stale
     from cass_pipelines.llm.factory import resolve_mode
-    from cass_pipelines.store.dagster_runs import dagster_home_path, recent_runs
+    from cass_pipelines.store import dagster_runs
 
     settings, store = open_store()
-    day, phase = phase_at(clock_from_env().now(), settings)
-    with store.session():   # one open for every read below
+    now = clock_from_env().now()
+    day, phase = phase_at(now, settings)
+    home = dagster_runs.dagster_home_path(settings.home)
+    runs = dagster_runs.recent_runs(home)
+    if runs is None or dagster_runs.runs_of_dead_processes(home) is not False:
+        # Only Dagster can read this instance, or a crashed run must be marked failed: the slow path.
+        from cass_pipelines.execution import instance_for
+        from cass_pipelines.resources import fail_dead_runs, run_over
+
+        instance = instance_for(settings)
+        fail_dead_runs(instance)          # status tells the truth right after a crash
+        is_over = run_over(instance)
+        runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
+                 "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
+                for r in instance.get_runs(limit=8)]
+    else:
+        is_over = dagster_runs.run_over(home)
+    with store.session():   # one open for every read below (and a recovery only when something is stale)
+        if stale(store, settings.home, is_over):
+            recover(store, settings.home, is_over, now)
         units = plans.units_for_day(store, day)
         out = {"paused": paused_reason(store, None), "llm_mode": resolve_mode(settings), "timezone": settings.timezone,
                "date": day.isoformat(), "current_phase": phase, "plan_progress": {},
-               "recent_runs": [], "dead_letters": dead_letters.listing(store, limit=5),
+               "recent_runs": runs, "dead_letters": dead_letters.listing(store, limit=5),
                "budget": budget_status(store, settings, day),
-               "database": str(settings.db_path), "dagster_home": str(dagster_home_path(settings.home)),
+               "database": str(settings.db_path), "dagster_home": str(home),
                "artifacts": views.artifact_counts(store)}
     for u in units:
         out["plan_progress"][u["status"]] = out["plan_progress"].get(u["status"], 0) + 1
-    runs = recent_runs(dagster_home_path(settings.home))
-    if runs is None:   # the instance keeps its runs elsewhere: only Dagster can read them
-        from cass_pipelines.execution import instance_for
-
-        runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
-                 "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
-                for r in instance_for(settings).get_runs(limit=8)]
-    out["recent_runs"] = runs
     emit(out, args.json, lambda d: "\n".join([
         f"paused: {d['paused'] or 'no'}", f"LLM: {d['llm_mode']}",
         f"now: {d['date']} {d['current_phase']} ({d['timezone']})",

@@ -7,6 +7,7 @@ from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.runtime import open_runtime, open_store
 from cass_pipelines.store.budget import budget_status
+from cass_pipelines.store.claims import never_over
 from cass_pipelines.store.control import pause, paused_scopes, resume
 from cass_pipelines.store.schema import migrate
 
@@ -48,10 +49,15 @@ def render_budget(b: dict) -> str:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
+    from cass_pipelines.core.recovery import recover, stale
+
     settings, store = open_store()
-    day = parse_date(args.date, phase_at(clock_from_env().now(), settings)[0])
-    with store.session():   # one open for the whole read
+    now = clock_from_env().now()
+    day = parse_date(args.date, phase_at(now, settings)[0])
+    with store.session():   # one open for the whole read (and a recovery only when something is stale)
         migrate(store)
+        if stale(store, settings.home, never_over):
+            recover(store, settings.home, never_over, now)
         status = budget_status(store, settings, day)
     emit(status, args.json, render_budget)
     return 0
