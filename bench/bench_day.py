@@ -1,30 +1,118 @@
-"""Wall time of an offline day through Dagster, split into Dagster's own overhead per step,
-our steps' bookkeeping (planning, summaries, store writes), and handler time.
+"""The sample day through Dagster, as `run-day` runs it (memory catch-up, four phases, journal),
+with the real handlers and with no-op handlers side by side, each in a fresh process and CASS_HOME.
 
-    .venv/bin/python bench/bench_day.py [--date 2026-11-20]
+    .venv/bin/python bench/bench_day.py                      # offline: real vs no-op handlers
+    .venv/bin/python bench/bench_day.py --latency 2          # real handlers, loopback API answering in 2 s
+    .venv/bin/python bench/bench_day.py --repeat 2           # alternate the modes, twice each
 
-Each run is timed around execute_in_process; step times come from the run's STEP_START /
-STEP_SUCCESS events in the instance; handler time from the action runs' start/finish in DuckDB.
+Offline, the no-op registry is the shipped one with every handler replaced by one that returns
+success without a call or a write (bench/noop_handlers.py), except memory_job's (the day is planned
+from what it writes, so both modes plan the same units); planning, summaries and the bookkeeping
+of every step still run. Figures (JSON on stdout):
+- `day_wall_s` per mode, and per run: wall, steps by kind, LLM calls, time inside LLM calls
+  (ledger latency), DuckDB opens (every store.db.connect: one file lock window).
+- `action_steps`: steps that run one action (`...action_N[...]`); other steps are counted apart.
+- `phases_wall_s`: the four phase runs (planning, action steps, summaries, costs, checks).
+- `real_minus_noop_ms_per_action_step`: what the real handlers add per action step (their offline
+  LLM calls with reservation, ledger and settlement, their store reads and writes): the issue's
+  per-action-step overhead. `same_plan` says both modes ran the same number of action steps.
+- `ms_per_action_step`: phase wall / action steps per mode (everything a phase costs, per action).
+With --latency, the API is tests/fake_anthropic.py's server answering every request after a fixed
+delay; `orchestration_share` = (wall - time inside LLM calls) / wall, for the day and per run.
 """
+from __future__ import annotations
+
 import argparse
+import contextlib
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from pathlib import Path
 
-import dagster as dg
-
-from cass_pipelines.cli.main import main as cli
-from cass_pipelines.core.categories import PHASES
-from cass_pipelines.core.runtime import open_runtime
-from cass_pipelines.definitions import build_defs
-from cass_pipelines.execution import instance_for, run_journal, run_memory, run_phase
+ROOT = Path(__file__).resolve().parent.parent
+ACTION_STEP = ".action_"
+MEMORY_TEMPLATE = "conversation_catchup"   # what memory_job runs
 
 
-def step_seconds(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float]:
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def noop_registry(path: Path) -> Path:
+    """The shipped registry with every handler replaced by a no-op, except the memory catch-up's:
+    the day is planned from the conversation summaries it writes, so both modes plan the same day."""
+    shipped = json.loads((ROOT / "cass_pipelines" / "data" / "definitions.json").read_text())
+    memory = {a for t in shipped["templates"] if t["id"] == MEMORY_TEMPLATE for a in t["action_sequence"]}
+    for action in shipped["actions"]:
+        if action["id"] not in memory:
+            action["handler"] = "noop_handlers:noop"
+    path.write_text(json.dumps(shipped))
+    return path
+
+
+def child(mode: str, day_text: str, latency: float) -> None:
+    """One day in this process; prints one JSON line."""
+    started_imports = time.perf_counter()
+    from cass_pipelines.store import db
+
+    opens = [0]
+    real_connect = db.connect
+
+    def counting_connect(*a, **kw):
+        opens[0] += 1
+        return real_connect(*a, **kw)
+
+    db.connect = counting_connect   # every store open goes through it
+    from datetime import date, timedelta
+
+    from cass_pipelines.cli.main import main as cli
+    from cass_pipelines.core.categories import PHASES
+    from cass_pipelines.core.clock import SystemClock
+    from cass_pipelines.core.runtime import open_runtime
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import instance_for, run_journal, run_memory, run_phase
+    from cass_pipelines.store import conversations, ledger
+    import_s = time.perf_counter() - started_imports
+
+    day = date.fromisoformat(day_text)
+    with contextlib.redirect_stdout(sys.stderr):   # stdout carries only the JSON figures
+        assert cli(["init", "--sample"]) == 0
+    rt = open_runtime()
+    instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+    idle_before = SystemClock().now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
+    jobs = []
+    if conversations.idle_unsummarized(rt.store, idle_before, limit=1):
+        jobs.append(("memory", lambda: run_memory(defs, instance)))
+    jobs += [(p, lambda p=p: run_phase(defs, instance, day, p)) for p in PHASES]
+    jobs.append(("journal", lambda: run_journal(defs, instance, day)))
+    runs = []
+    opens[0] = 0
+    for name, launch in jobs:
+        before = opens[0]
+        started = time.perf_counter()
+        result = launch()
+        wall = time.perf_counter() - started
+        steps = step_walls(instance, result.run_id)
+        action = [s for k, s in steps.items() if ACTION_STEP in k]
+        totals = ledger.totals(rt.store, run_id=result.run_id)
+        llm_s = float(rt.store.scalar("SELECT coalesce(sum(latency_ms), 0) / 1000.0 FROM llm_ledger "
+                                      "WHERE run_id = ?", [result.run_id]))
+        runs.append({"run": name, "ok": result.success, "wall_s": round(wall, 3), "steps": len(steps),
+                     "action_steps": len(action), "other_steps": len(steps) - len(action),
+                     "action_step_wall_ms_median": round(statistics.median(action) * 1000, 1) if action else None,
+                     "llm_calls": int(totals["calls"]), "llm_s": round(llm_s, 3),
+                     "duckdb_opens": opens[0] - before})
+    print(json.dumps({"mode": mode, "latency_s": latency, "import_s": round(import_s, 3), "runs": runs}))
+
+
+def step_walls(instance, run_id: str) -> dict[str, float]:
+    """Seconds from STEP_START to STEP_SUCCESS/FAILURE per step key (checks included)."""
     starts: dict[str, float] = {}
-    total, steps = 0.0, 0
+    walls: dict[str, float] = {}
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None or event.step_key is None:
@@ -32,49 +120,100 @@ def step_seconds(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float]
         if event.event_type_value == "STEP_START":
             starts[event.step_key] = entry.timestamp
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
-            total += entry.timestamp - starts.pop(event.step_key)
-            steps += 1
-    return steps, total
+            walls[event.step_key] = entry.timestamp - starts.pop(event.step_key)
+    return walls
 
 
-def handler_seconds(rt, run_id: str) -> float:
-    return float(rt.store.scalar(
-        "SELECT coalesce(sum(epoch(finished_at) - epoch(started_at)), 0) FROM action_runs WHERE run_id = ?",
-        [run_id]))
+def launch(mode: str, day: str, latency: float, tmp: Path) -> dict:
+    home = tmp / f"{mode}-{time.perf_counter_ns()}"
+    env = {**os.environ, "CASS_HOME": str(home / "cass"), "DAGSTER_HOME": str(home / "dagster"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("CASS_ACTIONS_FILE", None)
+    (home / "dagster").mkdir(parents=True)
+    if mode == "noop":
+        env["CASS_ACTIONS_FILE"] = str(noop_registry(home / "noop_definitions.json"))
+    server = None
+    if latency:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from fake_anthropic import API_KEY, FakeAnthropic, Reply
+
+        class Delayed(FakeAnthropic):
+            def _next_reply(self):   # every answer after the same fixed delay
+                return super()._next_reply() or Reply(delay_s=latency)
+
+        server = Delayed(lifetime_s=3600).__enter__()
+        env.update(CASS_LLM="anthropic", ANTHROPIC_API_KEY=API_KEY, ANTHROPIC_BASE_URL=server.url)
+    else:
+        env.update(CASS_LLM="offline")
+    try:
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--child", mode, "--date", day, "--latency", str(latency)],
+                              env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+    finally:
+        if server:
+            server.__exit__(None, None, None)
+    if proc.returncode:
+        sys.exit(f"{mode} day failed:\n{proc.stderr[-4000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_wall_s"] = round(wall, 3)
+    out["day_wall_s"] = round(sum(r["wall_s"] for r in out["runs"]), 3)
+    return out
 
 
-def run(argv: list[str]) -> None:
+def summary(results: list[dict]) -> dict:
+    by_mode: dict[str, list[dict]] = {}
+    for r in results:
+        by_mode.setdefault(r["mode"], []).append(r)
+
+    def med(mode: str, figure) -> float:
+        return round(statistics.median(figure(x["runs"]) for x in by_mode[mode]), 3)
+
+    def phases(runs) -> float:
+        return sum(r["wall_s"] for r in runs if r["run"] not in ("memory", "journal"))
+
+    out: dict = {"day_wall_s": {m: med(m, lambda runs: sum(r["wall_s"] for r in runs)) for m in by_mode},
+                 "phases_wall_s": {m: med(m, phases) for m in by_mode}}
+    for key in ("action_steps", "other_steps", "llm_calls", "duckdb_opens"):
+        out[key] = {m: sum(r[key] for r in rs[0]["runs"]) for m, rs in by_mode.items()}
+    steps = out["action_steps"]
+    out["ms_per_action_step"] = {m: round(out["phases_wall_s"][m] / steps[m] * 1000, 1) for m in by_mode if steps[m]}
+    if "noop" in by_mode and "real" in by_mode and steps["real"]:
+        out["same_plan"] = steps["real"] == steps["noop"]
+        out["real_minus_noop_ms_per_action_step"] = round(
+            (out["phases_wall_s"]["real"] - out["phases_wall_s"]["noop"]) / steps["real"] * 1000, 1)
+    first = results[0]
+    if first["latency_s"]:
+        runs = first["runs"]
+        llm = sum(r["llm_s"] for r in runs)
+        wall = sum(r["wall_s"] for r in runs)
+        out["llm_s"] = round(llm, 2)
+        out["orchestration_s"] = round(wall - llm, 2)
+        out["orchestration_share"] = round((wall - llm) / wall, 4)
+        out["per_run_orchestration_share"] = {r["run"]: round((r["wall_s"] - r["llm_s"]) / r["wall_s"], 4)
+                                              for r in runs}
+        out["memory_catchup_s"] = next((r["wall_s"] for r in runs if r["run"] == "memory"), None)
+    return out
+
+
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--date", default="2026-11-20")
-    day = date.fromisoformat(parser.parse_args(argv).date)
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.update(CASS_HOME=os.path.join(tmp, "cass"), CASS_LLM="offline",
-                          DAGSTER_HOME=os.path.join(tmp, "dagster"))
-        os.makedirs(os.environ["DAGSTER_HOME"])
-        cli(["init", "--sample"])
-        rt = open_runtime()
-        instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
-        jobs = [("memory", lambda: run_memory(defs, instance))]
-        jobs += [(p, lambda p=p: run_phase(defs, instance, day, p)) for p in PHASES]
-        jobs.append(("journal", lambda: run_journal(defs, instance, day)))
-        rows = []
-        for name, launch in jobs:
-            started = time.perf_counter()
-            result = launch()
-            wall = time.perf_counter() - started
-            steps, in_steps = step_seconds(instance, result.run_id)
-            handlers = handler_seconds(rt, result.run_id)
-            rows.append((name, result.success, wall, steps, in_steps - handlers, handlers, wall - in_steps))
-    print(f"{'run':<10} {'ok':<3} {'wall s':>7} {'steps':>6} {'step code s':>12} {'handlers s':>11} "
-          f"{'dagster s':>10} {'dagster ms/step':>16}")
-    for name, ok, wall, steps, ours, handlers, framework in rows:
-        print(f"{name:<10} {'y' if ok else 'N':<3} {wall:>7.2f} {steps:>6} {ours:>12.2f} {handlers:>11.2f} "
-              f"{framework:>10.2f} {framework / max(steps, 1) * 1000:>16.0f}")
-    wall, steps = sum(r[2] for r in rows), sum(r[3] for r in rows)
-    framework = sum(r[6] for r in rows)
-    print(f"{'total':<10} {'':<3} {wall:>7.2f} {steps:>6} {sum(r[4] for r in rows):>12.2f} "
-          f"{sum(r[5] for r in rows):>11.2f} {framework:>10.2f} {framework / max(steps, 1) * 1000:>16.0f}")
+    parser.add_argument("--latency", type=float, default=0.0, help="loopback API delay per request, seconds")
+    parser.add_argument("--modes", default="real,noop", help="real and/or noop (offline only)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--child")
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args.child, args.date, args.latency)
+    modes = ["real"] if args.latency else args.modes.split(",")
+    load_before = load()
+    with tempfile.TemporaryDirectory(prefix="cass-bench-day-") as tmp:
+        results = [launch(m, args.date, args.latency, Path(tmp)) for _ in range(args.repeat) for m in modes]
+    print(json.dumps({"bench": "day", "date": args.date, "latency_s": args.latency, "cpus": os.cpu_count(),
+                      "load_1m_before": load_before, "load_1m_after": load(),
+                      "summary": summary(results), "results": results}, indent=1))
 
 
 if __name__ == "__main__":
-    run(sys.argv[1:])
+    main(sys.argv[1:])

@@ -1,7 +1,8 @@
-"""Import throughput and memory: generate JSONL files of 10k / 100k / 1M lines and import each into a
-fresh CASS_HOME through `import_file` (the code path of `cass-pipelines import-conversations`).
+"""Import throughput and memory as a user sees it: generate JSONL files of 10k / 100k / 1M lines and
+run `cass-pipelines import-conversations FILE --json` on each, in a fresh initialised CASS_HOME.
 
-Each size runs in its own subprocess so its peak RSS (ru_maxrss) is its own.
+The wall is the whole subprocess (interpreter start, imports, schema check, import); peak RSS is
+the child's (RUSAGE_CHILDREN of a process that runs only that child). Prints JSON.
 
     .venv/bin/python bench/bench_import.py                 # 10k, 100k, 1M
     .venv/bin/python bench/bench_import.py 10000 50000     # chosen sizes
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 SIZES = [10_000, 100_000, 1_000_000]
+CLI = str(Path(sys.executable).parent / "cass-pipelines")   # the installed entry point
 WORDS = ("the quick brown fox jumps over a lazy dog while cass wonders about recursion memory "
          "and the shape of a good question").split()
 
@@ -38,27 +40,8 @@ def generate(path: Path, lines: int, per_conversation: int = 20) -> None:
                 **({"title": f"Conversation {conv}"} if seq == 0 else {})}) + "\n")
 
 
-def child(path: str) -> None:
-    """Import one file into the CASS_HOME of the environment; print a JSON result line."""
-    from cass_pipelines.cli.setup_cmds import import_file
-    from cass_pipelines.core.settings import load_settings
-    from cass_pipelines.store.db import Store
-    from cass_pipelines.store.schema import migrate
-
-    settings = load_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.db_path)
-    migrate(store)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    report = import_file(store, Path(path))
-    seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_kb": peak, "base_kb": base,
-                      "messages": report.messages_added, "bad": report.bad_line_count}))
-
-
 def main(sizes: list[int]) -> None:
+    load_before = round(os.getloadavg()[0], 2)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cass-bench-") as tmp:
         for n in sizes:
@@ -66,21 +49,29 @@ def main(sizes: list[int]) -> None:
             generate(data, n)
             env = {**os.environ, "CASS_HOME": str(Path(tmp) / f"home_{n}"), "CASS_LLM": "offline"}
             env.pop("CASS_ACTIONS_FILE", None)
+            subprocess.run([CLI, "init"], env=env, check=True, capture_output=True)
             proc = subprocess.run([sys.executable, __file__, "--child", str(data)], env=env,
                                   capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"import of {n} lines failed:\n{proc.stderr}")
-            out = proc.stdout
-            res = json.loads(out.strip().splitlines()[-1])
-            assert res["messages"] == n and res["bad"] == 0, res
-            mb = data.stat().st_size / 1e6
-            rows.append([f"{n:,}", f"{mb:.1f}", f"{res['seconds']:.1f}", f"{n / res['seconds']:,.0f}",
-                         f"{res['peak_kb'] / 1024:.0f}", f"{(res['peak_kb'] - res['base_kb']) / 1024:.0f}"])
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert res["report"]["messages_added"] == n and res["report"]["bad_line_count"] == 0, res
+            rows.append({"lines": n, "mb": round(data.stat().st_size / 1e6, 1), "seconds": round(res["seconds"], 2),
+                         "lines_per_s": round(n / res["seconds"]), "peak_rss_mb": round(res["peak_kb"] / 1024)})
             data.unlink()
-    header = ["lines", "MB", "seconds", "lines/s", "peak RSS MB", "RSS growth MB"]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    for r in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    print(json.dumps({"bench": "import", "cpus": os.cpu_count(), "load_1m_before": load_before,
+                      "load_1m_after": round(os.getloadavg()[0], 2), "sizes": rows}, indent=1))
+
+
+def child(path: str) -> None:
+    """Run the CLI import as a subprocess of this otherwise idle process; print wall and its peak RSS."""
+    started = time.perf_counter()
+    proc = subprocess.run([CLI, "import-conversations", path, "--json"], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode:
+        sys.exit(proc.stderr)
+    print(json.dumps({"seconds": seconds, "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                      "report": json.loads(proc.stdout)}))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
         assets=[conversations, self_model, build_phase_plan(phases),
                 build_phase_work(phases, registry.max_sequence_length), *build_results(phases),
                 build_daily_journal(dates), build_conversation_summaries()],
-        asset_checks=[build_actions_check(), *build_cost_checks(phases)],
+        asset_checks=[build_actions_check(phases), *build_cost_checks(phases)],
         jobs=[phase_job, journal_job, memory_job, manual_work_job, retry_job],
         schedules=[*(build_phase_schedule(settings, p, phase_job) for p in PHASES),
                    build_journal_schedule(settings, journal_job)],

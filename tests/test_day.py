@@ -101,7 +101,9 @@ def test_actions_of_a_unit_run_in_template_order_one_step_each(day_env):
         runs = plans.action_runs(rt.store, unit["id"])
         assert [r["action_id"] for r in runs] == list(sequence[:len(runs)])
         mine = [s for s in steps if f"[{unit['id']}__" in s]
-        assert [int(s.split("[")[0].split("_")[-1]) for s in mine] == list(range(1, len(mine) + 1))
+        # phase_work_graph.action_K_of_N[UNIT__TEMPLATE]: the unit's K-th action of N, one step each
+        assert [int(s.split(".action_")[1].split("_of_")[0]) for s in mine] == list(range(1, len(mine) + 1))
+        assert all(s.endswith(f"[{unit['id']}__{unit['template_id']}]") for s in mine)
         started = [r["started_at"] for r in runs]
         assert started == sorted(started)
 

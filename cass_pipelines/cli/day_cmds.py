@@ -1,6 +1,5 @@
 """run-day, run-phase, plan, summaries, journal, status, trigger."""
 import argparse
-import os
 import time
 from datetime import date, timedelta
 
@@ -9,10 +8,8 @@ from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.errors import shown
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.planning import phase_skip_reason
 from cass_pipelines.core.preflight import run_problems
-from cass_pipelines.core.recovery import recover, recover_if_stale
-from cass_pipelines.core.runtime import Runtime, open_runtime
+from cass_pipelines.core.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.core.settings import SettingsError
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
@@ -140,6 +137,8 @@ def render_report(r: dict) -> str:
 
 
 def cmd_run_day(args: argparse.Namespace) -> int:
+    from cass_pipelines.core.planning import phase_skip_reason
+    from cass_pipelines.core.recovery import recover
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.resources import run_over
 
@@ -175,6 +174,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:
+    from cass_pipelines.core.planning import phase_skip_reason
     from cass_pipelines.execution import run_phase
 
     rt = open_runtime(must_exist=True)
@@ -223,41 +223,46 @@ def cmd_journal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _instance(rt: Runtime) -> tuple["object | None", str, str | None]:
-    """The Dagster instance, its home, and why it could not be opened (a full disk, a read-only
-    DAGSTER_HOME): status still shows everything else."""
-    from cass_pipelines.execution import instance_for
-
-    try:
-        instance = instance_for(rt.settings)
-        return instance, str(instance.root_directory), None
-    except Exception as exc:   # any failure of the instance (OS, SQLite, Dagster) is shown, not raised
-        home = os.environ.get("DAGSTER_HOME") or str(rt.settings.home / "dagster")
-        return None, home, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from cass_pipelines.resources import fail_dead_runs, run_over
+    from cass_pipelines.core.recovery import recover, stale
+    from cass_pipelines.llm.factory import resolve_mode
+    from cass_pipelines.store import dagster_runs
+    from cass_pipelines.store.claims import never_over
 
-    rt = _reader()
-    day, phase = _today(rt)
-    instance, dagster_home, runs_error = _instance(rt)
-    if instance is not None:
-        fail_dead_runs(instance)          # status tells the truth right after a crash
-        recover_if_stale(rt, run_over(instance), clock_from_env().now())
-    units = plans.units_for_day(rt.store, day)
-    progress: dict[str, int] = {}
+    settings, store = open_store()
+    check_version(store)
+    now = clock_from_env().now()
+    day, phase = phase_at(now, settings)
+    home = dagster_runs.dagster_home_path(settings.home)
+    runs, runs_error, is_over = dagster_runs.recent_runs(home), None, dagster_runs.run_over(home)
+    if runs is None or dagster_runs.runs_of_dead_processes(home) is not False:
+        # Only Dagster can read this instance, or a crashed run must be marked failed: the slow path.
+        try:
+            from cass_pipelines.execution import instance_for
+            from cass_pipelines.resources import fail_dead_runs, run_over
+
+            instance = instance_for(settings)
+            fail_dead_runs(instance)          # status tells the truth right after a crash
+            is_over = run_over(instance)
+            runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
+                     "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
+                    for r in instance.get_runs(limit=8)]
+        except Exception as exc:   # a full disk, a read-only DAGSTER_HOME: status still shows the rest
+            runs, is_over = [], never_over
+            runs_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    with store.session():   # one open for every read below (and a recovery only when something is stale)
+        if stale(store, settings.home, is_over):
+            recover(store, settings.home, is_over, now)
+        units = plans.units_for_day(store, day)
+        out = {"paused": paused_reason(store, None), "llm_mode": resolve_mode(settings), "timezone": settings.timezone,
+               "date": day.isoformat(), "current_phase": phase, "plan_progress": {},
+               "recent_runs": runs, "recent_runs_error": runs_error,
+               "dead_letters": dead_letters.listing(store, limit=5),
+               "budget": budget_status(store, settings, day),
+               "database": str(settings.db_path), "dagster_home": str(home),
+               "artifacts": views.artifact_counts(store)}
     for u in units:
-        progress[u["status"]] = progress.get(u["status"], 0) + 1
-    runs = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
-             "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
-            for r in instance.get_runs(limit=8)] if instance is not None else []
-    out = {"paused": paused_reason(rt.store, None), "llm_mode": rt.llm_mode, "timezone": rt.settings.timezone,
-           "date": day.isoformat(), "current_phase": phase, "plan_progress": progress,
-           "recent_runs": runs, "recent_runs_error": runs_error, "dead_letters": dead_letters.listing(rt.store, limit=5),
-           "budget": budget_status(rt.store, rt.settings, day),
-           "database": str(rt.settings.db_path), "dagster_home": dagster_home,
-           "artifacts": views.artifact_counts(rt.store)}
+        out["plan_progress"][u["status"]] = out["plan_progress"].get(u["status"], 0) + 1
     emit(out, args.json, lambda d: "\n".join([
         f"paused: {d['paused'] or 'no'}", f"LLM: {d['llm_mode']}",
         f"now: {d['date']} {d['current_phase']} ({d['timezone']})",

@@ -6,7 +6,7 @@ import argparse
 from cass_pipelines.cli.output import emit, parse_date, table
 from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.runtime import open_runtime
+from cass_pipelines.core.runtime import open_store
 from cass_pipelines.store import ledger
 from cass_pipelines.store.schema import migrate
 
@@ -19,12 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    rt = open_runtime(must_exist=True)
-    migrate(rt.store)
-    day = parse_date(args.date, phase_at(clock_from_env().now(), rt.settings)[0])
-    rows = [{**row, "ts": row["ts"].astimezone(rt.settings.tz)} for row in ledger.rows(rt.store, day)]
-    emit(rows, args.json, lambda rows: render(day, rows, ledger.totals(rt.store, day),
-                                              ledger.totals_by(rt.store, day, "category")))
+    settings, store = open_store()
+    day = parse_date(args.date, phase_at(clock_from_env().now(), settings)[0])
+    with store.session():   # one open for the whole read
+        migrate(store)
+        rows = [{**row, "ts": row["ts"].astimezone(settings.tz)} for row in ledger.rows(store, day)]
+        totals = None if args.json else (ledger.totals(store, day), ledger.totals_by(store, day, "category"))
+    emit(rows, args.json, lambda rows: render(day, rows, *totals))
     return 0
 
 

@@ -5,8 +5,7 @@ from cass_pipelines.cli.output import MAX_TEXT_CHARS, bounded_text, emit, parse_
 from cass_pipelines.core.categories import Category
 from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.recovery import recover_if_stale
-from cass_pipelines.core.runtime import open_runtime
+from cass_pipelines.core.runtime import open_runtime, open_store
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.claims import never_over
 from cass_pipelines.store.control import pause, paused_scopes, resume
@@ -51,11 +50,17 @@ def render_budget(b: dict) -> str:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    rt = open_runtime(must_exist=True)
-    migrate(rt.store)
-    day = parse_date(args.date, phase_at(clock_from_env().now(), rt.settings)[0])
-    recover_if_stale(rt, never_over, clock_from_env().now())
-    emit(budget_status(rt.store, rt.settings, day), args.json, render_budget)
+    from cass_pipelines.core.recovery import recover, stale
+
+    settings, store = open_store()
+    now = clock_from_env().now()
+    day = parse_date(args.date, phase_at(now, settings)[0])
+    with store.session():   # one open for the whole read (and a recovery only when something is stale)
+        migrate(store)
+        if stale(store, settings.home, never_over):
+            recover(store, settings.home, never_over, now)
+        status = budget_status(store, settings, day)
+    emit(status, args.json, render_budget)
     return 0
 
 

@@ -75,6 +75,9 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
 
         if position in runs and runs[position]["status"] in DONE:
             return outcome(ActionStatus.COMPLETED, "already completed; not run again", runs[position]["cost_usd"])
+        if any(runs.get(p, {}).get("status") not in DONE for p in range(position)):
+            # Template order: another run is still on an earlier action, or it ended the unit.
+            return outcome(ActionStatus.SKIPPED, "an earlier action of the unit has not completed", unit_done=True)
         if unit["status"] in UNIT_CLOSED:
             return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from cass_pipelines.core.registry import Registry, load_registry
 from cass_pipelines.core.settings import Settings, SettingsError, load_settings
-from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.factory import make_client, resolve_mode
-from cass_pipelines.llm.pricing import Pricing, load_pricing
 from cass_pipelines.store.db import Store
+
+if TYPE_CHECKING:
+    from cass_pipelines.llm.base import LLMClient
+    from cass_pipelines.llm.pricing import Pricing
 
 
 @dataclass
@@ -27,6 +29,8 @@ class Runtime:
 
     @cached_property
     def pricing(self) -> Pricing:
+        from cass_pipelines.llm.pricing import load_pricing
+
         return load_pricing()
 
 
@@ -45,6 +49,13 @@ def require_initialised(settings: Settings) -> None:
                              "move it away, or point CASS_HOME elsewhere"])
     if not settings.db_path.is_file():
         raise NotInitialisedError(settings.db_path)
+
+
+def open_store(env: Mapping[str, str] | None = None) -> tuple[Settings, Store]:
+    """Settings and the store of an initialised CASS_HOME, for reads that need no registry or LLM."""
+    settings = load_settings(env)
+    require_initialised(settings)
+    return settings, Store(settings.db_path)
 
 
 def open_runtime(env: Mapping[str, str] | None = None, store: Store | None = None,

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from cass_pipelines.core.settings import Settings
-from cass_pipelines.llm.base import LLMClient
-from cass_pipelines.llm.offline import OfflineBackend
-from cass_pipelines.llm.pricing import load_pricing
+
+if TYPE_CHECKING:   # the backends load only when a client is made: `status` needs just the mode
+    from cass_pipelines.llm.base import LLMClient
 
 
 def resolve_mode(settings: Settings, env: Mapping[str, str] | None = None) -> str:
@@ -21,6 +21,9 @@ def resolve_mode(settings: Settings, env: Mapping[str, str] | None = None) -> st
 def make_client(settings: Settings, mode: str | None = None) -> LLMClient:
     """The backend for `mode` (default: resolved from settings and environment). Checks that every
     configured model is priced, so a typo in a model name fails at startup."""
+    from cass_pipelines.llm.offline import OfflineBackend
+    from cass_pipelines.llm.pricing import load_pricing
+
     mode = mode or resolve_mode(settings)
     pricing = load_pricing()
     if mode == "offline":

@@ -23,6 +23,7 @@ from cass_pipelines.store.db import Store, rows_as_dicts
 from cass_pipelines.store.ledger import LedgerRow, insert_row
 
 CALIBRATION_WINDOW = 20   # recent executions per action that the calibrated estimate averages
+CALIBRATION_LOOKBACK_DAYS = 30   # ...found among the ledger's last days: a year of ledger is never scanned
 
 _ROOM = """SELECT
     (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE date = $day),
@@ -125,17 +126,21 @@ def watch(store: Store, settings: Settings, day: date, now: datetime,
     return status, new
 
 
-def ledger_action_averages(store: Store, window: int = CALIBRATION_WINDOW) -> dict[str, ActionCost]:
-    """Per action, the actual cost of its last `window` executions (a unit's action in one run)."""
+def ledger_action_averages(store: Store, window: int = CALIBRATION_WINDOW,
+                           lookback_days: int = CALIBRATION_LOOKBACK_DAYS) -> dict[str, ActionCost]:
+    """Per action, the actual cost of its last `window` executions (a unit's action in one run)
+    within the ledger's last `lookback_days` budget days; an action not run in that time has no
+    calibration (its hold is the worst case)."""
     rows = store.all("""
         WITH execs AS (
             SELECT action_id, sum(cost_usd) AS cost, count(*) AS calls, max(ts) AS last_ts
-            FROM llm_ledger WHERE action_id IS NOT NULL
+            FROM llm_ledger
+            WHERE action_id IS NOT NULL AND date > (SELECT max(date) FROM llm_ledger) - ?::INTEGER
             GROUP BY action_id, coalesce(work_unit_id || '/' || coalesce(run_id, ''), request_id)),
         recent AS (SELECT *, row_number() OVER (PARTITION BY action_id ORDER BY last_ts DESC) AS n FROM execs)
         SELECT action_id, count(*) AS executions, avg(cost) AS mean_usd, sum(calls) AS calls,
                sum(cost) / sum(calls) AS mean_call_usd
-        FROM recent WHERE n <= ? GROUP BY action_id""", [window])
+        FROM recent WHERE n <= ? GROUP BY action_id""", [lookback_days, window])
     return {r["action_id"]: ActionCost(int(r["executions"]), float(r["mean_usd"]), int(r["calls"]),
                                        float(r["mean_call_usd"])) for r in rows}
 

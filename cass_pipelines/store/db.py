@@ -1,13 +1,21 @@
-"""Short-lived DuckDB connections with lock-conflict retry.
+"""Short-lived DuckDB sessions with lock-conflict retry.
 
 DuckDB is single-writer across processes: while one process has the file open, every other open
-fails (read-only included). So a connection is opened for a few statements and closed again, never
+fails (read-only included). So the file is opened for a few statements and closed again, never
 held across an LLM call, and opens are retried with backoff. Within one process, multi-statement
 transactions are serialised by a lock so a reservation's check-then-insert cannot interleave.
+
+An "open" is an ATTACH of the file to one in-memory DuckDB instance that lives as long as the
+process, and a "close" is its DETACH: the file lock is held exactly while attached, as it was
+while a connection was open. Creating and destroying a whole DuckDB instance for each open cost
+5-10x more (thread pool, built-in extensions, buffer manager; bench/bench_store.py measures both).
+Threads of one process share an attachment (counted), each through its own cursor.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import threading
 import time
@@ -18,8 +26,14 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 import duckdb
 
 OPEN_DEADLINE_S = 100.0          # same order as dagster-duckdb's own open backoff
+# Every function our SQL uses (ICU time zones, JSON) is built into the wheel: no extension lookups.
+HOST_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
 _WRITE_LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
+_ATTACH_GUARD = threading.Lock()
+_host: duckdb.DuckDBPyConnection | None = None
+_host_pid: int | None = None
+_attached: dict[str, list] = {}   # resolved path -> [catalog alias, sessions using it]
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
@@ -28,12 +42,55 @@ def _is_lock_conflict(exc: BaseException) -> bool:
         "lock" in text or "conflicting" in text)
 
 
+def _key(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
+def _host_connection() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory instance (a forked child makes its own: an instance is not fork-safe)."""
+    global _host, _host_pid
+    if _host is None or _host_pid != os.getpid():
+        _host, _host_pid = duckdb.connect(":memory:", config=HOST_CONFIG), os.getpid()
+        _attached.clear()
+    return _host
+
+
+def _attach(key: str) -> duckdb.DuckDBPyConnection:
+    """A cursor whose default catalog is the file, attaching it if no session of this process has."""
+    with _ATTACH_GUARD:
+        host = _host_connection()
+        entry = _attached.get(key)
+        if entry is None:
+            alias = "cass_" + hashlib.sha1(key.encode()).hexdigest()[:16]
+            host.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {alias}")
+            entry = _attached[key] = [alias, 0]
+        entry[1] += 1
+        cursor = host.cursor()
+    try:
+        cursor.execute(f"USE {entry[0]}")
+    except BaseException:
+        _release(key, cursor)
+        raise
+    return cursor
+
+
+def _release(key: str, cursor: duckdb.DuckDBPyConnection) -> None:
+    """Close the cursor; the last session of the process detaches the file (checkpoint, unlock)."""
+    cursor.close()
+    with _ATTACH_GUARD:
+        entry = _attached[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _attached[key]
+            _host_connection().execute(f"DETACH {entry[0]}")
+
+
 def connect(path: str | Path, deadline_s: float = OPEN_DEADLINE_S) -> duckdb.DuckDBPyConnection:
-    """Open the database, retrying while another process holds the file lock."""
+    """Open the database, retrying while another process holds the file lock. Close it with `close`."""
     delay, waited = 0.02, 0.0
     while True:
         try:
-            return duckdb.connect(str(path))
+            return _attach(_key(path))
         except Exception as exc:
             if not _is_lock_conflict(exc) or waited >= deadline_s:
                 raise
@@ -43,13 +100,17 @@ def connect(path: str | Path, deadline_s: float = OPEN_DEADLINE_S) -> duckdb.Duc
             delay = min(delay * 2, 1.0)
 
 
+def close(path: str | Path, conn: duckdb.DuckDBPyConnection) -> None:
+    _release(_key(path), conn)
+
+
 @contextmanager
 def open_connection(path: str | Path, deadline_s: float = OPEN_DEADLINE_S) -> Iterator[duckdb.DuckDBPyConnection]:
     conn = connect(path, deadline_s)
     try:
         yield conn
     finally:
-        conn.close()
+        close(path, conn)
 
 
 def _write_lock(path: str) -> threading.RLock:

@@ -165,7 +165,8 @@ def migrate(store: Store) -> list[int]:
 
 def current_version(store: Store) -> int:
     """The highest applied migration; 0 for a database that was never migrated."""
-    if not store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"):
+    if not store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version' "
+                        "AND table_catalog = current_database()"):
         return 0
     return store.scalar("SELECT coalesce(max(version), 0) FROM schema_version") or 0
 

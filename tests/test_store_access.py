@@ -1,0 +1,141 @@
+"""Cheap store access keeps DuckDB's multi-process safety; the phase runs one step per action and
+no other step per action; reads answer without Dagster."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cass_pipelines.core.runtime import open_runtime
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.execution import instance_for, run_memory, run_phase
+from cass_pipelines.partitions import phase_key
+from cass_pipelines.store import budget as sb
+from cass_pipelines.store import views
+from cass_pipelines.store.dagster_runs import recent_runs
+from cass_pipelines.store.db import Store
+
+DAY = date(2026, 11, 20)
+OPEN = "import duckdb, sys; duckdb.connect(sys.argv[1]).close(); print('opened')"
+
+
+def other_process_opens(path) -> bool:
+    proc = subprocess.run([sys.executable, "-c", OPEN, str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 or "lock" in proc.stderr.lower(), proc.stderr
+    return proc.returncode == 0
+
+
+def test_the_file_is_locked_exactly_while_a_session_is_open(tmp_path):
+    store = Store(tmp_path / "cass.duckdb")
+    store.execute("CREATE TABLE t (x INTEGER)")
+    with store.session():
+        store.execute("INSERT INTO t (x) VALUES (1)")
+        assert not other_process_opens(store.path)
+    assert other_process_opens(store.path)
+    assert store.scalar("SELECT count(*) FROM t") == 1
+
+
+def test_threads_share_the_file_and_release_it_when_the_last_one_is_done(tmp_path):
+    store = Store(tmp_path / "cass.duckdb")
+    store.execute("CREATE TABLE t (x INTEGER)")
+    inside, release = threading.Barrier(3), threading.Event()
+
+    def work(x: int) -> None:
+        with store.session():
+            store.execute("INSERT INTO t (x) VALUES (?)", [x])
+            inside.wait(timeout=30)
+            release.wait(timeout=30)
+
+    threads = [threading.Thread(target=work, args=(x,)) for x in (1, 2)]
+    for t in threads:
+        t.start()
+    inside.wait(timeout=30)
+    assert not other_process_opens(store.path)   # both sessions hold the one attachment
+    release.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert other_process_opens(store.path)
+    assert store.scalar("SELECT sum(x) FROM t") == 3
+
+
+def test_two_files_in_one_process_stay_apart(tmp_path):
+    a, b = Store(tmp_path / "a.duckdb"), Store(tmp_path / "b.duckdb")
+    with a.session(), b.session():
+        a.execute("CREATE TABLE t (x INTEGER)")
+        b.execute("CREATE TABLE t (x VARCHAR)")
+        a.execute("INSERT INTO t (x) VALUES (1)")
+    assert a.scalar("SELECT count(*) FROM t") == 1 and b.scalar("SELECT count(*) FROM t") == 0
+
+
+def test_calibration_reads_only_the_ledgers_recent_days(runtime):
+    store = runtime.store
+    for n, (day, cost) in enumerate([(DAY - timedelta(days=90), 5.0), (DAY, 0.01), (DAY, 0.03)]):
+        store.execute("INSERT INTO llm_ledger (request_id, ts, date, category, model, input_tokens, output_tokens, "
+                      "cache_creation_input_tokens, cache_read_input_tokens, cost_usd, offline, attempts, latency_ms, "
+                      "work_unit_id, action_id, run_id) VALUES (?, ?, ?, 'research', 'm', 0, 0, 0, 0, ?, TRUE, 1, 1, "
+                      "?, 'research.search', 'r')",
+                      [f"req_{n}", datetime(day.year, day.month, day.day, 9, tzinfo=timezone.utc), day, cost, f"wu{n}"])
+    stats = sb.ledger_action_averages(store)["research.search"]
+    assert stats.executions == 2 and stats.mean_usd == pytest.approx(0.02)   # the 90-day-old $5 is out
+
+
+def test_artifact_counts_count_every_table_in_one_statement(runtime):
+    counts = views.artifact_counts(runtime.store)
+    assert counts == {t: runtime.store.scalar(f"SELECT count(*) FROM {t}") for t in views.COUNTED_TABLES}
+
+
+@pytest.fixture
+def day_env(sample_home):
+    rt = open_runtime()
+    return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+
+
+def test_a_phase_has_one_step_per_action_and_a_partitioned_check_that_runs_alone(day_env):
+    rt, instance, defs = day_env
+    result = run_phase(defs, instance, DAY, "morning")
+    assert result.success
+    steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    actions = [s for s in steps if ".action_" in s]
+    executed = rt.store.scalar("SELECT count(*) FROM action_runs WHERE run_id = ?", [result.run_id])
+    assert len(actions) == executed > 0
+    # Besides the actions: the plan, start and finish of the work, summaries, costs and the checks.
+    assert sorted(s for s in steps if s not in actions) == sorted([
+        "phase_plan", "phase_work_graph.start_phase_work", "phase_work_graph.finish_phase_work", "work_summaries",
+        "cost_records", "phase_work_actions_succeeded", "cost_records_spend_within_daily_limit",
+        "cost_records_categories_within_shares", "cost_records_ledger_matches_reservations"])
+    check = dg.AssetCheckKey(dg.AssetKey("phase_work"), "actions_succeeded")
+    alone = defs.resolve_job_def("phase_job").get_subset(asset_selection=set(), asset_check_selection={check})
+    again = alone.execute_in_process(instance=instance, partition_key=phase_key(DAY.isoformat(), "morning"),
+                                     resources=dict(defs.resources), raise_on_error=False)
+    assert again.success
+    evaluations = again.get_asset_check_evaluations()
+    assert [(e.check_name, e.passed) for e in evaluations] == [("actions_succeeded", True)]
+
+
+def test_status_reads_recent_runs_without_dagster_as_dagster_does(day_env, tmp_path):
+    rt, instance, defs = day_env
+    run_memory(defs, instance)
+    run_phase(defs, instance, DAY, "morning")
+    light = recent_runs(Path(instance.root_directory))
+    heavy = [{"run_id": r.run_id, "job": r.job_name, "status": r.status.value,
+              "partition": r.tags.get("dagster/partition", ""), "trigger": r.tags.get("cass/trigger", "")}
+             for r in instance.get_runs(limit=8)]
+    assert light == heavy and len(light) == 2
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "dagster.yaml").write_text("storage:\n  postgres:\n    postgres_url: postgresql://x\n")
+    assert recent_runs(other) is None   # another storage: only Dagster can say
+    assert recent_runs(tmp_path / "empty") == []
+
+
+def test_status_json_does_not_import_dagster(sample_home):
+    code = ("import json, sys; from cass_pipelines.cli.main import main; main(['status', '--json']); "
+            "sys.stderr.write(json.dumps([m for m in ('dagster', 'sqlalchemy', 'anthropic') if m in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
