@@ -49,22 +49,15 @@ def install_dagster_yaml(home: Path) -> str:
         if hashlib.sha256(current.encode()).hexdigest() not in EARLIER_DAGSTER_YAMLS:
             return "kept"
         verdict = "upgraded"
-    tmp = target.with_suffix(".yaml.tmp")
+    tmp = target.with_suffix(f".yaml.{os.getpid()}.tmp")
     tmp.write_text(shipped, encoding="utf-8")
     tmp.replace(target)   # atomic: a concurrent reader sees the old file or the new one
     return verdict
 
 
-def dagster_home(settings: Settings) -> Path:
-    home = instance_dir(settings)
-    if not (home / "dagster.yaml").exists():
-        install_dagster_yaml(home)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
-
-
 @contextmanager
 def _first_use_lock(home: Path):
+    home.mkdir(parents=True, exist_ok=True)
     with open(home / ".cass-instance.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -82,8 +75,11 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     create its SQLite tables ("table instance_info already exists"): creation is serialised by a file
     lock, and a process that does not take the lock (the webserver, the daemon) losing the race to us is
     retried once its tables exist."""
-    home = dagster_home(settings)
+    home = instance_dir(settings)
     with _first_use_lock(home):
+        if not (home / "dagster.yaml").exists():
+            install_dagster_yaml(home)
+        os.environ["DAGSTER_HOME"] = str(home)
         for attempt in range(5):
             try:
                 return dg.DagsterInstance.get()
@@ -97,7 +93,8 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
 def prepare_instance(settings: Settings) -> dict:
     """For `init`: install or upgrade the shipped dagster.yaml and create the instance's storage now, so
     that the webserver, the daemon and CLI runs starting together find it ready."""
-    verdict = install_dagster_yaml(instance_dir(settings))
+    with _first_use_lock(instance_dir(settings)):
+        verdict = install_dagster_yaml(instance_dir(settings))
     with instance_for(settings):
         pass
     return {"dagster_home": str(instance_dir(settings)), "dagster_yaml": verdict}
@@ -108,7 +105,7 @@ def prepare_instance(settings: Settings) -> dict:
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _origins(job_name: str):
+def job_origins(job_name: str):
     from dagster._core.definitions.reconstruct import ReconstructableRepository
     from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
@@ -128,7 +125,7 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, r
     from dagster._core.execution.execute_in_process import merge_run_tags
 
     job = defs.resolve_job_def(job_name)
-    remote_origin, python_origin = _origins(job_name)
+    remote_origin, python_origin = job_origins(job_name)
     run = instance.create_run_for_job(
         job_def=job, run_config=run_config,
         tags={**job.run_tags, **merge_run_tags(job, partition_key, tags, None, instance, run_config)},

@@ -58,7 +58,7 @@ def sample_shift(today: date) -> timedelta:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from cass_pipelines.execution import prepare_instance   # imports Dagster: only for init
+    from cass_pipelines.execution import prepare_instance  # imports Dagster: only for init
 
     home = cass_home()
     home.mkdir(parents=True, exist_ok=True)
