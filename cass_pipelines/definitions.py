@@ -14,6 +14,7 @@ from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.registry import Registry, load_registry
 from cass_pipelines.core.settings import Settings, load_settings
 from cass_pipelines.jobs import build_jobs
+from cass_pipelines.loggers import cass_console_logger
 from cass_pipelines.partitions import date_partitions, phase_partitions
 from cass_pipelines.resources import cass_resource
 from cass_pipelines.schedules import build_journal_schedule, build_phase_schedule
@@ -44,6 +45,7 @@ def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
         # Step outputs pass in memory: every asset stores its data in DuckDB and returns only metadata, and
         # a failed phase is recovered by re-running it (it resumes each unit), not by re-executing steps.
         resources={"cass": cass_resource(settings.db_path), "io_manager": dg.mem_io_manager},
+        loggers={"console": cass_console_logger},
     )
 
 

@@ -20,6 +20,7 @@ import dagster as dg
 import sqlalchemy.exc
 
 from cass_pipelines.core.settings import Settings
+from cass_pipelines.logs import run_log_level
 from cass_pipelines.partitions import phase_key
 
 # The code location as workspace.yaml declares it; the UI files runs under `__repository__@cass_pipelines`.
@@ -100,9 +101,9 @@ def prepare_instance(settings: Settings) -> dict:
     return {"dagster_home": str(instance_dir(settings)), "dagster_yaml": verdict}
 
 
-# Runs started from the CLI keep Dagster's console logger to warnings: the report says what happened,
-# and every event is still stored in the instance for the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Runs started from the CLI keep the console logger to warnings (CASS_LOG_LEVEL): the report says what
+# happened, and every event is still stored in the instance for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": run_log_level()}}}}
 
 
 def job_origins(job_name: str):

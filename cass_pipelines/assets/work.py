@@ -12,6 +12,7 @@ from datetime import date
 import dagster as dg
 
 from cass_pipelines.core.runner import StepOutcome, next_position, run_action
+from cass_pipelines.logs import unit_extra
 from cass_pipelines.partitions import split_key
 from cass_pipelines.resources import CassResource
 from cass_pipelines.store import plans
@@ -44,13 +45,14 @@ def run_work_action(context: dg.OpExecutionContext, cass: CassResource, step: di
     rt = cass.runtime()
     unit = plans.get_unit(rt.store, step["unit_id"])
     action_id = rt.registry.templates[unit["template_id"]].action_sequence[step["position"]]
+    extra = unit_extra(step["unit_id"], action_id)
     context.log.info(f"unit {step['unit_id']} ({unit['template_id']}: {unit['focus']}) "
-                     f"action {step['position'] + 1}: {action_id}")
+                     f"action {step['position'] + 1}: {action_id}", extra=extra)
     outcome: StepOutcome = run_action(rt, step["unit_id"], step["position"], cass.clock(), run_id=context.run_id,
                                       step_key=context.get_step_execution_context().step.key,
                                       log=context.log.warning)
     log = context.log.error if outcome.status == "failed" else context.log.info
-    log(f"{action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})")
+    log(f"{action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})", extra=extra)
     return outcome.as_dict()
 
 

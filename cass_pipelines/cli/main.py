@@ -12,6 +12,7 @@ from cass_pipelines.cli.output import CliError
 from cass_pipelines.core.registry import RegistryError
 from cass_pipelines.core.runtime import NotInitialisedError
 from cass_pipelines.core.settings import SettingsError
+from cass_pipelines.logs import configure_cli_logging
 
 GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds]
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster's beta/preview notices are for developers of this project, not its users.
     warnings.filterwarnings("ignore", module="dagster")
     warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
+    configure_cli_logging()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
