@@ -91,6 +91,14 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     raise AssertionError("unreachable")
 
 
+def write_workspace(home: Path) -> Path:
+    """A workspace file for `dagster dev` naming the code location as the repository's workspace.yaml does."""
+    path = Path(home) / "workspace.yaml"
+    path.write_text(f"load_from:\n  - python_module:\n      module_name: {MODULE}\n      attribute: {ATTRIBUTE}\n"
+                    f"      location_name: {LOCATION_NAME}\n", encoding="utf-8")
+    return path
+
+
 def prepare_instance(settings: Settings) -> dict:
     """For `init`: install or upgrade the shipped dagster.yaml and create the instance's storage now, so
     that the webserver, the daemon and CLI runs starting together find it ready."""

@@ -7,14 +7,14 @@ import warnings
 
 import duckdb
 
-from cass_pipelines.cli import day_cmds, ledger_cmd, money_cmds, setup_cmds
+from cass_pipelines.cli import day_cmds, ledger_cmd, money_cmds, ops_cmds, setup_cmds
 from cass_pipelines.cli.output import CliError
 from cass_pipelines.core.registry import RegistryError
 from cass_pipelines.core.runtime import NotInitialisedError
 from cass_pipelines.core.settings import SettingsError
 from cass_pipelines.logs import configure_cli_logging
 
-GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds]
+GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds, ops_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:
