@@ -9,7 +9,7 @@ from cass_pipelines.assets.plan import build_phase_plan
 from cass_pipelines.assets.results import build_results
 from cass_pipelines.assets.sources import conversations, self_model
 from cass_pipelines.assets.work import build_actions_check, build_phase_work
-from cass_pipelines.checks import build_cost_checks
+from cass_pipelines.checks import build_budget_check, build_cost_checks
 from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.registry import Registry, load_registry
 from cass_pipelines.core.settings import Settings, load_settings
@@ -33,7 +33,7 @@ def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
         assets=[conversations, self_model, build_phase_plan(phases),
                 build_phase_work(phases, registry.max_sequence_length), *build_results(phases),
                 build_daily_journal(dates), build_conversation_summaries()],
-        asset_checks=[build_actions_check(), *build_cost_checks(phases)],
+        asset_checks=[build_actions_check(), *build_cost_checks(phases), build_budget_check(phases)],
         jobs=[phase_job, journal_job, memory_job, manual_work_job],
         schedules=[*(build_phase_schedule(settings, p, phase_job) for p in PHASES),
                    build_journal_schedule(settings, journal_job)],

@@ -25,6 +25,9 @@ from cass_pipelines.store.db import Store
 from cass_pipelines.store.metrics import snapshot
 
 READ_DEADLINE_S = 0.5     # how long a scrape may wait for a run to let go of the file
+# Jobs whose finished runs are counted (`__ASSET_JOB` runs the UI's Materialize and backfills).
+JOBS = ("phase_job", "journal_job", "memory_job", "manual_work_job", "__ASSET_JOB")
+RUN_STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
 TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
 
 
@@ -119,9 +122,19 @@ def clock_families(snap: dict, settings: Settings, now: datetime) -> list:
     ]
 
 
+def run_families(instance) -> list:
+    """Finished Dagster runs by job and status (the instance's own storage, not the DuckDB file)."""
+    import dagster as dg
+
+    return [_gauge("cass_dagster_runs", "Finished Dagster runs by job and status.", ["job", "status"],
+                   [([job, status], instance.get_runs_count(dg.RunsFilter(
+                       job_name=job, statuses=[dg.DagsterRunStatus(status)]))) for job in JOBS
+                    for status in RUN_STATUSES])]
+
+
 class StoreCollector(Collector):
-    def __init__(self, settings: Settings, clock: Clock, deadline_s: float = READ_DEADLINE_S):
-        self.settings, self.clock = settings, clock
+    def __init__(self, settings: Settings, clock: Clock, deadline_s: float = READ_DEADLINE_S, instance=None):
+        self.settings, self.clock, self.instance = settings, clock, instance
         path = str(settings.db_path)
         self.store = Store(path, connect_fn=lambda: _read_only(path, deadline_s))
         self._lock = threading.Lock()
@@ -139,6 +152,8 @@ class StoreCollector(Collector):
             except duckdb.Error as exc:     # busy (a run holds the file) or not there yet: keep the last figures
                 error = " ".join(str(exc).split())[:200]
             yield from self._families
+            if self.instance is not None:
+                yield from run_families(self.instance)
             if self._snap is not None:
                 yield from clock_families(self._snap, self.settings, now)
             yield _gauge("cass_metrics_store_up", "1 when this scrape read the store; 0 when it served the "
@@ -148,7 +163,8 @@ class StoreCollector(Collector):
                              [([], self._read_at)])
 
 
-def registry_for(settings: Settings, clock: Clock, deadline_s: float = READ_DEADLINE_S) -> CollectorRegistry:
+def registry_for(settings: Settings, clock: Clock, deadline_s: float = READ_DEADLINE_S,
+                 instance=None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(settings, clock, deadline_s))
+    registry.register(StoreCollector(settings, clock, deadline_s, instance))
     return registry

@@ -184,3 +184,17 @@ def test_a_backfilled_day_sees_only_its_past(sample_home):
     ctx = decision_context(rt, DAY, ["morning", "afternoon", "evening", "night"], idle=True, last=None)
     assert ctx.recent_work == []
     assert not set(ctx.inputs.recent_templates)
+
+
+def test_an_exhausted_budget_fails_the_budget_check(sample_home, monkeypatch):
+    from cass_pipelines.core.runtime import open_runtime
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import instance_for, run_phase
+
+    monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.01")
+    rt = open_runtime()
+    result = run_phase(build_defs(rt.settings, rt.registry), instance_for(rt.settings), DAY, "morning")
+    assert result.success                            # refused work is deferred, the run itself succeeds
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "budget_not_exhausted"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "exhausted" in check.description

@@ -1,6 +1,5 @@
 """`cass-pipelines metrics`: scraped over HTTP on 127.0.0.1 from a separate process and parsed with
 prometheus-client's own parser; figures equal what the store holds; a busy file never blocks a scrape."""
-import json
 import os
 import subprocess
 import sys
@@ -74,6 +73,7 @@ def test_metrics_scrape_matches_the_store_and_survives_a_busy_file(sample_home, 
     assert ("cass_dead_letters_unresolved", ()) in samples
     assert samples[("cass_metrics_store_up", ())] == 1
     assert samples[("cass_phase_opened", (("phase", "morning"),))] in (0, 1)
+    assert samples[("cass_dagster_runs", (("job", "phase_job"), ("status", "SUCCESS")))] == 1
 
     # A run holds the file for writing: the scrape answers quickly with the last good figures.
     holder = duckdb.connect(str(rt.settings.db_path))
@@ -93,7 +93,7 @@ def test_metrics_once_prints_the_exposition(sample_home, capsys):
     families = {f.name for f in text_string_to_metric_families(capsys.readouterr().out)}
     assert {"cass_work_units_today", "cass_llm_calls", "cass_llm_cost_usd", "cass_llm_tokens", "cass_budget_spent_usd",
             "cass_budget_remaining_usd", "cass_dead_letters", "cass_plan_present",
-            "cass_action_duration_seconds", "cass_metrics_store_up"} <= families
+            "cass_action_duration_seconds", "cass_metrics_store_up", "cass_dagster_runs"} <= families
 
 
 def test_metrics_refuses_an_uninitialised_home(cass_env, capsys):

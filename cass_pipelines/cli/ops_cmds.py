@@ -29,11 +29,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from prometheus_client import generate_latest
     from prometheus_client.exposition import start_wsgi_server
 
+    from cass_pipelines.execution import instance_for
     from cass_pipelines.metrics import registry_for
 
     settings = load_settings()
     require_initialised(settings)
-    registry = registry_for(settings, SystemClock())
+    registry = registry_for(settings, SystemClock(), instance=instance_for(settings))
     if args.once:
         sys.stdout.write(generate_latest(registry).decode())
         return 0
