@@ -24,7 +24,7 @@ class ManualWorkConfig(dg.Config):
 @dg.op(out={"state": dg.Out(dict), "steps": dg.DynamicOut(dict)})
 def start_manual_work(context: dg.OpExecutionContext, config: ManualWorkConfig, cass: CassResource):
 
-    rt, clock = cass.runtime(), cass.clock()
+    rt, clock = cass.for_run(context), cass.clock()
     if config.template_id not in rt.registry.templates:
         raise dg.Failure(f"unknown template '{config.template_id}'; see `cass-pipelines catalog`")
     now = clock.now()
@@ -44,7 +44,7 @@ def start_manual_work(context: dg.OpExecutionContext, config: ManualWorkConfig, 
 
 @dg.op
 def finish_manual_work(context: dg.OpExecutionContext, cass: CassResource, state: dict, outcomes: list[dict]) -> dict:
-    rt = cass.runtime()
+    rt = cass.for_run(context)
     unit = plans.units_for_run(rt.store, context.run_id)[0]
     summarize(rt, unit, cass.clock(), context.run_id)
     context.log.info(f"manual unit {unit['id']}: {unit['status']} {unit['reason'] or unit['error'] or ''}")

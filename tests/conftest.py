@@ -7,8 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import NOW
 
 from cass_pipelines.cli.main import main as cli_main
+from cass_pipelines.core.clock import NOW_ENV
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +35,7 @@ def cass_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blank_dagster_home
     home = tmp_path / "cass"
     monkeypatch.setenv("CASS_HOME", str(home))
     monkeypatch.setenv("CASS_LLM", "offline")
+    monkeypatch.setenv(NOW_ENV, NOW.isoformat())   # the injected "today" (tests/support.py)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     shutil.copytree(blank_dagster_home, tmp_path / "dagster")
     for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CASS_TIMEZONE", "CASS_DAILY_BUDGET_USD",

@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +18,9 @@ from cass_pipelines.execution import EARLIER_DAGSTER_YAMLS, SHIPPED_DAGSTER_YAML
 from cass_pipelines.run_queue import PhaseOrderedRunCoordinator, queue_priority
 
 ROOT = Path(__file__).resolve().parent.parent
-DAY = date(2026, 11, 20)
+from support import SAMPLE_DAY
+
+DAY = SAMPLE_DAY
 LEGACY = """\
 # Written by cass-pipelines. Runs sharing the DuckDB file are serialised by one pool slot
 # (enforced by the run queue for daemon-launched runs); telemetry stays off.
@@ -67,17 +69,18 @@ def test_init_upgrades_only_a_dagster_yaml_cass_wrote(tmp_path, existing, verdic
 
 
 def test_concurrent_first_use_of_a_fresh_dagster_home(tmp_path):
-    """Three processes open a DAGSTER_HOME that has no storage yet, at the same moment."""
+    """Three processes open a DAGSTER_HOME that has no storage yet, at the same moment (each waits at a
+    barrier of files until all three have imported Dagster)."""
     env = {**os.environ, "CASS_HOME": str(tmp_path / "cass"), "DAGSTER_HOME": str(tmp_path / "fresh")}
-    code = ("import sys, time\n"
+    code = ("import sys, time, pathlib\n"
             "from cass_pipelines.core.settings import load_settings\n"
             "from cass_pipelines.execution import instance_for\n"
-            "while time.time() < float(sys.argv[1]): time.sleep(0.005)\n"
+            "barrier = pathlib.Path(sys.argv[1]); (barrier / sys.argv[2]).touch()\n"
+            "while len(list(barrier.iterdir())) < 3: time.sleep(0.002)\n"
             "instance_for(load_settings()).get_runs(limit=1)\n")
-    import time
-    start_at = str(time.time() + 6)   # a shared start line after every interpreter has imported Dagster
-    procs = [subprocess.Popen([sys.executable, "-c", code, start_at], env=env, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    (tmp_path / "barrier").mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "barrier"), str(n)], env=env,
+                              stderr=subprocess.PIPE, text=True) for n in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
 
@@ -94,6 +97,9 @@ def test_cli_runs_are_listed_under_their_job_in_the_ui(sample_home, capsys):
     assert run.tags["dagster/partition"] == f"{DAY}|morning" and run.tags["dagster/partition/phase"] == "morning"
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert run.job_code_origin.repository_origin.code_pointer.module == "cass_pipelines.definitions"
+    # No pickled step outputs: every asset keeps its data in DuckDB, steps pass theirs in memory.
+    files = [p for p in (Path(os.environ["DAGSTER_HOME"]) / "storage").rglob("*") if p.is_file()]
+    assert files and not [p for p in files if "compute_logs" not in p.parts]   # logs only
 
 
 def test_the_queue_starts_a_days_phases_in_day_order(cass_env):
@@ -109,21 +115,19 @@ def test_the_queue_starts_a_days_phases_in_day_order(cass_env):
     settings = load_settings()
     instance = instance_for(settings)
     job = build_defs(settings, load_registry(None)).resolve_job_def("phase_job")
-    submitted = []
-    for day in (DAY + timedelta(days=1), DAY):
-        for phase in sorted(["morning", "afternoon", "evening", "night"]):
+    for day, phases in ((DAY + timedelta(days=1), ["morning"]), (DAY, ["morning", "afternoon", "evening", "night"])):
+        for phase in sorted(phases):
             tags = job.partitions_def.get_tags_for_partition_key(phase_key(day.isoformat(), phase))
             remote_origin, python_origin = job_origins("phase_job")
             run = instance.create_run_for_job(job_def=job, tags=tags, remote_job_origin=remote_origin,
                                               job_code_origin=python_origin)
             instance.submit_run(run.run_id, workspace=None)
-            submitted.append(f"{day}|{phase}")
     queued = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
-    assert len(queued) == 8 and all(PRIORITY_TAG in r.tags for r in queued)
+    assert len(queued) == 5 and all(PRIORITY_TAG in r.tags for r in queued)
     order = [r.tags["dagster/partition"] for r in
              QueuedRunCoordinatorDaemon(interval_seconds=5)._priority_sort(reversed(queued))]
-    assert order == [f"{d}|{p}" for d in (DAY, DAY + timedelta(days=1))
-                     for p in ("morning", "afternoon", "evening", "night")]
+    assert order == [f"{DAY}|{p}" for p in ("morning", "afternoon", "evening", "night")] + [
+        f"{DAY + timedelta(days=1)}|morning"]
     assert queue_priority({"dagster/partition": DAY.isoformat()}) < queue_priority(
         {"dagster/partition": f"{DAY}|night", "dagster/partition/date": DAY.isoformat(),
          "dagster/partition/phase": "night"})          # the journal after its night
@@ -140,13 +144,6 @@ def test_the_ui_jobs_run_in_process_and_keep_no_pickles(cass_env):
             *(defs.resolve_job_def(n) for n in ("phase_job", "journal_job", "memory_job", "manual_work_job"))]
     assert {j.executor_def.name for j in jobs} == {"in_process"}
     assert all(j.resource_defs["io_manager"] is dg.mem_io_manager for j in jobs)
-
-
-def test_phase_run_stores_no_step_outputs(sample_home):
-    assert main(["run-phase", "morning", "--date", DAY.isoformat()]) == 0
-    storage = Path(os.environ["DAGSTER_HOME"]) / "storage"
-    files = [p for p in storage.rglob("*") if p.is_file()]
-    assert files and not [p for p in files if "compute_logs" not in p.parts]   # logs only, no pickled outputs
 
 
 def test_source_observation_sensor_observes_conversations_and_self_model(sample_home):

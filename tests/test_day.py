@@ -1,10 +1,11 @@
 """The agent's day through Dagster: plan, fan-out, summaries, costs, journal — offline, on a real
 DuckDB file and a real Dagster instance."""
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
+from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.decision import DecisionContext, decide
@@ -15,7 +16,7 @@ from cass_pipelines.execution import instance_for, run_journal, run_phase
 from cass_pipelines.llm.base import LLMError
 from cass_pipelines.store import plans
 
-DAY = date(2026, 11, 20)
+DAY = SAMPLE_DAY
 
 
 @pytest.fixture
@@ -42,9 +43,14 @@ def test_run_day_cli_runs_every_phase_and_reports(sample_home, capsys):
     count = rt.store.scalar
     assert count("SELECT count(DISTINCT conversation_id) FROM conversation_summaries") == \
         count("SELECT count(*) FROM conversations")                    # every idle sample conversation
-    assert count("SELECT count(*) FROM insights") >= 1
-    assert count("SELECT count(*) FROM growth_observations") >= 1
-    assert count("SELECT count(*) FROM open_questions WHERE raised_by IS NOT NULL OR status = 'answered'") >= 1
+    # The day changed the agent's self-model, and every artifact an action reports exists in its table.
+    tables = {"insight": "insights", "observation": "growth_observations", "open_question": "open_questions",
+              "wiki_note": "wiki_notes", "document": "documents"}
+    reported = [(a["type"], a["id"]) for r in rt.store.all("SELECT result FROM action_runs WHERE status = 'completed'")
+                for a in json.loads(r["result"] or "{}").get("artifacts", []) if a["type"] in tables]
+    assert {"insight", "observation"} & {kind for kind, _ in reported}, reported
+    for kind, artifact_id in reported:
+        assert count(f"SELECT count(*) FROM {tables[kind]} WHERE id = ?", [artifact_id]) == 1, (kind, artifact_id)
     completed = {u["work_unit_id"] for us in plan["phases"].values() for u in us
                  if u["status"] == "completed" and u["origin"] != "job"}
     summaries = {r["work_unit_id"]: r for r in rt.store.all("SELECT * FROM work_summaries")}

@@ -4,9 +4,10 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date
 
-DAY = date(2026, 11, 20)
+from support import SAMPLE_DAY
+
+DAY = SAMPLE_DAY
 SECRET = "sk-ant-test-" + "x7" * 12
 
 

@@ -5,16 +5,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date
 
 import duckdb
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.runtime import open_runtime
 
-DAY = date(2026, 11, 20)
+DAY = SAMPLE_DAY
 
 
 def scrape(url: str) -> tuple[dict, float]:

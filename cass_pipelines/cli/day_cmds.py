@@ -5,12 +5,13 @@ from datetime import date, timedelta
 
 from cass_pipelines.cli.output import CliError, emit, parse_date, table
 from cass_pipelines.core.categories import PHASES
-from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.planning import phase_skip_reason
+from cass_pipelines.core.recovery import recover
 from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.reports import plan_view, render_plan
-from cass_pipelines.store import conversations, ledger, plans, views
+from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.schema import migrate
@@ -62,7 +63,7 @@ def _setup(rt: Runtime) -> tuple["object", "object"]:
 
 
 def _today(rt: Runtime):
-    return phase_at(SystemClock().now(), rt.settings)
+    return phase_at(clock_from_env().now(), rt.settings)
 
 
 def _run_date(rt: Runtime, text: str | None) -> date:
@@ -70,7 +71,7 @@ def _run_date(rt: Runtime, text: str | None) -> date:
     today = _today(rt)[0]
     day = parse_date(text, today)
     first = rt.settings.start_date
-    latest = SystemClock().now().astimezone(rt.settings.tz).date()   # the newest partition Dagster has
+    latest = clock_from_env().now().astimezone(rt.settings.tz).date()   # the newest partition Dagster has
     if not first <= day <= latest:
         raise CliError(f"--date {day}: no such partition; dates run from start_date {first} to today {latest} "
                        f"({rt.settings.timezone})")
@@ -121,10 +122,10 @@ def render_report(r: dict) -> str:
 
 def cmd_run_day(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_journal, run_memory, run_phase
-    from cass_pipelines.sensors import run_over
+    from cass_pipelines.resources import run_over
 
     rt = open_runtime(must_exist=True)
-    clock = SystemClock()
+    clock = clock_from_env()
     day = _run_date(rt, args.date)
     phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
@@ -133,7 +134,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
     instance, defs = _setup(rt)
     runs = []
     idle_before = clock.now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
-    if conversations.idle_unsummarized(rt.store, idle_before, limit=1):   # what idle_memory_sensor does
+    if conversations.idle_unsummarized(rt.store, idle_before, now=clock.now(), limit=1):   # as idle_memory_sensor
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
@@ -144,7 +145,8 @@ def cmd_run_day(args: argparse.Namespace) -> int:
             continue
         runs.append(_timed(rt, phase, lambda: run_phase(defs, instance, day, phase)))
         # What budget_sensor does in the daemon: alerts, and releasing holds of finished runs.
-        _, new, _ = watch(rt.store, rt.settings, day, clock.now(), run_over(instance), alerts_seen)
+        recover(rt.store, rt.settings.home, run_over(instance), clock.now())
+        _, new = watch(rt.store, rt.settings, day, clock.now(), alerts_seen)
         alerts_seen.update(kind for kind, _ in new)
     if "night" in phases and not args.no_journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
@@ -210,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             for r in instance.get_runs(limit=8)]
     out = {"paused": paused_reason(rt.store, None), "llm_mode": rt.llm_mode, "timezone": rt.settings.timezone,
            "date": day.isoformat(), "current_phase": phase, "plan_progress": progress,
-           "recent_runs": runs, "dead_letters": plans.dead_letters(rt.store, limit=5),
+           "recent_runs": runs, "dead_letters": dead_letters.listing(rt.store, limit=5),
            "budget": budget_status(rt.store, rt.settings, day),
            "database": str(rt.settings.db_path), "dagster_home": str(instance.root_directory),
            "artifacts": views.artifact_counts(rt.store)}
@@ -222,7 +224,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (" EXHAUSTED" if d["budget"]["exhausted"] else "")
         + "".join(f"\n  alert ({a['kind']}): {a['message']}" for a in d["budget"].get("alerts", [])),
         f"dead letters: {len(d['dead_letters'])}" + "".join(
-            f"\n  {x['work_unit_id']} {x['action_id']}: {x['error'][:120]}" for x in d["dead_letters"]),
+            f"\n  {x['id']} {x['work_unit_id'] or x['item_id']} {x['action_id'] or x['kind']}: {x['error'][:120]}"
+            for x in d["dead_letters"]),
         "recent runs:\n" + (table([[r["run_id"][:8], r["job"], r["status"], r["partition"], r["trigger"]]
                                    for r in d["recent_runs"]], ["run", "job", "status", "partition", "trigger"])
                             if d["recent_runs"] else "  none"),

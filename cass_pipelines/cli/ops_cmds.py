@@ -8,7 +8,7 @@ import sys
 import time
 
 from cass_pipelines.cli.output import CliError
-from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.runtime import require_initialised
 from cass_pipelines.core.settings import load_settings
 
@@ -34,7 +34,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     require_initialised(settings)
-    registry = registry_for(settings, SystemClock(), instance=instance_for(settings))
+    registry = registry_for(settings, clock_from_env(), instance=instance_for(settings))
     if args.once:
         sys.stdout.write(generate_latest(registry).decode())
         return 0

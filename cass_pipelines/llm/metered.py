@@ -11,6 +11,7 @@ reported, never from the estimate. No connection is held across the call.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -18,9 +19,11 @@ from pydantic import BaseModel
 
 from cass_pipelines.core.budget import Refusal, prompt_tokens_bound, reservation_amount, web_search_bound
 from cass_pipelines.core.clock import Clock
+from cass_pipelines.core.failpoints import failpoint
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, LLMResult, T, Usage
 from cass_pipelines.llm.pricing import Pricing
+from cass_pipelines.store import paid_log
 from cass_pipelines.store.budget import ledger_action_averages, release, reserve, settle
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ledger import LedgerRow
@@ -29,9 +32,10 @@ from cass_pipelines.store.ledger import LedgerRow
 class BudgetRefused(Exception):
     """A reservation was refused (day or category limit, pause). The action is deferred, not failed."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, scope: str = "day"):
         super().__init__(reason)
         self.reason = reason
+        self.scope = scope    # "day" | "category" | "pause" (see core.budget.Refusal)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class MeteredClient:
         self.cost_usd = 0.0
         self.offline = False
         self._calibrated: float | None = None
+        self._lock = threading.Lock()
 
     def model_for(self, tier: str) -> str:
         return self.inner.model_for(tier)
@@ -95,7 +100,7 @@ class MeteredClient:
                            action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, now=self.clock.now(),
                            honour_pause=not ctx.ignore_pause)
         if isinstance(held, Refusal):
-            raise BudgetRefused(held.reason)
+            raise BudgetRefused(held.reason, held.scope)
         try:
             result = self.inner.structured(request, schema) if schema else self.inner.text(request)
         except LLMError as exc:
@@ -112,20 +117,27 @@ class MeteredClient:
         return self._record(held.id, result)
 
     def _record(self, reservation_id: str, result: LLMResult) -> LLMResult:
-        """Ledger row from the response's reported usage, priced by Pricing; settles the hold."""
+        """Ledger row from the response's reported usage, priced by Pricing: first appended to the
+        write-ahead log of paid answers (so a crash before the database write loses nothing), then
+        recorded and the hold settled in one transaction."""
         ctx = self.ctx
         cost = round(self.pricing.cost(result.model, result.usage), 9)
         u = result.usage
-        settle(self.store, reservation_id, LedgerRow(
+        row = LedgerRow(
             request_id=result.request_id, ts=self.clock.now(), date=ctx.date, phase=ctx.phase, run_id=ctx.run_id,
             step_key=ctx.step_key, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id, category=ctx.category,
             model=result.model, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
             cache_creation_input_tokens=u.cache_creation_input_tokens,
             cache_read_input_tokens=u.cache_read_input_tokens,
             cache_creation_1h_input_tokens=u.cache_creation_1h_input_tokens, cost_usd=cost,
-            offline=result.offline, attempts=result.attempts, latency_ms=result.latency_ms), self.clock.now())
-        self.calls += 1
-        self.usage += u
-        self.cost_usd = round(self.cost_usd + cost, 9)
-        self.offline = self.offline or result.offline
+            offline=result.offline, attempts=result.attempts, latency_ms=result.latency_ms,
+            reservation_id=reservation_id)
+        paid_log.append(self.settings.home, row)
+        failpoint("paid_before_ledger")
+        settle(self.store, reservation_id, row, self.clock.now())
+        with self._lock:   # handlers may call from several threads (bounded concurrency)
+            self.calls += 1
+            self.usage += u
+            self.cost_usd = round(self.cost_usd + cost, 9)
+            self.offline = self.offline or result.offline
         return replace(result, cost_usd=cost)
