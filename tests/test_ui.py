@@ -111,15 +111,24 @@ def test_ui_in_a_real_browser(ui):
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(60_000)
-            page.goto(f"{ui['url']}/asset-groups")
-            for name in ("phase_plan", "phase_work", "daily_journal", "conversations"):
+            page.goto(f"{ui['url']}/locations/cass_pipelines/asset-groups/day")      # the day's asset graph
+            for name in ("phase_plan", "phase_work", "work_summaries", "cost_records", "daily_journal"):
                 page.get_by_text(name, exact=True).first.wait_for()
-            page.screenshot(path=str(ARTIFACTS / "asset-graph.png"))
-            partition = f"{SAMPLE_DAY}|morning"
-            page.goto(f"{ui['url']}/assets/phase_plan?view=partitions&partition={partition}")
-            page.get_by_text("template").first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "asset-graph-day.png"))
+            page.goto(f"{ui['url']}/assets")                                        # the catalog: every asset
+            for name in sorted(ASSETS):
+                page.get_by_text(name, exact=True).first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "asset-catalog.png"))
+            page.goto(f"{ui['url']}/assets/phase_plan?view=partitions&partition={SAMPLE_DAY}|morning")
+            page.get_by_text(f"{SAMPLE_DAY}|morning", exact=True).first.wait_for()
+            page.get_by_text("[Show Markdown]").first.click()                        # the plan table
             page.get_by_text("Day intention").first.wait_for()
+            page.get_by_role("columnheader", name="template").first.wait_for()
+            page.get_by_role("cell", name="morning", exact=True).first.wait_for()
             page.screenshot(path=str(ARTIFACTS / "phase-plan-partition.png"))
+            page.goto(f"{ui['url']}/locations/cass_pipelines/jobs/phase_job/runs")   # the job's Runs tab
+            page.get_by_text(ui["run_id"][:8]).first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "phase-job-runs.png"))
             page.goto(f"{ui['url']}/automation")
             for name in SCHEDULES:
                 page.get_by_text(name, exact=True).first.wait_for()
