@@ -22,6 +22,7 @@ import sqlalchemy.exc
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.logs import run_log_level
 from cass_pipelines.partitions import phase_key
+from cass_pipelines.store.claims import HOST
 
 # The code location as workspace.yaml declares it; the UI files runs under `__repository__@cass_pipelines`.
 LOCATION_NAME = "cass_pipelines"
@@ -109,6 +110,13 @@ def prepare_instance(settings: Settings) -> dict:
     return {"dagster_home": str(instance_dir(settings)), "dagster_yaml": verdict}
 
 
+def run_tags(**tags: str) -> dict[str, str]:
+    """Tags of a run this process executes: its pid and host let recovery mark it failed if the
+    process dies mid-run (Dagster's own run monitoring only watches runs a daemon launched)."""
+    return {"cass/pid": str(os.getpid()), "cass/host": HOST,
+            **{k if k.startswith("cass/") else f"cass/{k}": v for k, v in tags.items()}}
+
+
 # Runs started from the CLI keep the console logger to warnings (CASS_LOG_LEVEL): the report says what
 # happened, and every event is still stored in the instance for the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": run_log_level()}}}}
@@ -145,17 +153,17 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, r
 def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, phase: str,
               replan: bool = False, trigger: str = "cli"):
     return execute(defs, instance, "phase_job", {**QUIET, "ops": {"phase_plan": {"config": {"replan": replan}}}},
-                   {"cass/phase": phase, "cass/date": day.isoformat(), "cass/trigger": trigger},
+                   run_tags(phase=phase, date=day.isoformat(), trigger=trigger),
                    partition_key=phase_key(day.isoformat(), phase))
 
 
 def run_journal(defs: dg.Definitions, instance: dg.DagsterInstance, day: date):
-    return execute(defs, instance, "journal_job", QUIET, {"cass/date": day.isoformat(), "cass/trigger": "cli"},
+    return execute(defs, instance, "journal_job", QUIET, run_tags(date=day.isoformat(), trigger="cli"),
                    partition_key=day.isoformat())
 
 
 def run_memory(defs: dg.Definitions, instance: dg.DagsterInstance):
-    return execute(defs, instance, "memory_job", QUIET, {"cass/trigger": "cli"})
+    return execute(defs, instance, "memory_job", QUIET, run_tags(trigger="cli"))
 
 
 def run_manual(defs: dg.Definitions, instance: dg.DagsterInstance, template_id: str, focus: str,
@@ -163,7 +171,13 @@ def run_manual(defs: dg.Definitions, instance: dg.DagsterInstance, template_id: 
     config = {"template_id": template_id, "focus": focus, "phase": phase, "date": day.isoformat() if day else "",
               "force": force}
     return execute(defs, instance, "manual_work_job", {**QUIET, "ops": {"start_manual_work": {"config": config}}},
-                   {"cass/trigger": "cli", "cass/template": template_id})
+                   run_tags(trigger="cli", template=template_id))
+
+
+def run_dead_letter_retry(defs: dg.Definitions, instance: dg.DagsterInstance, dead_letter_id: str):
+    return execute(defs, instance, "dead_letter_retry_job",
+                   {**QUIET, "ops": {"retry_dead_letter_op": {"config": {"dead_letter_id": dead_letter_id}}}},
+                   run_tags(trigger="cli", **{"cass/dead_letter": dead_letter_id}))
 
 
 def run_error(result) -> str | None:

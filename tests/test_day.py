@@ -1,15 +1,15 @@
 """The agent's day through Dagster: plan, fan-out, summaries, costs, journal — offline, on a real
 DuckDB file and a real Dagster instance."""
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import dagster as dg
 import pytest
-from support import SAMPLE_DAY
+from support import SAMPLE_DAY, seed_plan
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.decision import DecisionContext, decide
-from cass_pipelines.core.plan import PlanInputs, PlannedUnit
+from cass_pipelines.core.plan import PlanInputs
 from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.execution import instance_for, run_journal, run_phase
@@ -104,14 +104,6 @@ def test_actions_of_a_unit_run_in_template_order_one_step_each(day_env):
         assert [int(s.split("[")[0].split("_")[-1]) for s in mine] == list(range(1, len(mine) + 1))
         started = [r["started_at"] for r in runs]
         assert started == sorted(started)
-
-
-def seed_plan(rt, day, phase, template_ids):
-    """A stored day plan with known units, so a test does not depend on what the agent chose."""
-    units = [PlannedUnit(phase, t, rt.registry.templates[t].category, rt.registry.templates[t].priority,
-                         "a focus", "a reason", rt.registry.template_cost(t)) for t in template_ids]
-    plans.save_day_plan(rt.store, day=day, revision=1, source="llm", intention="test", from_phase=phase,
-                        phases=[phase], units=units, dropped=[], offline=True, now=datetime.now(timezone.utc))
 
 
 def test_a_failing_action_fails_its_unit_but_the_phase_is_summarised_and_costed(day_env, monkeypatch):

@@ -9,6 +9,7 @@ from datetime import date
 import dagster as dg
 
 from cass_pipelines.assets import usd
+from cass_pipelines.core.failpoints import failpoint
 from cass_pipelines.core.planning import PhasePlan, plan_phase
 from cass_pipelines.core.runner import metered
 from cass_pipelines.llm.metered import MeterContext
@@ -61,6 +62,7 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
                                               work_unit_id=None, action_id="plan.decide", run_id=context.run_id))
         plan = plan_phase(rt, llm, day, phase, clock.now(), replan=config.replan,
                           owner=Owner.here(context.run_id), is_run_over=run_over(context.instance))
+        failpoint("phase_planned")   # reliability tests: a crash between the plan and the first action
         if plan.error:
             context.log.warning(f"the agent's plan was not used ({plan.error}); fallback scorer planned the day")
         context.log.info(f"{day_s} {phase}: {len(plan.units)} unit(s), source {plan.source}, "

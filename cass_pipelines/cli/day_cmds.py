@@ -8,7 +8,7 @@ from cass_pipelines.core.categories import PHASES
 from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.planning import phase_skip_reason
-from cass_pipelines.core.recovery import recover
+from cass_pipelines.core.recovery import recover, recover_if_stale
 from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
@@ -78,12 +78,22 @@ def _run_date(rt: Runtime, text: str | None) -> date:
     return day
 
 
+EXIT_WORK_FAILED = 4   # run-day / run-phase: a run failed or a work unit failed (see the report)
+
+
 def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
 
     costs = ledger.totals(rt.store, run_id=result.run_id)
+    failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == "failed"]
     return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
-            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"])}
+            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"]),
+            "failed_units": failed}
+
+
+def _exit_code(runs: list[dict]) -> int:
+    """0 when every run succeeded and no unit failed; EXIT_WORK_FAILED otherwise (the report says what)."""
+    return 0 if all(r["success"] and not r.get("failed_units") for r in runs) else EXIT_WORK_FAILED
 
 
 def _timed(rt: Runtime, name: str, launch) -> dict:
@@ -104,6 +114,7 @@ def render_report(r: dict) -> str:
     lines += [f"run {x['phase']:<9} skipped: {x['skipped']}" if x.get("skipped") else
               f"run {x['phase']:<9} {'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
+              + "".join(f"\n    unit failed: {f[:200]}" for f in x.get("failed_units", []))
               for x in r["runs"]]
     lines += ["", render_plan(r["plan"]), ""]
     if r["journal"]:
@@ -152,7 +163,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
     report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if all(r["success"] for r in runs) else 1
+    return _exit_code(runs)
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:
@@ -167,7 +178,7 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
     run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
     report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if run["success"] else 1
+    return _exit_code([run])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -199,10 +210,13 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import instance_for
+    from cass_pipelines.resources import fail_dead_runs, run_over
 
     rt = open_runtime(must_exist=True)
     day, phase = _today(rt)
     instance = instance_for(rt.settings)
+    fail_dead_runs(instance)          # status tells the truth right after a crash
+    recover_if_stale(rt, run_over(instance), clock_from_env().now())
     units = plans.units_for_day(rt.store, day)
     progress: dict[str, int] = {}
     for u in units:

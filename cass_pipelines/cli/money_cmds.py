@@ -5,8 +5,10 @@ from cass_pipelines.cli.output import emit, parse_date, table
 from cass_pipelines.core.categories import Category
 from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.recovery import recover_if_stale
 from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.store.budget import budget_status
+from cass_pipelines.store.claims import never_over
 from cass_pipelines.store.control import pause, paused_scopes, resume
 from cass_pipelines.store.schema import migrate
 
@@ -51,6 +53,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     rt = open_runtime(must_exist=True)
     migrate(rt.store)
     day = parse_date(args.date, phase_at(clock_from_env().now(), rt.settings)[0])
+    recover_if_stale(rt, never_over, clock_from_env().now())
     emit(budget_status(rt.store, rt.settings, day), args.json, render_budget)
     return 0
 

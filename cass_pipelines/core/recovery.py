@@ -75,6 +75,13 @@ def recover(store: Store, home: Path, is_run_over: Callable[[str], bool], now: d
     return out
 
 
+def recover_if_stale(rt, is_run_over: Callable[[str], bool], now: datetime) -> Recovery | None:
+    """For readers (status, budget): recover only when a dead owner left something, so an ordinary
+    read writes nothing."""
+    return recover(rt.store, rt.settings.home, is_run_over, now) if stale(rt.store, rt.settings.home,
+                                                                            is_run_over) else None
+
+
 def stale(store: Store, home: Path, is_run_over: Callable[[str], bool]) -> bool:
     """Whether recover() has anything to do (a read-only check: reads call recover() only then)."""
     if any(not process_alive(pid) for _, host, pid in paid_log.files(home) if host == claims.HOST):

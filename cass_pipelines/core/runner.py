@@ -23,8 +23,8 @@ from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.core.summaries import summarize_unit
 from cass_pipelines.llm.base import redact
 from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
-from cass_pipelines.store import dead_letters, plans
-from cass_pipelines.store.claims import Owner, never_over
+from cass_pipelines.store import claims, dead_letters, plans
+from cass_pipelines.store.claims import ClaimOutcome, ClaimState, Owner, never_over
 from cass_pipelines.store.control import paused_reason
 
 DONE = ("completed",)
@@ -171,11 +171,25 @@ def run_unit(rt: Runtime, unit_id: str, clock: Clock, *, run_id: str | None = No
 SUMMARISED = ("completed", "failed")
 
 
-def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None) -> dict | None:
-    """The unit's work summary from its actual action results (a metered fast-tier call)."""
+def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
+              is_run_over: Callable[[str], bool] = never_over) -> dict | None:
+    """The unit's work summary from its actual action results (a metered fast-tier call), made once:
+    claimed per (unit, status), so two runs of a partition never both pay for it."""
 
     if unit["status"] not in SUMMARISED:
         return None
+    key = claims.summary_key(unit["id"], unit["status"])
+    taken = claims.claim(rt.store, key, Owner.here(run_id), is_run_over, clock.now())
+    if taken.outcome is ClaimOutcome.HELD_ELSEWHERE:
+        return None
+    try:
+        return _summarize(rt, unit, clock, run_id)
+    finally:
+        with rt.store.transaction() as conn:
+            claims.end(conn, key, ClaimState.DONE, clock.now())
+
+
+def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None) -> dict:
     results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
                if r["result"]]
     llm = metered(rt, clock, MeterContext(date=unit["date"], phase=unit["phase"], category=unit["category"],

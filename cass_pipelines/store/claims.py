@@ -117,5 +117,9 @@ def action_key(unit_id: str, position: int) -> str:
     return f"action:{unit_id}:{position}"
 
 
+def summary_key(unit_id: str, status: str) -> str:
+    return f"summary:{unit_id}:{status}"
+
+
 def plan_key(day, revision: int) -> str:
     return f"plan:{day}:{revision}"

@@ -236,6 +236,18 @@ def planned_phases(store: Store, day: date) -> set[str]:
             for p in json.loads(row["plan"])}
 
 
+def reopen_failed(store: Store, uid: str, reason: str, now: datetime) -> None:
+    """A failed unit runs again (a dead letter retried): back to `planned`, and the claims of its
+    failed actions released so the next run of it may take them."""
+    with store.session(), store.transaction() as conn:
+        failed = [r[0] for r in conn.execute("SELECT position FROM action_runs WHERE work_unit_id = ? "
+                                             "AND status = 'failed'", [uid]).fetchall()]
+        for position in failed:
+            claims.end(conn, claims.action_key(uid, position), ClaimState.RELEASED, now)
+        conn.execute("UPDATE work_units SET status = 'planned', reason = ?, error = NULL, finished_at = NULL "
+                     "WHERE id = ? AND status = 'failed'", [reason, uid])
+
+
 def reopen_units(store: Store, ids: list[str]) -> None:
     if ids:
         store.execute("UPDATE work_units SET status = 'planned', reason = NULL, finished_at = NULL "

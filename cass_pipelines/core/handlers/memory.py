@@ -23,11 +23,13 @@ from cass_pipelines.core.handlers.handoff import Outbox, take
 from cass_pipelines.core.handlers.quoting import NOTICE, quote
 from cass_pipelines.llm.base import LLMError, redact
 from cass_pipelines.llm.metered import BudgetRefused
-from cass_pipelines.store import conversations, dead_letters, failures, memory
+from cass_pipelines.store import claims, conversations, dead_letters, failures, memory
+from cass_pipelines.store.claims import ClaimState, Owner, never_over
 
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
 FAILURE_KIND = "conversation"
+TITLE_FAILURE_KIND = "conversation_title"
 MAX_ATTEMPTS = 3                  # a conversation whose summary fails this often is parked (dead letter)
 CHARS_PER_TOKEN = 4               # a conservative estimate for English text
 
@@ -117,17 +119,26 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     pending = memory.unsummarized(ctx.store, [c["id"] for c in convs])
     stored: dict[str, tuple[memory.NewSummary, str, str | None]] = {}
     failed: dict[str, str] = {}
-    refused: BudgetRefused | None = None
+    stop: Exception | None = None    # a budget refusal or a provider outage: no new calls
+
+    me = Owner.here(f"unit:{ctx.work_unit_id}")
 
     def one(conv: dict) -> None:
-        if refused is not None:
+        if stop is not None or not pending[conv["id"]][0]:
             return
-        made = summarize(ctx, calls, conv, *pending[conv["id"]])
-        if made is None:
+        # Claimed per conversation and watermark: a concurrent memory run does not pay for it too.
+        key = f"memory:{conv['id']}:{conv['summarized_through_id'] or ''}"
+        if not claims.claim(ctx.store, key, me, never_over, ctx.now).ours:
             return
-        summary, title = made
-        sid = memory.save_summaries(ctx.store, [summary], work_unit_id=ctx.work_unit_id, offline=calls.offline,
-                                    now=ctx.now)[0]
+        done = False
+        try:
+            summary, title = summarize(ctx, calls, conv, *pending[conv["id"]])
+            sid = memory.save_summaries(ctx.store, [summary], work_unit_id=ctx.work_unit_id, offline=calls.offline,
+                                        now=ctx.now)[0]
+            done = True
+        finally:
+            with ctx.store.transaction() as conn:
+                claims.end(conn, key, ClaimState.DONE if done else ClaimState.RELEASED, ctx.now)
         failures.clear(ctx.store, FAILURE_KIND, conv["id"])
         stored[conv["id"]] = (summary, title, sid)
         failpoint("memory_saved")
@@ -139,9 +150,12 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
             try:
                 future.result()
             except BudgetRefused as exc:
-                refused = refused or exc
+                stop = stop or exc
             except (LLMError, ValueError) as exc:
-                failed[conv["id"]] = _failed(ctx, conv["id"], exc)
+                if _provider_wide(exc):   # not this conversation's fault: not counted against it
+                    stop = stop or exc
+                else:
+                    failed[conv["id"]] = _failed(ctx, conv["id"], exc)
     made: list[Artifact] = []
     titles: list[dict] = []
     for conv in convs:   # results in the conversations' order, whatever order the calls finished in
@@ -154,8 +168,8 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
                              title=f"{conv.get('title') or title or conv['id']} ({summary.message_count} messages)"))
         if not conv.get("title") and title:
             titles.append({"conversation_id": conv["id"], "title": title})
-    if refused is not None:
-        raise refused
+    if stop is not None:
+        raise stop
     box = Outbox(ctx, calls)
     box.deliver("titles", titles, writeback.titles)
     message = (f"summarised {len(made)} {scope} in {calls.count} call(s); {box.summary()}" if made
@@ -167,11 +181,18 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
                         data={**box.data, "summaries": [a.id for a in made], "failed": sorted(failed)})
 
 
-def _failed(ctx: HandlerContext, conversation_id: str, exc: Exception) -> str:
-    """Count a conversation's failure; park it (a dead letter) once it has failed MAX_ATTEMPTS times."""
+def _provider_wide(exc: Exception) -> bool:
+    """A retryable error without an answer (outage, rate limit, timeout) concerns every conversation;
+    an answer that was unusable for this one (refusal, invalid output, an empty summary) is its own."""
+    return isinstance(exc, LLMError) and exc.retryable and exc.billed is None
+
+
+def _failed(ctx: HandlerContext, conversation_id: str, exc: Exception, kind: str = FAILURE_KIND) -> str:
+    """Count a conversation's failure; park it (a dead letter) once it has failed MAX_ATTEMPTS times.
+    A title that keeps failing is parked without a dead letter: the conversation simply stays untitled."""
     error = redact(f"{type(exc).__name__}: {exc}")[:500]
-    failure = failures.record(ctx.store, FAILURE_KIND, conversation_id, error, ctx.now, MAX_ATTEMPTS)
-    if failure.parked:
+    failure = failures.record(ctx.store, kind, conversation_id, error, ctx.now, MAX_ATTEMPTS)
+    if failure.parked and kind == FAILURE_KIND:
         dead_letters.add(ctx.store, dl_id=f"conversation_{conversation_id}_{failure.attempts}",
                          kind=dead_letters.DeadLetterKind.CONVERSATION, item_id=conversation_id, day=ctx.date,
                          phase=ctx.phase, work_unit_id=ctx.work_unit_id, action_id=ctx.action.id,
@@ -211,12 +232,21 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
     artifacts = writeback.titles(ctx, proposed, offline)
     calls = ModelCalls.for_action(ctx)
     named = []
-    for conv in memory.untitled(ctx.store, MAX_TITLE_CALLS_PER_RUN):
-        title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
+    skipped = []
+    for conv in memory.untitled(ctx.store, MAX_TITLE_CALLS_PER_RUN, ctx.now):
+        try:
+            title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
+        except (LLMError, ValueError) as exc:
+            if _provider_wide(exc):
+                raise
+            skipped.append(_failed(ctx, conv["id"], exc, TITLE_FAILURE_KIND))
+            continue
+        failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
         if title:
             named.append({"conversation_id": conv["id"], "title": title[:80]})
     artifacts += writeback.titles(ctx, named, calls.offline)
     return calls.result(success=True, offline=offline,
                         message=f"titled {len(artifacts)} conversation(s) ({len(proposed)} proposed by an earlier "
-                                f"step, {calls.count} model call(s))",
+                                f"step, {calls.count} model call(s))"
+                                + (f"; {len(skipped)} failed: " + "; ".join(skipped)[:400] if skipped else ""),
                         artifacts=artifacts, data={"wrote": ["titles"]})
