@@ -11,7 +11,7 @@ from cass_pipelines.core.budget import EPS
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.partitions import split_key
 from cass_pipelines.resources import CassResource
-from cass_pipelines.store.budget import spend_figures
+from cass_pipelines.store.budget import budget_status, spend_figures
 
 Verdict = tuple[bool, str, dict]
 
@@ -62,3 +62,24 @@ def _build(name: str, description: str, verdict: Callable[[dict, Settings], Verd
 def build_cost_checks(partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
     """The three checks on cost_records, for Definitions(asset_checks=...)."""
     return [_build(name, description, verdict, partitions) for name, (description, verdict) in CHECKS.items()]
+
+
+def build_budget_check(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
+    """Fails (severity WARN) once the date's budget is exhausted, so a Dagster alert policy on asset check
+    failures, or a look at the asset's checks, shows the day that ran out; the phase runs themselves
+    succeed (refused work is deferred, not failed)."""
+    @dg.asset_check(asset="cost_records", name="budget_not_exhausted", partitions_def=partitions,
+                    description="The date's budget can still fund work (the budget_sensor cancels queued "
+                                "phase runs once it cannot).")
+    def budget_not_exhausted(context: dg.AssetCheckExecutionContext, cass: CassResource) -> dg.AssetCheckResult:
+        rt = cass.runtime()
+        day, _ = split_key(context.partition_key)
+        status = budget_status(rt.store, rt.settings, date.fromisoformat(day))
+        return dg.AssetCheckResult(
+            passed=not status["exhausted"], severity=dg.AssetCheckSeverity.WARN,
+            description=(f"{day}: spent ${status['spent_usd']:.4f} of ${status['daily_limit_usd']:.2f}"
+                         + (", budget exhausted" if status["exhausted"] else "")),
+            metadata={"spent_usd": status["spent_usd"], "daily_limit_usd": status["daily_limit_usd"],
+                      "remaining_usd": status["remaining_usd"], "refused_calls": status["refused_calls"]})
+
+    return budget_not_exhausted

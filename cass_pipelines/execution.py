@@ -1,42 +1,113 @@
-"""Running the project's jobs in this process through Dagster (run-day, run-phase, trigger).
+"""The Dagster instance of a CASS_HOME, and running the project's jobs in this process (run-day,
+run-phase, trigger).
 
-Runs go to the DAGSTER_HOME instance (default CASS_HOME/dagster), so they appear in the UI
-afterwards exactly like runs launched by the schedules.
+Runs go to the DAGSTER_HOME instance (default CASS_HOME/dagster) and are created with the code
+location's origin (workspace.yaml: location `cass_pipelines`), so the UI lists them under their job
+exactly like runs launched by the schedules; they still execute synchronously in this process.
 """
+import fcntl
+import hashlib
 import os
+import sqlite3
+import sys
+import time
+from contextlib import contextmanager
 from datetime import date
+from importlib.resources import files
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy.exc
 
 from cass_pipelines.core.settings import Settings
+from cass_pipelines.logs import run_log_level
 from cass_pipelines.partitions import phase_key
 from cass_pipelines.store.claims import HOST
 
-DAGSTER_YAML = """\
-# Written by cass-pipelines. Runs sharing the DuckDB file are serialised by one pool slot
-# (enforced by the run queue for daemon-launched runs); telemetry stays off.
-concurrency:
-  pools:
-    default_limit: 1
-    granularity: run
-telemetry:
-  enabled: false
-"""
+# The code location as workspace.yaml declares it; the UI files runs under `__repository__@cass_pipelines`.
+LOCATION_NAME = "cass_pipelines"
+MODULE, ATTRIBUTE = "cass_pipelines.definitions", "defs"
+
+SHIPPED_DAGSTER_YAML = files("cass_pipelines") / "data" / "dagster.yaml"
+# sha256 of every dagster.yaml an earlier cass-pipelines wrote: those (and only those) are upgraded.
+EARLIER_DAGSTER_YAMLS = {"f1723c9e92f8f7af147d4c9a0916f6e6e69e6e288b61e194888aa55647cf6ee6"}
 
 
-def dagster_home(settings: Settings) -> Path:
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
+def instance_dir(settings: Settings) -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
+
+
+def install_dagster_yaml(home: Path) -> str:
+    """Write the shipped dagster.yaml into the instance directory unless the user owns one there.
+    Returns what happened: "installed", "upgraded", "current" or "kept" (a file cass did not write)."""
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML, encoding="utf-8")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+    target, shipped = home / "dagster.yaml", SHIPPED_DAGSTER_YAML.read_text(encoding="utf-8")
+    if not target.exists():
+        verdict = "installed"
+    else:
+        current = target.read_text(encoding="utf-8")
+        if current == shipped:
+            return "current"
+        if hashlib.sha256(current.encode()).hexdigest() not in EARLIER_DAGSTER_YAMLS:
+            return "kept"
+        verdict = "upgraded"
+    tmp = target.with_suffix(f".yaml.{os.getpid()}.tmp")
+    tmp.write_text(shipped, encoding="utf-8")
+    tmp.replace(target)   # atomic: a concurrent reader sees the old file or the new one
+    return verdict
+
+
+@contextmanager
+def _first_use_lock(home: Path):
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".cass-instance.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _creation_race(exc: BaseException) -> bool:
+    return "already exists" in str(exc) and isinstance(exc, (sqlalchemy.exc.OperationalError, sqlite3.OperationalError))
 
 
 def instance_for(settings: Settings) -> dg.DagsterInstance:
-    dagster_home(settings)
-    return dg.DagsterInstance.get()
+    """The instance, created on first use. Two processes opening a fresh DAGSTER_HOME at once would both
+    create its SQLite tables ("table instance_info already exists"): creation is serialised by a file
+    lock, and a process that does not take the lock (the webserver, the daemon) losing the race to us is
+    retried once its tables exist."""
+    home = instance_dir(settings)
+    with _first_use_lock(home):
+        if not (home / "dagster.yaml").exists():
+            install_dagster_yaml(home)
+        os.environ["DAGSTER_HOME"] = str(home)
+        for attempt in range(5):
+            try:
+                return dg.DagsterInstance.get()
+            except Exception as exc:
+                if not _creation_race(exc) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def write_workspace(home: Path) -> Path:
+    """A workspace file for `dagster dev` naming the code location as the repository's workspace.yaml does."""
+    path = Path(home) / "workspace.yaml"
+    path.write_text(f"load_from:\n  - python_module:\n      module_name: {MODULE}\n      attribute: {ATTRIBUTE}\n"
+                    f"      location_name: {LOCATION_NAME}\n", encoding="utf-8")
+    return path
+
+
+def prepare_instance(settings: Settings) -> dict:
+    """For `init`: install or upgrade the shipped dagster.yaml and create the instance's storage now, so
+    that the webserver, the daemon and CLI runs starting together find it ready."""
+    with _first_use_lock(instance_dir(settings)):
+        verdict = install_dagster_yaml(instance_dir(settings))
+    with instance_for(settings):
+        pass
+    return {"dagster_home": str(instance_dir(settings)), "dagster_yaml": verdict}
 
 
 def run_tags(**tags: str) -> dict[str, str]:
@@ -46,51 +117,71 @@ def run_tags(**tags: str) -> dict[str, str]:
             **{k if k.startswith("cass/") else f"cass/{k}": v for k, v in tags.items()}}
 
 
-# Runs started from the CLI keep Dagster's console logger quiet (it would print each failure's stack
-# trace): the report says what happened, one line per failure, and every event with its trace is
-# still stored in the instance for the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# Runs started from the CLI keep Dagster's console logger quiet (CASS_LOG_LEVEL, default CRITICAL: it
+# would print each failure's stack trace): the report says what happened, one line per failure, and
+# every event with its trace is still stored in the instance for the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": run_log_level()}}}}
 
+
+def job_origins(job_name: str):
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=MODULE, attribute=ATTRIBUTE)
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(loadable_target_origin=target, location_name=LOCATION_NAME)
+    remote = RemoteRepositoryOrigin(code_location_origin=location, repository_name="__repository__")
+    python = ReconstructableRepository.for_module(MODULE, ATTRIBUTE).get_reconstructable_job(job_name)
+    return remote.get_job_origin(job_name), python.get_python_origin()
+
+
+def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, run_config: dict,
+            tags: dict[str, str], partition_key: str | dg.MultiPartitionKey | None = None):
+    """Run `job_name` of `defs` now, in this process, as a run of the code location's job."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import execute_run
+    from dagster._core.execution.execute_in_process import merge_run_tags
+
+    job = defs.resolve_job_def(job_name)
+    remote_origin, python_origin = job_origins(job_name)
+    run = instance.create_run_for_job(
+        job_def=job, run_config=run_config,
+        tags={**job.run_tags, **merge_run_tags(job, partition_key, tags, None, instance, run_config)},
+        remote_job_origin=remote_origin, job_code_origin=python_origin)
+    return execute_run(InMemoryJob(job), run, instance)
 
 
 def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, phase: str,
-              replan: bool = False, trigger: str = "cli") -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def("phase_job").execute_in_process(
-        instance=instance, partition_key=phase_key(day.isoformat(), phase), raise_on_error=False,
-        run_config={**QUIET, "ops": {"phase_plan": {"config": {"replan": replan}}}},
-        tags=run_tags(phase=phase, date=day.isoformat(), trigger=trigger))
+              replan: bool = False, trigger: str = "cli"):
+    return execute(defs, instance, "phase_job", {**QUIET, "ops": {"phase_plan": {"config": {"replan": replan}}}},
+                   run_tags(phase=phase, date=day.isoformat(), trigger=trigger),
+                   partition_key=phase_key(day.isoformat(), phase))
 
 
-def run_journal(defs: dg.Definitions, instance: dg.DagsterInstance, day: date) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def("journal_job").execute_in_process(
-        instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=QUIET,
-        tags=run_tags(date=day.isoformat(), trigger="cli"))
+def run_journal(defs: dg.Definitions, instance: dg.DagsterInstance, day: date):
+    return execute(defs, instance, "journal_job", QUIET, run_tags(date=day.isoformat(), trigger="cli"),
+                   partition_key=day.isoformat())
 
 
-def run_memory(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def("memory_job").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET, tags=run_tags(trigger="cli"))
+def run_memory(defs: dg.Definitions, instance: dg.DagsterInstance):
+    return execute(defs, instance, "memory_job", QUIET, run_tags(trigger="cli"))
 
 
 def run_manual(defs: dg.Definitions, instance: dg.DagsterInstance, template_id: str, focus: str,
-               phase: str = "", day: date | None = None, force: bool = False) -> dg.ExecuteInProcessResult:
+               phase: str = "", day: date | None = None, force: bool = False):
     config = {"template_id": template_id, "focus": focus, "phase": phase, "date": day.isoformat() if day else "",
               "force": force}
-    return defs.resolve_job_def("manual_work_job").execute_in_process(
-        instance=instance, raise_on_error=False,
-        run_config={**QUIET, "ops": {"start_manual_work": {"config": config}}},
-        tags=run_tags(trigger="cli", template=template_id))
+    return execute(defs, instance, "manual_work_job", {**QUIET, "ops": {"start_manual_work": {"config": config}}},
+                   run_tags(trigger="cli", template=template_id))
 
 
-def run_dead_letter_retry(defs: dg.Definitions, instance: dg.DagsterInstance,
-                          dead_letter_id: str) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def("dead_letter_retry_job").execute_in_process(
-        instance=instance, raise_on_error=False,
-        run_config={**QUIET, "ops": {"retry_dead_letter_op": {"config": {"dead_letter_id": dead_letter_id}}}},
-        tags=run_tags(trigger="cli", **{"cass/dead_letter": dead_letter_id}))
+def run_dead_letter_retry(defs: dg.Definitions, instance: dg.DagsterInstance, dead_letter_id: str):
+    return execute(defs, instance, "dead_letter_retry_job",
+                   {**QUIET, "ops": {"retry_dead_letter_op": {"config": {"dead_letter_id": dead_letter_id}}}},
+                   run_tags(trigger="cli", **{"cass/dead_letter": dead_letter_id}))
 
 
-def run_error(result: dg.ExecuteInProcessResult) -> str | None:
+def run_error(result) -> str | None:
     """The first step failure's message, for the report: the cause Dagster wrapped, not its wrapper
     ("Error occurred while executing op ...")."""
     for event in result.all_events:

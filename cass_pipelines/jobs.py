@@ -34,8 +34,9 @@ def retry_dead_letter_op(context: dg.OpExecutionContext, config: DeadLetterRetry
                                 is_run_over=run_over(context.instance), log=context.log.warning)
     context.log.info(f"dead letter {outcome.dead_letter_id}: {outcome.status.value}: {outcome.message}")
     if outcome.status is RetryStatus.FAILED:
-        raise dg.Failure(f"dead letter {outcome.dead_letter_id}: {outcome.message}", metadata=outcome.as_dict())
-    return outcome.as_dict()
+        raise dg.Failure(f"dead letter {outcome.dead_letter_id}: {outcome.message}",
+                         metadata={k: v or "" for k, v in outcome.as_dict().items()})
+    return dg.Output(outcome.as_dict(), metadata={k: v or "" for k, v in outcome.as_dict().items()})
 
 
 def build_jobs(phase_partitions, date_partitions, max_length: int) -> list:

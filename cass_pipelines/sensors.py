@@ -1,6 +1,8 @@
 """`budget_sensor`, `dead_letter_sensor` and `idle_memory_sensor`: they run in the daemon next to runs that may hold the
 DuckDB file, so each gives up after a few seconds and says so in its tick instead of blocking.
 
+source_observation_sensor records observations of `conversations` and `self_model` when they change.
+
 idle_memory_sensor runs memory_job for conversations that went idle with unsummarised messages.
 
 budget_sensor, every minute: releases reservations whose run or process is over, records an alert
@@ -15,7 +17,9 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 import duckdb
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from cass_pipelines.assets.sources import SOURCE_FACTS
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.recovery import recover
 from cass_pipelines.core.settings import Settings
@@ -142,3 +146,27 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
                              tags={"cass/trigger": "idle_memory_sensor", "cass/conversations": str(len(idle))})
 
     return idle_memory_sensor
+
+
+def build_source_observation_sensor() -> dg.SensorDefinition:
+    @dg.sensor(name="source_observation_sensor", minimum_interval_seconds=300,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Observes `conversations` and `self_model` (their data version and counts) every "
+                           "5 minutes; a new observation is recorded only when the version changed.")
+    def source_observation_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
+        store = cass.quick_store(SENSOR_DB_DEADLINE_S)
+        facts = unless_busy(lambda: {name: read(store) for name, read in SOURCE_FACTS.items()})
+        if facts is BUSY:
+            return BUSY
+        seen = json.loads(context.cursor) if context.cursor else {}
+        changed = {name: (version, metadata) for name, (version, metadata) in facts.items()
+                   if seen.get(name) != version.value}
+        if not changed:
+            return dg.SkipReason("conversations and self_model unchanged since the last observation")
+        return dg.SensorResult(
+            asset_events=[dg.AssetObservation(asset_key=name, metadata=metadata,
+                                              tags={DATA_VERSION_TAG: version.value})
+                          for name, (version, metadata) in changed.items()],
+            cursor=json.dumps({**seen, **{name: version.value for name, (version, _) in changed.items()}}))
+
+    return source_observation_sensor

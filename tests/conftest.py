@@ -3,6 +3,7 @@ the offline LLM, and a Dagster instance of its own. Nothing touches the reposito
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,31 @@ from cass_pipelines.cli.main import main as cli_main
 from cass_pipelines.core.clock import NOW_ENV
 
 
+@pytest.fixture(scope="session")
+def blank_dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Dagster instance made the way `init` makes one, created once: creating its SQLite storage costs
+    about 2 s here, copying it a few ms."""
+    import dagster as dg
+
+    from cass_pipelines.execution import install_dagster_yaml
+
+    home = tmp_path_factory.mktemp("blank_dagster")
+    install_dagster_yaml(home)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get():
+            pass
+    return home
+
+
 @pytest.fixture
-def cass_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def cass_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blank_dagster_home: Path) -> dict[str, str]:
     home = tmp_path / "cass"
     monkeypatch.setenv("CASS_HOME", str(home))
     monkeypatch.setenv("CASS_LLM", "offline")
     monkeypatch.setenv(NOW_ENV, NOW.isoformat())   # the injected "today" (tests/support.py)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    (tmp_path / "dagster").mkdir()
+    shutil.copytree(blank_dagster_home, tmp_path / "dagster")
     for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CASS_TIMEZONE", "CASS_DAILY_BUDGET_USD",
                 "CASS_ACTIONS_FILE"):
         monkeypatch.delenv(var, raising=False)

@@ -19,6 +19,7 @@ import dagster as dg
 
 from cass_pipelines.core.categories import ActionStatus
 from cass_pipelines.core.runner import StepOutcome, next_position, run_action
+from cass_pipelines.logs import unit_extra
 from cass_pipelines.partitions import split_key
 from cass_pipelines.resources import CassResource, run_over
 from cass_pipelines.store import plans
@@ -64,7 +65,8 @@ def action_op(k: int, n: int) -> dg.OpDefinition:
                                           step_key=context.get_step_execution_context().step.key,
                                           log=context.log.debug, is_run_over=run_over(context.instance))
         log = context.log.error if outcome.status is ActionStatus.FAILED else context.log.info
-        log(f"{outcome.action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})")
+        log(f"{outcome.action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})",
+            extra=unit_extra(unit_id, outcome.action_id))
 
     return run_work_action
 

@@ -69,7 +69,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
               "run_id": None}, args.json, lambda d: f"{d['dead_letter_id']}: nothing to do ({d['message']})")
         return 0
     result = run_dead_letter_retry(build_defs(rt.settings, rt.registry), instance_for(rt.settings), args.id)
-    out = result.output_for_node("retry_dead_letter_op") if result.success else {
+    outputs = [e.step_output_data.metadata for e in result.all_events if e.is_successful_output]
+    out = {k: v.value for k, v in outputs[0].items()} if result.success and outputs else {
         "dead_letter_id": args.id, "status": "failed", "message": run_error(result) or "run failed"}
     out = {**out, "run_id": result.run_id}
     emit(out, args.json, lambda d: f"{d['dead_letter_id']}: {d['status']}: {d['message']} (run {d['run_id'][:8]})")

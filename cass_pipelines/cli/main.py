@@ -15,15 +15,16 @@ from typing import NoReturn
 
 import duckdb
 
-from cass_pipelines.cli import day_cmds, dlq_cmd, ledger_cmd, money_cmds, setup_cmds
+from cass_pipelines.cli import day_cmds, dlq_cmd, ledger_cmd, money_cmds, ops_cmds, setup_cmds
 from cass_pipelines.cli.output import EXIT_FAILED, EXIT_USAGE, CliError
 from cass_pipelines.core.clock import ClockError
 from cass_pipelines.core.registry import RegistryError
 from cass_pipelines.core.runtime import NotInitialisedError
 from cass_pipelines.core.settings import SettingsError
+from cass_pipelines.logs import configure_cli_logging
 from cass_pipelines.store.schema import SchemaTooNewError
 
-GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds, dlq_cmd]
+GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds, dlq_cmd, ops_cmds]
 MAX_LINE_CHARS = 600   # an error line, however long the underlying message
 
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster's beta/preview notices are for developers of this project, not its users.
     warnings.filterwarnings("ignore", module="dagster")
     warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
+    configure_cli_logging()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:   # --help (0) or a usage error (2), already printed

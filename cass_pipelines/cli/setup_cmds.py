@@ -70,6 +70,8 @@ def sample_shift(today: date) -> timedelta:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from cass_pipelines.execution import prepare_instance  # imports Dagster: only for init
+
     home = load_settings().home   # a bad CASS_HOME or CASS_TIMEZONE is reported now, before anything is written
     home.mkdir(parents=True, exist_ok=True)
     config = home / "cass.toml"
@@ -79,7 +81,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     store = Store(settings.db_path)
     applied = migrate(store)
     out = {"home": str(home), "database": str(settings.db_path), "config": str(config),
-           "migrations_applied": applied}
+           "migrations_applied": applied, **prepare_instance(settings)}
     if args.sample or args.persona:
         try:
             seed = load_persona(args.persona or SAMPLE_PERSONA_FILE)
@@ -92,7 +94,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         out["import"] = import_file(store, SAMPLE_CONVERSATIONS, sample_shift(today)).as_dict()
     emit(out, args.json, lambda d: "\n".join(
         [f"CASS_HOME   {d['home']}", f"database    {d['database']}", f"config      {d['config']}",
-         f"schema      {'migrated ' + str(d['migrations_applied']) if d['migrations_applied'] else 'up to date'}"]
+         f"schema      {'migrated ' + str(d['migrations_applied']) if d['migrations_applied'] else 'up to date'}",
+         f"dagster     {d['dagster_home']} (dagster.yaml {d['dagster_yaml']})"]
         + ([f"persona     {d['persona']}"] if "persona" in d else [])
         + ([f"sample      {d['import']['conversations_added']} conversations, "
             f"{d['import']['messages_added']} messages added"] if "import" in d else [])))

@@ -58,7 +58,8 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
             category_remaining={k: v["remaining_usd"] for k, v in status["categories"].items()},
             action_costs=costs, idle=idle, skip_priorities=frozenset(skip),
             max_units_per_phase=rt.settings.max_units_per_phase,
-            recent_templates=plans.recent_templates(rt.store, rt.settings.history_window),
+            recent_templates=plans.recent_templates(rt.store, rt.settings.history_window,
+                                                    before=day + timedelta(days=1)),
             growth_edges=[e["area"] for e in edges],
             open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)],
             largest_call={t: largest_call(rt, t) for t in rt.registry.templates})
@@ -83,7 +84,7 @@ def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
                                           PHASES.index(phases[0]))
         return DecisionContext(
             day=day, phases=phases, growth_edges=edges, open_questions=inputs.open_questions,
-            recent_work=plans.recent_summaries(rt.store, rt.settings.history_window),
+            recent_work=plans.recent_summaries(rt.store, rt.settings.history_window, through=day),
             journal_tone=journal["tone"] if journal else None, idle=idle,
             last_activity=last.isoformat(timespec="minutes") if last else None,
             deferred=deferred, budget=status, degraded=degraded, inputs=inputs)

@@ -89,8 +89,10 @@ _WITH_TITLE = """SELECT s.id, s.conversation_id, coalesce(c.title, s.conversatio
                  FROM conversation_summaries s JOIN conversations c ON c.id = s.conversation_id"""
 
 
-def recent_summaries(store: Store, limit: int) -> list[dict]:
-    return _decoded(store.all(f"{_WITH_TITLE} ORDER BY s.last_message_at DESC, s.id LIMIT ?", [limit]))
+def recent_summaries(store: Store, limit: int, before: datetime) -> list[dict]:
+    """The latest summaries of conversations that ended before `before`."""
+    return _decoded(store.all(f"{_WITH_TITLE} WHERE s.last_message_at < ? ORDER BY s.last_message_at DESC, s.id "
+                              "LIMIT ?", [before, limit]))
 
 
 def summaries_between(store: Store, start: datetime, end: datetime, limit: int) -> list[dict]:

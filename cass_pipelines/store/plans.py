@@ -259,9 +259,10 @@ def drops_for_day(store: Store, day: date) -> list[dict]:
                      "ORDER BY created_at, phase", [day])
 
 
-def recent_summaries(store: Store, limit: int) -> list[dict]:
+def recent_summaries(store: Store, limit: int, through: date) -> list[dict]:
+    """The latest work summaries of `through` and the days before it (a backfilled day sees only its past)."""
     return store.all("""SELECT date, phase, template_id, status, narrative, key_insights FROM work_summaries
-                        ORDER BY date DESC, created_at DESC LIMIT ?""", [limit])
+                        WHERE date <= ? ORDER BY date DESC, created_at DESC LIMIT ?""", [through, limit])
 
 
 def latest_journal(store: Store, before: date) -> dict | None:

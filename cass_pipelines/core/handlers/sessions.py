@@ -21,8 +21,14 @@ def _edges(ctx: HandlerContext) -> list[dict]:
     return persona.growth_edges(ctx.store)
 
 
+def _day_end(ctx: HandlerContext):
+    """Conversations held after the unit's day are not its past (a backfilled day must not see them)."""
+    return day_bounds(ctx.date, ctx.settings)[1]
+
+
 def _work(ctx: HandlerContext, factor: int = 1) -> str:
-    return slices.work_summaries(plans.recent_summaries(ctx.store, ctx.settings.history_window * factor))
+    return slices.work_summaries(plans.recent_summaries(ctx.store, ctx.settings.history_window * factor,
+                                                             through=ctx.date))
 
 
 def _related_notes(ctx: HandlerContext, about: str, limit: int) -> str:
@@ -31,8 +37,8 @@ def _related_notes(ctx: HandlerContext, about: str, limit: int) -> str:
 
 def _reflection(ctx: HandlerContext) -> Material:
     edges = _edges(ctx)
-    return Material([slices.conversation_summaries(memory.recent_summaries(ctx.store, 8)), _work(ctx),
-                     slices.edges(edges)], edges=edges)
+    return Material([slices.conversation_summaries(memory.recent_summaries(ctx.store, 8, _day_end(ctx))),
+                     _work(ctx), slices.edges(edges)], edges=edges)
 
 
 def _synthesis(ctx: HandlerContext) -> Material:
@@ -47,7 +53,7 @@ def _meta_reflection(ctx: HandlerContext) -> Material:
 
 
 def _consolidation(ctx: HandlerContext) -> Material:
-    return Material([slices.conversation_summaries(memory.recent_summaries(ctx.store, 12)),
+    return Material([slices.conversation_summaries(memory.recent_summaries(ctx.store, 12, _day_end(ctx))),
                      _related_notes(ctx, ctx.focus, 8)])
 
 
@@ -97,7 +103,8 @@ def _creative(ctx: HandlerContext) -> Material:
 
 def _user_synthesis(ctx: HandlerContext) -> Material:
     edges = _edges(ctx)
-    return Material([slices.conversation_summaries(memory.recent_summaries(ctx.store, 20)), slices.edges(edges)],
+    return Material([slices.conversation_summaries(memory.recent_summaries(ctx.store, 20, _day_end(ctx))),
+                     slices.edges(edges)],
                     edges=edges)
 
 

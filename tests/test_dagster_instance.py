@@ -1,0 +1,197 @@
+"""The shipped dagster.yaml, the instance `init` creates, CLI runs under their job, the queue's order,
+in-process execution for the UI's jobs, observations of the source assets, and history bounded by the
+partition's date. Real Dagster instances (SQLite) and real DuckDB files throughout."""
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.storage.tags import PRIORITY_TAG, REPOSITORY_LABEL_TAG
+from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.execution import EARLIER_DAGSTER_YAMLS, SHIPPED_DAGSTER_YAML, install_dagster_yaml
+from cass_pipelines.run_queue import PhaseOrderedRunCoordinator, queue_priority
+
+ROOT = Path(__file__).resolve().parent.parent
+from support import SAMPLE_DAY
+
+DAY = SAMPLE_DAY
+LEGACY = """\
+# Written by cass-pipelines. Runs sharing the DuckDB file are serialised by one pool slot
+# (enforced by the run queue for daemon-launched runs); telemetry stays off.
+concurrency:
+  pools:
+    default_limit: 1
+    granularity: run
+telemetry:
+  enabled: false
+"""
+
+
+def test_init_installs_the_shipped_dagster_yaml_and_creates_the_instance(cass_env, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME")            # default: the instance lives in CASS_HOME/dagster
+    assert main(["init", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    home = tmp_path / "cass" / "dagster"
+    assert out["dagster_home"] == str(home) and out["dagster_yaml"] == "installed"
+    assert (home / "dagster.yaml").read_text() == SHIPPED_DAGSTER_YAML.read_text()
+    assert (home / "history" / "runs.db").exists()           # storage created by init, not by the first run
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.run_coordinator, PhaseOrderedRunCoordinator)
+        queue = instance.get_concurrency_config().run_queue_config
+        limits = {(lim["key"], json.dumps(lim.get("value"))): lim["limit"] for lim in queue.tag_concurrency_limits}
+        assert limits == {("dagster/partition", '{"applyLimitPerUniqueValue": true}'): 1,
+                          ("dagster/partition/date", '{"applyLimitPerUniqueValue": true}'): 1}
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "run"
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
+        assert instance.run_monitoring_max_runtime_seconds > 0
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+        assert not instance.run_retries_retry_on_asset_or_op_failure
+        assert not instance.telemetry_enabled
+    assert main(["init", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dagster_yaml"] == "current"
+
+
+@pytest.mark.parametrize("existing, verdict, kept", [(LEGACY, "upgraded", False),
+                                                      (LEGACY + "# my own note\n", "kept", True)])
+def test_init_upgrades_only_a_dagster_yaml_cass_wrote(tmp_path, existing, verdict, kept):
+    (tmp_path / "dagster.yaml").write_text(existing)
+    assert install_dagster_yaml(tmp_path) == verdict
+    assert ((tmp_path / "dagster.yaml").read_text() == existing) is kept
+    assert len(EARLIER_DAGSTER_YAMLS) == 1
+
+
+def test_concurrent_first_use_of_a_fresh_dagster_home(tmp_path):
+    """Three processes open a DAGSTER_HOME that has no storage yet, at the same moment (each waits at a
+    barrier of files until all three have imported Dagster)."""
+    env = {**os.environ, "CASS_HOME": str(tmp_path / "cass"), "DAGSTER_HOME": str(tmp_path / "fresh")}
+    code = ("import sys, time, pathlib\n"
+            "from cass_pipelines.core.settings import load_settings\n"
+            "from cass_pipelines.execution import instance_for\n"
+            "barrier = pathlib.Path(sys.argv[1]); (barrier / sys.argv[2]).touch()\n"
+            "while len(list(barrier.iterdir())) < 3: time.sleep(0.002)\n"
+            "instance_for(load_settings()).get_runs(limit=1)\n")
+    (tmp_path / "barrier").mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "barrier"), str(n)], env=env,
+                              stderr=subprocess.PIPE, text=True) for n in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+
+
+def test_cli_runs_are_listed_under_their_job_in_the_ui(sample_home, capsys):
+    assert main(["run-phase", "morning", "--date", DAY.isoformat(), "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["runs"][0]["run_id"]
+    [origin] = location_origins_from_yaml_paths([str(ROOT / "workspace.yaml")])
+    label = f"__repository__@{origin.location_name}"       # what the job's Runs tab filters on
+    instance = dg.DagsterInstance.get()
+    listed = instance.get_runs(dg.RunsFilter(job_name="phase_job", tags={REPOSITORY_LABEL_TAG: label}))
+    assert [r.run_id for r in listed] == [run_id]
+    run = listed[0]
+    assert run.tags["dagster/partition"] == f"{DAY}|morning" and run.tags["dagster/partition/phase"] == "morning"
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.job_code_origin.repository_origin.code_pointer.module == "cass_pipelines.definitions"
+    # No pickled step outputs: every asset keeps its data in DuckDB, steps pass theirs in memory.
+    files = [p for p in (Path(os.environ["DAGSTER_HOME"]) / "storage").rglob("*") if p.is_file()]
+    assert files and not [p for p in files if "compute_logs" not in p.parts]   # logs only
+
+
+def test_the_queue_starts_a_days_phases_in_day_order(cass_env):
+    """Runs submitted alphabetically (as a backfill does) get priorities the queue daemon sorts by."""
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+    from cass_pipelines.core.registry import load_registry
+    from cass_pipelines.core.settings import load_settings
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import instance_for, job_origins
+    from cass_pipelines.partitions import phase_key
+
+    settings = load_settings()
+    instance = instance_for(settings)
+    job = build_defs(settings, load_registry(None)).resolve_job_def("phase_job")
+    for day, phases in ((DAY + timedelta(days=1), ["morning"]), (DAY, ["morning", "afternoon", "evening", "night"])):
+        for phase in sorted(phases):
+            tags = job.partitions_def.get_tags_for_partition_key(phase_key(day.isoformat(), phase))
+            remote_origin, python_origin = job_origins("phase_job")
+            run = instance.create_run_for_job(job_def=job, tags=tags, remote_job_origin=remote_origin,
+                                              job_code_origin=python_origin)
+            instance.submit_run(run.run_id, workspace=None)
+    queued = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+    assert len(queued) == 5 and all(PRIORITY_TAG in r.tags for r in queued)
+    order = [r.tags["dagster/partition"] for r in
+             QueuedRunCoordinatorDaemon(interval_seconds=5)._priority_sort(reversed(queued))]
+    assert order == [f"{DAY}|{p}" for p in ("morning", "afternoon", "evening", "night")] + [
+        f"{DAY + timedelta(days=1)}|morning"]
+    assert queue_priority({"dagster/partition": DAY.isoformat()}) < queue_priority(
+        {"dagster/partition": f"{DAY}|night", "dagster/partition/date": DAY.isoformat(),
+         "dagster/partition/phase": "night"})          # the journal after its night
+    assert queue_priority({}) is None
+
+
+def test_the_ui_jobs_run_in_process_and_keep_no_pickles(cass_env):
+    from cass_pipelines.core.registry import load_registry
+    from cass_pipelines.core.settings import load_settings
+    from cass_pipelines.definitions import build_defs
+
+    defs = build_defs(load_settings(), load_registry(None))
+    jobs = [defs.resolve_implicit_global_asset_job_def(),
+            *(defs.resolve_job_def(n) for n in ("phase_job", "journal_job", "memory_job", "manual_work_job"))]
+    assert {j.executor_def.name for j in jobs} == {"in_process"}
+    assert all(j.resource_defs["io_manager"] is dg.mem_io_manager for j in jobs)
+
+
+def test_source_observation_sensor_observes_conversations_and_self_model(sample_home):
+    from cass_pipelines.core.registry import load_registry
+    from cass_pipelines.core.settings import load_settings
+    from cass_pipelines.definitions import build_defs
+
+    defs = build_defs(load_settings(), load_registry(None))
+    sensor = defs.resolve_sensor_def("source_observation_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=dict(defs.resources),
+                                     repository_def=defs.get_repository_def()) as ctx:
+            first = sensor.evaluate_tick(ctx)
+        events = {e.asset_key.to_user_string(): e for e in first.asset_events}
+        assert set(events) == {"conversations", "self_model"}
+        assert events["conversations"].metadata["messages"].value > 0
+        assert events["conversations"].tags["dagster/data_version"]
+        with dg.build_sensor_context(instance=instance, resources=dict(defs.resources), cursor=first.cursor,
+                                     repository_def=defs.get_repository_def()) as ctx:
+            again = sensor.evaluate_tick(ctx)
+        assert not again.asset_events and "unchanged" in again.skip_message
+
+
+def test_a_backfilled_day_sees_only_its_past(sample_home):
+    """Work of a later day exists; planning an earlier day shows none of it."""
+    from cass_pipelines.core.planning import decision_context
+    from cass_pipelines.core.runtime import open_runtime
+    from cass_pipelines.store import plans
+
+    later = DAY + timedelta(days=2)
+    assert main(["run-phase", "morning", "--date", later.isoformat()]) == 0
+    rt = open_runtime()
+    assert {r["date"] for r in plans.recent_summaries(rt.store, 50, through=later)} == {later}
+    ctx = decision_context(rt, DAY, ["morning", "afternoon", "evening", "night"], idle=True, last=None)
+    assert ctx.recent_work == []
+    assert not set(ctx.inputs.recent_templates)
+
+
+def test_an_exhausted_budget_fails_the_budget_check(sample_home, monkeypatch):
+    from cass_pipelines.core.runtime import open_runtime
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import instance_for, run_phase
+
+    monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.01")
+    rt = open_runtime()
+    result = run_phase(build_defs(rt.settings, rt.registry), instance_for(rt.settings), DAY, "morning")
+    assert result.success                            # refused work is deferred, the run itself succeeds
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "budget_not_exhausted"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "exhausted" in check.description

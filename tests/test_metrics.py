@@ -1,0 +1,101 @@
+"""`cass-pipelines metrics`: scraped over HTTP on 127.0.0.1 from a separate process and parsed with
+prometheus-client's own parser; figures equal what the store holds; a busy file never blocks a scrape."""
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import duckdb
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support import SAMPLE_DAY
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.core.runtime import open_runtime
+
+DAY = SAMPLE_DAY
+
+
+def scrape(url: str) -> tuple[dict, float]:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=30) as response:
+        text = response.read().decode()
+    elapsed = time.perf_counter() - started
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples, elapsed
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
+
+
+@pytest.fixture
+def exporter(sample_home):
+    proc = subprocess.Popen([sys.executable, "-m", "cass_pipelines.cli.main", "metrics", "--port", "0"],
+                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "serving metrics" in line, proc.stderr.read() if proc.poll() is not None else line
+        yield line.split(" on ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_metrics_scrape_matches_the_store_and_survives_a_busy_file(sample_home, exporter, capsys):
+    assert main(["run-phase", "morning", "--date", DAY.isoformat(), "--json"]) == 0
+    capsys.readouterr()
+    samples, _ = scrape(exporter)
+    rt = open_runtime()
+    ledger = rt.store.one("SELECT count(*) AS calls, sum(cost_usd) AS cost, sum(input_tokens) AS input, "
+                          "sum(cache_read_input_tokens) AS cache_read FROM llm_ledger")
+    assert ledger["calls"] > 0
+    assert total(samples, "cass_llm_calls_total") == ledger["calls"]
+    assert total(samples, "cass_llm_cost_usd_total") == pytest.approx(ledger["cost"])
+    assert total(samples, "cass_llm_tokens_total", kind="input") == ledger["input"]
+    assert total(samples, "cass_llm_tokens_total", kind="cache_read") == ledger["cache_read"]
+    units = rt.store.all("SELECT status, count(*) AS n FROM work_units GROUP BY status")
+    for row in units:
+        assert total(samples, "cass_work_units", status=row["status"]) == row["n"]
+    finished = rt.store.scalar("SELECT count(*) FROM action_runs WHERE finished_at IS NOT NULL")
+    assert finished and total(samples, "cass_action_duration_seconds_count") == finished
+    assert total(samples, "cass_action_duration_seconds_bucket", le="+Inf") == finished
+    assert samples[("cass_budget_limit_usd", (("category", "all"),))] == rt.settings.daily_budget_usd
+    for category in ("research", "memory", "creative"):
+        key = (("category", category),)
+        assert samples[("cass_budget_remaining_usd", key)] == pytest.approx(
+            samples[("cass_budget_limit_usd", key)] - samples[("cass_budget_spent_usd", key)]
+            - samples[("cass_budget_reserved_usd", key)])
+    assert ("cass_dead_letters_unresolved", ()) in samples
+    assert samples[("cass_metrics_store_up", ())] == 1
+    assert samples[("cass_phase_opened", (("phase", "morning"),))] in (0, 1)
+    assert samples[("cass_dagster_runs", (("job", "phase_job"), ("status", "SUCCESS")))] == 1
+
+    # A run holds the file for writing: the scrape answers quickly with the last good figures.
+    holder = duckdb.connect(str(rt.settings.db_path))
+    try:
+        busy, elapsed = scrape(exporter)
+    finally:
+        holder.close()
+    assert busy[("cass_metrics_store_up", ())] == 0
+    assert total(busy, "cass_llm_calls_total") == ledger["calls"]
+    assert elapsed < 5, elapsed
+    again, _ = scrape(exporter)
+    assert again[("cass_metrics_store_up", ())] == 1
+
+
+def test_metrics_once_prints_the_exposition(sample_home, capsys):
+    assert main(["metrics", "--once"]) == 0
+    families = {f.name for f in text_string_to_metric_families(capsys.readouterr().out)}
+    assert {"cass_work_units_today", "cass_llm_calls", "cass_llm_cost_usd", "cass_llm_tokens", "cass_budget_spent_usd",
+            "cass_budget_remaining_usd", "cass_dead_letters", "cass_plan_present",
+            "cass_action_duration_seconds", "cass_metrics_store_up", "cass_dagster_runs"} <= families
+
+
+def test_metrics_refuses_an_uninitialised_home(cass_env, capsys):
+    assert main(["metrics", "--once"]) != 0
+    assert "init" in capsys.readouterr().err

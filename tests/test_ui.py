@@ -1,0 +1,137 @@
+"""`cass-pipelines ui` starts a real `dagster dev` (webserver, daemon, code server) on 127.0.0.1 for this
+CASS_HOME. Checked through the webserver's GraphQL API (what the UI's pages read) and, where Playwright
+and Debian's chromium are installed, in a real browser with screenshots kept under
+test-artifacts/ui/. `dagster dev` ignores SIGINT/SIGTERM here, so its process group is killed by id."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from support import NOW, SAMPLE_DAY
+
+from cass_pipelines.core.clock import NOW_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+STARTUP_DEADLINE_S = 180
+ASSETS = {"conversations", "self_model", "phase_plan", "phase_work", "work_summaries", "cost_records",
+          "daily_journal", "conversation_summaries"}
+SCHEDULES = {"morning_schedule", "afternoon_schedule", "evening_schedule", "night_schedule", "journal_schedule"}
+REPO = {"repositoryName": "__repository__", "repositoryLocationName": "cass_pipelines"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        out = json.loads(response.read())
+    assert "errors" not in out, out
+    return out["data"]
+
+
+def location_loaded(url: str) -> bool:
+    data = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                        "locationOrLoadError { __typename } } } } }")
+    return any(e["name"] == "cass_pipelines" and e["loadStatus"] == "LOADED"
+               and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+               for e in data["workspaceOrError"]["locationEntries"])
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ui")
+    env = {**os.environ, "CASS_HOME": str(base / "cass"), "DAGSTER_HOME": str(base / "dagster"), "CASS_LLM": "offline",
+           NOW_ENV: NOW.isoformat()}
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CASS_LOG_FORMAT"):
+        env.pop(var, None)
+    cli = [sys.executable, "-m", "cass_pipelines.cli.main"]
+    subprocess.run([*cli, "init", "--sample"], env=env, check=True, capture_output=True, timeout=300)
+    run = subprocess.run([*cli, "run-phase", "morning", "--date", SAMPLE_DAY.isoformat(), "--json"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run_id = json.loads(run.stdout)["runs"][0]["run_id"]
+    port = free_port()
+    log = open(base / "dagster-dev.log", "w")
+    proc = subprocess.Popen([*cli, "ui", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        started = time.perf_counter()
+        while True:
+            assert proc.poll() is None, (base / "dagster-dev.log").read_text()[-3000:]
+            try:
+                if location_loaded(url):
+                    break
+            except OSError:
+                pass
+            assert time.perf_counter() - started < STARTUP_DEADLINE_S, (base / "dagster-dev.log").read_text()[-3000:]
+            time.sleep(1)
+        yield {"url": url, "run_id": run_id, "dagster_home": base / "dagster"}
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)       # its own process group: dagster dev and every child
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_ui_lists_cli_runs_under_their_job_and_runs_every_schedule(ui):
+    data = graphql(ui["url"], """query($sel: PipelineSelector!) { pipelineOrError(params: $sel) {
+        ... on Pipeline { runs { runId status } } } }""", {"sel": {**REPO, "pipelineName": "phase_job"}})
+    assert ui["run_id"] in [r["runId"] for r in data["pipelineOrError"]["runs"]]   # the job's Runs tab
+    data = graphql(ui["url"], """query($sel: RepositorySelector!) { schedulesOrError(repositorySelector: $sel) {
+        ... on Schedules { results { name scheduleState { status } } } } }""", {"sel": REPO})
+    states = {s["name"]: s["scheduleState"]["status"] for s in data["schedulesOrError"]["results"]}
+    assert states == {name: "RUNNING" for name in SCHEDULES}
+    data = graphql(ui["url"], "{ assetNodes { assetKey { path } } }")
+    assert {n["assetKey"]["path"][-1] for n in data["assetNodes"]} == ASSETS
+    assert (ui["dagster_home"] / "dagster.yaml").exists()
+
+
+def test_ui_in_a_real_browser(ui):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{ui['url']}/locations/cass_pipelines/asset-groups/day")      # the day's asset graph
+            for name in ("phase_plan", "phase_work", "work_summaries", "cost_records", "daily_journal"):
+                page.get_by_text(name, exact=True).first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "asset-graph-day.png"))
+            page.goto(f"{ui['url']}/assets")                                        # the catalog: every asset
+            for name in sorted(ASSETS):
+                page.get_by_text(name, exact=True).first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "asset-catalog.png"))
+            page.goto(f"{ui['url']}/assets/phase_plan?view=partitions&partition={SAMPLE_DAY}|morning")
+            page.get_by_text(f"{SAMPLE_DAY}|morning", exact=True).first.wait_for()
+            page.get_by_text("[Show Markdown]").first.click()                        # the plan table
+            page.get_by_text("Day intention").first.wait_for()
+            page.get_by_role("columnheader", name="template").first.wait_for()
+            page.get_by_role("cell", name="morning", exact=True).first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "phase-plan-partition.png"))
+            page.goto(f"{ui['url']}/locations/cass_pipelines/jobs/phase_job/runs")   # the job's Runs tab
+            page.get_by_text(ui["run_id"][:8]).first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "phase-job-runs.png"))
+            page.goto(f"{ui['url']}/automation")
+            for name in SCHEDULES:
+                page.get_by_text(name, exact=True).first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "schedules.png"))
+        finally:
+            browser.close()
