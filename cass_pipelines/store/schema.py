@@ -112,6 +112,14 @@ CREATE INDEX ledger_by_reservation ON llm_ledger(reservation_id);
     (3, "reservations: refusal reason (refused requests are kept, status 'refused')", """
 ALTER TABLE reservations ADD COLUMN reason TEXT;
 """),
+    (10, "funding of reservations and ledger rows; reservation, output bound and cached prefix per ledger row", """
+ALTER TABLE reservations ADD COLUMN funding TEXT DEFAULT 'category';
+ALTER TABLE llm_ledger ADD COLUMN funding TEXT DEFAULT 'category';
+ALTER TABLE llm_ledger ADD COLUMN reserved_usd DOUBLE;
+ALTER TABLE llm_ledger ADD COLUMN max_tokens INTEGER;
+ALTER TABLE llm_ledger ADD COLUMN prefix_key TEXT;
+CREATE INDEX ledger_by_prefix ON llm_ledger(prefix_key, ts);
+"""),
 ]
 
 
