@@ -9,15 +9,17 @@ planning never raises.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, Field, create_model
 
 from cass_pipelines.core.handlers.quoting import NOTICE, quote
-from cass_pipelines.core.plan import Dropped, PlanInputs, PlannedUnit, ProposedUnit, fallback_plan, validate_plan
-from cass_pipelines.llm.base import LLMClient, LLMRequest
+from cass_pipelines.core.plan import (Deferred, Dropped, PlanInputs, PlannedUnit, ProposedUnit, fallback_plan,
+                                      validate_plan)
+from cass_pipelines.llm.base import LLMClient, LLMRequest, LLMResult
+from cass_pipelines.llm.metered import BudgetRefused
 
 MAX_EDGES, MAX_OBSERVATIONS, MAX_QUESTIONS, MAX_DEFERRED = 5, 2, 6, 5
 CLIP = 220
@@ -116,25 +118,43 @@ class Decision:
     dropped: list[Dropped]
     offline: bool
     error: str | None = None                 # why the LLM plan was not used
+    deferred: list[Deferred] = field(default_factory=list)   # allowed, but not for today's money (yet)
 
 
-def decide(llm: LLMClient, system_prefix: str, context: DecisionContext,
+# The decision call's tiers, best first: a day too small for the deep tier is planned on the fast one.
+DECISION_TIERS = ("deep", "fast")
+DECISION_MAX_TOKENS = 1500
+
+
+def ask(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext, schema: type[BaseModel]) -> LLMResult:
+    """The decision call on the best tier the budget can fund (a refusal on one tier tries the next)."""
+    for tier in DECISION_TIERS:
+        try:
+            return llm.structured(LLMRequest(tier=tier, system_prefix=prefixes[tier], prompt=context.render(),
+                                             max_tokens=DECISION_MAX_TOKENS, purpose="plan"), schema)
+        except BudgetRefused:
+            if tier == DECISION_TIERS[-1]:
+                raise
+    raise AssertionError("unreachable")
+
+
+def decide(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext,
            previous_template: str | None = None) -> Decision:
-    """Ask the agent for its plan; validate it; fall back to the scorer if anything goes wrong."""
+    """Ask the agent for its plan; validate it; fall back to the scorer if anything goes wrong.
+    `prefixes` holds the stable prefix per model tier."""
     inputs = context.inputs
     error = None
     try:
         schema = plan_schema(inputs)
-        result = llm.structured(LLMRequest(tier="deep", system_prefix=system_prefix, prompt=context.render(),
-                                           max_tokens=1500, purpose="plan"), schema)
+        result = ask(llm, prefixes, context, schema)
         choice = result.parsed
         proposed = {p: [ProposedUnit(**u.model_dump()) for u in getattr(choice, p)] for p in inputs.phases}
         if any(proposed.values()) or not any(inputs.registry.templates_for_phase(p) for p in inputs.phases):
-            units, dropped = validate_plan(proposed, inputs, previous_template)
-            return Decision("llm", choice.day_intention.strip(), units, dropped, result.offline)
+            units, dropped, deferred = validate_plan(proposed, inputs, previous_template)
+            return Decision("llm", choice.day_intention.strip(), units, dropped, result.offline, deferred=deferred)
         error = "the plan had no units"
     except Exception as exc:  # any failure of the call or its answer: the day must still be planned
         error = f"{type(exc).__name__}: {clip(exc, 300)}"
     proposed, intention = fallback_plan(inputs)
-    units, dropped = validate_plan(proposed, inputs, previous_template)
-    return Decision("fallback", intention, units, dropped, offline=False, error=error)
+    units, dropped, deferred = validate_plan(proposed, inputs, previous_template)
+    return Decision("fallback", intention, units, dropped, offline=False, error=error, deferred=deferred)

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from cass_pipelines.core.budget import calibrated_costs, degradation
-from cass_pipelines.core.categories import PHASES
-from cass_pipelines.core.decision import Decision, DecisionContext, decide
+from cass_pipelines.core.categories import PHASES, Priority
+from cass_pipelines.core.decision import DECISION_TIERS, Decision, DecisionContext, decide
+from cass_pipelines.core.handlers.calls import system_prefix
 from cass_pipelines.core.phases import phase_window, remaining_phases
 from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS, TYPICAL_PROMPT_TOKENS, PlanInputs, PlannedUnit
-from cass_pipelines.core.prompts import stable_prefix
 from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.store import conversations, persona, plans
@@ -89,14 +89,15 @@ def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now
     reference = phase_window(day, phases[0], rt.settings)[0]
     idle, last = idle_at(rt, reference)
     ctx = decision_context(rt, day, phases, idle, last)
-    prefix = stable_prefix(persona.persona_row(rt.store), rt.registry)
+    prefixes = {tier: system_prefix(rt.store, rt.registry, llm, tier) for tier in DECISION_TIERS}
     recent = plans.recent_templates(rt.store, 1, before=day)
     revision = plans.day_plan_revisions(rt.store, day) + 1
-    decision = decide(llm, prefix, ctx, previous_template=recent[0] if recent else None)
+    decision = decide(llm, prefixes, ctx, previous_template=recent[0] if recent else None)
     all_units = [u for p in phases for u in decision.units[p]]
     stored = plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
                                  intention=decision.day_intention, from_phase=phases[0], phases=phases,
                                  units=all_units, dropped=[d.as_dict() for d in decision.dropped],
+                                 deferred=[(d.unit, d.reason) for d in decision.deferred],
                                  offline=decision.offline, now=now)
     return decision if stored else None
 
@@ -142,8 +143,9 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
                 deferrals.append((u["id"], reason))
         room = rt.settings.max_units_per_phase - (len(planned) - len(deferrals))
         reoffers = []
-        for old in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
-                                          PHASES.index(phase)):
+        waiting = plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                         PHASES.index(phase))
+        for old in sorted(waiting, key=lambda u: -reoffer_rank(rt, u["template_id"])):   # stable: oldest first
             template = rt.registry.templates.get(old["template_id"])
             if len(reoffers) >= room or template is None or phase not in template.preferred_phases:
                 continue
@@ -154,6 +156,12 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
         plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
                          reoffers=reoffers, now=now)
         return deferrals, [new.template_id for _, new in reoffers]
+
+
+def reoffer_rank(rt: Runtime, template_id: str) -> int:
+    """Deferred work is offered again in priority order (critical first), oldest first within one."""
+    template = rt.registry.templates.get(template_id)
+    return Priority(template.priority).rank if template else -1
 
 
 def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False) -> PhasePlan:

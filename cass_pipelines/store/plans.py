@@ -38,8 +38,9 @@ def unit_id(day: date, phase: str, tag: str) -> str:
 
 def save_day_plan(store: Store, *, day: date, revision: int, source: str, intention: str, from_phase: str,
                   phases: list[str], units: list[Any], dropped: list[dict], offline: bool,
-                  now: datetime) -> bool:
+                  now: datetime, deferred: Iterable[tuple[Any, str]] = ()) -> bool:
     """Store a day plan revision and its units; a re-plan cancels the not-yet-started units it replaces.
+    `deferred` units (allowed, but not fundable now) are stored as `deferred` with their reason.
 
     Returns False, storing nothing, when another run stored this revision first: two runs of one
     partition must not both plan (the second one uses the stored plan)."""
@@ -62,12 +63,13 @@ def save_day_plan(store: Store, *, day: date, revision: int, source: str, intent
             conn.execute("INSERT INTO plan_drops VALUES (?, ?, ?, ?, ?, ?)",
                          [day, d["phase"], d["template_id"], d["reason"], revision, now])
         positions: dict[str, int] = {}
-        for u in units:
+        for u, reason in [(u, None) for u in units] + list(deferred):
             pos = positions[u.phase] = positions.get(u.phase, -1) + 1
             conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, 'plan', NULL, NULL, ?, NULL, NULL, ?, NULL, NULL)",
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'plan', NULL, NULL, ?, NULL, NULL, ?, NULL, NULL)",
                          [unit_id(day, u.phase, f"r{revision}_{pos}"), day, u.phase, pos, u.template_id, u.category,
-                          u.focus, u.motivation, u.estimated_cost_usd, revision, now])
+                          u.focus, u.motivation, "deferred" if reason else "planned", reason, u.estimated_cost_usd,
+                          revision, now])
     return True
 
 
