@@ -19,7 +19,6 @@ from cass_pipelines.core.handlers.quoting import NOTICE, quote
 from cass_pipelines.core.plan import (Deferred, Dropped, PlanInputs, PlannedUnit, ProposedUnit, fallback_plan,
                                       validate_plan)
 from cass_pipelines.llm.base import LLMClient, LLMRequest, LLMResult
-from cass_pipelines.llm.metered import BudgetRefused
 
 MAX_EDGES, MAX_OBSERVATIONS, MAX_QUESTIONS, MAX_DEFERRED = 5, 2, 6, 5
 CLIP = 220
@@ -121,21 +120,23 @@ class Decision:
     deferred: list[Deferred] = field(default_factory=list)   # allowed, but not for today's money (yet)
 
 
-# The decision call's tiers, best first: a day too small for the deep tier is planned on the fast one.
+# The decision call's tiers, best first. The call is funded by its category (system) when the
+# category can pay for it on one of these tiers (the best such tier is used); otherwise it is made
+# on the cheapest tier and funded from the emergency reserve (MeterContext.may_use_reserve).
 DECISION_TIERS = ("deep", "fast")
 DECISION_MAX_TOKENS = 1500
+DECISION_CATEGORY = "system"
 
 
 def ask(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext, schema: type[BaseModel]) -> LLMResult:
-    """The decision call on the best tier the budget can fund (a refusal on one tier tries the next)."""
-    for tier in DECISION_TIERS:
-        try:
-            return llm.structured(LLMRequest(tier=tier, system_prefix=prefixes[tier], prompt=context.render(),
-                                             max_tokens=DECISION_MAX_TOKENS, purpose="plan"), schema)
-        except BudgetRefused:
-            if tier == DECISION_TIERS[-1]:
-                raise
-    raise AssertionError("unreachable")
+    """The decision call on the best tier its category can fund, else on the cheapest tier."""
+    prompt = context.render()
+    requests = [LLMRequest(tier=tier, system_prefix=prefixes[tier], prompt=prompt, max_tokens=DECISION_MAX_TOKENS,
+                           purpose="plan") for tier in DECISION_TIERS]
+    room = context.budget["categories"].get(DECISION_CATEGORY, {}).get("remaining_usd", 0.0)
+    estimate = getattr(llm, "estimate", None)   # a metered client knows what each tier would hold
+    chosen = next((r for r in requests if estimate is None or estimate(r, schema) <= room), requests[-1])
+    return llm.structured(chosen, schema)
 
 
 def decide(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext,

@@ -125,9 +125,10 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
     return kept, dropped, deferred
 
 
-# A plan-time guess of a call's prompt (the cached prefix plus the volatile context) for pricing its
-# reservation; the metered client reserves on the real prompt, so a low guess only defers later.
-TYPICAL_PROMPT_TOKENS = 4000
+# A plan-time guess of a call's prompt (the cached prefix, sized to the model's minimum cacheable
+# length, plus the volatile context) for pricing its reservation; the metered client reserves on the
+# counted prompt, so a low guess only defers later.
+TYPICAL_PROMPT_TOKENS = 6000
 
 # Deferred work is offered again for this many days; system.queue_maintenance expires it after.
 DEFERRED_LOOKBACK_DAYS = 7

@@ -24,7 +24,7 @@ from cass_pipelines.llm.pricing import PER_TOKEN, ModelRates
 OUTPUT_PERCENTILE = 0.95
 OUTPUT_MARGIN = 1.25          # x the percentile ...
 OUTPUT_MARGIN_TOKENS = 64     # ... plus this many tokens
-MIN_HISTORY = 5               # fewer measured outputs than this: the caller's max_tokens stands
+MIN_HISTORY = 3               # fewer measured outputs than this: the caller's max_tokens stands
 COUNT_MARGIN = 1.02           # token counts are estimates: hold 2% more input ...
 COUNT_MARGIN_TOKENS = 16      # ... plus a few tokens
 WARM_SLACK_S = 30             # a prefix last used this close to its TTL's end is priced as cold

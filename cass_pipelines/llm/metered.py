@@ -105,7 +105,8 @@ class MeteredClient:
     def _input_usd(self, request: LLMRequest, count: PromptCount) -> float:
         model = self.model_for(request.tier)
         rates = self.pricing.rates(model)
-        searches, search_tokens = web_search_bound(request.web_search)
+        # The backend sends the search tool only when settings allow it; only then can it be billed.
+        searches, search_tokens = web_search_bound(request.web_search and self.settings.web_search)
         last = prefix_last_used(self.store, prefix_key(model, request.system_prefix)) if count.prefix else None
         ttl = self.settings.cache_ttl
         warm = last is not None and self.clock.now() - last < timedelta(

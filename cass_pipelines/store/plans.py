@@ -78,12 +78,19 @@ def phase_opening(store: Store, day: date, phase: str) -> dict | None:
 
 
 def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool,
-               deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime) -> None:
-    """Record that a phase began: defer what cannot run now, add re-offered deferred work."""
+               deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime,
+               reopened: Iterable[str] = (), still_deferred: Iterable[tuple[str, str]] = ()) -> None:
+    """Record that a phase began: defer what cannot run now, add re-offered deferred work, reopen
+    units deferred at plan time that fit now, and note on what stays deferred why (this offer)."""
     with store.transaction() as conn:
         for uid, reason in deferrals:
             conn.execute("UPDATE work_units SET status = 'deferred', reason = ? WHERE id = ? AND status = 'planned'",
                          [reason, uid])
+        for uid, reason in still_deferred:
+            conn.execute("UPDATE work_units SET reason = ? WHERE id = ? AND status = 'deferred'", [reason, uid])
+        for uid in reopened:
+            conn.execute("UPDATE work_units SET status = 'planned', reason = NULL, finished_at = NULL "
+                         "WHERE id = ? AND status = 'deferred'", [uid])
         base = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM work_units WHERE date = ? AND phase = ?",
                             [day, phase]).fetchone()[0]
         for n, (old, unit) in enumerate(reoffers):
