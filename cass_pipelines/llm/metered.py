@@ -107,10 +107,16 @@ class MeteredClient:
         rates = self.pricing.rates(model)
         # The backend sends the search tool only when settings allow it; only then can it be billed.
         searches, search_tokens = web_search_bound(request.web_search and self.settings.web_search)
-        last = prefix_last_used(self.store, prefix_key(model, request.system_prefix)) if count.prefix else None
         ttl = self.settings.cache_ttl
-        warm = last is not None and self.clock.now() - last < timedelta(
-            seconds=holds.TTL_SECONDS[ttl] - holds.WARM_SLACK_S)
+        # A backend that knows its cache (the simulated one) says so; otherwise the ledger's record of
+        # the prefix's last write or read within the TTL decides.
+        known = getattr(self.inner, "prefix_cached", lambda _: None)(request)
+        if known is not None:
+            warm = known
+        else:
+            last = prefix_last_used(self.store, prefix_key(model, request.system_prefix)) if count.prefix else None
+            warm = last is not None and self.clock.now() - last < timedelta(
+                seconds=holds.TTL_SECONDS[ttl] - holds.WARM_SLACK_S)
         return (holds.input_usd(rates, count, warm=warm, ttl=ttl, extra_tokens=search_tokens)
                 + searches * self.pricing.web_search_per_1k / 1000)
 

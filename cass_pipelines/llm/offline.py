@@ -26,6 +26,10 @@ class OfflineBackend(Backend):
         super().__init__(settings, pricing)
         self._cache = PromptCache()
 
+    def prefix_cached(self, request: LLMRequest) -> bool | None:
+        """Whether this request's prefix will be read from cache: known exactly when simulated."""
+        return self._cache.written(self.model_for(request.tier), request.system_prefix)
+
     def count_tokens(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> PromptCount:
         """The same estimate the offline backend bills: the prefix plus the rest of the prompt."""
         json_schema = json.dumps(schema.model_json_schema()) if schema else ""
