@@ -6,8 +6,9 @@ lengths included, and counts tokens on /v1/messages/count_tokens), then reads th
 
 - tiny:    a $0.05 day then the next day: plan source, units completed, spend, what was deferred
            (with reasons) and whether it was offered again the next day.
-- tight:   a $0.30 day with more planned work than money: utilisation = spent / (limit - reserve),
-           overspend, categories within their shares (or funded by pooled room / the reserve).
+- tight:   two $0.30 days with more planned work than money, measured on the second (estimates
+           calibrated, the first day's deferred work waiting): utilisation = spent / (limit - reserve),
+           overspend, categories within their shares (beyond them only pooled room / the reserve).
 - sample:  a $5.00 day after a first one (so output bounds come from measured history; the first
            day's figures are shown too): median reservation / bill over its calls, breaches, the
            cache-read share, and its cost at list prices against the same calls uncached.
@@ -104,12 +105,17 @@ def tiny(day: date) -> dict:
 
 
 def tight(day: date) -> dict:
+    """The second of two $0.30 days (estimates calibrated by the first, its deferred work waiting)."""
     with home(0.30) as (settings, store, _):
+        first_exit, _ = run_day(day - timedelta(days=1))
+        first = budget_status(store, settings, day - timedelta(days=1))
         code, seconds = run_day(day)
         status = budget_status(store, settings, day)
         day_units = units(store, day)
         planned_usd = sum(u["estimated_cost_usd"] for u in day_units)
-        return {"budget_usd": 0.30, "run_day_exit": code, "seconds": seconds,
+        return {"budget_usd": 0.30, "first_day_exit": first_exit, "first_day_utilisation": first["utilisation"],
+                "first_day_categories_within_shares": within_shares(settings, first),
+                "run_day_exit": code, "seconds": seconds,
                 "planned_work_usd": round(planned_usd, 4), "spent_usd": status["spent_usd"],
                 "usable_usd": round(settings.daily_budget_usd - settings.reserve_usd, 4),
                 "utilisation": status["utilisation"], "exhausted": status["exhausted"],

@@ -64,15 +64,15 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
 
 
 def largest_call(rt: Runtime, template_id: str, outputs: dict[str, list[int]]) -> float:
-    """The reservation the template's dearest model call will hold, as the metered client computes
-    it (llm/holds.py) for a typical prompt whose tier prefix is written (not yet warm) and the
-    action's measured output bound."""
+    """The least reservation the template's dearest model call must get, as the metered client
+    computes it (llm/holds.py) for a typical prompt whose tier prefix is written (not yet warm):
+    with the output bound lowered to the action's useful minimum, which is when the call is refused."""
     def hold(action) -> float:
         rates = rt.pricing.rates(rt.settings.models[action.model_tier])
         prompt = PromptCount(TYPICAL_PROMPT_TOKENS, min(rates.min_cacheable_tokens, TYPICAL_PROMPT_TOKENS))
         bound = holds.output_bound(action.max_output_tokens, outputs.get(action.id, []))
         return (holds.input_usd(rates, prompt, warm=False, ttl=rt.settings.cache_ttl)
-                + holds.output_usd(rates, bound.max_tokens))
+                + holds.output_usd(rates, bound.minimum))
     return max((hold(a) for a in rt.registry.template_actions(template_id) if a.model_tier != "none"), default=0.0)
 
 
