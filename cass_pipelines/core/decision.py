@@ -16,8 +16,15 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, Field, create_model
 
 from cass_pipelines.core.handlers.quoting import NOTICE, quote
-from cass_pipelines.core.plan import (Deferred, Dropped, PlanInputs, PlannedUnit, ProposedUnit, fallback_plan,
-                                      validate_plan)
+from cass_pipelines.core.plan import (
+    Deferred,
+    Dropped,
+    PlanInputs,
+    PlannedUnit,
+    ProposedUnit,
+    fallback_plan,
+    validate_plan,
+)
 from cass_pipelines.llm.base import LLMClient, LLMRequest, LLMResult
 
 MAX_EDGES, MAX_OBSERVATIONS, MAX_QUESTIONS, MAX_DEFERRED = 5, 2, 6, 5

@@ -20,8 +20,16 @@ from pydantic import BaseModel, ValidationError
 
 from cass_pipelines.core.settings import Settings, SettingsError
 from cass_pipelines.llm.backend import Backend
-from cass_pipelines.llm.base import (WEB_SEARCH_MAX_USES, LLMError, LLMRequest, LLMResult, PromptCount, Usage,
-                                     prefix_key, redact)
+from cass_pipelines.llm.base import (
+    WEB_SEARCH_MAX_USES,
+    LLMError,
+    LLMRequest,
+    LLMResult,
+    PromptCount,
+    Usage,
+    prefix_key,
+    redact,
+)
 from cass_pipelines.llm.pricing import Pricing
 
 WEB_SEARCH_TOOL = {"type": "web_search_20260318", "name": "web_search", "max_uses": WEB_SEARCH_MAX_USES}

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 
 from pydantic import BaseModel
-
-from datetime import timedelta
 
 from cass_pipelines.core.budget import Refusal, Reservation, money, prompt_tokens_bound, web_search_bound
 from cass_pipelines.core.clock import Clock
