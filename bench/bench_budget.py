@@ -89,7 +89,8 @@ def tiny(day: date) -> dict:
         deferred = [u for u in first if u["status"] == "deferred"]
         code_next, _ = run_day(day + timedelta(days=1))
         after = {u["id"]: u for u in units(store, day)}
-        offered = [u for u in deferred if after[u["id"]]["reoffered_as"]]
+        offered = [u for u in deferred if after[u["id"]]["reoffered_as"] or (after[u["id"]]["reason"] or "")
+                   .startswith(f"offered again {day + timedelta(days=1)}")]
         waiting = plans.pending_deferred(store, day, day + timedelta(days=2), 0)
         return {"budget_usd": 0.05, "run_day_exit": code, "seconds": seconds, "plan_source": plan["source"],
                 "plan_error": None, "units_completed": sum(u["status"] == "completed" for u in first),
