@@ -22,13 +22,14 @@ from cass_pipelines.sensors import build_budget_sensor, build_dead_letter_sensor
 
 def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
     phases, dates = phase_partitions(settings), date_partitions(settings)
-    phase_job, journal_job, memory_job, manual_work_job = build_jobs(phases, dates, registry.max_sequence_length)
+    phase_job, journal_job, memory_job, manual_work_job, retry_job = build_jobs(phases, dates,
+                                                                                registry.max_sequence_length)
     return dg.Definitions(
         assets=[conversations, self_model, build_phase_plan(phases),
                 build_phase_work(phases, registry.max_sequence_length), *build_results(phases),
                 build_daily_journal(dates), build_conversation_summaries()],
         asset_checks=[build_actions_check(), *build_cost_checks(phases)],
-        jobs=[phase_job, journal_job, memory_job, manual_work_job],
+        jobs=[phase_job, journal_job, memory_job, manual_work_job, retry_job],
         schedules=[*(build_phase_schedule(settings, p, phase_job) for p in PHASES),
                    build_journal_schedule(settings, journal_job)],
         sensors=[build_idle_memory_sensor(settings, memory_job), build_budget_sensor(settings),

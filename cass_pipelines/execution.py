@@ -11,6 +11,7 @@ import dagster as dg
 
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.partitions import phase_key
+from cass_pipelines.store.claims import HOST
 
 DAGSTER_YAML = """\
 # Written by cass-pipelines. Runs sharing the DuckDB file are serialised by one pool slot
@@ -40,6 +41,13 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
 
 # Runs started from the CLI keep Dagster's console logger to warnings: the report says what happened,
 # and every event is still stored in the instance for the UI.
+def run_tags(**tags: str) -> dict[str, str]:
+    """Tags of a run this process executes: its pid and host let recovery mark it failed if the
+    process dies mid-run (Dagster's own run monitoring only watches runs a daemon launched)."""
+    return {"cass/pid": str(os.getpid()), "cass/host": HOST,
+            **{k if k.startswith("cass/") else f"cass/{k}": v for k, v in tags.items()}}
+
+
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -48,18 +56,18 @@ def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, pha
     return defs.resolve_job_def("phase_job").execute_in_process(
         instance=instance, partition_key=phase_key(day.isoformat(), phase), raise_on_error=False,
         run_config={**QUIET, "ops": {"phase_plan": {"config": {"replan": replan}}}},
-        tags={"cass/phase": phase, "cass/date": day.isoformat(), "cass/trigger": trigger})
+        tags=run_tags(phase=phase, date=day.isoformat(), trigger=trigger))
 
 
 def run_journal(defs: dg.Definitions, instance: dg.DagsterInstance, day: date) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("journal_job").execute_in_process(
         instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=QUIET,
-        tags={"cass/date": day.isoformat(), "cass/trigger": "cli"})
+        tags=run_tags(date=day.isoformat(), trigger="cli"))
 
 
 def run_memory(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("memory_job").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET, tags={"cass/trigger": "cli"})
+        instance=instance, raise_on_error=False, run_config=QUIET, tags=run_tags(trigger="cli"))
 
 
 def run_manual(defs: dg.Definitions, instance: dg.DagsterInstance, template_id: str, focus: str,
@@ -69,7 +77,15 @@ def run_manual(defs: dg.Definitions, instance: dg.DagsterInstance, template_id: 
     return defs.resolve_job_def("manual_work_job").execute_in_process(
         instance=instance, raise_on_error=False,
         run_config={**QUIET, "ops": {"start_manual_work": {"config": config}}},
-        tags={"cass/trigger": "cli", "cass/template": template_id})
+        tags=run_tags(trigger="cli", template=template_id))
+
+
+def run_dead_letter_retry(defs: dg.Definitions, instance: dg.DagsterInstance,
+                          dead_letter_id: str) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("dead_letter_retry_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={**QUIET, "ops": {"retry_dead_letter_op": {"config": {"dead_letter_id": dead_letter_id}}}},
+        tags=run_tags(trigger="cli", **{"cass/dead_letter": dead_letter_id}))
 
 
 def run_error(result: dg.ExecuteInProcessResult) -> str | None:

@@ -16,8 +16,10 @@ from cass_pipelines.partitions import phase_key
 from cass_pipelines.resources import CassResource
 from cass_pipelines.sensors import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.store.db import Store
+from cass_pipelines.store.plans import deferred_job_dates
 
 JOURNAL_DELAY_MINUTES = 15
+JOURNAL_CATCH_UP_DAYS = 7   # deferred journals this recent are tried again by the journal schedule
 
 
 def skip_reason(store: Store, settings: Settings, day) -> str | None:
@@ -57,10 +59,18 @@ def build_journal_schedule(settings: Settings, job) -> dg.ScheduleDefinition:
                  execution_timezone=settings.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
                  description=f"Write the finished day's journal at {night_end:02d}:{JOURNAL_DELAY_MINUTES} "
                              f"{settings.timezone}, after its night phase ends.")
-    def journal_schedule(context: dg.ScheduleEvaluationContext):
+    def journal_schedule(context: dg.ScheduleEvaluationContext, cass: CassResource):
         # The night belongs to the day it started on: the day whose night just ended.
         day, _ = phase_at(tick_time(context, settings) - timedelta(minutes=JOURNAL_DELAY_MINUTES + 1), settings)
-        return dg.RunRequest(run_key=f"journal|{day.isoformat()}", partition_key=day.isoformat(),
-                             tags={"cass/date": day.isoformat(), "cass/trigger": "schedule"})
+        requests = [dg.RunRequest(run_key=f"journal|{day.isoformat()}", partition_key=day.isoformat(),
+                                  tags={"cass/date": day.isoformat(), "cass/trigger": "schedule"})]
+        # Journals an earlier day's budget could not pay for are tried again, once per tick.
+        waiting = unless_busy(lambda: deferred_job_dates(cass.quick_store(SENSOR_DB_DEADLINE_S), "daily_journal",
+                                                          day - timedelta(days=JOURNAL_CATCH_UP_DAYS)))
+        for earlier in ([] if waiting is BUSY else [d for d in waiting if d < day]):
+            requests.append(dg.RunRequest(
+                run_key=f"journal|{earlier.isoformat()}|retry|{day.isoformat()}", partition_key=earlier.isoformat(),
+                tags={"cass/date": earlier.isoformat(), "cass/trigger": "schedule-catch-up"}))
+        return requests
 
     return journal_schedule

@@ -17,10 +17,11 @@ import dagster as dg
 import duckdb
 
 from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.recovery import recover
 from cass_pipelines.core.settings import Settings
-from cass_pipelines.resources import CassResource
+from cass_pipelines.resources import CassResource, fail_dead_runs, run_over
+from cass_pipelines.store import dead_letters
 from cass_pipelines.store.budget import watch
-from cass_pipelines.store.control import dead_letters_after
 from cass_pipelines.store.conversations import idle_unsummarized
 
 SENSOR_DB_DEADLINE_S = 3.0
@@ -42,13 +43,6 @@ def unless_busy(read):
         if db_busy(exc):
             return BUSY
         raise
-
-
-def run_over(instance: dg.DagsterInstance):
-    def is_over(run_id: str) -> bool:
-        run = instance.get_run_by_id(run_id)
-        return run is not None and run.is_finished
-    return is_over
 
 
 def cancel_queued_phase_runs(instance: dg.DagsterInstance, day: str, job_name: str) -> list[str]:
@@ -75,10 +69,17 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
         cursor = json.loads(context.cursor) if context.cursor else {}
         seen = set(cursor.get("alerts", [])) if cursor.get("date") == day.isoformat() else set()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
-        watched = unless_busy(lambda: watch(store, settings, day, now, run_over(context.instance), seen))
+
+        def tick():
+            with store.session():
+                recovered = recover(store, settings.home, run_over(context.instance), now)
+                return recovered, *watch(store, settings, day, now, seen)
+
+        fail_dead_runs(context.instance)
+        watched = unless_busy(tick)
         if watched is BUSY:
             return BUSY
-        status, new, released = watched
+        recovered, status, new = watched
         for kind, msg in new:
             context.log.warning(f"budget alert: {msg}")
             seen.add(kind)
@@ -89,8 +90,8 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
                  f"({status['spent_share']:.0%}), held ${status['reserved_usd']:.4f}"
                  + (", EXHAUSTED" if status["exhausted"] else "")]
         parts += [f"ALERT {msg}" for _, msg in new]
-        if released:
-            parts.append(f"released {len(released)} reservation(s) of finished runs")
+        if recovered:
+            parts.append(recovered.summary())
         if cancelled:
             parts.append(f"cancelled {len(cancelled)} queued phase run(s): {', '.join(cancelled)}")
         return dg.SkipReason("; ".join(parts))
@@ -100,10 +101,10 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
 
 def build_dead_letter_sensor() -> dg.SensorDefinition:
     @dg.sensor(name="dead_letter_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Reports actions that failed (dead letters) since the last tick.")
+               description="Reports new dead letters (failed actions, items parked after their retries); see `cass-pipelines dlq`.")
     def dead_letter_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         after = json.loads(context.cursor) if context.cursor else None
-        rows = unless_busy(lambda: dead_letters_after(
+        rows = unless_busy(lambda: dead_letters.after(
             cass.quick_store(SENSOR_DB_DEADLINE_S), (datetime.fromisoformat(after[0]), after[1]) if after else None))
         if rows is BUSY:
             return BUSY
@@ -111,8 +112,10 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
             return dg.SkipReason("no new dead letters")
         last = rows[-1]
         context.update_cursor(json.dumps([last["created_at"].isoformat(), last["id"]]))
-        lines = [f"{r['date']} {r['phase'] or ''} unit {r['work_unit_id']} action {r['action_id']} "
-                 f"(run {(r['run_id'] or '')[:8]}): {r['error'][:200]}" for r in rows]
+        lines = [f"{r['id']} {r['date']} {r['phase'] or ''} "
+                 + (f"unit {r['work_unit_id']} action {r['action_id']} (run {(r['run_id'] or '')[:8]})"
+                    if r["kind"] == "action" else f"{r['kind']} {r['item_id']}")
+                 + f": {r['error'][:200]}" for r in rows]
         for line in lines:
             context.log.error(f"dead letter: {line}")
         return dg.SkipReason(f"{len(rows)} new dead letter(s): " + " | ".join(lines))
@@ -126,8 +129,9 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
                description=f"Runs memory_job when conversations have been idle for "
                            f"{settings.idle_threshold_minutes} min or more with unsummarised messages.")
     def idle_memory_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
-        idle_before = cass.clock().now() - timedelta(minutes=settings.idle_threshold_minutes)
-        idle = unless_busy(lambda: idle_unsummarized(cass.quick_store(SENSOR_DB_DEADLINE_S), idle_before))
+        now = cass.clock().now()
+        idle_before = now - timedelta(minutes=settings.idle_threshold_minutes)
+        idle = unless_busy(lambda: idle_unsummarized(cass.quick_store(SENSOR_DB_DEADLINE_S), idle_before, now=now))
         if idle is BUSY:
             return BUSY
         if not idle:

@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from support import NOW
 
 from cass_pipelines.cli.main import main as cli_main
+from cass_pipelines.core.clock import NOW_ENV
 
 
 @pytest.fixture
@@ -15,6 +17,7 @@ def cass_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     home = tmp_path / "cass"
     monkeypatch.setenv("CASS_HOME", str(home))
     monkeypatch.setenv("CASS_LLM", "offline")
+    monkeypatch.setenv(NOW_ENV, NOW.isoformat())   # the injected "today" (tests/support.py)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     (tmp_path / "dagster").mkdir()
     for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CASS_TIMEZONE", "CASS_DAILY_BUDGET_USD",

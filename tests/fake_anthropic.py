@@ -76,6 +76,7 @@ class FakeAnthropic:
     def __init__(self, seed: int = 0, fail_rate: float = 0.0, lifetime_s: float = 300.0):
         self.seed = seed
         self.fail_rate = fail_rate
+        self.refuse_when: list[str] = []     # a request whose prompt contains one of these is refused (billed)
         self.requests: list[dict] = []       # {"body", "headers"} of every request received
         self.answered: list[Answered] = []   # every 200 message sent, with its usage
         self.counted: list[dict] = []        # bodies of token-counting requests (not in `requests`)
@@ -137,7 +138,9 @@ class FakeAnthropic:
         _, prefix, ttl, prompt, rest, schema_text = _parts(body)
         rng = seeded(self.seed, json.dumps(body, sort_keys=True))
         items = material(prompt, rest, prefix)
-        text = json.dumps(instance(schema, rng, items)) if schema else write_text(rng, items, body["max_tokens"])
+        refused = any(marker in prompt for marker in self.refuse_when)
+        text = ("I can't help with summarising this conversation." if refused else
+                json.dumps(instance(schema, rng, items)) if schema else write_text(rng, items, body["max_tokens"]))
         searches = int(any(str(t.get("type", "")).startswith("web_search") for t in body.get("tools") or []))
         content: list[dict] = []
         if searches:
@@ -155,7 +158,7 @@ class FakeAnthropic:
         written_1h = usage.cache_creation_1h_input_tokens
         message = {
             "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": "end_turn", "stop_sequence": None,
+            "content": content, "stop_reason": "refusal" if refused else "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
                       "cache_creation_input_tokens": usage.cache_creation_input_tokens,
                       "cache_read_input_tokens": usage.cache_read_input_tokens,

@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support import NOW
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.clock import SystemClock
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.settings import load_settings
 from cass_pipelines.store import db
@@ -65,7 +65,7 @@ def test_commands_that_need_no_database_still_work_uninitialised(cass_env, tmp_p
 @pytest.mark.parametrize("command", [["run-day"], ["run-phase", "morning"]], ids=["run-day", "run-phase"])
 def test_a_date_outside_the_partitions_is_refused_with_the_allowed_range(sample_home, capsys, command):
     settings = load_settings()
-    today = phase_at(SystemClock().now(), settings)[0]
+    today = phase_at(NOW, settings)[0]   # the injected today
     allowed = f"dates run from start_date {settings.start_date} to today {today} ({settings.timezone})"
     for day in (settings.start_date - timedelta(days=1), today + timedelta(days=1)):
         assert main([*command, "--date", day.isoformat()]) == 1

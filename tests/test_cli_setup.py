@@ -7,10 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support import NOW
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, load_registry
@@ -59,9 +60,7 @@ def test_init_writes_the_configured_timezone(cass_env, monkeypatch, capsys):
 
 
 def test_init_sample_loads_persona_and_conversations(cass_env, capsys):
-    before = datetime.now(timezone.utc)
     code, out = run_json(capsys, "init", "--sample")
-    after = datetime.now(timezone.utc)
     assert code == 0 and out["persona"] == "Cass"
     assert out["import"]["conversations_added"] >= 50 and out["import"]["bad_lines"] == []
     settings = load_settings()
@@ -75,11 +74,10 @@ def test_init_sample_loads_persona_and_conversations(cass_env, capsys):
     assert len(days) >= 7
     # The sample is shifted so its last day is yesterday in the agent's timezone: idle, not yet summarised.
     last_day = days[-1]["d"]
-    todays = {before.astimezone(settings.tz).date(), after.astimezone(settings.tz).date()}
-    assert last_day + timedelta(days=1) in todays
+    assert last_day + timedelta(days=1) == NOW.astimezone(settings.tz).date()   # the injected today
     idle_unsummarised = store.scalar(
         "SELECT count(*) FROM conversations WHERE summarized_through_at IS NULL AND last_message_at < ?",
-        [before - timedelta(minutes=settings.idle_threshold_minutes)])
+        [NOW - timedelta(minutes=settings.idle_threshold_minutes)])
     assert idle_unsummarised >= 1
     # Running it again adds nothing twice.
     code, again = run_json(capsys, "init", "--sample")

@@ -1,21 +1,22 @@
 """The agent's day through Dagster: plan, fan-out, summaries, costs, journal — offline, on a real
 DuckDB file and a real Dagster instance."""
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import timedelta
 
 import dagster as dg
 import pytest
+from support import SAMPLE_DAY, seed_plan
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.decision import DecisionContext, decide
-from cass_pipelines.core.plan import PlanInputs, PlannedUnit
+from cass_pipelines.core.plan import PlanInputs
 from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.execution import instance_for, run_journal, run_phase
 from cass_pipelines.llm.base import LLMError
 from cass_pipelines.store import plans
 
-DAY = date(2026, 11, 20)
+DAY = SAMPLE_DAY
 
 
 @pytest.fixture
@@ -42,9 +43,14 @@ def test_run_day_cli_runs_every_phase_and_reports(sample_home, capsys):
     count = rt.store.scalar
     assert count("SELECT count(DISTINCT conversation_id) FROM conversation_summaries") == \
         count("SELECT count(*) FROM conversations")                    # every idle sample conversation
-    assert count("SELECT count(*) FROM insights") >= 1
-    assert count("SELECT count(*) FROM growth_observations") >= 1
-    assert count("SELECT count(*) FROM open_questions WHERE raised_by IS NOT NULL OR status = 'answered'") >= 1
+    # The day changed the agent's self-model, and every artifact an action reports exists in its table.
+    tables = {"insight": "insights", "observation": "growth_observations", "open_question": "open_questions",
+              "wiki_note": "wiki_notes", "document": "documents"}
+    reported = [(a["type"], a["id"]) for r in rt.store.all("SELECT result FROM action_runs WHERE status = 'completed'")
+                for a in json.loads(r["result"] or "{}").get("artifacts", []) if a["type"] in tables]
+    assert {"insight", "observation"} & {kind for kind, _ in reported}, reported
+    for kind, artifact_id in reported:
+        assert count(f"SELECT count(*) FROM {tables[kind]} WHERE id = ?", [artifact_id]) == 1, (kind, artifact_id)
     completed = {u["work_unit_id"] for us in plan["phases"].values() for u in us
                  if u["status"] == "completed" and u["origin"] != "job"}
     summaries = {r["work_unit_id"]: r for r in rt.store.all("SELECT * FROM work_summaries")}
@@ -98,14 +104,6 @@ def test_actions_of_a_unit_run_in_template_order_one_step_each(day_env):
         assert [int(s.split("[")[0].split("_")[-1]) for s in mine] == list(range(1, len(mine) + 1))
         started = [r["started_at"] for r in runs]
         assert started == sorted(started)
-
-
-def seed_plan(rt, day, phase, template_ids):
-    """A stored day plan with known units, so a test does not depend on what the agent chose."""
-    units = [PlannedUnit(phase, t, rt.registry.templates[t].category, rt.registry.templates[t].priority,
-                         "a focus", "a reason", rt.registry.template_cost(t)) for t in template_ids]
-    plans.save_day_plan(rt.store, day=day, revision=1, source="llm", intention="test", from_phase=phase,
-                        phases=[phase], units=units, dropped=[], offline=True, now=datetime.now(timezone.utc))
 
 
 def test_a_failing_action_fails_its_unit_but_the_phase_is_summarised_and_costed(day_env, monkeypatch):

@@ -97,6 +97,15 @@ def test_hard_deadline_on_a_slow_response(fake_anthropic):
     assert time.monotonic() - started < 1.5 and info.value.retryable
 
 
+def test_a_hung_attempt_times_out_alone_and_is_retried_within_the_deadline(fake_anthropic):
+    fake_anthropic.script(slow(5.0))                 # the first attempt hangs; the retry answers at once
+    started = time.perf_counter()
+    result = make_backend(request_timeout_s=8.0, attempt_timeout_s=0.5).text(req())
+    assert result.attempts == 2 and result.text
+    assert time.perf_counter() - started < 5.0       # did not wait for the hung attempt
+    assert len(fake_anthropic.answered) == 1         # only the retry was answered (and billed)
+
+
 def test_retry_after_beyond_the_deadline_fails_now_instead_of_sleeping(fake_anthropic):
     fake_anthropic.script(rate_limited("30"))
     started = time.monotonic()

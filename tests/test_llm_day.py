@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+
+from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.settings import load_settings
 from cass_pipelines.store import ledger
 from cass_pipelines.store.db import Store
 
-DAY = date(2026, 11, 20)
+DAY = SAMPLE_DAY
 
 
 def test_day_with_20_percent_retryable_failures_ledgers_exactly_what_the_server_answered(

@@ -60,7 +60,8 @@ def test_new_messages_are_summarised_from_the_watermark(runtime):
     assert "Raised beds drain better." in prompt and before["summary"] in prompt   # new messages on top of the old
     old_first = runtime.store.scalar("SELECT content FROM messages WHERE conversation_id = 'conv_005' "
                                      "ORDER BY created_at LIMIT 1")
-    assert old_first not in prompt                                                   # old messages not re-read
+    quoted_messages = prompt.split("<<<QUOTED conversation conv_005", 1)[1]
+    assert old_first not in quoted_messages                                          # old messages not re-read
     latest = memory.latest_summary(runtime.store, "conv_005")
     assert latest["message_count"] == 2 and latest["first_message_at"] == now - timedelta(hours=2)
     assert runtime.store.scalar("SELECT summarized_through_id FROM conversations WHERE id = 'conv_005'") == "x001"

@@ -1,8 +1,9 @@
 """Edge cases of planning a day: races, late first runs, re-plans, pauses, re-offered work, past dates."""
-from datetime import date, datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 
 import dagster as dg
 import pytest
+from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.core.plan import PlannedUnit
@@ -13,8 +14,8 @@ from cass_pipelines.definitions import build_defs
 from cass_pipelines.execution import instance_for, run_journal, run_phase
 from cass_pipelines.store import plans
 
-DAY = date(2026, 11, 20)
-NOW = datetime(2026, 11, 20, 7, tzinfo=timezone.utc)
+DAY = SAMPLE_DAY
+NOW = datetime.combine(DAY, time(7), tzinfo=timezone.utc)
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def test_rerunning_a_finished_phase_and_its_journal_spends_nothing(env):
 def test_a_past_date_is_judged_idle_by_its_own_time(runtime):
     last = runtime.store.scalar("SELECT max(created_at) FROM messages")
     # Every sample message is older than a morning three weeks later...
-    idle, seen = idle_at(runtime, datetime(2026, 12, 20, 6, tzinfo=timezone.utc))
+    idle, seen = idle_at(runtime, datetime.combine(DAY + timedelta(days=30), time(6), tzinfo=timezone.utc))
     assert idle and seen == last
     # ...and a moment right after one of them is not idle, even though later messages exist.
     first = runtime.store.scalar("SELECT min(created_at) FROM messages")

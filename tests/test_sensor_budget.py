@@ -20,9 +20,9 @@ from cass_pipelines.llm_resource import LLMResource
 from cass_pipelines.resources import CassDuckDB, CassResource
 from cass_pipelines.sensors import build_budget_sensor, build_dead_letter_sensor
 from cass_pipelines.store import budget as sb
+from cass_pipelines.store import dead_letters
 from cass_pipelines.store.control import alerts
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.plans import add_dead_letter
 from cass_pipelines.store.schema import migrate
 
 DAY = date(2026, 11, 26)
@@ -125,8 +125,9 @@ def test_dead_letter_sensor_reports_each_new_dead_letter_once(store, settings, i
     sensor = build_dead_letter_sensor()
     first = tick(sensor, settings, instance)
     assert first.skip_message == "no new dead letters"
-    add_dead_letter(store, dl_id="dl_1", day=DAY, phase="morning", uid="wu_1", action_id="research.search",
-                    run_id="abcdef123456", error="ValueError: boom", now=NOW)
+    dead_letters.add(store, dl_id="dl_1", kind=dead_letters.DeadLetterKind.ACTION, day=DAY, phase="morning",
+                     work_unit_id="wu_1", action_id="research.search", run_id="abcdef123456",
+                     error="ValueError: boom", now=NOW)
     out = tick(sensor, settings, instance, first.cursor)
     assert "1 new dead letter(s)" in out.skip_message and "research.search" in out.skip_message
     assert "ValueError: boom" in out.skip_message

@@ -8,7 +8,7 @@ import dagster as dg
 from cass_pipelines.assets import usd
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.runner import job_unit, run_unit
-from cass_pipelines.resources import CassResource
+from cass_pipelines.resources import CassResource, run_over
 from cass_pipelines.store import plans
 from cass_pipelines.store.views import journal_entry
 
@@ -25,11 +25,15 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
               description="The agent's journal entry for the day, from its conversations and work summaries.")
     def daily_journal(context: dg.AssetExecutionContext, config: JournalConfig,
                       cass: CassResource) -> dg.MaterializeResult:
-        rt, clock = cass.runtime(), cass.clock()
+        rt, clock = cass.for_run(context), cass.clock()
         day = date.fromisoformat(context.partition_key)
         tag = "journal" if not config.rewrite else f"journal_{clock.now():%H%M%S}"
+        deferred = (plans.get_unit(rt.store, plans.unit_id(day, "night", tag)) or {}).get("status") == "deferred"
         uid = job_unit(rt, day, "night", "daily_journal", tag, f"the day {day}", clock.now())
-        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning)
+        # A journal its own day could not pay for is written later on the budget of the day it runs.
+        today = phase_at(clock.now(), rt.settings)[0]
+        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning,
+                            is_run_over=run_over(context.instance), budget_day=max(today, day) if deferred else None)
         unit = plans.get_unit(rt.store, uid)
         if unit["status"] == "failed":
             raise dg.Failure(f"journal for {day} failed: {unit['error']}")
@@ -49,11 +53,16 @@ def build_conversation_summaries() -> dg.AssetsDefinition:
               pool="cass_store",
               description="Incremental summaries and titles of conversations that went idle.")
     def conversation_summaries(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
-        rt, clock = cass.runtime(), cass.clock()
+        rt, clock = cass.for_run(context), cass.clock()
         now = clock.now()
         day, phase = phase_at(now, rt.settings)
-        uid = job_unit(rt, day, phase, "conversation_catchup", f"mem{now:%H%M%S%f}", "idle conversations", now)
-        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning)
+        # At most one catch-up unit waits at a time: a refused one is taken up again, not doubled.
+        waiting = plans.pending_job_unit(rt.store, "conversation_catchup")
+        uid = waiting["id"] if waiting else job_unit(rt, day, phase, "conversation_catchup", f"mem{now:%H%M%S%f}",
+                                                     "idle conversations", now)
+        plans.reopen_units(rt.store, [uid])
+        outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.warning,
+                            is_run_over=run_over(context.instance), budget_day=day)
         unit = plans.get_unit(rt.store, uid)
         if unit["status"] == "failed":
             raise dg.Failure(f"memory summarisation failed: {unit['error']}")

@@ -10,12 +10,14 @@ import dagster as dg
 
 from cass_pipelines.assets import usd
 from cass_pipelines.core.budget import PLAN_ACTION_ID
+from cass_pipelines.core.failpoints import failpoint
 from cass_pipelines.core.planning import PhasePlan, plan_phase
 from cass_pipelines.core.runner import metered
 from cass_pipelines.llm.metered import MeterContext
 from cass_pipelines.partitions import split_key
-from cass_pipelines.resources import CassResource
+from cass_pipelines.resources import CassResource, run_over
 from cass_pipelines.store import plans
+from cass_pipelines.store.claims import Owner
 from cass_pipelines.store.control import paused_reason
 
 
@@ -50,7 +52,7 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
               deps=["conversations", "self_model"], pool="cass_store",
               description="The agent's own plan for one phase (the first phase of a day plans the whole day).")
     def phase_plan(context: dg.AssetExecutionContext, config: PlanConfig, cass: CassResource) -> dg.MaterializeResult:
-        rt, clock = cass.runtime(), cass.clock()
+        rt, clock = cass.for_run(context), cass.clock()
         day_s, phase = split_key(context.partition_key)
         day = date.fromisoformat(day_s)
         paused = paused_reason(rt.store, None)
@@ -60,7 +62,9 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
         llm = metered(rt, clock, MeterContext(date=day, phase=phase, category="system", priority="high",
                                               work_unit_id=None, action_id=PLAN_ACTION_ID, run_id=context.run_id,
                                               may_use_reserve=True))
-        plan = plan_phase(rt, llm, day, phase, clock.now(), replan=config.replan)
+        plan = plan_phase(rt, llm, day, phase, clock.now(), replan=config.replan,
+                          owner=Owner.here(context.run_id), is_run_over=run_over(context.instance))
+        failpoint("phase_planned")   # reliability tests: a crash between the plan and the first action
         if plan.error:
             context.log.warning(f"the agent's plan was not used ({plan.error}); fallback scorer planned the day")
         context.log.info(f"{day_s} {phase}: {len(plan.units)} unit(s), source {plan.source}, "

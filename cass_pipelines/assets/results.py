@@ -8,7 +8,7 @@ from cass_pipelines.assets import usd
 from cass_pipelines.core.runner import summarize
 from cass_pipelines.core.summaries import summary_markdown
 from cass_pipelines.partitions import split_key
-from cass_pipelines.resources import CassResource
+from cass_pipelines.resources import CassResource, run_over
 from cass_pipelines.store import ledger, plans
 
 
@@ -17,11 +17,12 @@ def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefiniti
               deps=["phase_work"], pool="cass_store",
               description="One summary per finished unit: narrative, insights, questions, artifacts, cost.")
     def work_summaries(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
-        rt, clock = cass.runtime(), cass.clock()
+        rt, clock = cass.for_run(context), cass.clock()
         day_s, phase = split_key(context.partition_key)
         # Units of planned and manual work; a job's own unit (journal, memory) is its own account.
         units = [u for u in plans.units_for_phase(rt.store, date.fromisoformat(day_s), phase) if u["origin"] != "job"]
-        made = [s for s in (summarize(rt, u, clock, context.run_id) for u in units) if s]
+        is_over = run_over(context.instance)
+        made = [s for s in (summarize(rt, u, clock, context.run_id, is_over) for u in units) if s]
         return dg.MaterializeResult(metadata={
             "summaries": len(made),
             "insights": sum(len(s.get("key_insights") or []) for s in made),

@@ -11,9 +11,10 @@ from datetime import date
 
 import dagster as dg
 
+from cass_pipelines.core.categories import ActionStatus
 from cass_pipelines.core.runner import StepOutcome, next_position, run_action
 from cass_pipelines.partitions import split_key
-from cass_pipelines.resources import CassResource
+from cass_pipelines.resources import CassResource, run_over
 from cass_pipelines.store import plans
 
 
@@ -36,20 +37,20 @@ def advance_wave(context: dg.OpExecutionContext, cass: CassResource, state: dict
     done = {o["work_unit_id"] for o in outcomes if o["unit_done"]}
     nxt = {uid: pos + 1 for uid, pos in state.items() if uid not in done}
     yield dg.Output(nxt, output_name="state")
-    yield from _emit(cass.runtime(), nxt)
+    yield from _emit(cass.for_run(context), nxt)
 
 
 @dg.op(out=dg.Out(dict), tags={"kind": "action"})
 def run_work_action(context: dg.OpExecutionContext, cass: CassResource, step: dict) -> dict:
-    rt = cass.runtime()
+    rt = cass.for_run(context)
     unit = plans.get_unit(rt.store, step["unit_id"])
     action_id = rt.registry.templates[unit["template_id"]].action_sequence[step["position"]]
     context.log.info(f"unit {step['unit_id']} ({unit['template_id']}: {unit['focus']}) "
                      f"action {step['position'] + 1}: {action_id}")
     outcome: StepOutcome = run_action(rt, step["unit_id"], step["position"], cass.clock(), run_id=context.run_id,
                                       step_key=context.get_step_execution_context().step.key,
-                                      log=context.log.warning)
-    log = context.log.error if outcome.status == "failed" else context.log.info
+                                      log=context.log.warning, is_run_over=run_over(context.instance))
+    log = context.log.error if outcome.status is ActionStatus.FAILED else context.log.info
     log(f"{action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})")
     return outcome.as_dict()
 
@@ -66,7 +67,7 @@ def action_waves(state, steps, waves: int):
 @dg.op(ins={"plan": dg.In(dg.Nothing)}, out={"state": dg.Out(dict), "steps": dg.DynamicOut(dict)})
 def start_phase_work(context: dg.OpExecutionContext, cass: CassResource):
     """Units of the partition that still have actions to run (a re-run resumes, never repeats)."""
-    rt = cass.runtime()
+    rt = cass.for_run(context)
     day, phase = split_key(context.partition_key)
     state = {}
     with rt.store.session():

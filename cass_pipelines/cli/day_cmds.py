@@ -5,12 +5,13 @@ from datetime import date, timedelta
 
 from cass_pipelines.cli.output import CliError, emit, parse_date, table
 from cass_pipelines.core.categories import PHASES
-from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.planning import phase_skip_reason
+from cass_pipelines.core.recovery import recover, recover_if_stale
 from cass_pipelines.core.runtime import Runtime, open_runtime
 from cass_pipelines.reports import plan_view, render_plan
-from cass_pipelines.store import conversations, ledger, plans, views
+from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.schema import migrate
@@ -62,7 +63,7 @@ def _setup(rt: Runtime) -> tuple["object", "object"]:
 
 
 def _today(rt: Runtime):
-    return phase_at(SystemClock().now(), rt.settings)
+    return phase_at(clock_from_env().now(), rt.settings)
 
 
 def _run_date(rt: Runtime, text: str | None) -> date:
@@ -70,19 +71,29 @@ def _run_date(rt: Runtime, text: str | None) -> date:
     today = _today(rt)[0]
     day = parse_date(text, today)
     first = rt.settings.start_date
-    latest = SystemClock().now().astimezone(rt.settings.tz).date()   # the newest partition Dagster has
+    latest = clock_from_env().now().astimezone(rt.settings.tz).date()   # the newest partition Dagster has
     if not first <= day <= latest:
         raise CliError(f"--date {day}: no such partition; dates run from start_date {first} to today {latest} "
                        f"({rt.settings.timezone})")
     return day
 
 
+EXIT_WORK_FAILED = 4   # run-day / run-phase: a run failed or a work unit failed (see the report)
+
+
 def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
 
     costs = ledger.totals(rt.store, run_id=result.run_id)
+    failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == "failed"]
     return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
-            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"])}
+            "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"]),
+            "failed_units": failed}
+
+
+def _exit_code(runs: list[dict]) -> int:
+    """0 when every run succeeded and no unit failed; EXIT_WORK_FAILED otherwise (the report says what)."""
+    return 0 if all(r["success"] and not r.get("failed_units") for r in runs) else EXIT_WORK_FAILED
 
 
 def _timed(rt: Runtime, name: str, launch) -> dict:
@@ -103,6 +114,7 @@ def render_report(r: dict) -> str:
     lines += [f"run {x['phase']:<9} skipped: {x['skipped']}" if x.get("skipped") else
               f"run {x['phase']:<9} {'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
+              + "".join(f"\n    unit failed: {f[:200]}" for f in x.get("failed_units", []))
               for x in r["runs"]]
     lines += ["", render_plan(r["plan"]), ""]
     if r["journal"]:
@@ -121,10 +133,10 @@ def render_report(r: dict) -> str:
 
 def cmd_run_day(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import run_journal, run_memory, run_phase
-    from cass_pipelines.sensors import run_over
+    from cass_pipelines.resources import run_over
 
     rt = open_runtime(must_exist=True)
-    clock = SystemClock()
+    clock = clock_from_env()
     day = _run_date(rt, args.date)
     phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
@@ -133,7 +145,7 @@ def cmd_run_day(args: argparse.Namespace) -> int:
     instance, defs = _setup(rt)
     runs = []
     idle_before = clock.now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
-    if conversations.idle_unsummarized(rt.store, idle_before, limit=1):   # what idle_memory_sensor does
+    if conversations.idle_unsummarized(rt.store, idle_before, now=clock.now(), limit=1):   # as idle_memory_sensor
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
@@ -144,13 +156,14 @@ def cmd_run_day(args: argparse.Namespace) -> int:
             continue
         runs.append(_timed(rt, phase, lambda: run_phase(defs, instance, day, phase)))
         # What budget_sensor does in the daemon: alerts, and releasing holds of finished runs.
-        _, new, _ = watch(rt.store, rt.settings, day, clock.now(), run_over(instance), alerts_seen)
+        recover(rt.store, rt.settings.home, run_over(instance), clock.now())
+        _, new = watch(rt.store, rt.settings, day, clock.now(), alerts_seen)
         alerts_seen.update(kind for kind, _ in new)
     if "night" in phases and not args.no_journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
     report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if all(r["success"] for r in runs) else 1
+    return _exit_code(runs)
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:
@@ -165,7 +178,7 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
     run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
     report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
-    return 0 if run["success"] else 1
+    return _exit_code([run])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -197,10 +210,13 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import instance_for
+    from cass_pipelines.resources import fail_dead_runs, run_over
 
     rt = open_runtime(must_exist=True)
     day, phase = _today(rt)
     instance = instance_for(rt.settings)
+    fail_dead_runs(instance)          # status tells the truth right after a crash
+    recover_if_stale(rt, run_over(instance), clock_from_env().now())
     units = plans.units_for_day(rt.store, day)
     progress: dict[str, int] = {}
     for u in units:
@@ -210,7 +226,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             for r in instance.get_runs(limit=8)]
     out = {"paused": paused_reason(rt.store, None), "llm_mode": rt.llm_mode, "timezone": rt.settings.timezone,
            "date": day.isoformat(), "current_phase": phase, "plan_progress": progress,
-           "recent_runs": runs, "dead_letters": plans.dead_letters(rt.store, limit=5),
+           "recent_runs": runs, "dead_letters": dead_letters.listing(rt.store, limit=5),
            "budget": budget_status(rt.store, rt.settings, day),
            "database": str(rt.settings.db_path), "dagster_home": str(instance.root_directory),
            "artifacts": views.artifact_counts(rt.store)}
@@ -222,7 +238,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (" EXHAUSTED" if d["budget"]["exhausted"] else "")
         + "".join(f"\n  alert ({a['kind']}): {a['message']}" for a in d["budget"].get("alerts", [])),
         f"dead letters: {len(d['dead_letters'])}" + "".join(
-            f"\n  {x['work_unit_id']} {x['action_id']}: {x['error'][:120]}" for x in d["dead_letters"]),
+            f"\n  {x['id']} {x['work_unit_id'] or x['item_id']} {x['action_id'] or x['kind']}: {x['error'][:120]}"
+            for x in d["dead_letters"]),
         "recent runs:\n" + (table([[r["run_id"][:8], r["job"], r["status"], r["partition"], r["trigger"]]
                                    for r in d["recent_runs"]], ["run", "job", "status", "partition", "trigger"])
                             if d["recent_runs"] else "  none"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cass_pipelines.cli.output import emit, parse_date, table
-from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.store import ledger
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_ledger(args: argparse.Namespace) -> int:
     rt = open_runtime(must_exist=True)
     migrate(rt.store)
-    day = parse_date(args.date, phase_at(SystemClock().now(), rt.settings)[0])
+    day = parse_date(args.date, phase_at(clock_from_env().now(), rt.settings)[0])
     rows = [{**row, "ts": row["ts"].astimezone(rt.settings.tz)} for row in ledger.rows(rt.store, day)]
     emit(rows, args.json, lambda rows: render(day, rows, ledger.totals(rt.store, day),
                                               ledger.totals_by(rt.store, day, "category")))

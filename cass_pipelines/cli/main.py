@@ -7,13 +7,14 @@ import warnings
 
 import duckdb
 
-from cass_pipelines.cli import day_cmds, ledger_cmd, money_cmds, setup_cmds
+from cass_pipelines.cli import day_cmds, dlq_cmd, ledger_cmd, money_cmds, setup_cmds
 from cass_pipelines.cli.output import CliError
+from cass_pipelines.core.clock import ClockError
 from cass_pipelines.core.registry import RegistryError
 from cass_pipelines.core.runtime import NotInitialisedError
 from cass_pipelines.core.settings import SettingsError
 
-GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds]
+GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds, dlq_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (CliError, SettingsError, RegistryError, NotInitialisedError) as exc:
+    except (CliError, SettingsError, RegistryError, NotInitialisedError, ClockError) as exc:
         print(f"cass-pipelines {args.command}: {exc}", file=sys.stderr)
         return getattr(exc, "code", 1)
     except duckdb.Error as exc:   # e.g. the file stays locked by another process after the open retries

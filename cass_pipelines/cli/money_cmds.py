@@ -3,10 +3,12 @@ import argparse
 
 from cass_pipelines.cli.output import emit, parse_date, table
 from cass_pipelines.core.categories import Category
-from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.phases import phase_at
+from cass_pipelines.core.recovery import recover_if_stale
 from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.store.budget import budget_status
+from cass_pipelines.store.claims import never_over
 from cass_pipelines.store.control import pause, paused_scopes, resume
 from cass_pipelines.store.schema import migrate
 
@@ -59,7 +61,8 @@ def _ratio(value: float | None) -> str:
 def cmd_budget(args: argparse.Namespace) -> int:
     rt = open_runtime(must_exist=True)
     migrate(rt.store)
-    day = parse_date(args.date, phase_at(SystemClock().now(), rt.settings)[0])
+    day = parse_date(args.date, phase_at(clock_from_env().now(), rt.settings)[0])
+    recover_if_stale(rt, never_over, clock_from_env().now())
     emit(budget_status(rt.store, rt.settings, day), args.json, render_budget)
     return 0
 
@@ -78,7 +81,7 @@ def _render_pauses(d: dict) -> str:
 def cmd_pause(args: argparse.Namespace) -> int:
     rt = open_runtime(must_exist=True)
     migrate(rt.store)
-    pause(rt.store, args.category, args.reason, SystemClock().now())
+    pause(rt.store, args.category, args.reason, clock_from_env().now())
     emit(_pauses(rt.store), args.json, _render_pauses)
     return 0
 
@@ -86,7 +89,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     rt = open_runtime(must_exist=True)
     migrate(rt.store)
-    lifted = resume(rt.store, args.category, SystemClock().now(), everything=args.all)
+    lifted = resume(rt.store, args.category, clock_from_env().now(), everything=args.all)
     out = {**_pauses(rt.store), "resumed": lifted}
     emit(out, args.json, lambda d: (f"resumed {', '.join(d['resumed'])}" if d["resumed"] else "nothing to resume")
          + "\n" + _render_pauses(d))

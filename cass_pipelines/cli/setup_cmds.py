@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from cass_pipelines.cli.output import CliError, emit, table
-from cass_pipelines.core.clock import SystemClock
+from cass_pipelines.core.clock import clock_from_env
 from cass_pipelines.core.importer import ImportReport, read_batches
 from cass_pipelines.core.persona import SAMPLE_PERSONA_FILE, load_persona
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def import_file(store: Store, path: Path, shift: timedelta = timedelta(0)) -> ImportReport:
     report = ImportReport()
-    now = SystemClock().now()
+    now = clock_from_env().now()
     for batch in read_batches(path, report, shift=shift):
         convs, msgs = conversations.import_batch(store, batch, now)
         report.conversations_added += convs
@@ -74,10 +74,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             seed = load_persona(args.persona or SAMPLE_PERSONA_FILE)
         except ValueError as exc:
             raise CliError(f"persona file: {exc}") from None
-        persona.seed_persona(store, seed, SystemClock().now())
+        persona.seed_persona(store, seed, clock_from_env().now())
         out["persona"] = seed.name
     if args.sample:
-        today = SystemClock().now().astimezone(settings.tz).date()
+        today = clock_from_env().now().astimezone(settings.tz).date()
         out["import"] = import_file(store, SAMPLE_CONVERSATIONS, sample_shift(today)).as_dict()
     emit(out, args.json, lambda d: "\n".join(
         [f"CASS_HOME   {d['home']}", f"database    {d['database']}", f"config      {d['config']}",

@@ -50,3 +50,12 @@ class UnitStatus(StrEnum):
     DEFERRED = "deferred"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+
+
+class ActionStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"   # its run died mid-action; the next run of the unit starts it again

@@ -3,22 +3,28 @@ each phase, when it opens, takes its units from the stored plan, adds deferred w
 re-checks budget, pause and idle. Re-running a phase keeps its plan unless asked to re-plan."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Callable
 
 from cass_pipelines.core.budget import calibrated_costs, degradation, pooling
 from cass_pipelines.core.categories import PHASES, Priority
 from cass_pipelines.core.decision import DECISION_TIERS, Decision, DecisionContext, decide
+from cass_pipelines.core.failpoints import failpoint
 from cass_pipelines.core.handlers.calls import system_prefix
 from cass_pipelines.core.phases import phase_window, remaining_phases
 from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS, TYPICAL_PROMPT_TOKENS, PlanInputs, PlannedUnit
 from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMClient, PromptCount
-from cass_pipelines.store import conversations, persona, plans
+from cass_pipelines.store import claims, conversations, persona, plans
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
+from cass_pipelines.store.claims import ClaimOutcome, Owner, never_over
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.ledger import output_history
+
+PLAN_WAIT_POLL_S = 0.5   # how often a run waiting for another run's plan looks again
 
 
 @dataclass
@@ -93,15 +99,37 @@ def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
             deferred=deferred, budget=status, degraded=degraded, inputs=inputs)
 
 
-def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now: datetime) -> Decision | None:
+def claim_plan_call(rt: Runtime, day: date, revision: int, owner: Owner, is_run_over: Callable[[str], bool],
+                    now: datetime, wait_s: float) -> bool:
+    """Claim the decision call of (day, revision): True when this run makes it. While another live
+    run holds the claim, wait for its plan (False once stored); take over if that run dies."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        taken = claims.claim(rt.store, claims.plan_key(day, revision), owner, is_run_over, now)
+        if taken.ours:
+            return True
+        if taken.outcome is ClaimOutcome.DONE or plans.day_plan_revisions(rt.store, day) >= revision:
+            return False
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {taken.holder.run_id if taken.holder else '?'} has been planning {day} "
+                               f"(revision {revision}) for over {wait_s:.0f}s; try again later")
+        time.sleep(PLAN_WAIT_POLL_S)
+
+
+def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now: datetime,
+                  owner: Owner, is_run_over: Callable[[str], bool]) -> Decision | None:
     """Ask the agent for `phases` and store the plan as a new revision; None when another run of
-    the same partition stored one first (its plan is used instead: one plan, paid for once)."""
+    the same partition planned it (its plan is used instead: one plan, paid for once)."""
+    revision = plans.day_plan_revisions(rt.store, day) + 1
+    if not claim_plan_call(rt, day, revision, owner, is_run_over, now,
+                           wait_s=rt.settings.request_timeout_s * 2 + 60):
+        return None
+    failpoint("plan_claimed")
     reference = phase_window(day, phases[0], rt.settings)[0]
     idle, last = idle_at(rt, reference)
     ctx = decision_context(rt, day, phases, idle, last)
     prefixes = {tier: system_prefix(rt.store, rt.registry, llm, tier) for tier in DECISION_TIERS}
     recent = plans.recent_templates(rt.store, 1, before=day)
-    revision = plans.day_plan_revisions(rt.store, day) + 1
     decision = decide(llm, prefixes, ctx, previous_template=recent[0] if recent else None)
     all_units = [u for p in phases for u in decision.units[p]]
     stored = plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
@@ -184,8 +212,9 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
                 reoffers.append((u, PlannedUnit(phase, t.id, t.category, t.priority, u["focus"],
                                                 f"re-offered: {u['reason']}", cost)))
             slots -= 0 if reason else 1
-        plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
-                         reoffers=reoffers, now=now, reopened=reopened, still_deferred=still)
+        if not plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
+                                reoffers=reoffers, now=now, reopened=reopened, still_deferred=still):
+            return [], []   # another run of this partition opened it first
         return deferrals, [new.template_id for _, new in reoffers] + [
             u["template_id"] for u in held_back if u["id"] in reopened]
 
@@ -196,10 +225,11 @@ def reoffer_rank(rt: Runtime, template_id: str) -> int:
     return Priority(template.priority).rank if template else -1
 
 
-def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False) -> PhasePlan:
+def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False, *,
+               owner: Owner | None = None, is_run_over: Callable[[str], bool] = never_over) -> PhasePlan:
     planned = plans.planned_phases(rt.store, day)
     to_plan = remaining_phases(day, phase) if replan or not planned else unplanned_phases(planned, phase)
-    decision = make_day_plan(rt, llm, day, to_plan, now) if to_plan else None
+    decision = make_day_plan(rt, llm, day, to_plan, now, owner or Owner.here(None), is_run_over) if to_plan else None
     existing = plans.latest_day_plan(rt.store, day)
     assert existing is not None
     revision = existing["revision"]

@@ -49,6 +49,8 @@ class Settings(BaseModel):
     models: dict[Literal["fast", "deep"], str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
     max_retries: int = Field(default=4, ge=0, le=20)
     request_timeout_s: float = Field(default=120.0, gt=0)
+    attempt_timeout_s: float = Field(default=60.0, gt=0)   # one HTTP attempt; a hung one is retried
+    llm_concurrency: int = Field(default=8, ge=1, le=64)   # model calls in flight at once (memory summaries)
     cache_ttl: Literal["5m", "1h"] = "5m"
     web_search: bool = False
     offline_seed: int = 0

@@ -3,8 +3,9 @@
 - Credentials and endpoint come from the environment (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL), read
   by the SDK itself; the key never appears in our messages.
 - The SDK retries 408/409/429/5xx/529, honouring retry-after; `settings.max_retries` sets the count.
-  A middleware (run once per HTTP attempt inside the SDK's retry loop) counts attempts and enforces
-  one hard deadline per call, `settings.request_timeout_s`, across all attempts and waits.
+  A middleware (run once per HTTP attempt inside the SDK's retry loop) counts attempts, gives each
+  attempt at most `settings.attempt_timeout_s` (so a hung attempt is retried) and enforces one hard
+  deadline per call, `settings.request_timeout_s`, across all attempts and waits.
 - Prompt caching: the stable prefix is a system block with cache_control; the suffix is not cached.
 - Structured output uses the API's JSON-schema output format; the answer is validated with pydantic.
 """
@@ -43,6 +44,7 @@ def _retryable(status: int) -> bool:
 class _Call:
     deadline: float            # time.monotonic() by which the call must be over
     timeout_s: float
+    attempt_timeout_s: float   # one attempt's share: a hung attempt times out and the SDK retries
     attempts: int = 0
 
     def expired(self, status: int | None = None, detail: str = "") -> LLMError:
@@ -54,7 +56,7 @@ _CURRENT: ContextVar[_Call | None] = ContextVar("cass_llm_call", default=None)
 
 
 class _Deadline(anthropic.Middleware):
-    """Each attempt gets the time left as its timeout. When the time left cannot cover the wait the
+    """Each attempt gets the attempt timeout, or the time left if that is less. When the time left cannot cover the wait the
     SDK would take before retrying (retry-after), the call fails now instead of sleeping past it.
     Without a retry-after the SDK's own backoff (at most 8 s) can overrun the deadline once."""
 
@@ -67,7 +69,7 @@ class _Deadline(anthropic.Middleware):
         if left <= 0:
             raise call.expired()
         try:
-            response = call_next(request.copy(timeout=left))
+            response = call_next(request.copy(timeout=min(left, call.attempt_timeout_s)))
         except anthropic.APITimeoutError:
             if call.deadline - time.monotonic() <= 0:
                 raise call.expired(detail="timed out") from None   # `from None`: the SDK must not retry
@@ -146,7 +148,8 @@ class AnthropicBackend(Backend):
         model = self.model_for(request.tier)
         params = self._params(request, model, schema)
         started = time.monotonic()
-        call = _Call(deadline=started + self.settings.request_timeout_s, timeout_s=self.settings.request_timeout_s)
+        call = _Call(deadline=started + self.settings.request_timeout_s, timeout_s=self.settings.request_timeout_s,
+                     attempt_timeout_s=self.settings.attempt_timeout_s)
         token = _CURRENT.set(call)
         try:
             message = self.client.messages.create(**params)

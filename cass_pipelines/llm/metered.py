@@ -13,6 +13,7 @@ reported, never from the estimate. No connection is held across the call.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
@@ -20,10 +21,12 @@ from pydantic import BaseModel
 
 from cass_pipelines.core.budget import Refusal, Reservation, money, prompt_tokens_bound, web_search_bound
 from cass_pipelines.core.clock import Clock
+from cass_pipelines.core.failpoints import failpoint
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, LLMResult, PromptCount, T, Usage, prefix_key
 from cass_pipelines.llm.pricing import Pricing
+from cass_pipelines.store import paid_log
 from cass_pipelines.store.budget import release, reserve, settle
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ledger import LedgerRow, output_history, prefix_last_used
@@ -32,9 +35,10 @@ from cass_pipelines.store.ledger import LedgerRow, output_history, prefix_last_u
 class BudgetRefused(Exception):
     """A reservation was refused (day or category limit, pause). The action is deferred, not failed."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, scope: str = "day"):
         super().__init__(reason)
         self.reason = reason
+        self.scope = scope    # "day" | "category" | "pause" (see core.budget.Refusal)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class MeteredClient:
         self.usage = Usage()
         self.cost_usd = 0.0
         self.offline = False
+        self._lock = threading.Lock()
 
     def model_for(self, tier: str) -> str:
         return self.inner.model_for(tier)
@@ -136,7 +141,7 @@ class MeteredClient:
                 return request, held
             fits = holds.tokens_affordable(rates, held.room_usd, input_usd)
             if held.scope == "pause" or fits < bound.minimum or fits >= request.max_tokens:
-                raise BudgetRefused(held.reason)
+                raise BudgetRefused(held.reason, held.scope)
             request = replace(request, max_tokens=fits)
 
     def _metered(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
@@ -158,11 +163,13 @@ class MeteredClient:
         return self._record(held.id, result, request)
 
     def _record(self, reservation_id: str, result: LLMResult, request: LLMRequest) -> LLMResult:
-        """Ledger row from the response's reported usage, priced by Pricing; settles the hold."""
+        """Ledger row from the response's reported usage, priced by Pricing: first appended to the
+        write-ahead log of paid answers (so a crash before the database write loses nothing), then
+        recorded and the hold settled in one transaction."""
         ctx = self.ctx
         cost = round(self.pricing.cost(result.model, result.usage), 9)
         u = result.usage
-        settle(self.store, reservation_id, LedgerRow(
+        row = LedgerRow(
             request_id=result.request_id, ts=self.clock.now(), date=ctx.date, phase=ctx.phase, run_id=ctx.run_id,
             step_key=ctx.step_key, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id, category=ctx.category,
             model=result.model, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
@@ -170,11 +177,14 @@ class MeteredClient:
             cache_read_input_tokens=u.cache_read_input_tokens,
             cache_creation_1h_input_tokens=u.cache_creation_1h_input_tokens, cost_usd=cost,
             offline=result.offline, attempts=result.attempts, latency_ms=result.latency_ms,
-            max_tokens=request.max_tokens,
-            prefix_key=prefix_key(result.model, request.system_prefix) if request.system_prefix else None),
-            self.clock.now())
-        self.calls += 1
-        self.usage += u
-        self.cost_usd = round(self.cost_usd + cost, 9)
-        self.offline = self.offline or result.offline
+            reservation_id=reservation_id, max_tokens=request.max_tokens,
+            prefix_key=prefix_key(result.model, request.system_prefix) if request.system_prefix else None)
+        paid_log.append(self.settings.home, row)
+        failpoint("paid_before_ledger")
+        settle(self.store, reservation_id, row, self.clock.now())
+        with self._lock:   # handlers may call from several threads (bounded concurrency)
+            self.calls += 1
+            self.usage += u
+            self.cost_usd = round(self.cost_usd + cost, 9)
+            self.offline = self.offline or result.offline
         return replace(result, cost_usd=cost)

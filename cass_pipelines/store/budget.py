@@ -9,7 +9,6 @@ process ended without settling); a request that did not fit is kept as `refused`
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from dataclasses import replace
 from datetime import date, datetime
@@ -20,11 +19,11 @@ import duckdb
 from cass_pipelines.core import budget as rules
 from cass_pipelines.core.budget import ActionCost, Funding, Refusal, Reservation
 from cass_pipelines.core.settings import Settings
+from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
 from cass_pipelines.store.db import Store, rows_as_dicts
 from cass_pipelines.store.ledger import LedgerRow, insert_row
 
-HOST = socket.gethostname()
 CALIBRATION_WINDOW = 20   # recent executions per action that the calibrated estimate averages
 
 # Spent (ledger) and held (reservations) money of a day, per category and funding.
@@ -116,24 +115,22 @@ def release(store: Store, reservation_id: str, now: datetime, status: str = "rel
                                  [status, now, reservation_id]).fetchall())
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # exists, owned by someone else
-        return True
-    return True
-
-
 def release_stale(store: Store, is_run_over: Callable[[str], bool], now: datetime) -> list[str]:
     """Abandon held reservations whose call can no longer settle: their Dagster run is over, or the
-    process that made them (on this host) has died. Returns the ids released."""
+    process that made them (on this host) has died. Returns the ids released. Replay the write-ahead
+    log of paid answers first (core.recovery does), or a paid hold would be released as $0."""
     held = store.all("SELECT id, run_id, pid, host FROM reservations WHERE status = 'held'")
-    stale = [r["id"] for r in held
-             if (r["run_id"] and is_run_over(r["run_id"]))
-             or (r["host"] == HOST and r["pid"] and not _process_alive(r["pid"]))]
+    stale = [r["id"] for r in held if owner_dead(Owner(r["run_id"], r["pid"] or 0, r["host"] or ""), is_run_over)]
     return [rid for rid in stale if release(store, rid, now, status="abandoned")]
+
+
+def unsettled(store: Store, request_ids: list[str]) -> set[str]:
+    """Of these request ids, the ones the ledger does not have."""
+    if not request_ids:
+        return set()
+    have = {r["request_id"] for r in store.all(
+        "SELECT request_id FROM llm_ledger WHERE request_id IN (SELECT unnest(?::TEXT[]))", [request_ids])}
+    return set(request_ids) - have
 
 
 def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:
@@ -185,18 +182,17 @@ def _cache_share(conn: duckdb.DuckDBPyConnection, day: date) -> dict:
             "read_share": round(read / sent, 4) if sent else 0.0}
 
 
-def watch(store: Store, settings: Settings, day: date, now: datetime, is_run_over: Callable[[str], bool],
-          seen: set[str] | frozenset[str] = frozenset()) -> tuple[dict, list[tuple[str, str]], list[str]]:
-    """What budget_sensor does each tick, in one store session: release holds of finished runs,
-    read the day's status, record each alert that is due and not in `seen` (once per date and kind).
-    Returns (status, new alerts as (kind, message), released reservation ids)."""
+def watch(store: Store, settings: Settings, day: date, now: datetime,
+          seen: set[str] | frozenset[str] = frozenset()) -> tuple[dict, list[tuple[str, str]]]:
+    """What budget_sensor does each tick after recovery, in one store session: read the day's
+    status and record each alert that is due and not in `seen` (once per date and kind).
+    Returns (status, new alerts as (kind, message))."""
     with store.session():
-        released = release_stale(store, is_run_over, now)
         status = budget_status(store, settings, day)
         new = [(kind, msg) for kind, msg in rules.due_alerts(status, settings) if kind not in seen]
         for kind, msg in new:
             record_alert(store, day, kind, msg, now)
-    return status, new, released
+    return status, new
 
 
 def ledger_action_averages(store: Store, window: int = CALIBRATION_WINDOW) -> dict[str, ActionCost]:

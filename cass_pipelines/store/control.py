@@ -1,5 +1,5 @@
 """Operator controls and alerts: pause/resume (global or per category, with a reason), budget
-alerts (one per date and kind), and the dead-letter feed the sensor reports."""
+alerts (one per date and kind)."""
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -70,10 +70,3 @@ def record_alert(store: Store, day: date, kind: str, message: str, now: datetime
 
 def alerts(store: Store, day: date) -> list[dict]:
     return store.all("SELECT kind, message, created_at FROM alerts WHERE date = ? ORDER BY created_at, kind", [day])
-
-
-def dead_letters_after(store: Store, after: tuple[datetime, str] | None, limit: int = 20) -> list[dict]:
-    """Unresolved dead letters newer than the (created_at, id) cursor, oldest first."""
-    where, args = ("AND (created_at, id) > (?, ?)", list(after)) if after else ("", [])
-    return store.all(f"SELECT id, date, phase, work_unit_id, action_id, run_id, error, created_at FROM dead_letters "
-                     f"WHERE NOT resolved {where} ORDER BY created_at, id LIMIT ?", [*args, limit])

@@ -45,8 +45,9 @@ def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int
     return conv_after - conv_before, added
 
 
-def idle_unsummarized(store: Store, idle_before: datetime, limit: int = 50) -> list[dict]:
-    """Conversations whose last message is older than `idle_before` and that have unsummarised messages."""
+def idle_unsummarized(store: Store, idle_before: datetime, *, now: datetime, limit: int = 50) -> list[dict]:
+    """Conversations whose last message is older than `idle_before` and that have unsummarised messages,
+    leaving out those whose summary keeps failing (parked, or waiting out their backoff)."""
     return store.all("""
         SELECT c.id, c.title, c.last_message_at, c.summarized_through_at, c.summarized_through_id,
                (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id
@@ -57,7 +58,9 @@ def idle_unsummarized(store: Store, idle_before: datetime, limit: int = 50) -> l
           AND (c.summarized_through_at IS NULL OR c.last_message_at > c.summarized_through_at
                OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
                           AND (m.created_at, m.message_id) > (c.summarized_through_at, c.summarized_through_id)))
-        ORDER BY c.last_message_at, c.id LIMIT ?""", [idle_before, limit])
+          AND NOT EXISTS (SELECT 1 FROM item_failures f WHERE f.kind = 'conversation' AND f.item_id = c.id
+                          AND (f.parked OR f.next_attempt_at > ?))
+        ORDER BY c.last_message_at, c.id LIMIT ?""", [idle_before, now, limit])
 
 
 def last_activity(store: Store, before: datetime) -> datetime | None:

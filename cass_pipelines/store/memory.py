@@ -100,9 +100,12 @@ def summaries_between(store: Store, start: datetime, end: datetime, limit: int) 
         ORDER BY s.last_message_at DESC, s.id LIMIT ?""", [start, end, start, end, limit]))
 
 
-def untitled(store: Store, limit: int) -> list[dict]:
-    return store.all("SELECT id, created_at, last_message_at FROM conversations WHERE title IS NULL "
-                     "ORDER BY last_message_at DESC, id LIMIT ?", [limit])
+def untitled(store: Store, limit: int, now: datetime) -> list[dict]:
+    """Conversations without a title, newest first, leaving out those whose title keeps failing."""
+    return store.all("""SELECT id, created_at, last_message_at FROM conversations c WHERE title IS NULL
+        AND NOT EXISTS (SELECT 1 FROM item_failures f WHERE f.kind = 'conversation_title' AND f.item_id = c.id
+                        AND (f.parked OR f.next_attempt_at > ?))
+        ORDER BY last_message_at DESC, id LIMIT ?""", [now, limit])
 
 
 def set_titles(store: Store, titles: Sequence[tuple[str, str]]) -> list[str]:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from cass_pipelines.core.categories import PHASES
+from cass_pipelines.store import claims
+from cass_pipelines.store.claims import Claim, ClaimState, Owner
 from cass_pipelines.store.db import Store, params
 
 
@@ -46,6 +48,7 @@ def save_day_plan(store: Store, *, day: date, revision: int, source: str, intent
     partition must not both plan (the second one uses the stored plan)."""
     plan_json = {p: [u.__dict__ for u in units if u.phase == p] for p in phases}
     with store.transaction() as conn:
+        claims.end(conn, claims.plan_key(day, revision), ClaimState.DONE, now)
         latest = conn.execute("SELECT coalesce(max(revision), 0) FROM day_plans WHERE date = ?", [day]).fetchone()[0]
         if latest != revision - 1:
             return False
@@ -79,10 +82,15 @@ def phase_opening(store: Store, day: date, phase: str) -> dict | None:
 
 def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool,
                deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime,
-               reopened: Iterable[str] = (), still_deferred: Iterable[tuple[str, str]] = ()) -> None:
+               reopened: Iterable[str] = (), still_deferred: Iterable[tuple[str, str]] = ()) -> bool:
     """Record that a phase began: defer what cannot run now, add re-offered deferred work, reopen
-    units deferred at plan time that fit now, and note on what stays deferred why (this offer)."""
+    units deferred at plan time that fit now, and note on what stays deferred why (this offer).
+    False, and nothing written, when another run already opened the phase for this plan revision."""
     with store.transaction() as conn:
+        opened = conn.execute("SELECT plan_revision FROM phase_openings WHERE date = ? AND phase = ?",
+                              [day, phase]).fetchone()
+        if opened is not None and opened[0] == revision:
+            return False
         for uid, reason in deferrals:
             conn.execute("UPDATE work_units SET status = 'deferred', reason = ? WHERE id = ? AND status = 'planned'",
                          [reason, uid])
@@ -106,9 +114,10 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
                                 started_at, finished_at
                             FROM action_runs WHERE work_unit_id = ? AND status = 'completed'""",
                          [new_id, old["id"]])
-        conn.execute("INSERT INTO phase_openings VALUES (?, ?, ?, ?, ?) ON CONFLICT (date, phase) DO UPDATE SET "
-                     "plan_revision = excluded.plan_revision, idle = excluded.idle, opened_at = excluded.opened_at",
-                     [day, phase, revision, idle, now])
+        conn.execute("INSERT INTO phase_openings (date, phase, plan_revision, idle, opened_at) VALUES (?, ?, ?, ?, ?) "
+                     "ON CONFLICT (date, phase) DO UPDATE SET plan_revision = excluded.plan_revision, "
+                     "idle = excluded.idle, opened_at = excluded.opened_at", [day, phase, revision, idle, now])
+    return True
 
 
 def add_manual_unit(store: Store, *, day: date, phase: str, tag: str, unit: Any, now: datetime,
@@ -141,7 +150,7 @@ def get_unit(store: Store, uid: str) -> dict | None:
 def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
     """Deferred units not yet re-offered, from `since` up to (not including) the given phase."""
     return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE status = 'deferred' AND reoffered_as IS NULL
-        AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
+        AND origin <> 'job' AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
         ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
 
 
@@ -164,6 +173,51 @@ def action_runs(store: Store, uid: str) -> list[dict]:
     return rows
 
 
+def start_action(store: Store, *, uid: str, position: int, action_id: str, me: Owner,
+                 is_run_over: Callable[[str], bool], now: datetime, step_key: str | None) -> Claim:
+    """Claim (unit, position) for `me` and mark it and its unit running, in one transaction. A claim
+    held by a live owner is left alone: the caller skips the action (exactly once)."""
+    with store.session(), store.transaction() as conn:
+        taken = claims.take(conn, claims.action_key(uid, position), me, is_run_over, now)
+        if taken.ours:
+            record_action(store, uid=uid, position=position, action_id=action_id, status="running", now=now,
+                          run_id=me.run_id, step_key=step_key)
+            set_unit_status(store, uid, "running", now, run_id=me.run_id)
+    return taken
+
+
+def finish_action(store: Store, *, uid: str, position: int, action_id: str, status: str, now: datetime,
+                  message: str, unit_status: str | None, unit_reason: str | None = None,
+                  unit_error: str | None = None, result: dict | None = None, error: str | None = None,
+                  cost_usd: float = 0.0, run_id: str | None = None, step_key: str | None = None) -> None:
+    """Record an action's end, its unit's new status and the end of its claim, in one transaction.
+    A deferred action gives its claim back (it runs again when re-offered); any other end is final."""
+    with store.session(), store.transaction() as conn:
+        record_action(store, uid=uid, position=position, action_id=action_id, status=status, now=now,
+                      message=message, result=result, error=error, cost_usd=cost_usd, run_id=run_id,
+                      step_key=step_key)
+        if unit_status:
+            set_unit_status(store, uid, unit_status, now, reason=unit_reason, error=unit_error)
+        claims.end(conn, claims.action_key(uid, position),
+                   ClaimState.RELEASED if status == "deferred" else ClaimState.DONE, now)
+
+
+def interrupt_action(store: Store, uid: str, position: int, note: str, now: datetime) -> bool:
+    """Its owner died mid-action: the action is marked interrupted, the unit goes back to `planned`
+    (the next run of it starts this action again), the claim is released. False if already ended."""
+    with store.session(), store.transaction() as conn:
+        row = conn.execute("SELECT status FROM action_runs WHERE work_unit_id = ? AND position = ?",
+                           [uid, position]).fetchone()
+        claims.end(conn, claims.action_key(uid, position), ClaimState.RELEASED, now)
+        if row is None or row[0] != "running":
+            return False
+        conn.execute("UPDATE action_runs SET status = 'interrupted', message = ?, finished_at = ? "
+                     "WHERE work_unit_id = ? AND position = ?", [note, now, uid, position])
+        conn.execute("UPDATE work_units SET status = 'planned', reason = ? WHERE id = ? AND status = 'running'",
+                     [note, uid])
+    return True
+
+
 def record_action(store: Store, *, uid: str, position: int, action_id: str, status: str, now: datetime,
                   message: str = "", result: dict | None = None, error: str | None = None, cost_usd: float = 0.0,
                   run_id: str | None = None, step_key: str | None = None) -> None:
@@ -175,17 +229,6 @@ def record_action(store: Store, *, uid: str, position: int, action_id: str, stat
             started_at = coalesce(action_runs.started_at, excluded.started_at), finished_at = excluded.finished_at""",
                   params([uid, position, action_id, status, message, result, error, cost_usd, run_id, step_key,
                           now, now if finished else None]))
-
-
-def add_dead_letter(store: Store, *, dl_id: str, day: date | None, phase: str | None, uid: str | None,
-                    action_id: str | None, run_id: str | None, error: str, now: datetime) -> None:
-    store.execute("INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, FALSE, ?) ON CONFLICT DO NOTHING",
-                  [dl_id, day, phase, uid, action_id, run_id, error, now])
-
-
-def dead_letters(store: Store, unresolved_only: bool = True, limit: int = 20) -> list[dict]:
-    return store.all(f"SELECT * FROM dead_letters {'WHERE NOT resolved' if unresolved_only else ''} "
-                     "ORDER BY created_at DESC LIMIT ?", [limit])
 
 
 def recent_templates(store: Store, limit: int, before: date | None = None) -> list[str]:
@@ -200,6 +243,18 @@ def planned_phases(store: Store, day: date) -> set[str]:
     """Phases some plan revision of the day covered."""
     return {p for row in store.all("SELECT plan FROM day_plans WHERE date = ?", [day])
             for p in json.loads(row["plan"])}
+
+
+def reopen_failed(store: Store, uid: str, reason: str, now: datetime) -> None:
+    """A failed unit runs again (a dead letter retried): back to `planned`, and the claims of its
+    failed actions released so the next run of it may take them."""
+    with store.session(), store.transaction() as conn:
+        failed = [r[0] for r in conn.execute("SELECT position FROM action_runs WHERE work_unit_id = ? "
+                                             "AND status = 'failed'", [uid]).fetchall()]
+        for position in failed:
+            claims.end(conn, claims.action_key(uid, position), ClaimState.RELEASED, now)
+        conn.execute("UPDATE work_units SET status = 'planned', reason = ?, error = NULL, finished_at = NULL "
+                     "WHERE id = ? AND status = 'failed'", [reason, uid])
 
 
 def reopen_units(store: Store, ids: list[str]) -> None:
@@ -221,6 +276,18 @@ def recent_summaries(store: Store, limit: int) -> list[dict]:
 def latest_journal(store: Store, before: date) -> dict | None:
     return store.one("SELECT date, tone, text FROM journals WHERE kind = 'daily' AND date < ? "
                      "ORDER BY date DESC LIMIT 1", [before])
+
+
+def pending_job_unit(store: Store, template_id: str) -> dict | None:
+    """The newest unit of a job's template still waiting to run (planned or deferred), if any."""
+    return store.one(f"""SELECT {_UNIT_COLS} FROM work_units WHERE origin = 'job' AND template_id = ?
+        AND status IN ('planned', 'deferred') ORDER BY created_at DESC, id DESC LIMIT 1""", [template_id])
+
+
+def deferred_job_dates(store: Store, template_id: str, since: date) -> list[date]:
+    """Dates from `since` on whose job unit of `template_id` is deferred (journals waiting for money)."""
+    return [r["date"] for r in store.all("""SELECT DISTINCT date FROM work_units WHERE origin = 'job'
+        AND template_id = ? AND status = 'deferred' AND date >= ? ORDER BY date""", [template_id, since])]
 
 
 def units_for_run(store: Store, run_id: str) -> list[dict]:

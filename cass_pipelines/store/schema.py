@@ -112,6 +112,22 @@ CREATE INDEX ledger_by_reservation ON llm_ledger(reservation_id);
     (3, "reservations: refusal reason (refused requests are kept, status 'refused')", """
 ALTER TABLE reservations ADD COLUMN reason TEXT;
 """),
+    (4, "exactly once and no poison pills: claims, item failures, dead-letter kinds and states", """
+CREATE TABLE claims (
+    key TEXT PRIMARY KEY, run_id TEXT, pid INTEGER NOT NULL, host TEXT NOT NULL, state TEXT NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ);
+CREATE INDEX claims_by_state ON claims(state);
+CREATE TABLE item_failures (
+    kind TEXT NOT NULL, item_id TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT NOT NULL,
+    first_failed_at TIMESTAMPTZ NOT NULL, last_failed_at TIMESTAMPTZ NOT NULL,
+    next_attempt_at TIMESTAMPTZ NOT NULL, parked BOOLEAN NOT NULL DEFAULT FALSE, PRIMARY KEY (kind, item_id));
+ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'action';
+ALTER TABLE dead_letters ADD COLUMN item_id TEXT;
+ALTER TABLE dead_letters ADD COLUMN state TEXT NOT NULL DEFAULT 'open';
+ALTER TABLE dead_letters ADD COLUMN note TEXT;
+ALTER TABLE dead_letters ADD COLUMN updated_at TIMESTAMPTZ;
+UPDATE dead_letters SET state = 'resolved' WHERE resolved;
+"""),
     (10, "funding of reservations and ledger rows; reservation, output bound and cached prefix per ledger row", """
 ALTER TABLE reservations ADD COLUMN funding TEXT DEFAULT 'category';
 ALTER TABLE llm_ledger ADD COLUMN funding TEXT DEFAULT 'category';

@@ -3,6 +3,7 @@ provider caches it across calls) and the action's tier and output limit; per-cal
 the prompt. Usage, cost and the offline flag are summed for the action's ActionResult."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from cass_pipelines.core.categories import ModelTier
@@ -34,6 +35,7 @@ class ModelCalls:
         self.cost_usd = 0.0
         self.count = 0
         self.offline = False
+        self._lock = threading.Lock()   # an action may call from several threads (memory summaries)
 
     @classmethod
     def for_action(cls, ctx: HandlerContext) -> "ModelCalls":
@@ -46,10 +48,11 @@ class ModelCalls:
         result = self.llm.structured(LLMRequest(
             tier=self.tier, system_prefix=self.prefix, prompt=prompt, max_tokens=max_tokens or self.max_tokens,
             web_search=web_search, purpose=self.purpose), schema)
-        self.usage += result.usage
-        self.cost_usd += result.cost_usd
-        self.count += 1
-        self.offline = self.offline or result.offline
+        with self._lock:
+            self.usage += result.usage
+            self.cost_usd += result.cost_usd
+            self.count += 1
+            self.offline = self.offline or result.offline
         if result.parsed is None:
             raise LLMError(f"{self.purpose}: the model returned no {schema.__name__} "
                            f"(stop reason {result.stop_reason})", request_id=result.request_id)

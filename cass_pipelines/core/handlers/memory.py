@@ -4,26 +4,33 @@ A conversation is summarised from its watermark on: only messages after the last
 and the watermark moves in the same transaction that stores the summary, so a second run over the
 same messages makes no model call. A long stretch of messages is read in chunks whose quoted text
 stays within `settings.memory_chunk_tokens`; each chunk's call carries the summary so far, so the
-stored summary covers the whole stretch. Summaries are stored a batch of conversations at a time
-(fewer write transactions on the single-writer file). The messages are quoted data: whatever they ask for, the
-only thing produced is a summary.
+stored summary covers the whole stretch. Conversations are summarised concurrently and each summary
+is stored as it arrives. The messages are quoted data: whatever they ask for, the only thing produced
+is a summary.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta, tzinfo
 
 from pydantic import BaseModel, Field
 
+from cass_pipelines.core.failpoints import failpoint
 from cass_pipelines.core.handlers import writeback
 from cass_pipelines.core.handlers.base import ActionResult, Artifact, HandlerContext
 from cass_pipelines.core.handlers.calls import ModelCalls
 from cass_pipelines.core.handlers.handoff import Outbox, take
 from cass_pipelines.core.handlers.quoting import NOTICE, quote
-from cass_pipelines.store import conversations, memory
+from cass_pipelines.llm.base import LLMError, redact
+from cass_pipelines.llm.metered import BudgetRefused
+from cass_pipelines.store import claims, conversations, dead_letters, failures, memory
+from cass_pipelines.store.claims import ClaimState, Owner, never_over
 
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
-READ_BATCH = 20                   # conversations read, and their summaries stored, together
+FAILURE_KIND = "conversation"
+TITLE_FAILURE_KIND = "conversation_title"
+MAX_ATTEMPTS = 3                  # a conversation whose summary fails this often is parked (dead letter)
 CHARS_PER_TOKEN = 4               # a conservative estimate for English text
 
 
@@ -103,41 +110,100 @@ def summarize(ctx: HandlerContext, calls: ModelCalls, conv: dict, messages: list
 
 
 def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> ActionResult:
-    """Batch by batch: read the batch's pending messages at once, summarise each conversation, and store
-    the batch's summaries in one transaction — also when a call fails midway, so nothing paid for is lost
-    before the error goes on to the runner."""
+    """Summarise each conversation, up to `settings.llm_concurrency` at a time, storing each summary
+    the moment it is made (a crash loses at most the calls in flight). A conversation whose summary
+    fails is counted against it and retried on later runs after a backoff, then parked as a dead
+    letter: one bad conversation never stops the others. A budget refusal stops new calls; what was
+    made is kept and the refusal goes on to the runner (the unit is deferred)."""
     calls = ModelCalls.for_action(ctx)
+    pending = memory.unsummarized(ctx.store, [c["id"] for c in convs])
+    stored: dict[str, tuple[memory.NewSummary, str, str | None]] = {}
+    failed: dict[str, str] = {}
+    stop: Exception | None = None    # a budget refusal or a provider outage: no new calls
+
+    me = Owner.here(f"unit:{ctx.work_unit_id}")
+
+    def one(conv: dict) -> None:
+        if stop is not None or not pending[conv["id"]][0]:
+            return
+        # Claimed per conversation and watermark: a concurrent memory run does not pay for it too.
+        key = f"memory:{conv['id']}:{conv['summarized_through_id'] or ''}"
+        if not claims.claim(ctx.store, key, me, never_over, ctx.now).ours:
+            return
+        done = False
+        try:
+            summary, title = summarize(ctx, calls, conv, *pending[conv["id"]])
+            sid = memory.save_summaries(ctx.store, [summary], work_unit_id=ctx.work_unit_id, offline=calls.offline,
+                                        now=ctx.now)[0]
+            done = True
+        finally:
+            with ctx.store.transaction() as conn:
+                claims.end(conn, key, ClaimState.DONE if done else ClaimState.RELEASED, ctx.now)
+        failures.clear(ctx.store, FAILURE_KIND, conv["id"])
+        stored[conv["id"]] = (summary, title, sid)
+        failpoint("memory_saved")
+
+    with ThreadPoolExecutor(max_workers=max(1, ctx.settings.llm_concurrency)) as pool:
+        futures = {pool.submit(one, conv): conv for conv in convs}
+        for future in as_completed(futures):
+            conv = futures[future]
+            try:
+                future.result()
+            except BudgetRefused as exc:
+                stop = stop or exc
+            except (LLMError, ValueError) as exc:
+                if _provider_wide(exc):   # not this conversation's fault: not counted against it
+                    stop = stop or exc
+                else:
+                    failed[conv["id"]] = _failed(ctx, conv["id"], exc)
     made: list[Artifact] = []
     titles: list[dict] = []
-    for start in range(0, len(convs), READ_BATCH):
-        batch = convs[start:start + READ_BATCH]
-        pending = memory.unsummarized(ctx.store, [c["id"] for c in batch])
-        done: list[tuple[dict, memory.NewSummary, str]] = []
-        try:
-            for conv in batch:
-                if summary := summarize(ctx, calls, conv, *pending[conv["id"]]):
-                    done.append((conv, *summary))
-        finally:
-            ids = memory.save_summaries(ctx.store, [s for _, s, _ in done], work_unit_id=ctx.work_unit_id,
-                                        offline=calls.offline, now=ctx.now)
-        for (conv, summary, title), sid in zip(done, ids):
-            if sid is None:   # another run stored these messages first
-                continue
-            made.append(Artifact(type="conversation_summary", id=sid,
-                                 title=f"{conv.get('title') or title or conv['id']} ({summary.message_count} messages)"))
-            if not conv.get("title") and title:
-                titles.append({"conversation_id": conv["id"], "title": title})
+    for conv in convs:   # results in the conversations' order, whatever order the calls finished in
+        if conv["id"] not in stored:
+            continue
+        summary, title, sid = stored[conv["id"]]
+        if sid is None:   # another run stored these messages first
+            continue
+        made.append(Artifact(type="conversation_summary", id=sid,
+                             title=f"{conv.get('title') or title or conv['id']} ({summary.message_count} messages)"))
+        if not conv.get("title") and title:
+            titles.append({"conversation_id": conv["id"], "title": title})
+    if stop is not None:
+        raise stop
     box = Outbox(ctx, calls)
     box.deliver("titles", titles, writeback.titles)
     message = (f"summarised {len(made)} {scope} in {calls.count} call(s); {box.summary()}" if made
                else f"no {scope} with new messages: nothing to summarise, no model call")
+    if failed:
+        message += f"; {len(failed)} failed and will be retried later: " + "; ".join(
+            f"{cid}: {why}" for cid, why in sorted(failed.items()))[:600]
     return calls.result(success=True, message=message, artifacts=made + box.artifacts,
-                        data={**box.data, "summaries": [a.id for a in made]})
+                        data={**box.data, "summaries": [a.id for a in made], "failed": sorted(failed)})
+
+
+def _provider_wide(exc: Exception) -> bool:
+    """A retryable error without an answer (outage, rate limit, timeout) concerns every conversation;
+    an answer that was unusable for this one (refusal, invalid output, an empty summary) is its own."""
+    return isinstance(exc, LLMError) and exc.retryable and exc.billed is None
+
+
+def _failed(ctx: HandlerContext, conversation_id: str, exc: Exception, kind: str = FAILURE_KIND) -> str:
+    """Count a conversation's failure; park it (a dead letter) once it has failed MAX_ATTEMPTS times.
+    A title that keeps failing is parked without a dead letter: the conversation simply stays untitled."""
+    error = redact(f"{type(exc).__name__}: {exc}")[:500]
+    failure = failures.record(ctx.store, kind, conversation_id, error, ctx.now, MAX_ATTEMPTS)
+    if failure.parked and kind == FAILURE_KIND:
+        dead_letters.add(ctx.store, dl_id=f"conversation_{conversation_id}_{failure.attempts}",
+                         kind=dead_letters.DeadLetterKind.CONVERSATION, item_id=conversation_id, day=ctx.date,
+                         phase=ctx.phase, work_unit_id=ctx.work_unit_id, action_id=ctx.action.id,
+                         error=f"summary failed {failure.attempts} times; parked: {error}", now=ctx.now)
+        return f"{error} (parked after {failure.attempts} attempts)"
+    return f"{error} (attempt {failure.attempts} of {MAX_ATTEMPTS}; next after {failure.next_attempt_at:%H:%M})"
 
 
 def summarize_idle_conversations(ctx: HandlerContext) -> ActionResult:
     idle_before = ctx.now - timedelta(minutes=ctx.settings.idle_threshold_minutes)
-    convs = conversations.idle_unsummarized(ctx.store, idle_before, limit=MAX_CONVERSATIONS_PER_RUN)
+    convs = conversations.idle_unsummarized(ctx.store, idle_before, now=ctx.now, limit=MAX_CONVERSATIONS_PER_RUN)
     return _summarize_all(ctx, convs, "idle conversation(s)")
 
 
@@ -166,12 +232,21 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
     artifacts = writeback.titles(ctx, proposed, offline)
     calls = ModelCalls.for_action(ctx)
     named = []
-    for conv in memory.untitled(ctx.store, MAX_TITLE_CALLS_PER_RUN):
-        title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
+    skipped = []
+    for conv in memory.untitled(ctx.store, MAX_TITLE_CALLS_PER_RUN, ctx.now):
+        try:
+            title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
+        except (LLMError, ValueError) as exc:
+            if _provider_wide(exc):
+                raise
+            skipped.append(_failed(ctx, conv["id"], exc, TITLE_FAILURE_KIND))
+            continue
+        failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
         if title:
             named.append({"conversation_id": conv["id"], "title": title[:80]})
     artifacts += writeback.titles(ctx, named, calls.offline)
     return calls.result(success=True, offline=offline,
                         message=f"titled {len(artifacts)} conversation(s) ({len(proposed)} proposed by an earlier "
-                                f"step, {calls.count} model call(s))",
+                                f"step, {calls.count} model call(s))"
+                                + (f"; {len(skipped)} failed: " + "; ".join(skipped)[:400] if skipped else ""),
                         artifacts=artifacts, data={"wrote": ["titles"]})

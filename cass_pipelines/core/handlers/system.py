@@ -5,8 +5,10 @@ from datetime import timedelta
 
 from cass_pipelines.core.handlers.base import ActionResult, Artifact, HandlerContext
 from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS
+from cass_pipelines.core.recovery import recover
 from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
-from cass_pipelines.store import budget, maintenance, notes, schema
+from cass_pipelines.store import maintenance, notes, schema
+from cass_pipelines.store.claims import never_over
 
 STUCK_AFTER = timedelta(hours=6)   # a unit 'running' this long has lost its process
 
@@ -52,10 +54,11 @@ def health_check(ctx: HandlerContext) -> ActionResult:
 
 
 def release_stale_reservations(ctx: HandlerContext) -> ActionResult:
-    """Reservations held by a process on this host that has died can never settle: give them back.
-    (Without a Dagster instance here, run state is not consulted; the budget sensor also releases
-    reservations whose run is over.)"""
-    released = budget.release_stale(ctx.store, lambda run_id: False, ctx.now)
-    return ActionResult(success=True, message=f"released {len(released)} stale reservation(s) of dead processes",
+    """The recovery pass (core.recovery): paid answers of dead processes settled, their holds given
+    back, their interrupted actions reset. (Without a Dagster instance here, run state is not
+    consulted; every run and the budget sensor also recover with it.)"""
+    report = recover(ctx.store, ctx.settings.home, never_over, ctx.now)
+    released = report.released
+    return ActionResult(success=True, message=report.summary(),
                         artifacts=[Artifact(type="reservation", id=r, title="abandoned: its process died")
                                    for r in released], data={"released": released})

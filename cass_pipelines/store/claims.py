@@ -1,0 +1,125 @@
+"""Claims: who may do a piece of work that must happen once (an action of a unit, a plan call).
+
+A claim names its owner (Dagster run id, process id, host). Taking one is one transaction: a free or
+finished-by-a-dead-owner key is taken, a key held by a live owner is not, a key whose work is done
+is reported done. The caller says what "dead" means (its Dagster run is over, its process is gone),
+so this module stays free of Dagster.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Callable
+
+import duckdb
+
+from cass_pipelines.store.db import Store
+
+HOST = socket.gethostname()
+
+
+class ClaimState(str, Enum):
+    HELD = "held"          # the owner is doing the work
+    DONE = "done"          # the work is finished; the key is never taken again
+    RELEASED = "released"  # given back (deferred, interrupted): the next claimant may take it
+
+
+class ClaimOutcome(str, Enum):
+    ACQUIRED = "acquired"          # free, or already ours
+    TAKEN_OVER = "taken_over"      # its owner died; now ours
+    HELD_ELSEWHERE = "held_elsewhere"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Owner:
+    run_id: str | None
+    pid: int
+    host: str
+
+    @classmethod
+    def here(cls, run_id: str | None) -> "Owner":
+        return cls(run_id, os.getpid(), HOST)
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    holder: Owner | None = None    # the previous owner (taken over) or the live one (held elsewhere)
+
+    @property
+    def ours(self) -> bool:
+        return self.outcome in (ClaimOutcome.ACQUIRED, ClaimOutcome.TAKEN_OVER)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by someone else
+        return True
+    return True
+
+
+def never_over(run_id: str) -> bool:
+    """Without a Dagster instance to ask, a run counts as live while its process is."""
+    return False
+
+
+def owner_dead(owner: Owner, is_run_over: Callable[[str], bool]) -> bool:
+    """An owner is dead when its Dagster run is over or its process (on this host) is gone."""
+    if owner.run_id and is_run_over(owner.run_id):
+        return True
+    return owner.host == HOST and not process_alive(owner.pid)
+
+
+def take(conn: duckdb.DuckDBPyConnection, key: str, me: Owner, is_run_over: Callable[[str], bool],
+         now: datetime) -> Claim:
+    """Take `key` inside the caller's transaction (so the caller's own writes commit with it)."""
+    row = conn.execute("SELECT run_id, pid, host, state FROM claims WHERE key = ?", [key]).fetchone()
+    if row is not None:
+        holder, state = Owner(row[0], row[1], row[2]), ClaimState(row[3])
+        if state is ClaimState.DONE:
+            return Claim(ClaimOutcome.DONE, holder)
+        if state is ClaimState.HELD and holder != me and not owner_dead(holder, is_run_over):
+            return Claim(ClaimOutcome.HELD_ELSEWHERE, holder)
+        outcome = ClaimOutcome.TAKEN_OVER if state is ClaimState.HELD and holder != me else ClaimOutcome.ACQUIRED
+    else:
+        holder, outcome = None, ClaimOutcome.ACQUIRED
+    conn.execute("""INSERT INTO claims (key, run_id, pid, host, state, claimed_at, ended_at)
+        VALUES (?, ?, ?, ?, 'held', ?, NULL) ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id,
+            pid = excluded.pid, host = excluded.host, state = 'held', claimed_at = excluded.claimed_at,
+            ended_at = NULL""", [key, me.run_id, me.pid, me.host, now])
+    return Claim(outcome, holder)
+
+
+def claim(store: Store, key: str, me: Owner, is_run_over: Callable[[str], bool], now: datetime) -> Claim:
+    with store.transaction() as conn:
+        return take(conn, key, me, is_run_over, now)
+
+
+def end(conn: duckdb.DuckDBPyConnection, key: str, state: ClaimState, now: datetime) -> None:
+    """Mark the claim done or released, inside the caller's transaction."""
+    conn.execute("UPDATE claims SET state = ?, ended_at = ? WHERE key = ?", [state.value, now, key])
+
+
+def held(store: Store, prefix: str = "") -> list[tuple[str, Owner]]:
+    rows = store.all("SELECT key, run_id, pid, host FROM claims WHERE state = 'held' AND starts_with(key, ?)",
+                     [prefix])
+    return [(r["key"], Owner(r["run_id"], r["pid"], r["host"])) for r in rows]
+
+
+def action_key(unit_id: str, position: int) -> str:
+    return f"action:{unit_id}:{position}"
+
+
+def summary_key(unit_id: str, status: str) -> str:
+    return f"summary:{unit_id}:{status}"
+
+
+def plan_key(day, revision: int) -> str:
+    return f"plan:{day}:{revision}"

@@ -1,0 +1,51 @@
+"""The suite's calendar. "Today" is injected, never read from the machine: every test runs as if it
+were TODAY (default 2026-11-27, 08:00 UTC; set CASS_TEST_TODAY=YYYY-MM-DD to run the suite as of
+another date). The sample conversations are shifted relative to it, so results do not depend on the
+calendar. Days the tests use are named relative to TODAY."""
+from __future__ import annotations
+
+import os
+from datetime import date, datetime, time, timedelta, timezone
+
+from cass_pipelines.core.plan import PlannedUnit
+from cass_pipelines.store import plans
+
+TODAY = date.fromisoformat(os.environ.get("CASS_TEST_TODAY", "2026-11-27"))
+NOW = datetime.combine(TODAY, time(8), tzinfo=timezone.utc)
+SAMPLE_DAY = TODAY - timedelta(days=7)     # a day in the middle of the sample conversations
+YESTERDAY = TODAY - timedelta(days=1)
+
+
+def days_before(n: int) -> date:
+    return TODAY - timedelta(days=n)
+
+
+def seed_plan(rt, day, phase, template_ids):
+    """A stored day plan with known units, so a test does not depend on what the agent chose."""
+    units = [PlannedUnit(phase, t, rt.registry.templates[t].category, rt.registry.templates[t].priority,
+                         "a focus", "a reason", rt.registry.template_cost(t)) for t in template_ids]
+    plans.save_day_plan(rt.store, day=day, revision=1, source="llm", intention="test", from_phase=phase,
+                        phases=[phase], units=units, dropped=[], offline=True, now=NOW)
+
+
+def invariant_violations(store, answered=None) -> dict[str, list]:
+    """What must never be found after a run, a crash and the next run (tests and bench/ use it):
+    a (unit, action) paid for by two runs, a decision call paid twice for one revision, a hold still
+    held, a unit running with no live owner, and (given the server's answers) a paid answer missing
+    from the ledger or a ledger row the server never sent."""
+    q = store.all
+    out = {
+        "actions_paid_by_two_runs": q("""SELECT work_unit_id, action_id FROM llm_ledger WHERE work_unit_id IS NOT NULL
+                                         GROUP BY ALL HAVING count(DISTINCT run_id) > 1"""),
+        "plan_calls_paid_twice": q("""SELECT l.date FROM llm_ledger l WHERE action_id = 'plan.decide' GROUP BY l.date
+                                      HAVING count(*) > (SELECT count(*) FROM day_plans p WHERE p.date = l.date)"""),
+        "held_reservations": q("SELECT id FROM reservations WHERE status = 'held'"),
+        "running_units": q("SELECT id FROM work_units WHERE status = 'running'"),
+        "held_claims": q("SELECT key FROM claims WHERE state = 'held'"),
+    }
+    if answered is not None:
+        ledger = {r["request_id"] for r in q("SELECT request_id FROM llm_ledger")}
+        paid = {a.request_id for a in answered}
+        out["paid_not_in_ledger"] = sorted(paid - ledger)
+        out["ledger_not_paid"] = sorted(ledger - paid)
+    return out

@@ -1,0 +1,44 @@
+"""The same day gives the same result whatever the calendar says: the sample is shifted relative to the
+injected "today", and the offline model's answers do not depend on dates in its prompts."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+from support import NOW, SAMPLE_DAY
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.core.clock import NOW_ENV
+from cass_pipelines.core.runtime import open_runtime
+
+DATES = re.compile(r"\d{4}-\d{2}-\d{2}|\d{8}_")
+SHIFT = timedelta(weeks=-17)   # whole weeks: the same weekday, so prompts keep their length
+
+
+def run_morning(tmp_path, monkeypatch, capsys, shift: timedelta) -> dict:
+    home = tmp_path / f"cass{shift.days}"
+    monkeypatch.setenv("CASS_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    monkeypatch.setenv(NOW_ENV, (NOW + shift).isoformat())
+    assert main(["init", "--sample"]) == 0
+    day = (SAMPLE_DAY + shift).isoformat()
+    capsys.readouterr()
+    assert main(["run-day", "--date", day, "--phases", "morning", "--no-journal", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rt = open_runtime()
+    units = [(u["template_id"], u["status"], u["focus"]) for us in report["plan"]["phases"].values() for u in us]
+    ledger = rt.store.one("SELECT count(*) AS calls, sum(input_tokens) AS inp, sum(output_tokens) AS out, "
+                          "round(sum(cost_usd), 9) AS cost FROM llm_ledger")
+    texts = sorted(r["narrative"] for r in rt.store.all("SELECT narrative FROM work_summaries"))
+    result = {"source": report["plan"]["source"], "intention": report["plan"]["day_intention"], "units": units,
+              "ledger": ledger, "summaries": rt.store.scalar("SELECT count(*) FROM conversation_summaries"),
+              "narratives": texts}
+    return json.loads(DATES.sub("<date>", json.dumps(result, default=str)))   # the dates themselves differ
+
+
+def test_a_day_run_on_two_calendar_dates_gives_the_same_result(tmp_path, monkeypatch, capsys, cass_env):
+    first = run_morning(tmp_path, monkeypatch, capsys, timedelta(0))
+    second = run_morning(tmp_path, monkeypatch, capsys, SHIFT)
+    assert first["units"] and first["summaries"] == 56
+    assert first == second
