@@ -105,23 +105,27 @@ def test_holds_use_counted_tokens_and_the_warm_prefix_and_never_fall_below_the_b
 
     backend = AnthropicBackend(settings, load_pricing())
     prefix = system_prefix(runtime.store, runtime.registry, backend, "fast")
-    client = meter(store, settings, backend)
+    clock = Ticking()
     request = LLMRequest(tier="fast", system_prefix=prefix, prompt="Think about budgets.", max_tokens=600)
-    for _ in range(5):
-        client.text(request)
+    yesterday = meter(store, settings, backend, clock, date=DAY - timedelta(days=1))
+    for _ in range(3):
+        yesterday.text(request)
+    today = meter(store, settings, backend, clock)
+    for _ in range(2):
+        today.text(request)
     rows = store.all("SELECT reserved_usd, cost_usd, max_tokens, cache_read_input_tokens, "
                      "cache_creation_input_tokens, output_tokens, funding FROM llm_ledger ORDER BY ts")
     assert fake_anthropic.counted, "the SDK's token counting was not used"
     assert all(r["cost_usd"] <= r["reserved_usd"] + 1e-12 for r in rows)
     assert rows[0]["cache_creation_input_tokens"] > 0 and rows[1]["cache_read_input_tokens"] > 0
     assert rows[1]["reserved_usd"] < rows[0]["reserved_usd"]          # a warm prefix is held at the read rate
-    # Once three outputs are measured, the bound sent is their high percentile plus a margin.
+    # Once three outputs of earlier days are measured, the bound sent is their high percentile plus a margin.
     outputs = [r["output_tokens"] for r in rows[:3]]
     assert rows[3]["max_tokens"] == holds.output_bound(600, outputs).max_tokens < 600
     assert fake_anthropic.requests[-1]["body"]["max_tokens"] == rows[4]["max_tokens"]
     assert rows[3]["reserved_usd"] < rows[1]["reserved_usd"]          # both warm: the lower bound holds less
     status = sb.budget_status(store, settings, DAY)
-    assert status["reservation_vs_bill"]["calls"] == 5 and status["reservation_vs_bill"]["breaches"] == 0
+    assert status["reservation_vs_bill"]["calls"] == 2 and status["reservation_vs_bill"]["breaches"] == 0
     assert status["cache"]["read_share"] > 0.5
 
 

@@ -54,7 +54,7 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
         status = budget_status(rt.store, rt.settings, day, phases[0])
         degraded, skip = degradation(status, rt.settings)
         costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store))
-        outputs = {a: output_history(rt.store, a) for a in rt.registry.actions
+        outputs = {a: output_history(rt.store, a, day) for a in rt.registry.actions
                    if rt.registry.actions[a].model_tier != "none"}
         edges = persona.growth_edges(rt.store, limit=5)
         inputs = PlanInputs(

@@ -6,7 +6,7 @@
   the same prefix of the same model used within its TTL (less a safety slack), else a cache write;
   plain input when it is shorter than the model's minimum cacheable length (nothing is cached).
 - Output: bounded by a per-action `max_tokens` from measured output lengths (a high percentile of
-  the action's history plus a margin), never above what the caller asked for. When that does not
+  the action's calls on earlier days plus a margin), never above what the caller asked for. When that does not
   fit the room left, the bound is lowered to fit, down to a useful minimum (the action's typical
   output); below that the call is refused.
 

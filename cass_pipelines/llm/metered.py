@@ -89,7 +89,7 @@ class MeteredClient:
         return money(self._input_usd(request, self._count(request, schema)) + holds.output_usd(rates, request.max_tokens))
 
     def _bounded(self, request: LLMRequest) -> tuple[LLMRequest, holds.OutputBound]:
-        history = output_history(self.store, self.ctx.action_id) if self.ctx.action_id else []
+        history = output_history(self.store, self.ctx.action_id, self.ctx.date) if self.ctx.action_id else []
         bound = holds.output_bound(request.max_tokens, history)
         return replace(request, max_tokens=bound.max_tokens), bound
 

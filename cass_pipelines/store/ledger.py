@@ -102,10 +102,13 @@ def breakdown(store: Store, day: date, phase: str) -> list[dict]:
         FROM llm_ledger WHERE date = ? AND phase = ? GROUP BY ALL ORDER BY cost_usd DESC""", [day, phase])
 
 
-def output_history(store: Store, action_id: str, limit: int = 50) -> list[int]:
-    """Output tokens of the action's latest calls, newest first (what its output bound is measured from)."""
-    return [r["output_tokens"] for r in store.all("SELECT output_tokens FROM llm_ledger WHERE action_id = ? "
-                                                  "ORDER BY ts DESC LIMIT ?", [action_id, limit])]
+def output_history(store: Store, action_id: str, before: date, limit: int = 50) -> list[int]:
+    """Output tokens of the action's latest calls on budget days before `before`, newest first (what
+    its output bound is measured from). Earlier days only: a day's bounds do not change while it
+    runs, so concurrent calls and re-runs of the day are sent the same bound."""
+    return [r["output_tokens"] for r in store.all(
+        "SELECT output_tokens FROM llm_ledger WHERE action_id = ? AND date < ? ORDER BY ts DESC, request_id LIMIT ?",
+        [action_id, before, limit])]
 
 
 def prefix_last_used(store: Store, prefix_key: str) -> datetime | None:
