@@ -1,5 +1,6 @@
 """A local server speaking the Anthropic Messages API wire format, for tests and benches.
 
+POST /v1/messages/count_tokens answers with the input tokens the request would be billed for.
 POST /v1/messages answers with a Message whose text (or JSON, for an output_config schema) comes
 from llm/simulate.py, simulates prompt caching (first request with a cache_control prefix writes
 it, identical later ones read it), and records every request and the usage of every 200 answer.
@@ -78,6 +79,7 @@ class FakeAnthropic:
         self.refuse_when: list[str] = []     # a request whose prompt contains one of these is refused (billed)
         self.requests: list[dict] = []       # {"body", "headers"} of every request received
         self.answered: list[Answered] = []   # every 200 message sent, with its usage
+        self.counted: list[dict] = []        # bodies of token-counting requests (not in `requests`)
         self._script: deque[Reply] = deque()
         self._random = random.Random(seed)
         self._cache = PromptCache()
@@ -124,18 +126,16 @@ class FakeAnthropic:
                                             error(503, "Service unavailable", "0.01")])
         return None
 
+    def count_tokens(self, body: dict) -> dict:
+        """POST /v1/messages/count_tokens: the input tokens the same request would be billed for."""
+        _, prefix, _, prompt, rest, schema_text = _parts(body)
+        return {"input_tokens": estimate_tokens(prefix) + estimate_tokens(rest) + estimate_tokens(prompt)
+                + estimate_tokens(schema_text)}
+
     def _message(self, body: dict) -> tuple[dict, Usage]:
         model = body["model"]
-        system = body.get("system") or []
-        blocks = [{"type": "text", "text": system}] if isinstance(system, str) else system
-        marked = [i for i, b in enumerate(blocks) if b.get("cache_control")]
-        cut = marked[-1] + 1 if marked else 0
-        prefix = "".join(b["text"] for b in blocks[:cut])
-        ttl = blocks[cut - 1]["cache_control"].get("ttl", "5m") if marked else "5m"
-        prompt = "\n".join(_text_of(m["content"]) for m in body.get("messages", []))
         schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
-        schema_text = json.dumps(schema) if schema else ""
-        rest = "".join(b["text"] for b in blocks[cut:])
+        _, prefix, ttl, prompt, rest, schema_text = _parts(body)
         rng = seeded(self.seed, json.dumps(body, sort_keys=True))
         items = material(prompt, rest, prefix)
         refused = any(marker in prompt for marker in self.refuse_when)
@@ -180,6 +180,10 @@ class FakeAnthropic:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 body = json.loads(raw or b"{}")
+                if self.path.split("?")[0] == "/v1/messages/count_tokens":
+                    with fake._lock:
+                        fake.counted.append(body)
+                    return self._send(Reply(200, fake.count_tokens(body)), None)
                 with fake._lock:
                     fake.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
                 if self.path.split("?")[0] != "/v1/messages":
@@ -216,6 +220,20 @@ class FakeAnthropic:
                             fake.answered.remove(record)
 
         return Handler
+
+
+def _parts(body: dict) -> tuple[str, str, str, str, str, str]:
+    """(model, cached prefix, its ttl, prompt, uncached system text, schema text) of a request."""
+    system = body.get("system") or []
+    blocks = [{"type": "text", "text": system}] if isinstance(system, str) else system
+    marked = [i for i, b in enumerate(blocks) if b.get("cache_control")]
+    cut = marked[-1] + 1 if marked else 0
+    prefix = "".join(b["text"] for b in blocks[:cut])
+    ttl = blocks[cut - 1]["cache_control"].get("ttl", "5m") if marked else "5m"
+    prompt = "\n".join(_text_of(m["content"]) for m in body.get("messages", []))
+    schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
+    rest = "".join(b["text"] for b in blocks[cut:])
+    return body["model"], prefix, ttl, prompt, rest, json.dumps(schema) if schema else ""
 
 
 def _text_of(content: Any) -> str:

@@ -177,7 +177,7 @@ def test_planning_falls_back_when_the_llm_fails(runtime):
                           journal_tone=None, idle=True, last_activity=None, deferred=[],
                           budget={"remaining_usd": 4.5, "daily_limit_usd": 5.0, "reserve_usd": 0.5,
                                   "categories": {}}, degraded=False, inputs=inputs)
-    decision = decide(Failing(), "prefix", ctx)
+    decision = decide(Failing(), {"deep": "prefix", "fast": "prefix"}, ctx)
     assert decision.source == "fallback"
     assert "overloaded" in decision.error
     assert decision.units["morning"] and decision.units["afternoon"]

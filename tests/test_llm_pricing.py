@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from cass_pipelines.core.settings import SettingsError, load_settings
-from cass_pipelines.llm.base import Usage
+from cass_pipelines.llm import holds
+from cass_pipelines.llm.base import PromptCount, Usage
 from cass_pipelines.llm.factory import make_client
 from cass_pipelines.llm.pricing import UnknownModelError, load_pricing
 
@@ -34,14 +35,14 @@ def test_web_searches_are_billed_per_search():
     assert load_pricing().cost("claude-haiku-5-5", usage) == pytest.approx(0.03)
 
 
-def test_worst_case_bounds_any_real_cost():
+def test_a_cold_hold_bounds_any_real_cost_of_the_same_prompt():
     pricing = load_pricing()
-    bound = pricing.worst_case_cost("claude-haiku-5-5", prompt_tokens=5_000, max_output_tokens=1_000)
-    assert bound == pytest.approx((5_000 * 1.25 + 1_000 * 5.0) / 1e6)   # 5-minute cache writes
+    rates = pricing.rates("claude-haiku-5-5")
+    count = PromptCount(total=5_000, prefix=5_000)
+    hold = holds.input_usd(rates, count, warm=False, ttl="5m") + holds.output_usd(rates, 1_000)
     for usage in (Usage(5_000, 1_000), Usage(0, 1_000, 5_000, 0, 0), Usage(100, 1_000, 0, 4_900)):
-        assert pricing.cost("claude-haiku-5-5", usage) <= bound
-    hour = pricing.worst_case_cost("claude-haiku-5-5", 5_000, 1_000, cache_ttl="1h")
-    assert hour == pytest.approx((5_000 * 2.0 + 1_000 * 5.0) / 1e6)
+        assert pricing.cost("claude-haiku-5-5", usage) <= hold
+    hour = holds.input_usd(rates, count, warm=False, ttl="1h") + holds.output_usd(rates, 1_000)
     assert pricing.cost("claude-haiku-5-5", Usage(0, 1_000, 5_000, 0, 5_000)) <= hour
 
 

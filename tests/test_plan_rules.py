@@ -1,4 +1,5 @@
-"""Plan validation drops each bad case with its reason; the fallback scorer is deterministic."""
+"""Plan validation drops each rule violation and defers what cannot run now, each with its reason;
+the fallback scorer is deterministic."""
 import pytest
 
 from cass_pipelines.core.plan import PlanInputs, ProposedUnit, fallback_plan, score_template, validate_plan
@@ -26,8 +27,9 @@ def reasons(dropped) -> list[str]:
 
 
 def test_valid_plan_is_kept_in_order_with_estimates():
-    kept, dropped = validate_plan({"morning": [unit("morning_reflection"), unit("growth_edge_work")]}, inputs())
-    assert dropped == []
+    kept, dropped, deferred = validate_plan({"morning": [unit("morning_reflection"), unit("growth_edge_work")]},
+                                            inputs())
+    assert dropped == [] and deferred == []
     assert [u.template_id for u in kept["morning"]] == ["morning_reflection", "growth_edge_work"]
     # A unit's estimate is its actions plus the work-summary call that follows it.
     assert kept["morning"][1].estimated_cost_usd == inputs().cost("growth_edge_work")
@@ -39,6 +41,16 @@ def test_valid_plan_is_kept_in_order_with_estimates():
     ({"morning": [unit("nightly_dream")]}, {}, "template not allowed in morning"),
     ({"night": [unit("daily_journal")]}, {}, "run by its own job"),
     ({"morning": [unit("growth_edge_work"), unit("growth_edge_work")]}, {}, "same template as the unit before it"),
+])
+def test_each_rule_violation_is_dropped_with_its_reason(proposed, kw, expected):
+    kept, dropped, deferred = validate_plan(proposed, inputs(**kw))
+    assert len(dropped) == 1 and not deferred, dropped
+    assert expected in dropped[0].reason
+    phase = next(iter(proposed))
+    assert dropped[0].phase == phase
+
+
+@pytest.mark.parametrize("proposed, kw, expected", [
     ({"morning": [unit("conversation_catchup")]}, {"idle": False}, "requires idle"),
     ({"morning": [unit("research_deep_dive")]}, {"category_remaining": {**PLENTY, "research": 0.01}},
      "over budget: category research has $0.0100 left"),
@@ -49,26 +61,26 @@ def test_valid_plan_is_kept_in_order_with_estimates():
     ({"morning": [unit("morning_reflection"), unit("growth_edge_work")]}, {"max_units_per_phase": 1},
      "morning already has 1 units"),
 ])
-def test_each_bad_case_is_dropped_with_its_reason(proposed, kw, expected):
-    kept, dropped = validate_plan(proposed, inputs(**kw))
-    assert len(dropped) == 1, dropped
-    assert expected in dropped[0].reason
+def test_work_that_cannot_run_now_is_deferred_not_dropped(proposed, kw, expected):
+    kept, dropped, deferred = validate_plan(proposed, inputs(**kw))
+    assert len(deferred) == 1 and not dropped, deferred
+    assert expected in deferred[0].reason
     phase = next(iter(proposed))
-    assert dropped[0].phase == phase
+    assert deferred[0].unit.phase == phase and deferred[0].unit.template_id == proposed[phase][-1].template_id
 
 
 def test_budget_is_consumed_in_plan_order_across_phases():
     one_unit = REGISTRY.template_cost("research_deep_dive")
-    kept, dropped = validate_plan(
+    kept, dropped, deferred = validate_plan(
         {"morning": [unit("research_deep_dive")], "afternoon": [unit("synthesis"), unit("research_deep_dive")]},
         inputs(category_remaining={**PLENTY, "research": one_unit * 1.5}))
     assert len(kept["morning"]) == 1 and [u.template_id for u in kept["afternoon"]] == ["synthesis"]
-    assert dropped[0].phase == "afternoon" and "over budget" in dropped[0].reason
+    assert not dropped and deferred[0].unit.phase == "afternoon" and "over budget" in deferred[0].reason
 
 
 def test_repeat_check_spans_the_previous_unit_of_yesterday():
-    _, dropped = validate_plan({"morning": [unit("morning_reflection")]}, inputs(),
-                               previous_template="morning_reflection")
+    _, dropped, _ = validate_plan({"morning": [unit("morning_reflection")]}, inputs(),
+                                  previous_template="morning_reflection")
     assert "same template" in dropped[0].reason
 
 
@@ -76,8 +88,8 @@ def test_fallback_plan_is_deterministic_valid_and_varied():
     a, intention_a = fallback_plan(inputs())
     b, intention_b = fallback_plan(inputs())
     assert a == b and intention_a == intention_b
-    kept, dropped = validate_plan(a, inputs())
-    assert dropped == []
+    kept, dropped, deferred = validate_plan(a, inputs())
+    assert dropped == [] and deferred == []
     chosen = [u.template_id for p in kept.values() for u in p]
     assert len(chosen) >= 6 and len(set(chosen)) >= 5
     for phase, units in kept.items():

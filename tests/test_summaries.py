@@ -6,12 +6,11 @@ import json
 from test_handlers_kit import CountingLLM, run_template, sample_now
 
 from cass_pipelines.core.handlers.base import ARTIFACT_TABLES
+from cass_pipelines.core.handlers.calls import system_prefix
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.plan import PlannedUnit
-from cass_pipelines.core.prompts import stable_prefix
 from cass_pipelines.core.summaries import summarize_unit, summary_markdown
 from cass_pipelines.store import plans
-from cass_pipelines.store.persona import persona_row
 
 
 def make_unit(rt, template_id: str, status: str, error: str | None = None) -> dict:
@@ -35,7 +34,7 @@ def test_completed_unit_summary_from_its_results(runtime):
     row = summarize(runtime, llm, unit, results)
     (request,) = llm.requests
     assert request.tier == "fast" and request.purpose == "summary.work_unit"
-    assert request.system_prefix == stable_prefix(persona_row(runtime.store), runtime.registry)   # cached prefix
+    assert request.system_prefix == system_prefix(runtime.store, runtime.registry, llm, "fast")   # cached prefix
     assert all(r.message in request.prompt for r in results)            # it saw what the steps reported
     stored = runtime.store.one("SELECT * FROM work_summaries WHERE work_unit_id = ?", [unit["id"]])
     assert stored["status"] == "completed" and stored["narrative"] and stored["offline"]

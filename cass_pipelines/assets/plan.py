@@ -9,6 +9,7 @@ from datetime import date
 import dagster as dg
 
 from cass_pipelines.assets import usd
+from cass_pipelines.core.budget import PLAN_ACTION_ID
 from cass_pipelines.core.failpoints import failpoint
 from cass_pipelines.core.planning import PhasePlan, plan_phase
 from cass_pipelines.core.runner import metered
@@ -59,7 +60,8 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
             # Planning now would store a fallback plan for good; the day is planned after resume.
             raise dg.Failure(f"paused: {paused}. Nothing planned for {day_s}; run `cass-pipelines resume` first.")
         llm = metered(rt, clock, MeterContext(date=day, phase=phase, category="system", priority="high",
-                                              work_unit_id=None, action_id="plan.decide", run_id=context.run_id))
+                                              work_unit_id=None, action_id=PLAN_ACTION_ID, run_id=context.run_id,
+                                              may_use_reserve=True))
         plan = plan_phase(rt, llm, day, phase, clock.now(), replan=config.replan,
                           owner=Owner.here(context.run_id), is_run_over=run_over(context.instance))
         failpoint("phase_planned")   # reliability tests: a crash between the plan and the first action

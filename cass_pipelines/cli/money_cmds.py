@@ -41,12 +41,21 @@ def render_budget(b: dict) -> str:
              f"  limit ${b['daily_limit_usd']:.2f} (emergency reserve ${b['reserve_usd']:.2f}, "
              f"${b['reserve_left_usd']:.4f} of it left)",
              f"  spent ${b['spent_usd']:.4f} ({b['spent_share']:.0%}), reserved ${b['reserved_usd']:.4f}, "
-             f"remaining for ordinary work ${b['remaining_usd']:.4f}", ""]
+             f"remaining for ordinary work ${b['remaining_usd']:.4f}",
+             f"  utilisation {b['utilisation']:.0%} of the usable ${b['daily_limit_usd'] - b['reserve_usd']:.2f}; "
+             f"${b['spent_beyond_shares_usd']:.4f} spent beyond category shares (pooled room, reserve)",
+             f"  reservations vs bills: median {_ratio(b['reservation_vs_bill']['median_ratio'])} over "
+             f"{b['reservation_vs_bill']['calls']} call(s), {b['reservation_vs_bill']['breaches']} breach(es); "
+             f"prompt tokens read from cache {b['cache']['read_share']:.0%}", ""]
     lines.append(table([[name, f"${c['limit_usd']:.4f}", f"${c['spent_usd']:.4f}", f"${c['reserved_usd']:.4f}",
                          f"${c['remaining_usd']:.4f}", c["paused"] or ""] for name, c in b["categories"].items()],
                        ["category", "limit", "spent", "reserved", "remaining", "paused"]))
     lines += [""] + [f"alert {a['kind']}: {a['message']}" for a in b["alerts"]]
     return "\n".join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
 
 
 def cmd_budget(args: argparse.Namespace) -> int:

@@ -9,15 +9,23 @@ planning never raises.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, Field, create_model
 
 from cass_pipelines.core.handlers.quoting import NOTICE, quote
-from cass_pipelines.core.plan import Dropped, PlanInputs, PlannedUnit, ProposedUnit, fallback_plan, validate_plan
-from cass_pipelines.llm.base import LLMClient, LLMRequest
+from cass_pipelines.core.plan import (
+    Deferred,
+    Dropped,
+    PlanInputs,
+    PlannedUnit,
+    ProposedUnit,
+    fallback_plan,
+    validate_plan,
+)
+from cass_pipelines.llm.base import LLMClient, LLMRequest, LLMResult
 
 MAX_EDGES, MAX_OBSERVATIONS, MAX_QUESTIONS, MAX_DEFERRED = 5, 2, 6, 5
 CLIP = 220
@@ -116,25 +124,45 @@ class Decision:
     dropped: list[Dropped]
     offline: bool
     error: str | None = None                 # why the LLM plan was not used
+    deferred: list[Deferred] = field(default_factory=list)   # allowed, but not for today's money (yet)
 
 
-def decide(llm: LLMClient, system_prefix: str, context: DecisionContext,
+# The decision call's tiers, best first. The call is funded by its category (system) when the
+# category can pay for it on one of these tiers (the best such tier is used); otherwise it is made
+# on the cheapest tier and funded from the emergency reserve (MeterContext.may_use_reserve).
+DECISION_TIERS = ("deep", "fast")
+DECISION_MAX_TOKENS = 1500
+DECISION_CATEGORY = "system"
+
+
+def ask(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext, schema: type[BaseModel]) -> LLMResult:
+    """The decision call on the best tier its category can fund, else on the cheapest tier."""
+    prompt = context.render()
+    requests = [LLMRequest(tier=tier, system_prefix=prefixes[tier], prompt=prompt, max_tokens=DECISION_MAX_TOKENS,
+                           purpose="plan") for tier in DECISION_TIERS]
+    room = context.budget["categories"].get(DECISION_CATEGORY, {}).get("remaining_usd", 0.0)
+    estimate = getattr(llm, "estimate", None)   # a metered client knows what each tier would hold
+    chosen = next((r for r in requests if estimate is None or estimate(r, schema) <= room), requests[-1])
+    return llm.structured(chosen, schema)
+
+
+def decide(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext,
            previous_template: str | None = None) -> Decision:
-    """Ask the agent for its plan; validate it; fall back to the scorer if anything goes wrong."""
+    """Ask the agent for its plan; validate it; fall back to the scorer if anything goes wrong.
+    `prefixes` holds the stable prefix per model tier."""
     inputs = context.inputs
     error = None
     try:
         schema = plan_schema(inputs)
-        result = llm.structured(LLMRequest(tier="deep", system_prefix=system_prefix, prompt=context.render(),
-                                           max_tokens=1500, purpose="plan"), schema)
+        result = ask(llm, prefixes, context, schema)
         choice = result.parsed
         proposed = {p: [ProposedUnit(**u.model_dump()) for u in getattr(choice, p)] for p in inputs.phases}
         if any(proposed.values()) or not any(inputs.registry.templates_for_phase(p) for p in inputs.phases):
-            units, dropped = validate_plan(proposed, inputs, previous_template)
-            return Decision("llm", choice.day_intention.strip(), units, dropped, result.offline)
+            units, dropped, deferred = validate_plan(proposed, inputs, previous_template)
+            return Decision("llm", choice.day_intention.strip(), units, dropped, result.offline, deferred=deferred)
         error = "the plan had no units"
     except Exception as exc:  # any failure of the call or its answer: the day must still be planned
         error = f"{type(exc).__name__}: {clip(exc, 300)}"
     proposed, intention = fallback_plan(inputs)
-    units, dropped = validate_plan(proposed, inputs, previous_template)
-    return Decision("fallback", intention, units, dropped, offline=False, error=error)
+    units, dropped, deferred = validate_plan(proposed, inputs, previous_template)
+    return Decision("fallback", intention, units, dropped, offline=False, error=error, deferred=deferred)

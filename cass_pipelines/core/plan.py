@@ -1,7 +1,10 @@
 """Plan validation and the deterministic fallback planner (pure functions).
 
 Whatever proposes a plan — the agent through the LLM, or the fallback scorer — the same rules
-decide what is kept. Every unit that is not kept is dropped with a reason that is stored and shown.
+decide what is kept. A unit that breaks a rule (an unknown template, one not allowed in the phase
+or not planned at all, the same template back to back) is dropped with its reason. A unit that is
+fine but cannot run now (today's money, degradation, idle-only work while someone talks, a phase
+already full) is deferred with its reason: stored, shown, and offered again later in priority order.
 """
 from __future__ import annotations
 
@@ -40,6 +43,12 @@ class Dropped:
         return {"template_id": self.template_id, "phase": self.phase, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class Deferred:
+    unit: PlannedUnit
+    reason: str
+
+
 @dataclass
 class PlanInputs:
     """Everything the rules need; built by the decision engine from the store."""
@@ -70,48 +79,56 @@ class PlanInputs:
         return f"over budget: category {category} has ${room:.4f} left, {need}"
 
 
-def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs,
-                  previous_template: str | None = None) -> tuple[dict[str, list[PlannedUnit]], list[Dropped]]:
-    """Keep what is allowed; drop the rest with a reason. Budget is consumed in plan order."""
+def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, previous_template: str | None = None
+                  ) -> tuple[dict[str, list[PlannedUnit]], list[Dropped], list[Deferred]]:
+    """Keep what is allowed and fits; defer what is allowed but cannot run now; drop what breaks a
+    rule. Each not kept has its reason. Budget is consumed in plan order."""
     kept: dict[str, list[PlannedUnit]] = {p: [] for p in inputs.phases}
     dropped: list[Dropped] = []
+    deferred: list[Deferred] = []
     left = dict(inputs.category_remaining)
     last = previous_template
     for phase in inputs.phases:
         for unit in proposed.get(phase, []):
             template = inputs.registry.templates.get(unit.template_id)
-            reason = None
+            broken = None
             if template is None:
-                reason = f"unknown template '{unit.template_id}'"
+                broken = f"unknown template '{unit.template_id}'"
             elif not template.plannable:
-                reason = "template is run by its own job, not planned"
+                broken = "template is run by its own job, not planned"
             elif phase not in template.preferred_phases:
-                reason = f"template not allowed in {phase} (allowed: {', '.join(template.preferred_phases)})"
+                broken = f"template not allowed in {phase} (allowed: {', '.join(template.preferred_phases)})"
             elif unit.template_id == last:
-                reason = "same template as the unit before it"
-            elif template.requires_idle and not inputs.idle and phase == inputs.phases[0]:
-                reason = "requires idle, but a conversation is active"
-            elif template.priority in inputs.skip_priorities:
-                reason = f"budget running low: {template.priority}-priority work skipped"
-            elif len(kept[phase]) >= inputs.max_units_per_phase:
-                reason = f"{phase} already has {inputs.max_units_per_phase} units"
-            else:
-                reason = inputs.unaffordable(template.id, template.category, left.get(template.category, 0.0))
-            if reason:
-                dropped.append(Dropped(unit.template_id, phase, reason))
+                broken = "same template as the unit before it"
+            if broken:
+                dropped.append(Dropped(unit.template_id, phase, broken))
                 continue
             assert template is not None
             cost = inputs.cost(template.id)
+            planned = PlannedUnit(phase, template.id, template.category, template.priority,
+                                  unit.focus.strip() or template.name, unit.motivation.strip(), cost)
+            wait = None
+            if template.requires_idle and not inputs.idle and phase == inputs.phases[0]:
+                wait = "requires idle, but a conversation is active"
+            elif template.priority in inputs.skip_priorities:
+                wait = f"budget running low: {template.priority}-priority work skipped"
+            elif len(kept[phase]) >= inputs.max_units_per_phase:
+                wait = f"{phase} already has {inputs.max_units_per_phase} units"
+            else:
+                wait = inputs.unaffordable(template.id, template.category, left.get(template.category, 0.0))
+            if wait:
+                deferred.append(Deferred(planned, wait))
+                continue
             left[template.category] = left.get(template.category, 0.0) - cost
-            kept[phase].append(PlannedUnit(phase, template.id, template.category, template.priority,
-                                           unit.focus.strip() or template.name, unit.motivation.strip(), cost))
+            kept[phase].append(planned)
             last = template.id
-    return kept, dropped
+    return kept, dropped, deferred
 
 
-# A plan-time guess of a call's prompt (the cached prefix plus the volatile context) for pricing its
-# reservation; the metered client reserves on the real prompt, so a low guess only defers later.
-TYPICAL_PROMPT_TOKENS = 4000
+# A plan-time guess of a call's prompt (the cached prefix, sized to the model's minimum cacheable
+# length, plus the volatile context) for pricing its reservation; the metered client reserves on the
+# counted prompt, so a low guess only defers later.
+TYPICAL_PROMPT_TOKENS = 6000
 
 # Deferred work is offered again for this many days; system.queue_maintenance expires it after.
 DEFERRED_LOOKBACK_DAYS = 7

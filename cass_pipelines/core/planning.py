@@ -8,19 +8,21 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Callable
 
-from cass_pipelines.core.budget import calibrated_costs, degradation
-from cass_pipelines.core.categories import PHASES
-from cass_pipelines.core.decision import Decision, DecisionContext, decide
+from cass_pipelines.core.budget import calibrated_costs, degradation, pooling
+from cass_pipelines.core.categories import PHASES, Priority
+from cass_pipelines.core.decision import DECISION_TIERS, Decision, DecisionContext, decide
 from cass_pipelines.core.failpoints import failpoint
+from cass_pipelines.core.handlers.calls import system_prefix
 from cass_pipelines.core.phases import phase_window, remaining_phases
 from cass_pipelines.core.plan import DEFERRED_LOOKBACK_DAYS, TYPICAL_PROMPT_TOKENS, PlanInputs, PlannedUnit
-from cass_pipelines.core.prompts import stable_prefix
 from cass_pipelines.core.runtime import Runtime
-from cass_pipelines.llm.base import LLMClient
+from cass_pipelines.llm import holds
+from cass_pipelines.llm.base import LLMClient, PromptCount
 from cass_pipelines.store import claims, conversations, persona, plans
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
 from cass_pipelines.store.claims import ClaimOutcome, Owner, never_over
 from cass_pipelines.store.control import paused_reason
+from cass_pipelines.store.ledger import output_history
 
 PLAN_WAIT_POLL_S = 0.5   # how often a run waiting for another run's plan looks again
 
@@ -49,9 +51,11 @@ def idle_at(rt: Runtime, moment: datetime) -> tuple[bool, datetime | None]:
 
 def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
     with rt.store.session():  # bookkeeping only: no LLM call inside
-        status = budget_status(rt.store, rt.settings, day)
+        status = budget_status(rt.store, rt.settings, day, phases[0])
         degraded, skip = degradation(status, rt.settings)
         costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store))
+        outputs = {a: output_history(rt.store, a, day) for a in rt.registry.actions
+                   if rt.registry.actions[a].model_tier != "none"}
         edges = persona.growth_edges(rt.store, limit=5)
         inputs = PlanInputs(
             registry=rt.registry, phases=phases,
@@ -62,15 +66,21 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
                                                     before=day + timedelta(days=1)),
             growth_edges=[e["area"] for e in edges],
             open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)],
-            largest_call={t: largest_call(rt, t) for t in rt.registry.templates})
+            largest_call={t: largest_call(rt, t, outputs) for t in rt.registry.templates})
         return inputs, status, degraded
 
 
-def largest_call(rt: Runtime, template_id: str) -> float:
-    """The reservation the template's dearest model call will hold (a typical prompt, full output)."""
-    return max((rt.pricing.worst_case_cost(rt.settings.models[a.model_tier], TYPICAL_PROMPT_TOKENS,
-                                           a.max_output_tokens, cache_ttl=rt.settings.cache_ttl)
-                for a in rt.registry.template_actions(template_id) if a.model_tier != "none"), default=0.0)
+def largest_call(rt: Runtime, template_id: str, outputs: dict[str, list[int]]) -> float:
+    """The least reservation the template's dearest model call must get, as the metered client
+    computes it (llm/holds.py) for a typical prompt whose tier prefix is written (not yet warm):
+    with the output bound lowered to the action's useful minimum, which is when the call is refused."""
+    def hold(action) -> float:
+        rates = rt.pricing.rates(rt.settings.models[action.model_tier])
+        prompt = PromptCount(TYPICAL_PROMPT_TOKENS, min(rates.min_cacheable_tokens, TYPICAL_PROMPT_TOKENS))
+        bound = holds.output_bound(action.max_output_tokens, outputs.get(action.id, []))
+        return (holds.input_usd(rates, prompt, warm=False, ttl=rt.settings.cache_ttl)
+                + holds.output_usd(rates, bound.minimum))
+    return max((hold(a) for a in rt.registry.template_actions(template_id) if a.model_tier != "none"), default=0.0)
 
 
 def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
@@ -119,13 +129,14 @@ def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now
     reference = phase_window(day, phases[0], rt.settings)[0]
     idle, last = idle_at(rt, reference)
     ctx = decision_context(rt, day, phases, idle, last)
-    prefix = stable_prefix(persona.persona_row(rt.store), rt.registry)
+    prefixes = {tier: system_prefix(rt.store, rt.registry, llm, tier) for tier in DECISION_TIERS}
     recent = plans.recent_templates(rt.store, 1, before=day)
-    decision = decide(llm, prefix, ctx, previous_template=recent[0] if recent else None)
+    decision = decide(llm, prefixes, ctx, previous_template=recent[0] if recent else None)
     all_units = [u for p in phases for u in decision.units[p]]
     stored = plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
                                  intention=decision.day_intention, from_phase=phases[0], phases=phases,
                                  units=all_units, dropped=[d.as_dict() for d in decision.dropped],
+                                 deferred=[(d.unit, d.reason) for d in decision.deferred],
                                  offline=decision.offline, now=now)
     return decision if stored else None
 
@@ -139,15 +150,21 @@ def unplanned_phases(day_phases: set[str], phase: str) -> list[str]:
 
 
 def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
-    """Re-check this phase's units against budget, pause and idle; re-offer deferred work that fits."""
+    """Decide what this phase runs: its planned units, its own units deferred at plan time, and work
+    deferred earlier (this day or the last DEFERRED_LOOKBACK_DAYS) that is allowed in the phase, all
+    in priority order (planned units first within a priority, then the oldest deferred), each
+    checked against pause, idle and the money left, up to max_units_per_phase. From the evening on
+    (core.budget.POOL_FROM_PHASE) a unit its category cannot pay for may use the pooled room.
+    What does not fit is deferred, or stays deferred, with the reason of this latest offer."""
     with rt.store.session():  # bookkeeping only: no LLM call inside
         reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
         idle, _ = idle_at(rt, reference)
-        inputs, _, _ = plan_inputs(rt, day, [phase], idle)
+        inputs, status, _ = plan_inputs(rt, day, [phase], idle)
         left = dict(inputs.category_remaining)
-        deferrals: list[tuple[str, str]] = []
+        pool = min(status["pooled_room_usd"], status["remaining_usd"]) if pooling(phase) else None
 
         def refusal(template_id: str, category: str, cost: float) -> str | None:
+            nonlocal pool
             template = rt.registry.templates.get(template_id)
             if template is None:
                 return f"template '{template_id}' is no longer in the registry"
@@ -159,31 +176,54 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
             if template.priority in inputs.skip_priorities:
                 return f"budget running low: {template.priority}-priority work skipped"
             short = inputs.unaffordable(template_id, category, left.get(category, 0.0))
+            if short and pool is not None and inputs.unaffordable(template_id, category, pool) is None:
+                pool -= cost
+                return None
             if short:
                 return short
             left[category] = left.get(category, 0.0) - cost
             return None
 
-        planned = [u for u in plans.units_for_phase(rt.store, day, phase) if u["status"] == "planned"]
-        for u in planned:
-            reason = refusal(u["template_id"], u["category"], inputs.cost(u["template_id"]))
-            if reason:
-                deferrals.append((u["id"], reason))
-        room = rt.settings.max_units_per_phase - (len(planned) - len(deferrals))
+        own = plans.units_for_phase(rt.store, day, phase)
+        held_back = [u for u in own if u["status"] == "deferred" and u["origin"] == "plan" and not u["started_at"]
+                     and not u["reoffered_as"] and not (u["reason"] or "").startswith("paused:")]
+        waiting = [u for u in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                                     PHASES.index(phase))
+                   if u["template_id"] in rt.registry.templates
+                   and phase in rt.registry.templates[u["template_id"]].preferred_phases]
+        candidates = ([("planned", u) for u in own if u["status"] == "planned"]
+                      + [("held_back", u) for u in held_back] + [("waiting", u) for u in waiting])
+        deferrals: list[tuple[str, str]] = []
+        reopened: list[str] = []
+        still: list[tuple[str, str]] = []
         reoffers = []
-        for old in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
-                                          PHASES.index(phase)):
-            template = rt.registry.templates.get(old["template_id"])
-            if len(reoffers) >= room or template is None or phase not in template.preferred_phases:
-                continue
-            cost = inputs.cost(template.id)
-            if refusal(template.id, template.category, cost) is None:
-                reoffers.append((old, PlannedUnit(phase, template.id, template.category, template.priority,
-                                                  old["focus"], f"re-offered: {old['reason']}", cost)))
+        slots = rt.settings.max_units_per_phase
+        for kind, u in sorted(candidates, key=lambda c: -reoffer_rank(rt, c[1]["template_id"])):   # stable sort
+            cost = inputs.cost(u["template_id"]) if u["template_id"] in rt.registry.templates else 0.0
+            reason = (refusal(u["template_id"], u["category"], cost) if slots > 0
+                      else f"{phase} already has {rt.settings.max_units_per_phase} units")
+            if kind == "planned" and reason:
+                deferrals.append((u["id"], reason))
+            elif reason:
+                still.append((u["id"], f"offered again {day} {phase}: {reason}"))
+            elif kind == "held_back":
+                reopened.append(u["id"])
+            elif kind == "waiting":
+                t = rt.registry.templates[u["template_id"]]
+                reoffers.append((u, PlannedUnit(phase, t.id, t.category, t.priority, u["focus"],
+                                                f"re-offered: {u['reason']}", cost)))
+            slots -= 0 if reason else 1
         if not plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
-                                reoffers=reoffers, now=now):
+                                reoffers=reoffers, now=now, reopened=reopened, still_deferred=still):
             return [], []   # another run of this partition opened it first
-        return deferrals, [new.template_id for _, new in reoffers]
+        return deferrals, [new.template_id for _, new in reoffers] + [
+            u["template_id"] for u in held_back if u["id"] in reopened]
+
+
+def reoffer_rank(rt: Runtime, template_id: str) -> int:
+    """Deferred work is offered again in priority order (critical first), oldest first within one."""
+    template = rt.registry.templates.get(template_id)
+    return Priority(template.priority).rank if template else -1
 
 
 def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False, *,

@@ -68,7 +68,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
     offline = any(r.offline for r in action_results)
     narrative, key, no_call = "", [], ""
     if unit_row["status"] == "completed" and action_results:
-        calls = ModelCalls(llm, system_prefix(store, registry), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
+        calls = ModelCalls(llm, system_prefix(store, registry, llm, "fast"), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
         try:
             out = calls.structured(_prompt(unit_row, steps, found, artifacts), UnitSummary)
             narrative, key = out.narrative.strip(), _unique(out.key_insights)[:MAX_KEY_INSIGHTS]

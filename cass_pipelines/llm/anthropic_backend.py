@@ -21,7 +21,16 @@ from pydantic import BaseModel, ValidationError
 
 from cass_pipelines.core.settings import Settings, SettingsError
 from cass_pipelines.llm.backend import Backend
-from cass_pipelines.llm.base import WEB_SEARCH_MAX_USES, LLMError, LLMRequest, LLMResult, Usage, redact
+from cass_pipelines.llm.base import (
+    WEB_SEARCH_MAX_USES,
+    LLMError,
+    LLMRequest,
+    LLMResult,
+    PromptCount,
+    Usage,
+    prefix_key,
+    redact,
+)
 from cass_pipelines.llm.pricing import Pricing
 
 WEB_SEARCH_TOOL = {"type": "web_search_20260318", "name": "web_search", "max_uses": WEB_SEARCH_MAX_USES}
@@ -87,6 +96,7 @@ class AnthropicBackend(Backend):
         super().__init__(settings, pricing)
         self.client = (client.with_middleware(_Deadline()) if client is not None else anthropic.Anthropic(
             max_retries=settings.max_retries, timeout=settings.request_timeout_s, middleware=[_Deadline()]))
+        self._prefix_tokens: dict[str, int] = {}
         if not (self.client.api_key or self.client.auth_token or self.client.credentials):
             raise SettingsError(["LLM mode 'anthropic' needs ANTHROPIC_API_KEY in the environment "
                                  "(or CASS_LLM=offline)"])
@@ -108,6 +118,31 @@ class AnthropicBackend(Backend):
         if request.web_search and self.settings.web_search:
             params["tools"] = [WEB_SEARCH_TOOL]
         return params
+
+    def count_tokens(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> PromptCount:
+        """The prompt's input tokens by the API's token counting (free, no generation), and the
+        cached prefix's: the difference a prefix makes to a one-word prompt, counted once per prefix."""
+        model = self.model_for(request.tier)
+        params = self._params(request, model, schema)
+        params.pop("max_tokens")
+        total = self._count(**params)
+        if not request.system_prefix:
+            return PromptCount(total, 0)
+        key = prefix_key(model, request.system_prefix)
+        if key not in self._prefix_tokens:
+            probe = {"model": model, "messages": [{"role": "user", "content": "."}]}
+            self._prefix_tokens[key] = self._count(**probe, system=[{"type": "text", "text": request.system_prefix}]) \
+                - self._count(**probe)
+        return PromptCount(total, min(self._prefix_tokens[key], total))
+
+    def _count(self, **params: Any) -> int:
+        try:
+            return self.client.messages.count_tokens(**params).input_tokens
+        except anthropic.APIStatusError as exc:
+            raise LLMError(redact(f"Anthropic token counting error {exc.status_code}: {exc.api_message or exc.message}"),
+                           status=exc.status_code, retryable=_retryable(exc.status_code)) from None
+        except anthropic.APIError as exc:
+            raise LLMError(redact(f"cannot count tokens with the Anthropic API: {exc}"), retryable=True) from None
 
     def _call(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
         model = self.model_for(request.tier)

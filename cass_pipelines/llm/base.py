@@ -6,6 +6,7 @@ model, request id, latency and attempts, and whether it came from the offline ba
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Generic, Mapping, Protocol, TypeVar
@@ -88,12 +89,26 @@ class LLMResult(Generic[T]):
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
+@dataclass(frozen=True)
+class PromptCount:
+    """A prompt's input tokens counted before the call: all of them, and the cacheable prefix's."""
+    total: int
+    prefix: int
+
+
+def prefix_key(model: str, prefix: str) -> str:
+    """Names one cached prefix of one model (the provider caches per model and exact text)."""
+    return hashlib.sha256(f"{model}\x1f{prefix}".encode("utf-8")).hexdigest()[:32]
+
+
 class LLMClient(Protocol):
     """Implemented by AnthropicBackend and OfflineBackend."""
 
     mode: str  # "anthropic" | "offline"
 
     def model_for(self, tier: str) -> str: ...
+
+    def count_tokens(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> PromptCount: ...
 
     def text(self, request: LLMRequest) -> LLMResult: ...
 

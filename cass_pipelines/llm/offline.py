@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.llm.backend import Backend
-from cass_pipelines.llm.base import LLMError, LLMRequest, LLMResult
+from cass_pipelines.llm.base import LLMError, LLMRequest, LLMResult, PromptCount
 from cass_pipelines.llm.pricing import Pricing
 from cass_pipelines.llm.simulate import PromptCache, estimate_tokens, instance, material, seeded, write_text
 
@@ -25,6 +25,17 @@ class OfflineBackend(Backend):
     def __init__(self, settings: Settings, pricing: Pricing):
         super().__init__(settings, pricing)
         self._cache = PromptCache()
+
+    def prefix_cached(self, request: LLMRequest) -> bool | None:
+        """Whether this request's prefix will be read from cache: known exactly when simulated."""
+        return self._cache.written(self.model_for(request.tier), request.system_prefix)
+
+    def count_tokens(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> PromptCount:
+        """The same estimate the offline backend bills: the prefix plus the rest of the prompt."""
+        json_schema = json.dumps(schema.model_json_schema()) if schema else ""
+        prefix = estimate_tokens(request.system_prefix)
+        rest = estimate_tokens(request.system_suffix) + estimate_tokens(request.prompt) + estimate_tokens(json_schema)
+        return PromptCount(total=prefix + rest, prefix=prefix)
 
     def _call(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
         started = time.monotonic()

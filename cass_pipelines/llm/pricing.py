@@ -58,16 +58,6 @@ class Pricing:
                   + usage.cache_read_input_tokens * r.cache_read)
         return tokens / PER_TOKEN + usage.web_search_requests * self.web_search_per_1k / 1000
 
-    def worst_case_cost(self, model: str, prompt_tokens: int, max_output_tokens: int,
-                        web_searches: int = 0, cache_ttl: str = "5m") -> float:
-        """An upper bound before the call: every prompt token at the dearest input-side rate the
-        call can incur (a cache write with the configured TTL costs more than plain input) and the
-        full output allowance."""
-        r = self.rates(model)
-        dearest_input = max(r.input, r.cache_write_1h if cache_ttl == "1h" else r.cache_write_5m)
-        return ((prompt_tokens * dearest_input + max_output_tokens * r.output) / PER_TOKEN
-                + web_searches * self.web_search_per_1k / 1000)
-
     def check_settings(self, settings: Settings) -> None:
         """Every configured model must be priced; raises SettingsError naming each one that is not."""
         missing = [f"models.{tier}: model {m!r} has no price in {PRICING_FILE.name}; known models: "

@@ -277,6 +277,10 @@ def _number(schema: dict, rng: random.Random, integer: bool) -> int | float:
 
 # ---- prompt caching ----------------------------------------------------------------------------
 
+def _key(model: str, prefix: str) -> str:
+    return hashlib.sha256(f"{model}\x1f{prefix}".encode("utf-8")).hexdigest()
+
+
 class PromptCache:
     """Which cacheable prefixes a provider has already written, keyed by model and exact text.
     The first call with a prefix writes it; later identical ones read it. Prefixes shorter than the
@@ -286,12 +290,17 @@ class PromptCache:
         self._written: set[str] = set()
         self._lock = threading.Lock()
 
+    def written(self, model: str, prefix: str) -> bool:
+        """Whether the next call with this prefix reads it (it was written before)."""
+        with self._lock:
+            return _key(model, prefix) in self._written
+
     def usage(self, model: str, prefix: str, rest_tokens: int, output_tokens: int, ttl: str,
               min_cacheable_tokens: int) -> Usage:
         prefix_tokens = estimate_tokens(prefix)
         if not prefix or prefix_tokens < min_cacheable_tokens:
             return Usage(input_tokens=prefix_tokens + rest_tokens, output_tokens=output_tokens)
-        key = hashlib.sha256(f"{model}\x1f{prefix}".encode("utf-8")).hexdigest()
+        key = _key(model, prefix)
         with self._lock:
             hit = key in self._written
             self._written.add(key)

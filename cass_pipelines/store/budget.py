@@ -14,8 +14,10 @@ from dataclasses import replace
 from datetime import date, datetime
 from typing import Callable
 
+import duckdb
+
 from cass_pipelines.core import budget as rules
-from cass_pipelines.core.budget import ActionCost, Refusal, Reservation
+from cass_pipelines.core.budget import ActionCost, Funding, Refusal, Reservation
 from cass_pipelines.core.settings import Settings
 from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
@@ -25,48 +27,84 @@ from cass_pipelines.store.ledger import LedgerRow, insert_row
 CALIBRATION_WINDOW = 20   # recent executions per action that the calibrated estimate averages
 CALIBRATION_LOOKBACK_DAYS = 30   # ...found among the ledger's last days: a year of ledger is never scanned
 
-_ROOM = """SELECT
-    (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE date = $day),
-    (SELECT coalesce(sum(amount_usd), 0) FROM reservations WHERE date = $day AND status = 'held'),
-    (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE date = $day AND category = $category),
-    (SELECT coalesce(sum(amount_usd), 0) FROM reservations WHERE date = $day AND status = 'held'
-        AND category = $category)"""
+# Spent (ledger) and held (reservations) money of a day, per category and funding.
+_USED = """SELECT category, funding, sum(spent) AS spent, sum(held) AS held FROM (
+        SELECT category, coalesce(funding, 'category') AS funding, cost_usd AS spent, 0.0 AS held
+        FROM llm_ledger WHERE date = $day
+        UNION ALL
+        SELECT category, coalesce(funding, 'category'), 0.0, amount_usd FROM reservations
+        WHERE date = $day AND status = 'held')
+    GROUP BY ALL"""
+# Plannable categories with no open unit left today: their unused room may be pooled.
+_IDLE = """SELECT c FROM (SELECT unnest($categories::TEXT[]) AS c)
+    WHERE c NOT IN (SELECT category FROM work_units WHERE date = $day AND status IN ('planned', 'running'))"""
+
+
+def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
+    return rows_as_dicts(conn.execute(_USED, {"day": day}))
+
+
+def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, category: str,
+          used: list[dict]) -> float:
+    idle = [r[0] for r in conn.execute(_IDLE, {"day": day, "categories": list(settings.category_shares)}).fetchall()]
+    own = {}
+    for r in used:
+        if r["funding"] == Funding.CATEGORY:
+            own[r["category"]] = own.get(r["category"], 0.0) + r["spent"] + r["held"]
+    pooled = sum(r["spent"] + r["held"] for r in used if r["funding"] == Funding.POOLED)
+    return rules.pool_room(settings, category, idle, own, pooled)
 
 
 def reserve(store: Store, *, day: date, category: str, amount_usd: float, settings: Settings, priority: str,
             work_unit_id: str | None = None, action_id: str | None = None, run_id: str | None = None,
-            phase: str | None = None, now: datetime, honour_pause: bool = False) -> Reservation | Refusal:
-    """Hold `amount_usd` against the day and the category if both have room (see rules.refusal).
-    With `honour_pause`, a global or category pause refuses too, checked in the same transaction.
-    A budget refusal is kept as a `refused` row: it shows what the day could not pay for."""
+            phase: str | None = None, now: datetime, honour_pause: bool = False,
+            may_use_reserve: bool = False) -> Reservation | Refusal:
+    """Hold `amount_usd` against the day and where it is funded from (see rules.funding: the
+    category, from the evening on the pooled room of idle categories, for the decision call the
+    reserve). With `honour_pause`, a global or category pause refuses too, checked in the same
+    transaction. A budget refusal is kept as a `refused` row: it shows what the day could not pay for."""
     amount = rules.money(amount_usd)
     with store.transaction() as conn:
         paused = paused_reason_in(conn, category) if honour_pause else None
         if paused:
             return Refusal(f"paused: {paused}", "pause", amount, 0.0)
-        day_spent, day_held, cat_spent, cat_held = conn.execute(
-            _ROOM, {"day": day, "category": category}).fetchone()
-        refused = rules.refusal(settings, amount=amount, category=category, priority=priority, day_spent=day_spent,
-                                day_held=day_held, category_spent=cat_spent, category_held=cat_held)
+        used = _used(conn, day)
+        own = [r for r in used if r["category"] == category and r["funding"] == Funding.CATEGORY]
+        decided = rules.funding(
+            settings, amount=amount, category=category, priority=priority,
+            day_spent=sum(r["spent"] for r in used), day_held=sum(r["held"] for r in used),
+            category_spent=sum(r["spent"] for r in own), category_held=sum(r["held"] for r in own),
+            pooled_room=_pool(conn, settings, day, category, used) if rules.pooling(phase) else None,
+            may_use_reserve=may_use_reserve)
+        refused = decided if isinstance(decided, Refusal) else None
         rid = f"res_{uuid.uuid4().hex}"
         conn.execute("""INSERT INTO reservations (id, date, category, work_unit_id, action_id, amount_usd, status,
-                run_id, pid, created_at, phase, priority, host, reason, settled_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                run_id, pid, created_at, phase, priority, host, reason, settled_at, funding)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                      [rid, day, category, work_unit_id, action_id, amount, "refused" if refused else "held", run_id,
                       os.getpid(), now, phase, priority, HOST, refused.reason if refused else None,
-                      now if refused else None])
-    return refused or Reservation(rid, day, category, amount)
+                      now if refused else None, None if refused else str(decided)])
+    return refused or Reservation(rid, day, category, amount, Funding(decided))
 
 
 def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> bool:
     """Record the response's ledger row and reconcile the reservation to the ledger's cost, in one
     transaction. A replayed row (same request id) adds nothing: the reservation's actual cost is
-    always the sum of the ledger rows that name it. Returns whether the row was new."""
+    always the sum of the ledger rows that name it. Returns whether the row was new.
+    The ledger row keeps the reservation's amount and funding next to its cost. A settled cost above
+    what was held breaks the reservation rule: it is recorded as a `reservation_breach` alert."""
     with store.transaction() as conn:
-        inserted = insert_row(conn, replace(row, reservation_id=reservation_id))
-        conn.execute("""UPDATE reservations SET status = 'reconciled', settled_at = $now, actual_usd =
+        held = conn.execute("SELECT amount_usd, coalesce(funding, 'category') FROM reservations WHERE id = ?",
+                            [reservation_id]).fetchone()
+        amount, funding = held if held else (None, Funding.CATEGORY.value)
+        inserted = insert_row(conn, replace(row, reservation_id=reservation_id, funding=funding, reserved_usd=amount))
+        actual = conn.execute("""UPDATE reservations SET status = 'reconciled', settled_at = $now, actual_usd =
                 (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE reservation_id = $id)
-            WHERE id = $id""", {"id": reservation_id, "now": now})
+            WHERE id = $id RETURNING actual_usd""", {"id": reservation_id, "now": now}).fetchone()
+    if amount is not None and actual and actual[0] > amount + rules.EPS:
+        record_alert(store, row.date, "reservation_breach",
+                     f"{row.date}: a call settled at ${actual[0]:.6f}, above its reservation of ${amount:.6f} "
+                     f"(request {row.request_id}, action {row.action_id})", now)
     return inserted
 
 
@@ -96,21 +134,53 @@ def unsettled(store: Store, request_ids: list[str]) -> set[str]:
     return set(request_ids) - have
 
 
-def budget_status(store: Store, settings: Settings, day: date) -> dict:
-    """The day's budget in the DESIGN.md `budget` shape, plus reserve left, pauses and alerts."""
+def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:
+    """The day's budget in the DESIGN.md `budget` shape, plus reserve left, pauses, alerts, the
+    room pooled for the evening and night, utilisation, reservations against bills and cache reads.
+    With a `phase` where room is pooled (rules.pooling), the pool counts towards what is left."""
     with store.session(), store.connection() as conn:
-        per_category = rows_as_dicts(conn.execute("""
-            SELECT category, sum(spent) AS spent, sum(held) AS held FROM (
-                SELECT category, cost_usd AS spent, 0.0 AS held FROM llm_ledger WHERE date = $day
-                UNION ALL
-                SELECT category, 0.0, amount_usd FROM reservations WHERE date = $day AND status = 'held')
-            GROUP BY category""", {"day": day}))
+        used = _used(conn, day)
+        pooled = _pool(conn, settings, day, "", used)
         asks = conn.execute("SELECT category, min(amount_usd), count(*) FILTER (WHERE status = 'refused') "
                             "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
+        accuracy = _reservation_accuracy(conn, day)
+        cache = _cache_share(conn, day)
         paused, day_alerts = paused_scopes(store), alerts(store, day)
-    status = rules.day_status(settings, day, categories={r["category"]: (r["spent"], r["held"]) for r in per_category},
-                              cheapest_ask={c: cheapest for c, cheapest, _ in asks}, paused=paused)
-    return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts}
+    own: dict[str, tuple[float, float]] = {}
+    for r in used:
+        if r["funding"] == Funding.CATEGORY:
+            spent, held = own.get(r["category"], (0.0, 0.0))
+            own[r["category"]] = (spent + r["spent"], held + r["held"])
+    beyond = [r for r in used if r["funding"] != Funding.CATEGORY]
+    status = rules.day_status(settings, day, categories=own, cheapest_ask={c: cheapest for c, cheapest, _ in asks},
+                              paused=paused, beyond_shares=(sum(r["spent"] for r in beyond),
+                                                            sum(r["held"] for r in beyond)),
+                              pooled_room=pooled, pooling=rules.pooling(phase))
+    return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts,
+            "reservation_vs_bill": accuracy, "cache": cache}
+
+
+def _reservation_accuracy(conn: duckdb.DuckDBPyConnection, day: date) -> dict:
+    """Reserved / billed over the day's settled calls: how close holds are to bills, and breaches."""
+    row = conn.execute("""SELECT count(*), median(amount_usd / actual_usd), quantile_cont(amount_usd / actual_usd, 0.9),
+            coalesce(sum(amount_usd), 0), coalesce(sum(actual_usd), 0),
+            count(*) FILTER (WHERE actual_usd > amount_usd + 1e-9)
+        FROM reservations WHERE date = ? AND status = 'reconciled' AND actual_usd > 0""", [day]).fetchone()
+    calls, median, p90, reserved, billed, breaches = row
+    return {"calls": int(calls), "median_ratio": round(median, 4) if median is not None else None,
+            "p90_ratio": round(p90, 4) if p90 is not None else None, "reserved_usd": rules.money(reserved),
+            "billed_usd": rules.money(billed), "ratio": round(reserved / billed, 4) if billed else None,
+            "breaches": int(breaches)}
+
+
+def _cache_share(conn: duckdb.DuckDBPyConnection, day: date) -> dict:
+    """The day's prompt tokens by how they were billed, and the share read from cache."""
+    sent, read, written = conn.execute("""SELECT
+            coalesce(sum(input_tokens + cache_creation_input_tokens + cache_read_input_tokens), 0),
+            coalesce(sum(cache_read_input_tokens), 0), coalesce(sum(cache_creation_input_tokens), 0)
+        FROM llm_ledger WHERE date = ?""", [day]).fetchone()
+    return {"input_tokens": int(sent), "cache_read_tokens": int(read), "cache_write_tokens": int(written),
+            "read_share": round(read / sent, 4) if sent else 0.0}
 
 
 def watch(store: Store, settings: Settings, day: date, now: datetime,
@@ -149,14 +219,18 @@ def spend_figures(store: Store, day: date, phase: str) -> dict:
     """What the cost checks compare: the day's spend in total and per category, and for one
     date|phase partition the ledger total against its reconciled reservations."""
     with store.connection() as conn:
+        day_spent = conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE date = ?",
+                                 [day]).fetchone()[0]
+        # A category's share is checked against what its share funded (not pooled or reserve money).
         by_category = dict(conn.execute("SELECT category, sum(cost_usd) FROM llm_ledger WHERE date = ? "
-                                        "GROUP BY category", [day]).fetchall())
+                                        "AND coalesce(funding, 'category') = 'category' GROUP BY category",
+                                        [day]).fetchall())
         ledger, unreserved = conn.execute(
             "SELECT coalesce(sum(cost_usd), 0), count(*) FILTER (WHERE reservation_id IS NULL) "
             "FROM llm_ledger WHERE date = ? AND phase = ?", [day, phase]).fetchone()
         reconciled = conn.execute("SELECT coalesce(sum(actual_usd), 0) FROM reservations "
                                   "WHERE date = ? AND phase = ? AND status = 'reconciled'", [day, phase]).fetchone()[0]
-    return {"day_spent_usd": rules.money(sum(by_category.values())),
+    return {"day_spent_usd": rules.money(day_spent),
             "category_spent_usd": {k: rules.money(v) for k, v in by_category.items()},
             "partition_ledger_usd": rules.money(ledger), "partition_reconciled_usd": rules.money(reconciled),
             "partition_unreserved_rows": int(unreserved)}

@@ -32,6 +32,10 @@ class LedgerRow:
     attempts: int
     latency_ms: int
     reservation_id: str | None = None
+    funding: str = "category"          # core.budget.Funding of the reservation it settled
+    reserved_usd: float | None = None  # what the reservation held for this call
+    max_tokens: int | None = None      # the output bound the call was sent with
+    prefix_key: str | None = None      # model + cached prefix (llm.base.prefix_key); None: nothing cacheable
 
 
 _COLUMNS = [f.name for f in fields(LedgerRow)]
@@ -96,3 +100,18 @@ def breakdown(store: Store, day: date, phase: str) -> list[dict]:
             sum(cost_usd) AS cost_usd, sum(input_tokens + cache_creation_input_tokens + cache_read_input_tokens)
             AS input_tokens, sum(output_tokens) AS output_tokens
         FROM llm_ledger WHERE date = ? AND phase = ? GROUP BY ALL ORDER BY cost_usd DESC""", [day, phase])
+
+
+def output_history(store: Store, action_id: str, before: date, limit: int = 50) -> list[int]:
+    """Output tokens of the action's latest calls on budget days before `before`, newest first (what
+    its output bound is measured from). Earlier days only: a day's bounds do not change while it
+    runs, so concurrent calls and re-runs of the day are sent the same bound."""
+    return [r["output_tokens"] for r in store.all(
+        "SELECT output_tokens FROM llm_ledger WHERE action_id = ? AND date < ? ORDER BY ts DESC, request_id LIMIT ?",
+        [action_id, before, limit])]
+
+
+def prefix_last_used(store: Store, prefix_key: str) -> datetime | None:
+    """When the provider last wrote or read this cached prefix, as far as the ledger knows."""
+    return store.scalar("SELECT max(ts) FROM llm_ledger WHERE prefix_key = ? "
+                        "AND cache_creation_input_tokens + cache_read_input_tokens > 0", [prefix_key])

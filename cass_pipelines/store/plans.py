@@ -40,8 +40,9 @@ def unit_id(day: date, phase: str, tag: str) -> str:
 
 def save_day_plan(store: Store, *, day: date, revision: int, source: str, intention: str, from_phase: str,
                   phases: list[str], units: list[Any], dropped: list[dict], offline: bool,
-                  now: datetime) -> bool:
+                  now: datetime, deferred: Iterable[tuple[Any, str]] = ()) -> bool:
     """Store a day plan revision and its units; a re-plan cancels the not-yet-started units it replaces.
+    `deferred` units (allowed, but not fundable now) are stored as `deferred` with their reason.
 
     Returns False, storing nothing, when another run stored this revision first: two runs of one
     partition must not both plan (the second one uses the stored plan)."""
@@ -65,12 +66,13 @@ def save_day_plan(store: Store, *, day: date, revision: int, source: str, intent
             conn.execute("INSERT INTO plan_drops VALUES (?, ?, ?, ?, ?, ?)",
                          [day, d["phase"], d["template_id"], d["reason"], revision, now])
         positions: dict[str, int] = {}
-        for u in units:
+        for u, reason in [(u, None) for u in units] + list(deferred):
             pos = positions[u.phase] = positions.get(u.phase, -1) + 1
             conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, 'plan', NULL, NULL, ?, NULL, NULL, ?, NULL, NULL)",
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'plan', NULL, NULL, ?, NULL, NULL, ?, NULL, NULL)",
                          [unit_id(day, u.phase, f"r{revision}_{pos}"), day, u.phase, pos, u.template_id, u.category,
-                          u.focus, u.motivation, u.estimated_cost_usd, revision, now])
+                          u.focus, u.motivation, "deferred" if reason else "planned", reason, u.estimated_cost_usd,
+                          revision, now])
     return True
 
 
@@ -79,9 +81,11 @@ def phase_opening(store: Store, day: date, phase: str) -> dict | None:
 
 
 def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool,
-               deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime) -> bool:
-    """Record that a phase began: defer what cannot run now, add re-offered deferred work. False, and
-    nothing written, when another run already opened the phase for this plan revision."""
+               deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime,
+               reopened: Iterable[str] = (), still_deferred: Iterable[tuple[str, str]] = ()) -> bool:
+    """Record that a phase began: defer what cannot run now, add re-offered deferred work, reopen
+    units deferred at plan time that fit now, and note on what stays deferred why (this offer).
+    False, and nothing written, when another run already opened the phase for this plan revision."""
     with store.transaction() as conn:
         opened = conn.execute("SELECT plan_revision FROM phase_openings WHERE date = ? AND phase = ?",
                               [day, phase]).fetchone()
@@ -90,6 +94,11 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
         for uid, reason in deferrals:
             conn.execute("UPDATE work_units SET status = 'deferred', reason = ? WHERE id = ? AND status = 'planned'",
                          [reason, uid])
+        for uid, reason in still_deferred:
+            conn.execute("UPDATE work_units SET reason = ? WHERE id = ? AND status = 'deferred'", [reason, uid])
+        for uid in reopened:
+            conn.execute("UPDATE work_units SET status = 'planned', reason = NULL, finished_at = NULL "
+                         "WHERE id = ? AND status = 'deferred'", [uid])
         base = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM work_units WHERE date = ? AND phase = ?",
                             [day, phase]).fetchone()[0]
         for n, (old, unit) in enumerate(reoffers):

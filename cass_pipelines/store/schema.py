@@ -128,6 +128,14 @@ ALTER TABLE dead_letters ADD COLUMN note TEXT;
 ALTER TABLE dead_letters ADD COLUMN updated_at TIMESTAMPTZ;
 UPDATE dead_letters SET state = 'resolved' WHERE resolved;
 """),
+    (10, "funding of reservations and ledger rows; reservation, output bound and cached prefix per ledger row", """
+ALTER TABLE reservations ADD COLUMN funding TEXT DEFAULT 'category';
+ALTER TABLE llm_ledger ADD COLUMN funding TEXT DEFAULT 'category';
+ALTER TABLE llm_ledger ADD COLUMN reserved_usd DOUBLE;
+ALTER TABLE llm_ledger ADD COLUMN max_tokens INTEGER;
+ALTER TABLE llm_ledger ADD COLUMN prefix_key TEXT;
+CREATE INDEX ledger_by_prefix ON llm_ledger(prefix_key, ts);
+"""),
 ]
 
 

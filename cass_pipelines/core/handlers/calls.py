@@ -11,15 +11,17 @@ from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
 from cass_pipelines.core.prompts import stable_prefix
 from cass_pipelines.core.registry import Registry
 from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, T, Usage
+from cass_pipelines.llm.pricing import load_pricing
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.persona import persona_row
 
 
-def system_prefix(store: Store, registry: Registry) -> str:
+def system_prefix(store: Store, registry: Registry, llm: LLMClient, tier: str) -> str:
+    """The stable prefix of `tier`, sized above its model's minimum cacheable length."""
     persona = persona_row(store)
     if persona is None:
         raise ValueError("the store has no persona: run `cass-pipelines init --sample` or load a persona first")
-    return stable_prefix(persona, registry)
+    return stable_prefix(persona, registry, load_pricing().rates(llm.model_for(tier)).min_cacheable_tokens)
 
 
 class ModelCalls:
@@ -37,7 +39,8 @@ class ModelCalls:
 
     @classmethod
     def for_action(cls, ctx: HandlerContext) -> "ModelCalls":
-        return cls(ctx.llm, system_prefix(ctx.store, ctx.registry), ctx.action.model_tier,
+        return cls(ctx.llm, system_prefix(ctx.store, ctx.registry, ctx.llm, str(ctx.action.model_tier)),
+                   ctx.action.model_tier,
                    ctx.action.max_output_tokens, ctx.action.id)
 
     def structured(self, prompt: str, schema: type[T], *, web_search: bool = False,

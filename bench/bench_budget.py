@@ -1,0 +1,160 @@
+"""How well the budget is spent: small days plan and work, bigger days use their money, holds
+stay close to bills, and caching pays. Each scenario runs `cass-pipelines run-day` for the sample
+persona in a throw-away CASS_HOME with the real anthropic SDK pointed at the loopback Messages API
+(tests/fake_anthropic.py: bills the usage it simulates, prompt caching and minimum cacheable
+lengths included, and counts tokens on /v1/messages/count_tokens), then reads the store.
+
+- tiny:    a $0.05 day then the next day: plan source, units completed, spend, what was deferred
+           (with reasons) and whether it was offered again the next day.
+- tight:   two $0.30 days with more planned work than money, measured on the second (estimates
+           calibrated, the first day's deferred work waiting): utilisation = spent / (limit - reserve),
+           overspend, categories within their shares (beyond them only pooled room / the reserve).
+- sample:  a $5.00 day after a first one (so output bounds come from measured history; the first
+           day's figures are shown too): median reservation / bill over its calls, breaches, the
+           cache-read share, and its cost at list prices against the same calls uncached.
+
+Usage: .venv/bin/python bench/bench_budget.py [--date 2026-11-20] [--only tiny,tight,sample]
+Prints JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_anthropic import API_KEY, FakeAnthropic  # noqa: E402
+
+from cass_pipelines.cli.main import main as cli  # noqa: E402
+from cass_pipelines.core.settings import load_settings  # noqa: E402
+from cass_pipelines.llm.base import Usage  # noqa: E402
+from cass_pipelines.llm.pricing import load_pricing  # noqa: E402
+from cass_pipelines.store import ledger, plans  # noqa: E402
+from cass_pipelines.store.budget import budget_status  # noqa: E402
+from cass_pipelines.store.db import Store  # noqa: E402
+
+
+@contextlib.contextmanager
+def home(budget: float):
+    """A fresh CASS_HOME with the sample persona, the SDK pointed at a loopback API."""
+    with tempfile.TemporaryDirectory() as tmp, FakeAnthropic(seed=0, lifetime_s=1800) as server:
+        saved = dict(os.environ)
+        os.environ.update({"CASS_HOME": f"{tmp}/cass", "DAGSTER_HOME": f"{tmp}/dagster", "CASS_LLM": "anthropic",
+                           "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": API_KEY,
+                           "CASS_DAILY_BUDGET_USD": str(budget)})
+        Path(f"{tmp}/dagster").mkdir()
+        try:
+            quiet(["init", "--sample"])
+            settings = load_settings()
+            yield settings, Store(settings.db_path), server
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def quiet(argv: list[str]) -> int:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return cli(argv)
+
+
+def run_day(day: date) -> tuple[int, float]:
+    started = time.perf_counter()
+    code = quiet(["run-day", "--date", day.isoformat()])
+    return code, round(time.perf_counter() - started, 1)
+
+
+def units(store: Store, day: date) -> list[dict]:
+    return plans.units_for_day(store, day)
+
+
+def within_shares(settings, status: dict) -> bool:
+    return all(c["spent_usd"] <= c["limit_usd"] + 1e-9 for c in status["categories"].values())
+
+
+def tiny(day: date) -> dict:
+    with home(0.05) as (settings, store, _):
+        code, seconds = run_day(day)
+        status = budget_status(store, settings, day)
+        plan = plans.latest_day_plan(store, day)
+        first = units(store, day)
+        deferred = [u for u in first if u["status"] == "deferred"]
+        code_next, _ = run_day(day + timedelta(days=1))
+        after = {u["id"]: u for u in units(store, day)}
+        offered = [u for u in deferred if after[u["id"]]["reoffered_as"] or (after[u["id"]]["reason"] or "")
+                   .startswith(f"offered again {day + timedelta(days=1)}")]
+        waiting = plans.pending_deferred(store, day, day + timedelta(days=2), 0)
+        return {"budget_usd": 0.05, "run_day_exit": code, "seconds": seconds, "plan_source": plan["source"],
+                "plan_error": None, "units_completed": sum(u["status"] == "completed" for u in first),
+                "spent_usd": status["spent_usd"], "within_limit": status["spent_usd"] <= 0.05 + 1e-9,
+                "deferred": len(deferred), "deferred_with_reason": sum(bool(u["reason"]) for u in deferred),
+                "dropped": len(plan["dropped"]), "dropped_reasons": sorted({d["reason"].split(":")[0]
+                                                                            for d in plan["dropped"]}),
+                "next_day_exit": code_next, "deferred_reoffered_next_day": len(offered),
+                "still_waiting_after_next_day": len(waiting),
+                "next_day_units_completed": sum(u["status"] == "completed"
+                                                for u in units(store, day + timedelta(days=1))),
+                "reasons": sorted({u["reason"].split(":")[0] for u in deferred})}
+
+
+def tight(day: date) -> dict:
+    """The second of two $0.30 days (estimates calibrated by the first, its deferred work waiting)."""
+    with home(0.30) as (settings, store, _):
+        first_exit, _ = run_day(day - timedelta(days=1))
+        first = budget_status(store, settings, day - timedelta(days=1))
+        code, seconds = run_day(day)
+        status = budget_status(store, settings, day)
+        day_units = units(store, day)
+        planned_usd = sum(u["estimated_cost_usd"] for u in day_units)
+        return {"budget_usd": 0.30, "first_day_exit": first_exit, "first_day_utilisation": first["utilisation"],
+                "first_day_categories_within_shares": within_shares(settings, first),
+                "run_day_exit": code, "seconds": seconds,
+                "planned_work_usd": round(planned_usd, 4), "spent_usd": status["spent_usd"],
+                "usable_usd": round(settings.daily_budget_usd - settings.reserve_usd, 4),
+                "utilisation": status["utilisation"], "exhausted": status["exhausted"],
+                "overspend_usd": round(max(status["spent_usd"] - settings.daily_budget_usd, 0.0), 6),
+                "categories_within_shares": within_shares(settings, status),
+                "spent_beyond_shares_usd": status["spent_beyond_shares_usd"],
+                "units": {s: sum(u["status"] == s for u in day_units)
+                          for s in ("completed", "deferred", "failed", "planned")},
+                "reservation_vs_bill": status["reservation_vs_bill"]}
+
+
+def sample(day: date) -> dict:
+    """The second of two $5 days: output bounds are measured from history, as on any day but the first."""
+    with home(5.0) as (settings, store, _):
+        first_exit, _ = run_day(day - timedelta(days=1))
+        first = budget_status(store, settings, day - timedelta(days=1))["reservation_vs_bill"]
+        code, seconds = run_day(day)
+        status = budget_status(store, settings, day)
+        rows = ledger.rows(store, day)
+    pricing = load_pricing()
+    with_cache = sum(pricing.cost(r["model"], Usage(r["input_tokens"], r["output_tokens"],
+                                                    r["cache_creation_input_tokens"], r["cache_read_input_tokens"],
+                                                    r["cache_creation_1h_input_tokens"])) for r in rows)
+    uncached = sum(pricing.cost(r["model"], Usage(r["input_tokens"] + r["cache_creation_input_tokens"]
+                                                  + r["cache_read_input_tokens"], r["output_tokens"])) for r in rows)
+    return {"budget_usd": 5.0, "run_day_exit": code, "seconds": seconds, "calls": len(rows),
+            "first_day_exit": first_exit, "first_day_reservation_vs_bill": first,
+            "reservation_vs_bill": status["reservation_vs_bill"], "cache": status["cache"],
+            "cost_with_caching_usd": round(with_cache, 6), "cost_uncached_usd": round(uncached, 6),
+            "cost_ratio": round(with_cache / uncached, 4) if uncached else None,
+            "alerts": [a["kind"] for a in status["alerts"]]}
+
+
+SCENARIOS = {"tiny": tiny, "tight": tight, "sample": sample}
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--date", type=date.fromisoformat, default=date(2026, 11, 20))
+    parser.add_argument("--only", default=",".join(SCENARIOS))
+    args = parser.parse_args()
+    print(json.dumps({name: SCENARIOS[name](args.date) for name in args.only.split(",")}, indent=2, default=str))

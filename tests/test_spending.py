@@ -1,0 +1,234 @@
+"""Spending the budget well: the decision call is funded first (its category, then the reserve),
+work the day cannot pay for is deferred (not dropped) and offered again, holds are close to bills
+and never below them (a breach is an alert), unused room is pooled from the evening, and every
+tier's cached prefix is long enough to be cached."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from test_budget_race import row
+
+from cass_pipelines.cli.main import main as cli_main
+from cass_pipelines.core import budget as rules
+from cass_pipelines.core.budget import Funding, Refusal
+from cass_pipelines.core.handlers.calls import system_prefix
+from cass_pipelines.core.plan import PlannedUnit
+from cass_pipelines.core.settings import Settings, load_settings
+from cass_pipelines.llm import holds
+from cass_pipelines.llm.base import LLMRequest, PromptCount
+from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
+from cass_pipelines.llm.offline import OfflineBackend
+from cass_pipelines.llm.pricing import load_pricing
+from cass_pipelines.llm.simulate import estimate_tokens
+from cass_pipelines.store import budget as sb
+from cass_pipelines.store import plans
+from cass_pipelines.store.control import alerts
+from cass_pipelines.store.db import Store
+from cass_pipelines.store.schema import migrate
+
+DAY = date(2026, 11, 26)
+NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+SAMPLE_DAY = date(2026, 11, 20)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(home=tmp_path, daily_budget_usd=1.0, reserve_usd=0.1)   # system $0.05, research $0.25
+
+
+@pytest.fixture
+def store(settings) -> Store:
+    s = Store(settings.db_path)
+    migrate(s)
+    return s
+
+
+@dataclass
+class Ticking:
+    """A clock that moves on a second per reading (ledger rows keep their order)."""
+    at: datetime = NOW
+
+    def now(self) -> datetime:
+        self.at += timedelta(seconds=1)
+        return self.at
+
+
+def meter(store, settings, inner, clock=None, **ctx) -> MeteredClient:
+    base = dict(date=DAY, phase="morning", category="research", priority="normal", work_unit_id="wu_1",
+                action_id="session.research", run_id="run_1", step_key="step_1")
+    return MeteredClient(inner, store, settings, load_pricing(), MeterContext(**{**base, **ctx}), clock or Ticking())
+
+
+# ---- funding: category, pooled room, reserve -----------------------------------------------------
+
+def test_funding_takes_the_category_then_the_pool_then_for_the_decision_call_the_reserve(settings):
+    kw = dict(category="system", priority="high", day_spent=0.0, day_held=0.0, category_spent=0.0,
+              category_held=0.0)
+    assert rules.funding(settings, amount=0.04, **kw) == Funding.CATEGORY
+    assert rules.funding(settings, amount=0.06, pooled_room=0.1, **kw) == Funding.POOLED
+    refused = rules.funding(settings, amount=0.06, **kw)
+    assert isinstance(refused, Refusal) and refused.scope == "category"
+    # The decision call may use the whole day, reserve included, but never more.
+    assert rules.funding(settings, amount=0.95, may_use_reserve=True, **kw) == Funding.RESERVE
+    over = rules.funding(settings, amount=1.01, may_use_reserve=True, **kw)
+    assert isinstance(over, Refusal) and over.scope == "day" and over.room_usd == pytest.approx(1.0)
+    # Ordinary work never touches the reserve, pooled room or not.
+    assert isinstance(rules.funding(settings, amount=0.95, pooled_room=5.0, **kw), Refusal)
+
+
+def test_pooled_room_opens_in_the_evening_from_idle_plannable_categories_only(store, settings):
+    unit = PlannedUnit("evening", "synthesis", "reflection", "normal", "f", "m", 0.01)
+    plans.add_manual_unit(store, day=DAY, phase="evening", tag="open", unit=unit, now=NOW)   # reflection is busy
+    ask = dict(day=DAY, category="research", settings=settings, priority="normal", now=NOW)
+    assert isinstance(sb.reserve(store, amount_usd=0.3, phase="afternoon", **ask), Refusal)   # research: $0.25
+    held = sb.reserve(store, amount_usd=0.3, phase="evening", **ask)
+    assert not isinstance(held, Refusal) and held.funding == Funding.POOLED
+    sb.settle(store, held.id, row("pooled_1", 0.3, "research"), NOW)
+    # growth .15 + curiosity .10 + creative .10 = .35 idle room; .30 of it is used; reflection is busy.
+    assert isinstance(sb.reserve(store, amount_usd=0.3, phase="night", **{**ask, "category": "creative"}), Refusal)
+    assert rules.pool_room(settings, "research", ["journal", "memory", "system"], {}, 0.0) == 0.0   # standing
+    figures = sb.spend_figures(store, DAY, "evening")
+    assert figures["day_spent_usd"] == pytest.approx(0.3) and "research" not in figures["category_spent_usd"]
+    status = sb.budget_status(store, settings, DAY)
+    assert status["spent_beyond_shares_usd"] == pytest.approx(0.3)
+    assert status["utilisation"] == pytest.approx(0.3 / 0.9, abs=1e-4)
+
+
+# ---- holds close to bills ------------------------------------------------------------------------
+
+def test_holds_use_counted_tokens_and_the_warm_prefix_and_never_fall_below_the_bill(
+        store, settings, runtime, fake_anthropic):
+    from cass_pipelines.llm.anthropic_backend import AnthropicBackend
+
+    backend = AnthropicBackend(settings, load_pricing())
+    prefix = system_prefix(runtime.store, runtime.registry, backend, "fast")
+    clock = Ticking()
+    request = LLMRequest(tier="fast", system_prefix=prefix, prompt="Think about budgets.", max_tokens=600)
+    yesterday = meter(store, settings, backend, clock, date=DAY - timedelta(days=1))
+    for _ in range(3):
+        yesterday.text(request)
+    today = meter(store, settings, backend, clock)
+    for _ in range(2):
+        today.text(request)
+    rows = store.all("SELECT reserved_usd, cost_usd, max_tokens, cache_read_input_tokens, "
+                     "cache_creation_input_tokens, output_tokens, funding FROM llm_ledger ORDER BY ts")
+    assert fake_anthropic.counted, "the SDK's token counting was not used"
+    assert all(r["cost_usd"] <= r["reserved_usd"] + 1e-12 for r in rows)
+    assert rows[0]["cache_creation_input_tokens"] > 0 and rows[1]["cache_read_input_tokens"] > 0
+    assert rows[1]["reserved_usd"] < rows[0]["reserved_usd"]          # a warm prefix is held at the read rate
+    # Once three outputs of earlier days are measured, the bound sent is their high percentile plus a margin.
+    outputs = [r["output_tokens"] for r in rows[:3]]
+    assert rows[3]["max_tokens"] == holds.output_bound(600, outputs).max_tokens < 600
+    assert fake_anthropic.requests[-1]["body"]["max_tokens"] == rows[4]["max_tokens"]
+    assert rows[3]["reserved_usd"] < rows[1]["reserved_usd"]          # both warm: the lower bound holds less
+    status = sb.budget_status(store, settings, DAY)
+    assert status["reservation_vs_bill"]["calls"] == 2 and status["reservation_vs_bill"]["breaches"] == 0
+    assert status["cache"]["read_share"] > 0.5
+
+
+def test_offline_count_is_what_the_offline_backend_bills(store, settings, runtime):
+    offline = OfflineBackend(settings, load_pricing())
+    request = LLMRequest(tier="deep", system_prefix=system_prefix(runtime.store, runtime.registry, offline, "deep"),
+                         prompt="What did I learn today?", max_tokens=300)
+    count = offline.count_tokens(request)
+    usage = meter(store, settings, offline).text(request).usage
+    assert count.total == usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+    assert count.prefix == usage.cache_creation_input_tokens == estimate_tokens(request.system_prefix)
+
+
+def test_output_bound_is_lowered_to_fit_the_room_and_refused_below_a_useful_minimum(store, settings, runtime):
+    offline = OfflineBackend(settings, load_pricing())
+    request = LLMRequest(tier="deep", system_prefix="", prompt="Write about frugality. " * 20, max_tokens=1800)
+    client = meter(store, settings, offline)
+    rates = load_pricing().rates(settings.models["deep"])
+    input_usd = holds.input_usd(rates, offline.count_tokens(request), warm=False, ttl="5m")
+    # Leave the research category room for the prompt and 1,200 output tokens (asked: 1,800; minimum 900).
+    filler = sb.reserve(store, day=DAY, category="research", settings=settings, priority="normal", now=NOW,
+                        amount_usd=settings.category_limit("research") - input_usd - 1200 * rates.output / 1e6)
+    client.text(request)
+    sent = store.one("SELECT max_tokens, reserved_usd, cost_usd FROM llm_ledger")
+    assert 1190 <= sent["max_tokens"] <= 1200 and sent["cost_usd"] <= sent["reserved_usd"]
+    sb.release(store, filler.id, NOW)
+    sb.reserve(store, day=DAY, category="research", settings=settings, priority="normal", now=NOW,
+               amount_usd=settings.category_limit("research") - sent["cost_usd"] - input_usd
+               - 500 * rates.output / 1e6)
+    with pytest.raises(BudgetRefused, match="category research"):
+        client.text(request)
+
+
+def test_a_bill_above_its_hold_is_a_breach_alert_and_both_figures_are_kept(store, settings):
+    held = sb.reserve(store, day=DAY, category="research", amount_usd=0.01, settings=settings, priority="normal",
+                      now=NOW)
+    sb.settle(store, held.id, row("over_1", 0.02, "research"), NOW)
+    assert [a["kind"] for a in alerts(store, DAY)] == ["reservation_breach"]
+    assert store.one("SELECT reserved_usd, cost_usd FROM llm_ledger") == {"reserved_usd": 0.01, "cost_usd": 0.02}
+    assert sb.budget_status(store, settings, DAY)["reservation_vs_bill"]["breaches"] == 1
+
+
+def test_output_bound_rule():
+    assert holds.output_bound(1800, [100, 200]) == holds.OutputBound(1800, 900)      # too little history
+    bound = holds.output_bound(1800, [300, 320, 340, 360, 380])
+    assert bound.max_tokens == 376 * 1.25 + 64          # p95 of 300..380 is 376
+    assert bound.minimum < bound.max_tokens
+    assert holds.output_bound(200, [300] * 10).max_tokens == 200                      # never above the ask
+    rates = load_pricing().rates("claude-haiku-5-5")
+    cold = holds.input_usd(rates, PromptCount(6000, 5000), warm=False, ttl="1h")
+    warm = holds.input_usd(rates, PromptCount(6000, 5000), warm=True, ttl="1h")
+    short = holds.input_usd(rates, PromptCount(6000, 1000), warm=True, ttl="1h")     # below 4,096: not cached
+    assert warm < short < cold
+
+
+def test_every_tier_prefix_is_above_its_models_minimum_cacheable_length(runtime):
+    pricing = load_pricing()
+    for tier, model in runtime.settings.models.items():
+        prefix = system_prefix(runtime.store, runtime.registry, runtime.llm, tier)
+        assert estimate_tokens(prefix) >= pricing.rates(model).min_cacheable_tokens, tier
+        assert prefix == system_prefix(runtime.store, runtime.registry, runtime.llm, tier)   # byte-stable
+
+
+# ---- a tiny day, through Dagster ----------------------------------------------------------------
+
+def test_a_five_cent_day_is_planned_by_the_agent_and_defers_what_it_cannot_pay(sample_home, monkeypatch, capsys):
+    monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.05")
+    assert cli_main(["run-day", "--date", SAMPLE_DAY.isoformat(), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["plan"]["source"] == "llm"
+    store = Store(load_settings().db_path)
+    day_units = plans.units_for_day(store, SAMPLE_DAY)
+    assert any(u["status"] == "completed" for u in day_units)
+    status = sb.budget_status(store, load_settings(), SAMPLE_DAY)
+    assert status["spent_usd"] <= 0.05 and status["reservation_vs_bill"]["breaches"] == 0
+    deferred = [u for u in day_units if u["status"] == "deferred"]
+    assert deferred and all(u["reason"] for u in deferred)
+    assert {u["status"] for u in day_units} <= {"completed", "deferred"}
+    # Only rule violations are dropped, never work for want of money.
+    assert not any("budget" in d["reason"] for d in plans.latest_day_plan(store, SAMPLE_DAY)["dropped"])
+
+    assert cli_main(["run-day", "--date", (SAMPLE_DAY + timedelta(days=1)).isoformat(), "--json"]) == 0
+    after = {u["id"]: u for u in plans.units_for_day(store, SAMPLE_DAY)}
+    offered = [u for u in deferred if after[u["id"]]["reoffered_as"]
+               or after[u["id"]]["reason"].startswith(f"offered again {SAMPLE_DAY + timedelta(days=1)}")]
+    assert offered, [after[u["id"]]["reason"] for u in deferred]
+
+
+def test_deferred_work_is_offered_again_in_priority_order(runtime):
+    rt = runtime
+    from cass_pipelines.core.planning import open_phase
+
+    yesterday = DAY - timedelta(days=1)
+    low = PlannedUnit("afternoon", "research_batch", "research", "low", "old low", "m", 0.01)
+    high = PlannedUnit("morning", "growth_edge_work", "growth", "high", "newer high", "m", 0.01)
+    for tag, unit in (("low", low), ("high", high)):
+        uid = plans.add_manual_unit(rt.store, day=yesterday, phase=unit.phase, tag=tag, unit=unit, now=NOW)
+        plans.set_unit_status(rt.store, uid, "deferred", NOW, reason="over budget: test")
+    rt = replace(rt, settings=rt.settings.model_copy(update={"max_units_per_phase": 1}))
+    plans.save_day_plan(rt.store, day=DAY, revision=1, source="llm", intention="i", from_phase="afternoon",
+                        phases=["afternoon"], units=[], dropped=[], offline=True, now=NOW)
+    _, reoffered = open_phase(rt, DAY, "afternoon", 1, NOW)
+    assert reoffered == ["growth_edge_work"]                         # high priority first, one slot
+    waiting = plans.units_for_day(rt.store, yesterday)
+    assert [u["reason"] for u in waiting if u["template_id"] == "research_batch"][0].startswith(
+        f"offered again {DAY} afternoon: afternoon already has 1 units")
