@@ -50,7 +50,7 @@ def percentile(values: Sequence[int], q: float) -> float:
 
 
 def output_bound(requested: int, history: Sequence[int]) -> OutputBound:
-    """The output bound for a call from the action's measured output lengths (newest first)."""
+    """The output bound for a call from the action's measured output lengths (any order)."""
     if len(history) < MIN_HISTORY:
         return OutputBound(requested, min(requested, max(MIN_OUTPUT_TOKENS, int(requested * MIN_OUTPUT_SHARE))))
     bound = min(requested, math.ceil(percentile(history, OUTPUT_PERCENTILE) * OUTPUT_MARGIN) + OUTPUT_MARGIN_TOKENS)

@@ -3,7 +3,7 @@ recording the same response twice (a replay) adds nothing; a retried call billed
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import duckdb
 
@@ -102,13 +102,13 @@ def breakdown(store: Store, day: date, phase: str) -> list[dict]:
         FROM llm_ledger WHERE date = ? AND phase = ? GROUP BY ALL ORDER BY cost_usd DESC""", [day, phase])
 
 
-def output_history(store: Store, action_id: str, before: date, limit: int = 50) -> list[int]:
-    """Output tokens of the action's latest calls on budget days before `before`, newest first (what
-    its output bound is measured from). Earlier days only: a day's bounds do not change while it
-    runs, so concurrent calls and re-runs of the day are sent the same bound."""
+def output_history(store: Store, action_id: str, before: date, days: int = 7) -> list[int]:
+    """Output tokens of the action's calls on the `days` budget days before `before` (what its output
+    bound is measured from). Whole earlier days only: a day's bounds do not change while it runs,
+    so concurrent calls and re-runs of the day are sent the same bound, whatever order calls finished."""
     return [r["output_tokens"] for r in store.all(
-        "SELECT output_tokens FROM llm_ledger WHERE action_id = ? AND date < ? ORDER BY ts DESC, request_id LIMIT ?",
-        [action_id, before, limit])]
+        "SELECT output_tokens FROM llm_ledger WHERE action_id = ? AND date < ? AND date >= ? ORDER BY output_tokens",
+        [action_id, before, before - timedelta(days=days)])]
 
 
 def prefix_last_used(store: Store, prefix_key: str) -> datetime | None:
