@@ -37,7 +37,7 @@ class FailingLLM:
     mode = "offline"
 
     def model_for(self, tier: str) -> str:
-        return "broken"
+        return "claude-haiku-5-5"   # a priced model: the call itself fails
 
     def text(self, request):
         raise LLMError("provider unavailable (test)", status=529, retryable=True)
