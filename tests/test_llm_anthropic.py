@@ -14,7 +14,7 @@ from cass_pipelines.llm.base import LLMError, LLMRequest
 from cass_pipelines.llm.factory import make_client
 from cass_pipelines.llm.pricing import load_pricing
 
-PREFIX = "I am Cass, and this is my catalogue. " * 150     # ~1400 tokens: cacheable for sonnet
+PREFIX = "I am Cass, and this is my catalogue. " * 300     # ~2,700 tokens: cacheable for sonnet (2,048)
 PROMPT = "My growth edges:\n- Patience with ambiguity\n- Writing plainly\n"
 
 
