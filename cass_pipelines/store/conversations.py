@@ -41,13 +41,16 @@ def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int
               ON m.conversation_id = r.conversation_id AND m.message_id = r.message_id""")
         conflicts = [(seq, None if stored else first) for seq, first, stored in conn.execute(
             "SELECT seq, first_seq, stored FROM checked WHERE differs ORDER BY seq").fetchall()]
-        conn.execute("CREATE OR REPLACE TEMP TABLE fresh AS SELECT * FROM checked WHERE seq = first_seq AND NOT stored")
+        # In file order: later readers that take rows in storage order see them as the file has them.
+        conn.execute("CREATE OR REPLACE TEMP TABLE fresh AS "
+                     "SELECT * FROM checked WHERE seq = first_seq AND NOT stored ORDER BY seq")
         conv_before = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
         conn.execute("""
             INSERT INTO conversations (id, title, created_at, last_message_at)
             SELECT conversation_id, arg_min(title, seq) FILTER (WHERE title IS NOT NULL), min(created_at), max(created_at)
             FROM fresh
             GROUP BY conversation_id
+            ORDER BY min(seq)
             ON CONFLICT (id) DO UPDATE SET
                 last_message_at = greatest(conversations.last_message_at, excluded.last_message_at),
                 created_at = least(conversations.created_at, excluded.created_at),
@@ -55,7 +58,7 @@ def import_batch(store: Store, batch: Sequence[Any], now: datetime) -> tuple[int
         conv_after = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
         added = conn.execute("SELECT count(*) FROM fresh").fetchone()[0]
         conn.execute("INSERT INTO messages (conversation_id, message_id, role, content, created_at, imported_at) "
-                     "SELECT conversation_id, message_id, role, content, created_at, ? FROM fresh", [now])
+                     "SELECT conversation_id, message_id, role, content, created_at, ? FROM fresh ORDER BY seq", [now])
         conn.execute("DROP TABLE fresh")
         conn.execute("DROP TABLE checked")
     return conv_after - conv_before, added, conflicts
