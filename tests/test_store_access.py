@@ -107,7 +107,8 @@ def test_a_phase_has_one_step_per_action_and_a_partitioned_check_that_runs_alone
     assert sorted(s for s in steps if s not in actions) == sorted([
         "phase_plan", "phase_work_graph.start_phase_work", "phase_work_graph.finish_phase_work", "work_summaries",
         "cost_records", "phase_work_actions_succeeded", "cost_records_spend_within_daily_limit",
-        "cost_records_categories_within_shares", "cost_records_ledger_matches_reservations"])
+        "cost_records_categories_within_shares", "cost_records_ledger_matches_reservations",
+        "cost_records_budget_not_exhausted"])
     check = dg.AssetCheckKey(dg.AssetKey("phase_work"), "actions_succeeded")
     alone = defs.resolve_job_def("phase_job").get_subset(asset_selection=set(), asset_check_selection={check})
     again = alone.execute_in_process(instance=instance, partition_key=phase_key(DAY.isoformat(), "morning"),
