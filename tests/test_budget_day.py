@@ -83,5 +83,5 @@ def test_trigger_runs_through_manual_work_job_and_rejects_unknown_templates(samp
     assert code == 0 and out["work_unit"]["template_id"] == "growth_edge_work"
     run = dg.DagsterInstance.get().get_run_by_id(out["run_id"])
     assert run.job_name == "manual_work_job"
-    assert main(["trigger", "teleportation"]) == 1
+    assert main(["trigger", "teleportation"]) == 2   # a usage error
     assert "unknown template 'teleportation'" in capsys.readouterr().err
