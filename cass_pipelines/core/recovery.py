@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from cass_pipelines.store import claims, paid_log, plans
-from cass_pipelines.store.budget import release_stale, settle, unsettled
+from cass_pipelines.store.budget import NOT_BATCHED, release_stale, settle, unsettled
 from cass_pipelines.store.claims import owner_dead, process_alive
 from cass_pipelines.store.db import Store
 
@@ -88,5 +88,5 @@ def stale(store: Store, home: Path, is_run_over: Callable[[str], bool]) -> bool:
         return True
     holders = [owner for _, owner in claims.held(store)]
     holders += [claims.Owner(r["run_id"], r["pid"] or 0, r["host"] or "") for r in store.all(
-        "SELECT run_id, pid, host FROM reservations WHERE status = 'held'")]
+        f"SELECT run_id, pid, host FROM reservations WHERE status = 'held' AND {NOT_BATCHED}")]
     return any(owner_dead(o, is_run_over) for o in holders)

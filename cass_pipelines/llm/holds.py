@@ -29,6 +29,7 @@ COUNT_MARGIN = 1.02           # token counts are estimates: hold 2% more input .
 COUNT_MARGIN_TOKENS = 16      # ... plus a few tokens
 WARM_SLACK_S = 30             # a prefix last used this close to its TTL's end is priced as cold
 TTL_SECONDS = {"5m": 300, "1h": 3600}
+LONG_PHASE_S = 300            # a phase whose calls spanned longer than this caches with the 1-hour TTL
 # The least output worth paying for without history: a share of what the caller asked for.
 MIN_OUTPUT_SHARE = 0.5
 MIN_OUTPUT_TOKENS = 64
@@ -82,3 +83,9 @@ def output_usd(rates: ModelRates, max_tokens: int) -> float:
 def tokens_affordable(rates: ModelRates, room_usd: float, input_cost: float) -> int:
     """The most output tokens `room_usd` pays for after the prompt."""
     return max(int((room_usd - input_cost) * PER_TOKEN / rates.output), 0)
+
+
+def phase_ttl(span_s: float | None, default: str) -> str:
+    """The cached prefix's TTL for a phase: 1 hour when its calls on its last day spanned more than
+    five minutes (a 5-minute entry would expire between them), else the configured TTL."""
+    return "1h" if span_s is not None and span_s > LONG_PHASE_S else default

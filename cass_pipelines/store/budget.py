@@ -24,6 +24,9 @@ from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes
 from cass_pipelines.store.db import Store, rows_as_dicts
 from cass_pipelines.store.ledger import LedgerRow, insert_row
 
+# Holds of batched requests that may still be answered are never released as stale: the batch
+# outlives its submitter, and its answer is settled under that hold when collected (store/batches.py).
+NOT_BATCHED = ("id NOT IN (SELECT reservation_id FROM llm_batches WHERE state IN ('submitting', 'submitted'))")
 CALIBRATION_WINDOW = 20   # recent executions per action that the calibrated estimate averages
 CALIBRATION_LOOKBACK_DAYS = 30   # ...found among the ledger's last days: a year of ledger is never scanned
 
@@ -119,8 +122,9 @@ def release(store: Store, reservation_id: str, now: datetime, status: str = "rel
 def release_stale(store: Store, is_run_over: Callable[[str], bool], now: datetime) -> list[str]:
     """Abandon held reservations whose call can no longer settle: their Dagster run is over, or the
     process that made them (on this host) has died. Returns the ids released. Replay the write-ahead
-    log of paid answers first (core.recovery does), or a paid hold would be released as $0."""
-    held = store.all("SELECT id, run_id, pid, host FROM reservations WHERE status = 'held'")
+    log of paid answers first (core.recovery does), or a paid hold would be released as $0. A hold of
+    a pending batched request is left alone (see NOT_BATCHED)."""
+    held = store.all(f"SELECT id, run_id, pid, host FROM reservations WHERE status = 'held' AND {NOT_BATCHED}")
     stale = [r["id"] for r in held if owner_dead(Owner(r["run_id"], r["pid"] or 0, r["host"] or ""), is_run_over)]
     return [rid for rid in stale if release(store, rid, now, status="abandoned")]
 
