@@ -8,7 +8,7 @@ Message Batches: POST /v1/messages/batches takes requests under custom ids; GET
 /v1/messages/batches/{id} reports `in_progress` until `batch_delay_s` has passed, then `ended` with
 a results_url; GET .../results streams one JSONL line per request (succeeded with a simulated
 message, or `expired` for every request while `expire_batches` is set). Batch answers are recorded
-in `batch_answered`.
+in `answered` too (flagged `batch`), under the message id the client records them by.
 Failures are scripted per test (`server.script(...)`) or drawn at random (`fail_rate`, seeded).
 It binds 127.0.0.1 on a free port and shuts itself down after `lifetime_s` at the latest.
 """
@@ -75,6 +75,7 @@ class Answered:
     request_id: str
     model: str
     usage: Usage
+    batch: bool = False   # answered in a message batch (recorded under its message id)
 
 
 class FakeAnthropic:
@@ -88,7 +89,6 @@ class FakeAnthropic:
         self.batch_delay_s = 0.0             # a batch ends this long after it was created
         self.expire_batches = False          # batches end with every request expired (nothing billed)
         self.batches: dict[str, dict] = {}   # id -> {"requests", "created", "results"}
-        self.batch_answered: list[Answered] = []
         self._script: deque[Reply] = deque()
         self._random = random.Random(seed)
         self._cache = PromptCache()
@@ -204,7 +204,7 @@ class FakeAnthropic:
             return {"custom_id": request["custom_id"], "result": {"type": "expired"}}
         message, usage = self._message(request["params"])
         with self._lock:
-            self.batch_answered.append(Answered(message["id"], message["model"], usage))
+            self.answered.append(Answered(message["id"], message["model"], usage, batch=True))
         return {"custom_id": request["custom_id"], "result": {"type": "succeeded", "message": message}}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -229,7 +229,7 @@ class AnthropicBackend(Backend):
         return LLMResult(
             text="".join(block.text for block in message.content if block.type == "text"),
             parsed=None, usage=usage, model=model,
-            request_id=message._request_id or message.id,
+            request_id=getattr(message, "_request_id", None) or message.id,   # a batched message has none
             latency_ms=int((time.monotonic() - started) * 1000), attempts=attempts, offline=False,
             cost_usd=self.pricing.cost(model, usage, batch=batch), stop_reason=message.stop_reason,
             raw={"id": message.id, "model": message.model})
