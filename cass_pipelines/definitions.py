@@ -19,6 +19,7 @@ from cass_pipelines.partitions import date_partitions, phase_partitions
 from cass_pipelines.resources import cass_resource
 from cass_pipelines.schedules import build_journal_schedule, build_phase_schedule
 from cass_pipelines.sensors import (
+    build_batch_sensor,
     build_budget_sensor,
     build_dead_letter_sensor,
     build_idle_memory_sensor,
@@ -39,7 +40,7 @@ def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
         schedules=[*(build_phase_schedule(settings, p, phase_job) for p in PHASES),
                    build_journal_schedule(settings, journal_job)],
         sensors=[build_idle_memory_sensor(settings, memory_job), build_budget_sensor(settings),
-                 build_dead_letter_sensor(), build_source_observation_sensor()],
+                 build_dead_letter_sensor(), build_source_observation_sensor(), build_batch_sensor(settings)],
         # Every job, and the implicit asset job behind the UI's Materialize and backfills, runs in one
         # process: a multiprocess step costs seconds of start-up (52-250 s per phase run against 11-21 s).
         executor=dg.in_process_executor,

@@ -5,6 +5,10 @@ source_observation_sensor records observations of `conversations` and `self_mode
 
 idle_memory_sensor runs memory_job for conversations that went idle with unsummarised messages.
 
+batch_sensor, every minute: collects Message Batches whose job stopped waiting for them (its run
+ended or gave up): ended ones are settled at the batch price under their holds, ones that never
+answered release their holds; its tick lists the day's batched requests by state.
+
 budget_sensor, every minute: releases reservations whose run or process is over, records an alert
 once at the soft threshold and once at exhaustion, and at exhaustion cancels the day's queued
 phase runs (a running phase stops by itself: every further action is refused and deferred with its
@@ -23,8 +27,10 @@ from cass_pipelines.assets.sources import SOURCE_FACTS
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.recovery import recover
 from cass_pipelines.core.settings import Settings
+from cass_pipelines.llm.metered import collect_batches
+from cass_pipelines.llm.pricing import load_pricing
 from cass_pipelines.resources import CassResource, fail_dead_runs, run_over
-from cass_pipelines.store import dead_letters
+from cass_pipelines.store import batches, dead_letters
 from cass_pipelines.store.budget import watch
 from cass_pipelines.store.conversations import idle_unsummarized
 
@@ -101,6 +107,34 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
         return dg.SkipReason("; ".join(parts))
 
     return budget_sensor
+
+
+def build_batch_sensor(settings: Settings) -> dg.SensorDefinition:
+    @dg.sensor(name="batch_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Collects Message Batches (memory and night work) whose job stopped waiting: settles "
+                           "each answer at the batch price under its hold, releases holds of requests that never "
+                           "answered; lists the day's batched requests by state (`cass-pipelines batches`).")
+    def batch_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
+        clock = cass.clock()
+        day, _ = phase_at(clock.now(), settings)
+        store = cass.quick_store(SENSOR_DB_DEADLINE_S)
+
+        def tick():
+            done = {}
+            if batches.pending(store):   # the LLM client is made only when something is in flight
+                done = collect_batches(cass.llm.get_client(settings), store, settings, load_pricing(), clock,
+                                       run_over(context.instance))
+            return done, batches.counts(store, day)
+
+        result = unless_busy(tick)
+        if result is BUSY:
+            return BUSY
+        done, counts = result
+        parts = [f"{day} batched requests: " + ", ".join(f"{state} {n}" for state, n in counts.items())]
+        parts += [f"{what} now: {', '.join(ids)}" for what, ids in done.items() if ids and what != "waiting"]
+        return dg.SkipReason("; ".join(parts))
+
+    return batch_sensor
 
 
 def build_dead_letter_sensor() -> dg.SensorDefinition:

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from cass_pipelines.core.batching import BatchState, no_one_waits
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.core.settings import Settings, load_settings
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.anthropic_backend import AnthropicBackend
 from cass_pipelines.llm.base import LLMRequest, Usage
@@ -207,3 +207,56 @@ def test_batch_states_are_listed(store, settings):
     assert row["state"] == "collected" and row["billed_usd"] <= row["reserved_usd"]
     assert batches.counts(store, DAY)["collected"] == 1
     assert json.dumps(row, default=str)
+
+
+def test_batch_sensor_settles_a_batch_whose_run_ended_and_lists_states(store, settings, fake_anthropic):
+    import dagster as dg
+    from dagster._core.test_utils import create_run_for_test
+
+    from cass_pipelines.llm_resource import LLMResource
+    from cass_pipelines.resources import CassDuckDB, CassResource
+    from cass_pipelines.sensors import build_batch_sensor
+
+    inner = AnthropicBackend(settings, load_pricing())
+    fake_anthropic.batch_delay_s = 3600
+    with dg.instance_for_test() as instance:
+        run = create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.STARTED)
+        with pytest.raises(BatchPending):
+            ask(meter(store, replace_wait(settings, 0.05), inner, run_id=run.run_id))
+        cass = CassResource(duckdb=CassDuckDB(database=str(settings.db_path)), llm=LLMResource(mode="anthropic"),
+                            fixed_now=NOW.isoformat())
+
+        def tick():
+            with dg.build_sensor_context(instance=instance, resources={"cass": cass}) as ctx:
+                return build_batch_sensor(settings).evaluate_tick(ctx).skip_message
+
+        fake_anthropic.batch_delay_s = 0
+        assert "submitted 1" in tick()                   # its run is alive: it collects its own
+        instance.report_run_failed(instance.get_run_by_id(run.run_id))
+        message = tick()
+        assert "collected now: cass_" in message and "submitted 0" in message
+    [row] = ledger(store)
+    assert row["batch"] and store.scalar("SELECT status FROM reservations") == "reconciled"
+
+
+def test_a_day_sends_memory_and_night_work_as_batches_and_reports_them(sample_home, capsys):
+    from support import SAMPLE_DAY
+
+    from cass_pipelines.cli.main import main as cli_main
+
+    assert cli_main(["run-day", "--date", SAMPLE_DAY.isoformat(), "--json"]) == 0
+    capsys.readouterr()
+    assert cli_main(["budget", "--date", SAMPLE_DAY.isoformat(), "--json"]) == 0
+    budget = json.loads(capsys.readouterr().out)
+    assert budget["batches"]["collected"] >= 1 and budget["batches"]["submitted"] == 0
+    assert budget["reserved_usd"] == 0 and budget["reservation_vs_bill"]["breaches"] == 0
+    assert cli_main(["batches", "--date", SAMPLE_DAY.isoformat(), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {r["state"] for r in listed} == {"collected"}
+    assert all(r["billed_usd"] <= r["reserved_usd"] for r in listed)
+    # Exactly the calls no one waits for were batched: memory work, and everything at night.
+    store = Store(load_settings().db_path)
+    kinds = store.all("SELECT DISTINCT phase, category, batch FROM llm_ledger WHERE date = ?", [SAMPLE_DAY])
+    assert kinds and all(r["batch"] == no_one_waits(r["category"], r["phase"]) for r in kinds), kinds
+    assert any(r["batch"] for r in kinds) and any(not r["batch"] for r in kinds)
+

@@ -19,6 +19,7 @@ import duckdb
 from cass_pipelines.core import budget as rules
 from cass_pipelines.core.budget import ActionCost, Funding, Refusal, Reservation
 from cass_pipelines.core.settings import Settings
+from cass_pipelines.store.batches import counts as batch_counts
 from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
 from cass_pipelines.store.db import Store, rows_as_dicts
@@ -150,6 +151,7 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
         accuracy = _reservation_accuracy(conn, day)
         cache = _cache_share(conn, day)
         paused, day_alerts = paused_scopes(store), alerts(store, day)
+        batched = batch_counts(store, day)
     own: dict[str, tuple[float, float]] = {}
     for r in used:
         if r["funding"] == Funding.CATEGORY:
@@ -161,7 +163,7 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
                                                             sum(r["held"] for r in beyond)),
                               pooled_room=pooled, pooling=rules.pooling(phase))
     return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts,
-            "reservation_vs_bill": accuracy, "cache": cache}
+            "reservation_vs_bill": accuracy, "cache": cache, "batches": batched}
 
 
 def _reservation_accuracy(conn: duckdb.DuckDBPyConnection, day: date) -> dict:
