@@ -275,9 +275,9 @@ class MeteredClient:
             return result
         try:
             return replace(result, parsed=schema.model_validate_json(row["result_text"]))
-        except ValueError as exc:
+        except ValueError as exc:   # paid (already settled) but unusable, as for an interactive answer
             raise LLMError(f"batched structured output did not match {schema.__name__}: {exc}"[:500],
-                           retryable=True, request_id=row["request_id"]) from None
+                           retryable=True, request_id=row["request_id"], billed=result) from None
 
     def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
                 model: str) -> dict:
