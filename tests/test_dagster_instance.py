@@ -73,7 +73,7 @@ def test_concurrent_first_use_of_a_fresh_dagster_home(tmp_path):
     barrier of files until all three have imported Dagster)."""
     env = {**os.environ, "CASS_HOME": str(tmp_path / "cass"), "DAGSTER_HOME": str(tmp_path / "fresh")}
     code = ("import sys, time, pathlib\n"
-            "from cass_pipelines.domain.settings import load_settings\n"
+            "from cass_pipelines.config.settings import load_settings\n"
             "from cass_pipelines.execution import instance_for\n"
             "barrier = pathlib.Path(sys.argv[1]); (barrier / sys.argv[2]).touch()\n"
             "while len(list(barrier.iterdir())) < 3: time.sleep(0.002)\n"
