@@ -9,6 +9,7 @@ from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import SettingsError
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.preflight import run_problems
 from cass_pipelines.services.reports import plan_view, render_plan
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
@@ -90,7 +91,7 @@ def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
 
     costs = ledger.totals(rt.store, run_id=result.run_id)
-    failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == "failed"]
+    failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == UnitStatus.FAILED]
     return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
             "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"]),
             "failed_units": failed}
@@ -303,4 +304,4 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         f"run {d['run_id'][:8]}: " + (f"unit {d['work_unit']['id']} {d['work_unit']['status']}"
                                       f" {d['work_unit']['reason'] or d['work_unit']['error'] or ''}"
                                       if d["work_unit"] else d["error"] or "no unit")))
-    return 0 if result.success and units and units[0]["status"] == "completed" else 1
+    return 0 if result.success and units and units[0]["status"] == UnitStatus.COMPLETED else 1

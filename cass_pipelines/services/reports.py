@@ -2,6 +2,7 @@
 from datetime import date
 
 from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.store import plans
 
@@ -31,8 +32,7 @@ def plan_view(rt: Runtime, day: date) -> dict:
                             for d in plans.drops_for_day(rt.store, day)]}
 
 
-MARKS = {"completed": "done", "failed": "FAILED", "deferred": "deferred", "skipped": "skipped",
-         "cancelled": "cancelled", "planned": "planned", "running": "running"}
+MARKS = {**{s: s.value for s in UnitStatus}, UnitStatus.COMPLETED: "done", UnitStatus.FAILED: "FAILED"}
 
 
 def render_plan(view: dict) -> str:

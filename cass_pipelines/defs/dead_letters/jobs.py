@@ -2,7 +2,8 @@
 import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource, run_over
-from cass_pipelines.services.retry import RetryStatus, retry_dead_letter
+from cass_pipelines.domain.states import RetryStatus
+from cass_pipelines.services.retry import retry_dead_letter
 
 
 class DeadLetterRetryConfig(dg.Config):
