@@ -2,6 +2,7 @@
 import argparse
 import time
 from datetime import date, timedelta
+from typing import Any
 
 from cass_pipelines.cli.output import EXIT_REFUSED, MAX_TEXT_CHARS, CliError, bounded_text, emit, parse_date, table
 from cass_pipelines.domain.categories import PHASES
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_trigger)
 
 
-def _setup(rt: Runtime) -> tuple["object", "object"]:
+def _setup(rt: Runtime) -> tuple[Any, Any]:   # (DagsterInstance, Definitions): imported late, for start-up
     """Dagster instance and definitions for this (initialised) CASS_HOME, once what a run needs is
     there (prices, an API key, writable homes): a run must not fail on what can be checked now."""
     from cass_pipelines.definitions import build_defs
@@ -255,15 +256,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         if stale(store, settings.home, is_over):
             recover(store, settings.home, is_over, now)
         units = plans.units_for_day(store, day)
-        out = {"paused": paused_reason(store, None), "llm_mode": resolve_mode(settings), "timezone": settings.timezone,
+        out: dict[str, Any] = {"paused": paused_reason(store, None), "llm_mode": resolve_mode(settings), "timezone": settings.timezone,
                "date": day.isoformat(), "current_phase": phase, "plan_progress": {},
                "recent_runs": runs, "recent_runs_error": runs_error,
                "dead_letters": dead_letters.listing(store, limit=5),
                "budget": budget_status(store, settings, day),
                "database": str(settings.db_path), "dagster_home": str(home),
                "artifacts": views.artifact_counts(store)}
+    progress = out["plan_progress"]
     for u in units:
-        out["plan_progress"][u["status"]] = out["plan_progress"].get(u["status"], 0) + 1
+        progress[u["status"]] = out["plan_progress"].get(u["status"], 0) + 1
     emit(out, args.json, lambda d: "\n".join([
         f"paused: {d['paused'] or 'no'}", f"LLM: {d['llm_mode']}",
         f"now: {d['date']} {d['current_phase']} ({d['timezone']})",

@@ -106,13 +106,13 @@ def plan_schema(inputs: PlanInputs) -> type[BaseModel]:
         allowed = sorted(t.id for t in inputs.registry.templates_for_phase(phase))
         unit = create_model(
             f"{phase.capitalize()}Unit",
-            template_id=(Literal[tuple(allowed)], ...),  # type: ignore[valid-type]
+            template_id=(Literal[tuple(allowed)], ...),  # type: ignore[valid-type,arg-type]
             focus=(str, Field(description="what exactly this unit works on")),
             motivation=(str, Field(description="why I choose this, one sentence")),
         )
         # No max_length: the API cannot enforce it, and one unit too many must not void the plan;
         # validate_plan drops the extra units with a reason instead.
-        fields[phase] = (list[unit], Field(default_factory=list))
+        fields[phase] = (list[unit], Field(default_factory=list))  # type: ignore[valid-type]
     return create_model("DayPlanChoice", **fields)
 
 

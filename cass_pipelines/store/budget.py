@@ -49,7 +49,7 @@ def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
 def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, category: str,
           used: list[dict]) -> float:
     idle = [r[0] for r in conn.execute(_IDLE, {"day": day, "categories": list(settings.category_shares)}).fetchall()]
-    own = {}
+    own: dict[str, float] = {}
     for r in used:
         if r["funding"] == Funding.CATEGORY:
             own[r["category"]] = own.get(r["category"], 0.0) + r["spent"] + r["held"]
@@ -86,7 +86,7 @@ def reserve(store: Store, *, day: date, category: str, amount_usd: float, settin
                      [rid, day, category, work_unit_id, action_id, amount, RS.REFUSED if refused else RS.HELD, run_id,
                       os.getpid(), now, phase, priority, HOST, refused.reason if refused else None,
                       now if refused else None, None if refused else str(decided)])
-    return refused or Reservation(rid, day, category, amount, Funding(decided))
+    return refused or Reservation(rid, day, category, amount, Funding(str(decided)))
 
 
 def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> bool:

@@ -41,7 +41,7 @@ def build_manual_work_job(max_length: int) -> dg.JobDefinition:
                        config.focus or rt.registry.templates[config.template_id].name, now,
                        origin=UnitOrigin.FORCED if config.force else UnitOrigin.MANUAL)
         context.log.info(f"manual unit {uid}: {config.template_id} on '{config.focus}'")
-        yield from emit_units(rt, [plans.get_unit(rt.store, uid)])
+        yield from emit_units(rt, [plans.get_unit(rt.store, uid) or {}])
 
     @dg.op(ins=after_chains(max_length))
     def finish_manual_work(context: dg.OpExecutionContext, cass: CassResource) -> None:

@@ -59,7 +59,7 @@ def action_op(k: int, n: int) -> dg.OpDefinition:
            tags={"kind": "action"})
     def run_work_action(context: dg.OpExecutionContext, cass: CassResource) -> None:
         rt = cass.for_run(context)
-        unit_id, template_id = unit_of(context.get_mapping_key())
+        unit_id, template_id = unit_of(context.get_mapping_key() or "")
         position = len(rt.registry.templates[template_id].action_sequence) - n + k - 1
         outcome: StepOutcome = run_action(rt, unit_id, position, cass.clock(), run_id=context.run_id,
                                           step_key=context.get_step_execution_context().step.key,

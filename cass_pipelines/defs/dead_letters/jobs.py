@@ -11,7 +11,8 @@ class DeadLetterRetryConfig(dg.Config):
 
 
 @dg.op
-def retry_dead_letter_op(context: dg.OpExecutionContext, config: DeadLetterRetryConfig, cass: CassResource) -> dict:
+def retry_dead_letter_op(context: dg.OpExecutionContext, config: DeadLetterRetryConfig,
+                         cass: CassResource) -> dg.Output[dict]:
     """Run a dead letter's work again, through the same claims and budget as any run."""
     rt = cass.for_run(context)
     outcome = retry_dead_letter(rt, config.dead_letter_id, cass.clock(), run_id=context.run_id,
