@@ -142,7 +142,7 @@ def unsettled(store: Store, request_ids: list[str]) -> set[str]:
 
 
 def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:
-    """The day's budget in the DESIGN.md `budget` shape, plus reserve left, pauses, alerts, the
+    """The day's budget in the `budget` JSON shape (README: "cass-pipelines budget --json"), plus reserve left, pauses, alerts, the
     room pooled for the evening and night, utilisation, reservations against bills and cache reads.
     With a `phase` where room is pooled (rules.pooling), the pool counts towards what is left."""
     with store.session(), store.connection() as conn:
