@@ -11,14 +11,15 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from pydantic import BaseModel
 
-from cass_pipelines.core.batching import BatchState, no_one_waits
-from cass_pipelines.core.settings import Settings, load_settings
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.batching import BatchState, no_one_waits
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.anthropic_backend import AnthropicBackend
 from cass_pipelines.llm.base import LLMRequest, Usage
-from cass_pipelines.llm.metered import BatchPending, MeterContext, MeteredClient, collect_batches
 from cass_pipelines.llm.offline import OfflineBackend
 from cass_pipelines.llm.pricing import load_pricing
+from cass_pipelines.services.metering import BatchPending, MeterContext, MeteredClient, collect_batches
 from cass_pipelines.store import batches
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store.db import Store
@@ -213,9 +214,9 @@ def test_batch_sensor_settles_a_batch_whose_run_ended_and_lists_states(store, se
     import dagster as dg
     from dagster._core.test_utils import create_run_for_test
 
-    from cass_pipelines.llm_resource import LLMResource
-    from cass_pipelines.resources import CassDuckDB, CassResource
-    from cass_pipelines.sensors import build_batch_sensor
+    from cass_pipelines.defs.budget.batch_sensor import build_batch_sensor
+    from cass_pipelines.defs.llm_resource import LLMResource
+    from cass_pipelines.defs.resources import CassDuckDB, CassResource
 
     inner = AnthropicBackend(settings, load_pricing())
     fake_anthropic.batch_delay_s = 3600

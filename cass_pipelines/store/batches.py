@@ -11,7 +11,8 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 
-from cass_pipelines.core.batching import PENDING, BatchState
+from cass_pipelines.domain.batching import PENDING, BatchState
+from cass_pipelines.domain.states import ReservationStatus as RS
 from cass_pipelines.store.claims import HOST
 from cass_pipelines.store.db import Store
 
@@ -65,8 +66,8 @@ def ended_without_answer(store: Store, custom_id: str, error: str, now: datetime
                            [state.value, error[:500], now, custom_id, _PENDING]).fetchone()
         if row is None:
             return False
-        conn.execute("UPDATE reservations SET status = 'released', settled_at = ?, actual_usd = 0 "
-                     "WHERE id = ? AND status = 'held'", [now, row[0]])
+        conn.execute("UPDATE reservations SET status = ?, settled_at = ?, actual_usd = 0 WHERE id = ? AND status = ?",
+                     [RS.RELEASED.value, now, row[0], RS.HELD.value])
     return True
 
 

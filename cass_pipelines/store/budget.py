@@ -16,9 +16,12 @@ from typing import Callable
 
 import duckdb
 
-from cass_pipelines.core import budget as rules
-from cass_pipelines.core.budget import ActionCost, Funding, Refusal, Reservation
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.domain import budget_rules as rules
+from cass_pipelines.domain.batching import PENDING
+from cass_pipelines.domain.budget_rules import ActionCost, Funding, Refusal, Reservation
+from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.states import ReservationStatus as RS
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.store.batches import counts as batch_counts
 from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
@@ -27,21 +30,22 @@ from cass_pipelines.store.ledger import LedgerRow, insert_row
 
 # Holds of batched requests that may still be answered are never released as stale: the batch
 # outlives its submitter, and its answer is settled under that hold when collected (store/batches.py).
-NOT_BATCHED = ("id NOT IN (SELECT reservation_id FROM llm_batches WHERE state IN ('submitting', 'submitted'))")
+NOT_BATCHED = ("id NOT IN (SELECT reservation_id FROM llm_batches WHERE state IN "
+               f"({', '.join(repr(s.value) for s in PENDING)}))")
 CALIBRATION_WINDOW = 20   # recent executions per action that the calibrated estimate averages
 CALIBRATION_LOOKBACK_DAYS = 30   # ...found among the ledger's last days: a year of ledger is never scanned
 
 # Spent (ledger) and held (reservations) money of a day, per category and funding.
-_USED = """SELECT category, funding, sum(spent) AS spent, sum(held) AS held FROM (
+_USED = f"""SELECT category, funding, sum(spent) AS spent, sum(held) AS held FROM (
         SELECT category, coalesce(funding, 'category') AS funding, cost_usd AS spent, 0.0 AS held
         FROM llm_ledger WHERE date = $day
         UNION ALL
         SELECT category, coalesce(funding, 'category'), 0.0, amount_usd FROM reservations
-        WHERE date = $day AND status = 'held')
+        WHERE date = $day AND status = '{RS.HELD}')
     GROUP BY ALL"""
 # Plannable categories with no open unit left today: their unused room may be pooled.
-_IDLE = """SELECT c FROM (SELECT unnest($categories::TEXT[]) AS c)
-    WHERE c NOT IN (SELECT category FROM work_units WHERE date = $day AND status IN ('planned', 'running'))"""
+_IDLE = f"""SELECT c FROM (SELECT unnest($categories::TEXT[]) AS c)
+    WHERE c NOT IN (SELECT category FROM work_units WHERE date = $day AND status IN ('{UnitStatus.PLANNED}', '{UnitStatus.RUNNING}'))"""
 
 
 def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
@@ -51,7 +55,7 @@ def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
 def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, category: str,
           used: list[dict]) -> float:
     idle = [r[0] for r in conn.execute(_IDLE, {"day": day, "categories": list(settings.category_shares)}).fetchall()]
-    own = {}
+    own: dict[str, float] = {}
     for r in used:
         if r["funding"] == Funding.CATEGORY:
             own[r["category"]] = own.get(r["category"], 0.0) + r["spent"] + r["held"]
@@ -85,10 +89,10 @@ def reserve(store: Store, *, day: date, category: str, amount_usd: float, settin
         conn.execute("""INSERT INTO reservations (id, date, category, work_unit_id, action_id, amount_usd, status,
                 run_id, pid, created_at, phase, priority, host, reason, settled_at, funding)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                     [rid, day, category, work_unit_id, action_id, amount, "refused" if refused else "held", run_id,
+                     [rid, day, category, work_unit_id, action_id, amount, RS.REFUSED if refused else RS.HELD, run_id,
                       os.getpid(), now, phase, priority, HOST, refused.reason if refused else None,
                       now if refused else None, None if refused else str(decided)])
-    return refused or Reservation(rid, day, category, amount, Funding(decided))
+    return refused or Reservation(rid, day, category, amount, Funding(str(decided)))
 
 
 def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> bool:
@@ -102,7 +106,7 @@ def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> 
                             [reservation_id]).fetchone()
         amount, funding = held if held else (None, Funding.CATEGORY.value)
         inserted = insert_row(conn, replace(row, reservation_id=reservation_id, funding=funding, reserved_usd=amount))
-        actual = conn.execute("""UPDATE reservations SET status = 'reconciled', settled_at = $now, actual_usd =
+        actual = conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now, actual_usd =
                 (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE reservation_id = $id)
             WHERE id = $id RETURNING actual_usd""", {"id": reservation_id, "now": now}).fetchone()
     if amount is not None and actual and actual[0] > amount + rules.EPS:
@@ -112,22 +116,27 @@ def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> 
     return inserted
 
 
-def release(store: Store, reservation_id: str, now: datetime, status: str = "released") -> bool:
+def release(store: Store, reservation_id: str, now: datetime, status: RS = RS.RELEASED) -> bool:
     """Give a held reservation back (the call failed before any response was billed)."""
     with store.transaction() as conn:
         return bool(conn.execute("UPDATE reservations SET status = ?, settled_at = ?, actual_usd = 0 "
-                                 "WHERE id = ? AND status = 'held' RETURNING id",
+                                 f"WHERE id = ? AND status = '{RS.HELD}' RETURNING id",
                                  [status, now, reservation_id]).fetchall())
 
 
 def release_stale(store: Store, is_run_over: Callable[[str], bool], now: datetime) -> list[str]:
     """Abandon held reservations whose call can no longer settle: their Dagster run is over, or the
     process that made them (on this host) has died. Returns the ids released. Replay the write-ahead
-    log of paid answers first (core.recovery does), or a paid hold would be released as $0. A hold of
-    a pending batched request is left alone (see NOT_BATCHED)."""
-    held = store.all(f"SELECT id, run_id, pid, host FROM reservations WHERE status = 'held' AND {NOT_BATCHED}")
-    stale = [r["id"] for r in held if owner_dead(Owner(r["run_id"], r["pid"] or 0, r["host"] or ""), is_run_over)]
-    return [rid for rid in stale if release(store, rid, now, status="abandoned")]
+    log of paid answers first (services.recovery does), or a paid hold would be released as $0. A
+    hold of a pending batched request is left alone (see NOT_BATCHED)."""
+    stale = [rid for rid, owner in held_owners(store) if owner_dead(owner, is_run_over)]
+    return [rid for rid in stale if release(store, rid, now, status=RS.ABANDONED)]
+
+
+def held_owners(store: Store) -> list[tuple[str, Owner]]:
+    """Held reservations and who holds them (but holds of batched requests that may still answer)."""
+    return [(r["id"], Owner(r["run_id"], r["pid"] or 0, r["host"] or "")) for r in store.all(
+        f"SELECT id, run_id, pid, host FROM reservations WHERE status = '{RS.HELD}' AND {NOT_BATCHED}")]
 
 
 def unsettled(store: Store, request_ids: list[str]) -> set[str]:
@@ -140,13 +149,13 @@ def unsettled(store: Store, request_ids: list[str]) -> set[str]:
 
 
 def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:
-    """The day's budget in the DESIGN.md `budget` shape, plus reserve left, pauses, alerts, the
+    """The day's budget in the `budget` JSON shape (README: "cass-pipelines budget --json"), plus reserve left, pauses, alerts, the
     room pooled for the evening and night, utilisation, reservations against bills and cache reads.
     With a `phase` where room is pooled (rules.pooling), the pool counts towards what is left."""
     with store.session(), store.connection() as conn:
         used = _used(conn, day)
         pooled = _pool(conn, settings, day, "", used)
-        asks = conn.execute("SELECT category, min(amount_usd), count(*) FILTER (WHERE status = 'refused') "
+        asks = conn.execute(f"SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}') "
                             "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
         accuracy = _reservation_accuracy(conn, day)
         cache = _cache_share(conn, day)
@@ -168,10 +177,10 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
 
 def _reservation_accuracy(conn: duckdb.DuckDBPyConnection, day: date) -> dict:
     """Reserved / billed over the day's settled calls: how close holds are to bills, and breaches."""
-    row = conn.execute("""SELECT count(*), median(amount_usd / actual_usd), quantile_cont(amount_usd / actual_usd, 0.9),
+    row = conn.execute(f"""SELECT count(*), median(amount_usd / actual_usd), quantile_cont(amount_usd / actual_usd, 0.9),
             coalesce(sum(amount_usd), 0), coalesce(sum(actual_usd), 0),
             count(*) FILTER (WHERE actual_usd > amount_usd + 1e-9)
-        FROM reservations WHERE date = ? AND status = 'reconciled' AND actual_usd > 0""", [day]).fetchone()
+        FROM reservations WHERE date = ? AND status = '{RS.RECONCILED}' AND actual_usd > 0""", [day]).fetchone()
     calls, median, p90, reserved, billed, breaches = row
     return {"calls": int(calls), "median_ratio": round(median, 4) if median is not None else None,
             "p90_ratio": round(p90, 4) if p90 is not None else None, "reserved_usd": rules.money(reserved),
@@ -235,7 +244,8 @@ def spend_figures(store: Store, day: date, phase: str) -> dict:
             "SELECT coalesce(sum(cost_usd), 0), count(*) FILTER (WHERE reservation_id IS NULL) "
             "FROM llm_ledger WHERE date = ? AND phase = ?", [day, phase]).fetchone()
         reconciled = conn.execute("SELECT coalesce(sum(actual_usd), 0) FROM reservations "
-                                  "WHERE date = ? AND phase = ? AND status = 'reconciled'", [day, phase]).fetchone()[0]
+                                  f"WHERE date = ? AND phase = ? AND status = '{RS.RECONCILED}'",
+                                  [day, phase]).fetchone()[0]
     return {"day_spent_usd": rules.money(day_spent),
             "category_spent_usd": {k: rules.money(v) for k, v in by_category.items()},
             "partition_ledger_usd": rules.money(ledger), "partition_reconciled_usd": rules.money(reconciled),

@@ -147,6 +147,18 @@ CREATE TABLE llm_batches (
 CREATE INDEX batches_by_key ON llm_batches(request_key);
 CREATE INDEX batches_by_state ON llm_batches(state);
 """),
+    (60, "work_units.defer_kind: why a unit waits, as a state next to its reason (resume takes back 'paused')", """
+ALTER TABLE work_units ADD COLUMN defer_kind TEXT;
+UPDATE work_units SET defer_kind = CASE
+    WHEN reason LIKE 'paused:%' OR reason LIKE 'budget: paused:%' OR reason LIKE 'offered again % paused:%'
+        THEN 'paused'
+    WHEN reason LIKE 'needs approval:%' THEN 'approval'
+    WHEN reason LIKE '%already has % units' THEN 'phase_full'
+    WHEN reason LIKE '%requires idle%' THEN 'not_idle'
+    WHEN reason LIKE '%is no longer in the registry' THEN 'gone'
+    ELSE 'budget' END
+WHERE status = 'deferred';
+"""),
 ]
 
 

@@ -1,0 +1,386 @@
+"""MeteredClient: wraps any LLMClient so that every call is reserved against the budget first,
+recorded in the ledger from the response's real usage, and the reservation settled to that cost.
+
+Per call: one transaction checks pause (a call already in flight finishes; a new one is refused)
+and reserves what the call can cost at most, close to its bill (llm/holds.py: counted prompt
+tokens, the cached prefix at the rate the ledger's cache state implies, output bounded by the
+action's measured lengths and lowered to fit the room left); then the call; then the ledger row and the reconciliation in one
+transaction. A failed call releases its hold, unless its response was paid for (LLMError.billed:
+invalid or cut-off structured output): that one is recorded and settled like a good response, then
+the error is re-raised. The ledger's cost comes from Pricing applied to the usage the response
+reported, never from the estimate. No connection is held across the call.
+
+Work no one waits for (core/batching.py: memory, night) is sent as a Message Batch when the backend
+offers batches: the hold is priced at the batch rates, the request is stored (store/batches.py)
+before the batch is created and its batch id right after, then the batch is polled until it ends
+(up to settings.batch_wait_s). Its answer is settled through the same path (write-ahead log,
+ledger row marked `batch`, reservation reconciled). A batch still running when the wait is over
+defers the work (BatchPending) with its hold kept; `collect_batches` (batch_sensor) settles it when
+it ends, and the work's re-run takes the stored answer instead of paying again. A request that
+comes back errored or expired releases its hold and defers the work, to be asked afresh.
+
+The cached prefix's TTL: 1 hour for batches (they may run longer than five minutes), and for a
+phase whose calls spanned more than five minutes on its last earlier day; else settings.cache_ttl.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from datetime import date, timedelta
+from typing import Callable
+
+from pydantic import BaseModel
+
+from cass_pipelines.domain.batching import BATCH_CACHE_TTL, BatchState, no_one_waits, request_key
+from cass_pipelines.domain.budget_rules import Refusal, Reservation, money, prompt_tokens_bound, web_search_bound
+from cass_pipelines.domain.clock import Clock
+from cass_pipelines.domain.settings import Settings
+from cass_pipelines.llm import holds
+from cass_pipelines.llm.base import (
+    BatchAnswer,
+    BatchItem,
+    LLMClient,
+    LLMError,
+    LLMRequest,
+    LLMResult,
+    PromptCount,
+    T,
+    Usage,
+    json_schema_of,
+    prefix_key,
+)
+from cass_pipelines.llm.pricing import Pricing
+from cass_pipelines.services.failpoints import failpoint
+from cass_pipelines.store import batches, paid_log
+from cass_pipelines.store.budget import release, reserve, settle
+from cass_pipelines.store.claims import Owner, owner_dead
+from cass_pipelines.store.db import Store
+from cass_pipelines.store.ledger import LedgerRow, output_history, phase_call_span, prefix_last_used
+
+
+class BudgetRefused(Exception):
+    """A reservation was refused (day or category limit, pause). The action is deferred, not failed."""
+
+    def __init__(self, reason: str, scope: str = "day"):
+        super().__init__(reason)
+        self.reason = reason
+        self.scope = scope    # "day" | "category" | "pause" (see core.budget.Refusal) | "batch"
+
+
+class BatchPending(BudgetRefused):
+    """A batched call had no answer yet when the wait was over (or its batch came back without one).
+    The work is deferred like a refusal; a pending batch keeps its hold and is collected later."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, "batch")
+
+
+@dataclass(frozen=True)
+class MeterContext:
+    date: date
+    phase: str | None
+    category: str
+    priority: str
+    work_unit_id: str | None
+    action_id: str | None
+    run_id: str | None = None
+    step_key: str | None = None
+    ignore_pause: bool = False   # a forced manual trigger runs while paused (budget limits still hold)
+    may_use_reserve: bool = False  # the decision call: funded by its category, else the reserve
+    batch: bool = False            # no one waits for the answer: send it as a Message Batch when offered
+
+    @classmethod
+    def waiting_for_no_one(cls, settings: Settings, **fields) -> "MeterContext":
+        """A context whose calls are batched when settings allow and no one waits (core/batching.py)."""
+        return cls(**fields, batch=settings.batch_work and no_one_waits(fields["category"], fields.get("phase")))
+
+
+class MeteredClient:
+    """An LLMClient whose every call is budgeted and recorded. `.calls`, `.usage`, `.cost_usd` and
+    `.offline` sum the calls made through this instance (one action, one summary, ...)."""
+
+    def __init__(self, inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, ctx: MeterContext,
+                 clock: Clock):
+        self.inner, self.store, self.settings, self.pricing, self.ctx, self.clock = (
+            inner, store, settings, pricing, ctx, clock)
+        self.mode = inner.mode
+        self.calls = 0
+        self.usage = Usage()
+        self.cost_usd = 0.0
+        self.offline = False
+        self._lock = threading.Lock()
+
+    def model_for(self, tier: str) -> str:
+        return self.inner.model_for(tier)
+
+    def count_tokens(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> PromptCount:
+        return self._count(request, schema)
+
+    def text(self, request: LLMRequest) -> LLMResult:
+        return self._metered(request, None)
+
+    def structured(self, request: LLMRequest, schema: type[T]) -> LLMResult[T]:
+        return self._metered(request, schema)
+
+    @property
+    def batching(self) -> bool:
+        return self.ctx.batch and hasattr(self.inner, "submit_batch")
+
+    def estimate(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> float:
+        """The hold for one call as it will be sent (see llm/holds.py)."""
+        request, _ = self._bounded(request)
+        rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
+        return money(self._input_usd(request, self._count(request, schema)) + holds.output_usd(rates, request.max_tokens))
+
+    def _bounded(self, request: LLMRequest) -> tuple[LLMRequest, holds.OutputBound]:
+        """The request as it will be sent: its output bound (llm/holds.py) and its prefix's TTL."""
+        history = output_history(self.store, self.ctx.action_id, self.ctx.date) if self.ctx.action_id else []
+        bound = holds.output_bound(request.max_tokens, history)
+        if request.cache_ttl is None:
+            span = phase_call_span(self.store, self.ctx.phase, self.ctx.date) if self.ctx.phase else None
+            ttl = BATCH_CACHE_TTL if self.batching else holds.phase_ttl(span, self.settings.cache_ttl)
+            request = replace(request, cache_ttl=ttl)
+        return replace(request, max_tokens=bound.max_tokens), bound
+
+    def _count(self, request: LLMRequest, schema: type[BaseModel] | None) -> PromptCount:
+        counter = getattr(self.inner, "count_tokens", None)
+        try:
+            if counter is not None:
+                return counter(request, schema)
+        except LLMError:
+            pass   # counting is an optimisation: without it, hold the byte bound below
+        # A byte bound on every token; the prefix is priced as a cache write unless the ledger knows it warm.
+        return PromptCount(prompt_tokens_bound(request.system_prefix, request.system_suffix, request.prompt,
+                                               json.dumps(schema.model_json_schema()) if schema else ""),
+                           prompt_tokens_bound(request.system_prefix))
+
+    def _input_usd(self, request: LLMRequest, count: PromptCount) -> float:
+        model = self.model_for(request.tier)
+        rates = self.pricing.rates(model, batch=self.batching)
+        # The backend sends the search tool only when settings allow it; only then can it be billed.
+        searches, search_tokens = web_search_bound(request.web_search and self.settings.web_search)
+        ttl = request.cache_ttl or self.settings.cache_ttl
+        # A backend that knows its cache (the simulated one) says so; otherwise the ledger's record of
+        # the prefix's last write or read within the TTL decides.
+        known = getattr(self.inner, "prefix_cached", lambda _: None)(request)
+        if known is not None:
+            warm = known
+        else:
+            last = prefix_last_used(self.store, prefix_key(model, request.system_prefix)) if count.prefix else None
+            warm = last is not None and self.clock.now() - last < timedelta(
+                seconds=holds.TTL_SECONDS[ttl] - holds.WARM_SLACK_S)
+        return (holds.input_usd(rates, count, warm=warm, ttl=ttl, extra_tokens=search_tokens)
+                + searches * self.pricing.web_search_per_1k / 1000)
+
+    def _reserve(self, request: LLMRequest, schema: type[BaseModel] | None) -> tuple[LLMRequest, Reservation]:
+        """Reserve for the call; when the room left is short, lower its output bound to fit, down
+        to the useful minimum. Returns the request as it will be sent and its reservation."""
+        ctx = self.ctx
+        request, bound = self._bounded(request)
+        count = self._count(request, schema)
+        rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
+        input_usd = self._input_usd(request, count)
+        while True:
+            amount = money(input_usd + holds.output_usd(rates, request.max_tokens))
+            held = reserve(self.store, day=ctx.date, category=ctx.category, amount_usd=amount,
+                           settings=self.settings, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
+                           action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, now=self.clock.now(),
+                           honour_pause=not ctx.ignore_pause, may_use_reserve=ctx.may_use_reserve)
+            if not isinstance(held, Refusal):
+                return request, held
+            fits = holds.tokens_affordable(rates, held.room_usd, input_usd)
+            if held.scope == "pause" or fits < bound.minimum or fits >= request.max_tokens:
+                raise BudgetRefused(held.reason, held.scope)
+            request = replace(request, max_tokens=fits)
+
+    def _metered(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
+        if self.batching:
+            return self._batched(request, schema)
+        with self.store.session():   # the history reads and the reservation share one open
+            request, held = self._reserve(request, schema)
+        try:
+            result = self.inner.structured(request, schema) if schema else self.inner.text(request)
+        except LLMError as exc:
+            if exc.billed is None:
+                release(self.store, held.id, self.clock.now())
+                raise
+            # A paid response that was unusable (invalid or cut-off structured output): it is
+            # recorded and settles the hold exactly like a good one, then the error goes on.
+            exc.billed = self._record(held.id, exc.billed, request)
+            raise
+        except BaseException:
+            release(self.store, held.id, self.clock.now())
+            raise
+        return self._record(held.id, result, request)
+
+    def _record(self, reservation_id: str, result: LLMResult, request: LLMRequest, batch: bool = False) -> LLMResult:
+        """Ledger row from the response's reported usage, priced by Pricing: first appended to the
+        write-ahead log of paid answers (so a crash before the database write loses nothing), then
+        recorded and the hold settled in one transaction."""
+        ctx = self.ctx
+        cost = round(self.pricing.cost(result.model, result.usage, batch=batch), 9)
+        u = result.usage
+        row = LedgerRow(
+            request_id=result.request_id, ts=self.clock.now(), date=ctx.date, phase=ctx.phase, run_id=ctx.run_id,
+            step_key=ctx.step_key, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id, category=ctx.category,
+            model=result.model, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+            cache_creation_input_tokens=u.cache_creation_input_tokens,
+            cache_read_input_tokens=u.cache_read_input_tokens,
+            cache_creation_1h_input_tokens=u.cache_creation_1h_input_tokens, cost_usd=cost,
+            offline=result.offline, attempts=result.attempts, latency_ms=result.latency_ms,
+            reservation_id=reservation_id, max_tokens=request.max_tokens,
+            prefix_key=prefix_key(result.model, request.system_prefix) if request.system_prefix else None,
+            batch=batch)
+        paid_log.append(self.settings.home, row)
+        failpoint("paid_before_ledger")
+        settle(self.store, reservation_id, row, self.clock.now())
+        with self._lock:   # handlers may call from several threads (bounded concurrency)
+            self.calls += 1
+            self.usage += u
+            self.cost_usd = round(self.cost_usd + cost, 9)
+            self.offline = self.offline or result.offline
+        return replace(result, cost_usd=cost)
+
+    # ---- message batches ----------------------------------------------------------------------
+
+    def _batched(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
+        """One call through a Message Batch: the request this work already sent is taken up again
+        (pending: waited for; collected: its stored answer, paid once), else a new one is held,
+        stored, submitted and waited for."""
+        ctx = self.ctx
+        json_schema = json_schema_of(schema)
+        model = self.model_for(request.tier)
+        key = request_key(ctx.work_unit_id, ctx.action_id, model, request.system_prefix, request.system_suffix,
+                          request.prompt, json_schema)
+        row = batches.for_key(self.store, key)
+        if row is None:
+            row = self._submit(request, schema, json_schema, key, model)
+        elif row["state"] == BatchState.SUBMITTING:
+            # Its submitter died between creating the batch and storing its id: an answer may still
+            # be billed, so the hold stays and nothing is sent again until any such batch has expired.
+            raise BatchPending(f"an earlier batch request of this work ({row['custom_id']}) may still answer; "
+                               "its hold is kept until it would have expired")
+        if row["state"] != BatchState.COLLECTED:
+            row = self._await(row)
+        batches.take(self.store, row["custom_id"])
+        usage, cost = self._count_paid(row["request_id"])
+        result = LLMResult(text=row["result_text"], parsed=None, usage=usage, model=row["model"],
+                           request_id=row["request_id"], latency_ms=0, attempts=1,
+                           offline=self.inner.mode == "offline", cost_usd=cost, stop_reason=None)
+        if schema is None:
+            return result
+        try:
+            return replace(result, parsed=schema.model_validate_json(row["result_text"]))
+        except ValueError as exc:   # paid (already settled) but unusable, as for an interactive answer
+            raise LLMError(f"batched structured output did not match {schema.__name__}: {exc}"[:500],
+                           retryable=True, request_id=row["request_id"], billed=result) from None
+
+    def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
+                model: str) -> dict:
+        ctx = self.ctx
+        with self.store.session():
+            request, held = self._reserve(request, schema)
+        custom_id = f"cass_{uuid.uuid4().hex}"
+        batches.add(self.store, batches.NewBatchRequest(
+            custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
+            category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id,
+            run_id=ctx.run_id, step_key=ctx.step_key, model=model, request={**asdict(request), "json_schema": json_schema},
+            pid=os.getpid(), submitted_at=self.clock.now()))
+        try:
+            batch_id = self.inner.submit_batch([BatchItem(custom_id, request, json_schema)])
+        except BaseException as exc:   # no batch was created: nothing can be billed
+            batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
+            raise
+        failpoint("batch_submitted")
+        batches.submitted(self.store, custom_id, batch_id)
+        return {**batches.get(self.store, custom_id)}
+
+    def _await(self, row: dict) -> dict:
+        """Poll the row's batch until it has ended (then settle its answer) or the wait is over."""
+        deadline = time.monotonic() + self.settings.batch_wait_s
+        while True:
+            done = collect_one(self.inner, self.store, self.settings, self.pricing, self.clock, row)
+            if done is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise BatchPending(f"waiting for message batch {row['batch_id']}: no answer after "
+                                   f"{self.settings.batch_wait_s:g}s; collected when it ends")
+            time.sleep(min(self.settings.batch_poll_s, max(deadline - time.monotonic(), 0.0)))
+        if done["state"] != BatchState.COLLECTED:
+            raise BatchPending(f"message batch {row['batch_id']} returned no answer ({done['error']}); "
+                               "its hold is released and the work is asked for again")
+        return done
+
+    def _count_paid(self, request_id: str) -> tuple[Usage, float]:
+        """A batched answer's ledger usage and cost, added to this client's sums (once per answer used)."""
+        paid = self.store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, "
+                              "cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd, offline "
+                              "FROM llm_ledger WHERE request_id = ?", [request_id]) or {}
+        usage = Usage(*(int(paid.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+                                                        "cache_read_input_tokens", "cache_creation_1h_input_tokens")))
+        cost = float(paid.get("cost_usd") or 0.0)
+        with self._lock:
+            self.calls += 1
+            self.usage += usage
+            self.cost_usd = round(self.cost_usd + cost, 9)
+            self.offline = self.offline or bool(paid.get("offline"))
+        return usage, cost
+
+
+def _item(row: dict) -> BatchItem:
+    data = json.loads(row["request"]) if isinstance(row["request"], str) else dict(row["request"])
+    json_schema = data.pop("json_schema", None)
+    return BatchItem(row["custom_id"], LLMRequest(**data), json_schema)
+
+
+def collect_one(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
+                row: dict) -> dict | None:
+    """Look at one pending request's batch: None while it runs; once it has ended, its answer is
+    settled under the request's reservation at the batch price (write-ahead log first) or, with no
+    answer, the hold is released. Returns the row as it is now. Collecting twice records nothing
+    twice (the ledger's request id is the answer's own)."""
+    if row["state"] == BatchState.SUBMITTING or not row["batch_id"]:
+        return None
+    item = _item(row)
+    answers = inner.collect_batch(row["batch_id"], [item])
+    if answers is None:
+        return None
+    answer: BatchAnswer = answers[row["custom_id"]]
+    if answer.result is None:
+        batches.ended_without_answer(store, row["custom_id"], answer.error or "no answer", clock.now())
+    else:
+        ctx = MeterContext(date=row["date"], phase=row["phase"], category=row["category"], priority=row["priority"],
+                           work_unit_id=row["work_unit_id"], action_id=row["action_id"], run_id=row["run_id"],
+                           step_key=row["step_key"], batch=True)
+        recorded = MeteredClient(inner, store, settings, pricing, ctx, clock)._record(
+            row["reservation_id"], answer.result, item.request, batch=True)
+        batches.collected(store, row["custom_id"], recorded.request_id, answer.result.text, clock.now())
+    return batches.get(store, row["custom_id"])
+
+
+def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
+                    is_run_over: Callable[[str], bool]) -> dict[str, list[str]]:
+    """batch_sensor's pass over requests whose submitter is gone (a live one collects its own):
+    settle what has ended, and release the hold of a request whose batch id was never stored once
+    any batch it might be in has expired. Returns custom ids by what happened."""
+    out: dict[str, list[str]] = {"collected": [], "failed": [], "lost": [], "waiting": []}
+    for row in batches.pending(store):
+        if not owner_dead(Owner(row["run_id"], row["pid"] or 0, row["host"] or ""), is_run_over):
+            continue
+        if row["state"] == BatchState.SUBMITTING:
+            if clock.now() - row["submitted_at"] > BATCH_EXPIRY:
+                batches.ended_without_answer(store, row["custom_id"], "submitter died before the batch id was "
+                                             "stored; any batch it made has expired", clock.now(), BatchState.LOST)
+                out["lost"].append(row["custom_id"])
+            continue
+        done = collect_one(inner, store, settings, pricing, clock, row)
+        state = "waiting" if done is None else ("collected" if done["state"] == BatchState.COLLECTED else "failed")
+        out[state].append(row["custom_id"])
+    return out
+
+
+BATCH_EXPIRY = timedelta(hours=24, minutes=5)   # a batch ends within 24 hours of its creation
