@@ -115,16 +115,16 @@ def test_a_batch_outliving_its_run_is_collected_later_and_its_answer_used_once(s
     # Its run ends: the stale-hold sweep leaves the hold alone (an answer may still be billed).
     assert sb.release_stale(store, lambda run: True, NOW) == []
     assert store.scalar("SELECT status FROM reservations") == "held"
-    assert collect_batches(inner, store, settings, load_pricing(), Ticking(), lambda run: True)["waiting"]
+    assert collect_batches(inner, store, settings, load_pricing(), Ticking(), lambda run: True)[BatchState.SUBMITTED]
     # The batch ends; batch_sensor's pass settles it at the batch price under the same hold.
     fake_anthropic.batch_delay_s = 0
     done = collect_batches(inner, store, settings, load_pricing(), Ticking(), lambda run: True)
-    assert len(done["collected"]) == 1
+    assert len(done[BatchState.COLLECTED]) == 1
     [row] = ledger(store)
     assert row["batch"] and row["cost_usd"] <= row["reserved_usd"]
     assert store.scalar("SELECT status FROM reservations") == "reconciled"
     # Collecting again records nothing twice.
-    assert collect_batches(inner, store, settings, load_pricing(), Ticking(), lambda run: True)["collected"] == []
+    assert collect_batches(inner, store, settings, load_pricing(), Ticking(), lambda run: True)[BatchState.COLLECTED] == []
     # The work's re-run takes the stored answer: no new batch, no new ledger row.
     again = ask(meter(store, settings, inner, run_id="run_2"))
     assert again.parsed.summary and again.request_id == row["request_id"]
@@ -159,7 +159,7 @@ def test_a_submitter_that_died_before_storing_the_batch_id_keeps_its_hold_until_
     assert sb.release_stale(store, lambda run: True, NOW) == []
     late = Ticking(NOW + timedelta(hours=25))
     done = collect_batches(inner, store, settings, load_pricing(), late, lambda run: True)
-    assert done["lost"] == ["cass_lost"]
+    assert done[BatchState.LOST] == ["cass_lost"]
     assert store.scalar("SELECT status FROM reservations") == "released"
 
 
@@ -215,8 +215,7 @@ def test_batch_sensor_settles_a_batch_whose_run_ended_and_lists_states(store, se
     from dagster._core.test_utils import create_run_for_test
 
     from cass_pipelines.defs.budget.batch_sensor import build_batch_sensor
-    from cass_pipelines.defs.llm_resource import LLMResource
-    from cass_pipelines.defs.resources import CassDuckDB, CassResource
+    from cass_pipelines.defs.resources import cass_resource
 
     inner = AnthropicBackend(settings, load_pricing())
     fake_anthropic.batch_delay_s = 3600
@@ -224,8 +223,7 @@ def test_batch_sensor_settles_a_batch_whose_run_ended_and_lists_states(store, se
         run = create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.STARTED)
         with pytest.raises(BatchPending):
             ask(meter(store, replace_wait(settings, 0.05), inner, run_id=run.run_id))
-        cass = CassResource(duckdb=CassDuckDB(database=str(settings.db_path)), llm=LLMResource(mode="anthropic"),
-                            fixed_now=NOW.isoformat())
+        cass = cass_resource(settings, fixed_now=NOW.isoformat())   # auto mode: the API key is set
 
         def tick():
             with dg.build_sensor_context(instance=instance, resources={"cass": cass}) as ctx:

@@ -87,7 +87,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
     emit(rows, args.json, lambda rs: table(
         [[r["custom_id"], r["batch_id"] or "", r["state"], str(r["date"]), r["phase"] or "", r["action_id"] or "",
           _usd(r["reserved_usd"]), _usd(r["billed_usd"]), (r["error"] or "")[:60]] for r in rs],
-        ["request", "batch", "state", "date", "phase", "action", "held", "billed", "error"]) if rs
+        ["request", "batch", "state", "date", "phase", "action", "reserved", "billed", "error"]) if rs
         else "no batched calls")
     return 0
 

@@ -366,8 +366,9 @@ def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing:
                     is_run_over: Callable[[str], bool]) -> dict[str, list[str]]:
     """batch_sensor's pass over requests whose submitter is gone (a live one collects its own):
     settle what has ended, and release the hold of a request whose batch id was never stored once
-    any batch it might be in has expired. Returns custom ids by what happened."""
-    out: dict[str, list[str]] = {"collected": [], "failed": [], "lost": [], "waiting": []}
+    any batch it might be in has expired. Returns custom ids by their state now (submitted: still waiting)."""
+    out: dict[str, list[str]] = {s: [] for s in (BatchState.COLLECTED, BatchState.FAILED, BatchState.LOST,
+                                                 BatchState.SUBMITTED)}
     for row in batches.pending(store):
         if not owner_dead(Owner(row["run_id"], row["pid"] or 0, row["host"] or ""), is_run_over):
             continue
@@ -375,11 +376,10 @@ def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing:
             if clock.now() - row["submitted_at"] > BATCH_EXPIRY:
                 batches.ended_without_answer(store, row["custom_id"], "submitter died before the batch id was "
                                              "stored; any batch it made has expired", clock.now(), BatchState.LOST)
-                out["lost"].append(row["custom_id"])
+                out[BatchState.LOST].append(row["custom_id"])
             continue
         done = collect_one(inner, store, settings, pricing, clock, row)
-        state = "waiting" if done is None else ("collected" if done["state"] == BatchState.COLLECTED else "failed")
-        out[state].append(row["custom_id"])
+        out[BatchState.SUBMITTED if done is None else done["state"]].append(row["custom_id"])
     return out
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
+from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm.pricing import load_pricing
@@ -36,7 +37,8 @@ def build_batch_sensor(settings: Settings) -> dg.SensorDefinition:
             return BUSY
         done, counts = result
         parts = [f"{day} batched requests: " + ", ".join(f"{state} {n}" for state, n in counts.items())]
-        parts += [f"{what} now: {', '.join(ids)}" for what, ids in done.items() if ids and what != "waiting"]
+        parts += [f"{state} now: {', '.join(ids)}" for state, ids in done.items()
+                  if ids and state != BatchState.SUBMITTED]
         return dg.SkipReason("; ".join(parts))
 
     return batch_sensor
