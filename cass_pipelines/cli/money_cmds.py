@@ -1,5 +1,6 @@
 """budget, batches, pause, resume."""
 import argparse
+from datetime import date
 
 from cass_pipelines.cli.output import MAX_TEXT_CHARS, bounded_text, emit, parse_date, table
 from cass_pipelines.domain.categories import Category
@@ -83,7 +84,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
 def cmd_batches(args: argparse.Namespace) -> int:
     settings, store = open_store()
     migrate(store)
-    rows = batches.listing(store, parse_date(args.date, None))
+    rows = batches.listing(store, parse_date(args.date, date.min) if args.date else None)
     emit(rows, args.json, lambda rs: table(
         [[r["custom_id"], r["batch_id"] or "", r["state"], str(r["date"]), r["phase"] or "", r["action_id"] or "",
           _usd(r["reserved_usd"]), _usd(r["billed_usd"]), (r["error"] or "")[:60]] for r in rs],

@@ -140,7 +140,7 @@ class AnthropicBackend(Backend):
         return PromptCount(total, min(self._prefix_tokens[key], total))
 
     def submit_batch(self, items: list[BatchItem]) -> str:
-        requests = [{"custom_id": i.custom_id,
+        requests: list[Any] = [{"custom_id": i.custom_id,
                      "params": self._params(i.request, self.model_for(i.request.tier), i.json_schema)} for i in items]
         return self._api("submitting a message batch", lambda: self.client.messages.batches.create(requests=requests)).id
 

@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
-from typing import Callable
+from typing import Callable, cast
 
 from pydantic import BaseModel
 
@@ -42,6 +42,7 @@ from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import (
     BatchAnswer,
+    BatchClient,
     BatchItem,
     LLMClient,
     LLMError,
@@ -268,7 +269,7 @@ class MeteredClient:
             row = self._await(row)
         batches.take(self.store, row["custom_id"])
         usage, cost = self._count_paid(row["request_id"])
-        result = LLMResult(text=row["result_text"], parsed=None, usage=usage, model=row["model"],
+        result: LLMResult = LLMResult(text=row["result_text"], parsed=None, usage=usage, model=row["model"],
                            request_id=row["request_id"], latency_ms=0, attempts=1,
                            offline=self.inner.mode == "offline", cost_usd=cost, stop_reason=None)
         if schema is None:
@@ -291,13 +292,15 @@ class MeteredClient:
             run_id=ctx.run_id, step_key=ctx.step_key, model=model, request={**asdict(request), "json_schema": json_schema},
             pid=os.getpid(), submitted_at=self.clock.now()))
         try:
-            batch_id = self.inner.submit_batch([BatchItem(custom_id, request, json_schema)])
+            batch_id = cast(BatchClient, self.inner).submit_batch([BatchItem(custom_id, request, json_schema)])
         except BaseException as exc:   # no batch was created: nothing can be billed
             batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
             raise
         failpoint("batch_submitted")
         batches.submitted(self.store, custom_id, batch_id)
-        return {**batches.get(self.store, custom_id)}
+        row = batches.get(self.store, custom_id)
+        assert row is not None   # stored above
+        return row
 
     def _await(self, row: dict) -> dict:
         """Poll the row's batch until it has ended (then settle its answer) or the wait is over."""
@@ -346,7 +349,7 @@ def collect_one(inner: LLMClient, store: Store, settings: Settings, pricing: Pri
     if row["state"] == BatchState.SUBMITTING or not row["batch_id"]:
         return None
     item = _item(row)
-    answers = inner.collect_batch(row["batch_id"], [item])
+    answers = cast(BatchClient, inner).collect_batch(row["batch_id"], [item])
     if answers is None:
         return None
     answer: BatchAnswer = answers[row["custom_id"]]
