@@ -26,7 +26,15 @@ from typing import Any
 
 from cass_pipelines.llm.base import Usage
 from cass_pipelines.llm.pricing import UnknownModelError, load_pricing
-from cass_pipelines.llm.simulate import PromptCache, estimate_tokens, instance, material, seeded, write_text
+from cass_pipelines.llm.simulate import (
+    PromptCache,
+    estimate_tokens,
+    instance,
+    material,
+    seeded,
+    truncated,
+    write_text,
+)
 
 API_KEY = "sk-ant-test-DO-NOT-LEAK-0123456789"
 DEFAULT_MIN_CACHEABLE = 1024
@@ -150,6 +158,7 @@ class FakeAnthropic:
         refused = any(marker in prompt for marker in self.refuse_when)
         text = ("I can't help with summarising this conversation." if refused else
                 json.dumps(instance(schema, rng, items)) if schema else write_text(rng, items, body["max_tokens"]))
+        text, stop = truncated(text, body["max_tokens"])
         searches = int(any(str(t.get("type", "")).startswith("web_search") for t in body.get("tools") or []))
         content: list[dict] = []
         if searches:
@@ -167,7 +176,7 @@ class FakeAnthropic:
         written_1h = usage.cache_creation_1h_input_tokens
         message = {
             "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": "refusal" if refused else "end_turn", "stop_sequence": None,
+            "content": content, "stop_reason": "refusal" if refused else stop, "stop_sequence": None,
             "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
                       "cache_creation_input_tokens": usage.cache_creation_input_tokens,
                       "cache_read_input_tokens": usage.cache_read_input_tokens,

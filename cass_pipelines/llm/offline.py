@@ -22,7 +22,15 @@ from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm.backend import Backend
 from cass_pipelines.llm.base import BatchAnswer, BatchItem, LLMError, LLMRequest, LLMResult, PromptCount
 from cass_pipelines.llm.pricing import Pricing
-from cass_pipelines.llm.simulate import PromptCache, estimate_tokens, instance, material, seeded, write_text
+from cass_pipelines.llm.simulate import (
+    PromptCache,
+    estimate_tokens,
+    instance,
+    material,
+    seeded,
+    truncated,
+    write_text,
+)
 
 
 class OfflineBackend(Backend):
@@ -50,7 +58,11 @@ class OfflineBackend(Backend):
             return result
         try:
             return replace(result, parsed=schema.model_validate_json(result.text))
-        except ValidationError as exc:  # a schema feature the generator does not cover
+        except ValidationError as exc:
+            if result.stop_reason == "max_tokens":   # cut at the output bound: paid, as online
+                raise LLMError(f"structured output cut at max_tokens={request.max_tokens}", retryable=True,
+                               request_id=result.request_id, billed=result) from None
+            # a schema feature the generator does not cover
             raise LLMError(f"offline backend cannot satisfy schema {schema.__name__}: {exc}") from None
 
     def submit_batch(self, items: list[BatchItem]) -> str:
@@ -73,10 +85,11 @@ class OfflineBackend(Backend):
             text = write_text(rng, items, request.max_tokens)
         else:
             text = json.dumps(instance(schema, rng, items), ensure_ascii=False)
+        text, stop = truncated(text, request.max_tokens)
         rest = estimate_tokens(request.system_suffix) + estimate_tokens(request.prompt) + estimate_tokens(json_schema)
         usage = self._cache.usage(model, request.system_prefix, rest, estimate_tokens(text),
                                   request.cache_ttl or self.settings.cache_ttl,
                                   self.pricing.rates(model).min_cacheable_tokens)
         return LLMResult(text=text, parsed=None, usage=usage, model=model, request_id=request_id,
                          latency_ms=int((time.monotonic() - started) * 1000), attempts=1, offline=True,
-                         cost_usd=self.pricing.cost(model, usage, batch=batch), stop_reason="end_turn")
+                         cost_usd=self.pricing.cost(model, usage, batch=batch), stop_reason=stop)

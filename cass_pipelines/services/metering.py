@@ -137,9 +137,11 @@ class MeteredClient:
         rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
         return money(self._input_usd(request, self._count(request, schema)) + holds.output_usd(rates, request.max_tokens))
 
-    def _bounded(self, request: LLMRequest) -> tuple[LLMRequest, holds.OutputBound]:
-        """The request as it will be sent: its output bound (llm/holds.py) and its prefix's TTL."""
-        history = output_history(self.store, self.ctx.action_id, self.ctx.date) if self.ctx.action_id else []
+    def _bounded(self, request: LLMRequest, measured: bool = True) -> tuple[LLMRequest, holds.OutputBound]:
+        """The request as it will be sent: its output bound (llm/holds.py; with `measured` False, the
+        caller's own limit) and its prefix's TTL."""
+        history = (output_history(self.store, self.ctx.action_id, self.ctx.date)
+                   if self.ctx.action_id and measured else [])
         bound = holds.output_bound(request.max_tokens, history)
         if request.cache_ttl is None:
             span = phase_call_span(self.store, self.ctx.phase, self.ctx.date) if self.ctx.phase else None
@@ -177,11 +179,12 @@ class MeteredClient:
         return (holds.input_usd(rates, count, warm=warm, ttl=ttl, extra_tokens=search_tokens)
                 + searches * self.pricing.web_search_per_1k / 1000)
 
-    def _reserve(self, request: LLMRequest, schema: type[BaseModel] | None) -> tuple[LLMRequest, Reservation]:
+    def _reserve(self, request: LLMRequest, schema: type[BaseModel] | None,
+                 measured: bool = True) -> tuple[LLMRequest, Reservation]:
         """Reserve for the call; when the room left is short, lower its output bound to fit, down
         to the useful minimum. Returns the request as it will be sent and its reservation."""
         ctx = self.ctx
-        request, bound = self._bounded(request)
+        request, bound = self._bounded(request, measured)
         count = self._count(request, schema)
         rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
         input_usd = self._input_usd(request, count)
@@ -198,11 +201,11 @@ class MeteredClient:
                 raise BudgetRefused(held.reason, held.scope)
             request = replace(request, max_tokens=fits)
 
-    def _metered(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
+    def _metered(self, asked: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
         if self.batching:
-            return self._batched(request, schema)
+            return self._batched(asked, schema, measured)
         with self.store.session():   # the history reads and the reservation share one open
-            request, held = self._reserve(request, schema)
+            request, held = self._reserve(asked, schema, measured)
         try:
             result = self.inner.structured(request, schema) if schema else self.inner.text(request)
         except LLMError as exc:
@@ -212,11 +215,16 @@ class MeteredClient:
             # A paid response that was unusable (invalid or cut-off structured output): it is
             # recorded and settles the hold exactly like a good one, then the error goes on.
             exc.billed = self._record(held.id, exc.billed, request)
+            if cut_at_bound(exc.billed, request, asked):
+                return self._metered(asked, schema, measured=False)
             raise
         except BaseException:
             release(self.store, held.id, self.clock.now())
             raise
-        return self._record(held.id, result, request)
+        recorded = self._record(held.id, result, request)
+        if cut_at_bound(recorded, request, asked):   # whole prose, not a clipped one
+            return self._metered(asked, schema, measured=False)
+        return recorded
 
     def _record(self, reservation_id: str, result: LLMResult, request: LLMRequest, batch: bool = False) -> LLMResult:
         """Ledger row from the response's reported usage, priced by Pricing: first appended to the
@@ -248,7 +256,7 @@ class MeteredClient:
 
     # ---- message batches ----------------------------------------------------------------------
 
-    def _batched(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
+    def _batched(self, request: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
         """One call through a Message Batch: the request this work already sent is taken up again
         (pending: waited for; collected: its stored answer, paid once), else a new one is held,
         stored, submitted and waited for."""
@@ -259,7 +267,7 @@ class MeteredClient:
                           request.prompt, json_schema)
         row = batches.for_key(self.store, key)
         if row is None:
-            row = self._submit(request, schema, json_schema, key, model)
+            row = self._submit(request, schema, json_schema, key, model, measured)
         elif row["state"] == BatchState.SUBMITTING:
             # Its submitter died between creating the batch and storing its id: an answer may still
             # be billed, so the hold stays and nothing is sent again until any such batch has expired.
@@ -269,9 +277,13 @@ class MeteredClient:
             row = self._await(row)
         batches.take(self.store, row["custom_id"])
         usage, cost = self._count_paid(row["request_id"])
+        sent = _item(row).request
         result: LLMResult = LLMResult(text=row["result_text"], parsed=None, usage=usage, model=row["model"],
-                           request_id=row["request_id"], latency_ms=0, attempts=1,
-                           offline=self.inner.mode == "offline", cost_usd=cost, stop_reason=None)
+                                      request_id=row["request_id"], latency_ms=0, attempts=1,
+                                      offline=self.inner.mode == "offline", cost_usd=cost,
+                                      stop_reason="max_tokens" if usage.output_tokens >= sent.max_tokens else None)
+        if cut_at_bound(result, sent, request):
+            return self._batched(request, schema, measured=False)
         if schema is None:
             return result
         try:
@@ -281,10 +293,10 @@ class MeteredClient:
                            retryable=True, request_id=row["request_id"], billed=result) from None
 
     def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
-                model: str) -> dict:
+                model: str, measured: bool) -> dict:
         ctx = self.ctx
         with self.store.session():
-            request, held = self._reserve(request, schema)
+            request, held = self._reserve(request, schema, measured)
         custom_id = f"cass_{uuid.uuid4().hex}"
         batches.add(self.store, batches.NewBatchRequest(
             custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
@@ -332,6 +344,12 @@ class MeteredClient:
             self.cost_usd = round(self.cost_usd + cost, 9)
             self.offline = self.offline or bool(paid.get("offline"))
         return usage, cost
+
+
+def cut_at_bound(result: LLMResult, sent: LLMRequest, asked: LLMRequest) -> bool:
+    """An answer stopped by an output bound lower than the caller asked for: asked again once, with
+    the caller's limit (paid twice; the bound is measured from history, which now includes it)."""
+    return result.stop_reason == "max_tokens" and sent.max_tokens < asked.max_tokens
 
 
 def _item(row: dict) -> BatchItem:

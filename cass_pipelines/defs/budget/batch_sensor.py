@@ -25,7 +25,7 @@ def build_batch_sensor(settings: Settings) -> dg.SensorDefinition:
         day, _ = phase_at(clock.now(), settings)
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
 
-        def tick():
+        def tick() -> tuple[dict[str, list[str]], dict[str, int]]:
             done: dict[str, list[str]] = {}
             if batches.pending(store):   # the LLM client is made only when something is in flight
                 done = collect_batches(cass.llm.get_client(settings), store, settings, load_pricing(), clock,
