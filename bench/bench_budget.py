@@ -94,6 +94,7 @@ def tiny(day: date) -> dict:
                    .startswith(f"offered again {day + timedelta(days=1)}")]
         waiting = plans.pending_deferred(store, day, day + timedelta(days=2), 0)
         return {"budget_usd": 0.05, "run_day_exit": code, "seconds": seconds, "plan_source": plan["source"],
+                "utilisation": status["utilisation"],
                 "plan_error": None, "units_completed": sum(u["status"] == "completed" for u in first),
                 "spent_usd": status["spent_usd"], "within_limit": status["spent_usd"] <= 0.05 + 1e-9,
                 "deferred": len(deferred), "deferred_with_reason": sum(bool(u["reason"]) for u in deferred),
@@ -126,6 +127,9 @@ def tight(day: date) -> dict:
                 "spent_beyond_shares_usd": status["spent_beyond_shares_usd"],
                 "units": {s: sum(u["status"] == s for u in day_units)
                           for s in ("completed", "deferred", "failed", "planned")},
+                # Whether the day had more work than money: units left undone for want of money.
+                "deferred_for_money": sum(u["status"] == "deferred" and u["defer_kind"] == "budget"
+                                          for u in day_units),
                 "reservation_vs_bill": status["reservation_vs_bill"]}
 
 
