@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from pydantic import BaseModel
+from test_reliability import api_home  # noqa: F401  (fixture: the sample agent on the real SDK, loopback API)
 
 from cass_pipelines.config.settings import load_settings
 from cass_pipelines.domain.batching import BatchState, no_one_waits
@@ -259,3 +260,30 @@ def test_a_day_sends_memory_and_night_work_as_batches_and_reports_them(sample_ho
     assert kinds and all(r["batch"] == no_one_waits(r["category"], r["phase"]) for r in kinds), kinds
     assert any(r["batch"] for r in kinds) and any(not r["batch"] for r in kinds)
 
+
+
+def test_a_run_killed_between_submitting_and_collecting_a_batch_loses_nothing_paid(api_home):  # noqa: F811
+    """SIGKILL right after a night call's batch id is stored: the re-run (or batch_sensor) collects
+    that batch, settles it under the hold the dead run took, and the work uses it without a second
+    batch; every answer the server billed is in the ledger once, and no hold is left."""
+    from support import SAMPLE_DAY
+    from test_reliability import KILLED, check_invariants, cli
+
+    from cass_pipelines.services.runtime import open_runtime
+
+    env, server = api_home
+    killed = cli(env, "run-phase", "night", "--date", SAMPLE_DAY.isoformat(), failpoint="batch_submitted")
+    assert killed.returncode == KILLED, killed.stderr[-1500:]
+    rt = open_runtime()
+    [pending] = rt.store.all("SELECT custom_id, state, reservation_id FROM llm_batches")
+    assert pending["state"] == BatchState.SUBMITTED and len(server.batches) == 1
+    again = cli(env, "run-phase", "night", "--date", SAMPLE_DAY.isoformat())
+    assert again.returncode == 0, again.stderr[-2000:]
+    check_invariants(server, allow=("actions_paid_by_two_runs",))   # the killed run's batch, settled by the next
+    first = rt.store.one("SELECT state, used, request_id FROM llm_batches WHERE custom_id = ?", [pending["custom_id"]])
+    assert first["state"] == BatchState.COLLECTED and first["used"]
+    assert rt.store.scalar("SELECT status FROM reservations WHERE id = ?", [pending["reservation_id"]]) == "reconciled"
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE request_id = ?", [first["request_id"]]) == 1
+    # One batch per request: the killed call's request was not sent again.
+    keys = rt.store.all("SELECT request_key, count(*) AS n FROM llm_batches GROUP BY ALL HAVING count(*) > 1")
+    assert keys == []

@@ -308,8 +308,9 @@ class MeteredClient:
         except BaseException as exc:   # no batch was created: nothing can be billed
             batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
             raise
-        failpoint("batch_submitted")
+        failpoint("batch_created")     # a crash here: the hold is kept until any batch would have expired
         batches.submitted(self.store, custom_id, batch_id)
+        failpoint("batch_submitted")   # a crash here: the batch is collected later, paid once
         row = batches.get(self.store, custom_id)
         assert row is not None   # stored above
         return row
