@@ -5,12 +5,12 @@ answer used without paying twice; one that never answers releases its hold."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from pydantic import BaseModel
 from test_reliability import api_home  # noqa: F401  (fixture: the sample agent on the real SDK, loopback API)
+from test_spending import Ticking
 
 from cass_pipelines.config.settings import load_settings
 from cass_pipelines.domain.batching import BatchState, no_one_waits
@@ -36,15 +36,6 @@ class Summary(BaseModel):
     topics: list[str]
 
 
-@dataclass
-class Ticking:
-    at: datetime = NOW
-
-    def now(self) -> datetime:
-        self.at += timedelta(seconds=1)
-        return self.at
-
-
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(home=tmp_path, daily_budget_usd=2.0, reserve_usd=0.1, batch_poll_s=0.01, batch_wait_s=5)
@@ -61,7 +52,7 @@ def meter(store, settings, inner, run_id="run_1", **ctx) -> MeteredClient:
     base = dict(date=DAY, phase="night", category="memory", priority="normal", work_unit_id="wu_1",
                 action_id="memory.summarize_conversation", run_id=run_id, step_key="step_1")
     return MeteredClient(inner, store, settings, load_pricing(), MeterContext.waiting_for_no_one(
-        settings, **{**base, **ctx}), Ticking())
+        settings, **{**base, **ctx}), Ticking(NOW))
 
 
 def ask(client: MeteredClient, prompt: str = "- the conversation about rest\n- what to follow up"):
@@ -116,16 +107,16 @@ def test_a_batch_outliving_its_run_is_collected_later_and_its_answer_used_once(s
     # Its run ends: the stale-hold sweep leaves the hold alone (an answer may still be billed).
     assert sb.release_stale(store, lambda run: True, NOW) == []
     assert store.scalar("SELECT status FROM reservations") == "held"
-    assert collect_batches(inner, store, settings, load_pricing(), Ticking(), lambda run: True)[BatchState.SUBMITTED]
+    assert collect_batches(inner, store, settings, load_pricing(), Ticking(NOW), lambda run: True)[BatchState.SUBMITTED]
     # The batch ends; batch_sensor's pass settles it at the batch price under the same hold.
     fake_anthropic.batch_delay_s = 0
-    done = collect_batches(inner, store, settings, load_pricing(), Ticking(), lambda run: True)
+    done = collect_batches(inner, store, settings, load_pricing(), Ticking(NOW), lambda run: True)
     assert len(done[BatchState.COLLECTED]) == 1
     [row] = ledger(store)
     assert row["batch"] and row["cost_usd"] <= row["reserved_usd"]
     assert store.scalar("SELECT status FROM reservations") == "reconciled"
     # Collecting again records nothing twice.
-    assert collect_batches(inner, store, settings, load_pricing(), Ticking(), lambda run: True)[BatchState.COLLECTED] == []
+    assert collect_batches(inner, store, settings, load_pricing(), Ticking(NOW), lambda run: True)[BatchState.COLLECTED] == []
     # The work's re-run takes the stored answer: no new batch, no new ledger row.
     again = ask(meter(store, settings, inner, run_id="run_2"))
     assert again.parsed.summary and again.request_id == row["request_id"]
