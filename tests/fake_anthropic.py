@@ -9,7 +9,8 @@ Message Batches: POST /v1/messages/batches takes requests under custom ids; GET
 a results_url; GET .../results streams one JSONL line per request (succeeded with a simulated
 message, or `expired` for every request while `expire_batches` is set). Batch answers are recorded
 in `answered` too (flagged `batch`), under the message id the client records them by.
-Failures are scripted per test (`server.script(...)`) or drawn at random (`fail_rate`, seeded).
+Failures are scripted per test (`server.script(...)`) or drawn at random (`fail_rate`, seeded; the
+batch endpoints too).
 It binds 127.0.0.1 on a free port and shuts itself down after `lifetime_s` at the latest.
 """
 from __future__ import annotations
@@ -138,6 +139,11 @@ class FakeAnthropic:
         with self._lock:
             if self._script:
                 return self._script.popleft()
+        return self._random_failure()
+
+    def _random_failure(self) -> Reply | None:
+        """A retryable failure drawn at `fail_rate` (the batch endpoints fail like the others)."""
+        with self._lock:
             if self.fail_rate and self._random.random() < self.fail_rate:
                 return self._random.choice([rate_limited("0.01"), overloaded("0.01"), server_error("0.01"),
                                             error(503, "Service unavailable", "0.01")])
@@ -231,7 +237,8 @@ class FakeAnthropic:
                 if self.path.split("?")[0] == "/v1/messages/batches":
                     with fake._lock:
                         fake.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
-                    return self._send(Reply(200, fake.create_batch(body)), None)
+                    failure = fake._random_failure()
+                    return self._send(failure or Reply(200, fake.create_batch(body)), None)
                 if self.path.split("?")[0] == "/v1/messages/count_tokens":
                     with fake._lock:
                         fake.counted.append(body)
@@ -249,6 +256,9 @@ class FakeAnthropic:
                 self._send(reply, None)
 
             def do_GET(self) -> None:
+                failure = fake._random_failure()
+                if failure:
+                    return self._send(failure, None)
                 parts = self.path.split("?")[0].strip("/").split("/")   # v1 messages batches ID [results]
                 if parts[:3] != ["v1", "messages", "batches"] or len(parts) not in (4, 5) \
                         or parts[3] not in fake.batches:
