@@ -76,7 +76,7 @@ def child(mode: str, day_text: str, latency: float) -> None:
 
     from cass_pipelines.cli.main import main as cli
     from cass_pipelines.core.categories import PHASES
-    from cass_pipelines.core.clock import SystemClock
+    from cass_pipelines.core.clock import clock_from_env
     from cass_pipelines.core.runtime import open_runtime
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.execution import instance_for, run_journal, run_memory, run_phase
@@ -88,9 +88,10 @@ def child(mode: str, day_text: str, latency: float) -> None:
         assert cli(["init", "--sample"]) == 0
     rt = open_runtime()
     instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
-    idle_before = SystemClock().now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
+    now = clock_from_env().now()
+    idle_before = now - timedelta(minutes=rt.settings.idle_threshold_minutes)
     jobs = []
-    if conversations.idle_unsummarized(rt.store, idle_before, limit=1):
+    if conversations.idle_unsummarized(rt.store, idle_before, now=now, limit=1):
         jobs.append(("memory", lambda: run_memory(defs, instance)))
     jobs += [(p, lambda p=p: run_phase(defs, instance, day, p)) for p in PHASES]
     jobs.append(("journal", lambda: run_journal(defs, instance, day)))
@@ -140,6 +141,8 @@ def launch(mode: str, day: str, latency: float, tmp: Path) -> dict:
     (home / "dagster").mkdir(parents=True)
     if mode == "noop":
         env["CASS_ACTIONS_FILE"] = str(noop_registry(home / "noop_definitions.json"))
+        (home / "cass").mkdir()   # init keeps this cass.toml: the registry may name the no-op handler
+        (home / "cass" / "cass.toml").write_text('handler_modules = ["noop_handlers"]\n')
     server = None
     if latency:
         sys.path.insert(0, str(ROOT / "tests"))
