@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from datetime import date
 
-from dagster import QueuedRunCoordinator
+from dagster import DagsterRunStatus, QueuedRunCoordinator, RunsFilter
+from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.run_coordinator.base import SubmitRunContext
 from dagster._core.storage.dagster_run import DagsterRun
-from dagster import DagsterRunStatus, RunsFilter
-from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PRIORITY_TAG
 
 from cass_pipelines.core.categories import PHASES
