@@ -109,11 +109,16 @@ def child(mode: str, day_text: str, latency: float) -> None:
                              [result.run_id])
         llm_s = sum(c["s"] for c in calls)
         llm_busy_s = union_s([(c["t"] - c["s"], c["t"]) for c in calls])
+        # Time in calls per work unit: what running a phase's units side by side could overlap at most.
+        units = rt.store.all("SELECT sum(latency_ms) / 1000.0 AS s FROM llm_ledger WHERE run_id = ? "
+                             "AND work_unit_id IS NOT NULL GROUP BY work_unit_id", [result.run_id])
         runs.append({"run": name, "ok": result.success, "wall_s": round(wall, 3), "cpu_s": round(span.cpu_s, 3),
                      "steps": len(steps),
                      "action_steps": len(action), "other_steps": len(steps) - len(action),
                      "action_step_wall_ms_median": round(statistics.median(action) * 1000, 1) if action else None,
                      "llm_calls": int(totals["calls"]), "llm_s": round(llm_s, 3), "llm_busy_s": round(llm_busy_s, 3),
+                     "units_with_calls": len(units), "unit_llm_s_sum": round(sum(u["s"] for u in units), 3),
+                     "unit_llm_s_longest": round(max((u["s"] for u in units), default=0.0), 3),
                      "duckdb_opens": opens[0] - before})
     print(json.dumps({"mode": mode, "latency_s": latency, "import_s": round(import_s, 3), "runs": runs}))
 
@@ -212,6 +217,10 @@ def summary(results: list[dict]) -> dict:
         out["orchestration_share_cpu_estimate"] = round(cpu / (cpu + busy), 4)
         out["per_run_orchestration_share"] = {r["run"]: round((r["wall_s"] - r["llm_busy_s"]) / r["wall_s"], 4)
                                               for r in runs}
+        # Concurrent units within a phase could save at most, per phase, its units' time in calls
+        # minus its longest unit's (and nothing of the CPU the steps spend).
+        out["concurrent_units_saving_bound_s"] = round(sum(
+            r["unit_llm_s_sum"] - r["unit_llm_s_longest"] for r in runs if r["run"] not in ("memory", "journal")), 2)
         memory = next((r for r in runs if r["run"] == "memory"), None)
         out["memory_catchup"] = memory and {k: memory[k] for k in ("wall_s", "cpu_s", "llm_calls", "llm_busy_s")}
     return out
