@@ -10,7 +10,7 @@ from cass_pipelines.core.errors import shown
 from cass_pipelines.core.phases import phase_at
 from cass_pipelines.core.preflight import run_problems
 from cass_pipelines.core.runtime import Runtime, open_runtime, open_store
-from cass_pipelines.core.settings import SettingsError
+from cass_pipelines.core.settings import PARTITION_WINDOW_DAYS, SettingsError
 from cass_pipelines.reports import plan_view, render_plan
 from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
@@ -75,11 +75,12 @@ def _run_date(rt: Runtime, text: str | None) -> date:
     """The date partition to run: --date or today; it must exist (start_date to today, the agent's timezone)."""
     today = _today(rt)[0]
     day = parse_date(text, today)
-    first = rt.settings.start_date
     latest = clock_from_env().now().astimezone(rt.settings.tz).date()   # the newest partition Dagster has
+    first = rt.settings.first_date(latest)
     if not first <= day <= latest:
-        raise CliError(f"--date {day}: no such partition; dates run from start_date {first} to today {latest} "
-                       f"({rt.settings.timezone})")
+        since = f"start_date {first}" if rt.settings.start_date else f"{first} (the last {PARTITION_WINDOW_DAYS} days)"
+        raise CliError(f"--date {day}: no such partition; dates run from {since} to today {latest} "
+                       f"({rt.settings.timezone}); set start_date in cass.toml for earlier days")
     return day
 
 
