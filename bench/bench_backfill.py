@@ -14,6 +14,8 @@ Figures (JSON on stdout):
 - `cli.runs`: each `run-phase`'s run duration (Dagster's run record, start to end) and the
   process's wall (interpreter start included).
 - `ratio_to_cli`: per partition, backfill run duration / CLI run duration (the issue: <= 1.5).
+- `check_from_ui`: `actions_succeeded` executed alone for one partition through GraphQL, as the
+  check's Execute button does.
 - `machine`: load average at the start and end, this bench's wall and CPU (bench/machine.py).
 """
 from __future__ import annotations
@@ -37,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("morning", "afternoon", "evening", "night")
 PHASE_ASSETS = ("phase_plan", "phase_work", "work_summaries", "cost_records")
 CLI = [sys.executable, "-m", "cass_pipelines.cli.main"]
+CHECK = """mutation($p: ExecutionParams!) { launchPipelineExecution(executionParams: $p) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message } } }"""
 LAUNCH = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
 
@@ -129,12 +133,36 @@ def backfill(base: Path, keys: list[str], deadline_s: float) -> dict:
             if time.perf_counter() - started > deadline_s:
                 sys.exit(f"backfill not done in {deadline_s} s: {runs}")
             time.sleep(5)
+        check = execute_check(url, env, keys[0], deadline_s)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)     # dagster dev ignores SIGTERM here; its group is ours
         proc.wait()
         log.close()
     return {"webserver_ready_s": round(ready_s, 1), "backfill_id": backfill_id, "launched_at": launched_at,
-            "runs": runs, "all_runs": run_records(env), "plan_revisions": plan_revisions(env)}
+            "runs": runs, "all_runs": run_records(env), "plan_revisions": plan_revisions(env), "check": check}
+
+
+def execute_check(url: str, env: dict[str, str], key: str, deadline_s: float) -> dict:
+    """`actions_succeeded` executed alone for one partition, as the check's Execute button does (the
+    implicit asset job with only the check selected, tagged with the partition)."""
+    day, phase = key.split("|")
+    tags = {"dagster/partition": key, "dagster/partition/date": day, "dagster/partition/phase": phase}
+    data = graphql(url, CHECK, {"p": {
+        "selector": {"repositoryLocationName": "cass_pipelines", "repositoryName": "__repository__",
+                     "pipelineName": "__ASSET_JOB", "assetSelection": [],
+                     "assetCheckSelection": [{"assetKey": {"path": ["phase_work"]}, "name": "actions_succeeded"}]},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}})
+    result = data["launchPipelineExecution"]
+    if result["__typename"] != "LaunchRunSuccess":
+        return {"launched": False, "error": result}
+    run_id, started = result["run"]["runId"], time.perf_counter()
+    while time.perf_counter() - started < deadline_s:
+        [run] = [r for r in run_records(env) if r["run_id"] == run_id]
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return {"launched": True, "partition": key, "status": run["status"],
+                    "seconds": round(time.perf_counter() - started, 1)}
+        time.sleep(3)
+    return {"launched": True, "partition": key, "status": "not finished"}
 
 
 def cli_runs(base: Path, keys: list[str]) -> dict:
@@ -196,6 +224,7 @@ def main(argv: list[str]) -> None:
         "cli": {"runs": [{"partition": r["partition"], "duration_s": round(r["end"] - r["start"], 2),
                           "process_wall_s": r["process_wall_s"]} for r in cli["runs"]],
                 "plan_revisions": cli["plan_revisions"]},
+        "check_from_ui": bf["check"],
         "ratio_to_cli": ratio, "ratio_to_cli_max": max(ratio.values()) if ratio else None,
         "ratio_to_cli_median": sorted(ratio.values())[len(ratio) // 2] if ratio else None,
     }, indent=1))
