@@ -69,6 +69,13 @@ def home_env(base: Path) -> dict[str, str]:
     return env
 
 
+def child(code: str, env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode:
+        sys.exit(f"reading the home failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
 def run_records(env: dict[str, str], **tags: str) -> list[dict]:
     """The home's runs (oldest first), read in a child so this process holds no Dagster instance."""
     code = ("import json, sys, dagster as dg\n"
@@ -78,17 +85,14 @@ def run_records(env: dict[str, str], **tags: str) -> list[dict]:
             "    print(json.dumps([{'run_id': r.dagster_run.run_id, 'partition': r.dagster_run.tags.get('dagster/partition'),"
             " 'status': r.dagster_run.status.value, 'created': r.create_timestamp.timestamp(), 'start': r.start_time,"
             " 'end': r.end_time, 'held': r.dagster_run.tags.get('cass/queue')} for r in recs]))\n")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(tags)], env=env, check=True, capture_output=True,
-                         text=True, timeout=300)
-    return json.loads(out.stdout)
+    return json.loads(child(code, env, json.dumps(tags)))
 
 
 def plan_revisions(env: dict[str, str]) -> dict[str, int]:
     code = ("import json\nfrom cass_pipelines.core.runtime import open_store\n"
-            "rows = open_store().all('SELECT date::VARCHAR AS d, max(revision) AS r FROM day_plans GROUP BY ALL')\n"
+            "rows = open_store()[1].all('SELECT date::VARCHAR AS d, max(revision) AS r FROM day_plans GROUP BY ALL')\n"
             "print(json.dumps({x['d']: x['r'] for x in rows}))\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True, timeout=300)
-    return json.loads(out.stdout)
+    return json.loads(child(code, env))
 
 
 def free_port() -> int:
