@@ -89,7 +89,7 @@ def run_records(env: dict[str, str], **tags: str) -> list[dict]:
 
 
 def plan_revisions(env: dict[str, str]) -> dict[str, int]:
-    code = ("import json\nfrom cass_pipelines.core.runtime import open_store\n"
+    code = ("import json\nfrom cass_pipelines.services.runtime import open_store\n"
             "rows = open_store()[1].all('SELECT date::VARCHAR AS d, max(revision) AS r FROM day_plans GROUP BY ALL')\n"
             "print(json.dumps({x['d']: x['r'] for x in rows}))\n")
     return json.loads(child(code, env))

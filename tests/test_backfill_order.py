@@ -14,7 +14,7 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from support import NOW, SAMPLE_DAY
 
-from cass_pipelines.core.categories import PHASES
+from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.run_queue import HELD, HOLD_TAG, READY, key_priority, releasable
 
 DAYS = [SAMPLE_DAY, SAMPLE_DAY + timedelta(days=1)]
@@ -25,8 +25,8 @@ PHASE_ASSETS = [dg.AssetKey(k) for k in ("phase_plan", "phase_work", "work_summa
 
 @pytest.fixture
 def queue(cass_env):
-    from cass_pipelines.core.registry import load_registry
-    from cass_pipelines.core.settings import load_settings
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.execution import instance_for
 

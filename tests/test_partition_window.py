@@ -6,11 +6,12 @@ import dagster as dg
 from support import NOW, TODAY
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.settings import PARTITION_WINDOW_DAYS, load_settings
+from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS
+from cass_pipelines.config.settings import load_settings
 
 
 def phase_partitions() -> list[str]:
-    from cass_pipelines.core.registry import load_registry
+    from cass_pipelines.config.registry import load_registry
     from cass_pipelines.definitions import build_defs
 
     defs = build_defs(load_settings(), load_registry(None))

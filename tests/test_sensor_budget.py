@@ -15,10 +15,11 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from test_budget_race import row
 
-from cass_pipelines.core.settings import Settings
-from cass_pipelines.llm_resource import LLMResource
-from cass_pipelines.resources import CassDuckDB, CassResource
-from cass_pipelines.sensors import build_budget_sensor, build_dead_letter_sensor
+from cass_pipelines.defs.budget.sensors import build_budget_sensor
+from cass_pipelines.defs.dead_letters.sensors import build_dead_letter_sensor
+from cass_pipelines.defs.resources import CassResource, cass_resource
+from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.states import DeadLetterKind
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store import dead_letters
 from cass_pipelines.store.control import alerts
@@ -48,7 +49,7 @@ def instance():
 
 
 def cass(settings) -> CassResource:
-    return CassResource(duckdb=CassDuckDB(database=str(settings.db_path)), llm=LLMResource(), fixed_now=NOW.isoformat())
+    return cass_resource(settings, fixed_now=NOW.isoformat())
 
 
 def tick(sensor, settings, instance, cursor=None):
@@ -125,7 +126,7 @@ def test_dead_letter_sensor_reports_each_new_dead_letter_once(store, settings, i
     sensor = build_dead_letter_sensor()
     first = tick(sensor, settings, instance)
     assert first.skip_message == "no new dead letters"
-    dead_letters.add(store, dl_id="dl_1", kind=dead_letters.DeadLetterKind.ACTION, day=DAY, phase="morning",
+    dead_letters.add(store, dl_id="dl_1", kind=DeadLetterKind.ACTION, day=DAY, phase="morning",
                      work_unit_id="wu_1", action_id="research.search", run_id="abcdef123456",
                      error="ValueError: boom", now=NOW)
     out = tick(sensor, settings, instance, first.cursor)

@@ -6,11 +6,12 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 from cass_pipelines.cli.output import CliError
-from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.runtime import require_initialised
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.services.runtime import require_initialised
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,12 +53,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import instance_for, write_workspace
-    from cass_pipelines.logs import json_logs
+    from cass_pipelines.services.logs import json_logs
 
     settings = load_settings()
     require_initialised(settings)
     with instance_for(settings) as instance:       # installs dagster.yaml and creates the storage if needed
-        home = instance.root_directory
+        home = Path(instance.root_directory)
     dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or shutil.which("dagster")
     if dagster is None:
         raise CliError("the `dagster` command is not installed in this environment (pip install dagster-webserver)")

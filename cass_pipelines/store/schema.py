@@ -136,6 +136,18 @@ ALTER TABLE llm_ledger ADD COLUMN max_tokens INTEGER;
 ALTER TABLE llm_ledger ADD COLUMN prefix_key TEXT;
 CREATE INDEX ledger_by_prefix ON llm_ledger(prefix_key, ts);
 """),
+    (60, "work_units.defer_kind: why a unit waits, as a state next to its reason (resume takes back 'paused')", """
+ALTER TABLE work_units ADD COLUMN defer_kind TEXT;
+UPDATE work_units SET defer_kind = CASE
+    WHEN reason LIKE 'paused:%' OR reason LIKE 'budget: paused:%' OR reason LIKE 'offered again % paused:%'
+        THEN 'paused'
+    WHEN reason LIKE 'needs approval:%' THEN 'approval'
+    WHEN reason LIKE '%already has % units' THEN 'phase_full'
+    WHEN reason LIKE '%requires idle%' THEN 'not_idle'
+    WHEN reason LIKE '%is no longer in the registry' THEN 'gone'
+    ELSE 'budget' END
+WHERE status = 'deferred';
+"""),
 ]
 
 
