@@ -1,7 +1,7 @@
 """A UI backfill of 3 days x 4 phases, measured: launched the way the UI launches it (GraphQL
 `launchPartitionBackfill` on a running `cass-pipelines ui`, i.e. `dagster dev` with the shipped
 dagster.yaml: the queue of run_queue.py, its daemon, the default run launcher), then the same 12
-partitions through the CLI (`run-phase`, one after another, in a fresh CASS_HOME) for comparison.
+partitions through the CLI (`run-day --no-journal` day by day, in a fresh CASS_HOME) for comparison.
 
     .venv/bin/python bench/bench_backfill.py            # the 3 days before yesterday, offline LLM
     .venv/bin/python bench/bench_backfill.py --days 2
@@ -11,8 +11,9 @@ Figures (JSON on stdout):
   launch), duration; `in_day_order`: the runs started in day and phase order; `overlaps`: pairs of
   runs whose [start, end] intersect (each run writes the DuckDB file: should be none);
   `plan_revisions`: the highest plan revision per day (1 = never re-planned).
-- `cli.runs`: each `run-phase`'s run duration (Dagster's run record, start to end) and the
-  process's wall (interpreter start included).
+- `cli.runs`: each phase run's duration (Dagster's run record, start to end); `day_process_wall_s`:
+  each `run-day` process (interpreter start and the first day's memory catch-up included).
+- `sum_of_run_durations_s`: the 12 runs' durations added up, backfill and CLI.
 - `ratio_to_cli`: per partition, backfill run duration / CLI run duration (the issue: <= 1.5).
 - `check_from_ui`: `actions_succeeded` executed alone for one partition through GraphQL, as the
   check's Execute button does.
@@ -170,16 +171,18 @@ def execute_check(url: str, env: dict[str, str], key: str, deadline_s: float) ->
 
 
 def cli_runs(base: Path, keys: list[str]) -> dict:
+    """The same partitions with `run-day --date D --no-journal`, day by day: like the UI's instance (whose
+    idle_memory_sensor summarises the sample's idle conversations first), the first day starts with
+    the memory catch-up, so both homes plan from the same memory."""
     env = home_env(base)
     walls = {}
-    for key in keys:
-        day, phase = key.split("|")
+    for day in dict.fromkeys(k.split("|")[0] for k in keys):
         t0 = time.perf_counter()
-        subprocess.run([*CLI, "run-phase", phase, "--date", day, "--json"], env=env, check=True,
-                       capture_output=True, timeout=1800)
-        walls[key] = round(time.perf_counter() - t0, 2)
-    runs = [r for r in run_records(env) if r["partition"] in walls]
-    return {"runs": [{**r, "process_wall_s": walls[r["partition"]]} for r in runs], "plan_revisions": plan_revisions(env)}
+        subprocess.run([*CLI, "run-day", "--date", day, "--no-journal", "--json"], env=env, check=True,
+                       capture_output=True, timeout=3600)
+        walls[day] = round(time.perf_counter() - t0, 2)
+    runs = [r for r in run_records(env) if r["partition"] in keys]
+    return {"runs": runs, "day_process_wall_s": walls, "plan_revisions": plan_revisions(env)}
 
 
 def overlaps(runs: list[dict]) -> list[list[str]]:
@@ -225,9 +228,11 @@ def main(argv: list[str]) -> None:
                      "plan_revisions": bf["plan_revisions"],
                      "first_start_after_launch_s": shown[0]["start_s"] if shown else None,
                      "last_end_after_launch_s": shown[-1]["end_s"] if shown else None},
-        "cli": {"runs": [{"partition": r["partition"], "duration_s": round(r["end"] - r["start"], 2),
-                          "process_wall_s": r["process_wall_s"]} for r in cli["runs"]],
-                "plan_revisions": cli["plan_revisions"]},
+        "cli": {"runs": [{"partition": r["partition"], "duration_s": round(r["end"] - r["start"], 2)}
+                         for r in cli["runs"]],
+                "day_process_wall_s": cli["day_process_wall_s"], "plan_revisions": cli["plan_revisions"]},
+        "sum_of_run_durations_s": {"backfill": round(sum(r["end"] - r["start"] for r in runs), 1),
+                                   "cli": round(sum(cli_duration.values()), 1)},
         "check_from_ui": bf["check"],
         "ratio_to_cli": ratio, "ratio_to_cli_max": max(ratio.values()) if ratio else None,
         "ratio_to_cli_median": sorted(ratio.values())[len(ratio) // 2] if ratio else None,

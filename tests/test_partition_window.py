@@ -6,8 +6,8 @@ import dagster as dg
 from support import NOW, TODAY
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS
 from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS
 
 
 def phase_partitions() -> list[str]:
