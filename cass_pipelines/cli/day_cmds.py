@@ -11,8 +11,8 @@ from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
 from cass_pipelines.domain.states import UnitStatus
+from cass_pipelines.services.plan_view import plan_view, render_plan
 from cass_pipelines.services.preflight import run_problems
-from cass_pipelines.services.reports import plan_view, render_plan
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
