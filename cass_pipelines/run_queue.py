@@ -25,6 +25,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PRIORITY_TAG
 
 from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.states import QueueHold
 
 
 def queue_priority(tags: dict[str, str]) -> int | None:
@@ -46,7 +47,7 @@ def key_priority(partition_key: str) -> int | None:
                            **({"dagster/partition/phase": phase} if phase else {})})
 
 
-HOLD_TAG, HELD, READY = "cass/queue", "held", "ready"
+HOLD_TAG = "cass/queue"
 
 
 def backfill_targets(backfill: PartitionBackfill | None) -> set[int]:
@@ -70,7 +71,7 @@ class PhaseOrderedRunCoordinator(QueuedRunCoordinator):
         backfill_id = run.tags.get(BACKFILL_ID_TAG) if priority is not None else None
         tags = {PRIORITY_TAG: str(priority)} if priority is not None and PRIORITY_TAG not in run.tags else {}
         if backfill_id:
-            tags[HOLD_TAG] = HELD     # set before it is queued: the daemon never sees it unheld too early
+            tags[HOLD_TAG] = QueueHold.HELD.value     # set before it is queued: the daemon never sees it unheld too early
         if tags:
             self._instance.add_run_tags(run.run_id, tags)
         queued = super().submit_run(context)
@@ -86,8 +87,8 @@ class PhaseOrderedRunCoordinator(QueuedRunCoordinator):
         released = []
         for run in runs:
             held = queue_priority(dict(run.tags))
-            if (run.tags.get(HOLD_TAG) == HELD and run.status == DagsterRunStatus.QUEUED and held is not None
+            if (run.tags.get(HOLD_TAG) == QueueHold.HELD and run.status == DagsterRunStatus.QUEUED and held is not None
                     and releasable(held, submitted, targets)):
-                self._instance.add_run_tags(run.run_id, {HOLD_TAG: READY})
+                self._instance.add_run_tags(run.run_id, {HOLD_TAG: QueueHold.READY.value})
                 released.append(run.run_id)
         return released

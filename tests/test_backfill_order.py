@@ -15,7 +15,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import Queued
 from support import NOW, SAMPLE_DAY
 
 from cass_pipelines.domain.categories import PHASES
-from cass_pipelines.run_queue import HELD, HOLD_TAG, READY, key_priority, releasable
+from cass_pipelines.domain.states import QueueHold
+from cass_pipelines.run_queue import HOLD_TAG, key_priority, releasable
 
 DAYS = [SAMPLE_DAY, SAMPLE_DAY + timedelta(days=1)]
 IN_DAY_ORDER = [f"{d}|{p}" for d in DAYS for p in PHASES]
@@ -28,9 +29,10 @@ def queue(cass_env):
     from cass_pipelines.config.registry import load_registry
     from cass_pipelines.config.settings import load_settings
     from cass_pipelines.definitions import build_defs
-    from cass_pipelines.execution import instance_for
+    from cass_pipelines.execution import instance_for, prepare_instance
 
     settings = load_settings()
+    prepare_instance(settings)          # what `init` does to the instance
     return instance_for(settings), build_defs(settings, load_registry(None))
 
 
@@ -65,7 +67,7 @@ def submit(instance, defs, key: str, backfill_id: str | None) -> dg.DagsterRun:
 def daemon_picks(instance) -> list[str]:
     """The partitions the queue daemon would launch now, in its order."""
     daemon = QueuedRunCoordinatorDaemon(interval_seconds=5)
-    return [r.tags["dagster/partition"] for r in
+    return [r.tags.get("dagster/partition", r.job_name) for r in
             daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), fixed_iteration_time=None)]
 
 
@@ -82,7 +84,7 @@ def test_a_backfill_starts_in_day_order_whenever_the_daemon_looks(queue, kind):
     assert seen[:AS_SUBMITTED.index(first)] == [[]] * AS_SUBMITTED.index(first)
     assert all(picks == [first] for picks in seen[AS_SUBMITTED.index(first):])
     runs = instance.get_runs(dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
-    assert {r.tags[HOLD_TAG] for r in runs} == {READY}     # all released once all are queued
+    assert {r.tags[HOLD_TAG] for r in runs} == {QueueHold.READY}     # all released once all are queued
     # The daemon then launches one run at a time (pool cass_store, one per date), in day order.
     started = []
     while picks := daemon_picks(instance):
@@ -110,4 +112,19 @@ def test_a_held_run_waits_only_for_earlier_targets():
     assert releasable(morning, {afternoon}, targets)                    # nothing before it
     assert releasable(night, {night}, set())                            # the backfill submitted everything
     assert releasable(next_morning, {next_morning, morning, afternoon, night}, targets | {next_morning})
-    assert HELD != READY
+
+
+def test_a_manual_run_and_a_phase_run_take_turns_on_the_store(queue):
+    """manual_work_job (trigger, the launchpad) is in pool cass_store like the phase runs: the queue
+    starts one of them at a time, whatever their dates."""
+    from cass_pipelines.execution import job_origins
+
+    instance, defs = queue
+    submit(instance, defs, f"{SAMPLE_DAY}|morning", None)
+    job = defs.resolve_job_def("manual_work_job")
+    remote_origin, python_origin = job_origins("manual_work_job")
+    config = {"ops": {"start_manual_work": {"config": {"template_id": "reflection_block", "focus": "f"}}}}
+    run = instance.create_run_for_job(job_def=job, run_config=config, remote_job_origin=remote_origin,
+                                      job_code_origin=python_origin)
+    instance.submit_run(run.run_id, workspace=None)
+    assert len(daemon_picks(instance)) == 1

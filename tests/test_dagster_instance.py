@@ -52,6 +52,7 @@ def test_init_installs_the_shipped_dagster_yaml_and_creates_the_instance(cass_en
                           ("cass/queue", '"held"'): 0}
         pools = instance.get_concurrency_config().pool_config
         assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "run"
+        assert {(p.name, p.limit) for p in instance.event_log_storage.get_pool_limits()} == {("cass_store", 1)}
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_monitoring_max_runtime_seconds > 0
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
