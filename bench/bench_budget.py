@@ -6,9 +6,11 @@ lengths included, and counts tokens on /v1/messages/count_tokens), then reads th
 
 - tiny:    a $0.05 day then the next day: plan source, units completed, spend, what was deferred
            (with reasons) and whether it was offered again the next day.
-- tight:   two $0.30 days with more planned work than money, measured on the second (estimates
-           calibrated, the first day's deferred work waiting): utilisation = spent / (limit - reserve),
-           overspend, categories within their shares (beyond them only pooled room / the reserve).
+- tight:   two $0.30 days, measured on the second (estimates calibrated, the first day's deferred work
+           waiting), whose plan holds more work than money: up to 8 units a phase of every plannable
+           template the phase allows (the agent alone plans about $0.16 of work a day, too little to
+           test the precondition); utilisation = spent / (limit - reserve), overspend, categories within
+           their shares (beyond them only pooled room / the reserve).
 - sample:  a $5.00 day after a first one (so output bounds come from measured history; the first
            day's figures are shown too): median reservation / bill over its calls, breaches, the
            cache-read share, and its cost as billed (caching and batches) against the same calls with
@@ -24,10 +26,11 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +39,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fake_anthropic import API_KEY, FakeAnthropic  # noqa: E402
 
 from cass_pipelines.cli.main import main as cli  # noqa: E402
+from cass_pipelines.config.registry import load_registry  # noqa: E402
 from cass_pipelines.config.settings import load_settings  # noqa: E402
+from cass_pipelines.domain.categories import PHASES  # noqa: E402
+from cass_pipelines.domain.plan_rules import PlannedUnit  # noqa: E402
 from cass_pipelines.llm.base import Usage  # noqa: E402
 from cass_pipelines.llm.pricing import load_pricing  # noqa: E402
 from cass_pipelines.store import ledger, plans  # noqa: E402
@@ -45,7 +51,7 @@ from cass_pipelines.store.db import Store  # noqa: E402
 
 
 @contextlib.contextmanager
-def home(budget: float):
+def home(budget: float, max_units_per_phase: int | None = None):
     """A fresh CASS_HOME with the sample persona, the SDK pointed at a loopback API."""
     with tempfile.TemporaryDirectory() as tmp, FakeAnthropic(seed=0, lifetime_s=1800) as server:
         saved = dict(os.environ)
@@ -55,6 +61,10 @@ def home(budget: float):
         Path(f"{tmp}/dagster").mkdir()
         try:
             quiet(["init", "--sample"])
+            if max_units_per_phase is not None:
+                toml = Path(f"{tmp}/cass/cass.toml")
+                toml.write_text(re.sub(r"(?m)^max_units_per_phase = \d+", f"max_units_per_phase = {max_units_per_phase}",
+                                       toml.read_text(encoding="utf-8")), encoding="utf-8")
             settings = load_settings()
             yield settings, Store(settings.db_path), server
         finally:
@@ -107,11 +117,31 @@ def tiny(day: date) -> dict:
                 "reasons": sorted({u["reason"].split(":")[0] for u in deferred})}
 
 
+TIGHT_UNITS_PER_PHASE = 8
+
+
+def seed_more_work_than_money(store: Store, day: date) -> None:
+    """The day's plan: up to TIGHT_UNITS_PER_PHASE units a phase, cycling through every plannable
+    template the phase allows that does not need the agent idle."""
+    registry = load_registry()
+    units = []
+    for phase in PHASES:
+        allowed = [t for t in registry.templates_for_phase(phase) if not t.requires_idle]
+        for n in range(TIGHT_UNITS_PER_PHASE):
+            t = allowed[n % len(allowed)]
+            units.append(PlannedUnit(phase, t.id, t.category, t.priority, f"{t.name} ({n + 1})",
+                                     "seeded: more work than money", registry.template_cost(t.id)))
+    plans.save_day_plan(store, day=day, revision=1, source="llm", intention="more work than money",
+                        from_phase=PHASES[0], phases=list(PHASES), units=units, dropped=[], offline=True,
+                        now=datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc))
+
+
 def tight(day: date) -> dict:
     """The second of two $0.30 days (estimates calibrated by the first, its deferred work waiting)."""
-    with home(0.30) as (settings, store, _):
+    with home(0.30, max_units_per_phase=TIGHT_UNITS_PER_PHASE) as (settings, store, _):
         first_exit, _ = run_day(day - timedelta(days=1))
         first = budget_status(store, settings, day - timedelta(days=1))
+        seed_more_work_than_money(store, day)
         code, seconds = run_day(day)
         status = budget_status(store, settings, day)
         day_units = units(store, day)
@@ -125,6 +155,10 @@ def tight(day: date) -> dict:
                 "overspend_usd": round(max(status["spent_usd"] - settings.daily_budget_usd, 0.0), 6),
                 "categories_within_shares": within_shares(settings, status),
                 "spent_beyond_shares_usd": status["spent_beyond_shares_usd"],
+                "categories": {c: {"spent_usd": round(v["spent_usd"], 4), "limit_usd": round(v["limit_usd"], 4),
+                                   "deferred_for_money": sum(u["status"] == "deferred" and u["defer_kind"] == "budget"
+                                                             and u["category"] == c for u in day_units)}
+                               for c, v in status["categories"].items()},
                 "units": {s: sum(u["status"] == s for u in day_units)
                           for s in ("completed", "deferred", "failed", "planned")},
                 # Whether the day had more work than money: units left undone for want of money.
