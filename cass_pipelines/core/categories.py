@@ -50,6 +50,7 @@ class UnitStatus(StrEnum):
     DEFERRED = "deferred"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    AWAITING_APPROVAL = "awaiting_approval"   # a gated unit waits for a person (core/approvals.py)
 
 
 class ActionStatus(StrEnum):

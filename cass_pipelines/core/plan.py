@@ -20,6 +20,9 @@ class ProposedUnit(BaseModel):
     template_id: str
     focus: str = Field(default="", max_length=300)
     motivation: str = Field(default="", max_length=600)
+    goal_id: str | None = None          # the week's goal it serves (None: goal_note says why none)
+    goal_note: str = ""
+    continues: str | None = None        # yesterday's unit this one continues (a thread of work)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class PlannedUnit:
     focus: str
     motivation: str
     estimated_cost_usd: float
+    goal_id: str | None = None
+    goal_note: str = ""
+    continues: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class PlanInputs:
     growth_edges: list[str] = field(default_factory=list)          # areas, most important first
     open_questions: list[str] = field(default_factory=list)
     largest_call: dict[str, float] = field(default_factory=dict)   # per template: its dearest call's reservation
+    learned: dict[str, float] = field(default_factory=dict)        # per template: how well it went lately (0..1)
 
     def cost(self, template_id: str) -> float:
         """A unit's estimate: its actions plus the work-summary call that follows it."""
@@ -106,7 +113,8 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
             assert template is not None
             cost = inputs.cost(template.id)
             planned = PlannedUnit(phase, template.id, template.category, template.priority,
-                                  unit.focus.strip() or template.name, unit.motivation.strip(), cost)
+                                  unit.focus.strip() or template.name, unit.motivation.strip(), cost,
+                                  unit.goal_id, unit.goal_note, unit.continues)
             wait = None
             if template.requires_idle and not inputs.idle and phase == inputs.phases[0]:
                 wait = "requires idle, but a conversation is active"
@@ -140,7 +148,9 @@ DEFERRED_LOOKBACK_DAYS = 7
 #   variety   1 if not among the recent units, 0.5 if it ran once recently, else 0
 #   priority  priority rank / 4 (critical = 1)
 #   cost      minus cost relative to the day's most expensive template (matters under degradation)
-WEIGHTS = {"window": 3.0, "growth": 1.0, "curiosity": 0.8, "variety": 1.5, "priority": 1.0, "cost": 0.5}
+#   learned   how well the template went lately (completion, failures, my rating, insight; 0.5 neutral)
+WEIGHTS = {"window": 3.0, "growth": 1.0, "curiosity": 0.8, "variety": 1.5, "priority": 1.0, "cost": 0.5,
+           "learned": 1.0}
 FALLBACK_UNITS_PER_PHASE = 2
 
 
@@ -154,7 +164,8 @@ def score_template(template_id: str, phase: str, inputs: PlanInputs, recent: lis
         + WEIGHTS["curiosity"] * (t.category in ("curiosity", "research") and bool(inputs.open_questions))
         + WEIGHTS["variety"] * (1.0 if uses == 0 else 0.5 if uses == 1 else 0.0)
         + WEIGHTS["priority"] * Priority(t.priority).rank / 4
-        - WEIGHTS["cost"] * inputs.cost(template_id) / most_expensive, 4)
+        - WEIGHTS["cost"] * inputs.cost(template_id) / most_expensive
+        + WEIGHTS["learned"] * (inputs.learned.get(template_id, 0.5) - 0.5), 4)
 
 
 def _fallback_focus(template_id: str, inputs: PlanInputs, n: int) -> str:
@@ -184,7 +195,7 @@ def fallback_plan(inputs: PlanInputs) -> tuple[dict[str, list[ProposedUnit]], st
             units.append(ProposedUnit(
                 template_id=best, focus=_fallback_focus(best, inputs, chosen),
                 motivation=f"fallback scorer: {score_template(best, phase, inputs, recent):.2f} "
-                           f"(phase fit, growth, curiosity, variety, priority, cost)"))
+                           f"(phase fit, growth, curiosity, variety, priority, cost, what worked lately)"))
             recent.insert(0, best)
             chosen += 1
         plan[phase] = units

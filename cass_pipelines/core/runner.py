@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Callable
 
+from cass_pipelines.core import approvals
 from cass_pipelines.core.categories import ActionStatus
 from cass_pipelines.core.clock import Clock
 from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
@@ -21,6 +22,7 @@ from cass_pipelines.core.plan import PlannedUnit
 from cass_pipelines.core.registry import SUMMARY_ACTION_ID, resolve_handler
 from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.core.summaries import summarize_unit
+from cass_pipelines.core.week import record_progress
 from cass_pipelines.llm.base import redact
 from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.store import claims, dead_letters, plans
@@ -28,7 +30,7 @@ from cass_pipelines.store.claims import ClaimOutcome, ClaimState, Owner, never_o
 from cass_pipelines.store.control import paused_reason
 
 DONE = ("completed",)
-UNIT_CLOSED = ("failed", "deferred", "skipped", "cancelled", "completed")
+UNIT_CLOSED = ("failed", "deferred", "skipped", "cancelled", "completed", "awaiting_approval")
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,9 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
         forced = unit["origin"] == "forced"
         paused = None if forced else paused_reason(rt.store, unit["category"])
         held = f"paused: {paused}" if paused else None
-        if action.requires_approval and unit["origin"] not in ("manual", "forced"):
-            held = (f"needs approval: {action.id} runs only when a person asks "
-                    f"(`cass-pipelines trigger {template.id}`)")
+        if not held and approvals.gated(template, action, unit, rt.store):
+            reason = approvals.hold(rt, unit, template, action, clock.now())
+            return outcome(ActionStatus.SKIPPED, reason, unit_done=True)
         if held:
             finish(ActionStatus.DEFERRED, held, "deferred", unit_reason=held)
             return outcome(ActionStatus.DEFERRED, held, unit_done=True)
@@ -186,7 +188,9 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
     if taken.outcome is ClaimOutcome.HELD_ELSEWHERE:
         return None
     try:
-        return _summarize(rt, unit, clock, run_id)
+        summary = _summarize(rt, unit, clock, run_id)
+        record_progress(rt, unit, summary, clock.now())   # the goal it served hears how it went
+        return summary
     finally:
         with rt.store.transaction() as conn:
             claims.end(conn, key, ClaimState.DONE, clock.now())
