@@ -30,7 +30,7 @@ from cass_pipelines.core.registry import Registry
 from cass_pipelines.core.runtime import Runtime
 from cass_pipelines.llm.base import LLMClient, LLMRequest
 from cass_pipelines.store import goals as goal_store
-from cass_pipelines.store import learning, persona
+from cass_pipelines.store import journal, learning, persona, weeks
 
 WEEK_ACTION_ID = "plan.week"          # the ledger's action id of the weekly planning calls
 WEEK_MAX_TOKENS = 900
@@ -264,3 +264,43 @@ def record_progress(rt: Runtime, unit: dict, summary: dict | None, now: datetime
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
     return goal_store.add_progress(rt.store, goal_id=link["goal_id"], work_unit_id=unit["id"], day=day, note=note,
                                    offline=bool(summary.get("offline")), now=now)
+
+
+# ---- the weekly journal ------------------------------------------------------------------------
+
+JOURNAL_ACTION_ID = "journal.weekly"
+
+
+class WeekJournal(BaseModel):
+    text: str = Field(description="the week's journal entry, first person, a few paragraphs")
+    tone: str = Field(description="one or two words for the week's tone")
+
+
+def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> dict | None:
+    """The week's journal in my voice, from its daily journals, goal progress and insights; written
+    once (a stored entry is returned as it is). A week with nothing recorded gets none, and no call."""
+    stored = weeks.weekly_journal(rt.store, week)
+    if stored:
+        return stored
+    last = week + timedelta(days=6)
+    days = weeks.daily_journals(rt.store, week, last)
+    found = weeks.insights(rt.store, week, last)
+    intention = goal_store.intention(rt.store, week)
+    counts = goal_store.progress_counts(rt.store, week, last)
+    if not days and not found:
+        return None
+    titles = {g["id"]: g["title"] for g in goal_store.goals(rt.store, limit=MAX_ACTIVE_GOALS * 4)}
+    prompt = "\n".join([
+        f"I am writing my journal for the week of {week:%Y-%m-%d}: what I meant to do, what I did, what moved "
+        "and what did not, and what I carry into next week. I write only about what is below.", NOTICE,
+        quote("my intention for the week", intention["intention"] if intention else "(none set)"),
+        quote("my goals and how many pieces of work advanced each",
+              "\n".join(f"- {clip(titles.get(g, g), 100)}: {n}" for g, n in sorted(counts.items())) or "(none)"),
+        quote("my daily journals", "\n".join(f"- {d['date']} ({d['tone']}): {clip(d['text'], 300)}" for d in days)
+              or "(none)"),
+        quote("insights of the week", "\n".join(f"- {clip(i, 160)}" for i in found[:10]) or "(none)")])
+    result = llm.structured(LLMRequest(tier="fast", system_prefix=prefix, prompt=prompt, max_tokens=WEEK_MAX_TOKENS,
+                                       purpose=JOURNAL_ACTION_ID), WeekJournal)
+    journal.save_entry(rt.store, day=week, kind=weeks.WEEKLY, text=result.parsed.text.strip(),
+                       tone=clip(result.parsed.tone, 40), work_unit_id=None, offline=result.offline, now=now)
+    return weeks.weekly_journal(rt.store, week)
