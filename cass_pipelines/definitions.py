@@ -8,6 +8,7 @@ from cass_pipelines.assets.journal import build_conversation_summaries, build_da
 from cass_pipelines.assets.plan import build_phase_plan
 from cass_pipelines.assets.results import build_results
 from cass_pipelines.assets.sources import conversations, self_model
+from cass_pipelines.assets.week import build_week_assets, build_week_jobs, build_week_schedules, week_partitions
 from cass_pipelines.assets.work import build_actions_check, build_phase_work
 from cass_pipelines.checks import build_budget_check, build_cost_checks
 from cass_pipelines.core.categories import PHASES
@@ -30,14 +31,18 @@ def build_defs(settings: Settings, registry: Registry) -> dg.Definitions:
     phases, dates = phase_partitions(settings), date_partitions(settings)
     phase_job, journal_job, memory_job, manual_work_job, retry_job = build_jobs(phases, dates,
                                                                                 registry.max_sequence_length)
+    weeks = week_partitions(settings)
+    week_job, week_journal_job, approval_job = build_week_jobs(weeks, registry.max_sequence_length)
     return dg.Definitions(
         assets=[conversations, self_model, build_phase_plan(phases),
                 build_phase_work(phases, registry.max_sequence_length), *build_results(phases),
-                build_daily_journal(dates), build_conversation_summaries()],
+                build_daily_journal(dates), build_conversation_summaries(), *build_week_assets(weeks)],
         asset_checks=[build_actions_check(phases), *build_cost_checks(phases), build_budget_check(phases)],
-        jobs=[phase_job, journal_job, memory_job, manual_work_job, retry_job],
+        jobs=[phase_job, journal_job, memory_job, manual_work_job, retry_job, week_job, week_journal_job,
+              approval_job],
         schedules=[*(build_phase_schedule(settings, p, phase_job) for p in PHASES),
-                   build_journal_schedule(settings, journal_job)],
+                   build_journal_schedule(settings, journal_job),
+                   *build_week_schedules(settings, week_job, week_journal_job)],
         sensors=[build_idle_memory_sensor(settings, memory_job), build_budget_sensor(settings),
                  build_dead_letter_sensor(), build_source_observation_sensor()],
         # Every job, and the implicit asset job behind the UI's Materialize and backfills, runs in one

@@ -137,19 +137,28 @@ def render_report(r: dict) -> str:
 
 
 def cmd_run_day(args: argparse.Namespace) -> int:
-    from cass_pipelines.core.planning import phase_skip_reason
-    from cass_pipelines.core.recovery import recover
-    from cass_pipelines.execution import run_journal, run_memory, run_phase
-    from cass_pipelines.resources import run_over
-
     rt = open_runtime(must_exist=True)
-    clock = clock_from_env()
     day = _run_date(rt, args.date)
     phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
         raise CliError(f"--phases: unknown phase(s) {shown(unknown)}; choose from {', '.join(PHASES)}")
     instance, defs = _setup(rt)
+    runs = day_runs(rt, defs, instance, day, phases, journal="night" in phases and not args.no_journal)
+    report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
+    emit(report, args.json, render_report)
+    return _exit_code(runs)
+
+
+def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool) -> list[dict]:
+    """A day through Dagster, as run-day does it: the memory run when conversations went idle, each
+    phase in order (unless paused or out of money), then the journal."""
+    from cass_pipelines.core.planning import phase_skip_reason
+    from cass_pipelines.core.recovery import recover
+    from cass_pipelines.execution import run_journal, run_memory, run_phase
+    from cass_pipelines.resources import run_over
+
+    clock = clock_from_env()
     runs = []
     idle_before = clock.now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
     if conversations.idle_unsummarized(rt.store, idle_before, now=clock.now(), limit=1):   # as idle_memory_sensor
@@ -166,11 +175,9 @@ def cmd_run_day(args: argparse.Namespace) -> int:
         recover(rt.store, rt.settings.home, run_over(instance), clock.now())
         _, new = watch(rt.store, rt.settings, day, clock.now(), alerts_seen)
         alerts_seen.update(kind for kind, _ in new)
-    if "night" in phases and not args.no_journal:
+    if journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
-    report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
-    emit(report, args.json, render_report)
-    return _exit_code(runs)
+    return runs
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:

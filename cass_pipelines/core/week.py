@@ -68,8 +68,8 @@ def propose_goals(rt: Runtime, llm: LLMClient, prefix: str, day: date, now: date
         "It is the start of a week and I hold no active goals. From my growth edges and open questions I "
         f"choose 1 to {WEEK_GOALS} goals worth a week or more of work, each with a success criterion I "
         "could check.", NOTICE,
-        quote("my growth edges and open questions (id: text)",
-              "\n".join(f"- {rid}: {clip(text, 160)}" for rid, (_, text) in refs.items()))])
+        quote("my growth edges and open questions (text, then id)",
+              "\n".join(f"- {clip(text, 160)} ({rid})" for rid, (_, text) in refs.items()))])
     result = llm.structured(LLMRequest(tier="fast", system_prefix=prefix, prompt=prompt, max_tokens=WEEK_MAX_TOKENS,
                                        purpose=WEEK_ACTION_ID), proposal_schema(list(refs)))
     made: list[str] = []
@@ -146,7 +146,7 @@ def _ask_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, active: list
     lines = []
     for g in active:
         notes = goal_store.progress(rt.store, g["id"], limit=MAX_PROGRESS_NOTES, through=week - timedelta(days=1))
-        lines.append(f"- {g['id']}: {clip(g['title'], 120)} (done when: {clip(g['success_criterion'], 160)})"
+        lines.append(f"- {clip(g['title'], 120)} ({g['id']}); done when: {clip(g['success_criterion'], 160)}"
                      + "".join(f"\n    progress {n['date']}: {clip(n['note'], 140)}" for n in notes))
     digest = learning_digest(learning.template_stats(rt.store, week - timedelta(days=1)),
                              learning.goal_stats(rt.store, week - timedelta(days=1)),
@@ -154,7 +154,7 @@ def _ask_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, active: list
     prompt = "\n".join([
         f"A new week begins on {week:%A %Y-%m-%d}. I choose the goals I focus on this week (1 to {WEEK_GOALS}) "
         "and say my intention for the week in my own voice.", NOTICE,
-        quote("my active goals (id: goal) and their latest progress", "\n".join(lines)),
+        quote("my active goals (goal, then id) and their latest progress", "\n".join(lines)),
         quote("what has worked for me lately", "\n".join(digest) or "(not enough history yet)")])
     result = llm.structured(LLMRequest(tier="fast", system_prefix=prefix, prompt=prompt, max_tokens=WEEK_MAX_TOKENS,
                                        purpose=WEEK_ACTION_ID), week_schema([g["id"] for g in active]))
@@ -182,16 +182,16 @@ class WeekContext:
 
     def render(self) -> str:
         goals = "\n".join(
-            f"- {g['id']}: {clip(g['title'], 100)} (done when: {clip(g['success_criterion'], 120)})"
+            f"- {clip(g['title'], 100)} ({g['id']}); done when: {clip(g['success_criterion'], 120)}"
             + "".join(f"\n    progress {n['date']}: {clip(n['note'], 120)}" for n in g["progress"])
             for g in self.goals)
-        threads = "\n".join(f"- {t['id']} ({t['template_id']}) on '{clip(t['focus'], 60)}': {clip(t['narrative'], 140)}"
+        threads = "\n".join(f"- {clip(t['focus'], 60)} ({t['id']}, {t['template_id']}): {clip(t['narrative'], 140)}"
                             for t in self.threads)
         return "\n".join([
             quote(f"my intention for the week of {self.week_start}", clip(self.intention, 600)
                   if self.intention else "(not set yet)"),
-            quote("my goals this week (id: goal) and their progress", goals or "(none active)"),
-            quote("yesterday's work I could continue (unit id)", threads or "(none)"),
+            quote("my goals this week (goal, then id) and their progress", goals or "(none active)"),
+            quote("yesterday's work I could continue (focus, then unit id and template)", threads or "(none)"),
             quote("what has worked for me lately", "\n".join(self.digest) or "(not enough history yet)"),
             "Each unit names the goal it serves (goal_id), or null when it serves none, with goal_note saying how "
             "it serves the goal or why none. A unit may continue yesterday's unit of the same template "
