@@ -73,7 +73,8 @@ def cmd_goal_add(args: argparse.Namespace) -> int:
     templates = [t.strip() for t in args.templates.split(",") if t.strip()]
     unknown = [t for t in templates if t not in rt.registry.templates]
     if unknown:
-        raise CliError(f"--templates: unknown template(s) {shown(unknown)}; see `cass-pipelines catalog`")
+        raise CliError(f"--templates: unknown template(s) {', '.join(shown(t) for t in unknown)}; "
+                       "see `cass-pipelines catalog`")
     now = clock_from_env().now()
     gid = goal_store.add_goal(rt.store, title=args.title.strip(), success_criterion=args.criterion.strip(),
                               source=GoalSource.PERSON.value, origin_ref=None, templates=templates, offline=False,

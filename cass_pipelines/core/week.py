@@ -240,8 +240,9 @@ def week_context(rt: Runtime, day: date) -> WeekContext:
     week = week_start(day)
     stored = goal_store.intention(rt.store, week)
     active = goal_store.goals(rt.store, GoalStatus.ACTIVE.value, limit=MAX_ACTIVE_GOALS, created_by=day)
-    chosen = stored["goal_ids"] if stored else []
-    ordered = ([g for g in active if g["id"] in chosen] + [g for g in active if g["id"] not in chosen])[:WEEK_GOALS]
+    # The week's goals once it has an intention (in its order); before that, the active goals.
+    ordered = ([g for gid in stored["goal_ids"] for g in active if g["id"] == gid] if stored
+               else active)[:WEEK_GOALS]
     goals = [{**g, "progress": goal_store.progress(rt.store, g["id"], limit=MAX_PROGRESS_NOTES,
                                                    through=day - timedelta(days=1))} for g in ordered]
     through = day - timedelta(days=1)

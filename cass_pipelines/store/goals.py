@@ -21,10 +21,13 @@ def _goal(row: dict | None) -> dict | None:
 
 def add_goal(store: Store, *, title: str, success_criterion: str, source: str, origin_ref: str | None,
              templates: list[str], offline: bool, day: date, now: datetime) -> str:
-    gid = new_id("goal")
-    store.execute(f"INSERT INTO goals ({_GOAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL)",
-                  params([gid, title, success_criterion, source, origin_ref, templates, GoalStatus.ACTIVE.value,
-                          offline, day, now]))
+    # Numbered, not random: goal ids are enum values of the decision schema, and the same history
+    # must give the same (offline) plan.
+    with store.transaction() as conn:
+        gid = f"goal_{conn.execute('SELECT count(*) + 1 FROM goals').fetchone()[0]:03d}"
+        conn.execute(f"INSERT INTO goals ({_GOAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL)",
+                     params([gid, title, success_criterion, source, origin_ref, templates, GoalStatus.ACTIVE.value,
+                             offline, day, now]))
     return gid
 
 
