@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fake_anthropic import API_KEY, FakeAnthropic  # noqa: E402
 
 from cass_pipelines.cli.main import main as cli  # noqa: E402
-from cass_pipelines.core.settings import load_settings  # noqa: E402
+from cass_pipelines.config.settings import load_settings  # noqa: E402
 from cass_pipelines.llm.base import Usage  # noqa: E402
 from cass_pipelines.llm.pricing import load_pricing  # noqa: E402
 from cass_pipelines.store import ledger  # noqa: E402

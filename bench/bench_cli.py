@@ -43,9 +43,9 @@ def figures(walls: list[float]) -> dict:
 
 def memory_child() -> None:
     """A no-op memory_job run: median of 3 after a warm-up, in this process."""
-    from cass_pipelines.core.runtime import open_runtime
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.execution import instance_for, run_memory
+    from cass_pipelines.services.runtime import open_runtime
 
     rt = open_runtime()
     instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
@@ -77,8 +77,8 @@ def main(argv: list[str]) -> None:
                    "CASS_LLM": "offline"}
             subprocess.run([*CLI, "init", "--sample"], env=env, check=True, capture_output=True)
             if name == "year":
-                from cass_pipelines.core.clock import SystemClock
-                from cass_pipelines.core.settings import load_settings
+                from cass_pipelines.config.settings import load_settings
+                from cass_pipelines.domain.clock import SystemClock
 
                 settings = load_settings(env)
                 today = SystemClock().now().astimezone(settings.tz).date()

@@ -70,11 +70,11 @@ def child(mode: str, day_text: str, latency: float) -> None:
     from datetime import date, timedelta
 
     from cass_pipelines.cli.main import main as cli
-    from cass_pipelines.core.categories import PHASES
-    from cass_pipelines.core.clock import SystemClock
-    from cass_pipelines.core.runtime import open_runtime
     from cass_pipelines.definitions import build_defs
+    from cass_pipelines.domain.categories import PHASES
+    from cass_pipelines.domain.clock import SystemClock
     from cass_pipelines.execution import instance_for, run_journal, run_memory, run_phase
+    from cass_pipelines.services.runtime import open_runtime
     from cass_pipelines.store import conversations, ledger
     import_s = time.perf_counter() - started_imports
 

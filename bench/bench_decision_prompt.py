@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from history import fill  # noqa: E402
 
 from cass_pipelines.cli.main import main as cli  # noqa: E402
-from cass_pipelines.core.budget import prompt_tokens_bound  # noqa: E402
-from cass_pipelines.core.categories import PHASES  # noqa: E402
-from cass_pipelines.core.decision import decide  # noqa: E402
-from cass_pipelines.core.planning import decision_context  # noqa: E402
-from cass_pipelines.core.prompts import stable_prefix  # noqa: E402
-from cass_pipelines.core.runtime import open_runtime  # noqa: E402
+from cass_pipelines.domain.budget_rules import prompt_tokens_bound  # noqa: E402
+from cass_pipelines.domain.categories import PHASES  # noqa: E402
 from cass_pipelines.llm.simulate import estimate_tokens  # noqa: E402
+from cass_pipelines.services.decision import decide  # noqa: E402
+from cass_pipelines.services.planning import decision_context  # noqa: E402
+from cass_pipelines.services.prompts import stable_prefix  # noqa: E402
+from cass_pipelines.services.runtime import open_runtime  # noqa: E402
 from cass_pipelines.store import persona  # noqa: E402
 
 START = date(2026, 1, 1)

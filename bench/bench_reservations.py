@@ -7,8 +7,8 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from cass_pipelines.core.budget import Refusal
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.domain.budget_rules import Refusal
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store.budget import reserve, settle
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ledger import LedgerRow

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from history import fill  # noqa: E402
 
 from cass_pipelines.cli.main import main as cli  # noqa: E402
-from cass_pipelines.core.runtime import open_runtime  # noqa: E402
+from cass_pipelines.services.runtime import open_runtime  # noqa: E402
 from cass_pipelines.store import budget, db, views  # noqa: E402
 
 NO_AUTOLOAD = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}

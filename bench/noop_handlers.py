@@ -1,5 +1,5 @@
 """A handler that does nothing (bench_day.py's no-op registry points every action here)."""
-from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
+from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
 
 
 def noop(ctx: HandlerContext) -> ActionResult:

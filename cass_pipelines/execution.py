@@ -19,9 +19,9 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy.exc
 
-from cass_pipelines.core.settings import Settings
-from cass_pipelines.logs import run_log_level
-from cass_pipelines.partitions import phase_key
+from cass_pipelines.defs.partitions import phase_key
+from cass_pipelines.domain.settings import Settings
+from cass_pipelines.services.logs import run_log_level
 from cass_pipelines.store.claims import HOST
 
 # The code location as workspace.yaml declares it; the UI files runs under `__repository__@cass_pipelines`.

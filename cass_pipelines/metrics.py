@@ -17,10 +17,10 @@ import duckdb
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from cass_pipelines.core.categories import PHASES
-from cass_pipelines.core.clock import Clock
-from cass_pipelines.core.phases import phase_at, phase_window
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.clock import Clock
+from cass_pipelines.domain.phases import phase_at, phase_window
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.metrics import snapshot
 

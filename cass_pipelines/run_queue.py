@@ -17,7 +17,7 @@ from dagster._core.run_coordinator.base import SubmitRunContext
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import PRIORITY_TAG
 
-from cass_pipelines.core.categories import PHASES
+from cass_pipelines.domain.categories import PHASES
 
 
 def queue_priority(tags: dict[str, str]) -> int | None:

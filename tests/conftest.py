@@ -10,7 +10,7 @@ import pytest
 from support import NOW
 
 from cass_pipelines.cli.main import main as cli_main
-from cass_pipelines.core.clock import NOW_ENV
+from cass_pipelines.domain.clock import NOW_ENV
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def sample_home(cass_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def runtime(sample_home):
-    from cass_pipelines.core.runtime import open_runtime
+    from cass_pipelines.services.runtime import open_runtime
     return open_runtime()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from datetime import date, datetime, time, timedelta, timezone
 
-from cass_pipelines.core.plan import PlannedUnit
+from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.store import plans
 
 TODAY = date.fromisoformat(os.environ.get("CASS_TEST_TODAY", "2026-11-27"))

@@ -22,8 +22,8 @@ import pytest
 from support import NOW
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.clock import NOW_ENV
-from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE
+from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE
+from cass_pipelines.domain.clock import NOW_ENV
 from cass_pipelines.store import db
 from cass_pipelines.store.schema import LATEST_VERSION
 
@@ -131,16 +131,16 @@ CASES = [
     Case("duration a billion minutes", ["catalog"], 2, [REG, "field 'default_duration_minutes'", "1440"],
          lambda e: e.registry(action("default_duration_minutes", 10**9))),
     Case("handler sys:exit", ["catalog"], 2,
-         [REG, "field 'handler'", "'sys:exit' is outside the handler modules", "cass_pipelines.core.handlers"],
+         [REG, "field 'handler'", "'sys:exit' is outside the handler modules", "cass_pipelines.services.handlers"],
          lambda e: e.registry(action("handler", "sys:exit"))),
     Case("handler os:system", ["validate"], 2, [REG, "field 'handler'", "outside the handler modules"],
          lambda e: e.registry(action("handler", "os:system"))),
     Case("handler elsewhere in the project", ["catalog"], 2, [REG, "field 'handler'", "outside the handler modules"],
-         lambda e: e.registry(action("handler", "cass_pipelines.core.registry:load_registry"))),
+         lambda e: e.registry(action("handler", "cass_pipelines.config.registry:load_registry"))),
     Case("handler prefix look-alike", ["catalog"], 2, [REG, "outside the handler modules"],
-         lambda e: e.registry(action("handler", "cass_pipelines.core.handlers_evil:run"))),
+         lambda e: e.registry(action("handler", "cass_pipelines.services.handlers_evil:run"))),
     Case("handler that does not import", ["catalog"], 2, [REG, "field 'handler'", "cannot import"],
-         lambda e: e.registry(action("handler", "cass_pipelines.core.handlers.nope:run"))),
+         lambda e: e.registry(action("handler", "cass_pipelines.services.handlers.nope:run"))),
     Case("template weight NaN", ["catalog"], 2, [REG, "NaN is not a JSON number"],
          lambda e: e.registry(template("preferred_phases", {"morning": float("nan")}))),
     Case("template unknown action", ["catalog"], 2,
@@ -462,7 +462,7 @@ def test_import_of_dev_null_is_an_empty_file(home, capsys):
 
 
 def test_a_failed_action_logs_one_line_and_the_run_error_keeps_its_cause(home, monkeypatch, capsys):
-    import cass_pipelines.core.handlers.sessions as sessions
+    import cass_pipelines.services.handlers.sessions as sessions
 
     def boom(ctx):
         raise RuntimeError("simulated handler crash")

@@ -12,14 +12,21 @@ import pytest
 from test_budget_race import row
 
 from cass_pipelines.cli.main import main as cli_main
-from cass_pipelines.core.budget import ActionCost, Refusal, Reservation, calibrated_costs, degradation, due_alerts
-from cass_pipelines.core.clock import FixedClock
-from cass_pipelines.core.registry import load_registry
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.config.registry import load_registry
+from cass_pipelines.domain.budget_rules import (
+    ActionCost,
+    Refusal,
+    Reservation,
+    calibrated_costs,
+    degradation,
+    due_alerts,
+)
+from cass_pipelines.domain.clock import FixedClock
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm.base import LLMError, LLMRequest, LLMResult, Usage
-from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.llm.offline import OfflineBackend
 from cass_pipelines.llm.pricing import load_pricing
+from cass_pipelines.services.metering import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store.control import alerts, pause, paused_reason, record_alert, resume
 from cass_pipelines.store.db import Store

@@ -8,11 +8,11 @@ import dagster as dg
 import pytest
 from test_budget_race import row
 
-from cass_pipelines.assets.results import build_results
-from cass_pipelines.checks import build_cost_checks
-from cass_pipelines.core.settings import load_settings
-from cass_pipelines.partitions import phase_key, phase_partitions
-from cass_pipelines.resources import cass_resource
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.defs.budget.checks import build_cost_checks
+from cass_pipelines.defs.day.results import build_results
+from cass_pipelines.defs.partitions import phase_key, phase_partitions
+from cass_pipelines.defs.resources import cass_resource
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ledger import insert_row
@@ -32,7 +32,7 @@ def setup(sample_home):
 def evaluate(settings, defs, phase: str) -> dict[str, bool]:
     with dg.instance_for_test() as instance:
         result = dg.materialize(defs, partition_key=phase_key(DAY.isoformat(), phase), instance=instance,
-                                resources={"cass": cass_resource(settings.db_path)}, raise_on_error=False)
+                                resources={"cass": cass_resource(settings)}, raise_on_error=False)
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 

@@ -6,10 +6,10 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.registry import load_registry
-from cass_pipelines.core.runtime import open_runtime
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.registry import load_registry
+from cass_pipelines.config.settings import load_settings
 from cass_pipelines.definitions import build_defs
+from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import plans
 
 DAY = "2026-11-25"

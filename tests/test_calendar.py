@@ -9,8 +9,8 @@ from datetime import timedelta
 from support import NOW, SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.clock import NOW_ENV
-from cass_pipelines.core.runtime import open_runtime
+from cass_pipelines.domain.clock import NOW_ENV
+from cass_pipelines.services.runtime import open_runtime
 
 DATES = re.compile(r"\d{4}-\d{2}-\d{2}|\d{8}_")
 SHIFT = timedelta(weeks=-17)   # whole weeks: the same weekday, so prompts keep their length

@@ -12,8 +12,8 @@ import pytest
 from support import NOW
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.store import db
 
 CLI = str(Path(sys.executable).parent / "cass-pipelines")

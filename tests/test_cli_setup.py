@@ -14,8 +14,8 @@ import pytest
 from support import NOW
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, load_registry
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, load_registry
+from cass_pipelines.config.settings import load_settings
 from cass_pipelines.store.db import Store
 
 CLI = str(Path(sys.executable).parent / "cass-pipelines")

@@ -73,7 +73,7 @@ def test_concurrent_first_use_of_a_fresh_dagster_home(tmp_path):
     barrier of files until all three have imported Dagster)."""
     env = {**os.environ, "CASS_HOME": str(tmp_path / "cass"), "DAGSTER_HOME": str(tmp_path / "fresh")}
     code = ("import sys, time, pathlib\n"
-            "from cass_pipelines.core.settings import load_settings\n"
+            "from cass_pipelines.config.settings import load_settings\n"
             "from cass_pipelines.execution import instance_for\n"
             "barrier = pathlib.Path(sys.argv[1]); (barrier / sys.argv[2]).touch()\n"
             "while len(list(barrier.iterdir())) < 3: time.sleep(0.002)\n"
@@ -106,11 +106,11 @@ def test_the_queue_starts_a_days_phases_in_day_order(cass_env):
     """Runs submitted alphabetically (as a backfill does) get priorities the queue daemon sorts by."""
     from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
-    from cass_pipelines.core.registry import load_registry
-    from cass_pipelines.core.settings import load_settings
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
     from cass_pipelines.definitions import build_defs
+    from cass_pipelines.defs.partitions import phase_key
     from cass_pipelines.execution import instance_for, job_origins
-    from cass_pipelines.partitions import phase_key
 
     settings = load_settings()
     instance = instance_for(settings)
@@ -135,8 +135,8 @@ def test_the_queue_starts_a_days_phases_in_day_order(cass_env):
 
 
 def test_the_ui_jobs_run_in_process_and_keep_no_pickles(cass_env):
-    from cass_pipelines.core.registry import load_registry
-    from cass_pipelines.core.settings import load_settings
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
     from cass_pipelines.definitions import build_defs
 
     defs = build_defs(load_settings(), load_registry(None))
@@ -147,8 +147,8 @@ def test_the_ui_jobs_run_in_process_and_keep_no_pickles(cass_env):
 
 
 def test_source_observation_sensor_observes_conversations_and_self_model(sample_home):
-    from cass_pipelines.core.registry import load_registry
-    from cass_pipelines.core.settings import load_settings
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
     from cass_pipelines.definitions import build_defs
 
     defs = build_defs(load_settings(), load_registry(None))
@@ -170,8 +170,8 @@ def test_source_observation_sensor_observes_conversations_and_self_model(sample_
 
 def test_a_backfilled_day_sees_only_its_past(sample_home):
     """Work of a later day exists; planning an earlier day shows none of it."""
-    from cass_pipelines.core.planning import decision_context
-    from cass_pipelines.core.runtime import open_runtime
+    from cass_pipelines.services.planning import decision_context
+    from cass_pipelines.services.runtime import open_runtime
     from cass_pipelines.store import plans
 
     later = DAY + timedelta(days=2)
@@ -184,9 +184,9 @@ def test_a_backfilled_day_sees_only_its_past(sample_home):
 
 
 def test_an_exhausted_budget_fails_the_budget_check(sample_home, monkeypatch):
-    from cass_pipelines.core.runtime import open_runtime
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.execution import instance_for, run_phase
+    from cass_pipelines.services.runtime import open_runtime
 
     monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.01")
     rt = open_runtime()

@@ -8,12 +8,12 @@ import pytest
 from support import SAMPLE_DAY, seed_plan
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.decision import DecisionContext, decide
-from cass_pipelines.core.plan import PlanInputs
-from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.plan_rules import PlanInputs
 from cass_pipelines.execution import instance_for, run_journal, run_phase
 from cass_pipelines.llm.base import LLMError
+from cass_pipelines.services.decision import DecisionContext, decide
+from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import plans
 
 DAY = SAMPLE_DAY
@@ -110,7 +110,7 @@ def test_actions_of_a_unit_run_in_template_order_one_step_each(day_env):
 
 def test_a_failing_action_fails_its_unit_but_the_phase_is_summarised_and_costed(day_env, monkeypatch):
     rt, instance, defs = day_env
-    import cass_pipelines.core.handlers.sessions as sessions
+    import cass_pipelines.services.handlers.sessions as sessions
 
     def boom(ctx):
         raise RuntimeError("simulated handler crash")
@@ -185,7 +185,7 @@ def test_planning_falls_back_when_the_llm_fails(runtime):
 
 def test_a_secret_in_a_handler_error_never_reaches_the_store(day_env, monkeypatch):
     rt, instance, defs = day_env
-    import cass_pipelines.core.handlers.sessions as sessions
+    import cass_pipelines.services.handlers.sessions as sessions
 
     secret = "sk-ant-test-0123456789abcdef"
     monkeypatch.setenv("ANTHROPIC_API_KEY", secret)   # the LLM stays offline (CASS_LLM=offline)

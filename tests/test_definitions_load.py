@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, load_registry
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, load_registry
+from cass_pipelines.config.settings import load_settings
 from cass_pipelines.definitions import build_defs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,8 +57,28 @@ def test_dagster_definitions_validate_fails_on_a_bad_registry(tmp_path, bad_regi
     assert "template 'research_batch'" in output and "unknown action 'research.deleted'" in output
 
 
-def test_importing_the_code_location_fails_with_file_template_action_and_field(tmp_path, bad_registry):
-    proc = subprocess.run([sys.executable, "-c", "import cass_pipelines.definitions"], cwd=tmp_path,
+DG = str(Path(sys.executable).parent / "dg")
+LOAD = "from cass_pipelines.definitions import defs; defs()"   # what Dagster does with the module's `defs`
+
+
+def test_dg_check_defs_passes_on_the_project(tmp_path):
+    proc = subprocess.run([DG, "check", "defs"], cwd=REPO, env=clean_env(tmp_path, VIRTUAL_ENV=str(REPO / ".venv")),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "All definitions loaded successfully" in proc.stdout + proc.stderr
+
+
+def test_dg_check_defs_fails_on_a_bad_registry_naming_file_template_and_action(tmp_path, bad_registry):
+    proc = subprocess.run([DG, "check", "defs"], cwd=REPO,
+                          env=clean_env(tmp_path, CASS_ACTIONS_FILE=str(bad_registry), VIRTUAL_ENV=str(REPO / ".venv")),
+                          capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"{bad_registry}: template 'research_batch'" in output and "unknown action 'research.deleted'" in output
+
+
+def test_loading_the_code_location_fails_with_file_template_action_and_field(tmp_path, bad_registry):
+    proc = subprocess.run([sys.executable, "-c", LOAD], cwd=tmp_path,
                           env=clean_env(tmp_path, CASS_ACTIONS_FILE=str(bad_registry)),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
@@ -69,8 +89,8 @@ def test_importing_the_code_location_fails_with_file_template_action_and_field(t
     assert f"{bad_registry}: action 'session.writing': field 'category'" in error and "'creative2'" in error
 
 
-def test_importing_the_code_location_fails_on_bad_settings(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import cass_pipelines.definitions"], cwd=tmp_path,
+def test_loading_the_code_location_fails_on_bad_settings(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", LOAD], cwd=tmp_path,
                           env=clean_env(tmp_path, CASS_TIMEZONE="Mars/Olympus", CASS_DAILY_BUDGET_USD="-1"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
@@ -88,12 +108,24 @@ def berlin_defs(cass_env, monkeypatch) -> dg.Definitions:
     return build_defs(settings, load_registry(settings.actions_file))
 
 
-def test_module_attribute_is_the_code_location(cass_env):
+def test_the_defs_folder_and_build_defs_give_the_same_code_location(cass_env):
     import cass_pipelines.definitions as module
 
-    assert isinstance(module.defs, dg.Definitions)
-    assert {j.name for j in module.defs.resolve_all_job_defs()} >= {"phase_job", "journal_job", "memory_job",
-                                                                   "manual_work_job"}
+    folder = module.defs()   # as Dagster and dg load it: every domain under defs/
+    settings = load_settings()
+    built = build_defs(settings, load_registry(settings.actions_file))
+
+    def names(defs: dg.Definitions) -> dict[str, set[str]]:
+        repo = defs.get_repository_def()
+        return {"jobs": {j.name for j in defs.resolve_all_job_defs()},
+                "assets": {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()},
+                "checks": {k.name for k in defs.resolve_asset_graph().asset_check_keys},
+                "schedules": {s.name for s in repo.schedule_defs}, "sensors": {s.name for s in repo.sensor_defs},
+                "resources": set(repo.get_top_level_resources())}
+
+    assert names(folder) == names(built)
+    assert names(folder)["jobs"] >= {"phase_job", "journal_job", "memory_job", "manual_work_job",
+                                      "dead_letter_retry_job"}
 
 
 def test_jobs_assets_schedules_sensors_have_their_public_names(berlin_defs):

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 import pytest
 from test_handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template
 
-from cass_pipelines.core.handlers.base import ARTIFACT_TABLES, ActionResult
-from cass_pipelines.core.handlers.sourcing import NO_LIVE_SOURCE
-from cass_pipelines.core.plan import PlannedUnit
+from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.llm.base import LLMError
+from cass_pipelines.services.handlers.base import ARTIFACT_TABLES, ActionResult
+from cass_pipelines.services.handlers.sourcing import NO_LIVE_SOURCE
 from cass_pipelines.store import budget, notes, plans
 
 OFFLINE_TABLES = {"insights", "growth_observations", "open_questions", "conversation_summaries", "journals",

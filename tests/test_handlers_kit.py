@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from cass_pipelines.core.handlers.base import ActionResult, HandlerContext
-from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.registry import resolve_handler
+from cass_pipelines.config.registry import resolve_handler
+from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.llm.base import LLMError, LLMRequest
+from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
 
 
 class CountingLLM:

@@ -1,8 +1,8 @@
 """idle_memory_sensor asks for memory_job when conversations went idle with unsummarised messages."""
 import dagster as dg
 
-from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
+from cass_pipelines.services.runtime import open_runtime
 
 
 def evaluate(defs):

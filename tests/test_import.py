@@ -14,8 +14,8 @@ import pytest
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.cli.setup_cmds import import_file
-from cass_pipelines.core import importer
-from cass_pipelines.core.importer import ImportReport, read_batches
+from cass_pipelines.services import importer
+from cass_pipelines.services.importer import ImportReport, read_batches
 from cass_pipelines.store import conversations
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate
@@ -222,7 +222,7 @@ MEASURE = textwrap.dedent("""
     import json, resource, sys, tracemalloc
     from pathlib import Path
     from cass_pipelines.cli.setup_cmds import import_file
-    from cass_pipelines.core.importer import ImportReport, read_batches
+    from cass_pipelines.services.importer import ImportReport, read_batches
     from cass_pipelines.store.db import Store
     from cass_pipelines.store.schema import migrate
 

@@ -8,7 +8,8 @@ import pytest
 from fake_anthropic import API_KEY, Reply, error, malformed, overloaded, rate_limited, server_error, slow
 from pydantic import BaseModel, Field
 
-from cass_pipelines.core.settings import SettingsError, load_settings
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.settings import SettingsError
 from cass_pipelines.llm.anthropic_backend import AnthropicBackend
 from cass_pipelines.llm.base import LLMError, LLMRequest
 from cass_pipelines.llm.factory import make_client

@@ -6,7 +6,7 @@ import json
 from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.settings import load_settings
 from cass_pipelines.store import ledger
 from cass_pipelines.store.db import Store
 

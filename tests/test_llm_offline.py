@@ -7,7 +7,7 @@ import anthropic
 import pytest
 from pydantic import BaseModel, Field, create_model
 
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.settings import load_settings
 from cass_pipelines.llm.base import LLMRequest
 from cass_pipelines.llm.factory import make_client
 from cass_pipelines.llm.offline import OfflineBackend

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from cass_pipelines.core.settings import SettingsError, load_settings
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.settings import SettingsError
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import PromptCount, Usage
 from cass_pipelines.llm.factory import make_client

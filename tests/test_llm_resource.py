@@ -7,8 +7,9 @@ from datetime import date, datetime, timezone
 import pytest
 
 from cass_pipelines.cli.main import main as cli_main
-from cass_pipelines.core.settings import SettingsError, load_settings
-from cass_pipelines.llm_resource import LLMResource
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.defs.llm_resource import LLMResource
+from cass_pipelines.domain.settings import SettingsError
 from cass_pipelines.store import ledger
 from cass_pipelines.store.db import Store
 

@@ -9,12 +9,12 @@ import pytest
 from fake_anthropic import Reply
 from pydantic import BaseModel
 
-from cass_pipelines.core.clock import FixedClock
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.clock import FixedClock
 from cass_pipelines.llm.base import LLMError, LLMRequest, Usage
 from cass_pipelines.llm.factory import make_client
-from cass_pipelines.llm.metered import MeterContext, MeteredClient
 from cass_pipelines.llm.pricing import load_pricing
+from cass_pipelines.services.metering import MeterContext, MeteredClient
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate

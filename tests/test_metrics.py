@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.runtime import open_runtime
+from cass_pipelines.services.runtime import open_runtime
 
 DAY = SAMPLE_DAY
 

@@ -2,8 +2,8 @@
 the fallback scorer is deterministic."""
 import pytest
 
-from cass_pipelines.core.plan import PlanInputs, ProposedUnit, fallback_plan, score_template, validate_plan
-from cass_pipelines.core.registry import load_registry
+from cass_pipelines.config.registry import load_registry
+from cass_pipelines.domain.plan_rules import PlanInputs, ProposedUnit, fallback_plan, score_template, validate_plan
 
 REGISTRY = load_registry()
 PLENTY = {c: 10.0 for c in ("system", "journal", "memory", "research", "reflection", "growth", "curiosity",

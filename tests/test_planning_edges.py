@@ -6,12 +6,12 @@ import pytest
 from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.plan import PlannedUnit
-from cass_pipelines.core.planning import idle_at, plan_phase
-from cass_pipelines.core.runner import next_position
-from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.execution import instance_for, run_journal, run_phase
+from cass_pipelines.services.planning import idle_at, plan_phase
+from cass_pipelines.services.runner import next_position
+from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import plans
 
 DAY = SAMPLE_DAY
@@ -113,7 +113,7 @@ def test_a_past_date_is_judged_idle_by_its_own_time(runtime):
 def test_requires_approval_actions_wait_for_approval_unless_a_person_asks(sample_home, tmp_path, monkeypatch, capsys):
     import json
 
-    from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE
+    from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE
 
     data = json.loads(DEFAULT_REGISTRY_FILE.read_text())
     for action in data["actions"]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import NOW, SAMPLE_DAY
 
-from cass_pipelines.core.clock import NOW_ENV
+from cass_pipelines.domain.clock import NOW_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)

@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cass_pipelines.core.categories import Category, ModelTier, Priority
-from cass_pipelines.core.registry import (
-    DEFAULT_REGISTRY_FILE,
-    RegistryError,
-    load_registry,
-    read_registry_file,
-)
+from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, RegistryError, load_registry, read_registry_file
+from cass_pipelines.domain.categories import Category, ModelTier, Priority
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +170,11 @@ def test_negative_cost(tmp_path, data):
 
 
 @pytest.mark.parametrize("handler, why", [
-    ("cass_pipelines.core.handlers.no_such_module:run", "No module named"),
-    ("cass_pipelines.core.handlers.sessions:no_such_function", "no_such_function"),
-    ("cass_pipelines.core.handlers.base:ARTIFACT_TABLES", "not callable"),
+    ("cass_pipelines.services.handlers.no_such_module:run", "No module named"),
+    ("cass_pipelines.services.handlers.sessions:no_such_function", "no_such_function"),
+    ("cass_pipelines.services.handlers.base:ARTIFACT_TABLES", "not callable"),
     ("sys:exit", "outside the handler modules"),
-    ("cass_pipelines.core.registry:resolve_handler", "outside the handler modules"),
+    ("cass_pipelines.config.registry:resolve_handler", "outside the handler modules"),
     ("no_colon_here", "import path"),
 ])
 def test_handler_that_does_not_import(tmp_path, data, handler, why):
@@ -310,7 +305,7 @@ def test_load_registry_from_a_users_file(tmp_path, data):
 
 
 def test_a_handler_module_prefix_listed_in_settings_is_allowed(tmp_path, data):
-    """Handlers outside cass_pipelines.core.handlers need their module prefix in `handler_modules`."""
+    """Handlers outside cass_pipelines.services.handlers need their module prefix in `handler_modules`."""
     action(data, "dream.nightly")["handler"] = "json:dumps"
     path = write(tmp_path, data)
     _, refused = read_registry_file(path)

@@ -17,8 +17,8 @@ import pytest
 from support import NOW, SAMPLE_DAY, invariant_violations, seed_plan
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.clock import NOW_ENV
-from cass_pipelines.core.runtime import open_runtime
+from cass_pipelines.domain.clock import NOW_ENV
+from cass_pipelines.services.runtime import open_runtime
 
 CLI = [sys.executable, "-m", "cass_pipelines.cli.main"]
 DAY = SAMPLE_DAY.isoformat()
@@ -150,7 +150,7 @@ def test_a_refused_conversation_is_retried_then_parked_and_the_others_are_summar
 
 def test_a_handler_that_exits_fails_its_unit_with_a_dead_letter_and_a_short_message(sample_home, capsys,
                                                                                      monkeypatch):
-    import cass_pipelines.core.handlers.sessions as sessions
+    import cass_pipelines.services.handlers.sessions as sessions
 
     def exits(ctx):
         raise SystemExit("handler called sys.exit")

@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from cass_pipelines.core.registry import load_registry
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.registry import load_registry
+from cass_pipelines.config.settings import load_settings
 from cass_pipelines.definitions import build_defs
 
 TZ = "America/New_York"
@@ -75,7 +75,7 @@ def test_phase_schedules_skip_while_paused_and_resume(defs):
 def test_phase_schedule_skips_when_the_day_budget_is_spent(defs, monkeypatch):
     from datetime import date, timezone
 
-    from cass_pipelines.core.runtime import open_runtime
+    from cass_pipelines.services.runtime import open_runtime
     from cass_pipelines.store.ledger import LedgerRow, insert_row
 
     rt = open_runtime()

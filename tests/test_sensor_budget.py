@@ -15,10 +15,10 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from test_budget_race import row
 
-from cass_pipelines.core.settings import Settings
-from cass_pipelines.llm_resource import LLMResource
-from cass_pipelines.resources import CassDuckDB, CassResource
-from cass_pipelines.sensors import build_budget_sensor, build_dead_letter_sensor
+from cass_pipelines.defs.budget.sensors import build_budget_sensor
+from cass_pipelines.defs.dead_letters.sensors import build_dead_letter_sensor
+from cass_pipelines.defs.resources import CassResource, cass_resource
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store import dead_letters
 from cass_pipelines.store.control import alerts
@@ -48,7 +48,7 @@ def instance():
 
 
 def cass(settings) -> CassResource:
-    return CassResource(duckdb=CassDuckDB(database=str(settings.db_path)), llm=LLMResource(), fixed_now=NOW.isoformat())
+    return cass_resource(settings, fixed_now=NOW.isoformat())
 
 
 def tick(sensor, settings, instance, cursor=None):

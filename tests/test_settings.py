@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cass_pipelines.core.categories import PHASES, Category
-from cass_pipelines.core.phases import day_bounds, phase_at, phase_window, remaining_phases
-from cass_pipelines.core.settings import (
-    DEFAULT_SHARES,
-    SAMPLE_CONFIG,
-    Settings,
-    SettingsError,
-    load_settings,
-)
+from cass_pipelines.config.settings import SAMPLE_CONFIG, load_settings
+from cass_pipelines.domain.categories import PHASES, Category
+from cass_pipelines.domain.phases import day_bounds, phase_at, phase_window, remaining_phases
+from cass_pipelines.domain.settings import DEFAULT_SHARES, Settings, SettingsError
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:

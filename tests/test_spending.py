@@ -12,17 +12,18 @@ import pytest
 from test_budget_race import row
 
 from cass_pipelines.cli.main import main as cli_main
-from cass_pipelines.core import budget as rules
-from cass_pipelines.core.budget import Funding, Refusal
-from cass_pipelines.core.handlers.calls import system_prefix
-from cass_pipelines.core.plan import PlannedUnit
-from cass_pipelines.core.settings import Settings, load_settings
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain import budget_rules as rules
+from cass_pipelines.domain.budget_rules import Funding, Refusal
+from cass_pipelines.domain.plan_rules import PlannedUnit
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMRequest, PromptCount
-from cass_pipelines.llm.metered import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.llm.offline import OfflineBackend
 from cass_pipelines.llm.pricing import load_pricing
 from cass_pipelines.llm.simulate import estimate_tokens
+from cass_pipelines.services.handlers.calls import system_prefix
+from cass_pipelines.services.metering import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store import plans
 from cass_pipelines.store.control import alerts
@@ -216,7 +217,7 @@ def test_a_five_cent_day_is_planned_by_the_agent_and_defers_what_it_cannot_pay(s
 
 def test_deferred_work_is_offered_again_in_priority_order(runtime):
     rt = runtime
-    from cass_pipelines.core.planning import open_phase
+    from cass_pipelines.services.planning import open_phase
 
     yesterday = DAY - timedelta(days=1)
     low = PlannedUnit("afternoon", "research_batch", "research", "low", "old low", "m", 0.01)

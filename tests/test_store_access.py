@@ -11,10 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cass_pipelines.core.runtime import open_runtime
 from cass_pipelines.definitions import build_defs
+from cass_pipelines.defs.partitions import phase_key
 from cass_pipelines.execution import instance_for, run_memory, run_phase
-from cass_pipelines.partitions import phase_key
+from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store import views
 from cass_pipelines.store.dagster_runs import recent_runs

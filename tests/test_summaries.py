@@ -5,11 +5,11 @@ import json
 
 from test_handlers_kit import CountingLLM, run_template, sample_now
 
-from cass_pipelines.core.handlers.base import ARTIFACT_TABLES
-from cass_pipelines.core.handlers.calls import system_prefix
-from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.plan import PlannedUnit
-from cass_pipelines.core.summaries import summarize_unit, summary_markdown
+from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.plan_rules import PlannedUnit
+from cass_pipelines.services.handlers.base import ARTIFACT_TABLES
+from cass_pipelines.services.handlers.calls import system_prefix
+from cass_pipelines.services.summaries import summarize_unit, summary_markdown
 from cass_pipelines.store import plans
 
 

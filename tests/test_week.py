@@ -9,24 +9,24 @@ import pytest
 from support import NOW, SAMPLE_DAY, TODAY, seed_plan
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.core.clock import NOW_ENV
-from cass_pipelines.core.goals import (
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.clock import NOW_ENV
+from cass_pipelines.domain.goals import (
     DIGEST_BEST,
     DIGEST_GOALS,
     DIGEST_WORST,
-    ApprovalState,
     WorkStats,
     learning_digest,
     over_share,
     week_start,
 )
-from cass_pipelines.core.plan import PlanInputs, ProposedUnit, score_template
-from cass_pipelines.core.planning import decision_context
-from cass_pipelines.core.runtime import open_runtime
-from cass_pipelines.core.week import WeekContext
-from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.plan_rules import PlanInputs, ProposedUnit, score_template
+from cass_pipelines.domain.states import ApprovalState
 from cass_pipelines.execution import QUIET, execute, instance_for, run_phase, run_tags
-from cass_pipelines.reports import plan_view
+from cass_pipelines.services.planning import decision_context
+from cass_pipelines.services.reports import plan_view
+from cass_pipelines.services.runtime import open_runtime
+from cass_pipelines.services.week import WeekContext
 from cass_pipelines.store import approvals, learning, plans
 from cass_pipelines.store import goals as goal_store
 

@@ -4,14 +4,14 @@ import time
 from datetime import date, timedelta
 
 from cass_pipelines.cli.output import EXIT_REFUSED, MAX_TEXT_CHARS, CliError, bounded_text, emit, parse_date, table
-from cass_pipelines.core.categories import PHASES
-from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.errors import shown
-from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.preflight import run_problems
-from cass_pipelines.core.runtime import Runtime, open_runtime, open_store
-from cass_pipelines.core.settings import SettingsError
-from cass_pipelines.reports import plan_view, render_plan
+from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.domain.errors import shown
+from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.settings import SettingsError
+from cass_pipelines.services.preflight import run_problems
+from cass_pipelines.services.reports import plan_view, render_plan
+from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
 from cass_pipelines.store.control import paused_reason
@@ -153,10 +153,10 @@ def cmd_run_day(args: argparse.Namespace) -> int:
 def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool) -> list[dict]:
     """A day through Dagster, as run-day does it: the memory run when conversations went idle, each
     phase in order (unless paused or out of money), then the journal."""
-    from cass_pipelines.core.planning import phase_skip_reason
-    from cass_pipelines.core.recovery import recover
+    from cass_pipelines.defs.resources import run_over
     from cass_pipelines.execution import run_journal, run_memory, run_phase
-    from cass_pipelines.resources import run_over
+    from cass_pipelines.services.planning import phase_skip_reason
+    from cass_pipelines.services.recovery import recover
 
     clock = clock_from_env()
     runs = []
@@ -181,8 +181,8 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:
-    from cass_pipelines.core.planning import phase_skip_reason
     from cass_pipelines.execution import run_phase
+    from cass_pipelines.services.planning import phase_skip_reason
 
     rt = open_runtime(must_exist=True)
     day = _run_date(rt, args.date)
@@ -231,8 +231,8 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cass_pipelines.core.recovery import recover, stale
     from cass_pipelines.llm.factory import resolve_mode
+    from cass_pipelines.services.recovery import recover, stale
     from cass_pipelines.store import dagster_runs
     from cass_pipelines.store.claims import never_over
 
@@ -245,8 +245,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if runs is None or dagster_runs.runs_of_dead_processes(home) is not False:
         # Only Dagster can read this instance, or a crashed run must be marked failed: the slow path.
         try:
+            from cass_pipelines.defs.resources import fail_dead_runs, run_over
             from cass_pipelines.execution import instance_for
-            from cass_pipelines.resources import fail_dead_runs, run_over
 
             instance = instance_for(settings)
             fail_dead_runs(instance)          # status tells the truth right after a crash

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from cass_pipelines.cli.output import CliError, emit, table
-from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.runtime import open_runtime
+from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import dead_letters
 from cass_pipelines.store.dead_letters import DeadLetterState
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 
 from cass_pipelines.cli.output import emit, parse_date, table
-from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.runtime import open_store
+from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.services.runtime import open_store
 from cass_pipelines.store import ledger
 from cass_pipelines.store.schema import migrate
 

@@ -2,10 +2,10 @@
 import argparse
 
 from cass_pipelines.cli.output import MAX_TEXT_CHARS, bounded_text, emit, parse_date, table
-from cass_pipelines.core.categories import Category
-from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.phases import phase_at
-from cass_pipelines.core.runtime import open_runtime, open_store
+from cass_pipelines.domain.categories import Category
+from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.services.runtime import open_runtime, open_store
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.claims import never_over
 from cass_pipelines.store.control import pause, paused_scopes, resume
@@ -59,7 +59,7 @@ def _ratio(value: float | None) -> str:
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    from cass_pipelines.core.recovery import recover, stale
+    from cass_pipelines.services.recovery import recover, stale
 
     settings, store = open_store()
     now = clock_from_env().now()

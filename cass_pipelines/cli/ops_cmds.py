@@ -8,9 +8,9 @@ import sys
 import time
 
 from cass_pipelines.cli.output import CliError
-from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.runtime import require_initialised
-from cass_pipelines.core.settings import load_settings
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.services.runtime import require_initialised
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import instance_for, write_workspace
-    from cass_pipelines.logs import json_logs
+    from cass_pipelines.services.logs import json_logs
 
     settings = load_settings()
     require_initialised(settings)

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Callable
 
-from cass_pipelines.core.errors import shown
+from cass_pipelines.domain.errors import shown
 
 EXIT_FAILED = 1    # a run or the machine failed: the database, the disk, an action
 EXIT_USAGE = 2     # a bad argument, setting, registry or input file: fix the input and retry

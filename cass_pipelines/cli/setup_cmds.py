@@ -7,13 +7,14 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from cass_pipelines.cli.output import EXIT_USAGE, CliError, emit, table
-from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.importer import ImportRefused, ImportReport, first_lines, read_batches
-from cass_pipelines.core.persona import SAMPLE_PERSONA_FILE, load_persona
-from cass_pipelines.core.preflight import run_problems
-from cass_pipelines.core.registry import DEFAULT_REGISTRY_FILE, read_registry_file
-from cass_pipelines.core.runtime import open_runtime, require_initialised
-from cass_pipelines.core.settings import SAMPLE_CONFIG, SettingsError, load_settings
+from cass_pipelines.config.persona import SAMPLE_PERSONA_FILE, load_persona
+from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, read_registry_file
+from cass_pipelines.config.settings import SAMPLE_CONFIG, load_settings
+from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.domain.settings import SettingsError
+from cass_pipelines.services.importer import ImportRefused, ImportReport, first_lines, read_batches
+from cass_pipelines.services.preflight import run_problems
+from cass_pipelines.services.runtime import open_runtime, require_initialised
 from cass_pipelines.store import conversations, persona
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate

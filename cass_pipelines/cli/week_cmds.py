@@ -5,12 +5,13 @@ from datetime import date, timedelta
 
 from cass_pipelines.cli.day_cmds import EXIT_WORK_FAILED, _reader, _run_date, _setup, _timed, _today, day_runs
 from cass_pipelines.cli.output import EXIT_FAILED, CliError, bounded_text, emit, parse_date, table
-from cass_pipelines.core.categories import PHASES
-from cass_pipelines.core.clock import clock_from_env
-from cass_pipelines.core.errors import shown
-from cass_pipelines.core.goals import ApprovalState, GoalSource, GoalStatus, week_start
-from cass_pipelines.core.runtime import open_runtime
-from cass_pipelines.core.week_report import render_week, week_report
+from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.domain.errors import shown
+from cass_pipelines.domain.goals import week_start
+from cass_pipelines.domain.states import ApprovalState, GoalSource, GoalStatus
+from cass_pipelines.services.runtime import open_runtime
+from cass_pipelines.services.week_report import render_week, week_report
 from cass_pipelines.store import approvals
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store.schema import migrate
@@ -116,7 +117,7 @@ def cmd_goal_close(args: argparse.Namespace) -> int:
 # ---- approvals ---------------------------------------------------------------------------------
 
 def cmd_approvals_list(args: argparse.Namespace) -> int:
-    from cass_pipelines.core.approvals import expire
+    from cass_pipelines.services.approvals import expire
 
     rt = open_runtime(must_exist=True)
     migrate(rt.store)

@@ -19,10 +19,10 @@ from typing import Any
 import anthropic
 from pydantic import BaseModel, ValidationError
 
-from cass_pipelines.core.settings import Settings, SettingsError
+from cass_pipelines.domain.budget_rules import WEB_SEARCH_MAX_USES
+from cass_pipelines.domain.settings import Settings, SettingsError
 from cass_pipelines.llm.backend import Backend
 from cass_pipelines.llm.base import (
-    WEB_SEARCH_MAX_USES,
     LLMError,
     LLMRequest,
     LLMResult,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm.base import LLMRequest, LLMResult, T, model_for
 from cass_pipelines.llm.pricing import Pricing
 

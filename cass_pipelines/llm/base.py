@@ -15,9 +15,6 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 
-# The cap the Anthropic backend puts on server-side web searches per call; bounds a call's worst case.
-WEB_SEARCH_MAX_USES = 3
-
 
 SECRET_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 

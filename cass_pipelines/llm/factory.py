@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Mapping
 
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.domain.settings import Settings
 
 if TYPE_CHECKING:   # the backends load only when a client is made: `status` needs just the mode
     from cass_pipelines.llm.base import LLMClient

@@ -12,7 +12,7 @@ import uuid
 
 from pydantic import BaseModel, ValidationError
 
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm.backend import Backend
 from cass_pipelines.llm.base import LLMError, LLMRequest, LLMResult, PromptCount
 from cass_pipelines.llm.pricing import Pricing

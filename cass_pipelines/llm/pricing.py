@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from cass_pipelines.core.settings import Settings, SettingsError
+from cass_pipelines.domain.settings import Settings, SettingsError
 from cass_pipelines.llm.base import Usage
 
 PRICING_FILE = Path(__file__).with_name("pricing.json")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cass_pipelines.core.goals import ApprovalState
+from cass_pipelines.domain.states import ApprovalState
 from cass_pipelines.store.db import Store
 
 _COLS = ("work_unit_id, state, template_id, action_id, what, estimated_cost_usd, requested_at, expires_at, "

@@ -16,9 +16,9 @@ from typing import Callable
 
 import duckdb
 
-from cass_pipelines.core import budget as rules
-from cass_pipelines.core.budget import ActionCost, Funding, Refusal, Reservation
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.domain import budget_rules as rules
+from cass_pipelines.domain.budget_rules import ActionCost, Funding, Refusal, Reservation
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
 from cass_pipelines.store.db import Store, rows_as_dicts

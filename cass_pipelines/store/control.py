@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import duckdb
 
-from cass_pipelines.core.categories import Category
+from cass_pipelines.domain.categories import Category
 from cass_pipelines.store.db import Store
 
 GLOBAL = "global"

@@ -5,7 +5,7 @@ import json
 from datetime import date, datetime, timedelta
 from typing import Iterable
 
-from cass_pipelines.core.goals import GoalStatus
+from cass_pipelines.domain.states import GoalStatus
 from cass_pipelines.store.db import Store, params
 from cass_pipelines.store.ids import new_id
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from cass_pipelines.core.goals import LEARNING_WINDOW_DAYS, WorkStats
+from cass_pipelines.domain.goals import LEARNING_WINDOW_DAYS, WorkStats
 from cass_pipelines.store.db import Store
 
 # One row per finished unit of the window: its template, goal, outcome, cost, insights, questions

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from cass_pipelines.core.settings import Settings
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.db import Store
 

@@ -5,7 +5,7 @@ import json
 from datetime import date, datetime
 from typing import Any, Callable, Iterable
 
-from cass_pipelines.core.categories import PHASES
+from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.store import claims
 from cass_pipelines.store.claims import Claim, ClaimState, Owner
 from cass_pipelines.store.db import Store, params

@@ -1,0 +1,57 @@
+"""phase_job and manual_work_job. In-process executor: a multiprocess step costs ~2 s of start-up here."""
+
+from datetime import date
+
+import dagster as dg
+
+from cass_pipelines.defs.day.work import action_chains, after_chains, emit_units, unit_groups
+from cass_pipelines.defs.resources import CassResource
+from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.services.runner import job_unit, summarize
+from cass_pipelines.store import plans
+
+PHASE_ASSETS = ["phase_plan", "phase_work", "work_summaries", "cost_records"]
+
+
+class ManualWorkConfig(dg.Config):
+    template_id: str
+    focus: str = ""
+    phase: str = ""   # default: the current phase
+    date: str = ""    # default: today in the agent's timezone
+    force: bool = False  # run even while paused; budget limits still apply
+
+
+def build_phase_job(phase_partitions: dg.PartitionsDefinition):
+    return dg.define_asset_job("phase_job", selection=PHASE_ASSETS, partitions_def=phase_partitions,
+                               executor_def=dg.in_process_executor,
+                               description="Plan a phase, run its work (one step per action), summarise and cost it.")
+
+
+def build_manual_work_job(max_length: int) -> dg.JobDefinition:
+    @dg.op(out=unit_groups(max_length))
+    def start_manual_work(context: dg.OpExecutionContext, config: ManualWorkConfig, cass: CassResource):
+        rt, clock = cass.for_run(context), cass.clock()
+        if config.template_id not in rt.registry.templates:
+            raise dg.Failure(f"unknown template '{config.template_id}'; see `cass-pipelines catalog`")
+        now = clock.now()
+        day, phase = phase_at(now, rt.settings)
+        day = date.fromisoformat(config.date) if config.date else day
+        uid = job_unit(rt, day, config.phase or phase, config.template_id, f"m{now:%H%M%S%f}",
+                       config.focus or rt.registry.templates[config.template_id].name, now,
+                       origin="forced" if config.force else "manual")
+        context.log.info(f"manual unit {uid}: {config.template_id} on '{config.focus}'")
+        yield from emit_units(rt, [plans.get_unit(rt.store, uid)])
+
+    @dg.op(ins=after_chains(max_length))
+    def finish_manual_work(context: dg.OpExecutionContext, cass: CassResource) -> None:
+        rt = cass.for_run(context)
+        unit = plans.units_for_run(rt.store, context.run_id)[0]
+        summarize(rt, unit, cass.clock(), context.run_id)
+        context.log.info(f"manual unit {unit['id']}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
+
+    @dg.job(name="manual_work_job", executor_def=dg.in_process_executor,
+            description="Run one work unit now (template, focus, phase), under the same budget rules.")
+    def manual_work_job():
+        finish_manual_work(**action_chains(start_manual_work(), max_length))
+
+    return manual_work_job

@@ -1,0 +1,25 @@
+"""What schedules and sensors share: they run in the daemon next to runs that may hold the DuckDB file,
+so each gives up after a few seconds and says so in its tick instead of blocking."""
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+SENSOR_DB_DEADLINE_S = 3.0
+
+
+def db_busy(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.Error) and "lock" in str(exc).lower()
+
+
+BUSY = dg.SkipReason("the database is busy with a run (file lock held); will look again next tick")
+
+
+def unless_busy(read):
+    """`read()`, or BUSY when a run holds the DuckDB file past the sensors' short deadline."""
+    try:
+        return read()
+    except Exception as exc:
+        if db_busy(exc):
+            return BUSY
+        raise

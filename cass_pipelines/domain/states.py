@@ -1,0 +1,91 @@
+"""Every state the store records, as enums (one source: no state literal outside this module; SQL
+interpolates the members, e.g. f"status = '{UnitStatus.DEFERRED}'", which a StrEnum formats as its value)."""
+from enum import StrEnum
+
+
+class UnitStatus(StrEnum):
+    PLANNED = "planned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    AWAITING_APPROVAL = "awaiting_approval"   # gated work waits for a person (services/approvals.py)
+
+    @property
+    def final(self) -> bool:
+        """The unit is over for this offer (a deferred one may be offered again as a new unit)."""
+        return self not in (UnitStatus.PLANNED, UnitStatus.RUNNING)
+
+
+OPEN_UNIT_STATUSES = (UnitStatus.PLANNED, UnitStatus.RUNNING)
+FINAL_UNIT_STATUSES = tuple(s for s in UnitStatus if s.final)
+
+
+class ActionStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"   # its run died mid-action; the next run of the unit starts it again
+
+
+class DeferKind(StrEnum):
+    """Why a unit waits, next to its human-readable reason (work_units.defer_kind)."""
+    BUDGET = "budget"          # the day, a category or the pool cannot pay for it now
+    PAUSED = "paused"          # a person paused everything or its category; `resume` takes it back
+    PHASE_FULL = "phase_full"  # the phase has no room left for it
+    NOT_IDLE = "not_idle"      # it needs the agent idle and the agent is not
+
+
+class ReservationStatus(StrEnum):
+    HELD = "held"              # money set aside for a call in flight
+    RECONCILED = "reconciled"  # settled to the bill (the ledger row is written)
+    RELEASED = "released"      # the call failed or was not made: nothing spent
+    ABANDONED = "abandoned"    # its owner died; released by recovery
+    REFUSED = "refused"        # the request did not fit (kept for the budget's figures)
+
+
+class ClaimState(StrEnum):
+    HELD = "held"          # the owner is doing the work
+    DONE = "done"          # the work is finished; the key is never taken again
+    RELEASED = "released"  # given back (deferred, interrupted): the next claimant may take it
+
+
+class ClaimOutcome(StrEnum):
+    ACQUIRED = "acquired"          # free, or already ours
+    TAKEN_OVER = "taken_over"      # its owner died; now ours
+    HELD_ELSEWHERE = "held_elsewhere"
+    DONE = "done"
+
+
+class DeadLetterKind(StrEnum):
+    ACTION = "action"                 # an action of a work unit failed
+    CONVERSATION = "conversation"     # a conversation's summary failed on every attempt
+
+
+class DeadLetterState(StrEnum):
+    OPEN = "open"
+    RETRIED = "retried"        # a retry ran and succeeded
+    DISCARDED = "discarded"    # a person decided it stays undone
+    RESOLVED = "resolved"      # the work succeeded some other way (a later run, a re-offer)
+
+
+class GoalStatus(StrEnum):
+    ACTIVE = "active"
+    ACHIEVED = "achieved"
+    CLOSED = "closed"          # given up or no longer wanted, with a reason
+
+
+class GoalSource(StrEnum):
+    AGENT = "agent"            # the agent made it from a growth edge or an open question
+    PERSON = "person"          # `cass-pipelines goal add`
+
+
+class ApprovalState(StrEnum):
+    PENDING = "pending"        # its unit waits in `awaiting_approval`
+    APPROVED = "approved"      # its unit went back to `planned` and approval_job ran it
+    REJECTED = "rejected"      # its unit was cancelled with the reason
+    EXPIRED = "expired"        # no one decided in time: its unit was cancelled

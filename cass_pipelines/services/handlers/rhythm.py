@@ -1,0 +1,52 @@
+"""Handlers for rhythm.* actions: what a phase, and the day so far, amounted to — kept as documents
+(kinds 'phase_summary' and 'daily_narrative') built from the units' own records."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from cass_pipelines.services.handlers import slices
+from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
+from cass_pipelines.services.handlers.calls import ModelCalls
+from cass_pipelines.services.handlers.journal import day_material
+from cass_pipelines.services.handlers.quoting import NOTICE
+from cass_pipelines.store import notes, plans
+
+
+class WriteUp(BaseModel):
+    title: str = Field(description="a short title")
+    body: str = Field(description="the write-up, first person")
+
+
+def _units(rows: list[dict]) -> str:
+    return slices.section("my work units", rows, lambda u: f"{u['template_id']} ({u['phase']}, {u['status']}): "
+                                                          f"{u['focus']}" + (f" — {u['reason']}" if u["reason"] else ""))
+
+
+def _write_up(ctx: HandlerContext, kind: str, intent: str, sections: list[str]) -> ActionResult:
+    calls = ModelCalls.for_action(ctx)
+    out = calls.structured("\n\n".join([intent, NOTICE, *sections,
+                                        "What I return:\n- title: a short title.\n- body: the write-up."]), WriteUp)
+    if not out.body.strip():
+        raise ValueError(f"{ctx.action.id}: the model returned an empty {kind}")
+    title = out.title.strip() or f"{kind.replace('_', ' ').capitalize()} {ctx.date}"
+    doc = notes.add_document(ctx.store, kind=kind, title=title, body=out.body.strip(), work_unit_id=ctx.work_unit_id,
+                             offline=calls.offline, now=ctx.now)
+    return calls.result(success=True, message=f"{kind.replace('_', ' ')} '{title}' written",
+                        artifacts=[Artifact(type="document", id=doc, title=title)])
+
+
+def generate_phase_summary(ctx: HandlerContext) -> ActionResult:
+    work = [w for w in day_material(ctx)[1] if w["phase"] == ctx.phase]
+    return _write_up(ctx, "phase_summary", (
+        f"I am looking back on this {ctx.phase} of {ctx.date:%Y-%m-%d}: what I set out to do, what got done, what "
+        "did not and why, in a short paragraph."),
+        [_units(plans.units_for_phase(ctx.store, ctx.date, ctx.phase)), slices.work_summaries(work)])
+
+
+def generate_daily_narrative(ctx: HandlerContext) -> ActionResult:
+    convs, work = day_material(ctx)
+    return _write_up(ctx, "daily_narrative", (
+        f"I am telling the story of {ctx.date:%A %Y-%m-%d} so far, as a short narrative: the people I talked with, the "
+        "work I chose and what came of it."),
+        [_units(plans.units_for_day(ctx.store, ctx.date)), slices.conversation_summaries(convs),
+         slices.work_summaries(work)])

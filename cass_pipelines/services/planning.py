@@ -1,0 +1,293 @@
+"""Planning a phase: the first phase run of a day plans every remaining phase (the day plan);
+each phase, when it opens, takes its units from the stored plan, adds deferred work, and
+re-checks budget, pause and idle. Re-running a phase keeps its plan unless asked to re-plan."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Callable
+
+from cass_pipelines.domain.budget_rules import calibrated_costs, degradation, pooling
+from cass_pipelines.domain.categories import PHASES, Priority
+from cass_pipelines.domain.phases import phase_window, remaining_phases
+from cass_pipelines.domain.plan_rules import DEFERRED_LOOKBACK_DAYS, TYPICAL_PROMPT_TOKENS, PlanInputs, PlannedUnit
+from cass_pipelines.llm import holds
+from cass_pipelines.llm.base import LLMClient, PromptCount
+from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
+from cass_pipelines.services.failpoints import failpoint
+from cass_pipelines.services.handlers.calls import system_prefix
+from cass_pipelines.services.runtime import Runtime
+from cass_pipelines.services.week import week_context
+from cass_pipelines.store import claims, conversations, persona, plans
+from cass_pipelines.store import goals as goal_store
+from cass_pipelines.store.budget import budget_status, ledger_action_averages
+from cass_pipelines.store.claims import ClaimOutcome, Owner, never_over
+from cass_pipelines.store.control import paused_reason
+from cass_pipelines.store.ledger import output_history
+
+PLAN_WAIT_POLL_S = 0.5   # how often a run waiting for another run's plan looks again
+
+
+@dataclass
+class PhasePlan:
+    day: date
+    phase: str
+    revision: int
+    source: str
+    day_intention: str
+    planned_now: bool                 # this run asked the agent (or the fallback) for a day plan
+    made_day_plan: dict | None        # the whole day plan when this run made it
+    units: list[dict]                 # this phase's units after opening
+    dropped: list[dict] = field(default_factory=list)
+    deferred_now: list[tuple[str, str]] = field(default_factory=list)
+    reoffered: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def idle_at(rt: Runtime, moment: datetime) -> tuple[bool, datetime | None]:
+    last = conversations.last_activity(rt.store, moment)
+    threshold = timedelta(minutes=rt.settings.idle_threshold_minutes)
+    return (last is None or moment - last >= threshold), last
+
+
+def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
+    with rt.store.session():  # bookkeeping only: no LLM call inside
+        status = budget_status(rt.store, rt.settings, day, phases[0])
+        degraded, skip = degradation(status, rt.settings)
+        costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store))
+        outputs = {a: output_history(rt.store, a, day) for a in rt.registry.actions
+                   if rt.registry.actions[a].model_tier != "none"}
+        edges = persona.growth_edges(rt.store, limit=5)
+        inputs = PlanInputs(
+            registry=rt.registry, phases=phases,
+            category_remaining={k: v["remaining_usd"] for k, v in status["categories"].items()},
+            action_costs=costs, idle=idle, skip_priorities=frozenset(skip),
+            max_units_per_phase=rt.settings.max_units_per_phase,
+            recent_templates=plans.recent_templates(rt.store, rt.settings.history_window,
+                                                    before=day + timedelta(days=1)),
+            growth_edges=[e["area"] for e in edges],
+            open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)],
+            largest_call={t: largest_call(rt, t, outputs) for t in rt.registry.templates})
+        return inputs, status, degraded
+
+
+def largest_call(rt: Runtime, template_id: str, outputs: dict[str, list[int]]) -> float:
+    """The least reservation the template's dearest model call must get, as the metered client
+    computes it (llm/holds.py) for a typical prompt whose tier prefix is written (not yet warm):
+    with the output bound lowered to the action's useful minimum, which is when the call is refused."""
+    def hold(action) -> float:
+        rates = rt.pricing.rates(rt.settings.models[action.model_tier])
+        prompt = PromptCount(TYPICAL_PROMPT_TOKENS, min(rates.min_cacheable_tokens, TYPICAL_PROMPT_TOKENS))
+        bound = holds.output_bound(action.max_output_tokens, outputs.get(action.id, []))
+        return (holds.input_usd(rates, prompt, warm=False, ttl=rt.settings.cache_ttl)
+                + holds.output_usd(rates, bound.minimum))
+    return max((hold(a) for a in rt.registry.template_actions(template_id) if a.model_tier != "none"), default=0.0)
+
+
+def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
+                     last: datetime | None) -> DecisionContext:
+    with rt.store.session():  # bookkeeping only: no LLM call inside
+        inputs, status, degraded = plan_inputs(rt, day, phases, idle)
+        edges = [{**e, "observations": [o["text"] for o in persona.edge_observations(rt.store, e["id"], limit=2)]}
+                 for e in persona.growth_edges(rt.store, limit=5)]
+        journal = plans.latest_journal(rt.store, day)
+        deferred = plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                          PHASES.index(phases[0]))
+        week = week_context(rt, day)
+        inputs.learned = week.template_scores
+        return DecisionContext(
+            day=day, phases=phases, growth_edges=edges, open_questions=inputs.open_questions,
+            recent_work=plans.recent_summaries(rt.store, rt.settings.history_window, through=day),
+            journal_tone=journal["tone"] if journal else None, idle=idle,
+            last_activity=last.isoformat(timespec="minutes") if last else None,
+            deferred=deferred, budget=status, degraded=degraded, inputs=inputs,
+            week=week if week.intention or week.goals or week.threads or week.digest else None)
+
+
+def claim_plan_call(rt: Runtime, day: date, revision: int, owner: Owner, is_run_over: Callable[[str], bool],
+                    now: datetime, wait_s: float) -> bool:
+    """Claim the decision call of (day, revision): True when this run makes it. While another live
+    run holds the claim, wait for its plan (False once stored); take over if that run dies."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        taken = claims.claim(rt.store, claims.plan_key(day, revision), owner, is_run_over, now)
+        if taken.ours:
+            return True
+        if taken.outcome is ClaimOutcome.DONE or plans.day_plan_revisions(rt.store, day) >= revision:
+            return False
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {taken.holder.run_id if taken.holder else '?'} has been planning {day} "
+                               f"(revision {revision}) for over {wait_s:.0f}s; try again later")
+        time.sleep(PLAN_WAIT_POLL_S)
+
+
+def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now: datetime,
+                  owner: Owner, is_run_over: Callable[[str], bool]) -> Decision | None:
+    """Ask the agent for `phases` and store the plan as a new revision; None when another run of
+    the same partition planned it (its plan is used instead: one plan, paid for once)."""
+    revision = plans.day_plan_revisions(rt.store, day) + 1
+    if not claim_plan_call(rt, day, revision, owner, is_run_over, now,
+                           wait_s=rt.settings.request_timeout_s * 2 + 60):
+        return None
+    failpoint("plan_claimed")
+    reference = phase_window(day, phases[0], rt.settings)[0]
+    idle, last = idle_at(rt, reference)
+    ctx = decision_context(rt, day, phases, idle, last)
+    prefixes = {tier: system_prefix(rt.store, rt.registry, llm, tier) for tier in DECISION_TIERS}
+    recent = plans.recent_templates(rt.store, 1, before=day)
+    decision = decide(llm, prefixes, ctx, previous_template=recent[0] if recent else None)
+    all_units = [u for p in phases for u in decision.units[p]]
+    stored = plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
+                                 intention=decision.day_intention, from_phase=phases[0], phases=phases,
+                                 units=all_units, dropped=[d.as_dict() for d in decision.dropped],
+                                 deferred=[(d.unit, d.reason) for d in decision.deferred],
+                                 offline=decision.offline, now=now)
+    if stored:
+        link_units(rt, day, revision, phases, all_units + [d.unit for d in decision.deferred], now)
+    return decision if stored else None
+
+
+def link_units(rt: Runtime, day: date, revision: int, phases: list[str], units: list[PlannedUnit],
+               now: datetime) -> None:
+    """Record the goal each stored unit serves and the thread it continues. save_day_plan numbers a
+    phase's units in the order given (planned, then deferred), so the rows pair up by phase and order."""
+    rows = [u for u in plans.units_for_day(rt.store, day) if u["plan_revision"] == revision and u["origin"] == "plan"]
+    links = []
+    for phase in phases:
+        stored = [r for r in rows if r["phase"] == phase]
+        links += [(r["id"], u.goal_id, u.goal_note, u.continues)
+                  for r, u in zip(stored, [u for u in units if u.phase == phase])]
+    goal_store.link_units(rt.store, links, now)
+
+
+def unplanned_phases(day_phases: set[str], phase: str) -> list[str]:
+    """From `phase` up to the next phase some revision already planned: what a late first run
+    (a backfill, a daemon outage) left without a plan."""
+    later = PHASES[PHASES.index(phase):]
+    end = next((i for i, p in enumerate(later) if p in day_phases), len(later))
+    return list(later[:end])
+
+
+def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
+    """Decide what this phase runs: its planned units, its own units deferred at plan time, and work
+    deferred earlier (this day or the last DEFERRED_LOOKBACK_DAYS) that is allowed in the phase, all
+    in priority order (planned units first within a priority, then the oldest deferred), each
+    checked against pause, idle and the money left, up to max_units_per_phase. From the evening on
+    (core.budget.POOL_FROM_PHASE) a unit its category cannot pay for may use the pooled room.
+    What does not fit is deferred, or stays deferred, with the reason of this latest offer."""
+    with rt.store.session():  # bookkeeping only: no LLM call inside
+        reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
+        idle, _ = idle_at(rt, reference)
+        inputs, status, _ = plan_inputs(rt, day, [phase], idle)
+        left = dict(inputs.category_remaining)
+        pool = min(status["pooled_room_usd"], status["remaining_usd"]) if pooling(phase) else None
+
+        def refusal(template_id: str, category: str, cost: float) -> str | None:
+            nonlocal pool
+            template = rt.registry.templates.get(template_id)
+            if template is None:
+                return f"template '{template_id}' is no longer in the registry"
+            paused = paused_reason(rt.store, category)
+            if paused:
+                return f"paused: {paused}"
+            if template.requires_idle and not idle:
+                return "requires idle, but a conversation is active"
+            if template.priority in inputs.skip_priorities:
+                return f"budget running low: {template.priority}-priority work skipped"
+            short = inputs.unaffordable(template_id, category, left.get(category, 0.0))
+            if short and pool is not None and inputs.unaffordable(template_id, category, pool) is None:
+                pool -= cost
+                return None
+            if short:
+                return short
+            left[category] = left.get(category, 0.0) - cost
+            return None
+
+        own = plans.units_for_phase(rt.store, day, phase)
+        held_back = [u for u in own if u["status"] == "deferred" and u["origin"] == "plan" and not u["started_at"]
+                     and not u["reoffered_as"] and not (u["reason"] or "").startswith("paused:")]
+        waiting = [u for u in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                                     PHASES.index(phase))
+                   if u["template_id"] in rt.registry.templates
+                   and phase in rt.registry.templates[u["template_id"]].preferred_phases]
+        candidates = ([("planned", u) for u in own if u["status"] == "planned"]
+                      + [("held_back", u) for u in held_back] + [("waiting", u) for u in waiting])
+        deferrals: list[tuple[str, str]] = []
+        reopened: list[str] = []
+        still: list[tuple[str, str]] = []
+        reoffers = []
+        slots = rt.settings.max_units_per_phase
+        for kind, u in sorted(candidates, key=lambda c: -reoffer_rank(rt, c[1]["template_id"])):   # stable sort
+            cost = inputs.cost(u["template_id"]) if u["template_id"] in rt.registry.templates else 0.0
+            reason = (refusal(u["template_id"], u["category"], cost) if slots > 0
+                      else f"{phase} already has {rt.settings.max_units_per_phase} units")
+            if kind == "planned" and reason:
+                deferrals.append((u["id"], reason))
+            elif reason:
+                still.append((u["id"], f"offered again {day} {phase}: {reason}"))
+            elif kind == "held_back":
+                reopened.append(u["id"])
+            elif kind == "waiting":
+                t = rt.registry.templates[u["template_id"]]
+                reoffers.append((u, PlannedUnit(phase, t.id, t.category, t.priority, u["focus"],
+                                                f"re-offered: {u['reason']}", cost)))
+            slots -= 0 if reason else 1
+        if not plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
+                                reoffers=reoffers, now=now, reopened=reopened, still_deferred=still):
+            return [], []   # another run of this partition opened it first
+        return deferrals, [new.template_id for _, new in reoffers] + [
+            u["template_id"] for u in held_back if u["id"] in reopened]
+
+
+def reoffer_rank(rt: Runtime, template_id: str) -> int:
+    """Deferred work is offered again in priority order (critical first), oldest first within one."""
+    template = rt.registry.templates.get(template_id)
+    return Priority(template.priority).rank if template else -1
+
+
+def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False, *,
+               owner: Owner | None = None, is_run_over: Callable[[str], bool] = never_over) -> PhasePlan:
+    planned = plans.planned_phases(rt.store, day)
+    to_plan = remaining_phases(day, phase) if replan or not planned else unplanned_phases(planned, phase)
+    decision = make_day_plan(rt, llm, day, to_plan, now, owner or Owner.here(None), is_run_over) if to_plan else None
+    existing = plans.latest_day_plan(rt.store, day)
+    assert existing is not None
+    revision = existing["revision"]
+    opening = plans.phase_opening(rt.store, day, phase)
+    deferred_now: list[tuple[str, str]] = []
+    reoffered: list[str] = []
+    if opening is None or opening["plan_revision"] != revision:
+        deferred_now, reoffered = open_phase(rt, day, phase, revision, now)
+    else:
+        reopen_after_pause(rt, day, phase, now)
+    return PhasePlan(
+        day=day, phase=phase, revision=revision, source=existing["source"],
+        day_intention=existing["day_intention"], planned_now=decision is not None,
+        made_day_plan=existing["plan"] if decision is not None else None,
+        units=plans.units_for_phase(rt.store, day, phase),
+        dropped=[d for d in existing["dropped"] if d["phase"] == phase] if decision is None else existing["dropped"],
+        deferred_now=deferred_now, reoffered=reoffered, error=decision.error if decision else None)
+
+
+def reopen_after_pause(rt: Runtime, day: date, phase: str, now: datetime) -> list[str]:
+    """A phase run again after `resume` takes back the units its pause deferred."""
+    with rt.store.session():
+        ids = [u["id"] for u in plans.units_for_phase(rt.store, day, phase)
+               if u["status"] == "deferred" and (u["reason"] or "").startswith("paused:")
+               and not u["reoffered_as"] and not paused_reason(rt.store, u["category"])]
+        plans.reopen_units(rt.store, ids)
+    return ids
+
+
+def phase_skip_reason(store, settings, day: date) -> str | None:
+    """Why no new phase should start for `day` (paused, or the day's budget spent), or None.
+    The phase schedules, run-day and run-phase all apply this one rule."""
+    paused = paused_reason(store, None)
+    if paused:
+        return f"paused: {paused}"
+    status = budget_status(store, settings, day)
+    if status["exhausted"]:
+        return (f"daily budget exhausted for {day}: spent ${status['spent_usd']:.2f} of "
+                f"${status['daily_limit_usd']:.2f}; phases resume tomorrow")
+    return None

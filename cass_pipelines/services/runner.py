@@ -1,0 +1,223 @@
+"""Executing one action of one work unit: the step body behind each fanned-out Dagster op.
+
+Order of business: a completed action is never run again (a replayed step re-spends nothing);
+pause is checked before starting; the action is claimed for this run in the same transaction that
+marks it running, so two runs of a partition never both execute it (a live claim elsewhere is
+skipped, a dead owner's is taken over); the handler gets a metered LLM client (reserve, call,
+ledger, settle); budget refusal defers the unit; a handler error fails the unit (recorded,
+dead-lettered) without raising, so the rest of the phase is still summarised and costed.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Callable
+
+from cass_pipelines.config.registry import resolve_handler
+from cass_pipelines.domain.clock import Clock
+from cass_pipelines.domain.plan_rules import PlannedUnit
+from cass_pipelines.domain.registry import SUMMARY_ACTION_ID
+from cass_pipelines.domain.states import ActionStatus
+from cass_pipelines.llm.base import redact
+from cass_pipelines.services import approvals
+from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
+from cass_pipelines.services.metering import BudgetRefused, MeterContext, MeteredClient
+from cass_pipelines.services.runtime import Runtime
+from cass_pipelines.services.summaries import summarize_unit
+from cass_pipelines.services.week import record_progress
+from cass_pipelines.store import claims, dead_letters, plans
+from cass_pipelines.store.claims import ClaimOutcome, ClaimState, Owner, never_over
+from cass_pipelines.store.control import paused_reason
+
+DONE = ("completed",)
+UNIT_CLOSED = ("failed", "deferred", "skipped", "cancelled", "completed", "awaiting_approval")
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    work_unit_id: str
+    position: int
+    action_id: str
+    status: ActionStatus
+    message: str
+    cost_usd: float = 0.0
+    unit_done: bool = False   # no further actions of this unit should run
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "status": self.status.value}
+
+
+def metered(rt: Runtime, clock: Clock, ctx: "MeterContext") -> "MeteredClient":
+    """The LLM client a piece of work uses: every call reserved, recorded in the ledger, settled."""
+    return MeteredClient(rt.llm, rt.store, rt.settings, rt.pricing, ctx, clock)
+
+
+def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None = None,
+               step_key: str | None = None, log=lambda msg: None,
+               is_run_over: Callable[[str], bool] = never_over, budget_day: date | None = None) -> StepOutcome:
+    """Run action `position` of the unit. Its calls are charged to the unit's date unless `budget_day`
+    names the budget day it runs on (a job catching up on earlier work)."""
+
+    with rt.store.session():  # bookkeeping before the handler: one connection, no LLM call inside
+        unit = plans.get_unit(rt.store, unit_id)
+        if unit is None:
+            raise ValueError(f"work unit {unit_id!r} does not exist")
+        template = rt.registry.templates[unit["template_id"]]
+        action = rt.registry.actions[template.action_sequence[position]]
+        last = position == len(template.action_sequence) - 1
+        runs = {r["position"]: r for r in plans.action_runs(rt.store, unit_id)}
+
+        def outcome(status: ActionStatus, message: str, cost: float = 0.0, unit_done: bool = False) -> StepOutcome:
+            return StepOutcome(unit_id, position, action.id, status, message, cost, unit_done or last)
+
+        def finish(status: ActionStatus, message: str, unit_status: str | None, **kw) -> None:
+            plans.finish_action(rt.store, uid=unit_id, position=position, action_id=action.id, status=status,
+                                message=message, unit_status=unit_status, now=clock.now(), run_id=run_id,
+                                step_key=step_key, **kw)
+
+        if position in runs and runs[position]["status"] in DONE:
+            return outcome(ActionStatus.COMPLETED, "already completed; not run again", runs[position]["cost_usd"])
+        if any(runs.get(p, {}).get("status") not in DONE for p in range(position)):
+            # Template order: another run is still on an earlier action, or it ended the unit.
+            return outcome(ActionStatus.SKIPPED, "an earlier action of the unit has not completed", unit_done=True)
+        if unit["status"] in UNIT_CLOSED:
+            return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
+
+        forced = unit["origin"] == "forced"
+        paused = None if forced else paused_reason(rt.store, unit["category"])
+        held = f"paused: {paused}" if paused else None
+        if not held and approvals.gated(template, action, unit, rt.store):
+            reason = approvals.hold(rt, unit, template, action, clock.now())
+            return outcome(ActionStatus.SKIPPED, reason, unit_done=True)
+        if held:
+            finish(ActionStatus.DEFERRED, held, "deferred", unit_reason=held)
+            return outcome(ActionStatus.DEFERRED, held, unit_done=True)
+        claim = plans.start_action(rt.store, uid=unit_id, position=position, action_id=action.id,
+                                   me=Owner.here(run_id), is_run_over=is_run_over, now=clock.now(),
+                                   step_key=step_key)
+        if not claim.ours:
+            owner = claim.holder
+            note = ("completed by another run; not run again" if claim.outcome.value == "done" else
+                    f"being run by {'run ' + owner.run_id[:8] if owner and owner.run_id else 'another process'}"
+                    f" (pid {owner.pid if owner else '?'}); not run twice")
+            return outcome(ActionStatus.SKIPPED, note, unit_done=True)
+
+    day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
+    meter = metered(rt, clock, MeterContext(
+        date=budget_day or day, phase=unit["phase"], category=action.category, priority=action.priority,
+        work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced))
+    previous = [ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
+                if p < position and runs[p]["result"]]
+    ctx = HandlerContext(action=action, work_unit_id=unit_id, template_id=template.id, focus=unit["focus"],
+                         motivation=unit["motivation"], date=day, phase=unit["phase"], now=clock.now(),
+                         store=rt.store, llm=meter, settings=rt.settings, registry=rt.registry, previous=previous,
+                         log=log)
+    try:
+        result = resolve_handler(action.handler)(ctx)
+    except BudgetRefused as exc:
+        # A pause that lands mid-action reads like any pause, so `resume` takes the unit back.
+        reason = exc.reason if exc.scope == "pause" else f"budget: {exc.reason}"
+        finish(ActionStatus.DEFERRED, reason, "deferred", unit_reason=reason, cost_usd=meter.cost_usd)
+        return outcome(ActionStatus.DEFERRED, reason, meter.cost_usd, unit_done=True)
+    except BaseException as exc:  # a handler's failure fails its unit, never the phase
+        error = redact(f"{type(exc).__name__}: {exc}"[:1000])
+        log(f"{action.id} failed: {error}\n{redact(traceback.format_exc(limit=12))}")   # callers log it at debug
+        finish(ActionStatus.FAILED, error, "failed", unit_error=f"{action.id}: {error}",
+               error=redact(traceback.format_exc(limit=12)), cost_usd=meter.cost_usd)
+        dead_letters.add(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}",
+                         kind=dead_letters.DeadLetterKind.ACTION, day=day, phase=unit["phase"],
+                         work_unit_id=unit_id, action_id=action.id, run_id=run_id, error=error, now=clock.now())
+        if isinstance(exc, KeyboardInterrupt):   # a person stopping the process: recorded, then stop
+            raise
+        return outcome(ActionStatus.FAILED, error, meter.cost_usd, unit_done=True)
+
+    result = result.model_copy(update={"usage": dict(zip(
+        ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
+        meter.usage.astuple())), "cost_usd": round(meter.cost_usd, 9), "offline": result.offline or meter.offline})
+    status = ActionStatus.COMPLETED if result.success else ActionStatus.FAILED
+    done = last or result.abort_sequence or not result.success
+    if not result.success:
+        finish(status, result.message, "failed", unit_error=f"{action.id}: {result.message}",
+               result=result.model_dump(mode="json"), cost_usd=result.cost_usd)
+    else:
+        finish(status, result.message, "completed" if done else None,
+               unit_reason=f"sequence stopped early by {action.id}" if result.abort_sequence and not last else None,
+               result=result.model_dump(mode="json"), cost_usd=result.cost_usd)
+    return outcome(status, result.message, result.cost_usd, unit_done=done)
+
+
+def next_position(rt: Runtime, unit: dict) -> int | None:
+    """Where a unit resumes: its first action not completed; None when there is nothing to run."""
+    if unit["status"] not in ("planned", "running"):
+        return None
+    done = {r["position"] for r in plans.action_runs(rt.store, unit["id"]) if r["status"] in DONE}
+    length = len(rt.registry.templates[unit["template_id"]].action_sequence)
+    return next((p for p in range(length) if p not in done), None)
+
+
+def run_unit(rt: Runtime, unit_id: str, clock: Clock, *, run_id: str | None = None,
+             log=lambda msg: None, is_run_over: Callable[[str], bool] = never_over,
+             budget_day: date | None = None) -> list[StepOutcome]:
+    """All remaining actions of one unit in order, in this process (journal, memory jobs)."""
+    with rt.store.session():
+        unit = plans.get_unit(rt.store, unit_id)
+        position = next_position(rt, unit) if unit else None
+    outcomes: list[StepOutcome] = []
+    while position is not None:
+        outcome = run_action(rt, unit_id, position, clock, run_id=run_id, log=log, is_run_over=is_run_over,
+                             budget_day=budget_day)
+        outcomes.append(outcome)
+        if outcome.unit_done:
+            break
+        position += 1
+    return outcomes
+
+
+SUMMARISED = ("completed", "failed")
+
+
+def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
+              is_run_over: Callable[[str], bool] = never_over) -> dict | None:
+    """The unit's work summary from its actual action results (a metered fast-tier call), made once:
+    claimed per (unit, status), so two runs of a partition never both pay for it."""
+
+    if unit["status"] not in SUMMARISED:
+        return None
+    key = claims.summary_key(unit["id"], unit["status"])
+    taken = claims.claim(rt.store, key, Owner.here(run_id), is_run_over, clock.now())
+    if taken.outcome is ClaimOutcome.HELD_ELSEWHERE:
+        return None
+    try:
+        summary = _summarize(rt, unit, clock, run_id)
+        record_progress(rt, unit, summary, clock.now())   # the goal it served hears how it went
+        return summary
+    finally:
+        with rt.store.transaction() as conn:
+            claims.end(conn, key, ClaimState.DONE, clock.now())
+
+
+def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None) -> dict:
+    results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
+               if r["result"]]
+    llm = metered(rt, clock, MeterContext(date=unit["date"], phase=unit["phase"], category=unit["category"],
+                                          priority="high", work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID,
+                                          run_id=run_id, ignore_pause=unit["origin"] == "forced"))
+    return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())
+
+
+def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, focus: str, now: datetime,
+             origin: str = "job") -> str:
+    """The unit a job runs; created once per tag, so a re-run resumes it instead of paying twice.
+    A job unit deferred earlier (budget, pause) is taken up again: jobs retry their own work (phases
+    never re-offer it)."""
+    uid = plans.unit_id(day, phase, tag)
+    unit = plans.get_unit(rt.store, uid)
+    if unit is not None and unit["status"] == "deferred":
+        plans.reopen_units(rt.store, [uid])
+    if unit is None:
+        t = rt.registry.templates[template_id]
+        why = f"run by its job: {t.description}" if origin == "job" else f"asked for by hand: {t.description}"
+        plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, origin=origin, unit=PlannedUnit(
+            phase, t.id, t.category, t.priority, focus, why, rt.registry.template_cost(t.id)))
+    return uid
