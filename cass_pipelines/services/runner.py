@@ -18,7 +18,7 @@ from cass_pipelines.config.registry import resolve_handler
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.domain.registry import SUMMARY_ACTION_ID
-from cass_pipelines.domain.states import ActionStatus
+from cass_pipelines.domain.states import FINAL_UNIT_STATUSES, ActionStatus
 from cass_pipelines.llm.base import redact
 from cass_pipelines.services import approvals
 from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
@@ -31,7 +31,7 @@ from cass_pipelines.store.claims import ClaimOutcome, ClaimState, Owner, never_o
 from cass_pipelines.store.control import paused_reason
 
 DONE = ("completed",)
-UNIT_CLOSED = ("failed", "deferred", "skipped", "cancelled", "completed", "awaiting_approval")
+UNIT_CLOSED = FINAL_UNIT_STATUSES   # awaiting_approval included: approval_job reopens it
 
 
 @dataclass(frozen=True)
