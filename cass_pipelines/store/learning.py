@@ -30,7 +30,7 @@ WHERE {key} IS NOT NULL GROUP BY {key} ORDER BY {key}"""
 
 
 def _stats(store: Store, key: str, through: date, days: int) -> list[WorkStats]:
-    since = through - timedelta(days=days)
+    since = through - timedelta(days=days - 1)   # `days` whole days, `through` included
     return [WorkStats(r["key"], r["units"], r["completed"], r["failed"], float(r["cost_usd"] or 0.0),
                       int(r["insights"] or 0), int(r["raised"]), int(r["answered"]),
                       float(r["rating"]) if r["rating"] is not None else None)
