@@ -304,3 +304,25 @@ def test_run_week_runs_the_days_through_dagster_and_reports(sample_home, capsys)
     assert {"week_job", "phase_job", "journal_job", "week_journal_job"} <= jobs
     # The text report names what the JSON holds.
     assert main(["run-week", "--start", start.isoformat(), "--days", "9"]) == 2
+
+
+def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_home, monkeypatch):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+
+    monkeypatch.setenv("CASS_TIMEZONE", "America/New_York")
+    defs = build_defs(load_settings(), load_registry())
+    monday = datetime(2026, 11, 23, 5, 30, tzinfo=ZoneInfo("America/New_York"))
+    expected = {"weekly_intention_schedule": ("30 5 * * 1", monday, "2026-11-23"),
+                "weekly_journal_schedule": ("45 6 * * 1", monday.replace(hour=6, minute=45), "2026-11-16")}
+    for name, (cron, at, key) in expected.items():
+        schedule = defs.resolve_schedule_def(name)
+        assert schedule.cron_schedule == cron and schedule.execution_timezone == "America/New_York"
+        with dg.DagsterInstance.ephemeral() as instance:
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
+                                           repository_def=defs.get_repository_def()) as ctx:
+                [request] = schedule.evaluate_tick(ctx).run_requests
+        assert request.partition_key == key and request.run_key.endswith(key)
