@@ -20,7 +20,7 @@ from cass_pipelines.domain.goals import (
     over_share,
     week_start,
 )
-from cass_pipelines.domain.plan_rules import PlanInputs, ProposedUnit, score_template
+from cass_pipelines.domain.plan_rules import PlanInputs, ProposedUnit, score_template, validate_plan
 from cass_pipelines.domain.states import ApprovalState
 from cass_pipelines.execution import QUIET, execute, instance_for, run_phase, run_tags
 from cass_pipelines.services.planning import decision_context
@@ -271,10 +271,23 @@ def test_the_digest_is_bounded_and_the_fallback_scorer_uses_what_worked(runtime)
     assert score_template("synthesis", "afternoon", inputs, []) < neutral
 
 
-def test_no_template_takes_over_a_week_unless_its_goals_call_for_it():
+def test_no_template_takes_over_a_week_unless_its_goals_call_for_it(runtime):
     week = ["synthesis"] * 5 + ["writing_session"] * 3 + ["growth_edge_work"] * 2
     assert over_share(week, set()) == ["synthesis"]
     assert over_share(week, {"synthesis"}) == []
+    # The planner's rule: one more synthesis would be 4 of 8 units this week (50%), so it is dropped...
+    inputs = PlanInputs(registry=runtime.registry, phases=["afternoon", "evening"],
+                        category_remaining={c: 5.0 for c in ("reflection", "creative", "research")},
+                        week_templates=["synthesis"] * 3 + ["writing_session", "growth_edge_work"] * 2)
+    proposed = {"afternoon": [ProposedUnit(template_id="synthesis")],
+                "evening": [ProposedUnit(template_id="writing_session")]}
+    kept, dropped, _ = validate_plan(proposed, inputs)
+    assert kept["afternoon"] == [] and [u.template_id for u in kept["evening"]] == ["writing_session"]
+    assert dropped[0].template_id == "synthesis" and "4 of this week's 8 units (over 40%)" in dropped[0].reason
+    # ...unless the week's goals call for it.
+    inputs.called_for = frozenset({"synthesis"})
+    kept, dropped, _ = validate_plan(proposed, inputs)
+    assert [u.template_id for u in kept["afternoon"]] == ["synthesis"] and dropped == []
 
 
 # ---- a week in one command ---------------------------------------------------------------------

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from cass_pipelines.domain.plan_rules import MAX_TEMPLATE_SHARE
+
 # A unit that serves no goal says why; the decision schema's goal field is null (or this) then.
 NO_GOAL = "none"
 WEEK_GOALS = 3                   # goals a week focuses on, at most
 MAX_ACTIVE_GOALS = 8             # goals shown to the weekly planner, at most
-MAX_TEMPLATE_SHARE = 0.4         # of a week's units, unless the week's goals call for the template
 APPROVAL_TTL = timedelta(hours=48)
 LEARNING_WINDOW_DAYS = 28        # statistics look back this far: bounded however long the history
 DIGEST_BEST, DIGEST_WORST, DIGEST_GOALS = 3, 2, 3

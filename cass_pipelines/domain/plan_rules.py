@@ -70,6 +70,8 @@ class PlanInputs:
     open_questions: list[str] = field(default_factory=list)
     largest_call: dict[str, float] = field(default_factory=dict)   # per template: its dearest call's reservation
     learned: dict[str, float] = field(default_factory=dict)        # per template: how well it went lately (0..1)
+    week_templates: list[str] = field(default_factory=list)        # this week's units so far (their templates)
+    called_for: frozenset[str] = frozenset()                       # templates the week's goals call for
 
     def cost(self, template_id: str) -> float:
         """A unit's estimate: its actions plus the work-summary call that follows it."""
@@ -95,6 +97,7 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
     deferred: list[Deferred] = []
     left = dict(inputs.category_remaining)
     last = previous_template
+    week = list(inputs.week_templates)
     for phase in inputs.phases:
         for unit in proposed.get(phase, []):
             template = inputs.registry.templates.get(unit.template_id)
@@ -107,6 +110,8 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
                 broken = f"template not allowed in {phase} (allowed: {', '.join(template.preferred_phases)})"
             elif unit.template_id == last:
                 broken = "same template as the unit before it"
+            else:
+                broken = over_week_share(unit.template_id, week, inputs.called_for)
             if broken:
                 dropped.append(Dropped(unit.template_id, phase, broken))
                 continue
@@ -129,8 +134,24 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
                 continue
             left[template.category] = left.get(template.category, 0.0) - cost
             kept[phase].append(planned)
+            week.append(template.id)
             last = template.id
     return kept, dropped, deferred
+
+
+# No template takes more than this share of a week's units unless the week's goals call for it;
+# the rule applies from this many units on (one day's first units are not a week's distribution).
+MAX_TEMPLATE_SHARE = 0.4
+MIN_UNITS_FOR_SHARE = 5
+
+
+def over_week_share(template_id: str, week: list[str], called_for: frozenset[str]) -> str | None:
+    """Why one more unit of the template would take over the week, or None."""
+    count, total = week.count(template_id) + 1, len(week) + 1
+    if template_id in called_for or total < MIN_UNITS_FOR_SHARE or count / total <= MAX_TEMPLATE_SHARE:
+        return None
+    return (f"would be {count} of this week's {total} units (over {MAX_TEMPLATE_SHARE:.0%}), and the week's goals "
+            "do not call for it")
 
 
 # A plan-time guess of a call's prompt (the cached prefix, sized to the model's minimum cacheable

@@ -96,6 +96,8 @@ def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
                                           PHASES.index(phases[0]))
         week = week_context(rt, day)
         inputs.learned = week.template_scores
+        inputs.week_templates = [u["template_id"] for u in goal_store.week_units(rt.store, week.week_start, day)]
+        inputs.called_for = frozenset(t for g in week.goals for t in g["templates"])
         return DecisionContext(
             day=day, phases=phases, growth_edges=edges, open_questions=inputs.open_questions,
             recent_work=plans.recent_summaries(rt.store, rt.settings.history_window, through=day),
