@@ -104,7 +104,7 @@ def main(argv: list[str]) -> None:
                       for name in ("empty", "year")}
             out[code] = {"stores": stores, "year_over_empty": {
                 c: round(stores["year"][c]["median_ms"] / stores["empty"][c]["median_ms"], 2) for c in stores["empty"]}}
-        for code, path in codes.items():
+        for code in codes:
             env = {**envs[(code, "empty")]}
             proc = subprocess.run([sys.executable, __file__, "--memory-child"], env=env, capture_output=True, text=True)
             if proc.returncode:

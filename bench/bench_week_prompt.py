@@ -26,6 +26,7 @@ from history import fill  # noqa: E402
 
 from cass_pipelines.cli.main import main as cli  # noqa: E402
 from cass_pipelines.domain.categories import PHASES  # noqa: E402
+from cass_pipelines.llm.base import LLMError  # noqa: E402
 from cass_pipelines.llm.simulate import estimate_tokens  # noqa: E402
 from cass_pipelines.services.decision import DECISION_TIERS, decide  # noqa: E402
 from cass_pipelines.services.planning import decision_context  # noqa: E402
@@ -36,12 +37,9 @@ from cass_pipelines.store import persona  # noqa: E402
 START = date(2026, 1, 1)
 
 
-class Captured(Exception):
-    pass
-
-
 class CapturingLLM:
-    """Records the one request the decision makes, then fails it (decide falls back; nothing is paid)."""
+    """Records the one request the decision makes, then fails it as a failed call would (decide falls
+    back; nothing is paid)."""
     mode = "offline"
 
     def __init__(self):
@@ -52,7 +50,7 @@ class CapturingLLM:
 
     def structured(self, request, schema):
         self.request, self.schema = request, json.dumps(schema.model_json_schema())
-        raise Captured()
+        raise LLMError("captured by the bench")
 
     def text(self, request):
         raise AssertionError("the decision asks for structured output")

@@ -9,6 +9,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.store import plans
+from cass_pipelines.store.ledger import LedgerRow
 
 TODAY = date.fromisoformat(os.environ.get("CASS_TEST_TODAY", "2026-11-27"))
 NOW = datetime.combine(TODAY, time(8), tzinfo=timezone.utc)
@@ -49,3 +50,15 @@ def invariant_violations(store, answered=None) -> dict[str, list]:
         out["paid_not_in_ledger"] = sorted(paid - ledger)
         out["ledger_not_paid"] = sorted(ledger - paid)
     return out
+
+
+LEDGER_DAY = date(2026, 11, 26)   # store-level budget tests work on one fixed day
+
+
+def ledger_row(request_id: str, cost: float, category: str = "research", day: date = LEDGER_DAY) -> LedgerRow:
+    """A paid call's ledger row (tests of reservations, settling and checks)."""
+    return LedgerRow(request_id=request_id, ts=datetime.combine(day, time(12), tzinfo=timezone.utc), date=day,
+                     phase="morning", run_id=None, step_key=None, work_unit_id=None, action_id="research.search",
+                     category=category, model="claude-haiku-5-5", input_tokens=100, output_tokens=100,
+                     cache_creation_input_tokens=0, cache_read_input_tokens=0, cache_creation_1h_input_tokens=0,
+                     cost_usd=cost, offline=True, attempts=1, latency_ms=1)

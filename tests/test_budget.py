@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from test_budget_race import row
+from support import ledger_row
 
 from cass_pipelines.cli.main import main as cli_main
 from cass_pipelines.config.registry import load_registry
@@ -22,15 +22,12 @@ from cass_pipelines.domain.budget_rules import (
     due_alerts,
 )
 from cass_pipelines.domain.clock import FixedClock
-from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm.base import LLMError, LLMRequest, LLMResult, Usage
 from cass_pipelines.llm.offline import OfflineBackend
 from cass_pipelines.llm.pricing import load_pricing
 from cass_pipelines.services.metering import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store.control import alerts, pause, paused_reason, record_alert, resume
-from cass_pipelines.store.db import Store
-from cass_pipelines.store.schema import migrate
 
 DAY = date(2026, 11, 26)
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
@@ -38,16 +35,6 @@ BUDGET_KEYS = {"date", "timezone", "daily_limit_usd", "reserve_usd", "spent_usd"
                "exhausted", "paused", "categories"}
 
 
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(home=tmp_path, daily_budget_usd=1.0, reserve_usd=0.1)   # research limit $0.25
-
-
-@pytest.fixture
-def store(settings) -> Store:
-    s = Store(settings.db_path)
-    migrate(s)
-    return s
 
 
 def hold(store, settings, amount, category="research", priority="normal", **kw):
@@ -77,14 +64,14 @@ def test_reservation_needs_room_in_the_category_and_above_the_reserve(store, set
 
 def test_settle_records_the_ledger_row_once_and_reconciles_to_real_cost(store, settings):
     r = hold(store, settings, 0.2)
-    assert sb.settle(store, r.id, row("req_1", 0.03), NOW) is True
-    assert sb.settle(store, r.id, row("req_1", 0.03), NOW) is False          # replayed response
+    assert sb.settle(store, r.id, ledger_row("req_1", 0.03), NOW) is True
+    assert sb.settle(store, r.id, ledger_row("req_1", 0.03), NOW) is False          # replayed response
     assert store.scalar("SELECT count(*) FROM llm_ledger") == 1
     res = store.one("SELECT status, actual_usd FROM reservations WHERE id = ?", [r.id])
     assert res == {"status": "reconciled", "actual_usd": 0.03}
     # A replay under a new reservation (a retried step) reconciles that one to nothing.
     r2 = hold(store, settings, 0.2)
-    assert sb.settle(store, r2.id, row("req_1", 0.03), NOW) is False
+    assert sb.settle(store, r2.id, ledger_row("req_1", 0.03), NOW) is False
     assert store.scalar("SELECT actual_usd FROM reservations WHERE id = ?", [r2.id]) == 0
     status = sb.budget_status(store, settings, DAY)
     assert status["spent_usd"] == pytest.approx(0.03) and status["reserved_usd"] == 0
@@ -115,7 +102,7 @@ def test_stale_reservations_of_finished_runs_and_dead_processes_are_released(sto
 
 def test_budget_status_shape_and_a_new_day_starts_fresh(store, settings):
     r = hold(store, settings, 0.1)
-    sb.settle(store, r.id, row("a", 0.08), NOW)
+    sb.settle(store, r.id, ledger_row("a", 0.08), NOW)
     hold(store, settings, 0.05, "memory")
     s = sb.budget_status(store, settings, DAY)
     assert BUDGET_KEYS <= set(s)
@@ -133,7 +120,7 @@ def test_exhausted_when_no_category_has_room_for_a_call(store, settings):
     def spend(category, amount, actual, n=[0]):
         n[0] += 1
         r = hold(store, settings, amount, category)
-        sb.settle(store, r.id, row(f"req_{n[0]}", actual, category), NOW)
+        sb.settle(store, r.id, ledger_row(f"req_{n[0]}", actual, category), NOW)
 
     def exhausted():
         return sb.budget_status(store, settings, DAY)["exhausted"]
@@ -161,7 +148,7 @@ def test_exhausted_when_no_category_has_room_for_a_call(store, settings):
 def test_exhausted_when_the_day_is_spent_down_to_the_reserve(store, settings):
     for i, category in enumerate(["research", "reflection", "growth", "memory", "curiosity", "creative"]):
         r = hold(store, settings, settings.category_limit(category), category)
-        sb.settle(store, r.id, row(f"r{i}", settings.category_limit(category), category), NOW)
+        sb.settle(store, r.id, ledger_row(f"r{i}", settings.category_limit(category), category), NOW)
     s = sb.budget_status(store, settings, DAY)                # $0.90 spent: only the reserve is left
     assert s["exhausted"] is True and s["remaining_usd"] == 0 and s["reserve_left_usd"] == pytest.approx(0.1)
     assert [k for k, _ in due_alerts(s, settings)] == ["soft_limit", "exhausted"]

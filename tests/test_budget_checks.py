@@ -6,7 +6,7 @@ from datetime import date, datetime, timezone
 
 import dagster as dg
 import pytest
-from test_budget_race import row
+from support import ledger_row
 
 from cass_pipelines.config.settings import load_settings
 from cass_pipelines.defs.budget.checks import build_cost_checks
@@ -41,7 +41,7 @@ def test_checks_pass_when_spend_went_through_reservations(setup):
     for i, (category, cost) in enumerate([("research", 0.4), ("reflection", 0.3)]):
         held = sb.reserve(store, day=DAY, category=category, amount_usd=0.5, settings=settings, priority="normal",
                           phase="morning", now=NOW)
-        sb.settle(store, held.id, row(f"ok_{i}", cost, category), NOW)
+        sb.settle(store, held.id, ledger_row(f"ok_{i}", cost, category), NOW)
     assert evaluate(settings, defs, "morning") == {
         "spend_within_daily_limit": True, "categories_within_shares": True, "ledger_matches_reservations": True}
 
@@ -50,6 +50,6 @@ def test_checks_fail_on_an_overspent_partition(setup):
     settings, store, defs = setup
     with store.transaction() as conn:   # written past the budget: no reservation, over the research share
         for i, (category, cost) in enumerate([("research", 1.5), ("reflection", 0.9), ("growth", 3.0)]):
-            insert_row(conn, row(f"over_{i}", cost, category))
+            insert_row(conn, ledger_row(f"over_{i}", cost, category))
     assert evaluate(settings, defs, "morning") == {
         "spend_within_daily_limit": False, "categories_within_shares": False, "ledger_matches_reservations": False}

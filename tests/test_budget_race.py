@@ -10,11 +10,13 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from support import ledger_row
+
 from cass_pipelines.domain.budget_rules import Refusal
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store.budget import release, reserve, settle
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.ledger import LedgerRow, insert_row
+from cass_pipelines.store.ledger import insert_row
 from cass_pipelines.store.schema import migrate
 
 DAY = date(2026, 11, 26)
@@ -22,13 +24,6 @@ NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
 CATEGORY = "research"                    # 25% of $8 = $2.00
 SETTINGS = {"daily_budget_usd": 8.0, "reserve_usd": 0.5}
 ALREADY_SPENT = 1.0                      # leaves the last dollar of the category
-
-
-def row(request_id: str, cost: float, category: str = CATEGORY, day: date = DAY) -> LedgerRow:
-    return LedgerRow(request_id=request_id, ts=NOW, date=day, phase="morning", run_id=None, step_key=None,
-                     work_unit_id=None, action_id="research.search", category=category, model="claude-haiku-5-5",
-                     input_tokens=100, output_tokens=100, cache_creation_input_tokens=0, cache_read_input_tokens=0,
-                     cache_creation_1h_input_tokens=0, cost_usd=cost, offline=True, attempts=1, latency_ms=1)
 
 
 def worker(db: str, home: str, name: str, attempts: int, seed: int) -> dict:
@@ -47,7 +42,7 @@ def worker(db: str, home: str, name: str, attempts: int, seed: int) -> dict:
         if rng.random() < 0.1:
             release(store, held.id, NOW)
         else:
-            settle(store, held.id, row(f"{name}-{i}", round(held.amount_usd * rng.uniform(0.5, 1.0), 9)), NOW)
+            settle(store, held.id, ledger_row(f"{name}-{i}", round(held.amount_usd * rng.uniform(0.5, 1.0), 9)), NOW)
     return {"granted": granted, "refused": refused}
 
 
@@ -60,7 +55,7 @@ def setup_store(tmp_path: Path) -> tuple[Store, Settings]:
     store = Store(settings.db_path)
     migrate(store)
     with store.transaction() as conn:
-        insert_row(conn, row("earlier", ALREADY_SPENT))
+        insert_row(conn, ledger_row("earlier", ALREADY_SPENT))
     return store, settings
 
 

@@ -7,7 +7,7 @@ import sys
 from datetime import datetime, timezone
 
 import pytest
-from test_handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template
+from handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template
 
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.llm.base import LLMError

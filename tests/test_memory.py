@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from test_handlers_kit import CountingLLM, count, run_action, run_template, sample_now
+from handlers_kit import CountingLLM, count, run_action, run_template, sample_now
 
 from cass_pipelines.services.handlers.memory import approx_tokens, chunks
 from cass_pipelines.services.importer import MessageLine

@@ -131,3 +131,43 @@ def test_requires_approval_actions_wait_for_approval_unless_a_person_asks(sample
     assert planned["reason"].startswith("awaiting approval: session.reflection needs a person's approval")
     assert main(["trigger", "morning_reflection"]) == 0
     assert dg.DagsterInstance.get().get_runs(limit=1)[0].job_name == "manual_work_job"
+
+
+def test_a_pause_that_lands_mid_action_is_taken_back_after_resume(runtime, monkeypatch):
+    """A person pauses while an action runs: its next model call is refused, the unit waits as `paused`
+    (its kind, not its wording), and the first phase run after `resume` takes it back and finishes it."""
+    import importlib
+
+    from cass_pipelines.domain.clock import FixedClock
+    from cass_pipelines.domain.states import DeferKind, UnitStatus
+    from cass_pipelines.services.runner import run_action
+    from cass_pipelines.store import control
+
+    rt = runtime
+    save(rt, 1, ["morning"], [unit(rt, "morning", "morning_reflection")])
+    plan_phase(rt, rt.llm, DAY, "morning", NOW)
+    [u] = plans.units_for_phase(rt.store, DAY, "morning")
+    handler = rt.registry.actions[rt.registry.templates["morning_reflection"].action_sequence[0]].handler
+    module_name, _, name = handler.partition(":")
+    module = importlib.import_module(module_name)
+    work = getattr(module, name)
+
+    def paused_meanwhile(ctx):
+        control.pause(rt.store, None, "stepping away", NOW)   # lands after the runner's own pause check
+        return work(ctx)
+
+    monkeypatch.setattr(module, name, paused_meanwhile)
+    first = run_action(rt, u["id"], 0, FixedClock(NOW))
+    held = plans.get_unit(rt.store, u["id"])
+    assert first.status == "deferred"
+    assert (held["status"], held["defer_kind"]) == (UnitStatus.DEFERRED, DeferKind.PAUSED)
+
+    monkeypatch.undo()
+    control.resume(rt.store, None, NOW)
+    plan_phase(rt, rt.llm, DAY, "morning", NOW)                # the phase run after resume
+    assert plans.get_unit(rt.store, u["id"])["status"] == UnitStatus.PLANNED
+    position = next_position(rt, plans.get_unit(rt.store, u["id"]))
+    while position is not None:
+        run_action(rt, u["id"], position, FixedClock(NOW))
+        position = next_position(rt, plans.get_unit(rt.store, u["id"]))
+    assert plans.get_unit(rt.store, u["id"])["status"] == UnitStatus.COMPLETED

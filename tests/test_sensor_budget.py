@@ -13,32 +13,20 @@ import pytest
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import create_run_for_test
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from test_budget_race import row
+from support import ledger_row
 
 from cass_pipelines.defs.budget.sensors import build_budget_sensor
 from cass_pipelines.defs.dead_letters.sensors import build_dead_letter_sensor
 from cass_pipelines.defs.resources import CassResource, cass_resource
-from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.states import DeadLetterKind
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store import dead_letters
 from cass_pipelines.store.control import alerts
-from cass_pipelines.store.db import Store
-from cass_pipelines.store.schema import migrate
 
 DAY = date(2026, 11, 26)
 NOW = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(home=tmp_path, daily_budget_usd=1.0, reserve_usd=0.1)
-
-
-@pytest.fixture
-def store(settings) -> Store:
-    s = Store(settings.db_path)
-    migrate(s)
-    return s
 
 
 @pytest.fixture
@@ -67,7 +55,7 @@ def phase_run(instance, status, day=None):
 def spend(store, settings, category, amount, tag=""):
     r = sb.reserve(store, day=DAY, category=category, amount_usd=amount, settings=settings, priority="normal",
                    now=NOW)
-    sb.settle(store, r.id, row(f"req_{category}{tag}", amount, category), NOW)
+    sb.settle(store, r.id, ledger_row(f"req_{category}{tag}", amount, category), NOW)
 
 
 def test_budget_sensor_alerts_once_cancels_queued_runs_and_releases_finished_holds(store, settings, instance):
@@ -125,7 +113,7 @@ def test_dead_letter_sensor_reports_each_new_dead_letter_once(store, settings, i
     sensor = build_dead_letter_sensor()
     first = tick(sensor, settings, instance)
     assert first.skip_message == "no new dead letters"
-    dead_letters.add(store, dl_id="dl_1", kind=dead_letters.DeadLetterKind.ACTION, day=DAY, phase="morning",
+    dead_letters.add(store, dl_id="dl_1", kind=DeadLetterKind.ACTION, day=DAY, phase="morning",
                      work_unit_id="wu_1", action_id="research.search", run_id="abcdef123456",
                      error="ValueError: boom", now=NOW)
     out = tick(sensor, settings, instance, first.cursor)

@@ -9,14 +9,13 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from test_budget_race import row
+from support import ledger_row
 
 from cass_pipelines.cli.main import main as cli_main
 from cass_pipelines.config.settings import load_settings
 from cass_pipelines.domain import budget_rules as rules
 from cass_pipelines.domain.budget_rules import Funding, Refusal
 from cass_pipelines.domain.plan_rules import PlannedUnit
-from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMRequest, PromptCount
 from cass_pipelines.llm.offline import OfflineBackend
@@ -28,23 +27,12 @@ from cass_pipelines.store import budget as sb
 from cass_pipelines.store import plans
 from cass_pipelines.store.control import alerts
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.schema import migrate
 
 DAY = date(2026, 11, 26)
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
 SAMPLE_DAY = date(2026, 11, 20)
 
 
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(home=tmp_path, daily_budget_usd=1.0, reserve_usd=0.1)   # system $0.05, research $0.25
-
-
-@pytest.fixture
-def store(settings) -> Store:
-    s = Store(settings.db_path)
-    migrate(s)
-    return s
 
 
 @dataclass
@@ -87,7 +75,7 @@ def test_pooled_room_opens_in_the_evening_from_idle_plannable_categories_only(st
     assert isinstance(sb.reserve(store, amount_usd=0.3, phase="afternoon", **ask), Refusal)   # research: $0.25
     held = sb.reserve(store, amount_usd=0.3, phase="evening", **ask)
     assert not isinstance(held, Refusal) and held.funding == Funding.POOLED
-    sb.settle(store, held.id, row("pooled_1", 0.3, "research"), NOW)
+    sb.settle(store, held.id, ledger_row("pooled_1", 0.3, "research"), NOW)
     # growth .15 + curiosity .10 + creative .10 = .35 idle room; .30 of it is used; reflection is busy.
     assert isinstance(sb.reserve(store, amount_usd=0.3, phase="night", **{**ask, "category": "creative"}), Refusal)
     assert rules.pool_room(settings, "research", ["journal", "memory", "system"], {}, 0.0) == 0.0   # standing
@@ -163,7 +151,7 @@ def test_output_bound_is_lowered_to_fit_the_room_and_refused_below_a_useful_mini
 def test_a_bill_above_its_hold_is_a_breach_alert_and_both_figures_are_kept(store, settings):
     held = sb.reserve(store, day=DAY, category="research", amount_usd=0.01, settings=settings, priority="normal",
                       now=NOW)
-    sb.settle(store, held.id, row("over_1", 0.02, "research"), NOW)
+    sb.settle(store, held.id, ledger_row("over_1", 0.02, "research"), NOW)
     assert [a["kind"] for a in alerts(store, DAY)] == ["reservation_breach"]
     assert store.one("SELECT reserved_usd, cost_usd FROM llm_ledger") == {"reserved_usd": 0.01, "cost_usd": 0.02}
     assert sb.budget_status(store, settings, DAY)["reservation_vs_bill"]["breaches"] == 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from test_handlers_kit import CountingLLM, run_template, sample_now
+from handlers_kit import CountingLLM, run_template, sample_now
 
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.plan_rules import PlannedUnit

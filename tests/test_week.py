@@ -23,8 +23,8 @@ from cass_pipelines.domain.goals import (
 from cass_pipelines.domain.plan_rules import PlanInputs, ProposedUnit, score_template, validate_plan
 from cass_pipelines.domain.states import ApprovalState
 from cass_pipelines.execution import QUIET, execute, instance_for, run_phase, run_tags
+from cass_pipelines.services.plan_view import plan_view
 from cass_pipelines.services.planning import decision_context
-from cass_pipelines.services.reports import plan_view
 from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.services.week import WeekContext
 from cass_pipelines.store import approvals, learning, plans

@@ -2,6 +2,7 @@
 import argparse
 import time
 from datetime import date, timedelta
+from typing import Any
 
 from cass_pipelines.cli.output import EXIT_REFUSED, MAX_TEXT_CHARS, CliError, bounded_text, emit, parse_date, table
 from cass_pipelines.domain.categories import PHASES
@@ -9,8 +10,9 @@ from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import SettingsError
+from cass_pipelines.domain.states import UnitStatus
+from cass_pipelines.services.plan_view import plan_view, render_plan
 from cass_pipelines.services.preflight import run_problems
-from cass_pipelines.services.reports import plan_view, render_plan
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status, watch
@@ -54,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_trigger)
 
 
-def _setup(rt: Runtime) -> tuple["object", "object"]:
+def _setup(rt: Runtime) -> tuple[Any, Any]:   # (DagsterInstance, Definitions): imported late, for start-up
     """Dagster instance and definitions for this (initialised) CASS_HOME, once what a run needs is
     there (prices, an API key, writable homes): a run must not fail on what can be checked now."""
     from cass_pipelines.definitions import build_defs
@@ -90,7 +92,7 @@ def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
     from cass_pipelines.execution import run_error
 
     costs = ledger.totals(rt.store, run_id=result.run_id)
-    failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == "failed"]
+    failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == UnitStatus.FAILED]
     return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
             "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"]),
             "failed_units": failed}
@@ -261,15 +263,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         if stale(store, settings.home, is_over):
             recover(store, settings.home, is_over, now)
         units = plans.units_for_day(store, day)
-        out = {"paused": paused_reason(store, None), "llm_mode": resolve_mode(settings), "timezone": settings.timezone,
+        out: dict[str, Any] = {"paused": paused_reason(store, None), "llm_mode": resolve_mode(settings), "timezone": settings.timezone,
                "date": day.isoformat(), "current_phase": phase, "plan_progress": {},
                "recent_runs": runs, "recent_runs_error": runs_error,
                "dead_letters": dead_letters.listing(store, limit=5),
                "budget": budget_status(store, settings, day),
                "database": str(settings.db_path), "dagster_home": str(home),
                "artifacts": views.artifact_counts(store)}
+    progress = out["plan_progress"]
     for u in units:
-        out["plan_progress"][u["status"]] = out["plan_progress"].get(u["status"], 0) + 1
+        progress[u["status"]] = out["plan_progress"].get(u["status"], 0) + 1
     emit(out, args.json, lambda d: "\n".join([
         f"paused: {d['paused'] or 'no'}", f"LLM: {d['llm_mode']}",
         f"now: {d['date']} {d['current_phase']} ({d['timezone']})",
@@ -310,4 +313,4 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         f"run {d['run_id'][:8]}: " + (f"unit {d['work_unit']['id']} {d['work_unit']['status']}"
                                       f" {d['work_unit']['reason'] or d['work_unit']['error'] or ''}"
                                       if d["work_unit"] else d["error"] or "no unit")))
-    return 0 if result.success and units and units[0]["status"] == "completed" else 1
+    return 0 if result.success and units and units[0]["status"] == UnitStatus.COMPLETED else 1

@@ -5,9 +5,9 @@ import argparse
 
 from cass_pipelines.cli.output import CliError, emit, table
 from cass_pipelines.domain.clock import clock_from_env
+from cass_pipelines.domain.states import DeadLetterState, RetryStatus
 from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import dead_letters
-from cass_pipelines.store.dead_letters import DeadLetterState
 
 EXIT_RETRY_FAILED = 4   # the retry ran and the work failed again (or could not run now)
 
@@ -71,7 +71,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     result = run_dead_letter_retry(build_defs(rt.settings, rt.registry), instance_for(rt.settings), args.id)
     outputs = [e.step_output_data.metadata for e in result.all_events if e.is_successful_output]
     out = {k: v.value for k, v in outputs[0].items()} if result.success and outputs else {
-        "dead_letter_id": args.id, "status": "failed", "message": run_error(result) or "run failed"}
+        "dead_letter_id": args.id, "status": RetryStatus.FAILED, "message": run_error(result) or "run failed"}
     out = {**out, "run_id": result.run_id}
     emit(out, args.json, lambda d: f"{d['dead_letter_id']}: {d['status']}: {d['message']} (run {d['run_id'][:8]})")
     return 0 if result.success else EXIT_RETRY_FAILED

@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 from cass_pipelines.cli.output import CliError
 from cass_pipelines.config.settings import load_settings
@@ -57,7 +58,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     settings = load_settings()
     require_initialised(settings)
     with instance_for(settings) as instance:       # installs dagster.yaml and creates the storage if needed
-        home = instance.root_directory
+        home = Path(instance.root_directory)
     dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or shutil.which("dagster")
     if dagster is None:
         raise CliError("the `dagster` command is not installed in this environment (pip install dagster-webserver)")

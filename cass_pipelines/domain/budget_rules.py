@@ -158,7 +158,7 @@ def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[
                cheapest_ask: Mapping[str, float], paused: Mapping[str | None, str],
                beyond_shares: tuple[float, float] = (0.0, 0.0), pooled_room: float | None = None,
                pooling: bool = False) -> dict:
-    """The `budget` JSON shape (DESIGN.md) plus details, from (spent, held) per category funded by
+    """The `budget` JSON shape (README: budget --json) plus details, from (spent, held) per category funded by
     its own share, and (spent, held) funded beyond the shares (pooled room, the reserve).
     remaining_usd is what ordinary work may still reserve today (the reserve excluded); a
     category's remaining is capped by the day's."""

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from cass_pipelines.domain.categories import Priority
 from cass_pipelines.domain.registry import SUMMARY_ACTION_ID, SUMMARY_ESTIMATE_USD, Registry
+from cass_pipelines.domain.states import DeferKind
 
 
 class ProposedUnit(BaseModel):
@@ -38,6 +39,8 @@ class PlannedUnit:
     goal_note: str = ""
     continues: str | None = None
 
+NOT_IDLE_REASON = "requires idle, but a conversation is active"
+
 
 @dataclass(frozen=True)
 class Dropped:
@@ -52,6 +55,7 @@ class Dropped:
 @dataclass(frozen=True)
 class Deferred:
     unit: PlannedUnit
+    kind: DeferKind
     reason: str
 
 
@@ -120,17 +124,18 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
             planned = PlannedUnit(phase, template.id, template.category, template.priority,
                                   unit.focus.strip() or template.name, unit.motivation.strip(), cost,
                                   unit.goal_id, unit.goal_note, unit.continues)
-            wait = None
+            wait: tuple[DeferKind, str | None]
             if template.requires_idle and not inputs.idle and phase == inputs.phases[0]:
-                wait = "requires idle, but a conversation is active"
+                wait = DeferKind.NOT_IDLE, NOT_IDLE_REASON
             elif template.priority in inputs.skip_priorities:
-                wait = f"budget running low: {template.priority}-priority work skipped"
+                wait = DeferKind.BUDGET, f"budget running low: {template.priority}-priority work skipped"
             elif len(kept[phase]) >= inputs.max_units_per_phase:
-                wait = f"{phase} already has {inputs.max_units_per_phase} units"
+                wait = DeferKind.PHASE_FULL, f"{phase} already has {inputs.max_units_per_phase} units"
             else:
-                wait = inputs.unaffordable(template.id, template.category, left.get(template.category, 0.0))
-            if wait:
-                deferred.append(Deferred(planned, wait))
+                wait = DeferKind.BUDGET, inputs.unaffordable(template.id, template.category,
+                                                             left.get(template.category, 0.0))
+            if wait[1]:
+                deferred.append(Deferred(planned, wait[0], wait[1]))
                 continue
             left[template.category] = left.get(template.category, 0.0) - cost
             kept[phase].append(planned)

@@ -51,7 +51,7 @@ class Settings(BaseModel):
     soft_alert_share: float = Field(default=0.8, gt=0, le=1)
     degrade_below_share: float = Field(default=0.25, ge=0, le=1)
     llm_mode: Literal["auto", "anthropic", "offline"] = "auto"
-    models: dict[Literal["fast", "deep"], str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))
+    models: dict[Literal["fast", "deep"], str] = Field(default_factory=lambda: dict(DEFAULT_MODELS))  # type: ignore[arg-type]
     max_retries: int = Field(default=4, ge=0, le=20)
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     attempt_timeout_s: float = Field(default=60.0, gt=0, le=3600)   # one HTTP attempt; a hung one is retried

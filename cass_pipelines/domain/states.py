@@ -38,6 +38,8 @@ class DeferKind(StrEnum):
     PAUSED = "paused"          # a person paused everything or its category; `resume` takes it back
     PHASE_FULL = "phase_full"  # the phase has no room left for it
     NOT_IDLE = "not_idle"      # it needs the agent idle and the agent is not
+    APPROVAL = "approval"      # an action that needs a person's approval
+    GONE = "gone"              # its template is no longer in the registry
 
 
 class ReservationStatus(StrEnum):
@@ -66,11 +68,27 @@ class DeadLetterKind(StrEnum):
     CONVERSATION = "conversation"     # a conversation's summary failed on every attempt
 
 
+class RetryStatus(StrEnum):
+    """How retrying a dead letter ended."""
+    NOTHING_TO_DO = "nothing_to_do"   # unknown, already closed, or the work has since succeeded
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"                 # it failed again (see the new dead letter) or was deferred
+
+
 class DeadLetterState(StrEnum):
     OPEN = "open"
     RETRIED = "retried"        # a retry ran and succeeded
     DISCARDED = "discarded"    # a person decided it stays undone
     RESOLVED = "resolved"      # the work succeeded some other way (a later run, a re-offer)
+
+
+class UnitOrigin(StrEnum):
+    """Where a work unit came from (work_units.origin)."""
+    PLAN = "plan"            # the day plan
+    DEFERRED = "deferred"    # deferred work offered again
+    MANUAL = "manual"        # asked for by hand (manual_work_job, trigger)
+    FORCED = "forced"        # by hand, and run even while paused
+    JOB = "job"              # a job's own unit (journal, memory catch-up)
 
 
 class GoalStatus(StrEnum):

@@ -17,7 +17,7 @@ class Backend:
         self.pricing = pricing
 
     def model_for(self, tier: str) -> str:
-        return model_for(self.settings.models, tier)
+        return model_for({str(k): v for k, v in self.settings.models.items()}, tier)
 
     def text(self, request: LLMRequest) -> LLMResult:
         return self._call(request, None)

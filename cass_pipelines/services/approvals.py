@@ -13,12 +13,12 @@ from datetime import datetime
 
 from cass_pipelines.domain.goals import expires_at
 from cass_pipelines.domain.registry import ActionDef, TemplateDef
-from cass_pipelines.domain.states import ApprovalState, UnitStatus
+from cass_pipelines.domain.states import ApprovalState, UnitOrigin, UnitStatus
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.store import approvals, plans
 
 # Units a person started themselves: asking for them was the approval.
-PERSON_ORIGINS = ("manual", "forced")
+PERSON_ORIGINS = (UnitOrigin.MANUAL, UnitOrigin.FORCED)
 
 
 class ApprovalError(ValueError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from cass_pipelines.domain.plan_rules import (
     Deferred,
@@ -24,8 +24,9 @@ from cass_pipelines.domain.plan_rules import (
     fallback_plan,
     validate_plan,
 )
-from cass_pipelines.llm.base import LLMClient, LLMRequest, LLMResult
+from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, LLMResult
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
+from cass_pipelines.services.metering import BudgetRefused
 
 if TYPE_CHECKING:
     from cass_pipelines.services.week import WeekContext
@@ -113,14 +114,14 @@ def plan_schema(inputs: PlanInputs, week: "WeekContext | None" = None) -> type[B
         allowed = sorted(t.id for t in inputs.registry.templates_for_phase(phase))
         unit = create_model(
             f"{phase.capitalize()}Unit",
-            template_id=(Literal[tuple(allowed)], ...),  # type: ignore[valid-type]
+            template_id=(Literal[tuple(allowed)], ...),  # type: ignore[valid-type,arg-type]
             focus=(str, Field(description="what exactly this unit works on")),
             motivation=(str, Field(description="why I choose this, one sentence")),
             **(week.unit_fields() if week is not None else {}),
         )
         # No max_length: the API cannot enforce it, and one unit too many must not void the plan;
         # validate_plan drops the extra units with a reason instead.
-        fields[phase] = (list[unit], Field(default_factory=list))
+        fields[phase] = (list[unit], Field(default_factory=list))  # type: ignore[valid-type]
     return create_model("DayPlanChoice", **fields)
 
 
@@ -160,22 +161,23 @@ def settle(week: "WeekContext | None", unit: ProposedUnit) -> ProposedUnit:
 
 def decide(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext,
            previous_template: str | None = None) -> Decision:
-    """Ask the agent for its plan; validate it; fall back to the scorer if anything goes wrong.
-    `prefixes` holds the stable prefix per model tier."""
+    """Ask the agent for its plan; validate it; fall back to the scorer when the call fails (the model,
+    the network, the budget) or its answer is unusable. `prefixes` holds the stable prefix per model tier.
+    A bug of ours (in the schema or the rules) raises: it must not pass for the agent's choice."""
     inputs = context.inputs
-    error = None
+    schema = plan_schema(inputs, context.week)
     try:
-        schema = plan_schema(inputs, context.week)
         result = ask(llm, prefixes, context, schema)
         choice = result.parsed
         proposed = {p: [settle(context.week, ProposedUnit(**u.model_dump())) for u in getattr(choice, p)]
                     for p in inputs.phases}
+    except (LLMError, BudgetRefused, ValidationError) as exc:   # the day must still be planned
+        error = f"{type(exc).__name__}: {clip(exc, 300)}"
+    else:
         if any(proposed.values()) or not any(inputs.registry.templates_for_phase(p) for p in inputs.phases):
             units, dropped, deferred = validate_plan(proposed, inputs, previous_template)
             return Decision("llm", choice.day_intention.strip(), units, dropped, result.offline, deferred=deferred)
         error = "the plan had no units"
-    except Exception as exc:  # any failure of the call or its answer: the day must still be planned
-        error = f"{type(exc).__name__}: {clip(exc, 300)}"
     proposed, intention = fallback_plan(inputs)
     if context.week is not None:
         proposed = {p: [context.week.assign(u) for u in us] for p, us in proposed.items()}

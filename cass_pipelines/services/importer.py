@@ -171,7 +171,7 @@ def read_batches(path: Path, report: ImportReport, shift: timedelta = timedelta(
 def first_lines(path: Path, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """The first line of `path` holding each (conversation_id, message_id), found by reading it again
     (only when duplicates were met); {} for an input that cannot be read twice (a pipe, a device)."""
-    wanted, found = set(keys), {}
+    wanted, found = set(keys), dict[tuple[str, str], int]()
     if not wanted or not stat.S_ISREG(path.stat().st_mode):
         return found
     with path.open("rb") as handle:

@@ -11,7 +11,14 @@ from typing import Callable
 from cass_pipelines.domain.budget_rules import calibrated_costs, degradation, pooling
 from cass_pipelines.domain.categories import PHASES, Priority
 from cass_pipelines.domain.phases import phase_window, remaining_phases
-from cass_pipelines.domain.plan_rules import DEFERRED_LOOKBACK_DAYS, TYPICAL_PROMPT_TOKENS, PlanInputs, PlannedUnit
+from cass_pipelines.domain.plan_rules import (
+    DEFERRED_LOOKBACK_DAYS,
+    NOT_IDLE_REASON,
+    TYPICAL_PROMPT_TOKENS,
+    PlanInputs,
+    PlannedUnit,
+)
+from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitOrigin, UnitStatus
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMClient, PromptCount
 from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
@@ -22,7 +29,7 @@ from cass_pipelines.services.week import week_context
 from cass_pipelines.store import claims, conversations, persona, plans
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
-from cass_pipelines.store.claims import ClaimOutcome, Owner, never_over
+from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.ledger import output_history
 
@@ -143,7 +150,7 @@ def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now
     stored = plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
                                  intention=decision.day_intention, from_phase=phases[0], phases=phases,
                                  units=all_units, dropped=[d.as_dict() for d in decision.dropped],
-                                 deferred=[(d.unit, d.reason) for d in decision.deferred],
+                                 deferred=[(d.unit, d.kind, d.reason) for d in decision.deferred],
                                  offline=decision.offline, now=now)
     if stored:
         link_units(rt, day, revision, phases, all_units + [d.unit for d in decision.deferred], now)
@@ -185,49 +192,49 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
         left = dict(inputs.category_remaining)
         pool = min(status["pooled_room_usd"], status["remaining_usd"]) if pooling(phase) else None
 
-        def refusal(template_id: str, category: str, cost: float) -> str | None:
+        def refusal(template_id: str, category: str, cost: float) -> tuple[DeferKind, str] | None:
             nonlocal pool
             template = rt.registry.templates.get(template_id)
             if template is None:
-                return f"template '{template_id}' is no longer in the registry"
+                return DeferKind.GONE, f"template '{template_id}' is no longer in the registry"
             paused = paused_reason(rt.store, category)
             if paused:
-                return f"paused: {paused}"
+                return DeferKind.PAUSED, f"paused: {paused}"
             if template.requires_idle and not idle:
-                return "requires idle, but a conversation is active"
+                return DeferKind.NOT_IDLE, NOT_IDLE_REASON
             if template.priority in inputs.skip_priorities:
-                return f"budget running low: {template.priority}-priority work skipped"
+                return DeferKind.BUDGET, f"budget running low: {template.priority}-priority work skipped"
             short = inputs.unaffordable(template_id, category, left.get(category, 0.0))
             if short and pool is not None and inputs.unaffordable(template_id, category, pool) is None:
                 pool -= cost
                 return None
             if short:
-                return short
+                return DeferKind.BUDGET, short
             left[category] = left.get(category, 0.0) - cost
             return None
 
         own = plans.units_for_phase(rt.store, day, phase)
-        held_back = [u for u in own if u["status"] == "deferred" and u["origin"] == "plan" and not u["started_at"]
-                     and not u["reoffered_as"] and not (u["reason"] or "").startswith("paused:")]
+        held_back = [u for u in own if u["status"] == UnitStatus.DEFERRED and u["origin"] == UnitOrigin.PLAN
+                     and not u["started_at"] and not u["reoffered_as"] and u["defer_kind"] != DeferKind.PAUSED]
         waiting = [u for u in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
                                                      PHASES.index(phase))
                    if u["template_id"] in rt.registry.templates
                    and phase in rt.registry.templates[u["template_id"]].preferred_phases]
-        candidates = ([("planned", u) for u in own if u["status"] == "planned"]
+        candidates = ([("own", u) for u in own if u["status"] == UnitStatus.PLANNED]
                       + [("held_back", u) for u in held_back] + [("waiting", u) for u in waiting])
-        deferrals: list[tuple[str, str]] = []
+        deferrals: list[tuple[str, DeferKind, str]] = []
         reopened: list[str] = []
-        still: list[tuple[str, str]] = []
+        still: list[tuple[str, DeferKind, str]] = []
         reoffers = []
         slots = rt.settings.max_units_per_phase
         for kind, u in sorted(candidates, key=lambda c: -reoffer_rank(rt, c[1]["template_id"])):   # stable sort
             cost = inputs.cost(u["template_id"]) if u["template_id"] in rt.registry.templates else 0.0
             reason = (refusal(u["template_id"], u["category"], cost) if slots > 0
-                      else f"{phase} already has {rt.settings.max_units_per_phase} units")
-            if kind == "planned" and reason:
-                deferrals.append((u["id"], reason))
+                      else (DeferKind.PHASE_FULL, f"{phase} already has {rt.settings.max_units_per_phase} units"))
+            if kind == "own" and reason:
+                deferrals.append((u["id"], *reason))
             elif reason:
-                still.append((u["id"], f"offered again {day} {phase}: {reason}"))
+                still.append((u["id"], reason[0], f"offered again {day} {phase}: {reason[1]}"))
             elif kind == "held_back":
                 reopened.append(u["id"])
             elif kind == "waiting":
@@ -238,7 +245,7 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
         if not plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
                                 reoffers=reoffers, now=now, reopened=reopened, still_deferred=still):
             return [], []   # another run of this partition opened it first
-        return deferrals, [new.template_id for _, new in reoffers] + [
+        return [(uid, reason) for uid, _, reason in deferrals], [new.template_id for _, new in reoffers] + [
             u["template_id"] for u in held_back if u["id"] in reopened]
 
 
@@ -276,7 +283,7 @@ def reopen_after_pause(rt: Runtime, day: date, phase: str, now: datetime) -> lis
     """A phase run again after `resume` takes back the units its pause deferred."""
     with rt.store.session():
         ids = [u["id"] for u in plans.units_for_phase(rt.store, day, phase)
-               if u["status"] == "deferred" and (u["reason"] or "").startswith("paused:")
+               if u["status"] == UnitStatus.DEFERRED and u["defer_kind"] == DeferKind.PAUSED
                and not u["reoffered_as"] and not paused_reason(rt.store, u["category"])]
         plans.reopen_units(rt.store, ids)
     return ids

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from cass_pipelines.store import claims, paid_log, plans
+from cass_pipelines.store import budget, claims, paid_log, plans
 from cass_pipelines.store.budget import release_stale, settle, unsettled
 from cass_pipelines.store.claims import owner_dead, process_alive
 from cass_pipelines.store.db import Store
@@ -87,6 +87,5 @@ def stale(store: Store, home: Path, is_run_over: Callable[[str], bool]) -> bool:
     if any(not process_alive(pid) for _, host, pid in paid_log.files(home) if host == claims.HOST):
         return True
     holders = [owner for _, owner in claims.held(store)]
-    holders += [claims.Owner(r["run_id"], r["pid"] or 0, r["host"] or "") for r in store.all(
-        "SELECT run_id, pid, host FROM reservations WHERE status = 'held'")]
+    holders += [owner for _, owner in budget.held_owners(store)]
     return any(owner_dead(o, is_run_over) for o in holders)

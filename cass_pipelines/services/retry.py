@@ -5,22 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from enum import Enum
 from typing import Callable
 
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.states import DeadLetterKind, DeadLetterState, RetryStatus, UnitStatus
 from cass_pipelines.services.runner import job_unit, run_unit, summarize
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.store import dead_letters, failures, memory, plans
 from cass_pipelines.store.claims import never_over
-from cass_pipelines.store.dead_letters import DeadLetterKind, DeadLetterState
-
-
-class RetryStatus(str, Enum):
-    NOTHING_TO_DO = "nothing_to_do"   # unknown, already closed, or the work has since succeeded
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"                 # it failed again (see the new dead letter) or was deferred
 
 
 @dataclass(frozen=True)
@@ -59,19 +52,19 @@ def _retry_unit(rt: Runtime, letter: dict, clock: Clock, today: date, run_id, is
     if unit is None:
         return _close(rt, letter, DeadLetterState.DISCARDED, RetryStatus.NOTHING_TO_DO,
                       f"work unit {uid} no longer exists", clock, uid)
-    if unit["status"] == "completed":
+    if unit["status"] == UnitStatus.COMPLETED:
         return _close(rt, letter, DeadLetterState.RESOLVED, RetryStatus.NOTHING_TO_DO,
                       f"nothing to do: unit {uid} has since completed", clock, uid)
-    if unit["status"] == "failed":
+    if unit["status"] == UnitStatus.FAILED:
         plans.reopen_failed(rt.store, uid, f"retry of dead letter {letter['id']}", clock.now())
     outcomes = run_unit(rt, uid, clock, run_id=run_id, log=log, is_run_over=is_run_over, budget_day=today)
     unit = plans.get_unit(rt.store, uid)
-    if unit["status"] == "completed":
+    if unit and unit["status"] == UnitStatus.COMPLETED:
         summarize(rt, unit, clock, run_id)
         return _close(rt, letter, DeadLetterState.RETRIED, RetryStatus.SUCCEEDED,
                       f"retried: unit {uid} completed ({len(outcomes)} action(s) run)", clock, uid)
     why = unit["error"] or unit["reason"] or unit["status"]
-    if unit["status"] == "failed":   # the new failure has its own dead letter; this one is done with
+    if unit["status"] == UnitStatus.FAILED:   # the new failure has its own dead letter; this one is done with
         return _close(rt, letter, DeadLetterState.RETRIED, RetryStatus.FAILED, f"retried: failed again: {why}",
                       clock, uid)
     return RetryOutcome(letter["id"], RetryStatus.FAILED, f"not run now ({unit['status']}): {why}", uid)

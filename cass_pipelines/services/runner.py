@@ -18,7 +18,15 @@ from cass_pipelines.config.registry import resolve_handler
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.domain.registry import SUMMARY_ACTION_ID
-from cass_pipelines.domain.states import FINAL_UNIT_STATUSES, ActionStatus
+from cass_pipelines.domain.states import (
+    ActionStatus,
+    ClaimOutcome,
+    ClaimState,
+    DeadLetterKind,
+    DeferKind,
+    UnitOrigin,
+    UnitStatus,
+)
 from cass_pipelines.llm.base import redact
 from cass_pipelines.services import approvals
 from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
@@ -27,11 +35,8 @@ from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.summaries import summarize_unit
 from cass_pipelines.services.week import record_progress
 from cass_pipelines.store import claims, dead_letters, plans
-from cass_pipelines.store.claims import ClaimOutcome, ClaimState, Owner, never_over
+from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason
-
-DONE = ("completed",)
-UNIT_CLOSED = FINAL_UNIT_STATUSES   # awaiting_approval included: approval_job reopens it
 
 
 @dataclass(frozen=True)
@@ -71,34 +76,35 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
         def outcome(status: ActionStatus, message: str, cost: float = 0.0, unit_done: bool = False) -> StepOutcome:
             return StepOutcome(unit_id, position, action.id, status, message, cost, unit_done or last)
 
-        def finish(status: ActionStatus, message: str, unit_status: str | None, **kw) -> None:
+        def finish(status: ActionStatus, message: str, unit_status: UnitStatus | None, **kw) -> None:
             plans.finish_action(rt.store, uid=unit_id, position=position, action_id=action.id, status=status,
                                 message=message, unit_status=unit_status, now=clock.now(), run_id=run_id,
                                 step_key=step_key, **kw)
 
-        if position in runs and runs[position]["status"] in DONE:
+        if position in runs and runs[position]["status"] == ActionStatus.COMPLETED:
             return outcome(ActionStatus.COMPLETED, "already completed; not run again", runs[position]["cost_usd"])
-        if any(runs.get(p, {}).get("status") not in DONE for p in range(position)):
+        if any(runs.get(p, {}).get("status") != ActionStatus.COMPLETED for p in range(position)):
             # Template order: another run is still on an earlier action, or it ended the unit.
             return outcome(ActionStatus.SKIPPED, "an earlier action of the unit has not completed", unit_done=True)
-        if unit["status"] in UNIT_CLOSED:
+        if UnitStatus(unit["status"]).final:
             return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
 
-        forced = unit["origin"] == "forced"
+        forced = unit["origin"] == UnitOrigin.FORCED
         paused = None if forced else paused_reason(rt.store, unit["category"])
-        held = f"paused: {paused}" if paused else None
+        held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
         if not held and approvals.gated(template, action, unit, rt.store):
             reason = approvals.hold(rt, unit, template, action, clock.now())
             return outcome(ActionStatus.SKIPPED, reason, unit_done=True)
         if held:
-            finish(ActionStatus.DEFERRED, held, "deferred", unit_reason=held)
-            return outcome(ActionStatus.DEFERRED, held, unit_done=True)
+            kind, why = held
+            finish(ActionStatus.DEFERRED, why, UnitStatus.DEFERRED, unit_reason=why, defer_kind=kind)
+            return outcome(ActionStatus.DEFERRED, why, unit_done=True)
         claim = plans.start_action(rt.store, uid=unit_id, position=position, action_id=action.id,
                                    me=Owner.here(run_id), is_run_over=is_run_over, now=clock.now(),
                                    step_key=step_key)
         if not claim.ours:
             owner = claim.holder
-            note = ("completed by another run; not run again" if claim.outcome.value == "done" else
+            note = ("completed by another run; not run again" if claim.outcome is ClaimOutcome.DONE else
                     f"being run by {'run ' + owner.run_id[:8] if owner and owner.run_id else 'another process'}"
                     f" (pid {owner.pid if owner else '?'}); not run twice")
             return outcome(ActionStatus.SKIPPED, note, unit_done=True)
@@ -116,17 +122,19 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
     try:
         result = resolve_handler(action.handler)(ctx)
     except BudgetRefused as exc:
-        # A pause that lands mid-action reads like any pause, so `resume` takes the unit back.
-        reason = exc.reason if exc.scope == "pause" else f"budget: {exc.reason}"
-        finish(ActionStatus.DEFERRED, reason, "deferred", unit_reason=reason, cost_usd=meter.cost_usd)
+        # A pause that lands mid-action is a pause like any other, so `resume` takes the unit back.
+        kind = DeferKind.PAUSED if exc.scope == "pause" else DeferKind.BUDGET
+        reason = exc.reason if kind is DeferKind.PAUSED else f"budget: {exc.reason}"
+        finish(ActionStatus.DEFERRED, reason, UnitStatus.DEFERRED, unit_reason=reason, defer_kind=kind,
+               cost_usd=meter.cost_usd)
         return outcome(ActionStatus.DEFERRED, reason, meter.cost_usd, unit_done=True)
     except BaseException as exc:  # a handler's failure fails its unit, never the phase
         error = redact(f"{type(exc).__name__}: {exc}"[:1000])
         log(f"{action.id} failed: {error}\n{redact(traceback.format_exc(limit=12))}")   # callers log it at debug
-        finish(ActionStatus.FAILED, error, "failed", unit_error=f"{action.id}: {error}",
+        finish(ActionStatus.FAILED, error, UnitStatus.FAILED, unit_error=f"{action.id}: {error}",
                error=redact(traceback.format_exc(limit=12)), cost_usd=meter.cost_usd)
         dead_letters.add(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}",
-                         kind=dead_letters.DeadLetterKind.ACTION, day=day, phase=unit["phase"],
+                         kind=DeadLetterKind.ACTION, day=day, phase=unit["phase"],
                          work_unit_id=unit_id, action_id=action.id, run_id=run_id, error=error, now=clock.now())
         if isinstance(exc, KeyboardInterrupt):   # a person stopping the process: recorded, then stop
             raise
@@ -138,10 +146,10 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
     status = ActionStatus.COMPLETED if result.success else ActionStatus.FAILED
     done = last or result.abort_sequence or not result.success
     if not result.success:
-        finish(status, result.message, "failed", unit_error=f"{action.id}: {result.message}",
+        finish(status, result.message, UnitStatus.FAILED, unit_error=f"{action.id}: {result.message}",
                result=result.model_dump(mode="json"), cost_usd=result.cost_usd)
     else:
-        finish(status, result.message, "completed" if done else None,
+        finish(status, result.message, UnitStatus.COMPLETED if done else None,
                unit_reason=f"sequence stopped early by {action.id}" if result.abort_sequence and not last else None,
                result=result.model_dump(mode="json"), cost_usd=result.cost_usd)
     return outcome(status, result.message, result.cost_usd, unit_done=done)
@@ -149,9 +157,9 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
 
 def next_position(rt: Runtime, unit: dict) -> int | None:
     """Where a unit resumes: its first action not completed; None when there is nothing to run."""
-    if unit["status"] not in ("planned", "running"):
+    if UnitStatus(unit["status"]).final:
         return None
-    done = {r["position"] for r in plans.action_runs(rt.store, unit["id"]) if r["status"] in DONE}
+    done = {r["position"] for r in plans.action_runs(rt.store, unit["id"]) if r["status"] == ActionStatus.COMPLETED}
     length = len(rt.registry.templates[unit["template_id"]].action_sequence)
     return next((p for p in range(length) if p not in done), None)
 
@@ -174,7 +182,7 @@ def run_unit(rt: Runtime, unit_id: str, clock: Clock, *, run_id: str | None = No
     return outcomes
 
 
-SUMMARISED = ("completed", "failed")
+SUMMARISED = (UnitStatus.COMPLETED, UnitStatus.FAILED)
 
 
 def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
@@ -202,22 +210,22 @@ def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None) -> dic
                if r["result"]]
     llm = metered(rt, clock, MeterContext(date=unit["date"], phase=unit["phase"], category=unit["category"],
                                           priority="high", work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID,
-                                          run_id=run_id, ignore_pause=unit["origin"] == "forced"))
+                                          run_id=run_id, ignore_pause=unit["origin"] == UnitOrigin.FORCED))
     return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())
 
 
 def job_unit(rt: Runtime, day: date, phase: str, template_id: str, tag: str, focus: str, now: datetime,
-             origin: str = "job") -> str:
+             origin: UnitOrigin = UnitOrigin.JOB) -> str:
     """The unit a job runs; created once per tag, so a re-run resumes it instead of paying twice.
     A job unit deferred earlier (budget, pause) is taken up again: jobs retry their own work (phases
     never re-offer it)."""
     uid = plans.unit_id(day, phase, tag)
     unit = plans.get_unit(rt.store, uid)
-    if unit is not None and unit["status"] == "deferred":
+    if unit is not None and unit["status"] == UnitStatus.DEFERRED:
         plans.reopen_units(rt.store, [uid])
     if unit is None:
         t = rt.registry.templates[template_id]
-        why = f"run by its job: {t.description}" if origin == "job" else f"asked for by hand: {t.description}"
+        why = f"run by its job: {t.description}" if origin is UnitOrigin.JOB else f"asked for by hand: {t.description}"
         plans.add_manual_unit(rt.store, day=day, phase=phase, tag=tag, now=now, origin=origin, unit=PlannedUnit(
             phase, t.id, t.category, t.priority, focus, why, rt.registry.template_cost(t.id)))
     return uid

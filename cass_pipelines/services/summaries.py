@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from cass_pipelines.domain.registry import SUMMARY_ACTION_ID, Registry
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.llm.base import LLMClient, LLMError
 from cass_pipelines.services.handlers import slices
 from cass_pipelines.services.handlers.base import ARTIFACT_TABLES, ActionResult, Artifact
@@ -70,7 +71,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
     cost = sum(r.cost_usd for r in action_results)
     offline = any(r.offline for r in action_results)
     narrative, key, no_call, rating = "", [], "", None
-    if unit_row["status"] == "completed" and action_results:
+    if unit_row["status"] == UnitStatus.COMPLETED and action_results:
         calls = ModelCalls(llm, system_prefix(store, registry, llm, "fast"), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
         try:
             out = calls.structured(_prompt(unit_row, steps, found, artifacts), UnitSummary)
@@ -85,7 +86,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
                              + [f"{a}: {r.message}." for a, r in steps]
                              + ([f"Error: {unit_row['error']}"] if unit_row.get("error") else [])
                              + ([no_call] if no_call else []))
-    if unit_row["status"] == "completed":
+    if unit_row["status"] == UnitStatus.COMPLETED:
         key = key or found[:MAX_KEY_INSIGHTS] or _unique([r.message for r in action_results])[:MAX_KEY_INSIGHTS] \
               or [narrative]
     row = {"work_unit_id": unit_row["id"], "date": unit_row["date"], "phase": unit_row["phase"],

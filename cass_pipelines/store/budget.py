@@ -19,6 +19,8 @@ import duckdb
 from cass_pipelines.domain import budget_rules as rules
 from cass_pipelines.domain.budget_rules import ActionCost, Funding, Refusal, Reservation
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.states import ReservationStatus as RS
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
 from cass_pipelines.store.db import Store, rows_as_dicts
@@ -28,16 +30,16 @@ CALIBRATION_WINDOW = 20   # recent executions per action that the calibrated est
 CALIBRATION_LOOKBACK_DAYS = 30   # ...found among the ledger's last days: a year of ledger is never scanned
 
 # Spent (ledger) and held (reservations) money of a day, per category and funding.
-_USED = """SELECT category, funding, sum(spent) AS spent, sum(held) AS held FROM (
+_USED = f"""SELECT category, funding, sum(spent) AS spent, sum(held) AS held FROM (
         SELECT category, coalesce(funding, 'category') AS funding, cost_usd AS spent, 0.0 AS held
         FROM llm_ledger WHERE date = $day
         UNION ALL
         SELECT category, coalesce(funding, 'category'), 0.0, amount_usd FROM reservations
-        WHERE date = $day AND status = 'held')
+        WHERE date = $day AND status = '{RS.HELD}')
     GROUP BY ALL"""
 # Plannable categories with no open unit left today: their unused room may be pooled.
-_IDLE = """SELECT c FROM (SELECT unnest($categories::TEXT[]) AS c)
-    WHERE c NOT IN (SELECT category FROM work_units WHERE date = $day AND status IN ('planned', 'running'))"""
+_IDLE = f"""SELECT c FROM (SELECT unnest($categories::TEXT[]) AS c)
+    WHERE c NOT IN (SELECT category FROM work_units WHERE date = $day AND status IN ('{UnitStatus.PLANNED}', '{UnitStatus.RUNNING}'))"""
 
 
 def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
@@ -47,7 +49,7 @@ def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
 def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, category: str,
           used: list[dict]) -> float:
     idle = [r[0] for r in conn.execute(_IDLE, {"day": day, "categories": list(settings.category_shares)}).fetchall()]
-    own = {}
+    own: dict[str, float] = {}
     for r in used:
         if r["funding"] == Funding.CATEGORY:
             own[r["category"]] = own.get(r["category"], 0.0) + r["spent"] + r["held"]
@@ -81,10 +83,10 @@ def reserve(store: Store, *, day: date, category: str, amount_usd: float, settin
         conn.execute("""INSERT INTO reservations (id, date, category, work_unit_id, action_id, amount_usd, status,
                 run_id, pid, created_at, phase, priority, host, reason, settled_at, funding)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                     [rid, day, category, work_unit_id, action_id, amount, "refused" if refused else "held", run_id,
+                     [rid, day, category, work_unit_id, action_id, amount, RS.REFUSED if refused else RS.HELD, run_id,
                       os.getpid(), now, phase, priority, HOST, refused.reason if refused else None,
                       now if refused else None, None if refused else str(decided)])
-    return refused or Reservation(rid, day, category, amount, Funding(decided))
+    return refused or Reservation(rid, day, category, amount, Funding(str(decided)))
 
 
 def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> bool:
@@ -98,7 +100,7 @@ def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> 
                             [reservation_id]).fetchone()
         amount, funding = held if held else (None, Funding.CATEGORY.value)
         inserted = insert_row(conn, replace(row, reservation_id=reservation_id, funding=funding, reserved_usd=amount))
-        actual = conn.execute("""UPDATE reservations SET status = 'reconciled', settled_at = $now, actual_usd =
+        actual = conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now, actual_usd =
                 (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE reservation_id = $id)
             WHERE id = $id RETURNING actual_usd""", {"id": reservation_id, "now": now}).fetchone()
     if amount is not None and actual and actual[0] > amount + rules.EPS:
@@ -108,11 +110,11 @@ def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> 
     return inserted
 
 
-def release(store: Store, reservation_id: str, now: datetime, status: str = "released") -> bool:
+def release(store: Store, reservation_id: str, now: datetime, status: RS = RS.RELEASED) -> bool:
     """Give a held reservation back (the call failed before any response was billed)."""
     with store.transaction() as conn:
         return bool(conn.execute("UPDATE reservations SET status = ?, settled_at = ?, actual_usd = 0 "
-                                 "WHERE id = ? AND status = 'held' RETURNING id",
+                                 f"WHERE id = ? AND status = '{RS.HELD}' RETURNING id",
                                  [status, now, reservation_id]).fetchall())
 
 
@@ -120,9 +122,14 @@ def release_stale(store: Store, is_run_over: Callable[[str], bool], now: datetim
     """Abandon held reservations whose call can no longer settle: their Dagster run is over, or the
     process that made them (on this host) has died. Returns the ids released. Replay the write-ahead
     log of paid answers first (core.recovery does), or a paid hold would be released as $0."""
-    held = store.all("SELECT id, run_id, pid, host FROM reservations WHERE status = 'held'")
-    stale = [r["id"] for r in held if owner_dead(Owner(r["run_id"], r["pid"] or 0, r["host"] or ""), is_run_over)]
-    return [rid for rid in stale if release(store, rid, now, status="abandoned")]
+    stale = [rid for rid, owner in held_owners(store) if owner_dead(owner, is_run_over)]
+    return [rid for rid in stale if release(store, rid, now, status=RS.ABANDONED)]
+
+
+def held_owners(store: Store) -> list[tuple[str, Owner]]:
+    """Held reservations and who holds them."""
+    return [(r["id"], Owner(r["run_id"], r["pid"] or 0, r["host"] or "")) for r in store.all(
+        f"SELECT id, run_id, pid, host FROM reservations WHERE status = '{RS.HELD}'")]
 
 
 def unsettled(store: Store, request_ids: list[str]) -> set[str]:
@@ -135,13 +142,13 @@ def unsettled(store: Store, request_ids: list[str]) -> set[str]:
 
 
 def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:
-    """The day's budget in the DESIGN.md `budget` shape, plus reserve left, pauses, alerts, the
+    """The day's budget in the `budget` JSON shape (README: "cass-pipelines budget --json"), plus reserve left, pauses, alerts, the
     room pooled for the evening and night, utilisation, reservations against bills and cache reads.
     With a `phase` where room is pooled (rules.pooling), the pool counts towards what is left."""
     with store.session(), store.connection() as conn:
         used = _used(conn, day)
         pooled = _pool(conn, settings, day, "", used)
-        asks = conn.execute("SELECT category, min(amount_usd), count(*) FILTER (WHERE status = 'refused') "
+        asks = conn.execute(f"SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}') "
                             "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
         accuracy = _reservation_accuracy(conn, day)
         cache = _cache_share(conn, day)
@@ -162,10 +169,10 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
 
 def _reservation_accuracy(conn: duckdb.DuckDBPyConnection, day: date) -> dict:
     """Reserved / billed over the day's settled calls: how close holds are to bills, and breaches."""
-    row = conn.execute("""SELECT count(*), median(amount_usd / actual_usd), quantile_cont(amount_usd / actual_usd, 0.9),
+    row = conn.execute(f"""SELECT count(*), median(amount_usd / actual_usd), quantile_cont(amount_usd / actual_usd, 0.9),
             coalesce(sum(amount_usd), 0), coalesce(sum(actual_usd), 0),
             count(*) FILTER (WHERE actual_usd > amount_usd + 1e-9)
-        FROM reservations WHERE date = ? AND status = 'reconciled' AND actual_usd > 0""", [day]).fetchone()
+        FROM reservations WHERE date = ? AND status = '{RS.RECONCILED}' AND actual_usd > 0""", [day]).fetchone()
     calls, median, p90, reserved, billed, breaches = row
     return {"calls": int(calls), "median_ratio": round(median, 4) if median is not None else None,
             "p90_ratio": round(p90, 4) if p90 is not None else None, "reserved_usd": rules.money(reserved),
@@ -229,7 +236,8 @@ def spend_figures(store: Store, day: date, phase: str) -> dict:
             "SELECT coalesce(sum(cost_usd), 0), count(*) FILTER (WHERE reservation_id IS NULL) "
             "FROM llm_ledger WHERE date = ? AND phase = ?", [day, phase]).fetchone()
         reconciled = conn.execute("SELECT coalesce(sum(actual_usd), 0) FROM reservations "
-                                  "WHERE date = ? AND phase = ? AND status = 'reconciled'", [day, phase]).fetchone()[0]
+                                  f"WHERE date = ? AND phase = ? AND status = '{RS.RECONCILED}'",
+                                  [day, phase]).fetchone()[0]
     return {"day_spent_usd": rules.money(day_spent),
             "category_spent_usd": {k: rules.money(v) for k, v in by_category.items()},
             "partition_ledger_usd": rules.money(ledger), "partition_reconciled_usd": rules.money(reconciled),

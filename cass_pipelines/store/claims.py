@@ -11,27 +11,14 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Callable
 
 import duckdb
 
+from cass_pipelines.domain.states import ClaimOutcome, ClaimState
 from cass_pipelines.store.db import Store
 
 HOST = socket.gethostname()
-
-
-class ClaimState(str, Enum):
-    HELD = "held"          # the owner is doing the work
-    DONE = "done"          # the work is finished; the key is never taken again
-    RELEASED = "released"  # given back (deferred, interrupted): the next claimant may take it
-
-
-class ClaimOutcome(str, Enum):
-    ACQUIRED = "acquired"          # free, or already ours
-    TAKEN_OVER = "taken_over"      # its owner died; now ours
-    HELD_ELSEWHERE = "held_elsewhere"
-    DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -90,9 +77,9 @@ def take(conn: duckdb.DuckDBPyConnection, key: str, me: Owner, is_run_over: Call
         outcome = ClaimOutcome.TAKEN_OVER if state is ClaimState.HELD and holder != me else ClaimOutcome.ACQUIRED
     else:
         holder, outcome = None, ClaimOutcome.ACQUIRED
-    conn.execute("""INSERT INTO claims (key, run_id, pid, host, state, claimed_at, ended_at)
-        VALUES (?, ?, ?, ?, 'held', ?, NULL) ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id,
-            pid = excluded.pid, host = excluded.host, state = 'held', claimed_at = excluded.claimed_at,
+    conn.execute(f"""INSERT INTO claims (key, run_id, pid, host, state, claimed_at, ended_at)
+        VALUES (?, ?, ?, ?, '{ClaimState.HELD}', ?, NULL) ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id,
+            pid = excluded.pid, host = excluded.host, state = '{ClaimState.HELD}', claimed_at = excluded.claimed_at,
             ended_at = NULL""", [key, me.run_id, me.pid, me.host, now])
     return Claim(outcome, holder)
 
@@ -108,7 +95,8 @@ def end(conn: duckdb.DuckDBPyConnection, key: str, state: ClaimState, now: datet
 
 
 def held(store: Store, prefix: str = "") -> list[tuple[str, Owner]]:
-    rows = store.all("SELECT key, run_id, pid, host FROM claims WHERE state = 'held' AND starts_with(key, ?)",
+    rows = store.all(f"SELECT key, run_id, pid, host FROM claims WHERE state = '{ClaimState.HELD}' "
+                     "AND starts_with(key, ?)",
                      [prefix])
     return [(r["key"], Owner(r["run_id"], r["pid"], r["host"])) for r in rows]
 

@@ -19,7 +19,7 @@ def _scope(category: str | None) -> str:
 
 def pause(store: Store, category: str | None, reason: str | None, now: datetime) -> None:
     with store.transaction() as conn:
-        conn.execute("""INSERT INTO control_flags VALUES (?, TRUE, ?, ?) ON CONFLICT (scope)
+        conn.execute("""INSERT INTO control_flags (scope, paused, reason, updated_at) VALUES (?, TRUE, ?, ?) ON CONFLICT (scope)
             DO UPDATE SET paused = TRUE, reason = excluded.reason, updated_at = excluded.updated_at""",
                      [_scope(category), reason or DEFAULT_REASON, now])
 
@@ -64,7 +64,7 @@ def paused_reason_in(conn: duckdb.DuckDBPyConnection, category: str | None) -> s
 def record_alert(store: Store, day: date, kind: str, message: str, now: datetime) -> bool:
     """Record an alert once per (date, kind); True when it is new."""
     with store.transaction() as conn:
-        return bool(conn.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        return bool(conn.execute("INSERT INTO alerts (id, date, kind, message, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
                                  [f"{day.isoformat()}:{kind}", day, kind, message, now]).fetchall())
 
 

@@ -50,7 +50,7 @@ def _host_connection() -> duckdb.DuckDBPyConnection:
     """The process's in-memory instance (a forked child makes its own: an instance is not fork-safe)."""
     global _host, _host_pid
     if _host is None or _host_pid != os.getpid():
-        _host, _host_pid = duckdb.connect(":memory:", config=HOST_CONFIG), os.getpid()
+        _host, _host_pid = duckdb.connect(":memory:", config=dict(HOST_CONFIG)), os.getpid()
         _attached.clear()
     return _host
 

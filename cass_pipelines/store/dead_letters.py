@@ -4,24 +4,12 @@ kept until a person retries or discards it. `state` moves open -> retried | disc
 from __future__ import annotations
 
 from datetime import date, datetime
-from enum import Enum
 
+from cass_pipelines.domain.states import DeadLetterKind, DeadLetterState
 from cass_pipelines.store.db import Store
 
 _COLS = ("id, kind, item_id, date, phase, work_unit_id, action_id, run_id, error, state, note, created_at, "
          "updated_at")
-
-
-class DeadLetterKind(str, Enum):
-    ACTION = "action"                 # an action of a work unit failed
-    CONVERSATION = "conversation"     # a conversation's summary failed on every attempt
-
-
-class DeadLetterState(str, Enum):
-    OPEN = "open"
-    RETRIED = "retried"        # a retry ran and succeeded
-    DISCARDED = "discarded"    # a person decided it stays undone
-    RESOLVED = "resolved"      # the work succeeded some other way (a later run, a re-offer)
 
 
 def add(store: Store, *, dl_id: str, kind: DeadLetterKind, error: str, now: datetime, day: date | None = None,
@@ -38,14 +26,14 @@ def get(store: Store, dl_id: str) -> dict | None:
 
 def listing(store: Store, *, include_closed: bool = False, limit: int = 100) -> list[dict]:
     """Newest first."""
-    where = "" if include_closed else "WHERE state = 'open'"
+    where = "" if include_closed else f"WHERE state = '{DeadLetterState.OPEN}'"
     return store.all(f"SELECT {_COLS} FROM dead_letters {where} ORDER BY created_at DESC, id LIMIT ?", [limit])
 
 
 def after(store: Store, cursor: tuple[datetime, str] | None, limit: int = 20) -> list[dict]:
     """Open dead letters newer than the (created_at, id) cursor, oldest first (the sensor's feed)."""
     where, args = ("AND (created_at, id) > (?, ?)", list(cursor)) if cursor else ("", [])
-    return store.all(f"SELECT {_COLS} FROM dead_letters WHERE state = 'open' {where} ORDER BY created_at, id LIMIT ?",
+    return store.all(f"SELECT {_COLS} FROM dead_letters WHERE state = '{DeadLetterState.OPEN}' {where} ORDER BY created_at, id LIMIT ?",
                      [*args, limit])
 
 
@@ -59,5 +47,6 @@ def set_state(store: Store, dl_id: str, state: DeadLetterState, note: str, now: 
 
 def resolve_for_unit(store: Store, work_unit_id: str, note: str, now: datetime) -> None:
     """The unit's work has since succeeded: its open dead letters are resolved."""
-    store.execute("UPDATE dead_letters SET state = 'resolved', resolved = TRUE, note = ?, updated_at = ? "
-                  "WHERE work_unit_id = ? AND state = 'open'", [note, now, work_unit_id])
+    store.execute(f"UPDATE dead_letters SET state = '{DeadLetterState.RESOLVED}', resolved = TRUE, note = ?, "
+                  f"updated_at = ? WHERE work_unit_id = ? AND state = '{DeadLetterState.OPEN}'",
+                  [note, now, work_unit_id])

@@ -10,7 +10,7 @@ from cass_pipelines.store.db import Store
 def save_entry(store: Store, *, day: date, kind: str, text: str, tone: str, work_unit_id: str | None, offline: bool,
                now: datetime) -> None:
     """Write the entry; writing the same day and kind again replaces it (a deliberate rewrite)."""
-    store.execute("""INSERT INTO journals VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (date, kind) DO UPDATE SET
+    store.execute("""INSERT INTO journals (date, kind, text, tone, work_unit_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (date, kind) DO UPDATE SET
                      text = excluded.text, tone = excluded.tone, work_unit_id = excluded.work_unit_id,
                      offline = excluded.offline, created_at = excluded.created_at""",
                   [day, kind, text, tone, work_unit_id, offline, now])

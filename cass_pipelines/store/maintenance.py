@@ -3,22 +3,24 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.store.db import Store
 
 
 def expire_deferred(store: Store, before: date, now: datetime) -> list[str]:
     """Cancel deferred units dated before `before` that were never re-offered; returns their ids."""
-    return [r["id"] for r in store.all("""
-        UPDATE work_units SET status = 'cancelled', finished_at = ?,
+    return [r["id"] for r in store.all(f"""
+        UPDATE work_units SET status = '{UnitStatus.CANCELLED}', finished_at = ?,
                reason = 'expired: deferred for more than a week (was: ' || coalesce(reason, 'no reason') || ')'
-        WHERE status = 'deferred' AND reoffered_as IS NULL AND date < ? RETURNING id""", [now, before])]
+        WHERE status = '{UnitStatus.DEFERRED}' AND reoffered_as IS NULL AND date < ? RETURNING id""", [now, before])]
 
 
 def queue_report(store: Store, day: date) -> dict:
     units = store.all("SELECT status, count(*) AS n FROM work_units WHERE date = ? GROUP BY status ORDER BY status",
                       [day])
     research = store.all("SELECT status, count(*) AS n FROM research_queue GROUP BY status ORDER BY status")
-    waiting = store.scalar("SELECT count(*) FROM work_units WHERE status = 'deferred' AND reoffered_as IS NULL")
+    waiting = store.scalar(f"SELECT count(*) FROM work_units WHERE status = '{UnitStatus.DEFERRED}' "
+                           "AND reoffered_as IS NULL")
     return {"units_today": {r["status"]: r["n"] for r in units}, "deferred_waiting": waiting,
             "research_queue": {r["status"]: r["n"] for r in research}}
 
@@ -48,5 +50,6 @@ def consistency_problems(store: Store) -> dict[str, int]:
 
 
 def units_running_since(store: Store, before: datetime) -> list[str]:
-    return [r["id"] for r in store.all("SELECT id FROM work_units WHERE status = 'running' AND started_at < ? "
+    return [r["id"] for r in store.all(f"SELECT id FROM work_units WHERE status = '{UnitStatus.RUNNING}' "
+                                       "AND started_at < ? "
                                        "ORDER BY id", [before])]

@@ -46,7 +46,7 @@ def save_summaries(store: Store, summaries: Sequence[NewSummary], *, work_unit_i
                 ids.append(None)
                 continue
             sid = new_id("csum")
-            conn.execute("INSERT INTO conversation_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO conversation_summaries (id, conversation_id, summary, topics, first_message_at, last_message_at, message_count, work_unit_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [sid, s.conversation_id, s.summary, json.dumps(s.topics), s.first_at, s.through[0],
                           s.message_count, work_unit_id, offline, now])
             ids.append(sid)

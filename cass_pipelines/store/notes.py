@@ -13,7 +13,7 @@ from cass_pipelines.store.ids import new_id
 def add_document(store: Store, *, kind: str, title: str, body: str, work_unit_id: str, offline: bool,
                  now: datetime) -> str:
     doc_id = new_id("doc")
-    store.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+    store.execute("INSERT INTO documents (id, kind, title, body, work_unit_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                   [doc_id, kind, title, body, work_unit_id, offline, now])
     return doc_id
 
@@ -26,7 +26,7 @@ def documents(store: Store, *, kinds: Sequence[str], since: datetime | None = No
 
 def add_note(store: Store, *, title: str, body: str, work_unit_id: str, offline: bool, now: datetime) -> str:
     note_id = new_id("note")
-    store.execute("INSERT INTO wiki_notes VALUES (?, ?, ?, '[]', ?, ?, ?, ?)",
+    store.execute("INSERT INTO wiki_notes (id, title, body, links, work_unit_id, offline, created_at, updated_at) VALUES (?, ?, ?, '[]', ?, ?, ?, ?)",
                   [note_id, title, body, work_unit_id, offline, now, now])
     return note_id
 

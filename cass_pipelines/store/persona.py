@@ -10,12 +10,12 @@ from cass_pipelines.store.db import Store, params
 def seed_persona(store: Store, persona: Any, now: datetime) -> None:
     """Load a persona file: replace identity and values; add edges/questions not present yet."""
     with store.transaction() as conn:
-        conn.execute("""INSERT INTO persona VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET
+        conn.execute("""INSERT INTO persona (id, name, voice, identity, values, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET
                         name = excluded.name, voice = excluded.voice, identity = excluded.identity,
                         "values" = excluded."values", updated_at = excluded.updated_at""",
                      params([persona.id, persona.name, persona.voice, persona.identity, persona.values, now]))
         for e in persona.growth_edges:
-            conn.execute("INSERT INTO growth_edges VALUES (?, ?, ?, ?, ?, 'active', ?, ?) ON CONFLICT DO NOTHING",
+            conn.execute("INSERT INTO growth_edges (id, area, current_state, desired_state, weight, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?) ON CONFLICT DO NOTHING",
                          [e.id, e.area, e.current_state, e.desired_state, e.weight, now, now])
         for q in persona.open_questions:
             conn.execute("INSERT INTO open_questions (id, question, context, created_at) VALUES (?, ?, ?, ?) "

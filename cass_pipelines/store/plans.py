@@ -6,8 +6,16 @@ from datetime import date, datetime
 from typing import Any, Callable, Iterable
 
 from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.states import (
+    FINAL_UNIT_STATUSES,
+    ActionStatus,
+    ClaimState,
+    DeferKind,
+    UnitOrigin,
+    UnitStatus,
+)
 from cass_pipelines.store import claims
-from cass_pipelines.store.claims import Claim, ClaimState, Owner
+from cass_pipelines.store.claims import Claim, Owner
 from cass_pipelines.store.db import Store, params
 
 
@@ -16,10 +24,15 @@ def phase_rank(column: str = "phase") -> str:
     return f"CASE {column} " + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PHASES)) + " END"
 
 
-
 _UNIT_COLS = ("id, date, phase, position, template_id, category, focus, motivation, status, reason, "
               "estimated_cost_usd, origin, deferred_from, reoffered_as, plan_revision, run_id, error, "
-              "created_at, started_at, finished_at")
+              "created_at, started_at, finished_at, defer_kind")
+_NEW_UNIT_COLS = ("id, date, phase, position, template_id, category, focus, motivation, status, reason, defer_kind, "
+                  "estimated_cost_usd, origin, deferred_from, plan_revision, created_at")
+_ACTION_COLS = ("work_unit_id, position, action_id, status, message, result, error, cost_usd, run_id, step_key, "
+                "started_at, finished_at")
+P, R, D, C, F = (UnitStatus.PLANNED, UnitStatus.RUNNING, UnitStatus.DEFERRED, UnitStatus.COMPLETED,
+                 UnitStatus.FAILED)   # for SQL: f"status = '{D}'" (a StrEnum formats as its value)
 
 
 def latest_day_plan(store: Store, day: date) -> dict | None:
@@ -40,9 +53,9 @@ def unit_id(day: date, phase: str, tag: str) -> str:
 
 def save_day_plan(store: Store, *, day: date, revision: int, source: str, intention: str, from_phase: str,
                   phases: list[str], units: list[Any], dropped: list[dict], offline: bool,
-                  now: datetime, deferred: Iterable[tuple[Any, str]] = ()) -> bool:
+                  now: datetime, deferred: Iterable[tuple[Any, DeferKind, str]] = ()) -> bool:
     """Store a day plan revision and its units; a re-plan cancels the not-yet-started units it replaces.
-    `deferred` units (allowed, but not fundable now) are stored as `deferred` with their reason.
+    `deferred` units (allowed, but not fundable now) are stored as `deferred` with their kind and reason.
 
     Returns False, storing nothing, when another run stored this revision first: two runs of one
     partition must not both plan (the second one uses the stored plan)."""
@@ -52,27 +65,29 @@ def save_day_plan(store: Store, *, day: date, revision: int, source: str, intent
         latest = conn.execute("SELECT coalesce(max(revision), 0) FROM day_plans WHERE date = ?", [day]).fetchone()[0]
         if latest != revision - 1:
             return False
-        conn.execute("INSERT INTO day_plans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", params(
+        conn.execute("INSERT INTO day_plans (date, revision, source, day_intention, planned_from_phase, plan, dropped, "
+                     "offline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", params(
             [day, revision, source, intention, from_phase, plan_json, dropped, offline, now]))
         if revision > 1:
             cancelled = [r[0] for r in conn.execute(
-                f"""UPDATE work_units SET status = 'cancelled', reason = 'replaced by plan revision {revision}',
-                    finished_at = ? WHERE date = ? AND status = 'planned' AND phase IN (SELECT unnest(?::TEXT[]))
+                f"""UPDATE work_units SET status = '{UnitStatus.CANCELLED}',
+                    reason = 'replaced by plan revision {revision}', finished_at = ?
+                    WHERE date = ? AND status = '{P}' AND phase IN (SELECT unnest(?::TEXT[]))
                     RETURNING id""", [now, day, phases]).fetchall()]
             # Deferred work re-offered to a cancelled unit goes back to waiting, so it is offered again.
             conn.execute("UPDATE work_units SET reoffered_as = NULL WHERE reoffered_as IN (SELECT unnest(?::TEXT[]))",
                          [cancelled])
         for d in dropped:
-            conn.execute("INSERT INTO plan_drops VALUES (?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO plan_drops (date, phase, template_id, reason, plan_revision, created_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
                          [day, d["phase"], d["template_id"], d["reason"], revision, now])
         positions: dict[str, int] = {}
-        for u, reason in [(u, None) for u in units] + list(deferred):
+        for u, kind, reason in [(u, None, None) for u in units] + list(deferred):
             pos = positions[u.phase] = positions.get(u.phase, -1) + 1
-            conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'plan', NULL, NULL, ?, NULL, NULL, ?, NULL, NULL)",
+            conn.execute(f"INSERT INTO work_units ({_NEW_UNIT_COLS}) VALUES "
+                         f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{UnitOrigin.PLAN}', NULL, ?, ?)",
                          [unit_id(day, u.phase, f"r{revision}_{pos}"), day, u.phase, pos, u.template_id, u.category,
-                          u.focus, u.motivation, "deferred" if reason else "planned", reason, u.estimated_cost_usd,
-                          revision, now])
+                          u.focus, u.motivation, D if kind else P, reason, kind, u.estimated_cost_usd, revision, now])
     return True
 
 
@@ -81,8 +96,8 @@ def phase_opening(store: Store, day: date, phase: str) -> dict | None:
 
 
 def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool,
-               deferrals: Iterable[tuple[str, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime,
-               reopened: Iterable[str] = (), still_deferred: Iterable[tuple[str, str]] = ()) -> bool:
+               deferrals: Iterable[tuple[str, DeferKind, str]], reoffers: Iterable[tuple[dict, Any]], now: datetime,
+               reopened: Iterable[str] = (), still_deferred: Iterable[tuple[str, DeferKind, str]] = ()) -> bool:
     """Record that a phase began: defer what cannot run now, add re-offered deferred work, reopen
     units deferred at plan time that fit now, and note on what stays deferred why (this offer).
     False, and nothing written, when another run already opened the phase for this plan revision."""
@@ -91,28 +106,29 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
                               [day, phase]).fetchone()
         if opened is not None and opened[0] == revision:
             return False
-        for uid, reason in deferrals:
-            conn.execute("UPDATE work_units SET status = 'deferred', reason = ? WHERE id = ? AND status = 'planned'",
-                         [reason, uid])
-        for uid, reason in still_deferred:
-            conn.execute("UPDATE work_units SET reason = ? WHERE id = ? AND status = 'deferred'", [reason, uid])
+        for uid, kind, reason in deferrals:
+            conn.execute(f"UPDATE work_units SET status = '{D}', defer_kind = ?, reason = ? WHERE id = ? "
+                         f"AND status = '{P}'", [kind, reason, uid])
+        for uid, kind, reason in still_deferred:
+            conn.execute(f"UPDATE work_units SET defer_kind = ?, reason = ? WHERE id = ? AND status = '{D}'",
+                         [kind, reason, uid])
         for uid in reopened:
-            conn.execute("UPDATE work_units SET status = 'planned', reason = NULL, finished_at = NULL "
-                         "WHERE id = ? AND status = 'deferred'", [uid])
+            conn.execute(f"UPDATE work_units SET status = '{P}', defer_kind = NULL, reason = NULL, finished_at = NULL "
+                         f"WHERE id = ? AND status = '{D}'", [uid])
         base = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM work_units WHERE date = ? AND phase = ?",
                             [day, phase]).fetchone()[0]
         for n, (old, unit) in enumerate(reoffers):
             new_id = unit_id(day, phase, f"d{base + n}")
-            conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, 'deferred', ?, NULL, ?, NULL, NULL, ?, NULL, NULL)",
+            conn.execute(f"INSERT INTO work_units ({_NEW_UNIT_COLS}) VALUES "
+                         f"(?, ?, ?, ?, ?, ?, ?, ?, '{P}', NULL, NULL, ?, '{UnitOrigin.DEFERRED}', ?, ?, ?)",
                          [new_id, day, phase, base + n, unit.template_id, unit.category, unit.focus,
                           unit.motivation, unit.estimated_cost_usd, old["id"], revision, now])
             conn.execute("UPDATE work_units SET reoffered_as = ? WHERE id = ?", [new_id, old["id"]])
             # Actions the deferred unit already completed are carried over, not paid for again.
-            conn.execute("""INSERT INTO action_runs SELECT ?, position, action_id, status,
-                                'carried over from ' || work_unit_id, result, NULL, 0, run_id, step_key,
-                                started_at, finished_at
-                            FROM action_runs WHERE work_unit_id = ? AND status = 'completed'""",
+            conn.execute(f"""INSERT INTO action_runs ({_ACTION_COLS}) SELECT ?, position, action_id, status,
+                                 'carried over from ' || work_unit_id, result, NULL, 0, run_id, step_key,
+                                 started_at, finished_at
+                             FROM action_runs WHERE work_unit_id = ? AND status = '{ActionStatus.COMPLETED}'""",
                          [new_id, old["id"]])
         conn.execute("INSERT INTO phase_openings (date, phase, plan_revision, idle, opened_at) VALUES (?, ?, ?, ?, ?) "
                      "ON CONFLICT (date, phase) DO UPDATE SET plan_revision = excluded.plan_revision, "
@@ -121,13 +137,13 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
 
 
 def add_manual_unit(store: Store, *, day: date, phase: str, tag: str, unit: Any, now: datetime,
-                    origin: str = "manual") -> str:
+                    origin: UnitOrigin = UnitOrigin.MANUAL) -> str:
     uid = unit_id(day, phase, tag)
     with store.transaction() as conn:
         pos = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM work_units WHERE date = ? AND phase = ?",
                            [day, phase]).fetchone()[0]
-        conn.execute(f"INSERT INTO work_units ({_UNIT_COLS}) VALUES "
-                     "(?, ?, ?, ?, ?, ?, ?, ?, 'planned', NULL, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, NULL, NULL)",
+        conn.execute(f"INSERT INTO work_units ({_NEW_UNIT_COLS}) VALUES "
+                     f"(?, ?, ?, ?, ?, ?, ?, ?, '{P}', NULL, NULL, ?, ?, NULL, NULL, ?)",
                      [uid, day, phase, pos, unit.template_id, unit.category, unit.focus, unit.motivation,
                       unit.estimated_cost_usd, origin, now])
     return uid
@@ -149,21 +165,21 @@ def get_unit(store: Store, uid: str) -> dict | None:
 
 def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
     """Deferred units not yet re-offered, from `since` up to (not including) the given phase."""
-    return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE status = 'deferred' AND reoffered_as IS NULL
-        AND origin <> 'job' AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
+    return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE status = '{D}' AND reoffered_as IS NULL
+        AND origin <> '{UnitOrigin.JOB}' AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
         ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
 
 
-def set_unit_status(store: Store, uid: str, status: str, now: datetime, *, reason: str | None = None,
-                    error: str | None = None, run_id: str | None = None) -> None:
-    started = status == "running"
-    finished = status in ("completed", "failed", "deferred", "skipped", "cancelled")
+def set_unit_status(store: Store, uid: str, status: UnitStatus, now: datetime, *, reason: str | None = None,
+                    error: str | None = None, run_id: str | None = None, defer_kind: DeferKind | None = None) -> None:
+    started = status is UnitStatus.RUNNING
+    finished = status in FINAL_UNIT_STATUSES
     store.execute(f"""UPDATE work_units SET status = ?, reason = coalesce(?, reason), error = coalesce(?, error),
-                      run_id = coalesce(?, run_id),
+                      run_id = coalesce(?, run_id), defer_kind = ?,
                       started_at = {'coalesce(started_at, ?)' if started else 'started_at'},
                       finished_at = {'?' if finished else 'finished_at'}
                       WHERE id = ?""",
-                  [status, reason, error, run_id] + ([now] if started or finished else []) + [uid])
+                  [status, reason, error, run_id, defer_kind] + ([now] if started or finished else []) + [uid])
 
 
 def action_runs(store: Store, uid: str) -> list[dict]:
@@ -180,14 +196,15 @@ def start_action(store: Store, *, uid: str, position: int, action_id: str, me: O
     with store.session(), store.transaction() as conn:
         taken = claims.take(conn, claims.action_key(uid, position), me, is_run_over, now)
         if taken.ours:
-            record_action(store, uid=uid, position=position, action_id=action_id, status="running", now=now,
-                          run_id=me.run_id, step_key=step_key)
-            set_unit_status(store, uid, "running", now, run_id=me.run_id)
+            record_action(store, uid=uid, position=position, action_id=action_id, status=ActionStatus.RUNNING,
+                          now=now, run_id=me.run_id, step_key=step_key)
+            set_unit_status(store, uid, UnitStatus.RUNNING, now, run_id=me.run_id)
     return taken
 
 
-def finish_action(store: Store, *, uid: str, position: int, action_id: str, status: str, now: datetime,
-                  message: str, unit_status: str | None, unit_reason: str | None = None,
+def finish_action(store: Store, *, uid: str, position: int, action_id: str, status: ActionStatus, now: datetime,
+                  message: str, unit_status: UnitStatus | None, unit_reason: str | None = None,
+                  defer_kind: DeferKind | None = None,
                   unit_error: str | None = None, result: dict | None = None, error: str | None = None,
                   cost_usd: float = 0.0, run_id: str | None = None, step_key: str | None = None) -> None:
     """Record an action's end, its unit's new status and the end of its claim, in one transaction.
@@ -197,9 +214,9 @@ def finish_action(store: Store, *, uid: str, position: int, action_id: str, stat
                       message=message, result=result, error=error, cost_usd=cost_usd, run_id=run_id,
                       step_key=step_key)
         if unit_status:
-            set_unit_status(store, uid, unit_status, now, reason=unit_reason, error=unit_error)
+            set_unit_status(store, uid, unit_status, now, reason=unit_reason, error=unit_error, defer_kind=defer_kind)
         claims.end(conn, claims.action_key(uid, position),
-                   ClaimState.RELEASED if status == "deferred" else ClaimState.DONE, now)
+                   ClaimState.RELEASED if status is ActionStatus.DEFERRED else ClaimState.DONE, now)
 
 
 def interrupt_action(store: Store, uid: str, position: int, note: str, now: datetime) -> bool:
@@ -209,20 +226,20 @@ def interrupt_action(store: Store, uid: str, position: int, note: str, now: date
         row = conn.execute("SELECT status FROM action_runs WHERE work_unit_id = ? AND position = ?",
                            [uid, position]).fetchone()
         claims.end(conn, claims.action_key(uid, position), ClaimState.RELEASED, now)
-        if row is None or row[0] != "running":
+        if row is None or row[0] != ActionStatus.RUNNING:
             return False
-        conn.execute("UPDATE action_runs SET status = 'interrupted', message = ?, finished_at = ? "
+        conn.execute(f"UPDATE action_runs SET status = '{ActionStatus.INTERRUPTED}', message = ?, finished_at = ? "
                      "WHERE work_unit_id = ? AND position = ?", [note, now, uid, position])
-        conn.execute("UPDATE work_units SET status = 'planned', reason = ? WHERE id = ? AND status = 'running'",
+        conn.execute(f"UPDATE work_units SET status = '{P}', reason = ? WHERE id = ? AND status = '{R}'",
                      [note, uid])
     return True
 
 
-def record_action(store: Store, *, uid: str, position: int, action_id: str, status: str, now: datetime,
+def record_action(store: Store, *, uid: str, position: int, action_id: str, status: ActionStatus, now: datetime,
                   message: str = "", result: dict | None = None, error: str | None = None, cost_usd: float = 0.0,
                   run_id: str | None = None, step_key: str | None = None) -> None:
-    finished = status != "running"
-    store.execute("""INSERT INTO action_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    finished = status is not ActionStatus.RUNNING
+    store.execute(f"""INSERT INTO action_runs ({_ACTION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (work_unit_id, position) DO UPDATE SET status = excluded.status, message = excluded.message,
             result = excluded.result, error = excluded.error, cost_usd = excluded.cost_usd,
             run_id = excluded.run_id, step_key = excluded.step_key,
@@ -234,7 +251,7 @@ def record_action(store: Store, *, uid: str, position: int, action_id: str, stat
 def recent_templates(store: Store, limit: int, before: date | None = None) -> list[str]:
     """Templates of the latest units, newest first (only days before `before`, if given)."""
     return [r["template_id"] for r in store.all(
-        f"SELECT template_id FROM work_units WHERE status IN ('completed', 'running', 'planned') "
+        f"SELECT template_id FROM work_units WHERE status IN ('{C}', '{R}', '{P}') "
         f"AND date < ? ORDER BY date DESC, {phase_rank()} DESC, position DESC LIMIT ?",
         [before or date.max, limit])]
 
@@ -250,17 +267,17 @@ def reopen_failed(store: Store, uid: str, reason: str, now: datetime) -> None:
     failed actions released so the next run of it may take them."""
     with store.session(), store.transaction() as conn:
         failed = [r[0] for r in conn.execute("SELECT position FROM action_runs WHERE work_unit_id = ? "
-                                             "AND status = 'failed'", [uid]).fetchall()]
+                                             f"AND status = '{ActionStatus.FAILED}'", [uid]).fetchall()]
         for position in failed:
             claims.end(conn, claims.action_key(uid, position), ClaimState.RELEASED, now)
-        conn.execute("UPDATE work_units SET status = 'planned', reason = ?, error = NULL, finished_at = NULL "
-                     "WHERE id = ? AND status = 'failed'", [reason, uid])
+        conn.execute(f"UPDATE work_units SET status = '{P}', reason = ?, error = NULL, finished_at = NULL "
+                     f"WHERE id = ? AND status = '{F}'", [reason, uid])
 
 
 def reopen_units(store: Store, ids: list[str]) -> None:
     if ids:
-        store.execute("UPDATE work_units SET status = 'planned', reason = NULL, finished_at = NULL "
-                      "WHERE id IN (SELECT unnest(?::TEXT[])) AND status = 'deferred'", [ids])
+        store.execute(f"UPDATE work_units SET status = '{P}', defer_kind = NULL, reason = NULL, finished_at = NULL "
+                      f"WHERE id IN (SELECT unnest(?::TEXT[])) AND status = '{D}'", [ids])
 
 
 def drops_for_day(store: Store, day: date) -> list[dict]:
@@ -281,14 +298,14 @@ def latest_journal(store: Store, before: date) -> dict | None:
 
 def pending_job_unit(store: Store, template_id: str) -> dict | None:
     """The newest unit of a job's template still waiting to run (planned or deferred), if any."""
-    return store.one(f"""SELECT {_UNIT_COLS} FROM work_units WHERE origin = 'job' AND template_id = ?
-        AND status IN ('planned', 'deferred') ORDER BY created_at DESC, id DESC LIMIT 1""", [template_id])
+    return store.one(f"""SELECT {_UNIT_COLS} FROM work_units WHERE origin = '{UnitOrigin.JOB}' AND template_id = ?
+        AND status IN ('{P}', '{D}') ORDER BY created_at DESC, id DESC LIMIT 1""", [template_id])
 
 
 def deferred_job_dates(store: Store, template_id: str, since: date) -> list[date]:
     """Dates from `since` on whose job unit of `template_id` is deferred (journals waiting for money)."""
-    return [r["date"] for r in store.all("""SELECT DISTINCT date FROM work_units WHERE origin = 'job'
-        AND template_id = ? AND status = 'deferred' AND date >= ? ORDER BY date""", [template_id, since])]
+    return [r["date"] for r in store.all(f"""SELECT DISTINCT date FROM work_units WHERE origin = '{UnitOrigin.JOB}'
+        AND template_id = ? AND status = '{D}' AND date >= ? ORDER BY date""", [template_id, since])]
 
 
 def units_for_run(store: Store, run_id: str) -> list[dict]:

@@ -22,14 +22,14 @@ def refresh_queue(store: Store, now: datetime) -> tuple[list[dict], list[str]]:
         added = []
         for qid, question in fresh:
             rid = new_id("rq")
-            conn.execute("INSERT INTO research_queue VALUES (?, ?, ?, 'queued', ?, NULL)", [rid, question, qid, now])
+            conn.execute("INSERT INTO research_queue (id, question, source_question_id, status, created_at, done_at) VALUES (?, ?, ?, 'queued', ?, NULL)", [rid, question, qid, now])
             added.append({"id": rid, "question": question, "source_question_id": qid})
     return added, dropped
 
 
 def enqueue(store: Store, question: str, source_question_id: str | None, now: datetime) -> dict:
     rid = new_id("rq")
-    store.execute("INSERT INTO research_queue VALUES (?, ?, ?, 'queued', ?, NULL)",
+    store.execute("INSERT INTO research_queue (id, question, source_question_id, status, created_at, done_at) VALUES (?, ?, ?, 'queued', ?, NULL)",
                   [rid, question, source_question_id, now])
     return {"id": rid, "question": question, "source_question_id": source_question_id}
 

@@ -159,6 +159,18 @@ ALTER TABLE work_summaries ADD COLUMN self_rating INTEGER;
 CREATE INDEX goal_progress_by_goal ON goal_progress(goal_id, date);
 CREATE INDEX approvals_by_state ON approvals(state);
 """),
+    (60, "work_units.defer_kind: why a unit waits, as a state next to its reason (resume takes back 'paused')", """
+ALTER TABLE work_units ADD COLUMN defer_kind TEXT;
+UPDATE work_units SET defer_kind = CASE
+    WHEN reason LIKE 'paused:%' OR reason LIKE 'budget: paused:%' OR reason LIKE 'offered again % paused:%'
+        THEN 'paused'
+    WHEN reason LIKE 'needs approval:%' THEN 'approval'
+    WHEN reason LIKE '%already has % units' THEN 'phase_full'
+    WHEN reason LIKE '%requires idle%' THEN 'not_idle'
+    WHEN reason LIKE '%is no longer in the registry' THEN 'gone'
+    ELSE 'budget' END
+WHERE status = 'deferred';
+"""),
 ]
 
 

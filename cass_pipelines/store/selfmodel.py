@@ -13,7 +13,7 @@ def add_insights(store: Store, items: Sequence[tuple[str, str, str]], *, work_un
                  now: datetime) -> list[str]:
     """`items` are (text, kind, action_id): kind says what produced it (reflection, research, ...)."""
     ids = [new_id("ins") for _ in items]
-    store.executemany("INSERT INTO insights VALUES (?, ?, ?, ?, ?, ?, ?)",
+    store.executemany("INSERT INTO insights (id, kind, text, work_unit_id, action_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                       [[i, kind, text, work_unit_id, action, offline, now]
                        for i, (text, kind, action) in zip(ids, items)])
     return ids
@@ -23,7 +23,7 @@ def add_observations(store: Store, items: Sequence[tuple[str, str]], *, work_uni
                      now: datetime) -> list[str]:
     """`items` are (edge_id, text)."""
     ids = [new_id("obs") for _ in items]
-    store.executemany("INSERT INTO growth_observations VALUES (?, ?, ?, ?, ?, ?)",
+    store.executemany("INSERT INTO growth_observations (id, edge_id, text, work_unit_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                       [[i, edge, text, work_unit_id, offline, now] for i, (edge, text) in zip(ids, items)])
     return ids
 
@@ -79,6 +79,6 @@ def set_edge_state(store: Store, edge_id: str, current_state: str, observation: 
         if not conn.execute("UPDATE growth_edges SET current_state = ?, updated_at = ? WHERE id = ? RETURNING id",
                             [current_state, now, edge_id]).fetchone():
             raise ValueError(f"no growth edge {edge_id!r}")
-        conn.execute("INSERT INTO growth_observations VALUES (?, ?, ?, ?, ?, ?)",
+        conn.execute("INSERT INTO growth_observations (id, edge_id, text, work_unit_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                      [obs_id, edge_id, observation, work_unit_id, offline, now])
     return obs_id

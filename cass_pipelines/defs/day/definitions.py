@@ -4,7 +4,7 @@ import dagster as dg
 
 from cass_pipelines.defs.context import DefsContext, load_time_context
 from cass_pipelines.defs.day.jobs import build_manual_work_job, build_phase_job
-from cass_pipelines.defs.day.plan import build_phase_plan
+from cass_pipelines.defs.day.phase_plan import build_phase_plan
 from cass_pipelines.defs.day.results import build_results
 from cass_pipelines.defs.day.schedules import build_phase_schedule
 from cass_pipelines.defs.day.work import build_actions_check, build_phase_work

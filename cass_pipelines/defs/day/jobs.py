@@ -7,6 +7,7 @@ import dagster as dg
 from cass_pipelines.defs.day.work import action_chains, after_chains, emit_units, unit_groups
 from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.states import UnitOrigin
 from cass_pipelines.services.runner import job_unit, summarize
 from cass_pipelines.store import plans
 
@@ -38,9 +39,9 @@ def build_manual_work_job(max_length: int) -> dg.JobDefinition:
         day = date.fromisoformat(config.date) if config.date else day
         uid = job_unit(rt, day, config.phase or phase, config.template_id, f"m{now:%H%M%S%f}",
                        config.focus or rt.registry.templates[config.template_id].name, now,
-                       origin="forced" if config.force else "manual")
+                       origin=UnitOrigin.FORCED if config.force else UnitOrigin.MANUAL)
         context.log.info(f"manual unit {uid}: {config.template_id} on '{config.focus}'")
-        yield from emit_units(rt, [plans.get_unit(rt.store, uid)])
+        yield from emit_units(rt, [plans.get_unit(rt.store, uid) or {}])
 
     @dg.op(ins=after_chains(max_length))
     def finish_manual_work(context: dg.OpExecutionContext, cass: CassResource) -> None:

@@ -19,7 +19,7 @@ import dagster as dg
 
 from cass_pipelines.defs.partitions import split_key
 from cass_pipelines.defs.resources import CassResource, run_over
-from cass_pipelines.domain.states import ActionStatus
+from cass_pipelines.domain.states import ActionStatus, UnitStatus
 from cass_pipelines.services.logs import unit_extra
 from cass_pipelines.services.runner import StepOutcome, next_position, run_action
 from cass_pipelines.store import plans
@@ -59,7 +59,7 @@ def action_op(k: int, n: int) -> dg.OpDefinition:
            tags={"kind": "action"})
     def run_work_action(context: dg.OpExecutionContext, cass: CassResource) -> None:
         rt = cass.for_run(context)
-        unit_id, template_id = unit_of(context.get_mapping_key())
+        unit_id, template_id = unit_of(context.get_mapping_key() or "")
         position = len(rt.registry.templates[template_id].action_sequence) - n + k - 1
         outcome: StepOutcome = run_action(rt, unit_id, position, cass.clock(), run_id=context.run_id,
                                           step_key=context.get_step_execution_context().step.key,
@@ -96,7 +96,7 @@ def phase_outcome(units: list[dict]) -> dict:
     for u in units:
         counts[u["status"]] = counts.get(u["status"], 0) + 1
     return {"units": len(units), **counts,
-            "failed_units": [f"{u['id']}: {u['error']}" for u in units if u["status"] == "failed"]}
+            "failed_units": [f"{u['id']}: {u['error']}" for u in units if u["status"] == UnitStatus.FAILED]}
 
 
 def build_phase_work(partitions: dg.PartitionsDefinition, max_length: int) -> dg.AssetsDefinition:

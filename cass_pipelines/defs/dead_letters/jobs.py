@@ -2,7 +2,8 @@
 import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource, run_over
-from cass_pipelines.services.retry import RetryStatus, retry_dead_letter
+from cass_pipelines.domain.states import RetryStatus
+from cass_pipelines.services.retry import retry_dead_letter
 
 
 class DeadLetterRetryConfig(dg.Config):
@@ -10,7 +11,8 @@ class DeadLetterRetryConfig(dg.Config):
 
 
 @dg.op
-def retry_dead_letter_op(context: dg.OpExecutionContext, config: DeadLetterRetryConfig, cass: CassResource) -> dict:
+def retry_dead_letter_op(context: dg.OpExecutionContext, config: DeadLetterRetryConfig,
+                         cass: CassResource) -> dg.Output[dict]:
     """Run a dead letter's work again, through the same claims and budget as any run."""
     rt = cass.for_run(context)
     outcome = retry_dead_letter(rt, config.dead_letter_id, cass.clock(), run_id=context.run_id,

@@ -8,6 +8,7 @@ import dagster as dg
 from cass_pipelines.defs import usd
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.runner import job_unit, run_unit
 from cass_pipelines.store import plans
 from cass_pipelines.store.views import journal_entry
@@ -28,14 +29,14 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         rt, clock = cass.for_run(context), cass.clock()
         day = date.fromisoformat(context.partition_key)
         tag = "journal" if not config.rewrite else f"journal_{clock.now():%H%M%S}"
-        deferred = (plans.get_unit(rt.store, plans.unit_id(day, "night", tag)) or {}).get("status") == "deferred"
+        deferred = (plans.get_unit(rt.store, plans.unit_id(day, "night", tag)) or {}).get("status") == UnitStatus.DEFERRED
         uid = job_unit(rt, day, "night", "daily_journal", tag, f"the day {day}", clock.now())
         # A journal its own day could not pay for is written later on the budget of the day it runs.
         today = phase_at(clock.now(), rt.settings)[0]
         outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,
                             is_run_over=run_over(context.instance), budget_day=max(today, day) if deferred else None)
         unit = plans.get_unit(rt.store, uid)
-        if unit["status"] == "failed":
+        if unit["status"] == UnitStatus.FAILED:
             raise dg.Failure(f"journal for {day} failed: {unit['error']}")
         entry = journal_entry(rt.store, day) or {}
         return dg.MaterializeResult(metadata={

@@ -5,6 +5,7 @@ import dagster as dg
 from cass_pipelines.defs import usd
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.runner import job_unit, run_unit
 from cass_pipelines.store import plans
 
@@ -25,7 +26,7 @@ def build_conversation_summaries() -> dg.AssetsDefinition:
         outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,
                             is_run_over=run_over(context.instance), budget_day=day)
         unit = plans.get_unit(rt.store, uid)
-        if unit["status"] == "failed":
+        if unit["status"] == UnitStatus.FAILED:
             raise dg.Failure(f"memory summarisation failed: {unit['error']}")
         return dg.MaterializeResult(metadata={
             "status": unit["status"], "actions": len(outcomes),

@@ -15,6 +15,7 @@ from datetime import timedelta, tzinfo
 
 from pydantic import BaseModel, Field
 
+from cass_pipelines.domain.states import ClaimState, DeadLetterKind
 from cass_pipelines.llm.base import LLMError, redact
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers import writeback
@@ -24,7 +25,7 @@ from cass_pipelines.services.handlers.handoff import Outbox, take
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
 from cass_pipelines.services.metering import BudgetRefused
 from cass_pipelines.store import claims, conversations, dead_letters, failures, memory
-from cass_pipelines.store.claims import ClaimState, Owner, never_over
+from cass_pipelines.store.claims import Owner, never_over
 
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
@@ -194,7 +195,7 @@ def _failed(ctx: HandlerContext, conversation_id: str, exc: Exception, kind: str
     failure = failures.record(ctx.store, kind, conversation_id, error, ctx.now, MAX_ATTEMPTS)
     if failure.parked and kind == FAILURE_KIND:
         dead_letters.add(ctx.store, dl_id=f"conversation_{conversation_id}_{failure.attempts}",
-                         kind=dead_letters.DeadLetterKind.CONVERSATION, item_id=conversation_id, day=ctx.date,
+                         kind=DeadLetterKind.CONVERSATION, item_id=conversation_id, day=ctx.date,
                          phase=ctx.phase, work_unit_id=ctx.work_unit_id, action_id=ctx.action.id,
                          error=f"summary failed {failure.attempts} times; parked: {error}", now=ctx.now)
         return f"{error} (parked after {failure.attempts} attempts)"

@@ -11,7 +11,7 @@ call, so it can only refer to what it was shown.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field, create_model
 
@@ -50,13 +50,13 @@ def output_model(m: Material) -> type[BaseModel]:
         "questions_raised": (list[str], Field(default_factory=list, description="new questions worth keeping open")),
     }
     if m.edges:
-        observation = create_model("EdgeObservation", edge_id=(Literal[tuple(e["id"] for e in m.edges)], ...),
-                                   text=(str, ...))
-        fields["observations"] = (list[observation], Field(default_factory=list))
+        observation = create_model("EdgeObservation", text=(str, ...),
+                                   edge_id=(Literal[tuple(e["id"] for e in m.edges)], ...))  # type: ignore[arg-type,misc,maybe-unrecognized-str-typeform]
+        fields["observations"] = (list[observation], Field(default_factory=list))  # type: ignore[valid-type]
     if m.questions:
-        answer = create_model("QuestionAnswer", question_id=(Literal[tuple(q["id"] for q in m.questions)], ...),
-                              answer=(str, ...))
-        fields["questions_addressed"] = (list[answer], Field(default_factory=list))
+        answer = create_model("QuestionAnswer", answer=(str, ...),
+                              question_id=(Literal[tuple(q["id"] for q in m.questions)], ...))  # type: ignore[arg-type,misc,maybe-unrecognized-str-typeform]
+        fields["questions_addressed"] = (list[answer], Field(default_factory=list))  # type: ignore[valid-type]
     if m.state_edge:
         fields["current_state"] = (str, Field(description="where I am now on this growth edge"))
     return create_model("SessionOutput", **fields)
@@ -92,7 +92,7 @@ def _clean(texts: list[str], limit: int) -> list[str]:
 def run_session(ctx: HandlerContext, spec: SessionSpec) -> ActionResult:
     m = spec.gather(ctx)
     calls = ModelCalls.for_action(ctx)
-    out = calls.structured(prompt(ctx, spec, m), output_model(m))
+    out: Any = calls.structured(prompt(ctx, spec, m), output_model(m))   # a model built for this material
     if not out.body.strip():
         raise ValueError(f"{ctx.action.id}: the model returned an empty piece")
     title = out.title.strip() or f"{spec.kind.replace('_', ' ').capitalize()} {ctx.date}"

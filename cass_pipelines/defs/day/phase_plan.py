@@ -12,6 +12,7 @@ from cass_pipelines.defs import usd
 from cass_pipelines.defs.partitions import split_key
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.budget_rules import PLAN_ACTION_ID
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.metering import MeterContext
 from cass_pipelines.services.planning import PhasePlan, plan_phase
@@ -69,7 +70,7 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
             context.log.warning(f"the agent's plan was not used ({plan.error}); fallback scorer planned the day")
         context.log.info(f"{day_s} {phase}: {len(plan.units)} unit(s), source {plan.source}, "
                          f"revision {plan.revision}{' (planned now)' if plan.planned_now else ''}")
-        runnable = [u for u in plan.units if u["status"] in ("planned", "running")]
+        runnable = [u for u in plan.units if not UnitStatus(u["status"]).final]
         return dg.MaterializeResult(metadata={
             "plan": dg.MetadataValue.md(plan_markdown(plan)),
             "day_intention": plan.day_intention,

@@ -3,6 +3,7 @@ from datetime import date
 
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.goals import week_start
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store import plans
@@ -40,9 +41,8 @@ def plan_view(rt: Runtime, day: date) -> dict:
                             for d in plans.drops_for_day(rt.store, day)]}
 
 
-MARKS = {"completed": "done", "failed": "FAILED", "deferred": "deferred", "skipped": "skipped",
-         "cancelled": "cancelled", "planned": "planned", "running": "running",
-         "awaiting_approval": "AWAITING APPROVAL"}
+MARKS = {**{s: s.value for s in UnitStatus}, UnitStatus.COMPLETED: "done", UnitStatus.FAILED: "FAILED",
+         UnitStatus.AWAITING_APPROVAL: "AWAITING APPROVAL"}
 
 
 def render_plan(view: dict) -> str:
