@@ -9,7 +9,7 @@ from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.goals import week_start
-from cass_pipelines.domain.states import ApprovalState, GoalSource, GoalStatus
+from cass_pipelines.domain.states import ApprovalState, GoalSource, GoalStatus, UnitStatus
 from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.services.week_report import render_week, week_report
 from cass_pipelines.store import approvals
@@ -155,7 +155,7 @@ def cmd_approvals_decide(args: argparse.Namespace) -> int:
                       f" {d['work_unit']['error'] or ''}"))
     if not result.success:
         return EXIT_FAILED
-    return 0 if not args.approve or out["work_unit"]["status"] == "completed" else EXIT_FAILED
+    return 0 if not args.approve or out["work_unit"]["status"] == UnitStatus.COMPLETED else EXIT_FAILED
 
 
 # ---- run-week ----------------------------------------------------------------------------------

@@ -44,9 +44,11 @@ def proposal_schema(refs: list[str]) -> type[BaseModel]:
         "ProposedGoal",
         title=(str, Field(description="the goal in a few words, in my own voice")),
         success_criterion=(str, Field(description="how I will know I reached it: something I can check")),
-        grows_from=(Literal[tuple(refs)], Field(description="the growth edge or open question it grows from")),  # type: ignore[valid-type]
+        grows_from=(Literal[tuple(refs)],  # type: ignore[valid-type,arg-type]
+                    Field(description="the growth edge or open question it grows from")),
     )
-    return create_model("GoalProposal", goals=(list[goal], Field(description=f"1 to {WEEK_GOALS} goals")))
+    return create_model("GoalProposal",
+                        goals=(list[goal], Field(description=f"1 to {WEEK_GOALS} goals")))  # type: ignore[valid-type]
 
 
 def propose_goals(rt: Runtime, llm: LLMClient, prefix: str, day: date, now: datetime) -> list[str]:
@@ -85,7 +87,7 @@ def week_schema(goal_ids: list[str]) -> type[BaseModel]:
     return create_model(
         "WeekChoice",
         intention=(str, Field(description="my intention for this week, first person, two or three sentences")),
-        goal_ids=(list[Literal[tuple(goal_ids)]],  # type: ignore[valid-type]
+        goal_ids=(list[Literal[tuple(goal_ids)]],  # type: ignore[valid-type,arg-type]
                   Field(description=f"the goals I focus on this week, 1 to {WEEK_GOALS}, most important first")),
     )
 

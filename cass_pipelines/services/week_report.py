@@ -3,6 +3,7 @@ category (and whether one template took over the week), spend per day, insights,
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 from cass_pipelines.domain.goals import MAX_TEMPLATE_SHARE, over_share, template_shares, week_start
 from cass_pipelines.domain.states import ApprovalState
@@ -26,7 +27,7 @@ def week_report(rt: Runtime, first: date, last: date, runs: list[dict]) -> dict:
         categories = [u["category"] for u in units]
         found = weeks.insights(rt.store, first, last)
         waiting = [a for a in approvals.listing(rt.store, ApprovalState.PENDING.value) if first <= a["date"] <= last]
-        report = {
+        report: dict[str, Any] = {
             "first": first.isoformat(), "last": last.isoformat(), "llm_mode": rt.llm_mode,
             "intentions": [{"week_start": i["week_start"].isoformat(), "intention": i["intention"],
                             "goal_ids": i["goal_ids"], "source": i["source"]} for i in intentions],

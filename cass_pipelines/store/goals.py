@@ -5,7 +5,7 @@ import json
 from datetime import date, datetime, timedelta
 from typing import Iterable
 
-from cass_pipelines.domain.states import GoalStatus
+from cass_pipelines.domain.states import GoalStatus, UnitOrigin, UnitStatus
 from cass_pipelines.store.db import Store, params
 from cass_pipelines.store.ids import new_id
 
@@ -131,9 +131,9 @@ def thread_notes(store: Store, work_unit_id: str, limit: int = 3) -> list[dict]:
 
 def continuable_units(store: Store, day: date, limit: int = 6) -> list[dict]:
     """Yesterday's completed units with their summaries: threads a unit of `day` may continue."""
-    return store.all("""SELECT w.id, w.template_id, w.focus, s.narrative FROM work_units w
+    return store.all(f"""SELECT w.id, w.template_id, w.focus, s.narrative FROM work_units w
                         JOIN work_summaries s ON s.work_unit_id = w.id
-                        WHERE w.date = ? AND w.status = 'completed' AND w.origin <> 'job'
+                        WHERE w.date = ? AND w.status = '{UnitStatus.COMPLETED}' AND w.origin <> '{UnitOrigin.JOB}'
                         ORDER BY w.created_at, w.id LIMIT ?""", [day - timedelta(days=1), limit])
 
 
@@ -142,6 +142,6 @@ def week_units(store: Store, first: date, last: date) -> list[dict]:
     with the goal each serves."""
     return store.all(f"""SELECT w.id, w.date, w.phase, w.template_id, w.category, w.status, w.origin, {_GOAL_OF}
                          FROM work_units w {_LINKED}
-                         WHERE w.date BETWEEN ? AND ? AND w.status <> 'cancelled' AND w.origin <> 'job'
+                         WHERE w.date BETWEEN ? AND ? AND w.status <> '{UnitStatus.CANCELLED}' AND w.origin <> '{UnitOrigin.JOB}'
                            AND w.reoffered_as IS NULL
                          ORDER BY w.date, w.created_at, w.id""", [first, last])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from cass_pipelines.domain.goals import LEARNING_WINDOW_DAYS, WorkStats
+from cass_pipelines.domain.states import UnitOrigin, UnitStatus
 from cass_pipelines.store.db import Store
 
 # One row per finished unit of the window: its template, goal, outcome, cost, insights, questions
@@ -17,12 +18,12 @@ WITH finished AS (
     LEFT JOIN work_summaries s ON s.work_unit_id = w.id
     LEFT JOIN unit_goals g1 ON g1.work_unit_id = w.id
     LEFT JOIN unit_goals g2 ON g2.work_unit_id = w.deferred_from
-    WHERE w.date BETWEEN ? AND ? AND w.status IN ('completed', 'failed') AND w.origin <> 'job'),
+    WHERE w.date BETWEEN ? AND ? AND w.status IN ('{done}', '{failed}') AND w.origin <> '{job}'),
 asked AS (
     SELECT raised_by, count(*) AS raised, count(*) FILTER (WHERE status = 'answered') AS answered
     FROM open_questions WHERE raised_by IN (SELECT id FROM finished) GROUP BY raised_by)
-SELECT {key} AS key, count(*) AS units, count(*) FILTER (WHERE f.status = 'completed') AS completed,
-       count(*) FILTER (WHERE f.status = 'failed') AS failed, sum(f.cost_usd) AS cost_usd,
+SELECT {key} AS key, count(*) AS units, count(*) FILTER (WHERE f.status = '{done}') AS completed,
+       count(*) FILTER (WHERE f.status = '{failed}') AS failed, sum(f.cost_usd) AS cost_usd,
        sum(f.insights) AS insights, coalesce(sum(a.raised), 0) AS raised, coalesce(sum(a.answered), 0) AS answered,
        avg(f.self_rating) AS rating
 FROM finished f LEFT JOIN asked a ON a.raised_by = f.id
@@ -34,7 +35,8 @@ def _stats(store: Store, key: str, through: date, days: int) -> list[WorkStats]:
     return [WorkStats(r["key"], r["units"], r["completed"], r["failed"], float(r["cost_usd"] or 0.0),
                       int(r["insights"] or 0), int(r["raised"]), int(r["answered"]),
                       float(r["rating"]) if r["rating"] is not None else None)
-            for r in store.all(_UNITS.format(key=key), [since, through])]
+            for r in store.all(_UNITS.format(key=key, done=UnitStatus.COMPLETED, failed=UnitStatus.FAILED,
+                                             job=UnitOrigin.JOB), [since, through])]
 
 
 def template_stats(store: Store, through: date, days: int = LEARNING_WINDOW_DAYS) -> list[WorkStats]:

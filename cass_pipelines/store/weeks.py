@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from datetime import date
 
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.store.db import Store
 
 WEEKLY = "weekly"   # journals.kind of the weekly journal (its date is the week's Monday)
@@ -17,7 +18,7 @@ def spend_by_day(store: Store, first: date, last: date) -> dict[str, dict]:
 
 def insights(store: Store, first: date, last: date) -> list[str]:
     """The key insights of the week's work summaries, oldest first."""
-    rows = store.all("SELECT key_insights FROM work_summaries WHERE date BETWEEN ? AND ? AND status = 'completed' "
+    rows = store.all(f"SELECT key_insights FROM work_summaries WHERE date BETWEEN ? AND ? AND status = '{UnitStatus.COMPLETED}' "
                      "ORDER BY date, created_at, work_unit_id", [first, last])
     return [i for r in rows for i in json.loads(r["key_insights"])]
 

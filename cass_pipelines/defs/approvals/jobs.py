@@ -29,8 +29,9 @@ def build_approval_job(max_length: int) -> dg.JobDefinition:
         except approvals.ApprovalError as exc:
             raise dg.Failure(str(exc)) from None
         context.log.info(f"{verdict.work_unit_id}: {verdict.state.value} ({verdict.reason})")
-        if config.approve:
-            yield from emit_units(rt, [plans.get_unit(rt.store, config.work_unit_id)])
+        unit = plans.get_unit(rt.store, config.work_unit_id)
+        if config.approve and unit is not None:
+            yield from emit_units(rt, [unit])
 
     @dg.op(ins=after_chains(max_length))
     def finish_approved_work(context: dg.OpExecutionContext, cass: CassResource) -> None:
