@@ -20,4 +20,4 @@ echo "==> cass-pipelines run-day $*   (CASS_LLM=$CASS_LLM)"
 $CLI run-day "$@"
 echo
 echo "Done. Look closer with: $CLI plan | budget | ledger | journal | summaries | status"
-echo "Open the Dagster UI:   DAGSTER_HOME=\"${DAGSTER_HOME:-$CASS_HOME/dagster}\" CASS_HOME=\"$CASS_HOME\" .venv/bin/dagster dev -w workspace.yaml"
+echo "Open the Dagster UI:   CASS_HOME=\"$CASS_HOME\" $CLI ui   (or: DAGSTER_HOME=\"${DAGSTER_HOME:-$CASS_HOME/dagster}\" CASS_HOME=\"$CASS_HOME\" .venv/bin/dg dev)"

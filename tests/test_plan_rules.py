@@ -109,3 +109,38 @@ def test_scorer_prefers_variety():
     fresh = score_template("growth_edge_work", "morning", inputs(), recent=[])
     repeated = score_template("growth_edge_work", "morning", inputs(), recent=["growth_edge_work"] * 3)
     assert fresh > repeated
+
+
+def planned(uid: str, template_id: str, **kw) -> dict:
+    t = REGISTRY.templates[template_id]
+    return {"id": uid, "template_id": template_id, "category": t.category, "focus": "f", "status": "planned",
+            "origin": "plan", "started_at": None, "reoffered_as": None, "defer_kind": None, "reason": None, **kw}
+
+
+def test_a_phase_opening_is_decided_from_its_snapshot_with_a_kind_for_every_deferral():
+    """Pure: pause, the phase's unit limit and money each defer with their own kind; deferred work of an
+    earlier day is offered again while there is room, in priority order (high before normal)."""
+    from datetime import date
+
+    from cass_pipelines.domain.phase_offer import PhaseSnapshot, offer_phase
+    from cass_pipelines.domain.states import DeferKind
+
+    own = [planned("a", "morning_reflection"), planned("b", "curiosity_exploration"),
+           planned("c", "research_deep_dive")]
+    earlier = [planned("old", "growth_edge_work", status="deferred", reason="budget: no room")]
+
+    def offer(max_units: int, room: float):
+        snapshot = PhaseSnapshot(day=date(2026, 11, 20), phase="morning", own=own, waiting=earlier,
+                                 paused={"reflection": "quiet week"}, idle=True, pool=None, max_units=max_units)
+        return offer_phase(snapshot, inputs(phases=["morning"], category_remaining={c: room for c in PLENTY}))
+
+    roomy = offer(max_units=2, room=10.0)
+    assert [(uid, kind) for uid, kind, _ in roomy.deferrals] == [("a", DeferKind.PAUSED), ("c", DeferKind.PHASE_FULL)]
+    assert [old["id"] for old, _ in roomy.reoffers] == ["old"]          # high priority: first in line
+    assert roomy.reoffers[0][1].phase == "morning" and roomy.still_deferred == []
+
+    broke = offer(max_units=2, room=0.0)
+    assert [(uid, kind) for uid, kind, _ in broke.deferrals] == [
+        ("a", DeferKind.PAUSED), ("b", DeferKind.BUDGET), ("c", DeferKind.BUDGET)]
+    assert broke.reoffers == [] and [(uid, kind) for uid, kind, _ in broke.still_deferred] == [("old", DeferKind.BUDGET)]
+    assert broke.still_deferred[0][2].startswith("offered again 2026-11-20 morning: over budget")

@@ -1,7 +1,7 @@
 """run-day, run-phase, plan, summaries, journal, status, trigger."""
 import argparse
 import time
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from cass_pipelines.cli.output import EXIT_REFUSED, MAX_TEXT_CHARS, CliError, bounded_text, emit, parse_date, table
@@ -14,8 +14,8 @@ from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.plan_view import plan_view, render_plan
 from cass_pipelines.services.preflight import run_problems
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
-from cass_pipelines.store import conversations, dead_letters, ledger, plans, views
-from cass_pipelines.store.budget import budget_status, watch
+from cass_pipelines.store import dead_letters, ledger, plans, views
+from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.schema import check_version, migrate
 
@@ -158,12 +158,11 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     from cass_pipelines.defs.resources import run_over
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.services.planning import phase_skip_reason
-    from cass_pipelines.services.recovery import recover
+    from cass_pipelines.services.watches import idle_conversations, watch_budget
 
     clock = clock_from_env()
     runs = []
-    idle_before = clock.now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
-    if conversations.idle_unsummarized(rt.store, idle_before, now=clock.now(), limit=1):   # as idle_memory_sensor
+    if idle_conversations(rt.store, rt.settings, clock.now(), limit=1):   # what idle_memory_sensor looks for
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
@@ -173,10 +172,10 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
                          "seconds": 0.0, "cost_usd": 0.0, "calls": 0})
             continue
         runs.append(_timed(rt, phase, lambda: run_phase(defs, instance, day, phase)))
-        # What budget_sensor does in the daemon: alerts, and releasing holds of finished runs.
-        recover(rt.store, rt.settings.home, run_over(instance), clock.now())
-        _, new = watch(rt.store, rt.settings, day, clock.now(), alerts_seen)
-        alerts_seen.update(kind for kind, _ in new)
+        # What budget_sensor does in the daemon (for the date run here): recovery, then alerts.
+        watched = watch_budget(rt.store, rt.settings, rt.settings.home, day, clock.now(), run_over(instance),
+                               alerts_seen)
+        alerts_seen.update(kind for kind, _ in watched.new_alerts)
     if journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
     return runs

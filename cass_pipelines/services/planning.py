@@ -9,16 +9,17 @@ from datetime import date, datetime, timedelta
 from typing import Callable
 
 from cass_pipelines.domain.budget_rules import calibrated_costs, degradation, pooling
-from cass_pipelines.domain.categories import PHASES, Priority
+from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.pauses import pause_reason
+from cass_pipelines.domain.phase_offer import PhaseSnapshot, offer_phase
 from cass_pipelines.domain.phases import phase_window, remaining_phases
 from cass_pipelines.domain.plan_rules import (
     DEFERRED_LOOKBACK_DAYS,
-    NOT_IDLE_REASON,
     TYPICAL_PROMPT_TOKENS,
     PlanInputs,
     PlannedUnit,
 )
-from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitOrigin, UnitStatus
+from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitStatus
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMClient, PromptCount
 from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
@@ -30,7 +31,7 @@ from cass_pipelines.store import claims, conversations, persona, plans
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
 from cass_pipelines.store.claims import Owner, never_over
-from cass_pipelines.store.control import paused_reason
+from cass_pipelines.store.control import paused_reason, paused_scopes
 from cass_pipelines.store.ledger import output_history
 
 PLAN_WAIT_POLL_S = 0.5   # how often a run waiting for another run's plan looks again
@@ -179,80 +180,26 @@ def unplanned_phases(day_phases: set[str], phase: str) -> list[str]:
 
 
 def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime) -> tuple[list, list]:
-    """Decide what this phase runs: its planned units, its own units deferred at plan time, and work
-    deferred earlier (this day or the last DEFERRED_LOOKBACK_DAYS) that is allowed in the phase, all
-    in priority order (planned units first within a priority, then the oldest deferred), each
-    checked against pause, idle and the money left, up to max_units_per_phase. From the evening on
-    (core.budget.POOL_FROM_PHASE) a unit its category cannot pay for may use the pooled room.
-    What does not fit is deferred, or stays deferred, with the reason of this latest offer."""
+    """Decide what this phase runs (domain.phase_offer, from one snapshot) and record it. Returns the
+    units deferred now as (id, reason) and the templates taken up again; ([], []) when another run of
+    this partition opened the phase first."""
     with rt.store.session():  # bookkeeping only: no LLM call inside
         reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
         idle, _ = idle_at(rt, reference)
         inputs, status, _ = plan_inputs(rt, day, [phase], idle)
-        left = dict(inputs.category_remaining)
-        pool = min(status["pooled_room_usd"], status["remaining_usd"]) if pooling(phase) else None
-
-        def refusal(template_id: str, category: str, cost: float) -> tuple[DeferKind, str] | None:
-            nonlocal pool
-            template = rt.registry.templates.get(template_id)
-            if template is None:
-                return DeferKind.GONE, f"template '{template_id}' is no longer in the registry"
-            paused = paused_reason(rt.store, category)
-            if paused:
-                return DeferKind.PAUSED, f"paused: {paused}"
-            if template.requires_idle and not idle:
-                return DeferKind.NOT_IDLE, NOT_IDLE_REASON
-            if template.priority in inputs.skip_priorities:
-                return DeferKind.BUDGET, f"budget running low: {template.priority}-priority work skipped"
-            short = inputs.unaffordable(template_id, category, left.get(category, 0.0))
-            if short and pool is not None and inputs.unaffordable(template_id, category, pool) is None:
-                pool -= cost
-                return None
-            if short:
-                return DeferKind.BUDGET, short
-            left[category] = left.get(category, 0.0) - cost
-            return None
-
-        own = plans.units_for_phase(rt.store, day, phase)
-        held_back = [u for u in own if u["status"] == UnitStatus.DEFERRED and u["origin"] == UnitOrigin.PLAN
-                     and not u["started_at"] and not u["reoffered_as"] and u["defer_kind"] != DeferKind.PAUSED]
-        waiting = [u for u in plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
-                                                     PHASES.index(phase))
-                   if u["template_id"] in rt.registry.templates
-                   and phase in rt.registry.templates[u["template_id"]].preferred_phases]
-        candidates = ([("own", u) for u in own if u["status"] == UnitStatus.PLANNED]
-                      + [("held_back", u) for u in held_back] + [("waiting", u) for u in waiting])
-        deferrals: list[tuple[str, DeferKind, str]] = []
-        reopened: list[str] = []
-        still: list[tuple[str, DeferKind, str]] = []
-        reoffers = []
-        slots = rt.settings.max_units_per_phase
-        for kind, u in sorted(candidates, key=lambda c: -reoffer_rank(rt, c[1]["template_id"])):   # stable sort
-            cost = inputs.cost(u["template_id"]) if u["template_id"] in rt.registry.templates else 0.0
-            reason = (refusal(u["template_id"], u["category"], cost) if slots > 0
-                      else (DeferKind.PHASE_FULL, f"{phase} already has {rt.settings.max_units_per_phase} units"))
-            if kind == "own" and reason:
-                deferrals.append((u["id"], *reason))
-            elif reason:
-                still.append((u["id"], reason[0], f"offered again {day} {phase}: {reason[1]}"))
-            elif kind == "held_back":
-                reopened.append(u["id"])
-            elif kind == "waiting":
-                t = rt.registry.templates[u["template_id"]]
-                reoffers.append((u, PlannedUnit(phase, t.id, t.category, t.priority, u["focus"],
-                                                f"re-offered: {u['reason']}", cost)))
-            slots -= 0 if reason else 1
-        if not plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle, deferrals=deferrals,
-                                reoffers=reoffers, now=now, reopened=reopened, still_deferred=still):
-            return [], []   # another run of this partition opened it first
-        return [(uid, reason) for uid, _, reason in deferrals], [new.template_id for _, new in reoffers] + [
-            u["template_id"] for u in held_back if u["id"] in reopened]
-
-
-def reoffer_rank(rt: Runtime, template_id: str) -> int:
-    """Deferred work is offered again in priority order (critical first), oldest first within one."""
-    template = rt.registry.templates.get(template_id)
-    return Priority(template.priority).rank if template else -1
+        snapshot = PhaseSnapshot(
+            day=day, phase=phase, own=plans.units_for_phase(rt.store, day, phase),
+            waiting=plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
+                                           PHASES.index(phase)),
+            paused=paused_scopes(rt.store), idle=idle, max_units=rt.settings.max_units_per_phase,
+            pool=min(status["pooled_room_usd"], status["remaining_usd"]) if pooling(phase) else None)
+    offer = offer_phase(snapshot, inputs)
+    if not plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle,
+                            deferrals=offer.deferrals, reoffers=offer.reoffers, now=now, reopened=offer.reopened,
+                            still_deferred=offer.still_deferred):
+        return [], []
+    reopened = {u["id"]: u["template_id"] for u in snapshot.own if u["id"] in offer.reopened}
+    return [(uid, reason) for uid, _, reason in offer.deferrals], offer.offered_templates + list(reopened.values())
 
 
 def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False, *,
@@ -282,9 +229,10 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
 def reopen_after_pause(rt: Runtime, day: date, phase: str, now: datetime) -> list[str]:
     """A phase run again after `resume` takes back the units its pause deferred."""
     with rt.store.session():
+        paused = paused_scopes(rt.store)
         ids = [u["id"] for u in plans.units_for_phase(rt.store, day, phase)
                if u["status"] == UnitStatus.DEFERRED and u["defer_kind"] == DeferKind.PAUSED
-               and not u["reoffered_as"] and not paused_reason(rt.store, u["category"])]
+               and not u["reoffered_as"] and not pause_reason(paused, u["category"])]
         plans.reopen_units(rt.store, ids)
     return ids
 

@@ -7,6 +7,7 @@ from datetime import date, datetime
 import duckdb
 
 from cass_pipelines.domain.categories import Category
+from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.store.db import Store
 
 GLOBAL = "global"
@@ -53,12 +54,7 @@ def paused_reason(store: Store, category: str | None) -> str | None:
 
 def paused_reason_in(conn: duckdb.DuckDBPyConnection, category: str | None) -> str | None:
     """paused_reason inside the caller's transaction (a reservation checks pause and room at once)."""
-    scopes = _paused_scopes(conn)
-    if None in scopes:
-        return scopes[None]
-    if category is not None and category in scopes:
-        return f"{scopes[category]} (category {category} paused)"
-    return None
+    return pause_reason(_paused_scopes(conn), category)
 
 
 def record_alert(store: Store, day: date, kind: str, message: str, now: datetime) -> bool:

@@ -12,8 +12,7 @@ from cass_pipelines.defs.resources import CassResource, fail_dead_runs, run_over
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.services.recovery import recover
-from cass_pipelines.store.budget import watch
+from cass_pipelines.services.watches import watch_budget
 
 CANCELLABLE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 
@@ -42,17 +41,12 @@ def build_budget_sensor(settings: Settings, phase_job_name: str = "phase_job") -
         cursor = json.loads(context.cursor) if context.cursor else {}
         seen = set(cursor.get("alerts", [])) if cursor.get("date") == day.isoformat() else set()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
-
-        def tick():
-            with store.session():
-                recovered = recover(store, settings.home, run_over(context.instance), now)
-                return recovered, *watch(store, settings, day, now, seen)
-
         fail_dead_runs(context.instance)
-        watched = unless_busy(tick)
+        watched = unless_busy(lambda: watch_budget(store, settings, settings.home, day, now,
+                                                   run_over(context.instance), seen))
         if watched is BUSY:
             return BUSY
-        recovered, status, new = watched
+        recovered, status, new = watched.recovered, watched.status, watched.new_alerts
         for kind, msg in new:
             context.log.warning(f"budget alert: {msg}")
             seen.add(kind)

@@ -1,14 +1,12 @@
 """idle_memory_sensor runs memory_job for conversations that went idle with unsummarised messages."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.store.conversations import idle_unsummarized
+from cass_pipelines.services.watches import idle_conversations
 
 
 def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
@@ -18,8 +16,7 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
                            f"{settings.idle_threshold_minutes} min or more with unsummarised messages.")
     def idle_memory_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         now = cass.clock().now()
-        idle_before = now - timedelta(minutes=settings.idle_threshold_minutes)
-        idle = unless_busy(lambda: idle_unsummarized(cass.quick_store(SENSOR_DB_DEADLINE_S), idle_before, now=now))
+        idle = unless_busy(lambda: idle_conversations(cass.quick_store(SENSOR_DB_DEADLINE_S), settings, now))
         if idle is BUSY:
             return BUSY
         if not idle:
