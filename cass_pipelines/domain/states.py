@@ -38,7 +38,7 @@ class DeferKind(StrEnum):
     PAUSED = "paused"          # a person paused everything or its category; `resume` takes it back
     PHASE_FULL = "phase_full"  # the phase has no room left for it
     NOT_IDLE = "not_idle"      # it needs the agent idle and the agent is not
-    APPROVAL = "approval"      # an action that needs a person's approval
+    APPROVAL = "approval"      # older rows only: gated work now waits in awaiting_approval (services/approvals.py)
     GONE = "gone"              # its template is no longer in the registry
 
 
