@@ -5,7 +5,7 @@ and on one with a year of it (bench/history.py: every history table, 150 ledger 
     .venv/bin/python bench/bench_cli.py [--repeat 7] [--days 365] [--before /path/to/old/checkout]
 
 Prints JSON: per code (this checkout; with --before, also that one), store and command the
-median/min wall in ms over `repeat` runs taken round-robin, the ratio year/empty, the
+median/min wall and median CPU (the child's user + system) in ms over `repeat` runs taken round-robin, the ratio year/empty, the
 interpreter's own start-up (`python -c pass`) and `import duckdb, pydantic` for reference, and the no-op memory run's wall
 (in one process, after one warm-up run).
 """
@@ -24,21 +24,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from history import fill  # noqa: E402
+from machine import cpu_s, machine_after, machine_before, measured  # noqa: E402
 
 COMMANDS = [["status", "--json"], ["budget", "--json"], ["plan", "--json"], ["ledger", "--json"]]
 CLI = [str(Path(sys.executable).parent / "cass-pipelines")]   # the installed entry point, as a user runs it
 
 
-def run_once(cmd: list[str], env: dict) -> float:
-    started = time.perf_counter()
+def run_once(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Wall and CPU milliseconds of one command (the child's user + system time)."""
+    cpu0, started = cpu_s(), time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - started, cpu_s() - cpu0
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return (time.perf_counter() - started) * 1000
+    return wall * 1000, cpu * 1000
 
 
-def figures(walls: list[float]) -> dict:
-    return {"median_ms": round(statistics.median(walls), 1), "min_ms": round(min(walls), 1)}
+def figures(samples: list[tuple[float, float]]) -> dict:
+    walls, cpus = [w for w, _ in samples], [c for _, c in samples]
+    return {"median_ms": round(statistics.median(walls), 1), "min_ms": round(min(walls), 1),
+            "median_cpu_ms": round(statistics.median(cpus), 1)}
 
 
 def memory_child() -> None:
@@ -50,12 +55,13 @@ def memory_child() -> None:
     rt = open_runtime()
     instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
     run_memory(defs, instance)
-    walls = []
+    spans = []
     for _ in range(3):
-        started = time.perf_counter()
-        assert run_memory(defs, instance).success
-        walls.append(time.perf_counter() - started)
-    print(json.dumps({"memory_noop_run_ms": round(statistics.median(walls) * 1000, 1)}))
+        with measured() as span:
+            assert run_memory(defs, instance).success
+        spans.append(span)
+    print(json.dumps({"memory_noop_run_ms": round(statistics.median(s.wall_s for s in spans) * 1000, 1),
+                      "memory_noop_run_cpu_ms": round(statistics.median(s.cpu_s for s in spans) * 1000, 1)}))
 
 
 def main(argv: list[str]) -> None:
@@ -67,7 +73,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.memory_child:
         return memory_child()
-    out: dict = {"bench": "cli", "cpus": os.cpu_count(), "load_1m_before": round(os.getloadavg()[0], 2)}
+    machine = machine_before()
+    out: dict = {"bench": "cli"}
     codes = {"after": None, **({"before": args.before} if args.before else {})}
     with tempfile.TemporaryDirectory(prefix="cass-bench-cli-") as tmp:
         base = {k: v for k, v in os.environ.items() if k not in ("CASS_ACTIONS_FILE", "ANTHROPIC_API_KEY", "PYTHONPATH")}
@@ -88,17 +95,17 @@ def main(argv: list[str]) -> None:
             for code, path in codes.items():
                 envs[(code, name)] = {**env, **({"PYTHONPATH": path} if path else {})}
         # Round-robin: every (code, store, command) once per round, so load drift hits all alike.
-        walls: dict[tuple, list[float]] = {}
-        startup: list[float] = []
-        floor: list[float] = []
+        walls: dict[tuple, list[tuple[float, float]]] = {}
+        startup: list[tuple[float, float]] = []
+        floor: list[tuple[float, float]] = []
         for _ in range(args.repeat):
             startup.append(run_once([sys.executable, "-c", "pass"], base))
             floor.append(run_once([sys.executable, "-c", "import duckdb, pydantic"], base))
             for (code, name), env in envs.items():
                 for c in COMMANDS:
                     walls.setdefault((code, name, " ".join(c)), []).append(run_once([*CLI, *c], env))
-        out["python_startup_ms"] = figures(startup)["median_ms"]
-        out["import_duckdb_pydantic_ms"] = figures(floor)["median_ms"]   # what any read command pays first
+        out["python_startup"] = figures(startup)
+        out["import_duckdb_pydantic"] = figures(floor)   # what any read command pays first
         for code in codes:
             stores = {name: {" ".join(c): figures(walls[(code, name, " ".join(c))]) for c in COMMANDS}
                       for name in ("empty", "year")}
@@ -110,7 +117,7 @@ def main(argv: list[str]) -> None:
             if proc.returncode:
                 sys.exit(proc.stderr[-3000:])
             out[code].update(json.loads(proc.stdout.strip().splitlines()[-1]))
-    out["load_1m_after"] = round(os.getloadavg()[0], 2)
+    out["machine"] = machine_after(machine)
     print(json.dumps(out, indent=1))
 
 

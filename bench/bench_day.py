@@ -17,8 +17,14 @@ of every step still run. Figures (JSON on stdout):
   LLM calls with reservation, ledger and settlement, their store reads and writes): the issue's
   per-action-step overhead. `same_plan` says both modes ran the same number of action steps.
 - `ms_per_action_step`: phase wall / action steps per mode (everything a phase costs, per action).
+- Every wall figure has its CPU seconds next to it (`cpu_s`, `day_cpu_s`, `cpu_ms_per_action_step`,
+  `real_minus_noop_cpu_ms_per_action_step`: the run's process, user + system), and `machine` gives the
+  load average at the start and the end (bench/machine.py): on a loaded machine read the CPU figures.
 With --latency, the API is tests/fake_anthropic.py's server answering every request after a fixed
-delay; `orchestration_share` = (wall - time inside LLM calls) / wall, for the day and per run.
+delay; `orchestration_share` = (wall - time with an LLM call in flight) / wall, for the day and per
+run; `orchestration_share_cpu_estimate` = CPU / (CPU + time with a call in flight), what an idle
+machine would show. `memory_catchup` is memory_job's run (the sample's 56 conversations, summarised
+`llm_concurrency` at a time).
 """
 from __future__ import annotations
 
@@ -31,15 +37,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from machine import machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION_STEP = ".action_"
 MEMORY_TEMPLATE = "conversation_catchup"   # what memory_job runs
-
-
-def load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def noop_registry(path: Path) -> Path:
@@ -72,7 +77,7 @@ def child(mode: str, day_text: str, latency: float) -> None:
     from cass_pipelines.cli.main import main as cli
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.domain.categories import PHASES
-    from cass_pipelines.domain.clock import SystemClock
+    from cass_pipelines.domain.clock import clock_from_env
     from cass_pipelines.execution import instance_for, run_journal, run_memory, run_phase
     from cass_pipelines.services.runtime import open_runtime
     from cass_pipelines.store import conversations, ledger
@@ -83,9 +88,10 @@ def child(mode: str, day_text: str, latency: float) -> None:
         assert cli(["init", "--sample"]) == 0
     rt = open_runtime()
     instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
-    idle_before = SystemClock().now() - timedelta(minutes=rt.settings.idle_threshold_minutes)
+    now = clock_from_env().now()
+    idle_before = now - timedelta(minutes=rt.settings.idle_threshold_minutes)
     jobs = []
-    if conversations.idle_unsummarized(rt.store, idle_before, limit=1):
+    if conversations.idle_unsummarized(rt.store, idle_before, now=now, limit=1):
         jobs.append(("memory", lambda: run_memory(defs, instance)))
     jobs += [(p, lambda p=p: run_phase(defs, instance, day, p)) for p in PHASES]
     jobs.append(("journal", lambda: run_journal(defs, instance, day)))
@@ -93,18 +99,26 @@ def child(mode: str, day_text: str, latency: float) -> None:
     opens[0] = 0
     for name, launch in jobs:
         before = opens[0]
-        started = time.perf_counter()
-        result = launch()
-        wall = time.perf_counter() - started
+        with measured() as span:
+            result = launch()
+        wall = span.wall_s
         steps = step_walls(instance, result.run_id)
         action = [s for k, s in steps.items() if ACTION_STEP in k]
         totals = ledger.totals(rt.store, run_id=result.run_id)
-        llm_s = float(rt.store.scalar("SELECT coalesce(sum(latency_ms), 0) / 1000.0 FROM llm_ledger "
-                                      "WHERE run_id = ?", [result.run_id]))
-        runs.append({"run": name, "ok": result.success, "wall_s": round(wall, 3), "steps": len(steps),
+        calls = rt.store.all("SELECT epoch(ts) AS t, latency_ms / 1000.0 AS s FROM llm_ledger WHERE run_id = ?",
+                             [result.run_id])
+        llm_s = sum(c["s"] for c in calls)
+        llm_busy_s = union_s([(c["t"] - c["s"], c["t"]) for c in calls])
+        # Time in calls per work unit: what running a phase's units side by side could overlap at most.
+        units = rt.store.all("SELECT sum(latency_ms) / 1000.0 AS s FROM llm_ledger WHERE run_id = ? "
+                             "AND work_unit_id IS NOT NULL GROUP BY work_unit_id", [result.run_id])
+        runs.append({"run": name, "ok": result.success, "wall_s": round(wall, 3), "cpu_s": round(span.cpu_s, 3),
+                     "steps": len(steps),
                      "action_steps": len(action), "other_steps": len(steps) - len(action),
                      "action_step_wall_ms_median": round(statistics.median(action) * 1000, 1) if action else None,
-                     "llm_calls": int(totals["calls"]), "llm_s": round(llm_s, 3),
+                     "llm_calls": int(totals["calls"]), "llm_s": round(llm_s, 3), "llm_busy_s": round(llm_busy_s, 3),
+                     "units_with_calls": len(units), "unit_llm_s_sum": round(sum(u["s"] for u in units), 3),
+                     "unit_llm_s_longest": round(max((u["s"] for u in units), default=0.0), 3),
                      "duckdb_opens": opens[0] - before})
     print(json.dumps({"mode": mode, "latency_s": latency, "import_s": round(import_s, 3), "runs": runs}))
 
@@ -132,6 +146,8 @@ def launch(mode: str, day: str, latency: float, tmp: Path) -> dict:
     (home / "dagster").mkdir(parents=True)
     if mode == "noop":
         env["CASS_ACTIONS_FILE"] = str(noop_registry(home / "noop_definitions.json"))
+        (home / "cass").mkdir()   # init keeps this cass.toml: the registry may name the no-op handler
+        (home / "cass" / "cass.toml").write_text('handler_modules = ["noop_handlers"]\n')
     server = None
     if latency:
         sys.path.insert(0, str(ROOT / "tests"))
@@ -169,50 +185,64 @@ def summary(results: list[dict]) -> dict:
     def med(mode: str, figure) -> float:
         return round(statistics.median(figure(x["runs"]) for x in by_mode[mode]), 3)
 
-    def phases(runs) -> float:
-        return sum(r["wall_s"] for r in runs if r["run"] not in ("memory", "journal"))
+    def phases(runs, key="wall_s") -> float:
+        return sum(r[key] for r in runs if r["run"] not in ("memory", "journal"))
 
     out: dict = {"day_wall_s": {m: med(m, lambda runs: sum(r["wall_s"] for r in runs)) for m in by_mode},
-                 "phases_wall_s": {m: med(m, phases) for m in by_mode}}
+                 "day_cpu_s": {m: med(m, lambda runs: sum(r["cpu_s"] for r in runs)) for m in by_mode},
+                 "phases_wall_s": {m: med(m, phases) for m in by_mode},
+                 "phases_cpu_s": {m: med(m, lambda runs: phases(runs, "cpu_s")) for m in by_mode}}
     for key in ("action_steps", "other_steps", "llm_calls", "duckdb_opens"):
         out[key] = {m: sum(r[key] for r in rs[0]["runs"]) for m, rs in by_mode.items()}
     steps = out["action_steps"]
     out["ms_per_action_step"] = {m: round(out["phases_wall_s"][m] / steps[m] * 1000, 1) for m in by_mode if steps[m]}
+    out["cpu_ms_per_action_step"] = {m: round(out["phases_cpu_s"][m] / steps[m] * 1000, 1)
+                                     for m in by_mode if steps[m]}
     if "noop" in by_mode and "real" in by_mode and steps["real"]:
         out["same_plan"] = steps["real"] == steps["noop"]
-        out["real_minus_noop_ms_per_action_step"] = round(
-            (out["phases_wall_s"]["real"] - out["phases_wall_s"]["noop"]) / steps["real"] * 1000, 1)
+        for key, figure in (("real_minus_noop_ms_per_action_step", "phases_wall_s"),
+                            ("real_minus_noop_cpu_ms_per_action_step", "phases_cpu_s")):
+            out[key] = round((out[figure]["real"] - out[figure]["noop"]) / steps["real"] * 1000, 1)
     first = results[0]
     if first["latency_s"]:
         runs = first["runs"]
-        llm = sum(r["llm_s"] for r in runs)
+        busy = sum(r["llm_busy_s"] for r in runs)
         wall = sum(r["wall_s"] for r in runs)
-        out["llm_s"] = round(llm, 2)
-        out["orchestration_s"] = round(wall - llm, 2)
-        out["orchestration_share"] = round((wall - llm) / wall, 4)
-        out["per_run_orchestration_share"] = {r["run"]: round((r["wall_s"] - r["llm_s"]) / r["wall_s"], 4)
+        cpu = sum(r["cpu_s"] for r in runs)
+        out["llm_s"] = round(sum(r["llm_s"] for r in runs), 2)       # summed latencies (calls may overlap)
+        out["llm_busy_s"] = round(busy, 2)                          # time with at least one call in flight
+        out["orchestration_s"] = round(wall - busy, 2)
+        out["orchestration_share"] = round((wall - busy) / wall, 4)
+        # What an idle machine would show: the day's own CPU plus the time spent waiting for the API.
+        out["orchestration_share_cpu_estimate"] = round(cpu / (cpu + busy), 4)
+        out["per_run_orchestration_share"] = {r["run"]: round((r["wall_s"] - r["llm_busy_s"]) / r["wall_s"], 4)
                                               for r in runs}
-        out["memory_catchup_s"] = next((r["wall_s"] for r in runs if r["run"] == "memory"), None)
+        # Concurrent units within a phase could save at most, per phase, its units' time in calls
+        # minus its longest unit's (and nothing of the CPU the steps spend).
+        out["concurrent_units_saving_bound_s"] = round(sum(
+            r["unit_llm_s_sum"] - r["unit_llm_s_longest"] for r in runs if r["run"] not in ("memory", "journal")), 2)
+        memory = next((r for r in runs if r["run"] == "memory"), None)
+        out["memory_catchup"] = memory and {k: memory[k] for k in ("wall_s", "cpu_s", "llm_calls", "llm_busy_s")}
     return out
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--date", default="2026-11-20")
+    parser.add_argument("--date", help="the day to run (default: yesterday)")
     parser.add_argument("--latency", type=float, default=0.0, help="loopback API delay per request, seconds")
     parser.add_argument("--modes", default="real,noop", help="real and/or noop (offline only)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--child")
     args = parser.parse_args(argv)
+    args.date = args.date or (datetime.now().date() - timedelta(days=1)).isoformat()
     if args.child:
         return child(args.child, args.date, args.latency)
     modes = ["real"] if args.latency else args.modes.split(",")
-    load_before = load()
+    machine = machine_before()
     with tempfile.TemporaryDirectory(prefix="cass-bench-day-") as tmp:
         results = [launch(m, args.date, args.latency, Path(tmp)) for _ in range(args.repeat) for m in modes]
-    print(json.dumps({"bench": "day", "date": args.date, "latency_s": args.latency, "cpus": os.cpu_count(),
-                      "load_1m_before": load_before, "load_1m_after": load(),
-                      "summary": summary(results), "results": results}, indent=1))
+    print(json.dumps({"bench": "day", "date": args.date, "latency_s": args.latency,
+                      "machine": machine_after(machine), "summary": summary(results), "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from machine import cpu_s, machine_after, machine_before
+
 SIZES = [10_000, 100_000, 1_000_000]
 CLI = str(Path(sys.executable).parent / "cass-pipelines")   # the installed entry point
 WORDS = ("the quick brown fox jumps over a lazy dog while cass wonders about recursion memory "
@@ -41,7 +43,7 @@ def generate(path: Path, lines: int, per_conversation: int = 20) -> None:
 
 
 def main(sizes: list[int]) -> None:
-    load_before = round(os.getloadavg()[0], 2)
+    machine = machine_before()
     rows = []
     with tempfile.TemporaryDirectory(prefix="cass-bench-") as tmp:
         for n in sizes:
@@ -57,10 +59,9 @@ def main(sizes: list[int]) -> None:
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             assert res["report"]["messages_added"] == n and res["report"]["bad_line_count"] == 0, res
             rows.append({"lines": n, "mb": round(data.stat().st_size / 1e6, 1), "seconds": round(res["seconds"], 2),
-                         "lines_per_s": round(n / res["seconds"]), "peak_rss_mb": round(res["peak_kb"] / 1024)})
+                         "lines_per_s": round(n / res["seconds"]), "cpu_s": round(res["cpu_s"], 2), "peak_rss_mb": round(res["peak_kb"] / 1024)})
             data.unlink()
-    print(json.dumps({"bench": "import", "cpus": os.cpu_count(), "load_1m_before": load_before,
-                      "load_1m_after": round(os.getloadavg()[0], 2), "sizes": rows}, indent=1))
+    print(json.dumps({"bench": "import", "machine": machine_after(machine), "sizes": rows}, indent=1))
 
 
 def child(path: str) -> None:
@@ -70,7 +71,7 @@ def child(path: str) -> None:
     seconds = time.perf_counter() - started
     if proc.returncode:
         sys.exit(proc.stderr)
-    print(json.dumps({"seconds": seconds, "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu_s(), "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
                       "report": json.loads(proc.stdout)}))
 
 

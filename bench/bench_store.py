@@ -6,7 +6,7 @@ year of history. Configurations are interleaved round-robin so machine load hits
 Per configuration (a new instance per open: default, extension autoloading off, also threads=1;
 or `attach`: ATTACH/DETACH of the file on one long-lived in-memory instance) and kind (a read: open,
 one SELECT, close; a write: open, one INSERT, close, which checkpoints the WAL into the file):
-median open / statement / close ms. Then the same opens on a year's file. On a store with a year of history (bench/history.py),
+median open / statement / close ms and the CPU ms of the whole (this process, DuckDB's threads included). Then the same opens on a year's file. On a store with a year of history (bench/history.py),
 the median ms of ledger_action_averages, budget_status and artifact_counts through the Store,
 and the Store's opens (store.db.connect calls) per call. Prints JSON.
 """
@@ -27,6 +27,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from history import fill  # noqa: E402
+from machine import machine_after, machine_before  # noqa: E402
 
 from cass_pipelines.cli.main import main as cli  # noqa: E402
 from cass_pipelines.services.runtime import open_runtime  # noqa: E402
@@ -58,11 +59,13 @@ class Attached:
 
 def open_costs(db: str, rounds: int, tag: str) -> dict:
     samples: dict[str, list[tuple[float, float, float]]] = {}
+    cpu: dict[str, list[float]] = {}
     n = 0
     for _ in range(rounds):
         for name, config in CONFIGS.items():
             for kind in ("read", "write"):
                 n += 1
+                c0 = time.process_time()   # this process's CPU, DuckDB's threads included
                 t0 = time.perf_counter()
                 conn = Attached(db) if config is None else duckdb.connect(db, config=config)
                 t1 = time.perf_counter()
@@ -75,11 +78,13 @@ def open_costs(db: str, rounds: int, tag: str) -> dict:
                 conn.close()
                 t3 = time.perf_counter()
                 samples.setdefault(f"{kind}/{name}", []).append((t1 - t0, t2 - t1, t3 - t2))
+                cpu.setdefault(f"{kind}/{name}", []).append(time.process_time() - c0)
     out = {}
     for key, rows in samples.items():
         med = [statistics.median(r[i] for r in rows) * 1000 for i in range(3)]
         out[key] = {"open_ms": round(med[0], 1), "statement_ms": round(med[1], 1), "close_ms": round(med[2], 1),
-                    "total_ms": round(statistics.median(sum(r) for r in rows) * 1000, 1)}
+                    "total_ms": round(statistics.median(sum(r) for r in rows) * 1000, 1),
+                    "total_cpu_ms": round(statistics.median(cpu[key]) * 1000, 1)}
     return out
 
 
@@ -99,13 +104,15 @@ def reads(rt, repeat: int) -> dict:
     out = {}
     try:
         for name, call in calls.items():
-            walls = []
+            walls, cpus = [], []
             for _ in range(repeat):
                 opens[0] = 0
-                started = time.perf_counter()
+                c0, started = time.process_time(), time.perf_counter()
                 call()
                 walls.append((time.perf_counter() - started) * 1000)
-            out[name] = {"median_ms": round(statistics.median(walls), 1), "opens": opens[0]}
+                cpus.append((time.process_time() - c0) * 1000)
+            out[name] = {"median_ms": round(statistics.median(walls), 1),
+                         "median_cpu_ms": round(statistics.median(cpus), 1), "opens": opens[0]}
     finally:
         db.connect = real
     return out
@@ -116,8 +123,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--days", type=int, default=365)
     args = parser.parse_args(argv)
-    out = {"bench": "store", "duckdb": duckdb.__version__, "cpus": os.cpu_count(),
-           "load_1m_before": round(os.getloadavg()[0], 2)}
+    machine = machine_before()
+    out: dict = {"bench": "store", "duckdb": duckdb.__version__}
     with tempfile.TemporaryDirectory(prefix="cass-bench-store-") as tmp:
         os.environ.update(CASS_HOME=tmp, CASS_LLM="offline")
         os.environ.pop("CASS_ACTIONS_FILE", None)
@@ -130,7 +137,7 @@ def main(argv: list[str]) -> None:
         out["year_ledger_rows"] = rows["llm_ledger"]
         out["year_store"] = reads(rt, 15)
         out["year_open_close"] = open_costs(str(rt.settings.db_path), args.rounds // 2, "year")
-    out["load_1m_after"] = round(os.getloadavg()[0], 2)
+    out["machine"] = machine_after(machine)
     print(json.dumps(out, indent=1))
 
 

@@ -28,9 +28,11 @@ from cass_pipelines.store.claims import HOST
 LOCATION_NAME = "cass_pipelines"
 MODULE, ATTRIBUTE = "cass_pipelines.definitions", "defs"
 
+STORE_POOL = "cass_store"   # every asset and op that writes the DuckDB file (dagster.yaml: default_limit 1)
 SHIPPED_DAGSTER_YAML = files("cass_pipelines") / "data" / "dagster.yaml"
 # sha256 of every dagster.yaml an earlier cass-pipelines wrote: those (and only those) are upgraded.
-EARLIER_DAGSTER_YAMLS = {"f1723c9e92f8f7af147d4c9a0916f6e6e69e6e288b61e194888aa55647cf6ee6"}
+EARLIER_DAGSTER_YAMLS = {"f1723c9e92f8f7af147d4c9a0916f6e6e69e6e288b61e194888aa55647cf6ee6",
+                         "b1a04d3182a466af8fbd7364849ee05e6322ced62e05b6188b79c7cc1d9f6754"}
 
 
 def instance_dir(settings: Settings) -> Path:
@@ -105,8 +107,10 @@ def prepare_instance(settings: Settings) -> dict:
     that the webserver, the daemon and CLI runs starting together find it ready."""
     with _first_use_lock(instance_dir(settings)):
         verdict = install_dagster_yaml(instance_dir(settings))
-    with instance_for(settings):
-        pass
+    with instance_for(settings) as instance:
+        # The queue daemon reads the configured pools before it gives a new one its default limit, so
+        # on a fresh instance its first look would start two runs of pool cass_store at once.
+        instance.event_log_storage.initialize_concurrency_limit_to_default(STORE_POOL)
     return {"dagster_home": str(instance_dir(settings)), "dagster_yaml": verdict}
 
 

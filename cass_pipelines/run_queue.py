@@ -7,17 +7,25 @@ submits a day's phase runs alphabetically (afternoon, evening, morning, night). 
 every `date|phase` run a queue priority, older days first and a day's phases in day order; the
 queue starts the highest priority first, and the per-date limit in dagster.yaml keeps a day's runs
 one at a time, so runs that wait together start in day order.
+
+A backfill submits its runs one by one (seconds apart under load) while the queue daemon picks runs
+every few seconds, so a priority alone can let `afternoon` start before `morning` exists. A backfill's
+run is therefore queued *held* (tag `cass/queue=held`, limit 0 in dagster.yaml) until every partition
+of the same backfill that comes before it in day order has a run; each submission releases what it
+completes (`cass/queue=ready`).
 """
 from __future__ import annotations
 
 from datetime import date
 
-from dagster import QueuedRunCoordinator
+from dagster import DagsterRunStatus, QueuedRunCoordinator, RunsFilter
+from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.run_coordinator.base import SubmitRunContext
 from dagster._core.storage.dagster_run import DagsterRun
-from dagster._core.storage.tags import PRIORITY_TAG
+from dagster._core.storage.tags import BACKFILL_ID_TAG, PRIORITY_TAG
 
 from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.states import QueueHold
 
 
 def queue_priority(tags: dict[str, str]) -> int | None:
@@ -32,10 +40,55 @@ def queue_priority(tags: dict[str, str]) -> int | None:
     return -(ordinal * (len(PHASES) + 1) + (PHASES.index(phase) if phase in PHASES else len(PHASES)))
 
 
+def key_priority(partition_key: str) -> int | None:
+    """queue_priority of the run of a partition key ('2026-11-26|morning' or a date)."""
+    day, _, phase = partition_key.partition("|")
+    return queue_priority({"dagster/partition": partition_key, "dagster/partition/date": day,
+                           **({"dagster/partition/phase": phase} if phase else {})})
+
+
+HOLD_TAG = "cass/queue"
+
+
+def backfill_targets(backfill: PartitionBackfill | None) -> set[int]:
+    """Priorities of the partitions a backfill is submitting: a job backfill's partitions, or what an
+    asset backfill's current iteration still has to submit (the daemon stores that list first)."""
+    if backfill is None:
+        return set()
+    keys = backfill.partition_names or [r.partition_key for r in backfill.submitting_run_requests if r.partition_key]
+    return {p for p in map(key_priority, keys) if p is not None}
+
+
+def releasable(held: int, submitted: set[int], targets: set[int]) -> bool:
+    """A held run (priority `held`) may start once every earlier target (higher priority) has a run."""
+    return all(t in submitted for t in targets if t > held)
+
+
 class PhaseOrderedRunCoordinator(QueuedRunCoordinator):
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
         priority = queue_priority(dict(run.tags))
-        if priority is not None and PRIORITY_TAG not in run.tags:
-            self._instance.add_run_tags(run.run_id, {PRIORITY_TAG: str(priority)})
-        return super().submit_run(context)
+        backfill_id = run.tags.get(BACKFILL_ID_TAG) if priority is not None else None
+        tags = {PRIORITY_TAG: str(priority)} if priority is not None and PRIORITY_TAG not in run.tags else {}
+        if backfill_id:
+            tags[HOLD_TAG] = QueueHold.HELD.value     # set before it is queued: the daemon never sees it unheld too early
+        if tags:
+            self._instance.add_run_tags(run.run_id, tags)
+        queued = super().submit_run(context)
+        if backfill_id:
+            self.release(backfill_id)
+        return queued
+
+    def release(self, backfill_id: str) -> list[str]:
+        """Release the backfill's held runs whose earlier partitions all have a run; their ids."""
+        runs = self._instance.get_runs(RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
+        submitted = {p for p in (queue_priority(dict(r.tags)) for r in runs) if p is not None}
+        targets = backfill_targets(self._instance.get_backfill(backfill_id))
+        released = []
+        for run in runs:
+            held = queue_priority(dict(run.tags))
+            if (run.tags.get(HOLD_TAG) == QueueHold.HELD and run.status == DagsterRunStatus.QUEUED and held is not None
+                    and releasable(held, submitted, targets)):
+                self._instance.add_run_tags(run.run_id, {HOLD_TAG: QueueHold.READY.value})
+                released.append(run.run_id)
+        return released

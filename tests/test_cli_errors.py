@@ -14,6 +14,7 @@ from support import NOW
 from cass_pipelines.cli.main import main
 from cass_pipelines.config.settings import load_settings
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS
 from cass_pipelines.store import db
 
 CLI = str(Path(sys.executable).parent / "cass-pipelines")
@@ -66,8 +67,10 @@ def test_commands_that_need_no_database_still_work_uninitialised(cass_env, tmp_p
 def test_a_date_outside_the_partitions_is_refused_with_the_allowed_range(sample_home, capsys, command):
     settings = load_settings()
     today = phase_at(NOW, settings)[0]   # the injected today
-    allowed = f"dates run from start_date {settings.start_date} to today {today} ({settings.timezone})"
-    for day in (settings.start_date - timedelta(days=1), today + timedelta(days=1)):
+    first = today - timedelta(days=PARTITION_WINDOW_DAYS)   # no start_date: the last 30 days
+    allowed = (f"dates run from {first} (the last 30 days) to today {today} ({settings.timezone}); "
+               "set start_date in cass.toml for earlier days")
+    for day in (first - timedelta(days=1), today + timedelta(days=1)):
         assert main([*command, "--date", day.isoformat()]) == 2
         line = one_error_line(capsys, command[0])
         assert line == f"cass-pipelines {command[0]}: --date {day}: no such partition; {allowed}"

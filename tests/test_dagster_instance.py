@@ -1,6 +1,7 @@
 """The shipped dagster.yaml, the instance `init` creates, CLI runs under their job, the queue's order,
 in-process execution for the UI's jobs, observations of the source assets, and history bounded by the
 partition's date. Real Dagster instances (SQLite) and real DuckDB files throughout."""
+import hashlib
 import json
 import os
 import subprocess
@@ -47,9 +48,11 @@ def test_init_installs_the_shipped_dagster_yaml_and_creates_the_instance(cass_en
         queue = instance.get_concurrency_config().run_queue_config
         limits = {(lim["key"], json.dumps(lim.get("value"))): lim["limit"] for lim in queue.tag_concurrency_limits}
         assert limits == {("dagster/partition", '{"applyLimitPerUniqueValue": true}'): 1,
-                          ("dagster/partition/date", '{"applyLimitPerUniqueValue": true}'): 1}
+                          ("dagster/partition/date", '{"applyLimitPerUniqueValue": true}'): 1,
+                          ("cass/queue", '"held"'): 0}
         pools = instance.get_concurrency_config().pool_config
         assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "run"
+        assert {(p.name, p.limit) for p in instance.event_log_storage.get_pool_limits()} == {("cass_store", 1)}
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_monitoring_max_runtime_seconds > 0
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
@@ -65,7 +68,7 @@ def test_init_upgrades_only_a_dagster_yaml_cass_wrote(tmp_path, existing, verdic
     (tmp_path / "dagster.yaml").write_text(existing)
     assert install_dagster_yaml(tmp_path) == verdict
     assert ((tmp_path / "dagster.yaml").read_text() == existing) is kept
-    assert len(EARLIER_DAGSTER_YAMLS) == 1
+    assert hashlib.sha256(LEGACY.encode()).hexdigest() in EARLIER_DAGSTER_YAMLS   # the versions cass wrote
 
 
 def test_concurrent_first_use_of_a_fresh_dagster_home(tmp_path):

@@ -9,7 +9,7 @@ from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
-from cass_pipelines.domain.settings import SettingsError
+from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
 from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.plan_view import plan_view, render_plan
 from cass_pipelines.services.preflight import run_problems
@@ -77,11 +77,12 @@ def _run_date(rt: Runtime, text: str | None) -> date:
     """The date partition to run: --date or today; it must exist (start_date to today, the agent's timezone)."""
     today = _today(rt)[0]
     day = parse_date(text, today)
-    first = rt.settings.start_date
     latest = clock_from_env().now().astimezone(rt.settings.tz).date()   # the newest partition Dagster has
+    first = rt.settings.first_date(latest)
     if not first <= day <= latest:
-        raise CliError(f"--date {day}: no such partition; dates run from start_date {first} to today {latest} "
-                       f"({rt.settings.timezone})")
+        since = f"start_date {first}" if rt.settings.start_date else f"{first} (the last {PARTITION_WINDOW_DAYS} days)"
+        raise CliError(f"--date {day}: no such partition; dates run from {since} to today {latest} "
+                       f"({rt.settings.timezone}); set start_date in cass.toml for earlier days")
     return day
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 import dagster as dg
 
 from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.settings import Settings
 
 
 def date_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    # end_offset=1: without it today's partition does not exist until tomorrow.
-    return dg.DailyPartitionsDefinition(start_date=settings.start_date.isoformat(),
+    # end_offset=1: without it today's partition does not exist until tomorrow. Without a start_date the
+    # first date is a window before the day the code location loads (settings.first_date).
+    today = clock_from_env().now().astimezone(settings.tz).date()
+    return dg.DailyPartitionsDefinition(start_date=settings.first_date(today).isoformat(),
                                         timezone=settings.timezone, end_offset=1)
 
 

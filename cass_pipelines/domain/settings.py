@@ -6,9 +6,9 @@ are never a setting: the SDK reads ANTHROPIC_API_KEY from the environment itself
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -26,6 +26,9 @@ DEFAULT_PHASE_HOURS = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18
 # Stated maxima: a typo (1e308, an extra zero run) is refused, never spent or waited for.
 MAX_DAILY_BUDGET_USD = 10_000.0
 MAX_CONFIG_BYTES = 1024 * 1024
+# Without a start_date the date partitions are the last 30 days and today: what the UI's "Materialize
+# all" and a backfill offer stays 124 phase partitions (each a paid LLM day), not every day since 2026.
+PARTITION_WINDOW_DAYS = 30
 _MODULE_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -42,7 +45,7 @@ class Settings(BaseModel):
     home: Path
     persona_name: str = Field(default="Cass", min_length=1, max_length=100)
     timezone: str = "UTC"
-    start_date: date = Field(default=date(2026, 1, 1), ge=date(2000, 1, 1), le=date(2100, 12, 31))
+    start_date: Annotated[date, Field(ge=date(2000, 1, 1), le=date(2100, 12, 31))] | None = None
     phase_hours: dict[str, tuple[int, int]] = Field(default_factory=lambda: dict(DEFAULT_PHASE_HOURS))
     daily_budget_usd: float = Field(default=5.0, gt=0, le=MAX_DAILY_BUDGET_USD)
     reserve_usd: float = Field(default=0.5, ge=0, le=MAX_DAILY_BUDGET_USD)
@@ -164,6 +167,11 @@ class Settings(BaseModel):
     @property
     def config_file(self) -> Path:
         return self.home / "cass.toml"
+
+    def first_date(self, today: date) -> date:
+        """The first date partition: start_date, or PARTITION_WINDOW_DAYS before today (in the agent's
+        timezone) when it is not set."""
+        return self.start_date or today - timedelta(days=PARTITION_WINDOW_DAYS)
 
     def category_limit(self, category: str) -> float:
         return round(self.daily_budget_usd * self.category_shares.get(Category(category), 0.0), 6)

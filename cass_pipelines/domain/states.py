@@ -91,6 +91,12 @@ class UnitOrigin(StrEnum):
     JOB = "job"              # a job's own unit (journal, memory catch-up)
 
 
+class QueueHold(StrEnum):
+    """A backfill run's place in the run queue (run tag `cass/queue`; dagster.yaml limits `held` to 0 runs)."""
+    HELD = "held"      # waits until the runs of the backfill's earlier partitions are queued
+    READY = "ready"    # released: the queue may start it in its turn
+
+
 class GoalStatus(StrEnum):
     ACTIVE = "active"
     ACHIEVED = "achieved"

@@ -29,7 +29,7 @@ def build_phase_job(phase_partitions: dg.PartitionsDefinition):
 
 
 def build_manual_work_job(max_length: int) -> dg.JobDefinition:
-    @dg.op(out=unit_groups(max_length))
+    @dg.op(out=unit_groups(max_length), pool="cass_store")   # the queue runs it alone on the store
     def start_manual_work(context: dg.OpExecutionContext, config: ManualWorkConfig, cass: CassResource):
         rt, clock = cass.for_run(context), cass.clock()
         if config.template_id not in rt.registry.templates:
@@ -43,7 +43,7 @@ def build_manual_work_job(max_length: int) -> dg.JobDefinition:
         context.log.info(f"manual unit {uid}: {config.template_id} on '{config.focus}'")
         yield from emit_units(rt, [plans.get_unit(rt.store, uid) or {}])
 
-    @dg.op(ins=after_chains(max_length))
+    @dg.op(ins=after_chains(max_length), pool="cass_store")
     def finish_manual_work(context: dg.OpExecutionContext, cass: CassResource) -> None:
         rt = cass.for_run(context)
         unit = plans.units_for_run(rt.store, context.run_id)[0]

@@ -56,7 +56,7 @@ def action_op(k: int, n: int) -> dg.OpDefinition:
     """The step that runs the k-th of the n actions a unit had left when the phase started. It waits
     for the (k-1)-th; data passes through the store only, so Dagster stores no input or output."""
     @dg.op(name=f"action_{k}_of_{n}", ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing),
-           tags={"kind": "action"})
+           tags={"kind": "action"}, pool="cass_store")
     def run_work_action(context: dg.OpExecutionContext, cass: CassResource) -> None:
         rt = cass.for_run(context)
         unit_id, template_id = unit_of(context.get_mapping_key() or "")
@@ -100,7 +100,7 @@ def phase_outcome(units: list[dict]) -> dict:
 
 
 def build_phase_work(partitions: dg.PartitionsDefinition, max_length: int) -> dg.AssetsDefinition:
-    @dg.op(name="start_phase_work", ins={"plan": dg.In(dg.Nothing)}, out=unit_groups(max_length))
+    @dg.op(name="start_phase_work", ins={"plan": dg.In(dg.Nothing)}, out=unit_groups(max_length), pool="cass_store")
     def start_phase_work(context: dg.OpExecutionContext, cass: CassResource):
         """Units of the partition that still have actions to run (a re-run resumes, never repeats)."""
         rt = cass.for_run(context)
@@ -110,7 +110,7 @@ def build_phase_work(partitions: dg.PartitionsDefinition, max_length: int) -> dg
         context.log.info(f"{day} {phase}: {len(steps)} unit(s) to run")
         yield from steps
 
-    @dg.op(name="finish_phase_work", ins=after_chains(max_length), out=dg.Out(dg.Nothing))
+    @dg.op(name="finish_phase_work", ins=after_chains(max_length), out=dg.Out(dg.Nothing), pool="cass_store")
     def finish_phase_work(context: dg.OpExecutionContext, cass: CassResource):
         rt = cass.for_run(context)
         day, phase = split_key(context.partition_key)

@@ -10,7 +10,7 @@ class DeadLetterRetryConfig(dg.Config):
     dead_letter_id: str   # from `cass-pipelines dlq list` or the dead_letter_sensor's tick
 
 
-@dg.op
+@dg.op(pool="cass_store")
 def retry_dead_letter_op(context: dg.OpExecutionContext, config: DeadLetterRetryConfig,
                          cass: CassResource) -> dg.Output[dict]:
     """Run a dead letter's work again, through the same claims and budget as any run."""
