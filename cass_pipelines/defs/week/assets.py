@@ -6,6 +6,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource
+from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.goals import week_start
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.handlers.calls import system_prefix
@@ -15,8 +16,10 @@ from cass_pipelines.services.week import JOURNAL_ACTION_ID, WEEK_ACTION_ID, plan
 
 
 def week_partitions(settings: Settings) -> dg.WeeklyPartitionsDefinition:
-    # Weeks start on Monday (day_offset=1); end_offset=1 includes the current week.
-    return dg.WeeklyPartitionsDefinition(start_date=week_start(settings.start_date).isoformat(),
+    # Weeks start on Monday (day_offset=1), from the week of the first date partition; end_offset=1
+    # includes the current week.
+    today = clock_from_env().now().astimezone(settings.tz).date()
+    return dg.WeeklyPartitionsDefinition(start_date=week_start(settings.first_date(today)).isoformat(),
                                          timezone=settings.timezone, day_offset=1, end_offset=1)
 
 
