@@ -11,7 +11,8 @@ lengths included, and counts tokens on /v1/messages/count_tokens), then reads th
            overspend, categories within their shares (beyond them only pooled room / the reserve).
 - sample:  a $5.00 day after a first one (so output bounds come from measured history; the first
            day's figures are shown too): median reservation / bill over its calls, breaches, the
-           cache-read share, and its cost at list prices against the same calls uncached.
+           cache-read share, and its cost as billed (caching and batches) against the same calls with
+           caching only and uncached and unbatched, at list prices.
 
 Usage: .venv/bin/python bench/bench_budget.py [--date 2026-11-20] [--only tiny,tight,sample]
 Prints JSON.
@@ -93,6 +94,7 @@ def tiny(day: date) -> dict:
                    .startswith(f"offered again {day + timedelta(days=1)}")]
         waiting = plans.pending_deferred(store, day, day + timedelta(days=2), 0)
         return {"budget_usd": 0.05, "run_day_exit": code, "seconds": seconds, "plan_source": plan["source"],
+                "utilisation": status["utilisation"],
                 "plan_error": None, "units_completed": sum(u["status"] == "completed" for u in first),
                 "spent_usd": status["spent_usd"], "within_limit": status["spent_usd"] <= 0.05 + 1e-9,
                 "deferred": len(deferred), "deferred_with_reason": sum(bool(u["reason"]) for u in deferred),
@@ -125,6 +127,9 @@ def tight(day: date) -> dict:
                 "spent_beyond_shares_usd": status["spent_beyond_shares_usd"],
                 "units": {s: sum(u["status"] == s for u in day_units)
                           for s in ("completed", "deferred", "failed", "planned")},
+                # Whether the day had more work than money: units left undone for want of money.
+                "deferred_for_money": sum(u["status"] == "deferred" and u["defer_kind"] == "budget"
+                                          for u in day_units),
                 "reservation_vs_bill": status["reservation_vs_bill"]}
 
 
@@ -137,16 +142,29 @@ def sample(day: date) -> dict:
         status = budget_status(store, settings, day)
         rows = ledger.rows(store, day)
     pricing = load_pricing()
-    with_cache = sum(pricing.cost(r["model"], Usage(r["input_tokens"], r["output_tokens"],
-                                                    r["cache_creation_input_tokens"], r["cache_read_input_tokens"],
-                                                    r["cache_creation_1h_input_tokens"])) for r in rows)
-    uncached = sum(pricing.cost(r["model"], Usage(r["input_tokens"] + r["cache_creation_input_tokens"]
-                                                  + r["cache_read_input_tokens"], r["output_tokens"])) for r in rows)
+
+    def cost(r: dict, *, cached: bool, batched: bool) -> float:
+        prompt = r["input_tokens"] + r["cache_creation_input_tokens"] + r["cache_read_input_tokens"]
+        usage = (Usage(r["input_tokens"], r["output_tokens"], r["cache_creation_input_tokens"],
+                       r["cache_read_input_tokens"], r["cache_creation_1h_input_tokens"]) if cached
+                 else Usage(prompt, r["output_tokens"]))
+        return pricing.cost(r["model"], usage, batch=batched and r["batch"])
+
+    # The same calls priced three ways, side by side: as billed (caching and batches), with caching
+    # but every call interactive, and uncached and unbatched (the list price of the same tokens).
+    billed = sum(cost(r, cached=True, batched=True) for r in rows)
+    cached_only = sum(cost(r, cached=True, batched=False) for r in rows)
+    uncached = sum(cost(r, cached=False, batched=False) for r in rows)
     return {"budget_usd": 5.0, "run_day_exit": code, "seconds": seconds, "calls": len(rows),
+            "batched_calls": sum(bool(r["batch"]) for r in rows),
             "first_day_exit": first_exit, "first_day_reservation_vs_bill": first,
             "reservation_vs_bill": status["reservation_vs_bill"], "cache": status["cache"],
-            "cost_with_caching_usd": round(with_cache, 6), "cost_uncached_usd": round(uncached, 6),
-            "cost_ratio": round(with_cache / uncached, 4) if uncached else None,
+            "batches": status["batches"],
+            "ledger_usd": round(sum(r["cost_usd"] for r in rows), 6),
+            "cost_with_caching_and_batches_usd": round(billed, 6), "cost_with_caching_only_usd": round(cached_only, 6),
+            "cost_uncached_unbatched_usd": round(uncached, 6),
+            "cost_ratio": round(billed / uncached, 4) if uncached else None,
+            "cost_ratio_caching_only": round(cached_only / uncached, 4) if uncached else None,
             "alerts": [a["kind"] for a in status["alerts"]]}
 
 

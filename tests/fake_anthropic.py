@@ -4,7 +4,13 @@ POST /v1/messages/count_tokens answers with the input tokens the request would b
 POST /v1/messages answers with a Message whose text (or JSON, for an output_config schema) comes
 from llm/simulate.py, simulates prompt caching (first request with a cache_control prefix writes
 it, identical later ones read it), and records every request and the usage of every 200 answer.
-Failures are scripted per test (`server.script(...)`) or drawn at random (`fail_rate`, seeded).
+Message Batches: POST /v1/messages/batches takes requests under custom ids; GET
+/v1/messages/batches/{id} reports `in_progress` until `batch_delay_s` has passed, then `ended` with
+a results_url; GET .../results streams one JSONL line per request (succeeded with a simulated
+message, or `expired` for every request while `expire_batches` is set). Batch answers are recorded
+in `answered` too (flagged `batch`), under the message id the client records them by.
+Failures are scripted per test (`server.script(...)`) or drawn at random (`fail_rate`, seeded; the
+batch endpoints too).
 It binds 127.0.0.1 on a free port and shuts itself down after `lifetime_s` at the latest.
 """
 from __future__ import annotations
@@ -21,7 +27,15 @@ from typing import Any
 
 from cass_pipelines.llm.base import Usage
 from cass_pipelines.llm.pricing import UnknownModelError, load_pricing
-from cass_pipelines.llm.simulate import PromptCache, estimate_tokens, instance, material, seeded, write_text
+from cass_pipelines.llm.simulate import (
+    PromptCache,
+    estimate_tokens,
+    instance,
+    material,
+    seeded,
+    truncated,
+    write_text,
+)
 
 API_KEY = "sk-ant-test-DO-NOT-LEAK-0123456789"
 DEFAULT_MIN_CACHEABLE = 1024
@@ -70,6 +84,7 @@ class Answered:
     request_id: str
     model: str
     usage: Usage
+    batch: bool = False   # answered in a message batch (recorded under its message id)
 
 
 class FakeAnthropic:
@@ -80,6 +95,9 @@ class FakeAnthropic:
         self.requests: list[dict] = []       # {"body", "headers"} of every request received
         self.answered: list[Answered] = []   # every 200 message sent, with its usage
         self.counted: list[dict] = []        # bodies of token-counting requests (not in `requests`)
+        self.batch_delay_s = 0.0             # a batch ends this long after it was created
+        self.expire_batches = False          # batches end with every request expired (nothing billed)
+        self.batches: dict[str, dict] = {}   # id -> {"requests", "created", "results"}
         self._script: deque[Reply] = deque()
         self._random = random.Random(seed)
         self._cache = PromptCache()
@@ -121,6 +139,11 @@ class FakeAnthropic:
         with self._lock:
             if self._script:
                 return self._script.popleft()
+        return self._random_failure()
+
+    def _random_failure(self) -> Reply | None:
+        """A retryable failure drawn at `fail_rate` (the batch endpoints fail like the others)."""
+        with self._lock:
             if self.fail_rate and self._random.random() < self.fail_rate:
                 return self._random.choice([rate_limited("0.01"), overloaded("0.01"), server_error("0.01"),
                                             error(503, "Service unavailable", "0.01")])
@@ -141,6 +164,7 @@ class FakeAnthropic:
         refused = any(marker in prompt for marker in self.refuse_when)
         text = ("I can't help with summarising this conversation." if refused else
                 json.dumps(instance(schema, rng, items)) if schema else write_text(rng, items, body["max_tokens"]))
+        text, stop = truncated(text, body["max_tokens"])
         searches = int(any(str(t.get("type", "")).startswith("web_search") for t in body.get("tools") or []))
         content: list[dict] = []
         if searches:
@@ -158,7 +182,7 @@ class FakeAnthropic:
         written_1h = usage.cache_creation_1h_input_tokens
         message = {
             "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": "refusal" if refused else "end_turn", "stop_sequence": None,
+            "content": content, "stop_reason": "refusal" if refused else stop, "stop_sequence": None,
             "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
                       "cache_creation_input_tokens": usage.cache_creation_input_tokens,
                       "cache_read_input_tokens": usage.cache_read_input_tokens,
@@ -167,6 +191,36 @@ class FakeAnthropic:
                       "server_tool_use": {"web_search_requests": searches, "web_fetch_requests": 0}},
         }
         return message, usage
+
+    # ---- message batches ----------------------------------------------------------------------
+
+    def create_batch(self, body: dict) -> dict:
+        batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
+        with self._lock:
+            self.batches[batch_id] = {"requests": body["requests"], "created": time.time(), "results": None}
+        return self.batch_object(batch_id)
+
+    def batch_object(self, batch_id: str) -> dict:
+        batch = self.batches[batch_id]
+        ended = time.time() - batch["created"] >= self.batch_delay_s
+        if ended and batch["results"] is None:
+            batch["results"] = [self._batch_result(r) for r in batch["requests"]]
+        kinds = [line["result"]["type"] for line in batch["results"] or []]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(batch["created"]))
+        return {"id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+                "request_counts": {"processing": 0 if ended else len(batch["requests"]),
+                                   **{k: kinds.count(k) for k in ("succeeded", "errored", "canceled", "expired")}},
+                "created_at": stamp, "expires_at": stamp, "ended_at": stamp if ended else None,
+                "archived_at": None, "cancel_initiated_at": None,
+                "results_url": f"{self.url}/v1/messages/batches/{batch_id}/results" if ended else None}
+
+    def _batch_result(self, request: dict) -> dict:
+        if self.expire_batches:
+            return {"custom_id": request["custom_id"], "result": {"type": "expired"}}
+        message, usage = self._message(request["params"])
+        with self._lock:
+            self.answered.append(Answered(message["id"], message["model"], usage, batch=True))
+        return {"custom_id": request["custom_id"], "result": {"type": "succeeded", "message": message}}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -180,6 +234,11 @@ class FakeAnthropic:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 body = json.loads(raw or b"{}")
+                if self.path.split("?")[0] == "/v1/messages/batches":
+                    with fake._lock:
+                        fake.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    failure = fake._random_failure()
+                    return self._send(failure or Reply(200, fake.create_batch(body)), None)
                 if self.path.split("?")[0] == "/v1/messages/count_tokens":
                     with fake._lock:
                         fake.counted.append(body)
@@ -195,6 +254,22 @@ class FakeAnthropic:
                     message, usage = fake._message(body)
                     return self._send(Reply(200, message), Answered("", body["model"], usage))
                 self._send(reply, None)
+
+            def do_GET(self) -> None:
+                failure = fake._random_failure()
+                if failure:
+                    return self._send(failure, None)
+                parts = self.path.split("?")[0].strip("/").split("/")   # v1 messages batches ID [results]
+                if parts[:3] != ["v1", "messages", "batches"] or len(parts) not in (4, 5) \
+                        or parts[3] not in fake.batches:
+                    return self._send(error(404, f"no route {self.path}"), None)
+                batch = fake.batch_object(parts[3])
+                if len(parts) == 4:
+                    return self._send(Reply(200, batch), None)
+                if batch["processing_status"] != "ended" or parts[4] != "results":
+                    return self._send(error(404, "results are not available yet"), None)
+                lines = "".join(json.dumps(line) + "\n" for line in fake.batches[parts[3]]["results"])
+                self._send(Reply(200, lines.encode()), None)
 
             def _send(self, reply: Reply, answered: Answered | None) -> None:
                 request_id = f"req_{uuid.uuid4().hex}"

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, Field, create_model
 
 from cass_pipelines.config.settings import load_settings
-from cass_pipelines.llm.base import LLMRequest
+from cass_pipelines.llm.base import LLMError, LLMRequest
 from cass_pipelines.llm.factory import make_client
 from cass_pipelines.llm.offline import OfflineBackend
 from cass_pipelines.llm.pricing import load_pricing
@@ -106,13 +106,14 @@ def test_prompt_caching_is_simulated_like_the_api(backend):
 
 
 def test_structured_output_validates_for_rich_schemas(backend):
-    for schema in (Report, Pair, plan_like_schema()):
-        results = [backend.structured(request(prompt=PROMPT + f"- item {i}\n"), schema) for i in range(15)]
+    for schema in (Report, Pair, plan_like_schema()):   # room for a whole answer (a cut one does not parse)
+        results = [backend.structured(request(prompt=PROMPT + f"- item {i}\n", max_tokens=4000), schema)
+                   for i in range(15)]
         for r in results:
             assert isinstance(r.parsed, schema)
             assert schema.model_validate_json(r.text) == r.parsed
-    plans = [backend.structured(request(prompt=PROMPT + f"- item {i}\n"), plan_like_schema()).parsed
-             for i in range(15)]
+    plans = [backend.structured(request(prompt=PROMPT + f"- item {i}\n", max_tokens=4000),
+                                plan_like_schema()).parsed for i in range(15)]
     assert {u.template_id for p in plans for u in p.morning} == {"reflection_block", "research_batch"}
     assert all(p.morning and p.night for p in plans)   # lists get items, so a plan is never empty
 
@@ -143,3 +144,10 @@ Focus: Depth over breadth
 - Knowing when to stop
 """
     assert material(quoted) == ["Depth over breadth", "Patience", "Continuity", "Knowing when to stop"]
+
+
+def test_a_structured_answer_longer_than_max_tokens_is_cut_and_billed_as_online(backend):
+    with pytest.raises(LLMError, match="cut at max_tokens=20") as caught:
+        backend.structured(request(max_tokens=20), Report)
+    assert caught.value.billed is not None and caught.value.billed.usage.output_tokens == 20
+    assert caught.value.billed.stop_reason == "max_tokens"

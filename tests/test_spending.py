@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from pydantic import BaseModel
 from support import ledger_row
 
 from cass_pipelines.cli.main import main as cli_main
@@ -158,9 +159,10 @@ def test_a_bill_above_its_hold_is_a_breach_alert_and_both_figures_are_kept(store
 
 
 def test_output_bound_rule():
-    assert holds.output_bound(1800, [100, 200]) == holds.OutputBound(1800, 900)      # too little history
+    assert holds.output_bound(1800, []) == holds.OutputBound(1800, 900)                # no history: the ask
+    assert holds.output_bound(1800, [100, 200]).max_tokens == 200 * 1.5 + 64            # the longest, wide margin
     bound = holds.output_bound(1800, [300, 320, 340, 360, 380])
-    assert bound.max_tokens == 376 * 1.25 + 64          # p95 of 300..380 is 376
+    assert bound.max_tokens == 410 + 32                 # p90 of 300..380 is 372; x 1.1, rounded up
     assert bound.minimum < bound.max_tokens
     assert holds.output_bound(200, [300] * 10).max_tokens == 200                      # never above the ask
     rates = load_pricing().rates("claude-haiku-5-5")
@@ -221,3 +223,28 @@ def test_deferred_work_is_offered_again_in_priority_order(runtime):
     waiting = plans.units_for_day(rt.store, yesterday)
     assert [u["reason"] for u in waiting if u["template_id"] == "research_batch"][0].startswith(
         f"offered again {DAY} afternoon: afternoon already has 1 units")
+
+
+def test_an_answer_cut_at_the_measured_bound_is_asked_again_with_the_callers_limit(store, settings, fake_anthropic):
+    """The loopback API cuts a structured answer at max_tokens, as the real one does: the cut answer
+    is paid and recorded, then the call is made once more with the caller's own limit."""
+    from cass_pipelines.llm.anthropic_backend import AnthropicBackend
+
+    class Note(BaseModel):
+        text: str
+
+    for n, out in enumerate((10, 10, 10)):   # earlier days measured tiny outputs: a tight bound today
+        sb.settle(store, sb.reserve(store, day=DAY - timedelta(days=1), category="research", amount_usd=0.01,
+                                    settings=settings, priority="normal", now=NOW).id,
+                  replace(ledger_row(f"req_old{n}", 0.001, "research", DAY - timedelta(days=1)),
+                          action_id="session.research", output_tokens=out), NOW)
+    client = meter(store, settings, AnthropicBackend(settings, load_pricing()))
+    result = client.structured(LLMRequest(tier="fast", system_prefix="", prompt="- a long thought\n- another",
+                                          max_tokens=800), Note)
+    assert result.parsed.text
+    sent = [r["body"]["max_tokens"] for r in fake_anthropic.requests]
+    assert sent == [holds.output_bound(800, [10, 10, 10]).max_tokens, 800]
+    rows = store.all("SELECT output_tokens, max_tokens, cost_usd, reserved_usd FROM llm_ledger "
+                     "WHERE date = ? ORDER BY ts", [DAY])
+    assert [r["max_tokens"] for r in rows] == sent and rows[0]["output_tokens"] == sent[0]   # the cut one is paid
+    assert all(r["cost_usd"] <= r["reserved_usd"] for r in rows)

@@ -1,11 +1,13 @@
-"""budget, pause, resume."""
+"""budget, batches, pause, resume."""
 import argparse
+from datetime import date
 
 from cass_pipelines.cli.output import MAX_TEXT_CHARS, bounded_text, emit, parse_date, table
 from cass_pipelines.domain.categories import Category
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.services.runtime import open_runtime, open_store
+from cass_pipelines.store import batches
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.claims import never_over
 from cass_pipelines.store.control import pause, paused_scopes, resume
@@ -19,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--date", help="YYYY-MM-DD budget day (default: today in the agent's timezone)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_budget)
+
+    p = sub.add_parser("batches", help="batched model calls (memory, night work): batch id, state, held and billed")
+    p.add_argument("--date", help="YYYY-MM-DD budget day (default: every day)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_batches)
 
     p = sub.add_parser("pause", help="stop new work (all, or one category); work in flight finishes")
     p.add_argument("--category", choices=CATEGORIES)
@@ -46,7 +53,8 @@ def render_budget(b: dict) -> str:
              f"${b['spent_beyond_shares_usd']:.4f} spent beyond category shares (pooled room, reserve)",
              f"  reservations vs bills: median {_ratio(b['reservation_vs_bill']['median_ratio'])} over "
              f"{b['reservation_vs_bill']['calls']} call(s), {b['reservation_vs_bill']['breaches']} breach(es); "
-             f"prompt tokens read from cache {b['cache']['read_share']:.0%}", ""]
+             f"prompt tokens read from cache {b['cache']['read_share']:.0%}",
+             "  batched calls: " + ", ".join(f"{n} {state}" for state, n in b["batches"].items()), ""]
     lines.append(table([[name, f"${c['limit_usd']:.4f}", f"${c['spent_usd']:.4f}", f"${c['reserved_usd']:.4f}",
                          f"${c['remaining_usd']:.4f}", c["paused"] or ""] for name, c in b["categories"].items()],
                        ["category", "limit", "spent", "reserved", "remaining", "paused"]))
@@ -71,6 +79,22 @@ def cmd_budget(args: argparse.Namespace) -> int:
         status = budget_status(store, settings, day)
     emit(status, args.json, render_budget)
     return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    settings, store = open_store()
+    migrate(store)
+    rows = batches.listing(store, parse_date(args.date, date.min) if args.date else None)
+    emit(rows, args.json, lambda rs: table(
+        [[r["custom_id"], r["batch_id"] or "", r["state"], str(r["date"]), r["phase"] or "", r["action_id"] or "",
+          _usd(r["reserved_usd"]), _usd(r["billed_usd"]), (r["error"] or "")[:60]] for r in rs],
+        ["request", "batch", "state", "date", "phase", "action", "reserved", "billed", "error"]) if rs
+        else "no batched calls")
+    return 0
+
+
+def _usd(value: float | None) -> str:
+    return "" if value is None else f"${value:.6f}"
 
 
 def _pauses(store) -> dict:

@@ -129,10 +129,14 @@ def funding(settings: Settings, *, amount: float, category: str, priority: str, 
                    f"${limit:.4f}{pooled}", "category", amount, max(room, whole if may_use_reserve else 0.0))
 
 
-def calibrated_costs(registry: Registry, history: Mapping[str, ActionCost]) -> dict[str, float]:
-    """Per action: the recent average actual cost where the ledger has history, else the registry's estimate."""
+def calibrated_costs(registry: Registry, history: Mapping[str, ActionCost],
+                     first_call: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Per action: the recent average actual cost where the ledger has history, else the registry's
+    estimate, or the hold of its first call (`first_call`) when that is lower."""
+    first_call = first_call or {}
     return {a.id: round(history[a.id].mean_usd, 6) if a.id in history and history[a.id].executions
-            else a.estimated_cost_usd for a in registry.actions.values()}
+            else round(min(a.estimated_cost_usd, first_call.get(a.id, a.estimated_cost_usd)), 6)
+            for a in registry.actions.values()}
 
 
 def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], cheapest_ask: Mapping[str, float],

@@ -40,6 +40,7 @@ class DeferKind(StrEnum):
     NOT_IDLE = "not_idle"      # it needs the agent idle and the agent is not
     APPROVAL = "approval"      # older rows only: gated work now waits in awaiting_approval (services/approvals.py)
     GONE = "gone"              # its template is no longer in the registry
+    BATCH = "batch"            # a call of it waits for its message batch (collected later, paid once)
 
 
 class ReservationStatus(StrEnum):

@@ -8,6 +8,8 @@
   deadline per call, `settings.request_timeout_s`, across all attempts and waits.
 - Prompt caching: the stable prefix is a system block with cache_control; the suffix is not cached.
 - Structured output uses the API's JSON-schema output format; the answer is validated with pydantic.
+- Message Batches (`submit_batch`, `collect_batch`): the same request params under a custom id;
+  results are read once the batch has ended and billed at the batch price.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from cass_pipelines.domain.budget_rules import WEB_SEARCH_MAX_USES
 from cass_pipelines.domain.settings import Settings, SettingsError
 from cass_pipelines.llm.backend import Backend
 from cass_pipelines.llm.base import (
+    BatchAnswer,
+    BatchItem,
     LLMError,
     LLMRequest,
     LLMResult,
@@ -101,9 +105,9 @@ class AnthropicBackend(Backend):
             raise SettingsError(["LLM mode 'anthropic' needs ANTHROPIC_API_KEY in the environment "
                                  "(or CASS_LLM=offline)"])
 
-    def _params(self, request: LLMRequest, model: str, schema: type[BaseModel] | None) -> dict[str, Any]:
+    def _params(self, request: LLMRequest, model: str, schema: type[BaseModel] | dict | None) -> dict[str, Any]:
         cache_control: dict[str, str] = {"type": "ephemeral"}
-        if self.settings.cache_ttl == "1h":
+        if (request.cache_ttl or self.settings.cache_ttl) == "1h":
             cache_control["ttl"] = "1h"
         system = [{"type": "text", "text": request.system_prefix, "cache_control": cache_control}]
         if request.system_suffix:
@@ -134,6 +138,44 @@ class AnthropicBackend(Backend):
             self._prefix_tokens[key] = self._count(**probe, system=[{"type": "text", "text": request.system_prefix}]) \
                 - self._count(**probe)
         return PromptCount(total, min(self._prefix_tokens[key], total))
+
+    def submit_batch(self, items: list[BatchItem]) -> str:
+        requests: list[Any] = [{"custom_id": i.custom_id,
+                     "params": self._params(i.request, self.model_for(i.request.tier), i.json_schema)} for i in items]
+        return self._api("submitting a message batch", lambda: self.client.messages.batches.create(requests=requests)).id
+
+    def collect_batch(self, batch_id: str, items: list[BatchItem]) -> dict[str, BatchAnswer] | None:
+        batch = self._api(f"reading message batch {batch_id}", lambda: self.client.messages.batches.retrieve(batch_id))
+        if batch.processing_status != "ended":
+            return None
+        wanted = {i.custom_id: i for i in items}
+        out: dict[str, BatchAnswer] = {}
+        started = time.monotonic()
+        for entry in self._api(f"reading the results of message batch {batch_id}",
+                               lambda: list(self.client.messages.batches.results(batch_id))):
+            item = wanted.get(entry.custom_id)
+            if item is None:
+                continue
+            result = entry.result
+            if result.type == "succeeded":
+                model = self.model_for(item.request.tier)
+                answer = self._result(result.message, model, 1, started, item.request.cache_ttl, batch=True)
+                out[entry.custom_id] = BatchAnswer(entry.custom_id, answer)
+            else:
+                detail = getattr(getattr(result, "error", None), "error", None)
+                out[entry.custom_id] = BatchAnswer(entry.custom_id, None, redact(
+                    f"{result.type}" + (f": {getattr(detail, 'message', '')}" if detail is not None else "")))
+        # A request the results do not mention never came back: nothing was billed for it.
+        return {cid: out.get(cid) or BatchAnswer(cid, None, "no result in the batch") for cid in wanted}
+
+    def _api(self, doing: str, call: Any) -> Any:
+        try:
+            return call()
+        except anthropic.APIStatusError as exc:
+            raise LLMError(redact(f"Anthropic API error {exc.status_code} {doing}: {exc.api_message or exc.message}"),
+                           status=exc.status_code, retryable=_retryable(exc.status_code)) from None
+        except anthropic.APIError as exc:
+            raise LLMError(redact(f"cannot reach the Anthropic API {doing}: {exc}"), retryable=True) from None
 
     def _count(self, **params: Any) -> int:
         try:
@@ -170,7 +212,7 @@ class AnthropicBackend(Backend):
                            retryable=True) from None
         finally:
             _CURRENT.reset(token)
-        result = self._result(message, model, call.attempts, started)
+        result = self._result(message, model, call.attempts, started, request.cache_ttl)
         if schema is None:
             return result
         try:
@@ -181,14 +223,15 @@ class AnthropicBackend(Backend):
                            retryable=True, request_id=result.request_id, billed=result) from None
         return replace(result, parsed=parsed)
 
-    def _result(self, message: Any, model: str, attempts: int, started: float) -> LLMResult:
-        usage = _usage(message.usage, self.settings.cache_ttl)
+    def _result(self, message: Any, model: str, attempts: int, started: float, cache_ttl: str | None,
+                *, batch: bool = False) -> LLMResult:
+        usage = _usage(message.usage, cache_ttl or self.settings.cache_ttl)
         return LLMResult(
             text="".join(block.text for block in message.content if block.type == "text"),
             parsed=None, usage=usage, model=model,
-            request_id=message._request_id or message.id,
+            request_id=getattr(message, "_request_id", None) or message.id,   # a batched message has none
             latency_ms=int((time.monotonic() - started) * 1000), attempts=attempts, offline=False,
-            cost_usd=self.pricing.cost(model, usage), stop_reason=message.stop_reason,
+            cost_usd=self.pricing.cost(model, usage, batch=batch), stop_reason=message.stop_reason,
             raw={"id": message.id, "model": message.model})
 
 

@@ -69,6 +69,7 @@ class LLMRequest:
     system_suffix: str = ""       # uncached system text that varies per call
     web_search: bool = False      # allow the server-side web search tool (research/world actions)
     purpose: str = ""             # short label for logs ("plan", "session.reflection", ...)
+    cache_ttl: str | None = None  # "5m" | "1h" for the cached prefix; None: settings.cache_ttl
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,30 @@ class PromptCount:
     prefix: int
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """One request of a Message Batch. The structured output's JSON schema is carried as data
+    (what is stored with the request), so a batch can be collected by another process."""
+    custom_id: str
+    request: LLMRequest
+    json_schema: dict | None = None
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """What a batch returned for one request: a billed result (text not yet parsed), or none and why
+    (errored, expired, canceled: nothing billed)."""
+    custom_id: str
+    result: LLMResult | None
+    error: str | None = None
+
+
+def json_schema_of(schema: "type[BaseModel] | dict | None") -> dict | None:
+    if schema is None or isinstance(schema, dict):
+        return schema
+    return schema.model_json_schema()
+
+
 def prefix_key(model: str, prefix: str) -> str:
     """Names one cached prefix of one model (the provider caches per model and exact text)."""
     return hashlib.sha256(f"{model}\x1f{prefix}".encode("utf-8")).hexdigest()[:32]
@@ -110,6 +135,16 @@ class LLMClient(Protocol):
     def text(self, request: LLMRequest) -> LLMResult: ...
 
     def structured(self, request: LLMRequest, schema: type[T]) -> LLMResult[T]: ...
+
+
+class BatchClient(Protocol):
+    """Message Batches (both backends): submit requests, and later collect what came back."""
+
+    def submit_batch(self, items: list[BatchItem]) -> str: ...
+
+    def collect_batch(self, batch_id: str, items: list[BatchItem]) -> dict[str, BatchAnswer] | None:
+        """The answers by custom id once the batch has ended; None while it is still processing."""
+        ...
 
 
 def model_for(models: Mapping[str, str], tier: str) -> str:

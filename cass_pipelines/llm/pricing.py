@@ -1,5 +1,6 @@
 """Prices as data: pricing.json holds, per model, USD per million tokens for input, output, 5-minute
-and 1-hour cache writes and cache reads, with the date and source of each figure.
+and 1-hour cache writes and cache reads, with the date and source of each figure, and the Message Batches discount (every
+token rate of a batched request is that share of the list price).
 
 Cost is always computed from the usage a response reported. A model without a price is a settings
 error raised at startup, never a silent $0.
@@ -7,7 +8,7 @@ error raised at startup, never a silent $0.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,16 +43,24 @@ class Pricing:
     version: int
     models: dict[str, ModelRates]
     web_search_per_1k: float
+    batch_factor: float = 1.0
 
-    def rates(self, model: str) -> ModelRates:
+    def rates(self, model: str, *, batch: bool = False) -> ModelRates:
+        """The model's rates; with `batch`, its token rates in a Message Batch."""
         try:
-            return self.models[model]
+            r = self.models[model]
         except KeyError:
             raise UnknownModelError(model, sorted(self.models)) from None
+        if not batch:
+            return r
+        f = self.batch_factor
+        return replace(r, input=r.input * f, output=r.output * f, cache_write_5m=r.cache_write_5m * f,
+                       cache_write_1h=r.cache_write_1h * f, cache_read=r.cache_read * f)
 
-    def cost(self, model: str, usage: Usage) -> float:
-        """USD for one response. input_tokens are the uncached ones; cache writes are split by TTL."""
-        r = self.rates(model)
+    def cost(self, model: str, usage: Usage, *, batch: bool = False) -> float:
+        """USD for one response. input_tokens are the uncached ones; cache writes are split by TTL.
+        A batched response's tokens are billed at the batch discount; searches at their list price."""
+        r = self.rates(model, batch=batch)
         written_5m = usage.cache_creation_input_tokens - usage.cache_creation_1h_input_tokens
         tokens = (usage.input_tokens * r.input + usage.output_tokens * r.output
                   + written_5m * r.cache_write_5m + usage.cache_creation_1h_input_tokens * r.cache_write_1h
@@ -69,7 +78,8 @@ class Pricing:
 def parse_pricing(data: dict) -> Pricing:
     models = {name: ModelRates(model=name, **entry)
               for name, entry in data["models"].items()}
-    return Pricing(version=data["version"], models=models, web_search_per_1k=data["web_search_per_1k"]["usd"])
+    return Pricing(version=data["version"], models=models, web_search_per_1k=data["web_search_per_1k"]["usd"],
+                   batch_factor=data.get("batch_discount", {}).get("factor", 1.0))
 
 
 @lru_cache(maxsize=4)

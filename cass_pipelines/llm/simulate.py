@@ -149,6 +149,14 @@ def write_text(rng: random.Random, items: list[str], max_tokens: int, sentences:
     return " ".join(out) or _clip(_sentence(rng, order[0]), limit)
 
 
+def truncated(text: str, max_tokens: int) -> tuple[str, str]:
+    """The answer as a provider sends it under `max_tokens`: whole with stop reason "end_turn", or
+    cut at the bound with "max_tokens" (a cut JSON answer no longer parses)."""
+    if estimate_tokens(text) <= max_tokens:
+        return text, "end_turn"
+    return text[: max_tokens * CHARS_PER_TOKEN], "max_tokens"
+
+
 # ---- JSON schema instances ---------------------------------------------------------------------
 
 def instance(schema: dict, rng: random.Random, items: list[str], root: dict | None = None, name: str = "") -> Any:

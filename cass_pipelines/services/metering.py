@@ -9,27 +9,58 @@ transaction. A failed call releases its hold, unless its response was paid for (
 invalid or cut-off structured output): that one is recorded and settled like a good response, then
 the error is re-raised. The ledger's cost comes from Pricing applied to the usage the response
 reported, never from the estimate. No connection is held across the call.
+
+Work no one waits for (core/batching.py: memory, night) is sent as a Message Batch when the backend
+offers batches: the hold is priced at the batch rates, the request is stored (store/batches.py)
+before the batch is created and its batch id right after, then the batch is polled until it ends
+(up to settings.batch_wait_s). Its answer is settled through the same path (write-ahead log,
+ledger row marked `batch`, reservation reconciled). A batch still running when the wait is over
+defers the work (BatchPending) with its hold kept; `collect_batches` (batch_sensor) settles it when
+it ends, and the work's re-run takes the stored answer instead of paying again. A request that
+comes back errored or expired releases its hold and defers the work, to be asked afresh.
+
+The cached prefix's TTL: 1 hour for batches (they may run longer than five minutes), and for a
+phase whose calls spanned more than five minutes on its last earlier day; else settings.cache_ttl.
 """
 from __future__ import annotations
 
 import json
+import os
 import threading
-from dataclasses import dataclass, replace
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
+from typing import Callable, cast
 
 from pydantic import BaseModel
 
+from cass_pipelines.domain.batching import BATCH_CACHE_TTL, BatchState, no_one_waits, request_key
 from cass_pipelines.domain.budget_rules import Refusal, Reservation, money, prompt_tokens_bound, web_search_bound
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm import holds
-from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, LLMResult, PromptCount, T, Usage, prefix_key
+from cass_pipelines.llm.base import (
+    BatchAnswer,
+    BatchClient,
+    BatchItem,
+    LLMClient,
+    LLMError,
+    LLMRequest,
+    LLMResult,
+    PromptCount,
+    T,
+    Usage,
+    json_schema_of,
+    prefix_key,
+)
 from cass_pipelines.llm.pricing import Pricing
 from cass_pipelines.services.failpoints import failpoint
-from cass_pipelines.store import paid_log
+from cass_pipelines.store import batches, paid_log
 from cass_pipelines.store.budget import release, reserve, settle
+from cass_pipelines.store.claims import Owner, owner_dead
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.ledger import LedgerRow, output_history, prefix_last_used
+from cass_pipelines.store.ledger import LedgerRow, output_history, phase_call_span, prefix_last_used
 
 
 class BudgetRefused(Exception):
@@ -38,7 +69,15 @@ class BudgetRefused(Exception):
     def __init__(self, reason: str, scope: str = "day"):
         super().__init__(reason)
         self.reason = reason
-        self.scope = scope    # "day" | "category" | "pause" (see core.budget.Refusal)
+        self.scope = scope    # "day" | "category" | "pause" (see core.budget.Refusal) | "batch"
+
+
+class BatchPending(BudgetRefused):
+    """A batched call had no answer yet when the wait was over (or its batch came back without one).
+    The work is deferred like a refusal; a pending batch keeps its hold and is collected later."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, "batch")
 
 
 @dataclass(frozen=True)
@@ -53,6 +92,12 @@ class MeterContext:
     step_key: str | None = None
     ignore_pause: bool = False   # a forced manual trigger runs while paused (budget limits still hold)
     may_use_reserve: bool = False  # the decision call: funded by its category, else the reserve
+    batch: bool = False            # no one waits for the answer: send it as a Message Batch when offered
+
+    @classmethod
+    def waiting_for_no_one(cls, settings: Settings, **fields) -> "MeterContext":
+        """A context whose calls are batched when settings allow and no one waits (core/batching.py)."""
+        return cls(**fields, batch=settings.batch_work and no_one_waits(fields["category"], fields.get("phase")))
 
 
 class MeteredClient:
@@ -82,15 +127,26 @@ class MeteredClient:
     def structured(self, request: LLMRequest, schema: type[T]) -> LLMResult[T]:
         return self._metered(request, schema)
 
+    @property
+    def batching(self) -> bool:
+        return self.ctx.batch and hasattr(self.inner, "submit_batch")
+
     def estimate(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> float:
         """The hold for one call as it will be sent (see llm/holds.py)."""
         request, _ = self._bounded(request)
-        rates = self.pricing.rates(self.model_for(request.tier))
+        rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
         return money(self._input_usd(request, self._count(request, schema)) + holds.output_usd(rates, request.max_tokens))
 
-    def _bounded(self, request: LLMRequest) -> tuple[LLMRequest, holds.OutputBound]:
-        history = output_history(self.store, self.ctx.action_id, self.ctx.date) if self.ctx.action_id else []
+    def _bounded(self, request: LLMRequest, measured: bool = True) -> tuple[LLMRequest, holds.OutputBound]:
+        """The request as it will be sent: its output bound (llm/holds.py; with `measured` False, the
+        caller's own limit) and its prefix's TTL."""
+        history = (output_history(self.store, self.ctx.action_id, self.ctx.date)
+                   if self.ctx.action_id and measured else [])
         bound = holds.output_bound(request.max_tokens, history)
+        if request.cache_ttl is None:
+            span = phase_call_span(self.store, self.ctx.phase, self.ctx.date) if self.ctx.phase else None
+            ttl = BATCH_CACHE_TTL if self.batching else holds.phase_ttl(span, self.settings.cache_ttl)
+            request = replace(request, cache_ttl=ttl)
         return replace(request, max_tokens=bound.max_tokens), bound
 
     def _count(self, request: LLMRequest, schema: type[BaseModel] | None) -> PromptCount:
@@ -107,10 +163,10 @@ class MeteredClient:
 
     def _input_usd(self, request: LLMRequest, count: PromptCount) -> float:
         model = self.model_for(request.tier)
-        rates = self.pricing.rates(model)
+        rates = self.pricing.rates(model, batch=self.batching)
         # The backend sends the search tool only when settings allow it; only then can it be billed.
         searches, search_tokens = web_search_bound(request.web_search and self.settings.web_search)
-        ttl = self.settings.cache_ttl
+        ttl = request.cache_ttl or self.settings.cache_ttl
         # A backend that knows its cache (the simulated one) says so; otherwise the ledger's record of
         # the prefix's last write or read within the TTL decides.
         known = getattr(self.inner, "prefix_cached", lambda _: None)(request)
@@ -123,13 +179,14 @@ class MeteredClient:
         return (holds.input_usd(rates, count, warm=warm, ttl=ttl, extra_tokens=search_tokens)
                 + searches * self.pricing.web_search_per_1k / 1000)
 
-    def _reserve(self, request: LLMRequest, schema: type[BaseModel] | None) -> tuple[LLMRequest, Reservation]:
+    def _reserve(self, request: LLMRequest, schema: type[BaseModel] | None,
+                 measured: bool = True) -> tuple[LLMRequest, Reservation]:
         """Reserve for the call; when the room left is short, lower its output bound to fit, down
         to the useful minimum. Returns the request as it will be sent and its reservation."""
         ctx = self.ctx
-        request, bound = self._bounded(request)
+        request, bound = self._bounded(request, measured)
         count = self._count(request, schema)
-        rates = self.pricing.rates(self.model_for(request.tier))
+        rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
         input_usd = self._input_usd(request, count)
         while True:
             amount = money(input_usd + holds.output_usd(rates, request.max_tokens))
@@ -144,9 +201,11 @@ class MeteredClient:
                 raise BudgetRefused(held.reason, held.scope)
             request = replace(request, max_tokens=fits)
 
-    def _metered(self, request: LLMRequest, schema: type[BaseModel] | None) -> LLMResult:
+    def _metered(self, asked: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
+        if self.batching:
+            return self._batched(asked, schema, measured)
         with self.store.session():   # the history reads and the reservation share one open
-            request, held = self._reserve(request, schema)
+            request, held = self._reserve(asked, schema, measured)
         try:
             result = self.inner.structured(request, schema) if schema else self.inner.text(request)
         except LLMError as exc:
@@ -156,18 +215,23 @@ class MeteredClient:
             # A paid response that was unusable (invalid or cut-off structured output): it is
             # recorded and settles the hold exactly like a good one, then the error goes on.
             exc.billed = self._record(held.id, exc.billed, request)
+            if cut_at_bound(exc.billed, request, asked):
+                return self._metered(asked, schema, measured=False)
             raise
         except BaseException:
             release(self.store, held.id, self.clock.now())
             raise
-        return self._record(held.id, result, request)
+        recorded = self._record(held.id, result, request)
+        if cut_at_bound(recorded, request, asked):   # whole prose, not a clipped one
+            return self._metered(asked, schema, measured=False)
+        return recorded
 
-    def _record(self, reservation_id: str, result: LLMResult, request: LLMRequest) -> LLMResult:
+    def _record(self, reservation_id: str, result: LLMResult, request: LLMRequest, batch: bool = False) -> LLMResult:
         """Ledger row from the response's reported usage, priced by Pricing: first appended to the
         write-ahead log of paid answers (so a crash before the database write loses nothing), then
         recorded and the hold settled in one transaction."""
         ctx = self.ctx
-        cost = round(self.pricing.cost(result.model, result.usage), 9)
+        cost = round(self.pricing.cost(result.model, result.usage, batch=batch), 9)
         u = result.usage
         row = LedgerRow(
             request_id=result.request_id, ts=self.clock.now(), date=ctx.date, phase=ctx.phase, run_id=ctx.run_id,
@@ -178,7 +242,8 @@ class MeteredClient:
             cache_creation_1h_input_tokens=u.cache_creation_1h_input_tokens, cost_usd=cost,
             offline=result.offline, attempts=result.attempts, latency_ms=result.latency_ms,
             reservation_id=reservation_id, max_tokens=request.max_tokens,
-            prefix_key=prefix_key(result.model, request.system_prefix) if request.system_prefix else None)
+            prefix_key=prefix_key(result.model, request.system_prefix) if request.system_prefix else None,
+            batch=batch)
         paid_log.append(self.settings.home, row)
         failpoint("paid_before_ledger")
         settle(self.store, reservation_id, row, self.clock.now())
@@ -188,3 +253,156 @@ class MeteredClient:
             self.cost_usd = round(self.cost_usd + cost, 9)
             self.offline = self.offline or result.offline
         return replace(result, cost_usd=cost)
+
+    # ---- message batches ----------------------------------------------------------------------
+
+    def _batched(self, request: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
+        """One call through a Message Batch: the request this work already sent is taken up again
+        (pending: waited for; collected: its stored answer, paid once), else a new one is held,
+        stored, submitted and waited for."""
+        ctx = self.ctx
+        json_schema = json_schema_of(schema)
+        model = self.model_for(request.tier)
+        key = request_key(ctx.work_unit_id, ctx.action_id, model, request.system_prefix, request.system_suffix,
+                          request.prompt, json_schema)
+        row = batches.for_key(self.store, key)
+        if row is None:
+            row = self._submit(request, schema, json_schema, key, model, measured)
+        elif row["state"] == BatchState.SUBMITTING:
+            # Its submitter died between creating the batch and storing its id: an answer may still
+            # be billed, so the hold stays and nothing is sent again until any such batch has expired.
+            raise BatchPending(f"an earlier batch request of this work ({row['custom_id']}) may still answer; "
+                               "its hold is kept until it would have expired")
+        if row["state"] != BatchState.COLLECTED:
+            row = self._await(row)
+        batches.take(self.store, row["custom_id"])
+        usage, cost = self._count_paid(row["request_id"])
+        sent = _item(row).request
+        result: LLMResult = LLMResult(text=row["result_text"], parsed=None, usage=usage, model=row["model"],
+                                      request_id=row["request_id"], latency_ms=0, attempts=1,
+                                      offline=self.inner.mode == "offline", cost_usd=cost,
+                                      stop_reason="max_tokens" if usage.output_tokens >= sent.max_tokens else None)
+        if cut_at_bound(result, sent, request):
+            return self._batched(request, schema, measured=False)
+        if schema is None:
+            return result
+        try:
+            return replace(result, parsed=schema.model_validate_json(row["result_text"]))
+        except ValueError as exc:   # paid (already settled) but unusable, as for an interactive answer
+            raise LLMError(f"batched structured output did not match {schema.__name__}: {exc}"[:500],
+                           retryable=True, request_id=row["request_id"], billed=result) from None
+
+    def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
+                model: str, measured: bool) -> dict:
+        ctx = self.ctx
+        with self.store.session():
+            request, held = self._reserve(request, schema, measured)
+        custom_id = f"cass_{uuid.uuid4().hex}"
+        batches.add(self.store, batches.NewBatchRequest(
+            custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
+            category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id,
+            run_id=ctx.run_id, step_key=ctx.step_key, model=model, request={**asdict(request), "json_schema": json_schema},
+            pid=os.getpid(), submitted_at=self.clock.now()))
+        try:
+            batch_id = cast(BatchClient, self.inner).submit_batch([BatchItem(custom_id, request, json_schema)])
+        except BaseException as exc:   # no batch was created: nothing can be billed
+            batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
+            raise
+        failpoint("batch_created")     # a crash here: the hold is kept until any batch would have expired
+        batches.submitted(self.store, custom_id, batch_id)
+        failpoint("batch_submitted")   # a crash here: the batch is collected later, paid once
+        row = batches.get(self.store, custom_id)
+        assert row is not None   # stored above
+        return row
+
+    def _await(self, row: dict) -> dict:
+        """Poll the row's batch until it has ended (then settle its answer) or the wait is over."""
+        deadline = time.monotonic() + self.settings.batch_wait_s
+        while True:
+            done = collect_one(self.inner, self.store, self.settings, self.pricing, self.clock, row)
+            if done is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise BatchPending(f"waiting for message batch {row['batch_id']}: no answer after "
+                                   f"{self.settings.batch_wait_s:g}s; collected when it ends")
+            time.sleep(min(self.settings.batch_poll_s, max(deadline - time.monotonic(), 0.0)))
+        if done["state"] != BatchState.COLLECTED:
+            raise BatchPending(f"message batch {row['batch_id']} returned no answer ({done['error']}); "
+                               "its hold is released and the work is asked for again")
+        return done
+
+    def _count_paid(self, request_id: str) -> tuple[Usage, float]:
+        """A batched answer's ledger usage and cost, added to this client's sums (once per answer used)."""
+        paid = self.store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, "
+                              "cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd, offline "
+                              "FROM llm_ledger WHERE request_id = ?", [request_id]) or {}
+        usage = Usage(*(int(paid.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+                                                        "cache_read_input_tokens", "cache_creation_1h_input_tokens")))
+        cost = float(paid.get("cost_usd") or 0.0)
+        with self._lock:
+            self.calls += 1
+            self.usage += usage
+            self.cost_usd = round(self.cost_usd + cost, 9)
+            self.offline = self.offline or bool(paid.get("offline"))
+        return usage, cost
+
+
+def cut_at_bound(result: LLMResult, sent: LLMRequest, asked: LLMRequest) -> bool:
+    """An answer stopped by an output bound lower than the caller asked for: asked again once, with
+    the caller's limit (paid twice; the bound is measured from history, which now includes it)."""
+    return result.stop_reason == "max_tokens" and sent.max_tokens < asked.max_tokens
+
+
+def _item(row: dict) -> BatchItem:
+    data = json.loads(row["request"]) if isinstance(row["request"], str) else dict(row["request"])
+    json_schema = data.pop("json_schema", None)
+    return BatchItem(row["custom_id"], LLMRequest(**data), json_schema)
+
+
+def collect_one(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
+                row: dict) -> dict | None:
+    """Look at one pending request's batch: None while it runs; once it has ended, its answer is
+    settled under the request's reservation at the batch price (write-ahead log first) or, with no
+    answer, the hold is released. Returns the row as it is now. Collecting twice records nothing
+    twice (the ledger's request id is the answer's own)."""
+    if row["state"] == BatchState.SUBMITTING or not row["batch_id"]:
+        return None
+    item = _item(row)
+    answers = cast(BatchClient, inner).collect_batch(row["batch_id"], [item])
+    if answers is None:
+        return None
+    answer: BatchAnswer = answers[row["custom_id"]]
+    if answer.result is None:
+        batches.ended_without_answer(store, row["custom_id"], answer.error or "no answer", clock.now())
+    else:
+        ctx = MeterContext(date=row["date"], phase=row["phase"], category=row["category"], priority=row["priority"],
+                           work_unit_id=row["work_unit_id"], action_id=row["action_id"], run_id=row["run_id"],
+                           step_key=row["step_key"], batch=True)
+        recorded = MeteredClient(inner, store, settings, pricing, ctx, clock)._record(
+            row["reservation_id"], answer.result, item.request, batch=True)
+        batches.collected(store, row["custom_id"], recorded.request_id, answer.result.text, clock.now())
+    return batches.get(store, row["custom_id"])
+
+
+def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
+                    is_run_over: Callable[[str], bool]) -> dict[str, list[str]]:
+    """batch_sensor's pass over requests whose submitter is gone (a live one collects its own):
+    settle what has ended, and release the hold of a request whose batch id was never stored once
+    any batch it might be in has expired. Returns custom ids by their state now (submitted: still waiting)."""
+    out: dict[str, list[str]] = {s: [] for s in (BatchState.COLLECTED, BatchState.FAILED, BatchState.LOST,
+                                                 BatchState.SUBMITTED)}
+    for row in batches.pending(store):
+        if not owner_dead(Owner(row["run_id"], row["pid"] or 0, row["host"] or ""), is_run_over):
+            continue
+        if row["state"] == BatchState.SUBMITTING:
+            if clock.now() - row["submitted_at"] > BATCH_EXPIRY:
+                batches.ended_without_answer(store, row["custom_id"], "submitter died before the batch id was "
+                                             "stored; any batch it made has expired", clock.now(), BatchState.LOST)
+                out[BatchState.LOST].append(row["custom_id"])
+            continue
+        done = collect_one(inner, store, settings, pricing, clock, row)
+        out[BatchState.SUBMITTED if done is None else done["state"]].append(row["custom_id"])
+    return out
+
+
+BATCH_EXPIRY = timedelta(hours=24, minutes=5)   # a batch ends within 24 hours of its creation

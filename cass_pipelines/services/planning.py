@@ -63,9 +63,12 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
     with rt.store.session():  # bookkeeping only: no LLM call inside
         status = budget_status(rt.store, rt.settings, day, phases[0])
         degraded, skip = degradation(status, rt.settings)
-        costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store))
         outputs = {a: output_history(rt.store, a, day) for a in rt.registry.actions
                    if rt.registry.actions[a].model_tier != "none"}
+        # An action never run yet is estimated at its call's useful hold when that is below the
+        # registry's figure (a worst case): admission then refuses only what cannot be paid.
+        first_call = {a.id: call_hold(rt, a, outputs) for a in rt.registry.actions.values() if a.model_tier != "none"}
+        costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store), first_call)
         edges = persona.growth_edges(rt.store, limit=5)
         inputs = PlanInputs(
             registry=rt.registry, phases=phases,
@@ -80,17 +83,21 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
         return inputs, status, degraded
 
 
+def call_hold(rt: Runtime, action, outputs: dict[str, list[int]]) -> float:
+    """The least reservation one call of the action must get, as the metered client computes it
+    (llm/holds.py) for a typical prompt whose tier prefix is written (not yet warm): with the output
+    bound lowered to the action's useful minimum, which is when the call is refused."""
+    rates = rt.pricing.rates(rt.settings.models[action.model_tier])
+    prompt = PromptCount(TYPICAL_PROMPT_TOKENS, min(rates.min_cacheable_tokens, TYPICAL_PROMPT_TOKENS))
+    bound = holds.output_bound(action.max_output_tokens, outputs.get(action.id, []))
+    return (holds.input_usd(rates, prompt, warm=False, ttl=rt.settings.cache_ttl)
+            + holds.output_usd(rates, bound.minimum))
+
+
 def largest_call(rt: Runtime, template_id: str, outputs: dict[str, list[int]]) -> float:
-    """The least reservation the template's dearest model call must get, as the metered client
-    computes it (llm/holds.py) for a typical prompt whose tier prefix is written (not yet warm):
-    with the output bound lowered to the action's useful minimum, which is when the call is refused."""
-    def hold(action) -> float:
-        rates = rt.pricing.rates(rt.settings.models[action.model_tier])
-        prompt = PromptCount(TYPICAL_PROMPT_TOKENS, min(rates.min_cacheable_tokens, TYPICAL_PROMPT_TOKENS))
-        bound = holds.output_bound(action.max_output_tokens, outputs.get(action.id, []))
-        return (holds.input_usd(rates, prompt, warm=False, ttl=rt.settings.cache_ttl)
-                + holds.output_usd(rates, bound.minimum))
-    return max((hold(a) for a in rt.registry.template_actions(template_id) if a.model_tier != "none"), default=0.0)
+    """The least reservation the template's dearest model call must get (call_hold)."""
+    return max((call_hold(rt, a, outputs) for a in rt.registry.template_actions(template_id)
+                if a.model_tier != "none"), default=0.0)
 
 
 def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,

@@ -110,8 +110,8 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
             return outcome(ActionStatus.SKIPPED, note, unit_done=True)
 
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
-    meter = metered(rt, clock, MeterContext(
-        date=budget_day or day, phase=unit["phase"], category=action.category, priority=action.priority,
+    meter = metered(rt, clock, MeterContext.waiting_for_no_one(
+        rt.settings, date=budget_day or day, phase=unit["phase"], category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced))
     previous = [ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                 if p < position and runs[p]["result"]]
@@ -122,9 +122,10 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
     try:
         result = resolve_handler(action.handler)(ctx)
     except BudgetRefused as exc:
-        # A pause that lands mid-action is a pause like any other, so `resume` takes the unit back.
-        kind = DeferKind.PAUSED if exc.scope == "pause" else DeferKind.BUDGET
-        reason = exc.reason if kind is DeferKind.PAUSED else f"budget: {exc.reason}"
+        # A pause that lands mid-action is a pause like any other, so `resume` takes the unit back;
+        # a call waiting for its message batch is taken up again when the unit is offered again.
+        kind = {"pause": DeferKind.PAUSED, "batch": DeferKind.BATCH}.get(exc.scope, DeferKind.BUDGET)
+        reason = exc.reason if kind is not DeferKind.BUDGET else f"budget: {exc.reason}"
         finish(ActionStatus.DEFERRED, reason, UnitStatus.DEFERRED, unit_reason=reason, defer_kind=kind,
                cost_usd=meter.cost_usd)
         return outcome(ActionStatus.DEFERRED, reason, meter.cost_usd, unit_done=True)
@@ -208,9 +209,10 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
 def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None) -> dict:
     results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
                if r["result"]]
-    llm = metered(rt, clock, MeterContext(date=unit["date"], phase=unit["phase"], category=unit["category"],
-                                          priority="high", work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID,
-                                          run_id=run_id, ignore_pause=unit["origin"] == UnitOrigin.FORCED))
+    llm = metered(rt, clock, MeterContext.waiting_for_no_one(
+        rt.settings, date=unit["date"], phase=unit["phase"], category=unit["category"], priority="high",
+        work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID, run_id=run_id,
+        ignore_pause=unit["origin"] == UnitOrigin.FORCED))
     return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())
 
 

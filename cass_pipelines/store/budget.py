@@ -17,15 +17,21 @@ from typing import Callable
 import duckdb
 
 from cass_pipelines.domain import budget_rules as rules
+from cass_pipelines.domain.batching import PENDING
 from cass_pipelines.domain.budget_rules import ActionCost, Funding, Refusal, Reservation
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import ReservationStatus as RS
 from cass_pipelines.domain.states import UnitStatus
+from cass_pipelines.store.batches import counts as batch_counts
 from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
 from cass_pipelines.store.db import Store, rows_as_dicts
 from cass_pipelines.store.ledger import LedgerRow, insert_row
 
+# Holds of batched requests that may still be answered are never released as stale: the batch
+# outlives its submitter, and its answer is settled under that hold when collected (store/batches.py).
+NOT_BATCHED = ("id NOT IN (SELECT reservation_id FROM llm_batches WHERE state IN "
+               f"({', '.join(repr(s.value) for s in PENDING)}))")
 CALIBRATION_WINDOW = 20   # recent executions per action that the calibrated estimate averages
 CALIBRATION_LOOKBACK_DAYS = 30   # ...found among the ledger's last days: a year of ledger is never scanned
 
@@ -121,15 +127,16 @@ def release(store: Store, reservation_id: str, now: datetime, status: RS = RS.RE
 def release_stale(store: Store, is_run_over: Callable[[str], bool], now: datetime) -> list[str]:
     """Abandon held reservations whose call can no longer settle: their Dagster run is over, or the
     process that made them (on this host) has died. Returns the ids released. Replay the write-ahead
-    log of paid answers first (core.recovery does), or a paid hold would be released as $0."""
+    log of paid answers first (services.recovery does), or a paid hold would be released as $0. A
+    hold of a pending batched request is left alone (see NOT_BATCHED)."""
     stale = [rid for rid, owner in held_owners(store) if owner_dead(owner, is_run_over)]
     return [rid for rid in stale if release(store, rid, now, status=RS.ABANDONED)]
 
 
 def held_owners(store: Store) -> list[tuple[str, Owner]]:
-    """Held reservations and who holds them."""
+    """Held reservations and who holds them (but holds of batched requests that may still answer)."""
     return [(r["id"], Owner(r["run_id"], r["pid"] or 0, r["host"] or "")) for r in store.all(
-        f"SELECT id, run_id, pid, host FROM reservations WHERE status = '{RS.HELD}'")]
+        f"SELECT id, run_id, pid, host FROM reservations WHERE status = '{RS.HELD}' AND {NOT_BATCHED}")]
 
 
 def unsettled(store: Store, request_ids: list[str]) -> set[str]:
@@ -153,6 +160,7 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
         accuracy = _reservation_accuracy(conn, day)
         cache = _cache_share(conn, day)
         paused, day_alerts = paused_scopes(store), alerts(store, day)
+        batched = batch_counts(store, day)
     own: dict[str, tuple[float, float]] = {}
     for r in used:
         if r["funding"] == Funding.CATEGORY:
@@ -164,7 +172,7 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
                                                             sum(r["held"] for r in beyond)),
                               pooled_room=pooled, pooling=rules.pooling(phase))
     return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts,
-            "reservation_vs_bill": accuracy, "cache": cache}
+            "reservation_vs_bill": accuracy, "cache": cache, "batches": batched}
 
 
 def _reservation_accuracy(conn: duckdb.DuckDBPyConnection, day: date) -> dict:

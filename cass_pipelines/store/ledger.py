@@ -36,6 +36,7 @@ class LedgerRow:
     reserved_usd: float | None = None  # what the reservation held for this call
     max_tokens: int | None = None      # the output bound the call was sent with
     prefix_key: str | None = None      # model + cached prefix (llm.base.prefix_key); None: nothing cacheable
+    batch: bool = False                # answered through a Message Batch (billed at the batch price)
 
 
 _COLUMNS = [f.name for f in fields(LedgerRow)]
@@ -74,7 +75,7 @@ def rows(store: Store, day: date | None = None) -> list[dict]:
     where, params = _where(day)
     return store.all(f"""SELECT ts, date, phase, work_unit_id, action_id, category, model, input_tokens,
             output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cache_creation_1h_input_tokens,
-            cost_usd, request_id, offline, attempts, latency_ms, run_id, step_key
+            cost_usd, request_id, offline, attempts, latency_ms, run_id, step_key, coalesce(batch, FALSE) AS batch
         FROM llm_ledger {where} ORDER BY ts, request_id""", params)
 
 
@@ -115,3 +116,11 @@ def prefix_last_used(store: Store, prefix_key: str) -> datetime | None:
     """When the provider last wrote or read this cached prefix, as far as the ledger knows."""
     return store.scalar("SELECT max(ts) FROM llm_ledger WHERE prefix_key = ? "
                         "AND cache_creation_input_tokens + cache_read_input_tokens > 0", [prefix_key])
+
+
+def phase_call_span(store: Store, phase: str, before: date, days: int = 7) -> float | None:
+    """Seconds between the first and last call of `phase` on its latest budget day before `before`
+    (within `days`); None when it made no call then."""
+    return store.scalar("""SELECT epoch(max(ts)) - epoch(min(ts)) FROM llm_ledger WHERE phase = ? AND date = (
+            SELECT max(date) FROM llm_ledger WHERE phase = ? AND date < ? AND date >= ?)""",
+                        [phase, phase, before, before - timedelta(days=days)])

@@ -136,6 +136,17 @@ ALTER TABLE llm_ledger ADD COLUMN max_tokens INTEGER;
 ALTER TABLE llm_ledger ADD COLUMN prefix_key TEXT;
 CREATE INDEX ledger_by_prefix ON llm_ledger(prefix_key, ts);
 """),
+    (11, "message batches: one row per batched request, its hold and state; batched ledger rows", """
+ALTER TABLE llm_ledger ADD COLUMN batch BOOLEAN DEFAULT FALSE;
+CREATE TABLE llm_batches (
+    custom_id TEXT PRIMARY KEY, request_key TEXT NOT NULL, batch_id TEXT, state TEXT NOT NULL,
+    reservation_id TEXT NOT NULL, date DATE NOT NULL, phase TEXT, category TEXT NOT NULL, priority TEXT NOT NULL,
+    work_unit_id TEXT, action_id TEXT, run_id TEXT, step_key TEXT, model TEXT NOT NULL, request JSON NOT NULL,
+    request_id TEXT, result_text TEXT, error TEXT, used BOOLEAN NOT NULL DEFAULT FALSE, pid INTEGER, host TEXT,
+    submitted_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ);
+CREATE INDEX batches_by_key ON llm_batches(request_key);
+CREATE INDEX batches_by_state ON llm_batches(state);
+"""),
     (50, "goals, weekly intentions, goal links of work units, approvals, self-rating of summaries", """
 CREATE TABLE goals (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, success_criterion TEXT NOT NULL, source TEXT NOT NULL,

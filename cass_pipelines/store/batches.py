@@ -1,0 +1,111 @@
+"""Batched requests: one row per request sent through a Message Batch, stored before the batch is
+created and kept until its answer is in the ledger, so a crash between submitting and collecting
+loses nothing paid (whoever runs next collects it) and the hold is kept while an answer may come.
+
+A row carries the request itself (as JSON), so the batch can be collected, and its answer settled
+under the same reservation, by another process than the one that submitted it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+
+from cass_pipelines.domain.batching import PENDING, BatchState
+from cass_pipelines.domain.states import ReservationStatus as RS
+from cass_pipelines.store.claims import HOST
+from cass_pipelines.store.db import Store
+
+_PENDING = [s.value for s in PENDING]
+
+
+@dataclass(frozen=True)
+class NewBatchRequest:
+    custom_id: str
+    request_key: str
+    reservation_id: str
+    date: date
+    phase: str | None
+    category: str
+    priority: str
+    work_unit_id: str | None
+    action_id: str | None
+    run_id: str | None
+    step_key: str | None
+    model: str
+    request: dict        # LLMRequest fields plus "json_schema"
+    pid: int
+    submitted_at: datetime
+
+
+def add(store: Store, new: NewBatchRequest) -> None:
+    """Store the request (state `submitting`) before the batch is created."""
+    row = {**asdict(new), "request": json.dumps(new.request), "state": BatchState.SUBMITTING.value, "host": HOST}
+    store.execute(f"INSERT INTO llm_batches ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                  list(row.values()))
+
+
+def submitted(store: Store, custom_id: str, batch_id: str) -> None:
+    store.execute("UPDATE llm_batches SET batch_id = ?, state = ? WHERE custom_id = ?",
+                  [batch_id, BatchState.SUBMITTED.value, custom_id])
+
+
+def collected(store: Store, custom_id: str, request_id: str, text: str, now: datetime) -> None:
+    """The answer is in the ledger (settled by the caller first): keep its text for the work that asked."""
+    store.execute("UPDATE llm_batches SET state = ?, request_id = ?, result_text = ?, ended_at = ? "
+                  "WHERE custom_id = ?", [BatchState.COLLECTED.value, request_id, text, now, custom_id])
+
+
+def ended_without_answer(store: Store, custom_id: str, error: str, now: datetime,
+                         state: BatchState = BatchState.FAILED) -> bool:
+    """Nothing came back (errored, expired, never submitted): the row and its hold are closed in one
+    transaction. Returns False when the row was no longer pending."""
+    with store.transaction() as conn:
+        row = conn.execute("UPDATE llm_batches SET state = ?, error = ?, ended_at = ? WHERE custom_id = ? "
+                           "AND state IN (SELECT unnest(?::TEXT[])) RETURNING reservation_id",
+                           [state.value, error[:500], now, custom_id, _PENDING]).fetchone()
+        if row is None:
+            return False
+        conn.execute("UPDATE reservations SET status = ?, settled_at = ?, actual_usd = 0 WHERE id = ? AND status = ?",
+                     [RS.RELEASED.value, now, row[0], RS.HELD.value])
+    return True
+
+
+def take(store: Store, custom_id: str) -> None:
+    """The work that asked has used the answer (a later re-run of it asks afresh)."""
+    store.execute("UPDATE llm_batches SET used = TRUE WHERE custom_id = ?", [custom_id])
+
+
+def for_key(store: Store, request_key: str) -> dict | None:
+    """The request already sent for this piece of work: pending, or collected and not yet used."""
+    return store.one("SELECT * FROM llm_batches WHERE request_key = ? AND (state IN (SELECT unnest(?::TEXT[])) "
+                     "OR (state = ? AND NOT used)) ORDER BY submitted_at DESC LIMIT 1",
+                     [request_key, _PENDING, BatchState.COLLECTED.value])
+
+
+def get(store: Store, custom_id: str) -> dict | None:
+    return store.one("SELECT * FROM llm_batches WHERE custom_id = ?", [custom_id])
+
+
+def pending(store: Store) -> list[dict]:
+    """Every request whose batch may still answer, oldest first."""
+    return store.all("SELECT * FROM llm_batches WHERE state IN (SELECT unnest(?::TEXT[])) ORDER BY submitted_at",
+                     [_PENDING])
+
+
+def listing(store: Store, day: date | None = None) -> list[dict]:
+    """Batched requests (of one budget day, or all), newest first, without the stored request text."""
+    where, params = ("WHERE b.date = ?", [day]) if day else ("", [])
+    return store.all(f"""SELECT b.custom_id, b.batch_id, b.state, b.date, b.phase, b.category, b.work_unit_id,
+            b.action_id, b.model, b.submitted_at, b.ended_at, b.error, b.request_id, r.amount_usd AS reserved_usd,
+            l.cost_usd AS billed_usd
+        FROM llm_batches b LEFT JOIN reservations r ON r.id = b.reservation_id
+        LEFT JOIN llm_ledger l ON l.request_id = b.request_id {where}
+        ORDER BY b.submitted_at DESC, b.custom_id""", params)
+
+
+def counts(store: Store, day: date) -> dict[str, int]:
+    """Batched requests of a day by state (every state present, zero when none)."""
+    found = {r["state"]: r["n"] for r in store.all(
+        "SELECT state, count(*) AS n FROM llm_batches WHERE date = ? GROUP BY state", [day])}
+    return {s.value: int(found.get(s.value, 0)) for s in BatchState}

@@ -1,0 +1,280 @@
+"""Work no one waits for goes through Message Batches: at the wire (the real SDK against the loopback
+API's batch endpoints) and offline. Each answer is settled through the same hold, write-ahead log
+and ledger path at the batch price; a batch that outlives its submitter is collected later and its
+answer used without paying twice; one that never answers releases its hold."""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from pydantic import BaseModel
+from test_reliability import api_home  # noqa: F401  (fixture: the sample agent on the real SDK, loopback API)
+from test_spending import Ticking
+
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.batching import BatchState, no_one_waits
+from cass_pipelines.domain.settings import Settings
+from cass_pipelines.llm import holds
+from cass_pipelines.llm.anthropic_backend import AnthropicBackend
+from cass_pipelines.llm.base import LLMRequest, Usage
+from cass_pipelines.llm.offline import OfflineBackend
+from cass_pipelines.llm.pricing import load_pricing
+from cass_pipelines.services.metering import BatchPending, MeterContext, MeteredClient, collect_batches
+from cass_pipelines.store import batches
+from cass_pipelines.store import budget as sb
+from cass_pipelines.store.db import Store
+from cass_pipelines.store.schema import migrate
+
+DAY = date(2026, 11, 26)
+NOW = datetime(2026, 11, 26, 23, tzinfo=timezone.utc)
+PREFIX = "I am Cass. " + "These are the values and the catalogue I work from. " * 900   # above every minimum
+
+
+class Summary(BaseModel):
+    summary: str
+    topics: list[str]
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(home=tmp_path, daily_budget_usd=2.0, reserve_usd=0.1, batch_poll_s=0.01, batch_wait_s=5)
+
+
+@pytest.fixture
+def store(settings) -> Store:
+    s = Store(settings.db_path)
+    migrate(s)
+    return s
+
+
+def meter(store, settings, inner, run_id="run_1", **ctx) -> MeteredClient:
+    base = dict(date=DAY, phase="night", category="memory", priority="normal", work_unit_id="wu_1",
+                action_id="memory.summarize_conversation", run_id=run_id, step_key="step_1")
+    return MeteredClient(inner, store, settings, load_pricing(), MeterContext.waiting_for_no_one(
+        settings, **{**base, **ctx}), Ticking(NOW))
+
+
+def ask(client: MeteredClient, prompt: str = "- the conversation about rest\n- what to follow up"):
+    return client.structured(LLMRequest(tier="fast", system_prefix=PREFIX, prompt=prompt, max_tokens=600), Summary)
+
+
+def ledger(store) -> list[dict]:
+    return store.all("SELECT request_id, cost_usd, reserved_usd, batch, model, input_tokens, output_tokens, "
+                     "cache_creation_input_tokens, cache_read_input_tokens, cache_creation_1h_input_tokens "
+                     "FROM llm_ledger ORDER BY ts")
+
+
+def list_cost(row: dict) -> float:
+    return load_pricing().cost(row["model"], Usage(row["input_tokens"], row["output_tokens"],
+                                                   row["cache_creation_input_tokens"], row["cache_read_input_tokens"],
+                                                   row["cache_creation_1h_input_tokens"]))
+
+
+def test_memory_and_night_work_wait_for_no_one_but_daytime_work_and_the_plan_do():
+    assert no_one_waits("memory", "morning") and no_one_waits("research", "night")
+    assert not no_one_waits("research", "afternoon") and not no_one_waits("system", "evening")
+
+
+def test_a_batched_call_at_the_wire_is_settled_at_half_price_under_its_hold(store, settings, fake_anthropic):
+    inner = AnthropicBackend(settings, load_pricing())
+    out = ask(meter(store, settings, inner))
+    assert out.parsed.summary
+    # Sent as a batch (not to /v1/messages), its prefix cached for an hour (batches may run long).
+    sent = [r for r in fake_anthropic.requests if r["path"].startswith("/v1/messages/batches")]
+    assert len(sent) == 1 and not [r for r in fake_anthropic.requests if r["path"] == "/v1/messages"]
+    params = sent[0]["body"]["requests"][0]["params"]
+    assert params["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    assert params["output_config"]["format"]["type"] == "json_schema"
+    [row] = ledger(store)
+    assert row["batch"] and row["request_id"] == fake_anthropic.answered[0].request_id
+    assert fake_anthropic.answered[0].batch
+    assert row["cost_usd"] == pytest.approx(list_cost(row) * 0.5)
+    assert row["cost_usd"] <= row["reserved_usd"] <= 3 * row["cost_usd"]   # held at batch rates, never below
+    assert out.cost_usd == pytest.approx(row["cost_usd"])
+    assert store.one("SELECT state, used FROM llm_batches") == {"state": "collected", "used": True}
+    assert store.scalar("SELECT count(*) FROM reservations WHERE status = 'reconciled'") == 1
+    assert (settings.home / "paid").is_dir()                                 # write-ahead log first
+
+
+def test_a_batch_outliving_its_run_is_collected_later_and_its_answer_used_once(store, settings, fake_anthropic):
+    inner = AnthropicBackend(settings, load_pricing())
+    fake_anthropic.batch_delay_s = 3600          # still processing when the job stops waiting
+    waiting = replace_wait(settings, 0.05)
+    with pytest.raises(BatchPending, match="waiting for message batch"):
+        ask(meter(store, waiting, inner, run_id="run_gone"))
+    assert store.scalar("SELECT state FROM llm_batches") == BatchState.SUBMITTED
+    # Its run ends: the stale-hold sweep leaves the hold alone (an answer may still be billed).
+    assert sb.release_stale(store, lambda run: True, NOW) == []
+    assert store.scalar("SELECT status FROM reservations") == "held"
+    assert collect_batches(inner, store, settings, load_pricing(), Ticking(NOW), lambda run: True)[BatchState.SUBMITTED]
+    # The batch ends; batch_sensor's pass settles it at the batch price under the same hold.
+    fake_anthropic.batch_delay_s = 0
+    done = collect_batches(inner, store, settings, load_pricing(), Ticking(NOW), lambda run: True)
+    assert len(done[BatchState.COLLECTED]) == 1
+    [row] = ledger(store)
+    assert row["batch"] and row["cost_usd"] <= row["reserved_usd"]
+    assert store.scalar("SELECT status FROM reservations") == "reconciled"
+    # Collecting again records nothing twice.
+    assert collect_batches(inner, store, settings, load_pricing(), Ticking(NOW), lambda run: True)[BatchState.COLLECTED] == []
+    # The work's re-run takes the stored answer: no new batch, no new ledger row.
+    again = ask(meter(store, settings, inner, run_id="run_2"))
+    assert again.parsed.summary and again.request_id == row["request_id"]
+    assert len(fake_anthropic.batches) == 1 and len(ledger(store)) == 1
+    # A third run asks afresh (the answer was used once).
+    ask(meter(store, settings, inner, run_id="run_3"))
+    assert len(fake_anthropic.batches) == 2 and len(ledger(store)) == 2
+
+
+def test_a_batch_that_never_answers_releases_its_hold_and_the_work_asks_again(store, settings, fake_anthropic):
+    inner = AnthropicBackend(settings, load_pricing())
+    fake_anthropic.expire_batches = True
+    with pytest.raises(BatchPending, match="returned no answer"):
+        ask(meter(store, settings, inner))
+    assert store.one("SELECT state, error FROM llm_batches") == {"state": "failed", "error": "expired"}
+    assert store.scalar("SELECT status FROM reservations") == "released"
+    assert ledger(store) == []
+    fake_anthropic.expire_batches = False
+    assert ask(meter(store, settings, inner)).parsed.summary
+    assert len(fake_anthropic.batches) == 2 and len(ledger(store)) == 1
+
+
+def test_a_submitter_that_died_before_storing_the_batch_id_keeps_its_hold_until_expiry(store, settings):
+    inner = OfflineBackend(settings, load_pricing())
+    client = meter(store, settings, inner, run_id="run_gone")
+    held = sb.reserve(store, day=DAY, category="memory", amount_usd=0.01, settings=settings, priority="normal",
+                      run_id="run_gone", now=NOW)
+    batches.add(store, batches.NewBatchRequest(
+        custom_id="cass_lost", request_key="k", reservation_id=held.id, date=DAY, phase="night", category="memory",
+        priority="normal", work_unit_id="wu_1", action_id="a", run_id="run_gone", step_key=None,
+        model=client.model_for("fast"), request={}, pid=1, submitted_at=NOW))
+    assert sb.release_stale(store, lambda run: True, NOW) == []
+    late = Ticking(NOW + timedelta(hours=25))
+    done = collect_batches(inner, store, settings, load_pricing(), late, lambda run: True)
+    assert done[BatchState.LOST] == ["cass_lost"]
+    assert store.scalar("SELECT status FROM reservations") == "released"
+
+
+def test_offline_batches_are_deterministic_and_priced_as_batches(store, settings):
+    first = ask(meter(store, settings, OfflineBackend(settings, load_pricing()), work_unit_id="wu_a"))
+    second = ask(meter(store, settings, OfflineBackend(settings, load_pricing()), work_unit_id="wu_b"))
+    assert first.text == second.text and first.offline
+    rows = ledger(store)
+    assert [r["batch"] for r in rows] == [True, True]
+    assert all(r["cost_usd"] == pytest.approx(list_cost(r) * 0.5) for r in rows)
+    assert rows[0]["request_id"].startswith("offline_cass_")
+
+
+def test_daytime_work_is_answered_at_once_at_the_list_price(store, settings):
+    client = meter(store, settings, OfflineBackend(settings, load_pricing()), phase="morning", category="research",
+                   action_id="session.research")
+    assert not client.ctx.batch
+    ask(client)
+    [row] = ledger(store)
+    assert not row["batch"] and row["cost_usd"] == pytest.approx(list_cost(row))
+    assert store.scalar("SELECT count(*) FROM llm_batches") == 0
+
+
+def test_a_phase_whose_calls_spanned_more_than_five_minutes_caches_for_an_hour(store, settings, fake_anthropic):
+    assert holds.phase_ttl(None, "5m") == "5m" and holds.phase_ttl(299, "5m") == "5m"
+    assert holds.phase_ttl(301, "5m") == "1h"
+    inner = AnthropicBackend(settings, load_pricing())
+    earlier = datetime(2026, 11, 25, 9, tzinfo=timezone.utc)
+    for minutes in (0, 20):   # yesterday's morning calls were twenty minutes apart
+        client = meter(store, settings, inner, date=DAY - timedelta(days=1), phase="morning", category="research",
+                       action_id="session.research")
+        client.clock = Ticking(earlier + timedelta(minutes=minutes))
+        ask(client, f"- question {minutes}")
+    ask(meter(store, settings, inner, phase="morning", category="research", action_id="session.research"))
+    controls = [r["body"]["system"][0]["cache_control"] for r in fake_anthropic.requests if r["path"] == "/v1/messages"]
+    assert controls == [{"type": "ephemeral"}, {"type": "ephemeral"}, {"type": "ephemeral", "ttl": "1h"}]
+
+
+def replace_wait(settings: Settings, seconds: float) -> Settings:
+    return settings.model_copy(update={"batch_wait_s": seconds})
+
+
+def test_batch_states_are_listed(store, settings):
+    ask(meter(store, settings, OfflineBackend(settings, load_pricing())))
+    [row] = batches.listing(store, DAY)
+    assert row["state"] == "collected" and row["billed_usd"] <= row["reserved_usd"]
+    assert batches.counts(store, DAY)["collected"] == 1
+    assert json.dumps(row, default=str)
+
+
+def test_batch_sensor_settles_a_batch_whose_run_ended_and_lists_states(store, settings, fake_anthropic):
+    import dagster as dg
+    from dagster._core.test_utils import create_run_for_test
+
+    from cass_pipelines.defs.budget.batch_sensor import build_batch_sensor
+    from cass_pipelines.defs.resources import cass_resource
+
+    inner = AnthropicBackend(settings, load_pricing())
+    fake_anthropic.batch_delay_s = 3600
+    with dg.instance_for_test() as instance:
+        run = create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.STARTED)
+        with pytest.raises(BatchPending):
+            ask(meter(store, replace_wait(settings, 0.05), inner, run_id=run.run_id))
+        cass = cass_resource(settings, fixed_now=NOW.isoformat())   # auto mode: the API key is set
+
+        def tick():
+            with dg.build_sensor_context(instance=instance, resources={"cass": cass}) as ctx:
+                return build_batch_sensor(settings).evaluate_tick(ctx).skip_message
+
+        fake_anthropic.batch_delay_s = 0
+        assert "submitted 1" in tick()                   # its run is alive: it collects its own
+        instance.report_run_failed(instance.get_run_by_id(run.run_id))
+        message = tick()
+        assert "collected now: cass_" in message and "submitted 0" in message
+    [row] = ledger(store)
+    assert row["batch"] and store.scalar("SELECT status FROM reservations") == "reconciled"
+
+
+def test_a_day_sends_memory_and_night_work_as_batches_and_reports_them(sample_home, capsys):
+    from support import SAMPLE_DAY
+
+    from cass_pipelines.cli.main import main as cli_main
+
+    assert cli_main(["run-day", "--date", SAMPLE_DAY.isoformat(), "--json"]) == 0
+    capsys.readouterr()
+    assert cli_main(["budget", "--date", SAMPLE_DAY.isoformat(), "--json"]) == 0
+    budget = json.loads(capsys.readouterr().out)
+    assert budget["batches"]["collected"] >= 1 and budget["batches"]["submitted"] == 0
+    assert budget["reserved_usd"] == 0 and budget["reservation_vs_bill"]["breaches"] == 0
+    assert cli_main(["batches", "--date", SAMPLE_DAY.isoformat(), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {r["state"] for r in listed} == {"collected"}
+    assert all(r["billed_usd"] <= r["reserved_usd"] for r in listed)
+    # Exactly the calls no one waits for were batched: memory work, and everything at night.
+    store = Store(load_settings().db_path)
+    kinds = store.all("SELECT DISTINCT phase, category, batch FROM llm_ledger WHERE date = ?", [SAMPLE_DAY])
+    assert kinds and all(r["batch"] == no_one_waits(r["category"], r["phase"]) for r in kinds), kinds
+    assert any(r["batch"] for r in kinds) and any(not r["batch"] for r in kinds)
+
+
+
+def test_a_run_killed_between_submitting_and_collecting_a_batch_loses_nothing_paid(api_home):  # noqa: F811
+    """SIGKILL right after a night call's batch id is stored: the re-run (or batch_sensor) collects
+    that batch, settles it under the hold the dead run took, and the work uses it without a second
+    batch; every answer the server billed is in the ledger once, and no hold is left."""
+    from support import SAMPLE_DAY
+    from test_reliability import KILLED, check_invariants, cli
+
+    from cass_pipelines.services.runtime import open_runtime
+
+    env, server = api_home
+    killed = cli(env, "run-phase", "night", "--date", SAMPLE_DAY.isoformat(), failpoint="batch_submitted")
+    assert killed.returncode == KILLED, killed.stderr[-1500:]
+    rt = open_runtime()
+    [pending] = rt.store.all("SELECT custom_id, state, reservation_id FROM llm_batches")
+    assert pending["state"] == BatchState.SUBMITTED and len(server.batches) == 1
+    again = cli(env, "run-phase", "night", "--date", SAMPLE_DAY.isoformat())
+    assert again.returncode == 0, again.stderr[-2000:]
+    check_invariants(server, allow=("actions_paid_by_two_runs",))   # the killed run's batch, settled by the next
+    first = rt.store.one("SELECT state, used, request_id FROM llm_batches WHERE custom_id = ?", [pending["custom_id"]])
+    assert first["state"] == BatchState.COLLECTED and first["used"]
+    assert rt.store.scalar("SELECT status FROM reservations WHERE id = ?", [pending["reservation_id"]]) == "reconciled"
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE request_id = ?", [first["request_id"]]) == 1
+    # One batch per request: the killed call's request was not sent again.
+    keys = rt.store.all("SELECT request_key, count(*) AS n FROM llm_batches GROUP BY ALL HAVING count(*) > 1")
+    assert keys == []
