@@ -3,8 +3,10 @@
 Builds a CASS_HOME with the sample persona, fills N days of every history table (bench/history.py:
 work units and action runs, summaries, day plans and drops, phase openings, insights, observations,
 open questions, journals, wiki notes, documents, research, conversations and messages and their
-summaries, ledger and reservations, alerts, dead letters), then builds the next day's decision
-exactly as `make_day_plan` does and captures the request the LLM client receives. Counts the
+summaries, ledger and reservations, alerts, dead letters, goals, their links, progress notes and
+weekly intentions), then builds the next day's decision exactly as `make_day_plan` does (the week's
+intention and goals, yesterday's threads and the learning digest "what has worked for me lately"
+included) and captures the request the LLM client receives. Counts the
 whole request: system prefix + system suffix + prompt + the output schema (offline estimator,
 ~4 characters a token, and the reservation's byte bound). Prints JSON.
 
@@ -28,8 +30,9 @@ from history import fill  # noqa: E402
 from cass_pipelines.cli.main import main as cli  # noqa: E402
 from cass_pipelines.domain.budget_rules import prompt_tokens_bound  # noqa: E402
 from cass_pipelines.domain.categories import PHASES  # noqa: E402
+from cass_pipelines.llm.base import LLMError  # noqa: E402
 from cass_pipelines.llm.simulate import estimate_tokens  # noqa: E402
-from cass_pipelines.services.decision import decide  # noqa: E402
+from cass_pipelines.services.decision import DECISION_TIERS, decide  # noqa: E402
 from cass_pipelines.services.planning import decision_context  # noqa: E402
 from cass_pipelines.services.prompts import stable_prefix  # noqa: E402
 from cass_pipelines.services.runtime import open_runtime  # noqa: E402
@@ -38,12 +41,9 @@ from cass_pipelines.store import persona  # noqa: E402
 START = date(2026, 1, 1)
 
 
-class Captured(Exception):
-    pass
-
-
 class CapturingLLM:
-    """Records the one request the decision makes, then fails it (decide falls back; nothing is paid)."""
+    """Records the one request the decision makes, then fails it as a failed call would (decide falls
+    back; nothing is paid)."""
     mode = "offline"
 
     def __init__(self):
@@ -54,7 +54,7 @@ class CapturingLLM:
 
     def structured(self, request, schema):
         self.request, self.schema = request, json.dumps(schema.model_json_schema())
-        raise Captured()
+        raise LLMError("captured by the bench")
 
     def text(self, request):
         raise AssertionError("the decision asks for structured output")
@@ -73,9 +73,10 @@ def measure(days: int) -> dict:
         started = time.perf_counter()
         ctx = decision_context(rt, day, list(PHASES), idle=True, last=None)
         prefix = stable_prefix(persona.persona_row(rt.store), rt.registry)
-        decide(llm, prefix, ctx)
+        decide(llm, {tier: prefix for tier in DECISION_TIERS}, ctx)
         build_ms = (time.perf_counter() - started) * 1000
         r = llm.request
+        assert r is not None and ctx.week is not None, "the decision made no request, or saw no week"
         parts = {"system_prefix": r.system_prefix, "system_suffix": r.system_suffix, "prompt": r.prompt,
                  "schema": llm.schema}
         history = {t: n for t, n in rows.items() if t not in ("schema_version", "persona", "growth_edges",
@@ -85,7 +86,10 @@ def measure(days: int) -> dict:
                 "tokens": {k: estimate_tokens(v) for k, v in parts.items()},
                 "request_tokens": sum(estimate_tokens(v) for v in parts.values()),
                 "request_tokens_bound": prompt_tokens_bound(*parts.values()),
-                "request_chars": sum(len(v) for v in parts.values()), "build_ms": round(build_ms, 1)}
+                "request_chars": sum(len(v) for v in parts.values()), "build_ms": round(build_ms, 1),
+                # The week's part (issue 15): intention, goals with progress, threads, the learning digest.
+                "week_section_tokens": estimate_tokens(ctx.week.render()), "goals_shown": len(ctx.week.goals),
+                "threads_shown": len(ctx.week.threads), "digest": ctx.week.digest}
 
 
 def main(argv: list[str]) -> None:

@@ -88,6 +88,22 @@ STATEMENTS = [
               ['session.reflection','self.record_insight','memory.summarize_conversation'][r % 3 + 1], 'reflection',
               'claude-haiku-5-5', 1200, 300, 0, 4000, 0, 0.001, true, 1, 900, 'res_h' || d || '_' || r
        FROM days, range($per_day) t(r)""",
+    # Goals and the week (issue 15): three goals, every unit serving one and continuing yesterday's,
+    # a progress note per goal a day, an intention per week, the agent's rating in every summary.
+    """INSERT INTO goals (id, title, success_criterion, source, origin_ref, templates, status, offline, created_on,
+        created_at)
+       SELECT 'goal_h' || g, 'goal ' || g || ': ' || $text, 'done when ' || $text, 'agent', NULL,
+              '["synthesis", "growth_edge_work"]', 'active', true, day, ts FROM days, range(3) t(g) WHERE d = 0""",
+    """INSERT INTO unit_goals (work_unit_id, goal_id, goal_note, continues, created_at)
+       SELECT 'h' || d || '_' || u, 'goal_h' || (u % 3), 'serves it: ' || $text,
+              CASE WHEN d > 0 THEN 'h' || (d - 1) || '_' || u END, ts FROM days, range(8) t(u)""",
+    """INSERT INTO goal_progress (id, goal_id, work_unit_id, date, note, offline, created_at)
+       SELECT 'gp_h' || d || '_' || g, 'goal_h' || g, 'h' || d || '_' || g, day, 'progress: ' || $text, true, ts
+       FROM days, range(3) t(g)""",
+    """INSERT INTO weekly_intentions (week_start, intention, goal_ids, source, offline, created_at)
+       SELECT day, 'This week I ' || $text, '["goal_h0", "goal_h1", "goal_h2"]', 'llm', true, ts
+       FROM days WHERE dayofweek(day) = 1""",
+    "UPDATE work_summaries SET self_rating = 1 + (hash(work_unit_id) % 5)",
     """INSERT INTO alerts (id, date, kind, message, created_at)
        SELECT 'alert_h' || d, day, 'soft', 'spent 80% of the day', ts FROM days""",
     """INSERT INTO dead_letters (id, date, phase, work_unit_id, action_id, run_id, error, resolved, created_at)

@@ -110,7 +110,7 @@ def test_a_past_date_is_judged_idle_by_its_own_time(runtime):
     assert not idle and seen == first
 
 
-def test_requires_approval_actions_run_only_when_a_person_asks(sample_home, tmp_path, monkeypatch, capsys):
+def test_requires_approval_actions_wait_for_approval_unless_a_person_asks(sample_home, tmp_path, monkeypatch, capsys):
     import json
 
     from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE
@@ -127,7 +127,8 @@ def test_requires_approval_actions_run_only_when_a_person_asks(sample_home, tmp_
     save(rt, 1, ["morning"], [unit(rt, "morning", "morning_reflection")])
     assert run_phase(defs, instance, DAY, "morning").success
     [planned] = plans.units_for_phase(rt.store, DAY, "morning")
-    assert planned["status"] == "deferred" and planned["reason"].startswith("needs approval: session.reflection")
+    assert planned["status"] == "awaiting_approval"
+    assert planned["reason"].startswith("awaiting approval: session.reflection needs a person's approval")
     assert main(["trigger", "morning_reflection"]) == 0
     assert dg.DagsterInstance.get().get_runs(limit=1)[0].job_name == "manual_work_job"
 

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
 STARTUP_DEADLINE_S = 180
 ASSETS = {"conversations", "self_model", "phase_plan", "phase_work", "work_summaries", "cost_records",
-          "daily_journal", "conversation_summaries"}
-SCHEDULES = {"morning_schedule", "afternoon_schedule", "evening_schedule", "night_schedule", "journal_schedule"}
+          "daily_journal", "conversation_summaries", "weekly_intention", "weekly_journal"}
+SCHEDULES = {"morning_schedule", "afternoon_schedule", "evening_schedule", "night_schedule", "journal_schedule",
+             "weekly_intention_schedule", "weekly_journal_schedule"}
 REPO = {"repositoryName": "__repository__", "repositoryLocationName": "cass_pipelines"}
 
 

@@ -140,19 +140,28 @@ def render_report(r: dict) -> str:
 
 
 def cmd_run_day(args: argparse.Namespace) -> int:
-    from cass_pipelines.defs.resources import run_over
-    from cass_pipelines.execution import run_journal, run_memory, run_phase
-    from cass_pipelines.services.planning import phase_skip_reason
-    from cass_pipelines.services.watches import idle_conversations, watch_budget
-
     rt = open_runtime(must_exist=True)
-    clock = clock_from_env()
     day = _run_date(rt, args.date)
     phases = [p.strip() for p in args.phases.split(",")] if args.phases else list(PHASES)
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
         raise CliError(f"--phases: unknown phase(s) {shown(unknown)}; choose from {', '.join(PHASES)}")
     instance, defs = _setup(rt)
+    runs = day_runs(rt, defs, instance, day, phases, journal="night" in phases and not args.no_journal)
+    report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
+    emit(report, args.json, render_report)
+    return _exit_code(runs)
+
+
+def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool) -> list[dict]:
+    """A day through Dagster, as run-day does it: the memory run when conversations went idle, each
+    phase in order (unless paused or out of money), then the journal."""
+    from cass_pipelines.defs.resources import run_over
+    from cass_pipelines.execution import run_journal, run_memory, run_phase
+    from cass_pipelines.services.planning import phase_skip_reason
+    from cass_pipelines.services.watches import idle_conversations, watch_budget
+
+    clock = clock_from_env()
     runs = []
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1):   # what idle_memory_sensor looks for
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
@@ -168,11 +177,9 @@ def cmd_run_day(args: argparse.Namespace) -> int:
         watched = watch_budget(rt.store, rt.settings, rt.settings.home, day, clock.now(), run_over(instance),
                                alerts_seen)
         alerts_seen.update(kind for kind, _ in watched.new_alerts)
-    if "night" in phases and not args.no_journal:
+    if journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
-    report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
-    emit(report, args.json, render_report)
-    return _exit_code(runs)
+    return runs
 
 
 def cmd_run_phase(args: argparse.Namespace) -> int:

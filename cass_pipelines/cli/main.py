@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import duckdb
 
-from cass_pipelines.cli import day_cmds, dlq_cmd, ledger_cmd, money_cmds, ops_cmds, setup_cmds
+from cass_pipelines.cli import day_cmds, dlq_cmd, ledger_cmd, money_cmds, ops_cmds, setup_cmds, week_cmds
 from cass_pipelines.cli.output import EXIT_FAILED, EXIT_USAGE, CliError
 from cass_pipelines.config.registry import RegistryError
 from cass_pipelines.domain.clock import ClockError
@@ -24,7 +24,7 @@ from cass_pipelines.services.logs import configure_cli_logging
 from cass_pipelines.services.runtime import NotInitialisedError
 from cass_pipelines.store.schema import SchemaTooNewError
 
-GROUPS = [setup_cmds, day_cmds, ledger_cmd, money_cmds, dlq_cmd, ops_cmds]
+GROUPS = [setup_cmds, day_cmds, week_cmds, ledger_cmd, money_cmds, dlq_cmd, ops_cmds]
 MAX_LINE_CHARS = 600   # an error line, however long the underlying message
 
 

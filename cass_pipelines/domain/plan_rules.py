@@ -21,6 +21,9 @@ class ProposedUnit(BaseModel):
     template_id: str
     focus: str = Field(default="", max_length=300)
     motivation: str = Field(default="", max_length=600)
+    goal_id: str | None = None          # the week's goal it serves (None: goal_note says why none)
+    goal_note: str = ""
+    continues: str | None = None        # yesterday's unit this one continues (a thread of work)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class PlannedUnit:
     focus: str
     motivation: str
     estimated_cost_usd: float
+    goal_id: str | None = None
+    goal_note: str = ""
+    continues: str | None = None
 
 NOT_IDLE_REASON = "requires idle, but a conversation is active"
 
@@ -67,6 +73,9 @@ class PlanInputs:
     growth_edges: list[str] = field(default_factory=list)          # areas, most important first
     open_questions: list[str] = field(default_factory=list)
     largest_call: dict[str, float] = field(default_factory=dict)   # per template: its dearest call's reservation
+    learned: dict[str, float] = field(default_factory=dict)        # per template: how well it went lately (0..1)
+    week_templates: list[str] = field(default_factory=list)        # this week's units so far (their templates)
+    called_for: frozenset[str] = frozenset()                       # templates the week's goals call for
 
     def cost(self, template_id: str) -> float:
         """A unit's estimate: its actions plus the work-summary call that follows it."""
@@ -92,6 +101,7 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
     deferred: list[Deferred] = []
     left = dict(inputs.category_remaining)
     last = previous_template
+    week = list(inputs.week_templates)
     for phase in inputs.phases:
         for unit in proposed.get(phase, []):
             template = inputs.registry.templates.get(unit.template_id)
@@ -104,13 +114,16 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
                 broken = f"template not allowed in {phase} (allowed: {', '.join(template.preferred_phases)})"
             elif unit.template_id == last:
                 broken = "same template as the unit before it"
+            else:
+                broken = over_week_share(unit.template_id, week, inputs.called_for)
             if broken:
                 dropped.append(Dropped(unit.template_id, phase, broken))
                 continue
             assert template is not None
             cost = inputs.cost(template.id)
             planned = PlannedUnit(phase, template.id, template.category, template.priority,
-                                  unit.focus.strip() or template.name, unit.motivation.strip(), cost)
+                                  unit.focus.strip() or template.name, unit.motivation.strip(), cost,
+                                  unit.goal_id, unit.goal_note, unit.continues)
             wait: tuple[DeferKind, str | None]
             if template.requires_idle and not inputs.idle and phase == inputs.phases[0]:
                 wait = DeferKind.NOT_IDLE, NOT_IDLE_REASON
@@ -126,8 +139,24 @@ def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, p
                 continue
             left[template.category] = left.get(template.category, 0.0) - cost
             kept[phase].append(planned)
+            week.append(template.id)
             last = template.id
     return kept, dropped, deferred
+
+
+# No template takes more than this share of a week's units unless the week's goals call for it;
+# the rule applies from this many units on (one day's first units are not a week's distribution).
+MAX_TEMPLATE_SHARE = 0.4
+MIN_UNITS_FOR_SHARE = 5
+
+
+def over_week_share(template_id: str, week: list[str], called_for: frozenset[str]) -> str | None:
+    """Why one more unit of the template would take over the week, or None."""
+    count, total = week.count(template_id) + 1, len(week) + 1
+    if template_id in called_for or total < MIN_UNITS_FOR_SHARE or count / total <= MAX_TEMPLATE_SHARE:
+        return None
+    return (f"would be {count} of this week's {total} units (over {MAX_TEMPLATE_SHARE:.0%}), and the week's goals "
+            "do not call for it")
 
 
 # A plan-time guess of a call's prompt (the cached prefix, sized to the model's minimum cacheable
@@ -145,7 +174,9 @@ DEFERRED_LOOKBACK_DAYS = 7
 #   variety   1 if not among the recent units, 0.5 if it ran once recently, else 0
 #   priority  priority rank / 4 (critical = 1)
 #   cost      minus cost relative to the day's most expensive template (matters under degradation)
-WEIGHTS = {"window": 3.0, "growth": 1.0, "curiosity": 0.8, "variety": 1.5, "priority": 1.0, "cost": 0.5}
+#   learned   how well the template went lately (completion, failures, my rating, insight; 0.5 neutral)
+WEIGHTS = {"window": 3.0, "growth": 1.0, "curiosity": 0.8, "variety": 1.5, "priority": 1.0, "cost": 0.5,
+           "learned": 1.0}
 FALLBACK_UNITS_PER_PHASE = 2
 
 
@@ -159,7 +190,8 @@ def score_template(template_id: str, phase: str, inputs: PlanInputs, recent: lis
         + WEIGHTS["curiosity"] * (t.category in ("curiosity", "research") and bool(inputs.open_questions))
         + WEIGHTS["variety"] * (1.0 if uses == 0 else 0.5 if uses == 1 else 0.0)
         + WEIGHTS["priority"] * Priority(t.priority).rank / 4
-        - WEIGHTS["cost"] * inputs.cost(template_id) / most_expensive, 4)
+        - WEIGHTS["cost"] * inputs.cost(template_id) / most_expensive
+        + WEIGHTS["learned"] * (inputs.learned.get(template_id, 0.5) - 0.5), 4)
 
 
 def _fallback_focus(template_id: str, inputs: PlanInputs, n: int) -> str:
@@ -189,7 +221,7 @@ def fallback_plan(inputs: PlanInputs) -> tuple[dict[str, list[ProposedUnit]], st
             units.append(ProposedUnit(
                 template_id=best, focus=_fallback_focus(best, inputs, chosen),
                 motivation=f"fallback scorer: {score_template(best, phase, inputs, recent):.2f} "
-                           f"(phase fit, growth, curiosity, variety, priority, cost)"))
+                           f"(phase fit, growth, curiosity, variety, priority, cost, what worked lately)"))
             recent.insert(0, best)
             chosen += 1
         plan[phase] = units

@@ -72,6 +72,8 @@ class TemplateDef(BaseModel):
     requires_idle: bool = False
     # False for work that its own job runs (the daily journal): never offered to the planner.
     plannable: bool = True
+    # Planned like other work, but waits in `awaiting_approval` until a person approves it.
+    requires_approval: bool = False
 
     @field_validator("id")
     @classmethod

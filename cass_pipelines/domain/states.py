@@ -11,6 +11,7 @@ class UnitStatus(StrEnum):
     DEFERRED = "deferred"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    AWAITING_APPROVAL = "awaiting_approval"   # gated work waits for a person (services/approvals.py)
 
     @property
     def final(self) -> bool:
@@ -37,7 +38,7 @@ class DeferKind(StrEnum):
     PAUSED = "paused"          # a person paused everything or its category; `resume` takes it back
     PHASE_FULL = "phase_full"  # the phase has no room left for it
     NOT_IDLE = "not_idle"      # it needs the agent idle and the agent is not
-    APPROVAL = "approval"      # an action that needs a person's approval
+    APPROVAL = "approval"      # older rows only: gated work now waits in awaiting_approval (services/approvals.py)
     GONE = "gone"              # its template is no longer in the registry
     BATCH = "batch"            # a call of it waits for its message batch (collected later, paid once)
 
@@ -95,3 +96,21 @@ class QueueHold(StrEnum):
     """A backfill run's place in the run queue (run tag `cass/queue`; dagster.yaml limits `held` to 0 runs)."""
     HELD = "held"      # waits until the runs of the backfill's earlier partitions are queued
     READY = "ready"    # released: the queue may start it in its turn
+
+
+class GoalStatus(StrEnum):
+    ACTIVE = "active"
+    ACHIEVED = "achieved"
+    CLOSED = "closed"          # given up or no longer wanted, with a reason
+
+
+class GoalSource(StrEnum):
+    AGENT = "agent"            # the agent made it from a growth edge or an open question
+    PERSON = "person"          # `cass-pipelines goal add`
+
+
+class ApprovalState(StrEnum):
+    PENDING = "pending"        # its unit waits in `awaiting_approval`
+    APPROVED = "approved"      # its unit went back to `planned` and approval_job ran it
+    REJECTED = "rejected"      # its unit was cancelled with the reason
+    EXPIRED = "expired"        # no one decided in time: its unit was cancelled

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from pydantic import BaseModel, Field, ValidationError, create_model
 
@@ -27,6 +27,9 @@ from cass_pipelines.domain.plan_rules import (
 from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, LLMResult
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
 from cass_pipelines.services.metering import BudgetRefused
+
+if TYPE_CHECKING:
+    from cass_pipelines.services.week import WeekContext
 
 MAX_EDGES, MAX_OBSERVATIONS, MAX_QUESTIONS, MAX_DEFERRED = 5, 2, 6, 5
 CLIP = 220
@@ -52,6 +55,7 @@ class DecisionContext:
     budget: dict                      # budget_status shape
     degraded: bool
     inputs: PlanInputs
+    week: "WeekContext | None" = None     # the week's intention, goals, threads, what worked lately
 
     def render(self) -> str:
         """The volatile prompt. Text that came from conversations or earlier model output (edges'
@@ -87,6 +91,8 @@ class DecisionContext:
         lines += [f"- {name}: ${c['remaining_usd']:.3f} left" for name, c in sorted(b["categories"].items())]
         if self.degraded:
             lines.append("My budget is running low: I should prefer cheaper templates and skip low-priority work.")
+        if self.week is not None:
+            lines += ["", self.week.render()]
         lines += ["", "Templates I can choose, with estimated cost per unit (from my recent actual costs):"]
         for t in sorted(reg.templates.values(), key=lambda t: t.id):
             allowed = [p for p in self.phases if p in t.preferred_phases]
@@ -100,8 +106,9 @@ class DecisionContext:
         return "\n".join(lines)
 
 
-def plan_schema(inputs: PlanInputs) -> type[BaseModel]:
-    """A response model whose template ids are an enum per phase: only work allowed in that phase."""
+def plan_schema(inputs: PlanInputs, week: "WeekContext | None" = None) -> type[BaseModel]:
+    """A response model whose template ids are an enum per phase: only work allowed in that phase
+    (and, with a week, the goal each unit serves and the thread it continues)."""
     fields: dict[str, Any] = {"day_intention": (str, Field(description="my intention for the day, first person"))}
     for phase in inputs.phases:
         allowed = sorted(t.id for t in inputs.registry.templates_for_phase(phase))
@@ -110,6 +117,7 @@ def plan_schema(inputs: PlanInputs) -> type[BaseModel]:
             template_id=(Literal[tuple(allowed)], ...),  # type: ignore[valid-type,arg-type]
             focus=(str, Field(description="what exactly this unit works on")),
             motivation=(str, Field(description="why I choose this, one sentence")),
+            **(week.unit_fields() if week is not None else {}),
         )
         # No max_length: the API cannot enforce it, and one unit too many must not void the plan;
         # validate_plan drops the extra units with a reason instead.
@@ -147,17 +155,22 @@ def ask(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext, s
     return llm.structured(chosen, schema)
 
 
+def settle(week: "WeekContext | None", unit: ProposedUnit) -> ProposedUnit:
+    return week.settle(unit) if week is not None else unit
+
+
 def decide(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext,
            previous_template: str | None = None) -> Decision:
     """Ask the agent for its plan; validate it; fall back to the scorer when the call fails (the model,
     the network, the budget) or its answer is unusable. `prefixes` holds the stable prefix per model tier.
     A bug of ours (in the schema or the rules) raises: it must not pass for the agent's choice."""
     inputs = context.inputs
-    schema = plan_schema(inputs)
+    schema = plan_schema(inputs, context.week)
     try:
         result = ask(llm, prefixes, context, schema)
         choice = result.parsed
-        proposed = {p: [ProposedUnit(**u.model_dump()) for u in getattr(choice, p)] for p in inputs.phases}
+        proposed = {p: [settle(context.week, ProposedUnit(**u.model_dump())) for u in getattr(choice, p)]
+                    for p in inputs.phases}
     except (LLMError, BudgetRefused, ValidationError) as exc:   # the day must still be planned
         error = f"{type(exc).__name__}: {clip(exc, 300)}"
     else:
@@ -166,5 +179,7 @@ def decide(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext
             return Decision("llm", choice.day_intention.strip(), units, dropped, result.offline, deferred=deferred)
         error = "the plan had no units"
     proposed, intention = fallback_plan(inputs)
+    if context.week is not None:
+        proposed = {p: [context.week.assign(u) for u in us] for p, us in proposed.items()}
     units, dropped, deferred = validate_plan(proposed, inputs, previous_template)
     return Decision("fallback", intention, units, dropped, offline=False, error=error, deferred=deferred)

@@ -17,6 +17,7 @@ from cass_pipelines.domain.plan_rules import (
     DEFERRED_LOOKBACK_DAYS,
     TYPICAL_PROMPT_TOKENS,
     PlanInputs,
+    PlannedUnit,
 )
 from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitStatus
 from cass_pipelines.llm import holds
@@ -25,7 +26,9 @@ from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionC
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers.calls import system_prefix
 from cass_pipelines.services.runtime import Runtime
+from cass_pipelines.services.week import week_context
 from cass_pipelines.store import claims, conversations, persona, plans
+from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason, paused_scopes
@@ -106,12 +109,17 @@ def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
         journal = plans.latest_journal(rt.store, day)
         deferred = plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
                                           PHASES.index(phases[0]))
+        week = week_context(rt, day)
+        inputs.learned = week.template_scores
+        inputs.week_templates = [u["template_id"] for u in goal_store.week_units(rt.store, week.week_start, day)]
+        inputs.called_for = frozenset(t for g in week.goals for t in g["templates"])
         return DecisionContext(
             day=day, phases=phases, growth_edges=edges, open_questions=inputs.open_questions,
             recent_work=plans.recent_summaries(rt.store, rt.settings.history_window, through=day),
             journal_tone=journal["tone"] if journal else None, idle=idle,
             last_activity=last.isoformat(timespec="minutes") if last else None,
-            deferred=deferred, budget=status, degraded=degraded, inputs=inputs)
+            deferred=deferred, budget=status, degraded=degraded, inputs=inputs,
+            week=week if week.intention or week.goals or week.threads or week.digest else None)
 
 
 def claim_plan_call(rt: Runtime, day: date, revision: int, owner: Owner, is_run_over: Callable[[str], bool],
@@ -152,7 +160,22 @@ def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now
                                  units=all_units, dropped=[d.as_dict() for d in decision.dropped],
                                  deferred=[(d.unit, d.kind, d.reason) for d in decision.deferred],
                                  offline=decision.offline, now=now)
+    if stored:
+        link_units(rt, day, revision, phases, all_units + [d.unit for d in decision.deferred], now)
     return decision if stored else None
+
+
+def link_units(rt: Runtime, day: date, revision: int, phases: list[str], units: list[PlannedUnit],
+               now: datetime) -> None:
+    """Record the goal each stored unit serves and the thread it continues. save_day_plan numbers a
+    phase's units in the order given (planned, then deferred), so the rows pair up by phase and order."""
+    rows = [u for u in plans.units_for_day(rt.store, day) if u["plan_revision"] == revision and u["origin"] == "plan"]
+    links = []
+    for phase in phases:
+        stored = [r for r in rows if r["phase"] == phase]
+        links += [(r["id"], u.goal_id, u.goal_note, u.continues)
+                  for r, u in zip(stored, [u for u in units if u.phase == phase])]
+    goal_store.link_units(rt.store, links, now)
 
 
 def unplanned_phases(day_phases: set[str], phase: str) -> list[str]:

@@ -28,10 +28,12 @@ from cass_pipelines.domain.states import (
     UnitStatus,
 )
 from cass_pipelines.llm.base import redact
+from cass_pipelines.services import approvals
 from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
 from cass_pipelines.services.metering import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.summaries import summarize_unit
+from cass_pipelines.services.week import record_progress
 from cass_pipelines.store import claims, dead_letters, plans
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason
@@ -90,9 +92,9 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
         forced = unit["origin"] == UnitOrigin.FORCED
         paused = None if forced else paused_reason(rt.store, unit["category"])
         held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
-        if action.requires_approval and unit["origin"] not in (UnitOrigin.MANUAL, UnitOrigin.FORCED):
-            held = (DeferKind.APPROVAL, f"needs approval: {action.id} runs only when a person asks "
-                                        f"(`cass-pipelines trigger {template.id}`)")
+        if not held and approvals.gated(template, action, unit, rt.store):
+            reason = approvals.hold(rt, unit, template, action, clock.now())
+            return outcome(ActionStatus.SKIPPED, reason, unit_done=True)
         if held:
             kind, why = held
             finish(ActionStatus.DEFERRED, why, UnitStatus.DEFERRED, unit_reason=why, defer_kind=kind)
@@ -196,7 +198,9 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
     if taken.outcome is ClaimOutcome.HELD_ELSEWHERE:
         return None
     try:
-        return _summarize(rt, unit, clock, run_id)
+        summary = _summarize(rt, unit, clock, run_id)
+        record_progress(rt, unit, summary, clock.now())   # the goal it served hears how it went
+        return summary
     finally:
         with rt.store.transaction() as conn:
             claims.end(conn, key, ClaimState.DONE, clock.now())

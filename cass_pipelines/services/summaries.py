@@ -33,6 +33,8 @@ MAX_KEY_INSIGHTS = 5
 class UnitSummary(BaseModel):
     narrative: str = Field(description="what I did and what came of it, first person, a few sentences")
     key_insights: list[str] = Field(default_factory=list, description="the unit's most important insights")
+    self_rating: int = Field(default=3, ge=1, le=5, description="how well this work went, by my own judgement: "
+                                                                  "1 (not worth it) to 5 (very worth it)")
 
 
 def _unique(values: list[str]) -> list[str]:
@@ -52,7 +54,8 @@ def _prompt(unit: dict, steps: list[tuple[str, ActionResult]], found: list[str],
         slices.section("insights the steps produced", found, str),
         slices.section("what I made", artifacts, lambda a: f"{a.title} [{a.type}]"),
         "What I return:\n- narrative: a few sentences on what I did and what came of it.\n"
-        f"- key_insights: up to {MAX_KEY_INSIGHTS} of the most important insights, one sentence each."])
+        f"- key_insights: up to {MAX_KEY_INSIGHTS} of the most important insights, one sentence each.\n"
+        "- self_rating: how well this work went, 1 to 5, by my own honest judgement."])
 
 
 def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: Registry, unit_row: dict,
@@ -67,12 +70,13 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
     steps = list(zip(sequence, action_results))
     cost = sum(r.cost_usd for r in action_results)
     offline = any(r.offline for r in action_results)
-    narrative, key, no_call = "", [], ""
+    narrative, key, no_call, rating = "", [], "", None
     if unit_row["status"] == UnitStatus.COMPLETED and action_results:
         calls = ModelCalls(llm, system_prefix(store, registry, llm, "fast"), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
         try:
             out = calls.structured(_prompt(unit_row, steps, found, artifacts), UnitSummary)
             narrative, key = out.narrative.strip(), _unique(out.key_insights)[:MAX_KEY_INSIGHTS]
+            rating = out.self_rating
         except (BudgetRefused, LLMError) as exc:  # the work is done; its summary must not be lost
             no_call = f"(Summarised without a model call: {exc}.)"
         cost += calls.cost_usd
@@ -91,7 +95,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
            "questions_raised": _unique([q for r in action_results for q in r.questions_raised]),
            "questions_addressed": _unique([q for r in action_results for q in r.questions_addressed]),
            "artifacts": [{**a.model_dump(), "location": a.location} for a in artifacts],
-           "cost_usd": round(cost, 9), "offline": offline, "created_at": now}
+           "cost_usd": round(cost, 9), "offline": offline, "self_rating": rating, "created_at": now}
     summaries.save(store, row)
     return row
 

@@ -147,6 +147,29 @@ CREATE TABLE llm_batches (
 CREATE INDEX batches_by_key ON llm_batches(request_key);
 CREATE INDEX batches_by_state ON llm_batches(state);
 """),
+    (50, "goals, weekly intentions, goal links of work units, approvals, self-rating of summaries", """
+CREATE TABLE goals (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, success_criterion TEXT NOT NULL, source TEXT NOT NULL,
+    origin_ref TEXT, templates JSON NOT NULL DEFAULT '[]', status TEXT NOT NULL, close_reason TEXT,
+    offline BOOLEAN NOT NULL DEFAULT FALSE, created_on DATE NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+    closed_at TIMESTAMPTZ);
+CREATE TABLE goal_progress (
+    id TEXT PRIMARY KEY, goal_id TEXT NOT NULL, work_unit_id TEXT, date DATE NOT NULL, note TEXT NOT NULL,
+    offline BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL, UNIQUE (goal_id, work_unit_id));
+CREATE TABLE weekly_intentions (
+    week_start DATE PRIMARY KEY, intention TEXT NOT NULL, goal_ids JSON NOT NULL, source TEXT NOT NULL,
+    error TEXT, offline BOOLEAN NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE unit_goals (
+    work_unit_id TEXT PRIMARY KEY, goal_id TEXT, goal_note TEXT NOT NULL, continues TEXT,
+    created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE approvals (
+    work_unit_id TEXT PRIMARY KEY, state TEXT NOT NULL, template_id TEXT NOT NULL, action_id TEXT NOT NULL,
+    what TEXT NOT NULL, estimated_cost_usd DOUBLE NOT NULL, requested_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL, decided_at TIMESTAMPTZ, decided_by TEXT, reason TEXT, run_id TEXT);
+ALTER TABLE work_summaries ADD COLUMN self_rating INTEGER;
+CREATE INDEX goal_progress_by_goal ON goal_progress(goal_id, date);
+CREATE INDEX approvals_by_state ON approvals(state);
+"""),
     (60, "work_units.defer_kind: why a unit waits, as a state next to its reason (resume takes back 'paused')", """
 ALTER TABLE work_units ADD COLUMN defer_kind TEXT;
 UPDATE work_units SET defer_kind = CASE

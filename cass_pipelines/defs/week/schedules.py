@@ -1,0 +1,34 @@
+"""weekly_intention_schedule (Monday, before the first phase) and weekly_journal_schedule (Monday
+morning, for the week that ended)."""
+from datetime import timedelta
+
+import dagster as dg
+
+from cass_pipelines.defs.day.schedules import tick_time
+from cass_pipelines.domain.goals import week_start
+from cass_pipelines.domain.settings import Settings
+
+INTENTION_LEAD_MINUTES = 30     # the week is planned this long before Monday's first phase
+JOURNAL_AFTER_MINUTES = 45      # the past week's journal, after the Sunday night's daily journal
+
+
+def build_week_schedules(settings: Settings, week_job, journal_job) -> list[dg.ScheduleDefinition]:
+    morning = max(0, settings.phase_hours["morning"][0] * 60 - INTENTION_LEAD_MINUTES)
+    night_end = settings.phase_hours["night"][1] * 60 + JOURNAL_AFTER_MINUTES
+
+    @dg.schedule(name="weekly_intention_schedule", job=week_job, cron_schedule=f"{morning % 60} {morning // 60} * * 1",
+                 execution_timezone=settings.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description="Plan the week (goals and intention) on Monday before the first phase.")
+    def weekly_intention_schedule(context: dg.ScheduleEvaluationContext):
+        key = week_start(tick_time(context, settings).date()).isoformat()
+        return dg.RunRequest(run_key=f"week|{key}", partition_key=key, tags={"cass/trigger": "schedule"})
+
+    @dg.schedule(name="weekly_journal_schedule", job=journal_job,
+                 cron_schedule=f"{night_end % 60} {night_end // 60} * * 1", execution_timezone=settings.timezone,
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description="Write the week that ended on Sunday night into the weekly journal, on Monday morning.")
+    def weekly_journal_schedule(context: dg.ScheduleEvaluationContext):
+        key = (week_start(tick_time(context, settings).date()) - timedelta(days=7)).isoformat()
+        return dg.RunRequest(run_key=f"week_journal|{key}", partition_key=key, tags={"cass/trigger": "schedule"})
+
+    return [weekly_intention_schedule, weekly_journal_schedule]

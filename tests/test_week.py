@@ -1,0 +1,341 @@
+"""Goals, the weekly intention, threads of work, approvals, learning and run-week (issue 15).
+
+Real DuckDB, a real Dagster instance, the offline LLM, the suite's injected calendar."""
+import json
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+from support import NOW, SAMPLE_DAY, TODAY, seed_plan
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.clock import NOW_ENV
+from cass_pipelines.domain.goals import (
+    DIGEST_BEST,
+    DIGEST_GOALS,
+    DIGEST_WORST,
+    WorkStats,
+    learning_digest,
+    over_share,
+    week_start,
+)
+from cass_pipelines.domain.plan_rules import PlanInputs, ProposedUnit, score_template, validate_plan
+from cass_pipelines.domain.states import ApprovalState
+from cass_pipelines.execution import QUIET, execute, instance_for, run_phase, run_tags
+from cass_pipelines.services.plan_view import plan_view
+from cass_pipelines.services.planning import decision_context
+from cass_pipelines.services.runtime import open_runtime
+from cass_pipelines.services.week import WeekContext
+from cass_pipelines.store import approvals, learning, plans
+from cass_pipelines.store import goals as goal_store
+
+DAY = SAMPLE_DAY
+WEEK = week_start(DAY)
+
+
+@pytest.fixture
+def env(sample_home):
+    rt = open_runtime()
+    return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+
+
+def cli_json(capsys, *argv) -> tuple[int, object]:
+    capsys.readouterr()
+    code = main([*argv, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else None
+
+
+def plan_the_week(rt, defs, instance, week=WEEK):
+    result = execute(defs, instance, "week_job", QUIET, run_tags(trigger="test"), partition_key=week.isoformat())
+    assert result.success
+    return result
+
+
+# ---- goals -------------------------------------------------------------------------------------
+
+def test_goal_add_list_close_through_the_cli(sample_home, capsys):
+    code, goal = cli_json(capsys, "goal", "add", "Write up what I know about explaining uncertainty",
+                          "--criterion", "a wiki note with three worked examples", "--templates",
+                          "writing_session,knowledge_building")
+    assert code == 0 and goal["source"] == "person" and goal["status"] == "active"
+    assert goal["templates"] == ["writing_session", "knowledge_building"]
+    code, listed = cli_json(capsys, "goal", "list")
+    assert code == 0 and [g["id"] for g in listed] == [goal["id"]] and listed[0]["progress"] == []
+    code, closed = cli_json(capsys, "goal", "close", goal["id"], "--achieved", "--reason", "note written")
+    assert code == 0 and closed["status"] == "achieved" and closed["close_reason"] == "note written"
+    assert cli_json(capsys, "goal", "list")[1] == []
+    assert [g["id"] for g in cli_json(capsys, "goal", "list", "--all")[1]] == [goal["id"]]
+    # Closing twice, an unknown goal, an unknown template, a blank title: one clear line, exit 2.
+    assert main(["goal", "close", goal["id"], "--reason", "again"]) == 2
+    assert "not active" in capsys.readouterr().err
+    assert main(["goal", "close", "goal_nope", "--reason", "x"]) == 2
+    assert main(["goal", "add", "x", "--criterion", "y", "--templates", "no_such"]) == 2
+    assert "unknown template(s) 'no_such'" in capsys.readouterr().err
+    assert main(["goal", "add", "  ", "--criterion", "y"]) == 2
+
+
+def test_the_weekly_intention_makes_goals_from_the_self_model_and_is_planned_once(env):
+    rt, instance, defs = env
+    first = plan_the_week(rt, defs, instance)
+    made = goal_store.goals(rt.store, "active")
+    assert made and all(g["source"] == "agent" and g["offline"] for g in made)
+    refs = {r["id"] for r in rt.store.all("SELECT id FROM growth_edges UNION ALL SELECT id FROM open_questions")}
+    assert all(g["origin_ref"] in refs and g["success_criterion"] and g["templates"] for g in made)
+    week = goal_store.intention(rt.store, WEEK)
+    assert week["source"] == "llm" and week["intention"] and set(week["goal_ids"]) <= {g["id"] for g in made}
+    calls = rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE action_id = 'plan.week'")
+    assert calls == 2   # the goals, then the week
+    # The asset is partitioned by week (Monday, the agent's timezone) and visible in Dagster.
+    mats = instance.fetch_materializations(dg.AssetKey("weekly_intention"), limit=5).records
+    assert [m.partition_key for m in mats] == [WEEK.isoformat()]
+    assert first.dagster_run.tags["dagster/partition"] == WEEK.isoformat()
+    # Materialising it again keeps the week's intention and pays for nothing.
+    plan_the_week(rt, defs, instance)
+    assert goal_store.intention(rt.store, WEEK) == week
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE action_id = 'plan.week'") == calls
+
+
+def test_a_person_s_goal_is_used_and_no_goals_are_made_when_one_is_active(env, capsys):
+    rt, instance, defs = env
+    code, goal = cli_json(capsys, "goal", "add", "Get better at saying I don't know", "--criterion", "three "
+                          "conversations where I said so early", "--templates", "growth_edge_work")
+    plan_the_week(rt, defs, instance)
+    assert [g["id"] for g in goal_store.goals(rt.store, "active")] == [goal["id"]]
+    assert goal_store.intention(rt.store, WEEK)["goal_ids"] == [goal["id"]]
+
+
+def test_each_day_plan_sees_the_week_and_names_goals_and_progress_is_written_back(env):
+    rt, instance, defs = env
+    plan_the_week(rt, defs, instance)
+    week = goal_store.intention(rt.store, WEEK)
+    ctx = decision_context(rt, DAY, ["morning", "afternoon", "evening", "night"], idle=True, last=None)
+    prompt = ctx.render()
+    assert week["intention"][:80] in prompt and "my goals this week" in prompt
+    assert run_phase(defs, instance, DAY, "morning").success
+    view = plan_view(rt, DAY)
+    assert view["week"]["intention"] == week["intention"]
+    units = [u for units in view["phases"].values() for u in units]
+    assert units and all(u["goal_note"] for u in units)   # every unit names its goal or says why none
+    named = [u for u in units if u["goal_id"]]
+    assert len(named) / len(units) >= 0.8 and {u["goal_id"] for u in named} <= set(week["goal_ids"])
+    done = [u for u in view["phases"]["morning"] if u["status"] == "completed" and u["goal_id"]]
+    assert done, view["phases"]["morning"]
+    for u in done:
+        [note] = [p for p in goal_store.progress(rt.store, u["goal_id"], limit=50) if p["work_unit_id"] == u["work_unit_id"]]
+        assert note["note"].startswith(u["template_id"]) and note["offline"]
+
+
+def test_a_unit_continues_yesterday_s_unit_of_the_same_template_only():
+    threads = [{"id": "u_yesterday", "template_id": "synthesis", "focus": "attention", "narrative": "I joined two ideas."}]
+    week = WeekContext(WEEK, "my week", [{"id": "g1", "title": "t", "success_criterion": "c",
+                                          "templates": ["synthesis"], "progress": []}], threads, [], {})
+    kept = week.settle(ProposedUnit(template_id="synthesis", motivation="more", goal_id="g1", continues="u_yesterday"))
+    assert kept.continues == "u_yesterday" and "I joined two ideas." in kept.motivation and kept.goal_id == "g1"
+    other = week.settle(ProposedUnit(template_id="writing_session", goal_id="g_other", goal_note="x",
+                                     continues="u_yesterday"))
+    assert other.continues is None and other.goal_id is None and "not held this week" in other.goal_note
+    assert week.assign(ProposedUnit(template_id="synthesis")).goal_id == "g1"
+    assert week.assign(ProposedUnit(template_id="system_maintenance")).goal_note.startswith("fallback:")
+
+
+def test_a_continued_thread_carries_its_notes(env):
+    rt, instance, defs = env
+    yesterday = DAY - timedelta(days=1)
+    seed_plan(rt, yesterday, "morning", ["morning_reflection"])
+    assert run_phase(defs, instance, yesterday, "morning").success
+    [prev] = plans.units_for_phase(rt.store, yesterday, "morning")
+    ctx = decision_context(rt, DAY, ["morning"], idle=True, last=None)
+    assert ctx.week is not None and [t["id"] for t in ctx.week.threads] == [prev["id"]]
+    assert prev["id"] in ctx.render()
+    unit = ctx.week.settle(ProposedUnit(template_id="morning_reflection", continues=prev["id"]))
+    goal_store.link_units(rt.store, [("u_today", None, "no goal", unit.continues)], NOW)
+    rt.store.execute("INSERT INTO work_summaries (work_unit_id, date, phase, template_id, status, narrative, "
+                     "key_insights, questions_raised, questions_addressed, artifacts, cost_usd, offline, created_at) "
+                     "VALUES ('u_today', ?, 'morning', 'morning_reflection', 'completed', 'today''s part', '[]', '[]', "
+                     "'[]', '[]', 0, true, ?)", [DAY, NOW])
+    notes = goal_store.thread_notes(rt.store, "u_today")
+    assert [n["work_unit_id"] for n in notes] == ["u_today", prev["id"]]
+
+
+# ---- approvals ---------------------------------------------------------------------------------
+
+def test_approval_gated_work_waits_then_runs_after_approve(env, capsys):
+    rt, instance, defs = env
+    assert rt.registry.templates["research_batch"].requires_approval
+    seed_plan(rt, DAY, "afternoon", ["research_batch", "synthesis"])
+    assert run_phase(defs, instance, DAY, "afternoon").success
+    gated, other = plans.units_for_phase(rt.store, DAY, "afternoon")
+    assert gated["status"] == "awaiting_approval" and other["status"] == "completed"
+    assert plans.action_runs(rt.store, gated["id"]) == []          # nothing ran, nothing was paid
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE work_unit_id = ?", [gated["id"]]) == 0
+    code, waiting = cli_json(capsys, "approvals", "list")
+    assert code == 0 and [w["work_unit_id"] for w in waiting] == [gated["id"]]
+    assert waiting[0]["state"] == "pending" and "research.run_batch" in waiting[0]["what"]
+    assert waiting[0]["estimated_cost_usd"] == pytest.approx(gated["estimated_cost_usd"])
+    # A re-run of the phase leaves it waiting (no second request, nothing run).
+    assert run_phase(defs, instance, DAY, "afternoon").success
+    assert plans.get_unit(rt.store, gated["id"])["status"] == "awaiting_approval"
+
+    code, out = cli_json(capsys, "approvals", "approve", gated["id"], "--by", "ana", "--reason", "worth it")
+    assert code == 0 and out["success"] and out["approval"]["state"] == "approved"
+    assert out["approval"]["decided_by"] == "ana" and out["work_unit"]["status"] == "completed"
+    run = instance.get_run_by_id(out["run_id"])
+    assert run.job_name == "approval_job" and run.remote_job_origin is not None   # listed in the UI under its job
+    # It ran through the usual claims and budget: each action once, paid by this run, then summarised.
+    ran = plans.action_runs(rt.store, gated["id"])
+    assert [r["status"] for r in ran] == ["completed"] * 3 and {r["run_id"] for r in ran} == {out["run_id"]}
+    assert rt.store.scalar("SELECT count(DISTINCT run_id) FROM llm_ledger WHERE work_unit_id = ?",
+                           [gated["id"]]) == 1
+    assert rt.store.scalar("SELECT count(*) FROM reservations WHERE work_unit_id = ? AND status = 'held'",
+                           [gated["id"]]) == 0
+    assert rt.store.one("SELECT status FROM work_summaries WHERE work_unit_id = ?", [gated["id"]])["status"] == "completed"
+    # Deciding again is refused with one line.
+    assert main(["approvals", "approve", gated["id"]]) != 0
+    assert main(["approvals", "approve", "no_such_unit"]) == 2
+
+
+def test_rejected_work_is_recorded_with_its_reason_and_requests_expire(env, capsys, monkeypatch):
+    rt, instance, defs = env
+    seed_plan(rt, DAY, "afternoon", ["research_batch"])
+    assert run_phase(defs, instance, DAY, "afternoon").success
+    [unit] = plans.units_for_phase(rt.store, DAY, "afternoon")
+    assert main(["approvals", "reject", unit["id"]]) == 2                 # a rejection needs a reason
+    code, out = cli_json(capsys, "approvals", "reject", unit["id"], "--reason", "not this week", "--by", "ana")
+    assert code == 0 and out["approval"]["state"] == "rejected"
+    assert out["work_unit"]["status"] == "cancelled" and out["work_unit"]["reason"] == "rejected by ana: not this week"
+    assert plans.action_runs(rt.store, unit["id"]) == []
+    # Another one waits past its time: it expires, its unit is cancelled, and a late approval is refused.
+    later = DAY + timedelta(days=1)
+    seed_plan(rt, later, "afternoon", ["research_batch"])
+    assert run_phase(defs, instance, later, "afternoon").success
+    [late] = plans.units_for_phase(rt.store, later, "afternoon")
+    monkeypatch.setenv(NOW_ENV, (NOW + timedelta(hours=49)).isoformat())
+    code, listed = cli_json(capsys, "approvals", "list", "--all")
+    states = {r["work_unit_id"]: r["state"] for r in listed}
+    assert states == {unit["id"]: "rejected", late["id"]: "expired"}
+    assert plans.get_unit(rt.store, late["id"])["status"] == "cancelled"
+    assert plans.get_unit(rt.store, late["id"])["reason"].startswith("approval expired")
+    assert main(["approvals", "approve", late["id"]]) == 1                # the run fails: nothing to decide
+    assert approvals.get(rt.store, late["id"])["state"] == ApprovalState.EXPIRED
+
+
+# ---- learning ----------------------------------------------------------------------------------
+
+def stats(key, units, completed, failed, insights=0, rating=None, cost=0.1):
+    return WorkStats(key, units, completed, failed, cost, insights, 0, 0, rating)
+
+
+def test_learning_statistics_per_template_and_goal_from_finished_work(runtime):
+    rt = runtime
+    rows = [("a1", "synthesis", "completed", 5, '["i1", "i2"]', 0.02, "g1"),
+            ("a2", "synthesis", "completed", 4, '["i3"]', 0.03, "g1"),
+            ("a3", "synthesis", "failed", None, '[]', 0.01, None),
+            ("b1", "writing_session", "completed", 1, '[]', 0.05, None)]
+    for uid, template, status, rating, found, cost, goal in rows:
+        rt.store.execute("INSERT INTO work_units (id, date, phase, position, template_id, category, focus, motivation,"
+                         " status, estimated_cost_usd, origin, created_at) VALUES (?, ?, 'morning', 0, ?, 'reflection',"
+                         " 'f', 'm', ?, 0.01, 'plan', ?)", [uid, DAY, template, status, NOW])
+        rt.store.execute("INSERT INTO work_summaries (work_unit_id, date, phase, template_id, status, narrative, "
+                         "key_insights, questions_raised, questions_addressed, artifacts, cost_usd, offline, "
+                         "self_rating, created_at) VALUES (?, ?, 'morning', ?, ?, 'n', ?, '[]', '[]', '[]', ?, true, ?, ?)",
+                         [uid, DAY, template, status, found, cost, rating, NOW])
+        if goal:
+            goal_store.link_units(rt.store, [(uid, goal, "serves it", None)], NOW)
+    rt.store.execute("INSERT INTO open_questions (id, question, status, raised_by, created_at) VALUES "
+                     "('q1', 'why?', 'answered', 'a1', ?), ('q2', 'how?', 'open', 'a2', ?)", [NOW, NOW])
+    by = {s.key: s for s in learning.template_stats(rt.store, DAY)}
+    s = by["synthesis"]
+    assert (s.units, s.completed, s.failed, s.insights) == (3, 2, 1, 3)
+    assert s.completion_rate == pytest.approx(2 / 3) and s.failure_rate == pytest.approx(1 / 3)
+    assert s.cost_per_insight == pytest.approx(0.02) and s.rating == pytest.approx(4.5)
+    assert s.questions_addressed_rate == pytest.approx(0.5)
+    assert by["synthesis"].score() > by["writing_session"].score()
+    assert {g.key: g.units for g in learning.goal_stats(rt.store, DAY)} == {"g1": 2}
+    # A day learns only from its past: nothing before these units.
+    assert learning.template_stats(rt.store, DAY - timedelta(days=1)) == []
+
+
+def test_the_digest_is_bounded_and_the_fallback_scorer_uses_what_worked(runtime):
+    many = [stats(f"t{i}", 10, 10 - i % 10, i % 10, insights=i, rating=1 + i % 5) for i in range(200)]
+    goals = [stats(f"g{i}", i, i, 0) for i in range(1, 50)]
+    digest = learning_digest(many, goals, {f"g{i}": "a goal " * 40 for i in range(50)})
+    assert len(digest) <= DIGEST_BEST + DIGEST_WORST + DIGEST_GOALS and all(len(line) <= 200 for line in digest)
+    assert learning_digest(many[:3], [], {}) == learning_digest(many[:3], [], {})
+    inputs = PlanInputs(registry=runtime.registry, phases=["afternoon"], category_remaining={})
+    neutral = score_template("synthesis", "afternoon", inputs, [])
+    inputs.learned = {"synthesis": stats("synthesis", 8, 8, 0, insights=20, rating=5).score()}
+    assert score_template("synthesis", "afternoon", inputs, []) > neutral
+    inputs.learned = {"synthesis": stats("synthesis", 8, 2, 6, rating=1).score()}
+    assert score_template("synthesis", "afternoon", inputs, []) < neutral
+
+
+def test_no_template_takes_over_a_week_unless_its_goals_call_for_it(runtime):
+    week = ["synthesis"] * 5 + ["writing_session"] * 3 + ["growth_edge_work"] * 2
+    assert over_share(week, set()) == ["synthesis"]
+    assert over_share(week, {"synthesis"}) == []
+    # The planner's rule: one more synthesis would be 4 of 8 units this week (50%), so it is dropped...
+    inputs = PlanInputs(registry=runtime.registry, phases=["afternoon", "evening"],
+                        category_remaining={c: 5.0 for c in ("reflection", "creative", "research")},
+                        week_templates=["synthesis"] * 3 + ["writing_session", "growth_edge_work"] * 2)
+    proposed = {"afternoon": [ProposedUnit(template_id="synthesis")],
+                "evening": [ProposedUnit(template_id="writing_session")]}
+    kept, dropped, _ = validate_plan(proposed, inputs)
+    assert kept["afternoon"] == [] and [u.template_id for u in kept["evening"]] == ["writing_session"]
+    assert dropped[0].template_id == "synthesis" and "4 of this week's 8 units (over 40%)" in dropped[0].reason
+    # ...unless the week's goals call for it.
+    inputs.called_for = frozenset({"synthesis"})
+    kept, dropped, _ = validate_plan(proposed, inputs)
+    assert [u.template_id for u in kept["afternoon"]] == ["synthesis"] and dropped == []
+
+
+# ---- a week in one command ---------------------------------------------------------------------
+
+def test_run_week_runs_the_days_through_dagster_and_reports(sample_home, capsys):
+    start = TODAY - timedelta(days=2)
+    code, r = cli_json(capsys, "run-week", "--start", start.isoformat(), "--days", "2")
+    assert code == 0, r
+    assert r["first"] == start.isoformat() and r["last"] == (start + timedelta(days=1)).isoformat()
+    assert r["runs"] and all(x["success"] for x in r["runs"])
+    weeks = {week_start(start + timedelta(days=n)) for n in range(2)}
+    assert {i["week_start"] for i in r["intentions"]} == {w.isoformat() for w in weeks}
+    rt = open_runtime()
+    for n in range(2):
+        day = start + timedelta(days=n)
+        view = plan_view(rt, day)
+        assert view["week"]["week_start"] == week_start(day).isoformat() and view["week"]["intention"]
+    assert r["units"] > 0 and r["goal_share"] >= 0.8
+    assert sum(g["progress_notes"] for g in r["goals_advanced"]) > 0
+    assert sum(r["units_by_template"].values()) == r["units"] == sum(r["units_by_category"].values())
+    assert r["templates_over_share"] == [] and max(r["template_shares"].values()) <= 0.4
+    assert set(r["spend_by_day"]) == {(start + timedelta(days=n)).isoformat() for n in range(2)}
+    assert r["insights"] > 0 and len(r["daily_journals"]) == 2
+    assert [j["week_start"] for j in r["weekly_journals"]] == sorted(w.isoformat() for w in weeks)
+    assert all(j["offline"] and j["text"] for j in r["weekly_journals"])
+    jobs = {run.job_name for run in dg.DagsterInstance.get().get_runs()}
+    assert {"week_job", "phase_job", "journal_job", "week_journal_job"} <= jobs
+    # The text report names what the JSON holds.
+    assert main(["run-week", "--start", start.isoformat(), "--days", "9"]) == 2
+
+
+def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_home, monkeypatch):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+
+    monkeypatch.setenv("CASS_TIMEZONE", "America/New_York")
+    defs = build_defs(load_settings(), load_registry())
+    monday = datetime(2026, 11, 23, 5, 30, tzinfo=ZoneInfo("America/New_York"))
+    expected = {"weekly_intention_schedule": ("30 5 * * 1", monday, "2026-11-23"),
+                "weekly_journal_schedule": ("45 6 * * 1", monday.replace(hour=6, minute=45), "2026-11-16")}
+    for name, (cron, at, key) in expected.items():
+        schedule = defs.resolve_schedule_def(name)
+        assert schedule.cron_schedule == cron and schedule.execution_timezone == "America/New_York"
+        with dg.DagsterInstance.ephemeral() as instance:
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
+                                           repository_def=defs.get_repository_def()) as ctx:
+                [request] = schedule.evaluate_tick(ctx).run_requests
+        assert request.partition_key == key and request.run_key.endswith(key)
