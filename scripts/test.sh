@@ -24,4 +24,6 @@ install_debian initdb postgresql
 # The tests make their own CASS_HOME and DAGSTER_HOME; never the user's, never a real API key.
 unset CASS_HOME DAGSTER_HOME CASS_LOG_FORMAT CASS_LOG_LEVEL CASS_ACTIONS_FILE CASS_TIMEZONE CASS_DAILY_BUDGET_USD ANTHROPIC_API_KEY ANTHROPIC_BASE_URL
 export CASS_LLM=offline
-exec .venv/bin/python -m pytest "$@"
+# Two workers (the machines have 2 cores), whole files per worker: a file's tests share its fixtures.
+# CASS_TEST_WORKERS=0 runs in one process.
+exec .venv/bin/python -m pytest -n "${CASS_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -12,6 +12,8 @@ from typing import Mapping
 from pydantic import ValidationError
 
 from cass_pipelines.domain.errors import shown
+
+PATH_CHARS = 400   # a home is named in full (a long path cut at 80 characters names nothing)
 from cass_pipelines.domain.settings import MAX_CONFIG_BYTES, Settings, SettingsError
 
 _ENV = {
@@ -31,13 +33,13 @@ def home_errors(env: Mapping[str, str], home: Path) -> list[str]:
     """CASS_HOME and DAGSTER_HOME must be directories (or not exist yet); DAGSTER_HOME must be absolute."""
     errors = []
     if home.exists() and not home.is_dir():
-        errors.append(f"CASS_HOME: {shown(str(home))} is not a directory (it is a file); "
+        errors.append(f"CASS_HOME: {shown(str(home), PATH_CHARS)} is not a directory (it is a file); "
                       "point CASS_HOME at a directory or a path that does not exist yet")
     dagster = env.get("DAGSTER_HOME")
     if dagster and not Path(dagster).is_absolute():
-        errors.append(f"DAGSTER_HOME: {shown(dagster)} must be an absolute path")
+        errors.append(f"DAGSTER_HOME: {shown(dagster, PATH_CHARS)} must be an absolute path")
     elif dagster and Path(dagster).exists() and not Path(dagster).is_dir():
-        errors.append(f"DAGSTER_HOME: {shown(dagster)} is not a directory (it is a file); "
+        errors.append(f"DAGSTER_HOME: {shown(dagster, PATH_CHARS)} is not a directory (it is a file); "
                       "point DAGSTER_HOME at a directory or a path that does not exist yet")
     return errors
 
