@@ -41,6 +41,8 @@ API_KEY = "sk-ant-test-DO-NOT-LEAK-0123456789"
 DEFAULT_MIN_CACHEABLE = 1024
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+# A batch's timestamps: the SDK needs them, nothing of ours reads them, so never the real clock.
+BATCH_STAMP = "2026-01-01T00:00:00Z"
 
 
 @dataclass
@@ -197,20 +199,19 @@ class FakeAnthropic:
     def create_batch(self, body: dict) -> dict:
         batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
         with self._lock:
-            self.batches[batch_id] = {"requests": body["requests"], "created": time.time(), "results": None}
+            self.batches[batch_id] = {"requests": body["requests"], "created": time.monotonic(), "results": None}
         return self.batch_object(batch_id)
 
     def batch_object(self, batch_id: str) -> dict:
         batch = self.batches[batch_id]
-        ended = time.time() - batch["created"] >= self.batch_delay_s
+        ended = time.monotonic() - batch["created"] >= self.batch_delay_s
         if ended and batch["results"] is None:
             batch["results"] = [self._batch_result(r) for r in batch["requests"]]
         kinds = [line["result"]["type"] for line in batch["results"] or []]
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(batch["created"]))
         return {"id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
                 "request_counts": {"processing": 0 if ended else len(batch["requests"]),
                                    **{k: kinds.count(k) for k in ("succeeded", "errored", "canceled", "expired")}},
-                "created_at": stamp, "expires_at": stamp, "ended_at": stamp if ended else None,
+                "created_at": BATCH_STAMP, "expires_at": BATCH_STAMP, "ended_at": BATCH_STAMP if ended else None,
                 "archived_at": None, "cancel_initiated_at": None,
                 "results_url": f"{self.url}/v1/messages/batches/{batch_id}/results" if ended else None}
 
