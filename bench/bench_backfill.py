@@ -24,42 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import date, timedelta
 from pathlib import Path
 
 from machine import machine_after, machine_before
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from ui_server import CLI, graphql, ui_server  # noqa: E402
+
 PHASES = ("morning", "afternoon", "evening", "night")
 PHASE_ASSETS = ("phase_plan", "phase_work", "work_summaries", "cost_records")
-CLI = [sys.executable, "-m", "cass_pipelines.cli.main"]
 CHECK = """mutation($p: ExecutionParams!) { launchPipelineExecution(executionParams: $p) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on InvalidSubsetError { message } } }"""
 LAUNCH = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-
-
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        out = json.loads(response.read())
-    if "errors" in out:
-        raise RuntimeError(out["errors"])
-    return out["data"]
-
-
-def location_loaded(url: str) -> bool:
-    data = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")
-    return any(e["name"] == "cass_pipelines" and e["loadStatus"] == "LOADED"
-               for e in data["workspaceOrError"]["locationEntries"])
 
 
 def home_env(base: Path) -> dict[str, str]:
@@ -96,32 +80,10 @@ def plan_revisions(env: dict[str, str]) -> dict[str, int]:
     return json.loads(child(code, env))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def backfill(base: Path, keys: list[str], deadline_s: float) -> dict:
     env = home_env(base)
-    port, url = free_port(), ""
-    log = open(base / "dagster-dev.log", "w")
-    proc = subprocess.Popen([*CLI, "ui", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        started = time.perf_counter()
-        while True:
-            if proc.poll() is not None:
-                sys.exit("dagster dev exited:\n" + (base / "dagster-dev.log").read_text()[-3000:])
-            try:
-                if location_loaded(url):
-                    break
-            except OSError:
-                pass
-            if time.perf_counter() - started > deadline_s:
-                sys.exit("dagster dev did not load the code location")
-            time.sleep(1)
+    started = time.perf_counter()
+    with ui_server(env, base / "dagster-dev.log", deadline_s) as url:
         ready_s = time.perf_counter() - started
         launched_at = time.time()
         data = graphql(url, LAUNCH, {"p": {"partitionNames": keys,
@@ -139,10 +101,6 @@ def backfill(base: Path, keys: list[str], deadline_s: float) -> dict:
                 sys.exit(f"backfill not done in {deadline_s} s: {runs}")
             time.sleep(5)
         check = execute_check(url, env, keys[0], deadline_s)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)     # dagster dev ignores SIGTERM here; its group is ours
-        proc.wait()
-        log.close()
     return {"webserver_ready_s": round(ready_s, 1), "backfill_id": backfill_id, "launched_at": launched_at,
             "runs": runs, "all_runs": run_records(env), "plan_revisions": plan_revisions(env), "check": check}
 

@@ -1,19 +1,16 @@
 """`cass-pipelines ui` starts a real `dagster dev` (webserver, daemon, code server) on 127.0.0.1 for this
 CASS_HOME. Checked through the webserver's GraphQL API (what the UI's pages read) and, where Playwright
 and Debian's chromium are installed, in a real browser with screenshots kept under
-test-artifacts/ui/. `dagster dev` ignores SIGINT/SIGTERM here, so its process group is killed by id."""
+test-artifacts/ui/ (the server: tests/ui_server.py)."""
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from support import NOW, SAMPLE_DAY
+from ui_server import graphql, ui_server
 
 from cass_pipelines.domain.clock import NOW_ENV
 
@@ -25,29 +22,6 @@ ASSETS = {"conversations", "self_model", "phase_plan", "phase_work", "work_summa
 SCHEDULES = {"morning_schedule", "afternoon_schedule", "evening_schedule", "night_schedule", "journal_schedule",
              "weekly_intention_schedule", "weekly_journal_schedule"}
 REPO = {"repositoryName": "__repository__", "repositoryLocationName": "cass_pipelines"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        out = json.loads(response.read())
-    assert "errors" not in out, out
-    return out["data"]
-
-
-def location_loaded(url: str) -> bool:
-    data = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                        "locationOrLoadError { __typename } } } } }")
-    return any(e["name"] == "cass_pipelines" and e["loadStatus"] == "LOADED"
-               and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-               for e in data["workspaceOrError"]["locationEntries"])
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +37,8 @@ def ui(tmp_path_factory):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     run_id = json.loads(run.stdout)["runs"][0]["run_id"]
-    port = free_port()
-    log = open(base / "dagster-dev.log", "w")
-    proc = subprocess.Popen([*cli, "ui", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        started = time.perf_counter()
-        while True:
-            assert proc.poll() is None, (base / "dagster-dev.log").read_text()[-3000:]
-            try:
-                if location_loaded(url):
-                    break
-            except OSError:
-                pass
-            assert time.perf_counter() - started < STARTUP_DEADLINE_S, (base / "dagster-dev.log").read_text()[-3000:]
-            time.sleep(1)
+    with ui_server(env, base / "dagster-dev.log", STARTUP_DEADLINE_S) as url:
         yield {"url": url, "run_id": run_id, "dagster_home": base / "dagster"}
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)       # its own process group: dagster dev and every child
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_ui_lists_cli_runs_under_their_job_and_runs_every_schedule(ui):
