@@ -1,0 +1,149 @@
+"""memory_job as `run-day` runs it: the catch-up of the sample's 56 idle conversations, then a no-op run
+(nothing new to summarise), then Dagster's own floor (a job of one empty op on the same instance), each
+catch-up in a fresh process and CASS_HOME.
+
+    .venv/bin/python bench/bench_memory.py                          # offline and at 2 s loopback latency
+    .venv/bin/python bench/bench_memory.py --latency 0,2 --before /path/to/old/checkout
+    .venv/bin/python bench/bench_memory.py --batch-work on,off      # memory calls batched (shipped) or not
+
+Figures (JSON on stdout), per code (this checkout, and with --before that one, first on PYTHONPATH),
+latency and batch mode:
+- `catchup`: wall and CPU seconds of the run, LLM calls, conversations summarised, time with a call in
+  flight (`llm_busy_s`), DuckDB opens (every store.db.connect: one file lock window) and opens per
+  summarised conversation.
+- `noop`: the next memory_job run, nothing to summarise (median of 3): wall, CPU, opens, LLM calls.
+- `floor`: a job of one op that does nothing, on the same instance (median of 3): what any run costs.
+With a latency, the API is tests/fake_anthropic.py's server answering each message after that delay,
+and each message batch ending that long after it was created (so batched calls wait as long as
+interactive ones; then the batch poll interval, `batch_poll_s`, decides how long a batched call waits).
+Offline (latency 0) calls and batches answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine import machine_after, machine_before, measured, union_s
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child() -> None:
+    """Catch-up, no-op runs and the floor in this process; prints one JSON line."""
+    from cass_pipelines.store import db
+
+    opens = [0]
+    real_connect = db.connect
+
+    def counting_connect(*a, **kw):
+        opens[0] += 1
+        return real_connect(*a, **kw)
+
+    db.connect = counting_connect   # every store open goes through it
+    import dagster as dg
+
+    from cass_pipelines.cli.main import main as cli
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import QUIET, instance_for, run_memory
+    from cass_pipelines.services.runtime import open_runtime
+
+    with contextlib.redirect_stdout(sys.stderr):   # stdout carries only the JSON figures
+        assert cli(["init", "--sample"]) == 0
+    rt = open_runtime()
+    instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+
+    def run(launch) -> dict:
+        before = opens[0]
+        with measured() as span:
+            result = launch()
+        assert result.success, result
+        out = {**span.figures(), "duckdb_opens": opens[0] - before}
+        calls = rt.store.all("SELECT epoch(ts) AS t, latency_ms / 1000.0 AS s FROM llm_ledger WHERE run_id = ?",
+                             [result.run_id])
+        out["llm_calls"] = len(calls)
+        out["llm_busy_s"] = round(union_s([(c["t"] - c["s"], c["t"]) for c in calls]), 3)
+        return out
+
+    def median_of(runs: list[dict]) -> dict:
+        return {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+
+    catchup = run(lambda: run_memory(defs, instance))
+    summarised = rt.store.scalar("SELECT count(DISTINCT conversation_id) FROM conversation_summaries")
+    catchup.update(conversations=summarised, opens_per_conversation=round(catchup["duckdb_opens"] / summarised, 2))
+    noop = median_of([run(lambda: run_memory(defs, instance)) for _ in range(3)])
+
+    @dg.op
+    def nothing() -> None:
+        pass
+
+    @dg.job(executor_def=dg.in_process_executor)
+    def empty_job():
+        nothing()
+
+    floor = median_of([run(lambda: empty_job.execute_in_process(instance=instance, run_config=QUIET))
+                       for _ in range(3)])
+    print(json.dumps({"batch_work": rt.settings.batch_work, "catchup": catchup, "noop": noop, "floor": floor}))
+
+
+def launch(code: str | None, latency: float, batch_work: bool, tmp: Path) -> dict:
+    home = tmp / f"{time.perf_counter_ns()}"
+    (home / "cass").mkdir(parents=True)
+    (home / "dagster").mkdir()
+    (home / "cass" / "cass.toml").write_text(f"batch_work = {str(batch_work).lower()}\n")   # init keeps it
+    env = {k: v for k, v in os.environ.items() if k not in ("CASS_ACTIONS_FILE", "ANTHROPIC_API_KEY", "PYTHONPATH")}
+    env.update(CASS_HOME=str(home / "cass"), DAGSTER_HOME=str(home / "dagster"),
+               PYTHONPATH=os.pathsep.join([*([code] if code else []), str(ROOT / "bench")]))
+    server = None
+    if latency:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from fake_anthropic import API_KEY, FakeAnthropic, Reply
+
+        class Delayed(FakeAnthropic):
+            def _next_reply(self):   # every answer after the same fixed delay
+                return super()._next_reply() or Reply(delay_s=latency)
+
+        server = Delayed(lifetime_s=3600).__enter__()
+        server.batch_delay_s = latency
+        env.update(CASS_LLM="anthropic", ANTHROPIC_API_KEY=API_KEY, ANTHROPIC_BASE_URL=server.url)
+    else:
+        env.update(CASS_LLM="offline")
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True, text=True)
+    finally:
+        if server:
+            server.__exit__(None, None, None)
+    if proc.returncode:
+        sys.exit(f"memory bench failed ({code or 'this checkout'}, latency {latency}):\n{proc.stderr[-4000:]}")
+    return {"latency_s": latency, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", default="0,2", help="loopback API delays per request, seconds (0: offline)")
+    parser.add_argument("--batch-work", default="on", help="on (shipped) and/or off: memory calls as Message Batches")
+    parser.add_argument("--before", help="a checkout's directory to compare with (put first on PYTHONPATH)")
+    parser.add_argument("--child", action="store_true")
+    args = parser.parse_args(argv)
+    if args.child:
+        return child()
+    machine = machine_before()
+    codes = {"after": None, **({"before": str(Path(args.before).resolve())} if args.before else {})}
+    out: dict = {"bench": "memory"}
+    with tempfile.TemporaryDirectory(prefix="cass-bench-memory-") as tmp:
+        for name, code in codes.items():
+            out[name] = [launch(code, float(latency), mode == "on", Path(tmp))
+                         for latency in args.latency.split(",") for mode in args.batch_work.split(",")]
+    out["machine"] = machine_after(machine)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
