@@ -275,8 +275,9 @@ class MeteredClient:
                                "its hold is kept until it would have expired")
         if row["state"] != BatchState.COLLECTED:
             row = self._await(row)
-        batches.take(self.store, row["custom_id"])
-        usage, cost = self._count_paid(row["request_id"])
+        with self.store.session():
+            batches.take(self.store, row["custom_id"])
+            usage, cost = self._count_paid(row["request_id"])
         sent = _item(row).request
         result: LLMResult = LLMResult(text=row["result_text"], parsed=None, usage=usage, model=row["model"],
                                       request_id=row["request_id"], latency_ms=0, attempts=1,
@@ -295,23 +296,25 @@ class MeteredClient:
     def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
                 model: str, measured: bool) -> dict:
         ctx = self.ctx
-        with self.store.session():
-            request, held = self._reserve(request, schema, measured)
         custom_id = f"cass_{uuid.uuid4().hex}"
-        batches.add(self.store, batches.NewBatchRequest(
-            custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
-            category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id,
-            run_id=ctx.run_id, step_key=ctx.step_key, model=model, request={**asdict(request), "json_schema": json_schema},
-            pid=os.getpid(), submitted_at=self.clock.now()))
+        with self.store.session():   # the history reads, the hold and the stored request share one open
+            request, held = self._reserve(request, schema, measured)
+            batches.add(self.store, batches.NewBatchRequest(
+                custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
+                category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
+                action_id=ctx.action_id, run_id=ctx.run_id, step_key=ctx.step_key, model=model,
+                request={**asdict(request), "json_schema": json_schema}, pid=os.getpid(),
+                submitted_at=self.clock.now()))
         try:
             batch_id = cast(BatchClient, self.inner).submit_batch([BatchItem(custom_id, request, json_schema)])
         except BaseException as exc:   # no batch was created: nothing can be billed
             batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
             raise
         failpoint("batch_created")     # a crash here: the hold is kept until any batch would have expired
-        batches.submitted(self.store, custom_id, batch_id)
+        with self.store.session():
+            batches.submitted(self.store, custom_id, batch_id)
+            row = batches.get(self.store, custom_id)
         failpoint("batch_submitted")   # a crash here: the batch is collected later, paid once
-        row = batches.get(self.store, custom_id)
         assert row is not None   # stored above
         return row
 
@@ -372,16 +375,17 @@ def collect_one(inner: LLMClient, store: Store, settings: Settings, pricing: Pri
     if answers is None:
         return None
     answer: BatchAnswer = answers[row["custom_id"]]
-    if answer.result is None:
-        batches.ended_without_answer(store, row["custom_id"], answer.error or "no answer", clock.now())
-    else:
-        ctx = MeterContext(date=row["date"], phase=row["phase"], category=row["category"], priority=row["priority"],
-                           work_unit_id=row["work_unit_id"], action_id=row["action_id"], run_id=row["run_id"],
-                           step_key=row["step_key"], batch=True)
-        recorded = MeteredClient(inner, store, settings, pricing, ctx, clock)._record(
-            row["reservation_id"], answer.result, item.request, batch=True)
-        batches.collected(store, row["custom_id"], recorded.request_id, answer.result.text, clock.now())
-    return batches.get(store, row["custom_id"])
+    with store.session():   # settling the answer (or releasing its hold) and the request's row: one open
+        if answer.result is None:
+            batches.ended_without_answer(store, row["custom_id"], answer.error or "no answer", clock.now())
+        else:
+            ctx = MeterContext(date=row["date"], phase=row["phase"], category=row["category"],
+                               priority=row["priority"], work_unit_id=row["work_unit_id"], action_id=row["action_id"],
+                               run_id=row["run_id"], step_key=row["step_key"], batch=True)
+            recorded = MeteredClient(inner, store, settings, pricing, ctx, clock)._record(
+                row["reservation_id"], answer.result, item.request, batch=True)
+            batches.collected(store, row["custom_id"], recorded.request_id, answer.result.text, clock.now())
+        return batches.get(store, row["custom_id"])
 
 
 def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,

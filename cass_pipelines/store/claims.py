@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Sequence
 
 import duckdb
 
@@ -87,6 +87,24 @@ def take(conn: duckdb.DuckDBPyConnection, key: str, me: Owner, is_run_over: Call
 def claim(store: Store, key: str, me: Owner, is_run_over: Callable[[str], bool], now: datetime) -> Claim:
     with store.transaction() as conn:
         return take(conn, key, me, is_run_over, now)
+
+
+def claim_many(store: Store, keys: Sequence[str], me: Owner, is_run_over: Callable[[str], bool],
+               now: datetime) -> set[str]:
+    """Take each of `keys` as `claim` does, all in one transaction; returns the keys now ours."""
+    if not keys:
+        return set()
+    with store.transaction() as conn:
+        return {key for key in keys if take(conn, key, me, is_run_over, now).ours}
+
+
+def end_many(store: Store, keys: Sequence[str], state: ClaimState, now: datetime) -> None:
+    """`end` for each of `keys`, in one transaction."""
+    if not keys:
+        return
+    with store.transaction() as conn:
+        conn.execute("UPDATE claims SET state = ?, ended_at = ? WHERE key IN (SELECT unnest(?::TEXT[]))",
+                     [state.value, now, list(keys)])
 
 
 def end(conn: duckdb.DuckDBPyConnection, key: str, state: ClaimState, now: datetime) -> None:

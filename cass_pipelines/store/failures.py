@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import duckdb
+
 from cass_pipelines.store.db import Store
 
 BACKOFF = timedelta(minutes=10)   # first wait; doubles with each further failure
@@ -36,7 +38,13 @@ def record(store: Store, kind: str, item_id: str, error: str, now: datetime, max
 
 def clear(store: Store, kind: str, item_id: str) -> None:
     """The item succeeded (or a person asked for a fresh start): forget its failures."""
-    store.execute("DELETE FROM item_failures WHERE kind = ? AND item_id = ?", [kind, item_id])
+    with store.connection() as conn:
+        forget(conn, kind, item_id)
+
+
+def forget(conn: duckdb.DuckDBPyConnection, kind: str, item_id: str) -> None:
+    """`clear` inside the caller's transaction (an item's success commits with its failures forgotten)."""
+    conn.execute("DELETE FROM item_failures WHERE kind = ? AND item_id = ?", [kind, item_id])
 
 
 def waiting(store: Store, kind: str, now: datetime) -> set[str]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
+import duckdb
+
 from cass_pipelines.store.db import Store, rows_as_dicts
 from cass_pipelines.store.ids import new_id
 
@@ -32,25 +34,28 @@ class NewSummary:
 
 def save_summaries(store: Store, summaries: Sequence[NewSummary], *, work_unit_id: str, offline: bool,
                    now: datetime) -> list[str | None]:
-    """Store summaries and advance each conversation's watermark, in one transaction. A summary is
-    stored only if its conversation's watermark is still the one it saw: a concurrent run that got
-    there first wins (None in its place), so the same messages are never summarised into two rows."""
-    ids: list[str | None] = []
+    """Store summaries and advance each conversation's watermark, in one transaction (see `save`)."""
     with store.transaction() as conn:
-        for s in summaries:
-            moved = conn.execute("""UPDATE conversations SET summarized_through_at = ?, summarized_through_id = ?
-                                    WHERE id = ? AND summarized_through_at IS NOT DISTINCT FROM ?
-                                      AND summarized_through_id IS NOT DISTINCT FROM ? RETURNING id""",
-                                 [*s.through, s.conversation_id, *s.seen_watermark]).fetchone()
-            if not moved:
-                ids.append(None)
-                continue
-            sid = new_id("csum")
-            conn.execute("INSERT INTO conversation_summaries (id, conversation_id, summary, topics, first_message_at, last_message_at, message_count, work_unit_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         [sid, s.conversation_id, s.summary, json.dumps(s.topics), s.first_at, s.through[0],
-                          s.message_count, work_unit_id, offline, now])
-            ids.append(sid)
-    return ids
+        return [save(conn, s, work_unit_id=work_unit_id, offline=offline, now=now) for s in summaries]
+
+
+def save(conn: duckdb.DuckDBPyConnection, s: NewSummary, *, work_unit_id: str, offline: bool,
+         now: datetime) -> str | None:
+    """Store one summary and advance its conversation's watermark, inside the caller's transaction (so
+    the caller's claim and failure bookkeeping commit with it). Stored only if the watermark is still
+    the one it saw: a concurrent run that got there first wins (None), so the same messages are never
+    summarised into two rows."""
+    moved = conn.execute("""UPDATE conversations SET summarized_through_at = ?, summarized_through_id = ?
+                            WHERE id = ? AND summarized_through_at IS NOT DISTINCT FROM ?
+                              AND summarized_through_id IS NOT DISTINCT FROM ? RETURNING id""",
+                         [*s.through, s.conversation_id, *s.seen_watermark]).fetchone()
+    if not moved:
+        return None
+    sid = new_id("csum")
+    conn.execute("INSERT INTO conversation_summaries (id, conversation_id, summary, topics, first_message_at, last_message_at, message_count, work_unit_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 [sid, s.conversation_id, s.summary, json.dumps(s.topics), s.first_at, s.through[0],
+                  s.message_count, work_unit_id, offline, now])
+    return sid
 
 
 def latest_summary(store: Store, conversation_id: str) -> dict | None:

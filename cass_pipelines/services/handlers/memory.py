@@ -117,46 +117,47 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     letter: one bad conversation never stops the others. A budget refusal stops new calls; what was
     made is kept and the refusal goes on to the runner (the unit is deferred)."""
     calls = ModelCalls.for_action(ctx)
-    pending = memory.unsummarized(ctx.store, [c["id"] for c in convs])
+    me = Owner.here(f"unit:{ctx.work_unit_id}")
+    # Claimed per conversation and watermark, so a concurrent memory run does not pay for it too; all
+    # claims in one transaction up front (one open per run, not one per conversation).
+    keys = {c["id"]: f"memory:{c['id']}:{c['summarized_through_id'] or ''}" for c in convs}
+    with ctx.store.session():
+        pending = memory.unsummarized(ctx.store, [c["id"] for c in convs])
+        ours = claims.claim_many(ctx.store, [keys[c["id"]] for c in convs if pending[c["id"]][0]], me, never_over,
+                                 ctx.now)
     stored: dict[str, tuple[memory.NewSummary, str, str | None]] = {}
     failed: dict[str, str] = {}
     stop: Exception | None = None    # a budget refusal or a provider outage: no new calls
 
-    me = Owner.here(f"unit:{ctx.work_unit_id}")
-
     def one(conv: dict) -> None:
-        if stop is not None or not pending[conv["id"]][0]:
+        key = keys[conv["id"]]
+        if stop is not None or key not in ours:
             return
-        # Claimed per conversation and watermark: a concurrent memory run does not pay for it too.
-        key = f"memory:{conv['id']}:{conv['summarized_through_id'] or ''}"
-        if not claims.claim(ctx.store, key, me, never_over, ctx.now).ours:
-            return
-        done = False
-        try:
-            summary, title = summarize(ctx, calls, conv, *pending[conv["id"]])
-            sid = memory.save_summaries(ctx.store, [summary], work_unit_id=ctx.work_unit_id, offline=calls.offline,
-                                        now=ctx.now)[0]
-            done = True
-        finally:
-            with ctx.store.transaction() as conn:
-                claims.end(conn, key, ClaimState.DONE if done else ClaimState.RELEASED, ctx.now)
-        failures.clear(ctx.store, FAILURE_KIND, conv["id"])
+        summary, title = summarize(ctx, calls, conv, *pending[conv["id"]])
+        # The summary, the end of its claim and its forgotten failures: one transaction, one open.
+        with ctx.store.transaction() as conn:
+            sid = memory.save(conn, summary, work_unit_id=ctx.work_unit_id, offline=calls.offline, now=ctx.now)
+            claims.end(conn, key, ClaimState.DONE, ctx.now)
+            failures.forget(conn, FAILURE_KIND, conv["id"])
         stored[conv["id"]] = (summary, title, sid)
         failpoint("memory_saved")
 
-    with ThreadPoolExecutor(max_workers=max(1, ctx.settings.llm_concurrency)) as pool:
-        futures = {pool.submit(one, conv): conv for conv in convs}
-        for future in as_completed(futures):
-            conv = futures[future]
-            try:
-                future.result()
-            except BudgetRefused as exc:
-                stop = stop or exc
-            except (LLMError, ValueError) as exc:
-                if _provider_wide(exc):   # not this conversation's fault: not counted against it
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, ctx.settings.llm_concurrency)) as pool:
+            futures = {pool.submit(one, conv): conv for conv in convs}
+            for future in as_completed(futures):
+                conv = futures[future]
+                try:
+                    future.result()
+                except BudgetRefused as exc:
                     stop = stop or exc
-                else:
-                    failed[conv["id"]] = _failed(ctx, conv["id"], exc)
+                except (LLMError, ValueError) as exc:
+                    if _provider_wide(exc):   # not this conversation's fault: not counted against it
+                        stop = stop or exc
+                    else:
+                        failed[conv["id"]] = _failed(ctx, conv["id"], exc)
+    finally:   # what was claimed and not stored (failed, refused, not reached) is free again
+        claims.end_many(ctx.store, sorted(ours - {keys[cid] for cid in stored}), ClaimState.RELEASED, ctx.now)
     made: list[Artifact] = []
     titles: list[dict] = []
     for conv in convs:   # results in the conversations' order, whatever order the calls finished in
