@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from handlers_kit import CountingLLM, count, run_action, run_template, sample_now
+import pytest
+from handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template, sample_now
+from support import NOW
 
+from cass_pipelines.domain.states import ClaimState
+from cass_pipelines.llm.base import LLMError
 from cass_pipelines.services.handlers.memory import approx_tokens, chunks
 from cass_pipelines.services.importer import MessageLine
+from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.services.summaries import summarize_unit
 from cass_pipelines.store import conversations, memory
 
@@ -128,8 +134,10 @@ def test_a_concurrent_run_never_summarises_the_same_messages_twice(runtime):
                              (messages[-1]["created_at"], messages[-1]["message_id"]), messages[0]["created_at"],
                              len(messages), "first", ["a"])
     now = sample_now(runtime)
-    assert memory.save_summaries(runtime.store, [made], work_unit_id="u1", offline=True, now=now)[0]
-    assert memory.save_summaries(runtime.store, [made], work_unit_id="u2", offline=True, now=now) == [None]
+    with runtime.store.transaction() as conn:
+        assert memory.save(conn, made, work_unit_id="u1", offline=True, now=now)
+    with runtime.store.transaction() as conn:
+        assert memory.save(conn, made, work_unit_id="u2", offline=True, now=now) is None
     assert count(runtime, "SELECT count(*) FROM conversation_summaries") == 1
 
 
@@ -140,3 +148,83 @@ def test_titles_only_for_untitled_conversations(runtime):
     assert runtime.store.scalar("SELECT title FROM conversations WHERE id = 'conv_001'") == "Learning recursion"
     titled = runtime.store.all("SELECT title FROM conversations WHERE title_generated")
     assert len(titled) == 10 and all(t["title"] for t in titled)
+
+
+def count_opens(monkeypatch) -> list[int]:
+    """Counts store opens (store.db.connect: one file lock window each) from now on."""
+    from cass_pipelines.store import db
+
+    opens = [0]
+    real = db.connect
+
+    def counting(*a, **kw):
+        opens[0] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(db, "connect", counting)
+    return opens
+
+
+def memory_job(rt):
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import instance_for, run_memory
+
+    defs, instance = build_defs(rt.settings, rt.registry), instance_for(rt.settings)
+    return lambda: run_memory(defs, instance)
+
+
+@pytest.mark.parametrize("batch_work,per_conversation", [(True, 6), (False, 3)])
+def test_a_catch_up_opens_the_store_a_bounded_number_of_times_per_conversation(sample_home, monkeypatch,
+                                                                               batch_work, per_conversation):
+    # Interactive: the hold, the settlement, the summary with its claim's end. Batched: the request's
+    # lookup, hold and row, its batch id, the settlement, taking the answer, the summary. The claims of
+    # the run, its unit and its recovery pass are per run (the constant).
+    (Path(sample_home["CASS_HOME"]) / "cass.toml").write_text(f"batch_work = {str(batch_work).lower()}\n")
+    rt = open_runtime()
+    run = memory_job(rt)
+    opens = count_opens(monkeypatch)
+    assert run().success
+    summarised = count(rt, "SELECT count(DISTINCT conversation_id) FROM conversation_summaries")
+    assert summarised == 56 and count(rt, "SELECT count(*) FROM llm_ledger WHERE batch") == (56 if batch_work else 0)
+    assert opens[0] <= per_conversation * summarised + 20
+    assert count(rt, f"SELECT count(*) FROM claims WHERE key LIKE 'memory:%' AND state = '{ClaimState.DONE}'") == 56
+
+
+def test_a_run_with_nothing_new_makes_no_unit_no_call_and_three_opens(runtime, monkeypatch):
+    run = memory_job(runtime)
+    assert run().success
+    units, calls = count(runtime, "SELECT count(*) FROM work_units"), count(runtime, "SELECT count(*) FROM llm_ledger")
+    opens = count_opens(monkeypatch)
+    result = run()
+    assert result.success and opens[0] <= 3   # the schema check, the recovery pass, the look for work
+    assert (count(runtime, "SELECT count(*) FROM work_units"), count(runtime, "SELECT count(*) FROM llm_ledger")) \
+        == (units, calls)
+    materialized = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    assert materialized[0].materialization.metadata["status"].value == "nothing to summarise"
+    # New idle messages: the next run summarises them.
+    add_messages(runtime, "conv_005", ["One more thing about the garden beds."], NOW - timedelta(hours=3))
+    assert run().success
+    assert count(runtime, "SELECT count(*) FROM conversation_summaries WHERE conversation_id = 'conv_005'") == 2
+
+
+class RefusesOne(CountingLLM):
+    """The offline client, refusing (an answer it cannot use, not an outage) every prompt quoting conv_023."""
+
+    def structured(self, request, schema):
+        if "conversation conv_023" in request.prompt:
+            raise LLMError("refused (test)", retryable=False)
+        return super().structured(request, schema)
+
+
+def test_claims_of_conversations_not_summarised_are_released_at_the_end(runtime):
+    idle_run(runtime, RefusesOne(runtime.llm))
+    assert memory_claims(runtime) == {ClaimState.DONE: 55, ClaimState.RELEASED: 1}   # the refused one
+    add_messages(runtime, "conv_001", ["And one more question."], sample_now(runtime) - timedelta(hours=2))
+    with pytest.raises(LLMError):   # an outage stops new calls; the run fails, its claims are free again
+        idle_run(runtime, FailingLLM())
+    assert memory_claims(runtime) == {ClaimState.DONE: 55, ClaimState.RELEASED: 2}
+
+
+def memory_claims(rt) -> dict[str, int]:
+    return {r["state"]: r["n"] for r in rt.store.all(
+        "SELECT state, count(*) AS n FROM claims WHERE key LIKE 'memory:%' GROUP BY state")}

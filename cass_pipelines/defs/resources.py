@@ -83,7 +83,8 @@ class CassResource(dg.ConfigurableResource):
         if self._recovered_run != context.run_id:
             self._recovered_run = context.run_id
             failed = fail_dead_runs(context.instance)
-            report = recover(rt.store, rt.settings.home, run_over(context.instance), self.clock().now())
+            with rt.store.session():   # the recovery pass's reads (and rare writes): one open
+                report = recover(rt.store, rt.settings.home, run_over(context.instance), self.clock().now())
             if failed:
                 context.log.warning(f"marked {len(failed)} run(s) of dead processes failed: {', '.join(failed)}")
             if report:

@@ -32,13 +32,6 @@ class NewSummary:
     topics: list[str]
 
 
-def save_summaries(store: Store, summaries: Sequence[NewSummary], *, work_unit_id: str, offline: bool,
-                   now: datetime) -> list[str | None]:
-    """Store summaries and advance each conversation's watermark, in one transaction (see `save`)."""
-    with store.transaction() as conn:
-        return [save(conn, s, work_unit_id=work_unit_id, offline=offline, now=now) for s in summaries]
-
-
 def save(conn: duckdb.DuckDBPyConnection, s: NewSummary, *, work_unit_id: str, offline: bool,
          now: datetime) -> str | None:
     """Store one summary and advance its conversation's watermark, inside the caller's transaction (so

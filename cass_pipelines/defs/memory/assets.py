@@ -6,6 +6,7 @@ from cass_pipelines.defs import usd
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.states import UnitStatus
+from cass_pipelines.services.handlers.memory import catchup_has_work
 from cass_pipelines.services.runner import job_unit, run_unit
 from cass_pipelines.store import plans
 
@@ -18,8 +19,13 @@ def build_conversation_summaries() -> dg.AssetsDefinition:
         rt, clock = cass.for_run(context), cass.clock()
         now = clock.now()
         day, phase = phase_at(now, rt.settings)
-        # At most one catch-up unit waits at a time: a refused one is taken up again, not doubled.
-        waiting = plans.pending_job_unit(rt.store, "conversation_catchup")
+        with rt.store.session():
+            # At most one catch-up unit waits at a time: a refused one is taken up again, not doubled.
+            waiting = plans.pending_job_unit(rt.store, "conversation_catchup")
+            if waiting is None and not catchup_has_work(rt.store, rt.settings, now):
+                # Nothing new: no unit, no model call (the idle sensor and run-day launch this job freely).
+                return dg.MaterializeResult(metadata={"status": "nothing to summarise", "actions": 0,
+                                                      "cost_usd": usd(0.0)})
         uid = waiting["id"] if waiting else job_unit(rt, day, phase, "conversation_catchup", f"mem{now:%H%M%S%f}",
                                                      "idle conversations", now)
         plans.reopen_units(rt.store, [uid])

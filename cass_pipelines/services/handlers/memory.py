@@ -11,10 +11,11 @@ is a summary.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from pydantic import BaseModel, Field
 
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import ClaimState, DeadLetterKind
 from cass_pipelines.llm.base import LLMError, redact
 from cass_pipelines.services.failpoints import failpoint
@@ -26,6 +27,7 @@ from cass_pipelines.services.handlers.quoting import NOTICE, quote
 from cass_pipelines.services.metering import BudgetRefused
 from cass_pipelines.store import claims, conversations, dead_letters, failures, memory
 from cass_pipelines.store.claims import Owner, never_over
+from cass_pipelines.store.db import Store
 
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
@@ -204,9 +206,21 @@ def _failed(ctx: HandlerContext, conversation_id: str, exc: Exception, kind: str
 
 
 def summarize_idle_conversations(ctx: HandlerContext) -> ActionResult:
-    idle_before = ctx.now - timedelta(minutes=ctx.settings.idle_threshold_minutes)
-    convs = conversations.idle_unsummarized(ctx.store, idle_before, now=ctx.now, limit=MAX_CONVERSATIONS_PER_RUN)
+    convs = conversations.idle_unsummarized(ctx.store, _idle_before(ctx.settings, ctx.now), now=ctx.now,
+                                            limit=MAX_CONVERSATIONS_PER_RUN)
     return _summarize_all(ctx, convs, "idle conversation(s)")
+
+
+def catchup_has_work(store: Store, settings: Settings, now: datetime) -> bool:
+    """Whether a catch-up unit would do anything: an idle conversation with new messages to summarise
+    or an untitled one to title (read in one open). Without either it would make no call and write nothing."""
+    with store.session():
+        return bool(conversations.idle_unsummarized(store, _idle_before(settings, now), now=now, limit=1)
+                    or memory.untitled(store, 1, now))
+
+
+def _idle_before(settings: Settings, now: datetime) -> datetime:
+    return now - timedelta(minutes=settings.idle_threshold_minutes)
 
 
 def summarize_conversation(ctx: HandlerContext) -> ActionResult:
