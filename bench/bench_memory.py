@@ -12,7 +12,8 @@ latency and batch mode:
   flight (`llm_busy_s`), DuckDB opens (every store.db.connect: one file lock window) and opens per
   summarised conversation.
 - `noop`: the next memory_job run, nothing to summarise (median of 3): wall, CPU, opens, LLM calls.
-- `floor`: a job of one op that does nothing, on the same instance (median of 3): what any run costs.
+- `floor`: a job of one op that does nothing, on the same instance (median of 3): what any run costs;
+  `floor_asset`: the same for a job materialising one asset that does nothing (asset events included).
 With a latency, the API is tests/fake_anthropic.py's server answering each message after that delay,
 and each message batch ending that long after it was created (so batched calls wait as long as
 interactive ones; then the batch poll interval, `batch_poll_s`, decides how long a batched call waits).
@@ -88,9 +89,16 @@ def child() -> None:
     def empty_job():
         nothing()
 
+    @dg.asset
+    def nothing_asset() -> None:
+        pass
+
     floor = median_of([run(lambda: empty_job.execute_in_process(instance=instance, run_config=QUIET))
                        for _ in range(3)])
-    print(json.dumps({"batch_work": rt.settings.batch_work, "catchup": catchup, "noop": noop, "floor": floor}))
+    floor_asset = median_of([run(lambda: dg.materialize([nothing_asset], instance=instance, run_config=QUIET))
+                             for _ in range(3)])
+    print(json.dumps({"batch_work": rt.settings.batch_work, "catchup": catchup, "noop": noop, "floor": floor,
+                      "floor_asset": floor_asset}))
 
 
 def launch(code: str | None, latency: float, batch_work: bool, tmp: Path) -> dict:
