@@ -64,24 +64,34 @@ def owner_dead(owner: Owner, is_run_over: Callable[[str], bool]) -> bool:
     return owner.host == HOST and not process_alive(owner.pid)
 
 
+def _judged(row: tuple | None, me: Owner, is_run_over: Callable[[str], bool]) -> Claim:
+    """What taking a key whose claims row is `row` (run_id, pid, host, state; None: no row) gives."""
+    if row is None:
+        return Claim(ClaimOutcome.ACQUIRED)
+    holder, state = Owner(row[0], row[1], row[2]), ClaimState(row[3])
+    if state is ClaimState.DONE:
+        return Claim(ClaimOutcome.DONE, holder)
+    if state is ClaimState.HELD and holder != me and not owner_dead(holder, is_run_over):
+        return Claim(ClaimOutcome.HELD_ELSEWHERE, holder)
+    return Claim(ClaimOutcome.TAKEN_OVER if state is ClaimState.HELD and holder != me else ClaimOutcome.ACQUIRED,
+                 holder)
+
+
+def _hold(conn: duckdb.DuckDBPyConnection, keys: list[str], me: Owner, now: datetime) -> None:
+    conn.execute(f"""INSERT INTO claims (key, run_id, pid, host, state, claimed_at, ended_at)
+        SELECT unnest(?::TEXT[]), ?, ?, ?, '{ClaimState.HELD}', ?, NULL ON CONFLICT (key) DO UPDATE SET
+            run_id = excluded.run_id, pid = excluded.pid, host = excluded.host, state = '{ClaimState.HELD}',
+            claimed_at = excluded.claimed_at, ended_at = NULL""", [keys, me.run_id, me.pid, me.host, now])
+
+
 def take(conn: duckdb.DuckDBPyConnection, key: str, me: Owner, is_run_over: Callable[[str], bool],
          now: datetime) -> Claim:
     """Take `key` inside the caller's transaction (so the caller's own writes commit with it)."""
-    row = conn.execute("SELECT run_id, pid, host, state FROM claims WHERE key = ?", [key]).fetchone()
-    if row is not None:
-        holder, state = Owner(row[0], row[1], row[2]), ClaimState(row[3])
-        if state is ClaimState.DONE:
-            return Claim(ClaimOutcome.DONE, holder)
-        if state is ClaimState.HELD and holder != me and not owner_dead(holder, is_run_over):
-            return Claim(ClaimOutcome.HELD_ELSEWHERE, holder)
-        outcome = ClaimOutcome.TAKEN_OVER if state is ClaimState.HELD and holder != me else ClaimOutcome.ACQUIRED
-    else:
-        holder, outcome = None, ClaimOutcome.ACQUIRED
-    conn.execute(f"""INSERT INTO claims (key, run_id, pid, host, state, claimed_at, ended_at)
-        VALUES (?, ?, ?, ?, '{ClaimState.HELD}', ?, NULL) ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id,
-            pid = excluded.pid, host = excluded.host, state = '{ClaimState.HELD}', claimed_at = excluded.claimed_at,
-            ended_at = NULL""", [key, me.run_id, me.pid, me.host, now])
-    return Claim(outcome, holder)
+    claim = _judged(conn.execute("SELECT run_id, pid, host, state FROM claims WHERE key = ?", [key]).fetchone(),
+                    me, is_run_over)
+    if claim.ours:
+        _hold(conn, [key], me, now)
+    return claim
 
 
 def claim(store: Store, key: str, me: Owner, is_run_over: Callable[[str], bool], now: datetime) -> Claim:
@@ -91,11 +101,18 @@ def claim(store: Store, key: str, me: Owner, is_run_over: Callable[[str], bool],
 
 def claim_many(store: Store, keys: Sequence[str], me: Owner, is_run_over: Callable[[str], bool],
                now: datetime) -> set[str]:
-    """Take each of `keys` as `claim` does, all in one transaction; returns the keys now ours."""
+    """Take each of `keys` as `claim` does, all in one transaction (two statements); returns the keys
+    now ours."""
     if not keys:
         return set()
     with store.transaction() as conn:
-        return {key for key in keys if take(conn, key, me, is_run_over, now).ours}
+        rows = {r[0]: r[1:] for r in conn.execute(
+            "SELECT key, run_id, pid, host, state FROM claims WHERE key IN (SELECT unnest(?::TEXT[]))",
+            [list(keys)]).fetchall()}
+        ours = [key for key in dict.fromkeys(keys) if _judged(rows.get(key), me, is_run_over).ours]
+        if ours:
+            _hold(conn, ours, me, now)
+    return set(ours)
 
 
 def end_many(store: Store, keys: Sequence[str], state: ClaimState, now: datetime) -> None:
