@@ -8,12 +8,13 @@ from cass_pipelines.domain.plan_rules import PlanInputs, ProposedUnit, fallback_
 REGISTRY = load_registry()
 PLENTY = {c: 10.0 for c in ("system", "journal", "memory", "research", "reflection", "growth", "curiosity",
                             "creative")}
+MEASURED = frozenset(REGISTRY.actions)   # every action's cost known from the ledger
 
 
 def inputs(**kw) -> PlanInputs:
     base = dict(registry=REGISTRY, phases=["morning", "afternoon", "evening", "night"],
                 category_remaining=dict(PLENTY), growth_edges=["Expressing uncertainty"],
-                open_questions=["What makes an explanation feel finished?"])
+                open_questions=["What makes an explanation feel finished?"], measured=MEASURED)
     base.update(kw)
     return PlanInputs(**base)
 
@@ -67,6 +68,21 @@ def test_work_that_cannot_run_now_is_deferred_not_dropped(proposed, kw, expected
     assert expected in deferred[0].reason
     phase = next(iter(proposed))
     assert deferred[0].unit.phase == phase and deferred[0].unit.template_id == proposed[phase][-1].template_id
+
+
+def test_a_unit_never_measured_is_admitted_when_its_dearest_call_fits():
+    """Its estimate is a guess: the dearest call decides. Once measured, the whole estimate must fit."""
+    cost = inputs().cost("curiosity_exploration")
+    room = {**PLENTY, "curiosity": cost / 2}
+    call = {"curiosity_exploration": cost / 3}
+    unmeasured = inputs(category_remaining=room, largest_call=call, measured=frozenset())
+    assert unmeasured.unaffordable("curiosity_exploration", "curiosity", cost / 2) is None
+    kept, _, deferred = validate_plan({"morning": [unit("curiosity_exploration")]}, unmeasured)
+    assert [u.template_id for u in kept["morning"]] == ["curiosity_exploration"] and not deferred
+    # ... but not when even that call does not fit
+    assert "its dearest call reserves" in unmeasured.unaffordable("curiosity_exploration", "curiosity", cost / 4)
+    measured = inputs(category_remaining=room, largest_call=call)
+    assert "unit needs" in measured.unaffordable("curiosity_exploration", "curiosity", cost / 2)
 
 
 def test_budget_is_consumed_in_plan_order_across_phases():
@@ -144,3 +160,34 @@ def test_a_phase_opening_is_decided_from_its_snapshot_with_a_kind_for_every_defe
         ("a", DeferKind.PAUSED), ("b", DeferKind.BUDGET), ("c", DeferKind.BUDGET)]
     assert broke.reoffers == [] and [(uid, kind) for uid, kind, _ in broke.still_deferred] == [("old", DeferKind.BUDGET)]
     assert broke.still_deferred[0][2].startswith("offered again 2026-11-20 morning: over budget")
+
+
+def test_from_the_evening_room_no_planned_unit_can_use_is_pooled_for_the_others():
+    """A category whose evening work is all deferred (here paused), with nothing later today, gives its
+    room to the pool; a unit its own category cannot pay for uses it. A category with work later
+    today (`open_elsewhere`) keeps its room, and before the evening nothing is pooled."""
+    from datetime import date
+
+    from cass_pipelines.domain.phase_offer import PhaseSnapshot, offer_phase
+    from cass_pipelines.domain.states import DeferKind
+
+    need = inputs().cost("writing_session")
+    room = {**{c: 0.0 for c in PLENTY}, "creative": need / 2, "research": need}
+    own = [planned("w", "writing_session"), planned("k", "knowledge_building")]
+
+    def offer(phase: str, paused: dict, open_elsewhere: frozenset = frozenset()):
+        snapshot = PhaseSnapshot(day=date(2026, 11, 20), phase=phase, own=own, waiting=[], paused=paused, idle=True,
+                                 pool=0.0 if phase in ("evening", "night") else None, max_units=4,
+                                 open_elsewhere=open_elsewhere)
+        return offer_phase(snapshot, inputs(phases=[phase], category_remaining=room,
+                                            largest_call={"writing_session": need / 3}))
+
+    pooled = offer("evening", paused={"research": "quiet week"})
+    assert [(uid, kind) for uid, kind, _ in pooled.deferrals] == [("k", DeferKind.PAUSED)]   # w runs on the pool
+    kept = offer("evening", paused={"research": "quiet week"}, open_elsewhere=frozenset({"research"}))
+    assert [(uid, kind) for uid, kind, _ in kept.deferrals] == [("w", DeferKind.BUDGET), ("k", DeferKind.PAUSED)]
+    assert "and the pool" not in kept.deferrals[0][2] and "unit needs" in kept.deferrals[0][2]
+    busy = offer("evening", paused={})                      # research runs its own unit: no room to give
+    assert [(uid, kind) for uid, kind, _ in busy.deferrals] == [("w", DeferKind.BUDGET)]
+    afternoon = offer("afternoon", paused={"research": "quiet week"})
+    assert [(uid, kind) for uid, kind, _ in afternoon.deferrals] == [("w", DeferKind.BUDGET), ("k", DeferKind.PAUSED)]

@@ -3,7 +3,7 @@ from datetime import datetime, time, timedelta, timezone
 
 import dagster as dg
 import pytest
-from support import SAMPLE_DAY
+from support import SAMPLE_DAY, ledger_row
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.definitions import build_defs
@@ -13,6 +13,7 @@ from cass_pipelines.services.planning import idle_at, plan_phase
 from cass_pipelines.services.runner import next_position
 from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import plans
+from cass_pipelines.store.ledger import insert_row
 
 DAY = SAMPLE_DAY
 NOW = datetime.combine(DAY, time(7), tzinfo=timezone.utc)
@@ -171,3 +172,33 @@ def test_a_pause_that_lands_mid_action_is_taken_back_after_resume(runtime, monke
         run_action(rt, u["id"], position, FixedClock(NOW))
         position = next_position(rt, plans.get_unit(rt.store, u["id"]))
     assert plans.get_unit(rt.store, u["id"])["status"] == UnitStatus.COMPLETED
+
+
+def test_work_planned_for_a_phase_that_never_opened_is_offered_again_later(runtime):
+    """The afternoon was skipped (no run, say the daemon was down): its planned units are not lost. The
+    evening takes up what it allows and defers the rest with the reason; nothing stays `planned`."""
+    rt = runtime
+    save(rt, 1, ["afternoon", "evening"], [unit(rt, "afternoon", "synthesis"), unit(rt, "afternoon", "research_batch")])
+    skipped = {u["template_id"]: u for u in plans.units_for_phase(rt.store, DAY, "afternoon")}
+    plan_phase(rt, rt.llm, DAY, "evening", NOW.replace(hour=18))
+    evening = [u for u in plans.units_for_phase(rt.store, DAY, "evening") if u["origin"] == "deferred"]
+    assert [u["template_id"] for u in evening] == ["synthesis"] and evening[0]["status"] == "planned"
+    after = {t: plans.get_unit(rt.store, u["id"]) for t, u in skipped.items()}
+    assert after["synthesis"]["status"] == "deferred" and after["synthesis"]["reoffered_as"] == evening[0]["id"]
+    # research_batch is an afternoon-only template: deferred now, it waits for the next afternoon.
+    assert after["research_batch"]["status"] == "deferred" and after["research_batch"]["reoffered_as"] is None
+    assert after["research_batch"]["defer_kind"] == "skipped" and "afternoon did not run" in after["research_batch"]["reason"]
+    assert after["research_batch"]["id"] in [u["id"] for u in plans.pending_deferred(rt.store, DAY, DAY + timedelta(days=1), 1)]
+
+
+def test_run_day_defers_the_work_of_a_phase_it_skips(env):
+    """A phase not started for want of money leaves no unit `planned`: they are deferred with the reason."""
+    rt, instance, defs = env
+    save(rt, 1, ["morning", "afternoon"], [unit(rt, "afternoon", "synthesis")])
+    spent = rt.settings.daily_budget_usd - rt.settings.reserve_usd    # the day's money is already spent
+    with rt.store.transaction() as conn:
+        insert_row(conn, ledger_row("spent_earlier", spent, day=DAY))
+    assert main(["run-day", "--date", DAY.isoformat(), "--phases", "afternoon", "--no-journal"]) == 0
+    [u] = plans.units_for_phase(rt.store, DAY, "afternoon")
+    assert u["status"] == "deferred" and u["defer_kind"] == "budget", u
+    assert u["reason"].startswith("afternoon did not run: daily budget exhausted"), u["reason"]

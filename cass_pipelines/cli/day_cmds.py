@@ -167,8 +167,11 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
-        reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
-        if reason:
+        skip = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
+        if skip:
+            kind, reason = skip
+            # Its planned work waits to be offered again (a later phase or day), with the reason.
+            plans.defer_unopened(rt.store, day, phase, kind, f"{phase} did not run: {reason}")
             runs.append({"phase": phase, "run_id": None, "success": True, "skipped": reason, "error": None,
                          "seconds": 0.0, "cost_usd": 0.0, "calls": 0})
             continue
@@ -189,9 +192,9 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
     rt = open_runtime(must_exist=True)
     day = _run_date(rt, args.date)
     instance, defs = _setup(rt)
-    reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
-    if reason:
-        raise CliError(f"{args.phase} {day} not run: {reason}", code=EXIT_REFUSED)
+    skip = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
+    if skip:
+        raise CliError(f"{args.phase} {day} not run: {skip[1]}", code=EXIT_REFUSED)
     run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
     report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)

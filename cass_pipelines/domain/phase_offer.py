@@ -4,8 +4,8 @@ The phase's planned units, its own units deferred at plan time, and work deferre
 offered again) that is allowed in the phase are taken in priority order (planned units first within a
 priority, then the oldest deferred), each checked against pause, idle and the money left, up to the
 phase's unit limit. From the evening on (budget_rules.POOL_FROM_PHASE) a unit its category cannot pay
-for may use the pooled room. What does not fit is deferred, or stays deferred, with the kind and reason
-of this latest offer.
+for may use the pooled room, which includes the room of categories this offer leaves with no work.
+What does not fit is deferred, or stays deferred, with the kind and reason of this latest offer.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Mapping
 
+from cass_pipelines.domain.budget_rules import STANDING_CATEGORIES
 from cass_pipelines.domain.categories import Priority
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.plan_rules import NOT_IDLE_REASON, PlanInputs, PlannedUnit
@@ -31,6 +32,8 @@ class PhaseSnapshot:
     idle: bool                          # no conversation within the idle threshold
     pool: float | None                  # pooled room (from the evening on), else None
     max_units: int
+    day_room: float = float("inf")      # what ordinary work may still reserve today (the reserve excluded)
+    open_elsewhere: frozenset[str] = frozenset()   # categories with a unit to run today outside this phase
 
 
 @dataclass
@@ -52,40 +55,69 @@ def reoffer_rank(inputs: PlanInputs, template_id: str) -> int:
 
 
 def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
-    registry, left, pool = inputs.registry, dict(inputs.category_remaining), s.pool
-
-    def refusal(template_id: str, category: str, cost: float) -> tuple[DeferKind, str] | None:
-        nonlocal pool
-        template = registry.templates.get(template_id)
-        if template is None:
-            return DeferKind.GONE, f"template '{template_id}' is no longer in the registry"
-        paused = pause_reason(s.paused, category)
-        if paused:
-            return DeferKind.PAUSED, f"paused: {paused}"
-        if template.requires_idle and not s.idle:
-            return DeferKind.NOT_IDLE, NOT_IDLE_REASON
-        if template.priority in inputs.skip_priorities:
-            return DeferKind.BUDGET, f"budget running low: {template.priority}-priority work skipped"
-        short = inputs.unaffordable(template_id, category, left.get(category, 0.0))
-        if short and pool is not None and inputs.unaffordable(template_id, category, pool) is None:
-            pool -= cost
-            return None
-        if short:
-            return DeferKind.BUDGET, short
-        left[category] = left.get(category, 0.0) - cost
-        return None
-
-    held_back = [u for u in s.own if u["status"] == UnitStatus.DEFERRED and u["origin"] == UnitOrigin.PLAN
-                 and not u["started_at"] and not u["reoffered_as"] and u["defer_kind"] != DeferKind.PAUSED]
+    """Two passes over the candidates in priority order. First each is checked against the rules and
+    its category's own room, up to the phase's unit limit. Then, from POOL_FROM_PHASE on, units short
+    of money may use the pool: the room of every plannable category left with no unit to run today
+    (budget_rules.pool_room counts the same categories when the calls are reserved), so room that no
+    planned unit can use goes to the others."""
+    registry, left = inputs.registry, dict(inputs.category_remaining)
     waiting = [u for u in s.waiting if u["template_id"] in registry.templates
                and s.phase in registry.templates[u["template_id"]].preferred_phases]
-    candidates = ([("own", u) for u in s.own if u["status"] == UnitStatus.PLANNED]
-                  + [("held_back", u) for u in held_back] + [("waiting", u) for u in waiting])
-    offer, slots = PhaseOffer(), s.max_units
-    for kind, u in sorted(candidates, key=lambda c: -reoffer_rank(inputs, c[1]["template_id"])):   # stable sort
-        cost = inputs.cost(u["template_id"]) if u["template_id"] in registry.templates else 0.0
-        reason = (refusal(u["template_id"], u["category"], cost) if slots > 0
+    held_back = [u for u in s.own if u["status"] == UnitStatus.DEFERRED and u["origin"] == UnitOrigin.PLAN
+                 and not u["started_at"] and not u["reoffered_as"] and u["defer_kind"] != DeferKind.PAUSED]
+    candidates = sorted([("own", u) for u in s.own if u["status"] == UnitStatus.PLANNED]
+                        + [("held_back", u) for u in held_back] + [("waiting", u) for u in waiting],
+                        key=lambda c: -reoffer_rank(inputs, c[1]["template_id"]))   # stable sort
+    cost = [inputs.cost(u["template_id"]) if u["template_id"] in registry.templates else 0.0 for _, u in candidates]
+    verdicts: list[tuple[DeferKind, str] | None] = []
+    short_of_money: list[int] = []
+    slots, day_left = s.max_units, s.day_room
+    for i, (_, u) in enumerate(candidates):
+        reason = (_ruled_out(s, inputs, u["template_id"], u["category"]) if slots > 0
                   else (DeferKind.PHASE_FULL, f"{s.phase} already has {s.max_units} units"))
+        short = None if reason else inputs.unaffordable(u["template_id"], u["category"], left.get(u["category"], 0.0))
+        if short:
+            reason = DeferKind.BUDGET, short
+            short_of_money.append(i)
+        if reason is None:
+            left[u["category"]] = left.get(u["category"], 0.0) - cost[i]
+            day_left -= cost[i]
+            slots -= 1
+        verdicts.append(reason)
+
+    if s.pool is not None and short_of_money and slots > 0:
+        admitted = {candidates[i][1]["category"] for i, v in enumerate(verdicts) if v is None}
+        planned_here = {u["category"] for kind, u in candidates if kind == "own"}
+        poolable = {c for c in inputs.category_remaining if c not in STANDING_CATEGORIES} - s.open_elsewhere
+        idle_before = poolable - planned_here            # counted in s.pool
+        idle = poolable - admitted
+        pool = (s.pool + sum(max(left[c], 0.0) for c in idle - idle_before)
+                - sum(max(inputs.category_remaining[c], 0.0) for c in idle_before - idle))
+        for i in short_of_money:
+            if slots == 0:
+                break
+            u = candidates[i][1]
+            c = u["category"]
+            own_room = max(left.get(c, 0.0), 0.0)
+            others = pool - (own_room if c in idle else 0.0)   # a category with work gives no room to the pool
+            short = inputs.unaffordable(u["template_id"], c, own_room, pool=max(min(others, day_left), 0.0))
+            if short:
+                verdicts[i] = DeferKind.BUDGET, short
+                continue
+            idle.discard(c)
+            left[c] = own_room - min(own_room, cost[i])
+            pool = others - max(cost[i] - own_room, 0.0)
+            day_left -= cost[i]
+            slots -= 1
+            verdicts[i] = None
+
+    offer = PhaseOffer()
+    # Work still planned for an earlier phase that never opened, which this phase does not allow: deferred
+    # now (not left `planned`), to wait for a phase that allows it.
+    offer.still_deferred += [(u["id"], DeferKind.SKIPPED, f"{u['date']} {u['phase']} did not run; waits for a "
+                              "phase that allows it") for u in s.waiting
+                             if u["status"] == UnitStatus.PLANNED and not any(u is w for w in waiting)]
+    for (kind, u), reason in zip(candidates, verdicts):
         if kind == "own" and reason:
             offer.deferrals.append((u["id"], *reason))
         elif reason:
@@ -95,6 +127,20 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
         elif kind == "waiting":
             t = registry.templates[u["template_id"]]
             offer.reoffers.append((u, PlannedUnit(s.phase, t.id, t.category, t.priority, u["focus"],
-                                                  f"re-offered: {u['reason']}", cost)))
-        slots -= 0 if reason else 1
+                                                  f"re-offered: {u['reason'] or 'its phase did not run'}", inputs.cost(t.id))))
     return offer
+
+
+def _ruled_out(s: PhaseSnapshot, inputs: PlanInputs, template_id: str, category: str) -> tuple[DeferKind, str] | None:
+    """Why a unit cannot run in this phase whatever the money: gone, paused, not idle, or degraded."""
+    template = inputs.registry.templates.get(template_id)
+    if template is None:
+        return DeferKind.GONE, f"template '{template_id}' is no longer in the registry"
+    paused = pause_reason(s.paused, category)
+    if paused:
+        return DeferKind.PAUSED, f"paused: {paused}"
+    if template.requires_idle and not s.idle:
+        return DeferKind.NOT_IDLE, NOT_IDLE_REASON
+    if template.priority in inputs.skip_priorities:
+        return DeferKind.BUDGET, f"budget running low: {template.priority}-priority work skipped"
+    return None

@@ -76,20 +76,27 @@ class PlanInputs:
     learned: dict[str, float] = field(default_factory=dict)        # per template: how well it went lately (0..1)
     week_templates: list[str] = field(default_factory=list)        # this week's units so far (their templates)
     called_for: frozenset[str] = frozenset()                       # templates the week's goals call for
+    measured: frozenset[str] = frozenset()                         # actions whose cost the ledger has measured
 
     def cost(self, template_id: str) -> float:
         """A unit's estimate: its actions plus the work-summary call that follows it."""
         summary = self.action_costs.get(SUMMARY_ACTION_ID, SUMMARY_ESTIMATE_USD)
         return round(self.registry.template_cost(template_id, self.action_costs) + summary, 6)
 
-    def unaffordable(self, template_id: str, category: str, room: float) -> str | None:
-        """Why the category cannot pay for a unit: its estimate, or its dearest call's reservation
-        (held in full before that call), does not fit in what is left."""
+    def unaffordable(self, template_id: str, category: str, room: float, pool: float = 0.0) -> str | None:
+        """Why `room` (and `pool`, pooled room it may also use) cannot pay for a unit: its estimate, or its
+        dearest call's reservation (held in full before that call, from one of them), does not fit. A
+        unit with an action never measured is admitted on its dearest call alone: its estimate is a
+        guess, every call is reserved before it is made, and a unit refused midway keeps its completed
+        actions when it is offered again."""
         cost, call = self.cost(template_id), self.largest_call.get(template_id, 0.0)
-        if max(cost, call) <= room + 1e-9:
+        known = all(a.id in self.measured for a in self.registry.template_actions(template_id)
+                    if a.model_tier != "none")
+        if call <= max(room, pool) + 1e-9 and (not known or cost <= room + pool + 1e-9):
             return None
-        need = f"unit needs ${cost:.4f}" if cost >= call else f"its dearest call reserves ${call:.4f}"
-        return f"over budget: category {category} has ${room:.4f} left, {need}"
+        need = f"unit needs ${cost:.4f}" if known and cost >= call else f"its dearest call reserves ${call:.4f}"
+        pooled = f" and the pool ${pool:.4f}" if pool > 0 else ""
+        return f"over budget: category {category} has ${room:.4f} left{pooled}, {need}"
 
 
 def validate_plan(proposed: dict[str, list[ProposedUnit]], inputs: PlanInputs, previous_template: str | None = None
@@ -159,9 +166,10 @@ def over_week_share(template_id: str, week: list[str], called_for: frozenset[str
             "do not call for it")
 
 
-# A plan-time guess of a call's prompt (the cached prefix, sized to the model's minimum cacheable
-# length, plus the volatile context) for pricing its reservation; the metered client reserves on the
-# counted prompt, so a low guess only defers later.
+# A plan-time guess of the prompt of an action's call never made (the cached prefix, sized to the
+# model's minimum cacheable length, plus the volatile context) for pricing its reservation; a measured
+# action is priced from its calls' prompts. The metered client reserves on the counted prompt, so a
+# low guess only defers later.
 TYPICAL_PROMPT_TOKENS = 6000
 
 # Deferred work is offered again for this many days; system.queue_maintenance expires it after.

@@ -41,6 +41,7 @@ class DeferKind(StrEnum):
     APPROVAL = "approval"      # older rows only: gated work now waits in awaiting_approval (services/approvals.py)
     GONE = "gone"              # its template is no longer in the registry
     BATCH = "batch"            # a call of it waits for its message batch (collected later, paid once)
+    SKIPPED = "skipped"        # its phase did not run (skipped, or its time passed without a run)
 
 
 class ReservationStatus(StrEnum):

@@ -6,8 +6,9 @@
   the same prefix of the same model used within its TTL (less a safety slack), else a cache write;
   plain input when it is shorter than the model's minimum cacheable length (nothing is cached).
 - Output: bounded by a per-action `max_tokens` from measured output lengths (a high percentile of
-  the action's calls on earlier days plus a margin; the longest with a wider margin when only one or
-  two were measured), never above what the caller asked for. An answer cut at that bound is asked
+  the action's calls on earlier days plus a margin, or of its model's calls when the action has none;
+  the longest with a wider margin when only one or two were measured), never above what the caller
+  asked for. An answer cut at that bound is asked
   again once with the caller's limit. When that does not
   fit the room left, the bound is lowered to fit, down to a useful minimum (the action's typical
   output); below that the call is refused.

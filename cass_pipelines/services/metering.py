@@ -140,7 +140,7 @@ class MeteredClient:
     def _bounded(self, request: LLMRequest, measured: bool = True) -> tuple[LLMRequest, holds.OutputBound]:
         """The request as it will be sent: its output bound (llm/holds.py; with `measured` False, the
         caller's own limit) and its prefix's TTL."""
-        history = (output_history(self.store, self.ctx.action_id, self.ctx.date)
+        history = (output_history(self.store, self.ctx.action_id, self.model_for(request.tier), self.ctx.date)
                    if self.ctx.action_id and measured else [])
         bound = holds.output_bound(request.max_tokens, history)
         if request.cache_ttl is None:

@@ -3,6 +3,7 @@ each phase, when it opens, takes its units from the stored plan, adds deferred w
 re-checks budget, pause and idle. Re-running a phase keeps its plan unless asked to re-plan."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -32,7 +33,7 @@ from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason, paused_scopes
-from cass_pipelines.store.ledger import output_history
+from cass_pipelines.store.ledger import CallSizes, call_sizes
 
 PLAN_WAIT_POLL_S = 0.5   # how often a run waiting for another run's plan looks again
 
@@ -63,12 +64,13 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
     with rt.store.session():  # bookkeeping only: no LLM call inside
         status = budget_status(rt.store, rt.settings, day, phases[0])
         degraded, skip = degradation(status, rt.settings)
-        outputs = {a: output_history(rt.store, a, day) for a in rt.registry.actions
-                   if rt.registry.actions[a].model_tier != "none"}
+        sizes, by_model = call_sizes(rt.store, day)
+        averages = ledger_action_averages(rt.store)
         # An action never run yet is estimated at its call's useful hold when that is below the
         # registry's figure (a worst case): admission then refuses only what cannot be paid.
-        first_call = {a.id: call_hold(rt, a, outputs) for a in rt.registry.actions.values() if a.model_tier != "none"}
-        costs = calibrated_costs(rt.registry, ledger_action_averages(rt.store), first_call)
+        holds_by_action = {a.id: call_hold(rt, a, sizes.get(a.id) or by_model.get(rt.settings.models[a.model_tier]))
+                           for a in rt.registry.actions.values() if a.model_tier != "none"}
+        costs = calibrated_costs(rt.registry, averages, holds_by_action)
         edges = persona.growth_edges(rt.store, limit=5)
         inputs = PlanInputs(
             registry=rt.registry, phases=phases,
@@ -79,25 +81,24 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
                                                     before=day + timedelta(days=1)),
             growth_edges=[e["area"] for e in edges],
             open_questions=[q["question"] for q in persona.open_questions(rt.store, limit=6)],
-            largest_call={t: largest_call(rt, t, outputs) for t in rt.registry.templates})
+            largest_call={t: max((holds_by_action[a.id] for a in rt.registry.template_actions(t)
+                                  if a.model_tier != "none"), default=0.0) for t in rt.registry.templates},
+            measured=frozenset(a for a, cost in averages.items() if cost.executions))
         return inputs, status, degraded
 
 
-def call_hold(rt: Runtime, action, outputs: dict[str, list[int]]) -> float:
+def call_hold(rt: Runtime, action, sizes: CallSizes | None) -> float:
     """The least reservation one call of the action must get, as the metered client computes it
-    (llm/holds.py) for a typical prompt whose tier prefix is written (not yet warm): with the output
-    bound lowered to the action's useful minimum, which is when the call is refused."""
+    (llm/holds.py) with the output bound lowered to the action's useful minimum, which is when the call
+    is refused: for a prompt the size of earlier calls' (a high percentile of the action's; for an action
+    never called, of its model's calls; without any, a typical prompt) whose prefix is written (cold)."""
     rates = rt.pricing.rates(rt.settings.models[action.model_tier])
-    prompt = PromptCount(TYPICAL_PROMPT_TOKENS, min(rates.min_cacheable_tokens, TYPICAL_PROMPT_TOKENS))
-    bound = holds.output_bound(action.max_output_tokens, outputs.get(action.id, []))
+    tokens = (math.ceil(holds.percentile(sizes.prompts, holds.OUTPUT_PERCENTILE)) if sizes and sizes.prompts
+              else TYPICAL_PROMPT_TOKENS)
+    prompt = PromptCount(tokens, min(rates.min_cacheable_tokens, tokens))
+    bound = holds.output_bound(action.max_output_tokens, sizes.outputs if sizes else [])
     return (holds.input_usd(rates, prompt, warm=False, ttl=rt.settings.cache_ttl)
             + holds.output_usd(rates, bound.minimum))
-
-
-def largest_call(rt: Runtime, template_id: str, outputs: dict[str, list[int]]) -> float:
-    """The least reservation the template's dearest model call must get (call_hold)."""
-    return max((call_hold(rt, a, outputs) for a in rt.registry.template_actions(template_id)
-                if a.model_tier != "none"), default=0.0)
 
 
 def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
@@ -199,7 +200,12 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
             waiting=plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
                                            PHASES.index(phase)),
             paused=paused_scopes(rt.store), idle=idle, max_units=rt.settings.max_units_per_phase,
-            pool=min(status["pooled_room_usd"], status["remaining_usd"]) if pooling(phase) else None)
+            pool=min(status["pooled_room_usd"], status["remaining_usd"]) if pooling(phase) else None,
+            day_room=status["remaining_usd"],
+            open_elsewhere=frozenset(u["category"] for u in plans.units_for_day(rt.store, day)
+                                     if u["status"] == UnitStatus.RUNNING or (
+                                         u["status"] == UnitStatus.PLANNED
+                                         and PHASES.index(u["phase"]) > PHASES.index(phase))))
     offer = offer_phase(snapshot, inputs)
     if not plans.open_phase(rt.store, day=day, phase=phase, revision=revision, idle=idle,
                             deferrals=offer.deferrals, reoffers=offer.reoffers, now=now, reopened=offer.reopened,
@@ -244,14 +250,14 @@ def reopen_after_pause(rt: Runtime, day: date, phase: str, now: datetime) -> lis
     return ids
 
 
-def phase_skip_reason(store, settings, day: date) -> str | None:
+def phase_skip_reason(store, settings, day: date) -> tuple[DeferKind, str] | None:
     """Why no new phase should start for `day` (paused, or the day's budget spent), or None.
     The phase schedules, run-day and run-phase all apply this one rule."""
     paused = paused_reason(store, None)
     if paused:
-        return f"paused: {paused}"
+        return DeferKind.PAUSED, f"paused: {paused}"
     status = budget_status(store, settings, day)
     if status["exhausted"]:
-        return (f"daily budget exhausted for {day}: spent ${status['spent_usd']:.2f} of "
-                f"${status['daily_limit_usd']:.2f}; phases resume tomorrow")
+        return DeferKind.BUDGET, (f"daily budget exhausted for {day}: spent ${status['spent_usd']:.2f} of "
+                                  f"${status['daily_limit_usd']:.2f}; phases resume tomorrow")
     return None

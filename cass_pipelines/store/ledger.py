@@ -103,13 +103,41 @@ def breakdown(store: Store, day: date, phase: str) -> list[dict]:
         FROM llm_ledger WHERE date = ? AND phase = ? GROUP BY ALL ORDER BY cost_usd DESC""", [day, phase])
 
 
-def output_history(store: Store, action_id: str, before: date, days: int = 7) -> list[int]:
+def output_history(store: Store, action_id: str, model: str, before: date, days: int = 7) -> list[int]:
     """Output tokens of the action's calls on the `days` budget days before `before` (what its output
-    bound is measured from). Whole earlier days only: a day's bounds do not change while it runs,
-    so concurrent calls and re-runs of the day are sent the same bound, whatever order calls finished."""
-    return [r["output_tokens"] for r in store.all(
-        "SELECT output_tokens FROM llm_ledger WHERE action_id = ? AND date < ? AND date >= ? ORDER BY output_tokens",
-        [action_id, before, before - timedelta(days=days)])]
+    bound is measured from); for an action never called in that time, of every call to `model`. Whole
+    earlier days only: a day's bounds do not change while it runs, so concurrent calls and re-runs of
+    the day are sent the same bound, whatever order calls finished."""
+    return [r["output_tokens"] for r in store.all("""
+        WITH recent AS (SELECT action_id, model, output_tokens FROM llm_ledger WHERE date < ? AND date >= ?),
+        own AS (SELECT output_tokens FROM recent WHERE action_id = ?)
+        SELECT output_tokens FROM own
+        UNION ALL
+        SELECT output_tokens FROM recent WHERE model = ? AND NOT EXISTS (SELECT 1 FROM own)
+        ORDER BY output_tokens""", [before, before - timedelta(days=days), action_id, model])]
+
+
+@dataclass(frozen=True)
+class CallSizes:
+    """One action's (or one model's) calls on earlier days, sorted: output tokens and whole prompts."""
+    outputs: list[int]
+    prompts: list[int]
+
+
+def call_sizes(store: Store, before: date, days: int = 7) -> tuple[dict[str, CallSizes], dict[str, CallSizes]]:
+    """The sizes of calls on the `days` budget days before `before`, per action and per model (as
+    `output_history`, for every action in one query): what planning prices an action's next call from."""
+    rows = store.all("""SELECT action_id, model, list(output_tokens) AS outputs,
+            list(input_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS prompts
+        FROM llm_ledger WHERE action_id IS NOT NULL AND date < ? AND date >= ? GROUP BY action_id, model""",
+                     [before, before - timedelta(days=days)])
+    by_action: dict[str, CallSizes] = {}
+    by_model: dict[str, CallSizes] = {}
+    for r in rows:
+        for key, into in ((r["action_id"], by_action), (r["model"], by_model)):
+            seen = into.get(key, CallSizes([], []))
+            into[key] = CallSizes(sorted(seen.outputs + r["outputs"]), sorted(seen.prompts + r["prompts"]))
+    return by_action, by_model
 
 
 def prefix_last_used(store: Store, prefix_key: str) -> datetime | None:

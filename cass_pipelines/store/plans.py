@@ -109,9 +109,10 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
         for uid, kind, reason in deferrals:
             conn.execute(f"UPDATE work_units SET status = '{D}', defer_kind = ?, reason = ? WHERE id = ? "
                          f"AND status = '{P}'", [kind, reason, uid])
+        # Waiting work may still be `planned` in a phase that never opened (pending_deferred): it is deferred now.
         for uid, kind, reason in still_deferred:
-            conn.execute(f"UPDATE work_units SET defer_kind = ?, reason = ? WHERE id = ? AND status = '{D}'",
-                         [kind, reason, uid])
+            conn.execute(f"UPDATE work_units SET status = '{D}', defer_kind = ?, reason = ? WHERE id = ? "
+                         f"AND status IN ('{D}', '{P}')", [kind, reason, uid])
         for uid in reopened:
             conn.execute(f"UPDATE work_units SET status = '{P}', defer_kind = NULL, reason = NULL, finished_at = NULL "
                          f"WHERE id = ? AND status = '{D}'", [uid])
@@ -123,7 +124,9 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
                          f"(?, ?, ?, ?, ?, ?, ?, ?, '{P}', NULL, NULL, ?, '{UnitOrigin.DEFERRED}', ?, ?, ?)",
                          [new_id, day, phase, base + n, unit.template_id, unit.category, unit.focus,
                           unit.motivation, unit.estimated_cost_usd, old["id"], revision, now])
-            conn.execute("UPDATE work_units SET reoffered_as = ? WHERE id = ?", [new_id, old["id"]])
+            conn.execute(f"UPDATE work_units SET reoffered_as = ?, status = '{D}', reason = coalesce(reason, ?) "
+                         f"WHERE id = ? AND status IN ('{D}', '{P}')",
+                         [new_id, f"its phase did not run; offered again {day} {phase}", old["id"]])
             # Actions the deferred unit already completed are carried over, not paid for again.
             conn.execute(f"""INSERT INTO action_runs ({_ACTION_COLS}) SELECT ?, position, action_id, status,
                                  'carried over from ' || work_unit_id, result, NULL, 0, run_id, step_key,
@@ -164,10 +167,23 @@ def get_unit(store: Store, uid: str) -> dict | None:
 
 
 def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
-    """Deferred units not yet re-offered, from `since` up to (not including) the given phase."""
-    return store.all(f"""SELECT {_UNIT_COLS} FROM work_units WHERE status = '{D}' AND reoffered_as IS NULL
+    """Work waiting to be offered again, from `since` up to (not including) the given phase: deferred
+    units not yet re-offered, and units still planned for a phase that never opened (skipped for want
+    of money or by a pause, or its time passed without a run)."""
+    return store.all(f"""SELECT {_UNIT_COLS} FROM work_units u WHERE reoffered_as IS NULL
+        AND (status = '{D}' OR (status = '{P}' AND NOT EXISTS (
+            SELECT 1 FROM phase_openings o WHERE o.date = u.date AND o.phase = u.phase)))
         AND origin <> '{UnitOrigin.JOB}' AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
         ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
+
+
+def defer_unopened(store: Store, day: date, phase: str, kind: DeferKind, reason: str) -> list[str]:
+    """Defer the planned units of a phase that is not starting (and never opened): they wait to be
+    offered again, with the reason."""
+    return [r["id"] for r in store.all(f"""UPDATE work_units SET status = '{D}', defer_kind = ?, reason = ?
+        WHERE date = ? AND phase = ? AND status = '{P}'
+          AND NOT EXISTS (SELECT 1 FROM phase_openings WHERE date = ? AND phase = ?) RETURNING id""",
+                                       [kind, reason, day, phase, day, phase])]
 
 
 def set_unit_status(store: Store, uid: str, status: UnitStatus, now: datetime, *, reason: str | None = None,
