@@ -40,6 +40,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from loopback import delayed_api
 from machine import machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,27 +149,13 @@ def launch(mode: str, day: str, latency: float, tmp: Path) -> dict:
         env["CASS_ACTIONS_FILE"] = str(noop_registry(home / "noop_definitions.json"))
         (home / "cass").mkdir()   # init keeps this cass.toml: the registry may name the no-op handler
         (home / "cass" / "cass.toml").write_text('handler_modules = ["noop_handlers"]\n')
-    server = None
-    if latency:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from fake_anthropic import API_KEY, FakeAnthropic, Reply
-
-        class Delayed(FakeAnthropic):
-            def _next_reply(self):   # every answer after the same fixed delay
-                return super()._next_reply() or Reply(delay_s=latency)
-
-        server = Delayed(lifetime_s=3600).__enter__()
-        env.update(CASS_LLM="anthropic", ANTHROPIC_API_KEY=API_KEY, ANTHROPIC_BASE_URL=server.url)
-    else:
-        env.update(CASS_LLM="offline")
-    try:
+    # Batches end at once: the day's memory calls are batched, and waiting a poll interval for each
+    # would measure the poll interval (bench_memory.py measures batches that take the latency).
+    with delayed_api(latency) if latency else contextlib.nullcontext({"CASS_LLM": "offline"}) as api:
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--child", mode, "--date", day, "--latency", str(latency)],
-                              env=env, capture_output=True, text=True)
+                              env={**env, **api}, capture_output=True, text=True)
         wall = time.perf_counter() - started
-    finally:
-        if server:
-            server.__exit__(None, None, None)
     if proc.returncode:
         sys.exit(f"{mode} day failed:\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -17,7 +17,9 @@ latency and batch mode:
 With a latency, the API is tests/fake_anthropic.py's server answering each message after that delay,
 and each message batch ending that long after it was created (so batched calls wait as long as
 interactive ones; then the batch poll interval, `batch_poll_s`, decides how long a batched call waits).
-Offline (latency 0) calls and batches answer at once.
+Offline (latency 0) calls and batches answer at once. `sdk_import`: importing the anthropic SDK, done
+before the catch-up and measured apart (every process that calls the API pays it once: a run worker
+launched by the daemon per run, run-day once for the day).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loopback import delayed_api
 from machine import machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +61,11 @@ def child() -> None:
 
     with contextlib.redirect_stdout(sys.stderr):   # stdout carries only the JSON figures
         assert cli(["init", "--sample"]) == 0
+    sdk_import = None
+    if os.environ["CASS_LLM"] == "anthropic":   # a run worker pays it once per process, not per call
+        with measured() as span:
+            import anthropic  # noqa: F401
+        sdk_import = span.figures()
     rt = open_runtime()
     instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
 
@@ -97,8 +105,8 @@ def child() -> None:
                        for _ in range(3)])
     floor_asset = median_of([run(lambda: dg.materialize([nothing_asset], instance=instance, run_config=QUIET))
                              for _ in range(3)])
-    print(json.dumps({"batch_work": rt.settings.batch_work, "catchup": catchup, "noop": noop, "floor": floor,
-                      "floor_asset": floor_asset}))
+    print(json.dumps({"batch_work": rt.settings.batch_work, "sdk_import": sdk_import, "catchup": catchup,
+                      "noop": noop, "floor": floor, "floor_asset": floor_asset}))
 
 
 def launch(code: str | None, latency: float, batch_work: bool, tmp: Path) -> dict:
@@ -109,25 +117,10 @@ def launch(code: str | None, latency: float, batch_work: bool, tmp: Path) -> dic
     env = {k: v for k, v in os.environ.items() if k not in ("CASS_ACTIONS_FILE", "ANTHROPIC_API_KEY", "PYTHONPATH")}
     env.update(CASS_HOME=str(home / "cass"), DAGSTER_HOME=str(home / "dagster"),
                PYTHONPATH=os.pathsep.join([*([code] if code else []), str(ROOT / "bench")]))
-    server = None
-    if latency:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from fake_anthropic import API_KEY, FakeAnthropic, Reply
-
-        class Delayed(FakeAnthropic):
-            def _next_reply(self):   # every answer after the same fixed delay
-                return super()._next_reply() or Reply(delay_s=latency)
-
-        server = Delayed(lifetime_s=3600).__enter__()
-        server.batch_delay_s = latency
-        env.update(CASS_LLM="anthropic", ANTHROPIC_API_KEY=API_KEY, ANTHROPIC_BASE_URL=server.url)
-    else:
-        env.update(CASS_LLM="offline")
-    try:
-        proc = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True, text=True)
-    finally:
-        if server:
-            server.__exit__(None, None, None)
+    with delayed_api(latency, batch_delay_s=latency) if latency else contextlib.nullcontext(
+            {"CASS_LLM": "offline"}) as api:
+        proc = subprocess.run([sys.executable, __file__, "--child"], env={**env, **api}, capture_output=True,
+                              text=True)
     if proc.returncode:
         sys.exit(f"memory bench failed ({code or 'this checkout'}, latency {latency}):\n{proc.stderr[-4000:]}")
     return {"latency_s": latency, **json.loads(proc.stdout.strip().splitlines()[-1])}
