@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,7 +71,8 @@ def measure(days: int) -> dict:
         day = START + timedelta(days=days)
         llm = CapturingLLM()
         started = time.perf_counter()
-        ctx = decision_context(rt, day, list(PHASES), idle=True, last=None)
+        ctx = decision_context(rt, day, list(PHASES), idle=True, last=None,
+                           now=datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc))
         prefix = stable_prefix(persona.persona_row(rt.store), rt.registry)
         decide(llm, {tier: prefix for tier in DECISION_TIERS}, ctx)
         build_ms = (time.perf_counter() - started) * 1000

@@ -26,7 +26,7 @@ def setup(sample_home):
     settings = load_settings()
     partitions = phase_partitions(settings)
     cost_records = build_results(partitions)[1]
-    return settings, Store(settings.db_path), [cost_records, *build_cost_checks(partitions)]
+    return settings, Store(settings.db_path), [cost_records, build_cost_checks(partitions)]
 
 
 def evaluate(settings, defs, phase: str) -> dict[str, bool]:
@@ -43,7 +43,8 @@ def test_checks_pass_when_spend_went_through_reservations(setup):
                           phase="morning", now=NOW)
         sb.settle(store, held.id, ledger_row(f"ok_{i}", cost, category), NOW)
     assert evaluate(settings, defs, "morning") == {
-        "spend_within_daily_limit": True, "categories_within_shares": True, "ledger_matches_reservations": True}
+        "spend_within_daily_limit": True, "categories_within_shares": True, "ledger_matches_reservations": True,
+        "budget_not_exhausted": True}
 
 
 def test_checks_fail_on_an_overspent_partition(setup):
@@ -52,4 +53,5 @@ def test_checks_fail_on_an_overspent_partition(setup):
         for i, (category, cost) in enumerate([("research", 1.5), ("reflection", 0.9), ("growth", 3.0)]):
             insert_row(conn, ledger_row(f"over_{i}", cost, category))
     assert evaluate(settings, defs, "morning") == {
-        "spend_within_daily_limit": False, "categories_within_shares": False, "ledger_matches_reservations": False}
+        "spend_within_daily_limit": False, "categories_within_shares": False, "ledger_matches_reservations": False,
+        "budget_not_exhausted": False}

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -181,7 +181,8 @@ def test_a_backfilled_day_sees_only_its_past(sample_home):
     assert main(["run-phase", "morning", "--date", later.isoformat()]) == 0
     rt = open_runtime()
     assert {r["date"] for r in plans.recent_summaries(rt.store, 50, through=later)} == {later}
-    ctx = decision_context(rt, DAY, ["morning", "afternoon", "evening", "night"], idle=True, last=None)
+    ctx = decision_context(rt, DAY, ["morning", "afternoon", "evening", "night"], idle=True, last=None,
+                           now=datetime.combine(DAY, time(6), tzinfo=timezone.utc))
     assert ctx.recent_work == []
     assert not set(ctx.inputs.recent_templates)
 

@@ -69,7 +69,8 @@ def test_funding_takes_the_category_then_the_pool_then_for_the_decision_call_the
     assert isinstance(rules.funding(settings, amount=0.95, pooled_room=5.0, **kw), Refusal)
 
 
-def test_pooled_room_opens_in_the_evening_from_idle_plannable_categories_only(store, settings):
+def test_pooled_room_opens_in_the_evening_from_idle_plannable_categories_and_at_night_from_memory_and_system(
+        store, settings):
     unit = PlannedUnit("evening", "synthesis", "reflection", "normal", "f", "m", 0.01)
     plans.add_manual_unit(store, day=DAY, phase="evening", tag="open", unit=unit, now=NOW)   # reflection is busy
     ask = dict(day=DAY, category="research", settings=settings, priority="normal", now=NOW)
@@ -77,9 +78,18 @@ def test_pooled_room_opens_in_the_evening_from_idle_plannable_categories_only(st
     held = sb.reserve(store, amount_usd=0.3, phase="evening", **ask)
     assert not isinstance(held, Refusal) and held.funding == Funding.POOLED
     sb.settle(store, held.id, ledger_row("pooled_1", 0.3, "research"), NOW)
-    # growth .15 + curiosity .10 + creative .10 = .35 idle room; .30 of it is used; reflection is busy.
-    assert isinstance(sb.reserve(store, amount_usd=0.3, phase="night", **{**ask, "category": "creative"}), Refusal)
-    assert rules.pool_room(settings, "research", ["journal", "memory", "system"], {}, 0.0) == 0.0   # standing
+    # For creative: research .25 + growth .15 + curiosity .10 idle room, .30 of it used; reflection is busy.
+    creative = {**ask, "category": "creative"}
+    assert isinstance(sb.reserve(store, amount_usd=0.3, phase="evening", **creative), Refusal)
+    # At night memory .10 and system .05 join the pool (the journal keeps its room).
+    at_night = sb.reserve(store, amount_usd=0.3, phase="night", **creative)
+    assert not isinstance(at_night, Refusal) and at_night.funding == Funding.POOLED
+    sb.release(store, at_night.id, NOW)
+    standing = ["journal", "memory", "system"]
+    assert rules.pool_room(settings, "research", standing, {}, 0.0, "evening") == 0.0     # kept for their jobs
+    # From the night on only the journal keeps its room (the daily journal follows the night).
+    assert rules.pool_room(settings, "research", standing, {"memory": 0.04}, 0.0, "night") == pytest.approx(
+        settings.category_limit("memory") - 0.04 + settings.category_limit("system"))
     figures = sb.spend_figures(store, DAY, "evening")
     assert figures["day_spent_usd"] == pytest.approx(0.3) and "research" not in figures["category_spent_usd"]
     status = sb.budget_status(store, settings, DAY)
@@ -265,3 +275,23 @@ def test_an_answer_cut_at_the_measured_bound_is_asked_again_with_the_callers_lim
                      "WHERE date = ? ORDER BY ts", [DAY])
     assert [r["max_tokens"] for r in rows] == sent and rows[0]["output_tokens"] == sent[0]   # the cut one is paid
     assert all(r["cost_usd"] <= r["reserved_usd"] for r in rows)
+
+
+def test_admission_prices_a_tiers_prefix_warm_only_while_the_ledger_saw_it_cached(runtime):
+    """Planning prices the dearest call as the metered client will: the prefix at the read rate while
+    its last cached use is within the TTL, at the write rate after."""
+    from cass_pipelines.llm.base import prefix_key
+    from cass_pipelines.services.planning import call_hold, warm_tiers
+    from cass_pipelines.store.ledger import insert_row
+
+    rt = runtime
+    model = rt.settings.models["deep"]
+    key = prefix_key(model, system_prefix(rt.store, rt.registry, rt.llm, "deep"))
+    used = replace(ledger_row("warm_1", 0.001, day=DAY), model=model, ts=NOW, prefix_key=key,
+                   cache_read_input_tokens=3000)
+    with rt.store.transaction() as conn:
+        insert_row(conn, used)
+    assert warm_tiers(rt, DAY, "morning", NOW + timedelta(minutes=2)) == {"deep"}
+    assert warm_tiers(rt, DAY, "morning", NOW + timedelta(hours=2)) == set()
+    action = rt.registry.actions["session.reflection"]
+    assert call_hold(rt, action, None, warm=True) < call_hold(rt, action, None, warm=False)

@@ -2,7 +2,7 @@
 
 Real DuckDB, a real Dagster instance, the offline LLM, the suite's injected calendar."""
 import json
-from datetime import timedelta
+from datetime import datetime, time, timedelta, timezone
 
 import dagster as dg
 import pytest
@@ -110,7 +110,8 @@ def test_each_day_plan_sees_the_week_and_names_goals_and_progress_is_written_bac
     rt, instance, defs = env
     plan_the_week(rt, defs, instance)
     week = goal_store.intention(rt.store, WEEK)
-    ctx = decision_context(rt, DAY, ["morning", "afternoon", "evening", "night"], idle=True, last=None)
+    ctx = decision_context(rt, DAY, ["morning", "afternoon", "evening", "night"], idle=True, last=None,
+                           now=datetime.combine(DAY, time(6), tzinfo=timezone.utc))
     prompt = ctx.render()
     assert week["intention"][:80] in prompt and "my goals this week" in prompt
     assert run_phase(defs, instance, DAY, "morning").success
@@ -146,7 +147,8 @@ def test_a_continued_thread_carries_its_notes(env):
     seed_plan(rt, yesterday, "morning", ["morning_reflection"])
     assert run_phase(defs, instance, yesterday, "morning").success
     [prev] = plans.units_for_phase(rt.store, yesterday, "morning")
-    ctx = decision_context(rt, DAY, ["morning"], idle=True, last=None)
+    ctx = decision_context(rt, DAY, ["morning"], idle=True, last=None,
+                           now=datetime.combine(DAY, time(6), tzinfo=timezone.utc))
     assert ctx.week is not None and [t["id"] for t in ctx.week.threads] == [prev["id"]]
     assert prev["id"] in ctx.render()
     unit = ctx.week.settle(ProposedUnit(template_id="morning_reflection", continues=prev["id"]))

@@ -32,9 +32,14 @@ SKIPPED_WHEN_DEGRADED = frozenset({Priority.LOW.value, Priority.IDLE.value})
 PLAN_ACTION_ID = "plan.decide"
 # From this phase on, room that no open work unit can use any more is pooled for the others.
 POOL_FROM_PHASE = Phase.EVENING
-# Categories whose room is never pooled: their work is run by jobs outside the plan (the daily
-# journal after the night, memory summarising when conversations go idle, maintenance).
+# Categories whose work is run by jobs outside the plan (the daily journal after the night, memory
+# summarising when conversations go idle, maintenance and re-plans) keep their room for those jobs ...
 STANDING_CATEGORIES = frozenset({Category.JOURNAL.value, Category.MEMORY.value, Category.SYSTEM.value})
+# ... until this phase: from then on only the journal does (the daily journal follows the night). Memory
+# summarising that no longer fits is deferred to the next catch-up, and a re-plan's decision call may
+# use the reserve, so the money the user gave is not left unused at the end of the day.
+POOL_STANDING_FROM_PHASE = Phase.NIGHT
+KEPT_TO_THE_END = frozenset({Category.JOURNAL.value})
 
 
 class Funding(StrEnum):
@@ -88,12 +93,20 @@ def pooling(phase: str | None) -> bool:
     return phase in PHASES and PHASES.index(phase) >= PHASES.index(POOL_FROM_PHASE)
 
 
+def kept_categories(phase: str | None) -> frozenset[str]:
+    """The categories whose room is not pooled in `phase` (see STANDING_CATEGORIES)."""
+    late = phase in PHASES and PHASES.index(phase) >= PHASES.index(POOL_STANDING_FROM_PHASE)
+    return KEPT_TO_THE_END if late else STANDING_CATEGORIES
+
+
 def pool_room(settings: Settings, category: str, idle_categories: Sequence[str],
-              category_used: Mapping[str, float], pooled_used: float) -> float:
-    """The room pooled for `category`: what the plannable categories with no open work unit today
-    (other than `category` itself) have left of their own shares, less what pooled calls already use."""
+              category_used: Mapping[str, float], pooled_used: float, phase: str | None) -> float:
+    """The room pooled for `category` in `phase`: what the categories with no open work unit today
+    (other than `category` itself, and but those kept in the phase) have left of their own shares,
+    less what pooled calls already use."""
+    kept = kept_categories(phase)
     spare = sum(max(settings.category_limit(c) - category_used.get(c, 0.0), 0.0) for c in idle_categories
-                if c != category and c not in STANDING_CATEGORIES)
+                if c != category and c not in kept)
     return max(spare - pooled_used, 0.0)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Mapping
 
-from cass_pipelines.domain.budget_rules import STANDING_CATEGORIES
+from cass_pipelines.domain.budget_rules import kept_categories
 from cass_pipelines.domain.categories import Priority
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.plan_rules import NOT_IDLE_REASON, PlanInputs, PlannedUnit
@@ -57,7 +57,8 @@ def reoffer_rank(inputs: PlanInputs, template_id: str) -> int:
 def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
     """Two passes over the candidates in priority order. First each is checked against the rules and
     its category's own room, up to the phase's unit limit. Then, from POOL_FROM_PHASE on, units short
-    of money may use the pool: the room of every plannable category left with no unit to run today
+    of money may use the pool: the room of every category left with no unit to run today (but those
+    kept in the phase, budget_rules.kept_categories)
     (budget_rules.pool_room counts the same categories when the calls are reserved), so room that no
     planned unit can use goes to the others."""
     registry, left = inputs.registry, dict(inputs.category_remaining)
@@ -88,7 +89,7 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
     if s.pool is not None and short_of_money and slots > 0:
         admitted = {candidates[i][1]["category"] for i, v in enumerate(verdicts) if v is None}
         planned_here = {u["category"] for kind, u in candidates if kind == "own"}
-        poolable = {c for c in inputs.category_remaining if c not in STANDING_CATEGORIES} - s.open_elsewhere
+        poolable = {c for c in inputs.category_remaining if c not in kept_categories(s.phase)} - s.open_elsewhere
         idle_before = poolable - planned_here            # counted in s.pool
         idle = poolable - admitted
         pool = (s.pool + sum(max(left[c], 0.0) for c in idle - idle_before)

@@ -22,7 +22,7 @@ from cass_pipelines.domain.plan_rules import (
 )
 from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitStatus
 from cass_pipelines.llm import holds
-from cass_pipelines.llm.base import LLMClient, PromptCount
+from cass_pipelines.llm.base import LLMClient, PromptCount, prefix_key
 from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers.calls import system_prefix
@@ -33,7 +33,7 @@ from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store.budget import budget_status, ledger_action_averages
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason, paused_scopes
-from cass_pipelines.store.ledger import CallSizes, call_sizes
+from cass_pipelines.store.ledger import CallSizes, call_sizes, phase_call_span, prefix_last_used
 
 PLAN_WAIT_POLL_S = 0.5   # how often a run waiting for another run's plan looks again
 
@@ -60,15 +60,18 @@ def idle_at(rt: Runtime, moment: datetime) -> tuple[bool, datetime | None]:
     return (last is None or moment - last >= threshold), last
 
 
-def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[PlanInputs, dict, bool]:
+def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool,
+                now: datetime) -> tuple[PlanInputs, dict, bool]:
     with rt.store.session():  # bookkeeping only: no LLM call inside
         status = budget_status(rt.store, rt.settings, day, phases[0])
         degraded, skip = degradation(status, rt.settings)
         sizes, by_model = call_sizes(rt.store, day)
         averages = ledger_action_averages(rt.store)
+        warm = warm_tiers(rt, day, phases[0], now)
         # An action never run yet is estimated at its call's useful hold when that is below the
         # registry's figure (a worst case): admission then refuses only what cannot be paid.
-        holds_by_action = {a.id: call_hold(rt, a, sizes.get(a.id) or by_model.get(rt.settings.models[a.model_tier]))
+        holds_by_action = {a.id: call_hold(rt, a, sizes.get(a.id) or by_model.get(rt.settings.models[a.model_tier]),
+                                           warm=a.model_tier in warm)
                            for a in rt.registry.actions.values() if a.model_tier != "none"}
         costs = calibrated_costs(rt.registry, averages, holds_by_action)
         edges = persona.growth_edges(rt.store, limit=5)
@@ -87,24 +90,38 @@ def plan_inputs(rt: Runtime, day: date, phases: list[str], idle: bool) -> tuple[
         return inputs, status, degraded
 
 
-def call_hold(rt: Runtime, action, sizes: CallSizes | None) -> float:
+def warm_tiers(rt: Runtime, day: date, phase: str, now: datetime) -> set[str]:
+    """The model tiers whose stable prefix the ledger saw cached within its TTL as of `now`: their
+    calls are priced at the cache-read rate, as the metered client will price them now."""
+    ttl = holds.phase_ttl(phase_call_span(rt.store, phase, day), rt.settings.cache_ttl)
+    fresh = timedelta(seconds=holds.TTL_SECONDS[ttl] - holds.WARM_SLACK_S)
+    warm = set()
+    for tier in {a.model_tier for a in rt.registry.actions.values() if a.model_tier != "none"}:
+        model = rt.settings.models[tier]
+        last = prefix_last_used(rt.store, prefix_key(model, system_prefix(rt.store, rt.registry, rt.llm, tier)))
+        if last is not None and now - last < fresh:
+            warm.add(tier)
+    return warm
+
+
+def call_hold(rt: Runtime, action, sizes: CallSizes | None, warm: bool = False) -> float:
     """The least reservation one call of the action must get, as the metered client computes it
     (llm/holds.py) with the output bound lowered to the action's useful minimum, which is when the call
     is refused: for a prompt the size of earlier calls' (a high percentile of the action's; for an action
-    never called, of its model's calls; without any, a typical prompt) whose prefix is written (cold)."""
+    never called, of its model's calls; without any, a typical prompt) whose prefix is `warm` or written."""
     rates = rt.pricing.rates(rt.settings.models[action.model_tier])
     tokens = (math.ceil(holds.percentile(sizes.prompts, holds.OUTPUT_PERCENTILE)) if sizes and sizes.prompts
               else TYPICAL_PROMPT_TOKENS)
     prompt = PromptCount(tokens, min(rates.min_cacheable_tokens, tokens))
     bound = holds.output_bound(action.max_output_tokens, sizes.outputs if sizes else [])
-    return (holds.input_usd(rates, prompt, warm=False, ttl=rt.settings.cache_ttl)
+    return (holds.input_usd(rates, prompt, warm=warm, ttl=rt.settings.cache_ttl)
             + holds.output_usd(rates, bound.minimum))
 
 
 def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
-                     last: datetime | None) -> DecisionContext:
+                     last: datetime | None, now: datetime) -> DecisionContext:
     with rt.store.session():  # bookkeeping only: no LLM call inside
-        inputs, status, degraded = plan_inputs(rt, day, phases, idle)
+        inputs, status, degraded = plan_inputs(rt, day, phases, idle, now)
         edges = [{**e, "observations": [o["text"] for o in persona.edge_observations(rt.store, e["id"], limit=2)]}
                  for e in persona.growth_edges(rt.store, limit=5)]
         journal = plans.latest_journal(rt.store, day)
@@ -151,7 +168,7 @@ def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now
     failpoint("plan_claimed")
     reference = phase_window(day, phases[0], rt.settings)[0]
     idle, last = idle_at(rt, reference)
-    ctx = decision_context(rt, day, phases, idle, last)
+    ctx = decision_context(rt, day, phases, idle, last, now)
     prefixes = {tier: system_prefix(rt.store, rt.registry, llm, tier) for tier in DECISION_TIERS}
     recent = plans.recent_templates(rt.store, 1, before=day)
     decision = decide(llm, prefixes, ctx, previous_template=recent[0] if recent else None)
@@ -194,7 +211,7 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
     with rt.store.session():  # bookkeeping only: no LLM call inside
         reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
         idle, _ = idle_at(rt, reference)
-        inputs, status, _ = plan_inputs(rt, day, [phase], idle)
+        inputs, status, _ = plan_inputs(rt, day, [phase], idle, now)
         snapshot = PhaseSnapshot(
             day=day, phase=phase, own=plans.units_for_phase(rt.store, day, phase),
             waiting=plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,

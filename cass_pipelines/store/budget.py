@@ -43,7 +43,7 @@ _USED = f"""SELECT category, funding, sum(spent) AS spent, sum(held) AS held FRO
         SELECT category, coalesce(funding, 'category'), 0.0, amount_usd FROM reservations
         WHERE date = $day AND status = '{RS.HELD}')
     GROUP BY ALL"""
-# Plannable categories with no open unit left today: their unused room may be pooled.
+# Categories with no open unit left today: their unused room may be pooled (rules.pool_room).
 _IDLE = f"""SELECT c FROM (SELECT unnest($categories::TEXT[]) AS c)
     WHERE c NOT IN (SELECT category FROM work_units WHERE date = $day AND status IN ('{UnitStatus.PLANNED}', '{UnitStatus.RUNNING}'))"""
 
@@ -53,14 +53,14 @@ def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
 
 
 def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, category: str,
-          used: list[dict]) -> float:
+          used: list[dict], phase: str | None) -> float:
     idle = [r[0] for r in conn.execute(_IDLE, {"day": day, "categories": list(settings.category_shares)}).fetchall()]
     own: dict[str, float] = {}
     for r in used:
         if r["funding"] == Funding.CATEGORY:
             own[r["category"]] = own.get(r["category"], 0.0) + r["spent"] + r["held"]
     pooled = sum(r["spent"] + r["held"] for r in used if r["funding"] == Funding.POOLED)
-    return rules.pool_room(settings, category, idle, own, pooled)
+    return rules.pool_room(settings, category, idle, own, pooled, phase)
 
 
 def reserve(store: Store, *, day: date, category: str, amount_usd: float, settings: Settings, priority: str,
@@ -82,7 +82,7 @@ def reserve(store: Store, *, day: date, category: str, amount_usd: float, settin
             settings, amount=amount, category=category, priority=priority,
             day_spent=sum(r["spent"] for r in used), day_held=sum(r["held"] for r in used),
             category_spent=sum(r["spent"] for r in own), category_held=sum(r["held"] for r in own),
-            pooled_room=_pool(conn, settings, day, category, used) if rules.pooling(phase) else None,
+            pooled_room=_pool(conn, settings, day, category, used, phase) if rules.pooling(phase) else None,
             may_use_reserve=may_use_reserve)
         refused = decided if isinstance(decided, Refusal) else None
         rid = f"res_{uuid.uuid4().hex}"
@@ -154,7 +154,7 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
     With a `phase` where room is pooled (rules.pooling), the pool counts towards what is left."""
     with store.session(), store.connection() as conn:
         used = _used(conn, day)
-        pooled = _pool(conn, settings, day, "", used)
+        pooled = _pool(conn, settings, day, "", used, phase)
         asks = conn.execute(f"SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}') "
                             "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
         accuracy = _reservation_accuracy(conn, day)

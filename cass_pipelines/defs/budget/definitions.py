@@ -4,13 +4,13 @@ budget_sensor (alerts, cancels queued phase runs at exhaustion, releases dead ho
 import dagster as dg
 
 from cass_pipelines.defs.budget.batch_sensor import build_batch_sensor
-from cass_pipelines.defs.budget.checks import build_budget_check, build_cost_checks
+from cass_pipelines.defs.budget.checks import build_cost_checks
 from cass_pipelines.defs.budget.sensors import build_budget_sensor
 from cass_pipelines.defs.context import DefsContext, load_time_context
 
 
 def build(ctx: DefsContext) -> dg.Definitions:
-    return dg.Definitions(asset_checks=[*build_cost_checks(ctx.phases), build_budget_check(ctx.phases)],
+    return dg.Definitions(asset_checks=[build_cost_checks(ctx.phases)],
                           sensors=[build_budget_sensor(ctx.settings), build_batch_sensor(ctx.settings)])
 
 
