@@ -95,12 +95,12 @@ def warm_tiers(rt: Runtime, day: date, phase: str, now: datetime) -> set[str]:
     calls are priced at the cache-read rate, as the metered client will price them now."""
     ttl = holds.phase_ttl(phase_call_span(rt.store, phase, day), rt.settings.cache_ttl)
     fresh = timedelta(seconds=holds.TTL_SECONDS[ttl] - holds.WARM_SLACK_S)
-    warm = set()
+    warm: set[str] = set()
     for tier in {a.model_tier for a in rt.registry.actions.values() if a.model_tier != "none"}:
         model = rt.settings.models[tier]
         last = prefix_last_used(rt.store, prefix_key(model, system_prefix(rt.store, rt.registry, rt.llm, tier)))
         if last is not None and now - last < fresh:
-            warm.add(tier)
+            warm.add(str(tier))
     return warm
 
 
