@@ -200,5 +200,17 @@ def test_run_day_defers_the_work_of_a_phase_it_skips(env):
         insert_row(conn, ledger_row("spent_earlier", spent, day=DAY))
     assert main(["run-day", "--date", DAY.isoformat(), "--phases", "afternoon", "--no-journal"]) == 0
     [u] = plans.units_for_phase(rt.store, DAY, "afternoon")
-    assert u["status"] == "deferred" and u["defer_kind"] == "budget", u
+    assert u["status"] == "deferred" and u["defer_kind"] == "skipped", u
     assert u["reason"].startswith("afternoon did not run: daily budget exhausted"), u["reason"]
+
+
+def test_a_phase_skipped_while_paused_runs_its_work_after_resume(env):
+    rt, instance, defs = env
+    save(rt, 1, ["morning", "afternoon"], [unit(rt, "afternoon", "synthesis")])
+    assert main(["pause", "--reason", "travelling"]) == 0
+    assert main(["run-day", "--date", DAY.isoformat(), "--phases", "afternoon", "--no-journal"]) == 0
+    [u] = plans.units_for_phase(rt.store, DAY, "afternoon")
+    assert (u["status"], u["defer_kind"]) == ("deferred", "skipped") and "paused: travelling" in u["reason"]
+    assert main(["resume"]) == 0
+    plan_phase(rt, rt.llm, DAY, "afternoon", NOW.replace(hour=12))
+    assert plans.get_unit(rt.store, u["id"])["status"] == "planned"       # taken back by its own phase

@@ -86,10 +86,13 @@ def test_pooled_room_opens_in_the_evening_from_idle_plannable_categories_and_at_
     assert not isinstance(at_night, Refusal) and at_night.funding == Funding.POOLED
     sb.release(store, at_night.id, NOW)
     standing = ["journal", "memory", "system"]
-    assert rules.pool_room(settings, "research", standing, {}, 0.0, "evening") == 0.0     # kept for their jobs
-    # From the night on only the journal keeps its room (the daily journal follows the night).
-    assert rules.pool_room(settings, "research", standing, {"memory": 0.04}, 0.0, "night") == pytest.approx(
+    assert rules.pool_room(settings, "research", standing, {}, 0.0, "evening", 0.0) == 0.0   # kept for their jobs
+    # From the night on only the journal keeps its room (the daily journal follows the night) ...
+    assert rules.pool_room(settings, "research", standing, {"memory": 0.04}, 0.0, "night", 0.04) == pytest.approx(
         settings.category_limit("memory") - 0.04 + settings.category_limit("system"))
+    # ... of its share and of the day: the pool never takes the day's last room the journal needs.
+    journal_left = settings.daily_budget_usd - settings.reserve_usd - settings.category_limit("journal")
+    assert rules.pool_room(settings, "research", standing, {"memory": 0.04}, 0.0, "night", journal_left) < 1e-9
     figures = sb.spend_figures(store, DAY, "evening")
     assert figures["day_spent_usd"] == pytest.approx(0.3) and "research" not in figures["category_spent_usd"]
     status = sb.budget_status(store, settings, DAY)

@@ -10,7 +10,7 @@ from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
-from cass_pipelines.domain.states import UnitStatus
+from cass_pipelines.domain.states import DeferKind, UnitStatus
 from cass_pipelines.services.preflight import run_problems
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import dead_letters, ledger, plans, views
@@ -170,11 +170,11 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
-        skip = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
-        if skip:
-            kind, reason = skip
-            # Its planned work waits to be offered again (a later phase or day), with the reason.
-            plans.defer_unopened(rt.store, day, phase, kind, f"{phase} did not run: {reason}")
+        reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
+        if reason:
+            # Its planned work waits, with the reason: the phase's own next run (after `resume`, say)
+            # takes it back, or a later phase or day offers it again.
+            plans.defer_unopened(rt.store, day, phase, DeferKind.SKIPPED, f"{phase} did not run: {reason}")
             runs.append({"phase": phase, "run_id": None, "success": True, "skipped": reason, "error": None,
                          "seconds": 0.0, "cost_usd": 0.0, "calls": 0})
             continue
@@ -195,9 +195,9 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
     rt = open_runtime(must_exist=True)
     day = _run_date(rt, args.date)
     instance, defs = _setup(rt)
-    skip = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
-    if skip:
-        raise CliError(f"{args.phase} {day} not run: {skip[1]}", code=EXIT_REFUSED)
+    reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
+    if reason:
+        raise CliError(f"{args.phase} {day} not run: {reason}", code=EXIT_REFUSED)
     run = _timed(rt, args.phase, lambda: run_phase(defs, instance, day, args.phase, replan=args.replan))
     report = day_report(rt, day, [run], views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)

@@ -100,14 +100,21 @@ def kept_categories(phase: str | None) -> frozenset[str]:
 
 
 def pool_room(settings: Settings, category: str, idle_categories: Sequence[str],
-              category_used: Mapping[str, float], pooled_used: float, phase: str | None) -> float:
+              category_used: Mapping[str, float], pooled_used: float, phase: str | None, day_used: float) -> float:
     """The room pooled for `category` in `phase`: what the categories with no open work unit today
     (other than `category` itself, and but those kept in the phase) have left of their own shares,
-    less what pooled calls already use."""
+    less what pooled calls already use. Shares add up to more than the day's room above the reserve,
+    so the pool never takes what the kept categories have left of the day either (`day_used`: all of
+    the day's spend and holds)."""
     kept = kept_categories(phase)
-    spare = sum(max(settings.category_limit(c) - category_used.get(c, 0.0), 0.0) for c in idle_categories
-                if c != category and c not in kept)
-    return max(spare - pooled_used, 0.0)
+
+    def unused(c: str) -> float:
+        return max(settings.category_limit(c) - category_used.get(c, 0.0), 0.0)
+
+    spare = sum(unused(c) for c in idle_categories if c != category and c not in kept)
+    day_room = settings.daily_budget_usd - settings.reserve_usd - day_used
+    kept_room = sum(unused(c) for c in kept if c != category and c in settings.category_shares)
+    return max(min(spare - pooled_used, day_room - kept_room), 0.0)
 
 
 def funding(settings: Settings, *, amount: float, category: str, priority: str, day_spent: float,

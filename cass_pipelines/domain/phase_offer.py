@@ -89,7 +89,8 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
     if s.pool is not None and short_of_money and slots > 0:
         admitted = {candidates[i][1]["category"] for i, v in enumerate(verdicts) if v is None}
         planned_here = {u["category"] for kind, u in candidates if kind == "own"}
-        poolable = {c for c in inputs.category_remaining if c not in kept_categories(s.phase)} - s.open_elsewhere
+        kept = kept_categories(s.phase)
+        poolable = {c for c in inputs.category_remaining if c not in kept} - s.open_elsewhere
         idle_before = poolable - planned_here            # counted in s.pool
         idle = poolable - admitted
         pool = (s.pool + sum(max(left[c], 0.0) for c in idle - idle_before)
@@ -101,7 +102,9 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
             c = u["category"]
             own_room = max(left.get(c, 0.0), 0.0)
             others = pool - (own_room if c in idle else 0.0)   # a category with work gives no room to the pool
-            short = inputs.unaffordable(u["template_id"], c, own_room, pool=max(min(others, day_left), 0.0))
+            # ... and never what the kept categories have left of the day (budget_rules.pool_room)
+            day_cap = day_left - sum(max(left.get(k, 0.0), 0.0) for k in kept if k != c)
+            short = inputs.unaffordable(u["template_id"], c, own_room, pool=max(min(others, day_cap), 0.0))
             if short:
                 verdicts[i] = DeferKind.BUDGET, short
                 continue
@@ -115,9 +118,12 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
     offer = PhaseOffer()
     # Work still planned for an earlier phase that never opened, which this phase does not allow: deferred
     # now (not left `planned`), to wait for a phase that allows it.
-    offer.still_deferred += [(u["id"], DeferKind.SKIPPED, f"{u['date']} {u['phase']} did not run; waits for a "
-                              "phase that allows it") for u in s.waiting
-                             if u["status"] == UnitStatus.PLANNED and not any(u is w for w in waiting)]
+    for u in s.waiting:
+        if u["status"] == UnitStatus.PLANNED and not any(u is w for w in waiting):
+            offer.still_deferred.append(
+                (u["id"], DeferKind.SKIPPED, f"{u['date']} {u['phase']} did not run; waits for a phase that allows it")
+                if u["template_id"] in registry.templates else
+                (u["id"], DeferKind.GONE, f"template '{u['template_id']}' is no longer in the registry"))
     for (kind, u), reason in zip(candidates, verdicts):
         if kind == "own" and reason:
             offer.deferrals.append((u["id"], *reason))

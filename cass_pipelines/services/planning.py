@@ -267,14 +267,14 @@ def reopen_after_pause(rt: Runtime, day: date, phase: str, now: datetime) -> lis
     return ids
 
 
-def phase_skip_reason(store, settings, day: date) -> tuple[DeferKind, str] | None:
+def phase_skip_reason(store, settings, day: date) -> str | None:
     """Why no new phase should start for `day` (paused, or the day's budget spent), or None.
     The phase schedules, run-day and run-phase all apply this one rule."""
     paused = paused_reason(store, None)
     if paused:
-        return DeferKind.PAUSED, f"paused: {paused}"
+        return f"paused: {paused}"
     status = budget_status(store, settings, day)
     if status["exhausted"]:
-        return DeferKind.BUDGET, (f"daily budget exhausted for {day}: spent ${status['spent_usd']:.2f} of "
-                                  f"${status['daily_limit_usd']:.2f}; phases resume tomorrow")
+        return (f"daily budget exhausted for {day}: spent ${status['spent_usd']:.2f} of "
+                f"${status['daily_limit_usd']:.2f}; phases resume tomorrow")
     return None

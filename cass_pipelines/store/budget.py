@@ -60,7 +60,8 @@ def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, catego
         if r["funding"] == Funding.CATEGORY:
             own[r["category"]] = own.get(r["category"], 0.0) + r["spent"] + r["held"]
     pooled = sum(r["spent"] + r["held"] for r in used if r["funding"] == Funding.POOLED)
-    return rules.pool_room(settings, category, idle, own, pooled, phase)
+    return rules.pool_room(settings, category, idle, own, pooled, phase,
+                           day_used=sum(r["spent"] + r["held"] for r in used))
 
 
 def reserve(store: Store, *, day: date, category: str, amount_usd: float, settings: Settings, priority: str,

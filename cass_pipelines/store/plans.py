@@ -120,13 +120,15 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
                             [day, phase]).fetchone()[0]
         for n, (old, unit) in enumerate(reoffers):
             new_id = unit_id(day, phase, f"d{base + n}")
+            # Only work still waiting is taken up: a unit another run started since the snapshot is not doubled.
+            if not conn.execute(f"UPDATE work_units SET reoffered_as = ?, status = '{D}', reason = coalesce(reason, ?) "
+                                f"WHERE id = ? AND status IN ('{D}', '{P}') AND reoffered_as IS NULL RETURNING id",
+                                [new_id, f"its phase did not run; offered again {day} {phase}", old["id"]]).fetchall():
+                continue
             conn.execute(f"INSERT INTO work_units ({_NEW_UNIT_COLS}) VALUES "
                          f"(?, ?, ?, ?, ?, ?, ?, ?, '{P}', NULL, NULL, ?, '{UnitOrigin.DEFERRED}', ?, ?, ?)",
                          [new_id, day, phase, base + n, unit.template_id, unit.category, unit.focus,
                           unit.motivation, unit.estimated_cost_usd, old["id"], revision, now])
-            conn.execute(f"UPDATE work_units SET reoffered_as = ?, status = '{D}', reason = coalesce(reason, ?) "
-                         f"WHERE id = ? AND status IN ('{D}', '{P}')",
-                         [new_id, f"its phase did not run; offered again {day} {phase}", old["id"]])
             # Actions the deferred unit already completed are carried over, not paid for again.
             conn.execute(f"""INSERT INTO action_runs ({_ACTION_COLS}) SELECT ?, position, action_id, status,
                                  'carried over from ' || work_unit_id, result, NULL, 0, run_id, step_key,

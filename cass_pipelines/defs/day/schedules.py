@@ -20,8 +20,8 @@ from cass_pipelines.store.db import Store
 def skip_reason(store: Store, settings: Settings, day) -> str | None:
     """phase_skip_reason, except that a locked database does not block the tick: the run itself
     re-checks pause and budget before every action."""
-    skip = unless_busy(lambda: phase_skip_reason(store, settings, day))
-    return None if skip is BUSY or skip is None else skip[1]
+    reason = unless_busy(lambda: phase_skip_reason(store, settings, day))
+    return None if reason is BUSY else reason
 
 
 def tick_time(context: dg.ScheduleEvaluationContext, settings: Settings) -> datetime:
