@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from loopback import delayed_api
-from machine import machine_after, machine_before, measured, union_s
+from machine import count_store_opens, machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION_STEP = ".action_"
@@ -63,16 +63,7 @@ def noop_registry(path: Path) -> Path:
 def child(mode: str, day_text: str, latency: float) -> None:
     """One day in this process; prints one JSON line."""
     started_imports = time.perf_counter()
-    from cass_pipelines.store import db
-
-    opens = [0]
-    real_connect = db.connect
-
-    def counting_connect(*a, **kw):
-        opens[0] += 1
-        return real_connect(*a, **kw)
-
-    db.connect = counting_connect   # every store open goes through it
+    opens = count_store_opens()
     from datetime import date, timedelta
 
     from cass_pipelines.cli.main import main as cli

@@ -35,23 +35,14 @@ import time
 from pathlib import Path
 
 from loopback import delayed_api
-from machine import machine_after, machine_before, measured, union_s
+from machine import count_store_opens, machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def child() -> None:
     """Catch-up, no-op runs and the floor in this process; prints one JSON line."""
-    from cass_pipelines.store import db
-
-    opens = [0]
-    real_connect = db.connect
-
-    def counting_connect(*a, **kw):
-        opens[0] += 1
-        return real_connect(*a, **kw)
-
-    db.connect = counting_connect   # every store open goes through it
+    opens = count_store_opens()
     import dagster as dg
 
     from cass_pipelines.cli.main import main as cli

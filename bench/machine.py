@@ -67,3 +67,19 @@ def union_s(intervals: list[tuple[float, float]]) -> float:
         total += b - max(a, end)
         end = b
     return total
+
+
+def count_store_opens() -> list[int]:
+    """From now on, count every store open of this process (store.db.connect: one file lock window);
+    returns the live counter, a one-element list."""
+    from cass_pipelines.store import db
+
+    opens = [0]
+    real_connect = db.connect
+
+    def counting_connect(*a, **kw):
+        opens[0] += 1
+        return real_connect(*a, **kw)
+
+    db.connect = counting_connect   # every store open goes through it
+    return opens
