@@ -147,7 +147,7 @@ def test_a_phase_opening_is_decided_from_its_snapshot_with_a_kind_for_every_defe
 
     def offer(max_units: int, room: float):
         snapshot = PhaseSnapshot(day=date(2026, 11, 20), phase="morning", own=own, waiting=earlier,
-                                 paused={"reflection": "quiet week"}, idle=True, pool=None, max_units=max_units)
+                                 paused={"reflection": "quiet week"}, idle=True, max_units=max_units)
         return offer_phase(snapshot, inputs(phases=["morning"], category_remaining={c: room for c in PLENTY}))
 
     roomy = offer(max_units=2, room=10.0)
@@ -177,8 +177,7 @@ def test_from_the_evening_room_no_planned_unit_can_use_is_pooled_for_the_others(
 
     def offer(phase: str, paused: dict, open_elsewhere: frozenset = frozenset()):
         snapshot = PhaseSnapshot(day=date(2026, 11, 20), phase=phase, own=own, waiting=[], paused=paused, idle=True,
-                                 pool=0.0 if phase in ("evening", "night") else None, max_units=4,
-                                 open_elsewhere=open_elsewhere)
+                                 max_units=4, open_elsewhere=open_elsewhere)
         return offer_phase(snapshot, inputs(phases=[phase], category_remaining=room,
                                             largest_call={"writing_session": need / 3}))
 

@@ -10,7 +10,7 @@ from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
-from cass_pipelines.domain.states import DeferKind, UnitStatus
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.preflight import run_problems
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import dead_letters, ledger, plans, views
@@ -172,9 +172,7 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     for phase in sorted(phases, key=PHASES.index):
         reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
         if reason:
-            # Its planned work waits, with the reason: the phase's own next run (after `resume`, say)
-            # takes it back, or a later phase or day offers it again.
-            plans.defer_unopened(rt.store, day, phase, DeferKind.SKIPPED, f"{phase} did not run: {reason}")
+            plans.defer_unopened(rt.store, day, phase, f"{phase} did not run: {reason}")   # its work waits
             runs.append({"phase": phase, "run_id": None, "success": True, "skipped": reason, "error": None,
                          "seconds": 0.0, "cost_usd": 0.0, "calls": 0})
             continue

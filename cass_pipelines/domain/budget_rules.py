@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from cass_pipelines.domain.categories import PHASES, Category, Phase, Priority
 from cass_pipelines.domain.registry import Registry
@@ -99,22 +99,26 @@ def kept_categories(phase: str | None) -> frozenset[str]:
     return KEPT_TO_THE_END if late else STANDING_CATEGORIES
 
 
+def pooled_room(unused: Mapping[str, float], idle: Iterable[str], category: str, pooled_used: float,
+                phase: str | None, day_room: float) -> float:
+    """The room pooled for `category` in `phase` (reservations and phase openings apply this one rule):
+    what the categories with no open work unit today (`idle`; other than `category` itself, and but those
+    kept in the phase) have left unused of their shares, less what pooled calls already use. Shares add
+    up to more than the day's room above the reserve (`day_room`), so the pool never takes what the kept
+    categories have left of it either."""
+    kept = kept_categories(phase)
+    spare = sum(unused.get(c, 0.0) for c in idle if c != category and c not in kept)
+    kept_room = sum(unused.get(c, 0.0) for c in kept if c != category)
+    return max(min(spare - pooled_used, day_room - kept_room), 0.0)
+
+
 def pool_room(settings: Settings, category: str, idle_categories: Sequence[str],
               category_used: Mapping[str, float], pooled_used: float, phase: str | None, day_used: float) -> float:
-    """The room pooled for `category` in `phase`: what the categories with no open work unit today
-    (other than `category` itself, and but those kept in the phase) have left of their own shares,
-    less what pooled calls already use. Shares add up to more than the day's room above the reserve,
-    so the pool never takes what the kept categories have left of the day either (`day_used`: all of
-    the day's spend and holds)."""
-    kept = kept_categories(phase)
-
-    def unused(c: str) -> float:
-        return max(settings.category_limit(c) - category_used.get(c, 0.0), 0.0)
-
-    spare = sum(unused(c) for c in idle_categories if c != category and c not in kept)
-    day_room = settings.daily_budget_usd - settings.reserve_usd - day_used
-    kept_room = sum(unused(c) for c in kept if c != category and c in settings.category_shares)
-    return max(min(spare - pooled_used, day_room - kept_room), 0.0)
+    """`pooled_room` from the day's figures: each category's own spend and holds, what pooled calls
+    use, and all of the day's spend and holds (`day_used`)."""
+    unused = {str(c): max(settings.category_limit(c) - category_used.get(c, 0.0), 0.0) for c in settings.category_shares}
+    return pooled_room(unused, idle_categories, category, pooled_used, phase,
+                       settings.daily_budget_usd - settings.reserve_usd - day_used)
 
 
 def funding(settings: Settings, *, amount: float, category: str, priority: str, day_spent: float,

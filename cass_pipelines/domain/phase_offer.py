@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Mapping
 
-from cass_pipelines.domain.budget_rules import kept_categories
+from cass_pipelines.domain.budget_rules import pooled_room, pooling
 from cass_pipelines.domain.categories import Priority
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.plan_rules import NOT_IDLE_REASON, PlanInputs, PlannedUnit
@@ -30,10 +30,10 @@ class PhaseSnapshot:
     waiting: list[dict]                 # deferred units of earlier phases and days, not yet offered again
     paused: Mapping[str | None, str]    # control_flags: None (everything) or a category -> reason
     idle: bool                          # no conversation within the idle threshold
-    pool: float | None                  # pooled room (from the evening on), else None
     max_units: int
     day_room: float = float("inf")      # what ordinary work may still reserve today (the reserve excluded)
     open_elsewhere: frozenset[str] = frozenset()   # categories with a unit to run today outside this phase
+    pooled_used: float = 0.0            # what today's calls funded from the pool spent and hold
 
 
 @dataclass
@@ -57,10 +57,9 @@ def reoffer_rank(inputs: PlanInputs, template_id: str) -> int:
 def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
     """Two passes over the candidates in priority order. First each is checked against the rules and
     its category's own room, up to the phase's unit limit. Then, from POOL_FROM_PHASE on, units short
-    of money may use the pool: the room of every category left with no unit to run today (but those
-    kept in the phase, budget_rules.kept_categories)
-    (budget_rules.pool_room counts the same categories when the calls are reserved), so room that no
-    planned unit can use goes to the others."""
+    of money may use the pool (budget_rules.pooled_room, the rule reservations apply): the room of the
+    categories this opening leaves with no unit to run today, so room no planned unit can use goes to
+    the others."""
     registry, left = inputs.registry, dict(inputs.category_remaining)
     waiting = [u for u in s.waiting if u["template_id"] in registry.templates
                and s.phase in registry.templates[u["template_id"]].preferred_phases]
@@ -86,31 +85,25 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
             slots -= 1
         verdicts.append(reason)
 
-    if s.pool is not None and short_of_money and slots > 0:
-        admitted = {candidates[i][1]["category"] for i, v in enumerate(verdicts) if v is None}
-        planned_here = {u["category"] for kind, u in candidates if kind == "own"}
-        kept = kept_categories(s.phase)
-        poolable = {c for c in inputs.category_remaining if c not in kept} - s.open_elsewhere
-        idle_before = poolable - planned_here            # counted in s.pool
-        idle = poolable - admitted
-        pool = (s.pool + sum(max(left[c], 0.0) for c in idle - idle_before)
-                - sum(max(inputs.category_remaining[c], 0.0) for c in idle_before - idle))
+    if pooling(s.phase) and short_of_money and slots > 0:
+        # The categories with no unit to run today once this opening is written: their room is pooled.
+        idle = set(inputs.category_remaining) - s.open_elsewhere - {
+            candidates[i][1]["category"] for i, v in enumerate(verdicts) if v is None}
+        pooled_used = s.pooled_used
         for i in short_of_money:
             if slots == 0:
                 break
             u = candidates[i][1]
             c = u["category"]
             own_room = max(left.get(c, 0.0), 0.0)
-            others = pool - (own_room if c in idle else 0.0)   # a category with work gives no room to the pool
-            # ... and never what the kept categories have left of the day (budget_rules.pool_room)
-            day_cap = day_left - sum(max(left.get(k, 0.0), 0.0) for k in kept if k != c)
-            short = inputs.unaffordable(u["template_id"], c, own_room, pool=max(min(others, day_cap), 0.0))
+            pool = pooled_room({k: max(v, 0.0) for k, v in left.items()}, idle, c, pooled_used, s.phase, day_left)
+            short = inputs.unaffordable(u["template_id"], c, own_room, pool=pool)
             if short:
                 verdicts[i] = DeferKind.BUDGET, short
                 continue
-            idle.discard(c)
+            idle.discard(c)   # a category with work gives no room to the pool
             left[c] = own_room - min(own_room, cost[i])
-            pool = others - max(cost[i] - own_room, 0.0)
+            pooled_used += max(cost[i] - own_room, 0.0)
             day_left -= cost[i]
             slots -= 1
             verdicts[i] = None

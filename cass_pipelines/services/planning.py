@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Callable
 
-from cass_pipelines.domain.budget_rules import calibrated_costs, degradation, pooling
+from cass_pipelines.domain.budget_rules import calibrated_costs, degradation
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.phase_offer import PhaseSnapshot, offer_phase
@@ -30,7 +30,7 @@ from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.week import week_context
 from cass_pipelines.store import claims, conversations, persona, plans
 from cass_pipelines.store import goals as goal_store
-from cass_pipelines.store.budget import budget_status, ledger_action_averages
+from cass_pipelines.store.budget import budget_status, ledger_action_averages, pooled_used
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason, paused_scopes
 from cass_pipelines.store.ledger import CallSizes, call_sizes, phase_call_span, prefix_last_used
@@ -217,8 +217,7 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
             waiting=plans.pending_deferred(rt.store, day - timedelta(days=DEFERRED_LOOKBACK_DAYS), day,
                                            PHASES.index(phase)),
             paused=paused_scopes(rt.store), idle=idle, max_units=rt.settings.max_units_per_phase,
-            pool=min(status["pooled_room_usd"], status["remaining_usd"]) if pooling(phase) else None,
-            day_room=status["remaining_usd"],
+            day_room=status["remaining_usd"], pooled_used=pooled_used(rt.store, day),
             open_elsewhere=frozenset(u["category"] for u in plans.units_for_day(rt.store, day)
                                      if u["status"] == UnitStatus.RUNNING or (
                                          u["status"] == UnitStatus.PLANNED

@@ -52,6 +52,10 @@ def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
     return rows_as_dicts(conn.execute(_USED, {"day": day}))
 
 
+def _pooled(used: list[dict]) -> float:
+    return sum(r["spent"] + r["held"] for r in used if r["funding"] == Funding.POOLED)
+
+
 def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, category: str,
           used: list[dict], phase: str | None) -> float:
     idle = [r[0] for r in conn.execute(_IDLE, {"day": day, "categories": list(settings.category_shares)}).fetchall()]
@@ -59,9 +63,14 @@ def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, catego
     for r in used:
         if r["funding"] == Funding.CATEGORY:
             own[r["category"]] = own.get(r["category"], 0.0) + r["spent"] + r["held"]
-    pooled = sum(r["spent"] + r["held"] for r in used if r["funding"] == Funding.POOLED)
-    return rules.pool_room(settings, category, idle, own, pooled, phase,
+    return rules.pool_room(settings, category, idle, own, _pooled(used), phase,
                            day_used=sum(r["spent"] + r["held"] for r in used))
+
+
+def pooled_used(store: Store, day: date) -> float:
+    """What the day's calls funded from the pool spent and hold."""
+    with store.connection() as conn:
+        return _pooled(_used(conn, day))
 
 
 def reserve(store: Store, *, day: date, category: str, amount_usd: float, settings: Settings, priority: str,

@@ -129,12 +129,14 @@ def call_sizes(store: Store, before: date, days: int = 7) -> tuple[dict[str, Cal
     `output_history`, for every action in one query): what planning prices an action's next call from."""
     rows = store.all("""SELECT action_id, model, list(output_tokens) AS outputs,
             list(input_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS prompts
-        FROM llm_ledger WHERE action_id IS NOT NULL AND date < ? AND date >= ? GROUP BY action_id, model""",
+        FROM llm_ledger WHERE date < ? AND date >= ? GROUP BY action_id, model""",
                      [before, before - timedelta(days=days)])
     by_action: dict[str, CallSizes] = {}
     by_model: dict[str, CallSizes] = {}
     for r in rows:
         for key, into in ((r["action_id"], by_action), (r["model"], by_model)):
+            if key is None:   # a call of no action counts only towards its model's
+                continue
             seen = into.get(key, CallSizes([], []))
             into[key] = CallSizes(sorted(seen.outputs + r["outputs"]), sorted(seen.prompts + r["prompts"]))
     return by_action, by_model

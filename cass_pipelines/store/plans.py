@@ -179,13 +179,13 @@ def pending_deferred(store: Store, since: date, before_day: date, before_phase_r
         ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
 
 
-def defer_unopened(store: Store, day: date, phase: str, kind: DeferKind, reason: str) -> list[str]:
-    """Defer the planned units of a phase that is not starting (and never opened): they wait to be
-    offered again, with the reason."""
-    return [r["id"] for r in store.all(f"""UPDATE work_units SET status = '{D}', defer_kind = ?, reason = ?
-        WHERE date = ? AND phase = ? AND status = '{P}'
+def defer_unopened(store: Store, day: date, phase: str, reason: str) -> list[str]:
+    """Defer the planned units of a phase that is not starting (and never opened) as `skipped`, with
+    the reason: the phase's next run takes them back, or a later phase or day offers them again."""
+    return [r["id"] for r in store.all(f"""UPDATE work_units SET status = '{D}', defer_kind = '{DeferKind.SKIPPED}',
+        reason = ? WHERE date = ? AND phase = ? AND status = '{P}'
           AND NOT EXISTS (SELECT 1 FROM phase_openings WHERE date = ? AND phase = ?) RETURNING id""",
-                                       [kind, reason, day, phase, day, phase])]
+                                       [reason, day, phase, day, phase])]
 
 
 def set_unit_status(store: Store, uid: str, status: UnitStatus, now: datetime, *, reason: str | None = None,
