@@ -100,6 +100,7 @@ class FakeAnthropic:
         self.batch_delay_s = 0.0             # a batch ends this long after it was created
         self.expire_batches = False          # batches end with every request expired (nothing billed)
         self.batches: dict[str, dict] = {}   # id -> {"requests", "created", "results"}
+        self.batch_looks: dict[str, int] = {}   # id -> GETs of the batch object (status polls)
         self._script: deque[Reply] = deque()
         self._random = random.Random(seed)
         self._cache = PromptCache()
@@ -266,6 +267,8 @@ class FakeAnthropic:
                     return self._send(error(404, f"no route {self.path}"), None)
                 batch = fake.batch_object(parts[3])
                 if len(parts) == 4:
+                    with fake._lock:
+                        fake.batch_looks[parts[3]] = fake.batch_looks.get(parts[3], 0) + 1
                     return self._send(Reply(200, batch), None)
                 if batch["processing_status"] != "ended" or parts[4] != "results":
                     return self._send(error(404, "results are not available yet"), None)

@@ -17,9 +17,10 @@ from cass_pipelines.domain.batching import BatchState, no_one_waits
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.anthropic_backend import AnthropicBackend
-from cass_pipelines.llm.base import LLMRequest, Usage
+from cass_pipelines.llm.base import BatchAnswer, BatchItem, LLMError, LLMRequest, Usage
 from cass_pipelines.llm.offline import OfflineBackend
 from cass_pipelines.llm.pricing import load_pricing
+from cass_pipelines.services.batch_window import BatchWindow
 from cass_pipelines.services.metering import BatchPending, MeterContext, MeteredClient, collect_batches
 from cass_pipelines.store import batches
 from cass_pipelines.store import budget as sb
@@ -251,6 +252,113 @@ def test_a_day_sends_memory_and_night_work_as_batches_and_reports_them(sample_ho
     assert kinds and all(r["batch"] == no_one_waits(r["category"], r["phase"]) for r in kinds), kinds
     assert any(r["batch"] for r in kinds) and any(not r["batch"] for r in kinds)
 
+
+def test_a_memory_run_sends_its_conversations_in_one_batch_and_one_look_serves_them_all(api_home):  # noqa: F811
+    """The sample's 56 conversations go out in one Message Batch (not one batch per conversation, eight
+    at a time), a few status looks serve every call waiting on it, and each answer is settled once, at
+    the batch price, under its own hold."""
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import instance_for, run_memory
+    from cass_pipelines.services.runtime import open_runtime
+
+    env, server = api_home
+    server.batch_delay_s = 1.2   # ended on the third look: at once, after 0.5 s, after 1 s more
+    rt = open_runtime()
+    assert run_memory(build_defs(rt.settings, rt.registry), instance_for(rt.settings)).success
+    [(batch_id, batch)] = server.batches.items()
+    assert len(batch["requests"]) == 56
+    # Three status looks; the SDK's results() reads the batch once more to find its results URL.
+    assert server.batch_looks[batch_id] == 3 + 1
+    assert rt.store.scalar("SELECT count(DISTINCT conversation_id) FROM conversation_summaries") == 56
+    rows = rt.store.all("SELECT l.batch, l.cost_usd, r.amount_usd, r.status FROM llm_ledger l "
+                        "JOIN reservations r ON r.id = l.reservation_id")
+    assert len(rows) == 56 and len({r["status"] for r in rows}) == 1 and rows[0]["status"] == "reconciled"
+    assert all(r["batch"] and r["cost_usd"] <= r["amount_usd"] for r in rows)
+    assert rt.store.scalar("SELECT count(*) FROM llm_batches WHERE batch_id = ? AND state = 'collected'",
+                           [batch_id]) == 56
+
+
+class Recording:
+    """A BatchClient that records the batches it is asked to create (or refuses them) and answers each
+    item once its batch has been looked at `ends_after` times."""
+
+    def __init__(self, fail: Exception | None = None, ends_after: int = 1):
+        self.created: list[list[str]] = []
+        self.looks: list[tuple[str, int]] = []
+        self.fail, self.ends_after = fail, ends_after
+
+    def submit_batch(self, items):
+        if self.fail:
+            raise self.fail
+        self.created.append([i.custom_id for i in items])
+        return f"batch_{len(self.created)}"
+
+    def collect_batch(self, batch_id, items):
+        self.looks.append((batch_id, len(items)))
+        if sum(1 for b, _ in self.looks if b == batch_id) < self.ends_after:
+            return None
+        return {i.custom_id: BatchAnswer(i.custom_id, None, f"answer to {i.custom_id}") for i in items}
+
+
+def gathered(window: BatchWindow, n: int) -> dict[str, object]:
+    """n threads announce themselves, reserve (a short, uneven pause) and send one item each, then wait
+    for its answer; returns what each got (an answer's error text, or the exception it raised)."""
+    import threading
+    import time
+
+    out: dict[str, object] = {}
+    together = threading.Barrier(n)
+
+    def call(k: int) -> None:
+        item = BatchItem(f"c{k}", LLMRequest(tier="fast", system_prefix="", prompt=str(k), max_tokens=10), None)
+        window.expect()
+        together.wait()   # all on their way before any sends
+        time.sleep(0.002 * (k % 5))
+        try:
+            batch_id = window.send(item)
+            answer = window.answer(batch_id, item, time.monotonic() + 10)
+            out[item.custom_id] = answer and answer.error
+        except Exception as exc:   # noqa: BLE001 - what the caller gets is the subject of the test
+            out[item.custom_id] = exc
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_calls_made_together_go_out_in_one_batch_and_share_its_looks():
+    client = Recording(ends_after=3)
+    window = BatchWindow(client, poll_s=0.05, gather_s=5.0)
+    got = gathered(window, 20)
+    assert len(client.created) == 1
+    assert sorted(client.created[0]) == sorted(f"c{k}" for k in range(20))   # one batch: no one waited 5 s
+    assert got == {f"c{k}": f"answer to c{k}" for k in range(20)}
+    assert len(client.looks) == 3 and client.looks[-1] == ("batch_1", 20)    # every waiter served by 3 looks
+
+
+def test_a_batch_that_cannot_be_created_fails_every_call_in_it_and_the_window_stays_usable():
+    client = Recording(fail=LLMError("Anthropic API error 529 submitting a message batch", retryable=True))
+    window = BatchWindow(client, poll_s=0.05)
+    got = gathered(window, 6)
+    assert all(isinstance(e, LLMError) and "529" in str(e) for e in got.values()), got
+    client.fail = None
+    assert gathered(window, 2) == {"c0": "answer to c0", "c1": "answer to c1"}
+
+
+def test_a_call_that_withdraws_does_not_hold_back_the_batch():
+    import time
+
+    client = Recording()
+    window = BatchWindow(client, poll_s=0.05, gather_s=30.0)
+    window.expect()
+    window.expect()
+    window.withdraw()   # its hold was refused: it will never send
+    started = time.monotonic()
+    item = BatchItem("only", LLMRequest(tier="fast", system_prefix="", prompt="x", max_tokens=10), None)
+    assert window.send(item) == "batch_1" and time.monotonic() - started < 5
 
 
 def test_a_run_killed_between_submitting_and_collecting_a_batch_loses_nothing_paid(api_home):  # noqa: F811

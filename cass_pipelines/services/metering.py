@@ -10,10 +10,11 @@ invalid or cut-off structured output): that one is recorded and settled like a g
 the error is re-raised. The ledger's cost comes from Pricing applied to the usage the response
 reported, never from the estimate. No connection is held across the call.
 
-Work no one waits for (core/batching.py: memory, night) is sent as a Message Batch when the backend
+Work no one waits for (domain/batching.py: memory, night) is sent as a Message Batch when the backend
 offers batches: the hold is priced at the batch rates, the request is stored (store/batches.py)
 before the batch is created and its batch id right after, then the batch is polled until it ends
-(up to settings.batch_wait_s). Its answer is settled through the same path (write-ahead log,
+(up to settings.batch_wait_s). Calls an action's threads make together go out in one batch and share
+its polls (services/batch_window.py). Its answer is settled through the same path (write-ahead log,
 ledger row marked `batch`, reservation reconciled). A batch still running when the wait is over
 defers the work (BatchPending) with its hold kept; `collect_batches` (batch_sensor) settles it when
 it ends, and the work's re-run takes the stored answer instead of paying again. A request that
@@ -55,6 +56,7 @@ from cass_pipelines.llm.base import (
     prefix_key,
 )
 from cass_pipelines.llm.pricing import Pricing
+from cass_pipelines.services.batch_window import BatchWindow
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.store import batches, paid_log
 from cass_pipelines.store.budget import release, reserve, settle
@@ -114,6 +116,7 @@ class MeteredClient:
         self.cost_usd = 0.0
         self.offline = False
         self._lock = threading.Lock()
+        self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s) if self.batching else None
 
     def model_for(self, tier: str) -> str:
         return self.inner.model_for(tier)
@@ -297,16 +300,22 @@ class MeteredClient:
                 model: str, measured: bool) -> dict:
         ctx = self.ctx
         custom_id = f"cass_{uuid.uuid4().hex}"
-        with self.store.session():   # the history reads, the hold and the stored request share one open
-            request, held = self._reserve(request, schema, measured)
-            batches.add(self.store, batches.NewBatchRequest(
-                custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
-                category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
-                action_id=ctx.action_id, run_id=ctx.run_id, step_key=ctx.step_key, model=model,
-                request={**asdict(request), "json_schema": json_schema}, pid=os.getpid(),
-                submitted_at=self.clock.now()))
+        window = cast(BatchWindow, self._window)
+        window.expect()   # the batch being gathered waits for this call while it reserves
         try:
-            batch_id = cast(BatchClient, self.inner).submit_batch([BatchItem(custom_id, request, json_schema)])
+            with self.store.session():   # the history reads, the hold and the stored request share one open
+                request, held = self._reserve(request, schema, measured)
+                batches.add(self.store, batches.NewBatchRequest(
+                    custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
+                    category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
+                    action_id=ctx.action_id, run_id=ctx.run_id, step_key=ctx.step_key, model=model,
+                    request={**asdict(request), "json_schema": json_schema}, pid=os.getpid(),
+                    submitted_at=self.clock.now()))
+        except BaseException:
+            window.withdraw()
+            raise
+        try:
+            batch_id = window.send(BatchItem(custom_id, request, json_schema))
         except BaseException as exc:   # no batch was created: nothing can be billed
             batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
             raise
@@ -319,16 +328,13 @@ class MeteredClient:
         return row
 
     def _await(self, row: dict) -> dict:
-        """Poll the row's batch until it has ended (then settle its answer) or the wait is over."""
+        """Wait for the row's batch to end (then settle its answer) or for the wait to be over."""
         deadline = time.monotonic() + self.settings.batch_wait_s
-        while True:
-            done = collect_one(self.inner, self.store, self.settings, self.pricing, self.clock, row)
-            if done is not None:
-                break
-            if time.monotonic() >= deadline:
-                raise BatchPending(f"waiting for message batch {row['batch_id']}: no answer after "
-                                   f"{self.settings.batch_wait_s:g}s; collected when it ends")
-            time.sleep(min(self.settings.batch_poll_s, max(deadline - time.monotonic(), 0.0)))
+        answer = cast(BatchWindow, self._window).answer(row["batch_id"], _item(row), deadline)
+        if answer is None:
+            raise BatchPending(f"waiting for message batch {row['batch_id']}: no answer after "
+                               f"{self.settings.batch_wait_s:g}s; collected when it ends")
+        done = settle_answer(self.inner, self.store, self.settings, self.pricing, self.clock, row, answer)
         if done["state"] != BatchState.COLLECTED:
             raise BatchPending(f"message batch {row['batch_id']} returned no answer ({done['error']}); "
                                "its hold is released and the work is asked for again")
@@ -362,19 +368,13 @@ def _item(row: dict) -> BatchItem:
     return BatchItem(row["custom_id"], LLMRequest(**data), json_schema)
 
 
-def collect_one(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
-                row: dict) -> dict | None:
-    """Look at one pending request's batch: None while it runs; once it has ended, its answer is
-    settled under the request's reservation at the batch price (write-ahead log first) or, with no
-    answer, the hold is released. Returns the row as it is now. Collecting twice records nothing
-    twice (the ledger's request id is the answer's own)."""
-    if row["state"] == BatchState.SUBMITTING or not row["batch_id"]:
-        return None
+def settle_answer(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
+                  row: dict, answer: BatchAnswer) -> dict:
+    """What an ended batch returned for one stored request: its answer is settled under the request's
+    reservation at the batch price (write-ahead log first) or, with no answer, the hold is released.
+    Returns the row as it is now. Collecting twice records nothing twice (the ledger's request id is
+    the answer's own)."""
     item = _item(row)
-    answers = cast(BatchClient, inner).collect_batch(row["batch_id"], [item])
-    if answers is None:
-        return None
-    answer: BatchAnswer = answers[row["custom_id"]]
     with store.session():   # settling the answer (or releasing its hold) and the request's row: one open
         if answer.result is None:
             batches.ended_without_answer(store, row["custom_id"], answer.error or "no answer", clock.now())
@@ -385,7 +385,9 @@ def collect_one(inner: LLMClient, store: Store, settings: Settings, pricing: Pri
             recorded = MeteredClient(inner, store, settings, pricing, ctx, clock)._record(
                 row["reservation_id"], answer.result, item.request, batch=True)
             batches.collected(store, row["custom_id"], recorded.request_id, answer.result.text, clock.now())
-        return batches.get(store, row["custom_id"])
+        now = batches.get(store, row["custom_id"])
+    assert now is not None   # stored before it was sent
+    return now
 
 
 def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
@@ -395,6 +397,7 @@ def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing:
     any batch it might be in has expired. Returns custom ids by their state now (submitted: still waiting)."""
     out: dict[str, list[str]] = {s: [] for s in (BatchState.COLLECTED, BatchState.FAILED, BatchState.LOST,
                                                  BatchState.SUBMITTED)}
+    by_batch: dict[str, list[dict]] = {}
     for row in batches.pending(store):
         if not owner_dead(Owner(row["run_id"], row["pid"] or 0, row["host"] or ""), is_run_over):
             continue
@@ -404,8 +407,13 @@ def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing:
                                              "stored; any batch it made has expired", clock.now(), BatchState.LOST)
                 out[BatchState.LOST].append(row["custom_id"])
             continue
-        done = collect_one(inner, store, settings, pricing, clock, row)
-        out[BatchState.SUBMITTED if done is None else done["state"]].append(row["custom_id"])
+        by_batch.setdefault(row["batch_id"], []).append(row)
+    for batch_id, rows in by_batch.items():   # one look per batch, whatever number of its requests wait
+        answers = cast(BatchClient, inner).collect_batch(batch_id, [_item(r) for r in rows])
+        for row in rows:
+            state = (BatchState.SUBMITTED if answers is None else
+                     settle_answer(inner, store, settings, pricing, clock, row, answers[row["custom_id"]])["state"])
+            out[state].append(row["custom_id"])
     return out
 
 

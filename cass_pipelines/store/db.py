@@ -159,8 +159,10 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One serialised read-check-write transaction (rolled back on error)."""
-        with _write_lock(str(self.path)), self.connection() as conn:
+        """One serialised read-check-write transaction (rolled back on error). The file is attached
+        before the write lock is taken, so threads queued for the lock share one attachment instead of
+        each attaching and detaching (checkpointing) in turn."""
+        with self.connection() as conn, _write_lock(str(self.path)):
             conn.execute("BEGIN TRANSACTION")
             try:
                 yield conn

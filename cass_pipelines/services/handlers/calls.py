@@ -35,6 +35,8 @@ class ModelCalls:
         self.cost_usd = 0.0
         self.count = 0
         self.offline = False
+        # Whether the calls go out as Message Batches (a MeteredClient for work no one waits for).
+        self.batching = bool(getattr(llm, "batching", False))
         self._lock = threading.Lock()   # an action may call from several threads (memory summaries)
 
     @classmethod

@@ -4,8 +4,8 @@ A conversation is summarised from its watermark on: only messages after the last
 and the watermark moves in the same transaction that stores the summary, so a second run over the
 same messages makes no model call. A long stretch of messages is read in chunks whose quoted text
 stays within `settings.memory_chunk_tokens`; each chunk's call carries the summary so far, so the
-stored summary covers the whole stretch. Conversations are summarised concurrently and each summary
-is stored as it arrives. The messages are quoted data: whatever they ask for, the only thing produced
+stored summary covers the whole stretch. Conversations are summarised concurrently (batched: all in
+one Message Batch; interactive: `llm_concurrency` at a time) and each summary is stored as it arrives. The messages are quoted data: whatever they ask for, the only thing produced
 is a summary.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ def summarize(ctx: HandlerContext, calls: ModelCalls, conv: dict, messages: list
 
 
 def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> ActionResult:
-    """Summarise each conversation, up to `settings.llm_concurrency` at a time, storing each summary
+    """Summarise each conversation (interactive calls `settings.llm_concurrency` at a time), storing each summary
     the moment it is made (a crash loses at most the calls in flight). A conversation whose summary
     fails is counted against it and retried on later runs after a backoff, then parked as a dead
     letter: one bad conversation never stops the others. A budget refusal stops new calls; what was
@@ -145,7 +145,10 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
         failpoint("memory_saved")
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, ctx.settings.llm_concurrency)) as pool:
+        # A batched call holds no connection while its batch runs, so every conversation waits in the
+        # same batch (services/batch_window.py); interactive calls go `llm_concurrency` at a time.
+        workers = len(convs) if calls.batching else ctx.settings.llm_concurrency
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {pool.submit(one, conv): conv for conv in convs}
             for future in as_completed(futures):
                 conv = futures[future]

@@ -1,0 +1,134 @@
+"""Batched calls made together go out together. The calls an action's threads send as Message Batches at
+about the same time (the memory catch-up's conversations) are gathered into one batch, and one poll of
+a batch serves every call waiting on it: looked at once at once, then after FIRST_POLL_S, each later
+look waiting twice as long, up to `batch_poll_s`.
+
+One batch per call meant one create and one polling loop per conversation (56 batches for the sample's
+catch-up, each looked at every `batch_poll_s`), so the catch-up took as many poll intervals as it had
+waves of calls. Holds, stored requests and settlements stay per call (services/metering.py); only the
+sending and the looking are shared.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from cass_pipelines.llm.base import BatchAnswer, BatchClient, BatchItem
+
+GATHER_S = 1.0       # the longest a call waits for calls still on their way (reserving) before its batch goes
+FIRST_POLL_S = 0.5   # the second look at a batch; each later look waits twice as long, up to batch_poll_s
+
+
+class BatchWindow:
+    """Shared by the threads of one MeteredClient. A call announces itself (`expect`) before it reserves,
+    then `send`s its item: the window is sent once no announced call is still on its way, or GATHER_S
+    after it opened. `answer` waits for a request's answer; one waiter at a time looks at a batch."""
+
+    def __init__(self, client: BatchClient, poll_s: float, gather_s: float = GATHER_S):
+        self._client, self._poll_s, self._gather_s = client, poll_s, gather_s
+        self._cond = threading.Condition()
+        self._coming = 0                                        # announced calls not yet in the window
+        self._open: list[BatchItem] = []                        # items gathered, not yet sent
+        self._opened_at = 0.0
+        self._sending = False
+        self._sent: dict[str, str | BaseException] = {}         # custom id -> its batch id, or why not sent
+        self._waiting: dict[str, dict[str, BatchItem]] = {}     # batch id -> its items not yet answered
+        self._answers: dict[str, BatchAnswer] = {}              # custom id -> answer, until its waiter takes it
+        self._looks: dict[str, int] = {}                        # batch id -> looks so far
+        self._looking: set[str] = set()                         # batch ids a waiter is looking at now
+
+    def expect(self) -> None:
+        """A call is on its way to `send` (or will `withdraw`): a window being gathered waits for it."""
+        with self._cond:
+            self._coming += 1
+
+    def withdraw(self) -> None:
+        """An announced call will not send after all (its hold was refused)."""
+        with self._cond:
+            self._coming -= 1
+            if self._coming <= 0:   # the window being gathered may go now
+                self._cond.notify_all()
+
+    def send(self, item: BatchItem) -> str:
+        """Send `item` with the calls gathered around it; returns the id of the batch it went out in."""
+        with self._cond:
+            self._coming -= 1
+            if not self._open:
+                self._opened_at = time.monotonic()
+            self._open.append(item)
+            while item.custom_id not in self._sent:
+                due = self._opened_at + self._gather_s
+                if self._open and not self._sending and (self._coming <= 0 or time.monotonic() >= due):
+                    self._send_open()
+                else:
+                    # nothing gathered or a batch being created: woken when it is; else until the window is due
+                    idle = self._sending or not self._open
+                    self._cond.wait(timeout=None if idle else max(due - time.monotonic(), 0.005))
+            sent = self._sent.pop(item.custom_id)
+        if isinstance(sent, BaseException):
+            raise sent
+        return sent
+
+    def _send_open(self) -> None:
+        """Create a batch of the gathered items (the lock is released meanwhile; later calls gather anew)."""
+        items, self._open = self._open, []
+        self._sending = True
+        self._cond.release()
+        try:
+            outcome: str | BaseException = self._client.submit_batch(items)
+        except BaseException as exc:   # every item's caller gets it: none of them was sent
+            outcome = exc
+        finally:
+            self._cond.acquire()
+            self._sending = False
+        for item in items:
+            self._sent[item.custom_id] = outcome
+        if isinstance(outcome, str):   # one look answers every item sent, whenever its caller comes to wait
+            self._waiting[outcome] = {item.custom_id: item for item in items}
+        self._cond.notify_all()
+
+    def answer(self, batch_id: str, item: BatchItem, deadline: float) -> BatchAnswer | None:
+        """`item`'s answer once its batch has ended; None if it is still running at `deadline`
+        (time.monotonic()). An API error while looking goes to the waiter that looked."""
+        with self._cond:
+            if item.custom_id not in self._answers:   # (a batch another process sent: not known yet)
+                self._waiting.setdefault(batch_id, {})[item.custom_id] = item
+            while item.custom_id not in self._answers:
+                left = deadline - time.monotonic()
+                if left <= 0:   # its answer is collected later (batch_sensor, or the work's re-run)
+                    self._waiting.get(batch_id, {}).pop(item.custom_id, None)
+                    return None
+                if batch_id in self._looking:
+                    self._cond.wait(timeout=left)
+                else:
+                    self._look(batch_id, deadline)
+            return self._answers.pop(item.custom_id)
+
+    def _look(self, batch_id: str, deadline: float) -> None:
+        """One look at the batch for everyone waiting on it, after the pause its look count calls for."""
+        looks = self._looks.get(batch_id, 0)
+        pause = 0.0 if looks == 0 else min(self._poll_s, FIRST_POLL_S * 2 ** (looks - 1))
+        self._looking.add(batch_id)
+        self._cond.release()
+        try:
+            time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
+            with self._cond:
+                items = list(self._waiting.get(batch_id, {}).values())
+            answers = self._client.collect_batch(batch_id, items)
+        finally:
+            self._cond.acquire()
+            self._looks[batch_id] = looks + 1
+            self._looking.discard(batch_id)
+            self._cond.notify_all()
+        if answers is None:
+            return
+        # Ended: every item looked for is answered (with a result or why not); one that came to wait
+        # meanwhile is looked for at once.
+        waiting = self._waiting.get(batch_id, {})
+        for cid, answer in answers.items():
+            if waiting.pop(cid, None) is not None:
+                self._answers[cid] = answer
+        self._looks[batch_id] = 0
+        if not waiting:
+            self._waiting.pop(batch_id, None)
+            self._looks.pop(batch_id, None)
