@@ -21,10 +21,11 @@ of every step still run. Figures (JSON on stdout):
   `real_minus_noop_cpu_ms_per_action_step`: the run's process, user + system), and `machine` gives the
   load average at the start and the end (bench/machine.py): on a loaded machine read the CPU figures.
 With --latency, the API is tests/fake_anthropic.py's server answering every request after a fixed
-delay; `orchestration_share` = (wall - time with an LLM call in flight) / wall, for the day and per
-run; `orchestration_share_cpu_estimate` = CPU / (CPU + time with a call in flight), what an idle
-machine would show. `memory_catchup` is memory_job's run (the sample's 56 conversations, summarised
-`llm_concurrency` at a time).
+delay, and ending every message batch that long after its creation. `llm_busy_s` is the time spent
+waiting for the API (bench/loopback.py: an interactive call in flight, or a batched request's batch
+running); `orchestration_share` = (wall - llm_busy_s) / wall, for the day and per run;
+`orchestration_share_cpu_estimate` = CPU / (CPU + llm_busy_s), what an idle machine would show.
+`memory_catchup` is memory_job's run (the sample's 56 conversations: batched, all in one batch).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from loopback import delayed_api
+from loopback import api_wait_intervals, delayed_api
 from machine import count_store_opens, machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +101,7 @@ def child(mode: str, day_text: str, latency: float) -> None:
         calls = rt.store.all("SELECT epoch(ts) AS t, latency_ms / 1000.0 AS s FROM llm_ledger WHERE run_id = ?",
                              [result.run_id])
         llm_s = sum(c["s"] for c in calls)
-        llm_busy_s = union_s([(c["t"] - c["s"], c["t"]) for c in calls])
+        llm_busy_s = union_s(api_wait_intervals(rt.store, result.run_id))
         # Time in calls per work unit: what running a phase's units side by side could overlap at most.
         units = rt.store.all("SELECT sum(latency_ms) / 1000.0 AS s FROM llm_ledger WHERE run_id = ? "
                              "AND work_unit_id IS NOT NULL GROUP BY work_unit_id", [result.run_id])
@@ -140,9 +141,8 @@ def launch(mode: str, day: str, latency: float, tmp: Path) -> dict:
         env["CASS_ACTIONS_FILE"] = str(noop_registry(home / "noop_definitions.json"))
         (home / "cass").mkdir()   # init keeps this cass.toml: the registry may name the no-op handler
         (home / "cass" / "cass.toml").write_text('handler_modules = ["noop_handlers"]\n')
-    # Batches end at once: the day's memory calls are batched, and waiting a poll interval for each
-    # would measure the poll interval (bench_memory.py measures batches that take the latency).
-    with delayed_api(latency) if latency else contextlib.nullcontext({"CASS_LLM": "offline"}) as api:
+    # A message batch ends `latency` after its creation, as an interactive call answers.
+    with delayed_api(latency, batch_delay_s=latency) if latency else contextlib.nullcontext({"CASS_LLM": "offline"}) as api:
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--child", mode, "--date", day, "--latency", str(latency)],
                               env={**env, **api}, capture_output=True, text=True)

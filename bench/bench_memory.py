@@ -8,15 +8,16 @@ catch-up in a fresh process and CASS_HOME.
 
 Figures (JSON on stdout), per code (this checkout, and with --before that one, first on PYTHONPATH),
 latency and batch mode:
-- `catchup`: wall and CPU seconds of the run, LLM calls, conversations summarised, time with a call in
-  flight (`llm_busy_s`), DuckDB opens (every store.db.connect: one file lock window) and opens per
+- `catchup`: wall and CPU seconds of the run, LLM calls, conversations summarised, time waiting for the
+  API (`llm_busy_s`: an interactive call in flight or a batched request's batch running), DuckDB opens (every store.db.connect: one file lock window) and opens per
   summarised conversation.
 - `noop`: the next memory_job run, nothing to summarise (median of 3): wall, CPU, opens, LLM calls.
 - `floor`: a job of one op that does nothing, on the same instance (median of 3): what any run costs;
   `floor_asset`: the same for a job materialising one asset that does nothing (asset events included).
 With a latency, the API is tests/fake_anthropic.py's server answering each message after that delay,
 and each message batch ending that long after it was created (so batched calls wait as long as
-interactive ones; then the batch poll interval, `batch_poll_s`, decides how long a batched call waits).
+interactive ones; the looks at a batch, at once, after 0.5 s and then doubling up to `batch_poll_s`,
+decide how long after its end a batched call has its answer).
 Offline (latency 0) calls and batches answer at once. `sdk_import`: importing the anthropic SDK, done
 before the catch-up and measured apart (every process that calls the API pays it once: a run worker
 launched by the daemon per run, run-day once for the day).
@@ -34,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from loopback import delayed_api
+from loopback import api_wait_intervals, delayed_api
 from machine import count_store_opens, machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,10 +67,8 @@ def child() -> None:
             result = launch()
         assert result.success, result
         out = {**span.figures(), "duckdb_opens": opens[0] - before}
-        calls = rt.store.all("SELECT epoch(ts) AS t, latency_ms / 1000.0 AS s FROM llm_ledger WHERE run_id = ?",
-                             [result.run_id])
-        out["llm_calls"] = len(calls)
-        out["llm_busy_s"] = round(union_s([(c["t"] - c["s"], c["t"]) for c in calls]), 3)
+        out["llm_calls"] = rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE run_id = ?", [result.run_id])
+        out["llm_busy_s"] = round(union_s(api_wait_intervals(rt.store, result.run_id)), 3)
         return out
 
     def median_of(runs: list[dict]) -> dict:

@@ -58,10 +58,11 @@ class Settings(BaseModel):
     max_retries: int = Field(default=4, ge=0, le=20)
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     attempt_timeout_s: float = Field(default=60.0, gt=0, le=3600)   # one HTTP attempt; a hung one is retried
-    llm_concurrency: int = Field(default=8, ge=1, le=64)   # model calls in flight at once (memory summaries)
+    llm_concurrency: int = Field(default=8, ge=1, le=64)   # interactive calls in flight at once (memory summaries)
     cache_ttl: Literal["5m", "1h"] = "5m"
     # Memory summarising and night work go through Message Batches (half price); a job waits up to
-    # batch_wait_s for its batch, polling every batch_poll_s, then defers its unit (collected later).
+    # batch_wait_s for its batch, looking at it soon, then less often up to every batch_poll_s, then
+    # defers its unit (collected later).
     batch_work: bool = True
     batch_wait_s: float = Field(default=1800.0, ge=0, le=24 * 3600)
     batch_poll_s: float = Field(default=10.0, gt=0, le=3600)
