@@ -15,6 +15,7 @@ from dagster._core.storage.tags import PRIORITY_TAG, REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 from cass_pipelines.cli.main import main
+from cass_pipelines.event_log import KEPT_RUN_SHARDS, PooledSqliteEventLogStorage
 from cass_pipelines.execution import EARLIER_DAGSTER_YAMLS, SHIPPED_DAGSTER_YAML, install_dagster_yaml
 from cass_pipelines.run_queue import PhaseOrderedRunCoordinator, queue_priority
 
@@ -58,6 +59,7 @@ def test_init_installs_the_shipped_dagster_yaml_and_creates_the_instance(cass_en
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert not instance.run_retries_retry_on_asset_or_op_failure
         assert not instance.telemetry_enabled
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
     assert main(["init", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dagster_yaml"] == "current"
 
@@ -103,6 +105,45 @@ def test_cli_runs_are_listed_under_their_job_in_the_ui(sample_home, capsys):
     # No pickled step outputs: every asset keeps its data in DuckDB, steps pass theirs in memory.
     files = [p for p in (Path(os.environ["DAGSTER_HOME"]) / "storage").rglob("*") if p.is_file()]
     assert files and not [p for p in files if "compute_logs" not in p.parts]   # logs only
+
+
+def test_the_event_log_keeps_its_connections_and_writes_what_dagsters_own_class_reads(sample_home, capsys):
+    """A run's events go through the pooled event log into the files Dagster's own SQLite event log
+    reads (the run's shard and the asset index), so removing the dagster.yaml entry loses nothing."""
+    from dagster._core.storage.event_log import SqliteEventLogStorage
+
+    assert main(["run-phase", "morning", "--date", DAY.isoformat(), "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["runs"][0]["run_id"]
+    instance = dg.DagsterInstance.get()
+    assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+    own = SqliteEventLogStorage(str(Path(os.environ["DAGSTER_HOME"]) / "history" / "runs"))
+    logs = own.get_logs_for_run(run_id)
+    assert [(e.timestamp, e.dagster_event_type) for e in logs] == [
+        (e.timestamp, e.dagster_event_type) for e in instance.all_logs(run_id)]
+    assert sum(e.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS for e in logs if e.dagster_event) >= 7
+    plan = own.get_latest_materialization_events([dg.AssetKey("phase_plan")])[dg.AssetKey("phase_plan")]
+    assert plan is not None and plan.run_id == run_id
+
+
+def test_the_event_log_keeps_a_bounded_number_of_engines_and_a_forked_child_opens_its_own(tmp_path):
+    storage = PooledSqliteEventLogStorage(str(tmp_path))
+    for shard in ["index", *(f"run_{n}" for n in range(KEPT_RUN_SHARDS + 4))]:
+        with storage._connect(shard) as conn:
+            conn.exec_driver_sql("SELECT 1")
+    assert list(storage._engines) == ["index", *(f"run_{n}" for n in range(4, KEPT_RUN_SHARDS + 4))]
+    pid = os.fork()
+    if pid == 0:   # the child: no engine of its parent's, and it can still write
+        try:
+            fresh = not storage._engines
+            with storage._connect("run_child") as conn:
+                conn.exec_driver_sql("SELECT 1")
+            os._exit(0 if fresh else 3)
+        except BaseException:
+            os._exit(4)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert len(storage._engines) == KEPT_RUN_SHARDS + 1   # the parent's engines are untouched
+    storage.dispose()
+    assert not storage._engines
 
 
 def test_the_queue_starts_a_days_phases_in_day_order(cass_env):
