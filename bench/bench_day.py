@@ -4,11 +4,14 @@ with the real handlers and with no-op handlers side by side, each in a fresh pro
     .venv/bin/python bench/bench_day.py                      # offline: real vs no-op handlers
     .venv/bin/python bench/bench_day.py --latency 2          # real handlers, loopback API answering in 2 s
     .venv/bin/python bench/bench_day.py --repeat 2           # alternate the modes, twice each
+    .venv/bin/python bench/bench_day.py --before /path/to/old/checkout   # that code too, runs interleaved
 
 Offline, the no-op registry is the shipped one with every handler replaced by one that returns
 success without a call or a write (bench/noop_handlers.py), except memory_job's (the day is planned
 from what it writes, so both modes plan the same units); planning, summaries and the bookkeeping
 of every step still run. Figures (JSON on stdout):
+- `summary` (this checkout) and, with --before, `summary_before` (that checkout, first on PYTHONPATH;
+  its runs alternate with this checkout's, so both see the same machine).
 - `day_wall_s` per mode, and per run: wall, steps by kind, LLM calls, time inside LLM calls
   (ledger latency), DuckDB opens (every store.db.connect: one file lock window).
 - `action_steps`: steps that run one action (`...action_N[...]`); other steps are counted apart.
@@ -131,10 +134,11 @@ def step_walls(instance, run_id: str) -> dict[str, float]:
     return walls
 
 
-def launch(mode: str, day: str, latency: float, tmp: Path) -> dict:
+def launch(mode: str, day: str, latency: float, tmp: Path, code: str | None = None) -> dict:
     home = tmp / f"{mode}-{time.perf_counter_ns()}"
     env = {**os.environ, "CASS_HOME": str(home / "cass"), "DAGSTER_HOME": str(home / "dagster"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([*([code] if code else []), str(ROOT / "bench"), str(ROOT / "tests"),
+                                          os.environ.get("PYTHONPATH", "")])}
     env.pop("CASS_ACTIONS_FILE", None)
     (home / "dagster").mkdir(parents=True)
     if mode == "noop":
@@ -148,7 +152,7 @@ def launch(mode: str, day: str, latency: float, tmp: Path) -> dict:
                               env={**env, **api}, capture_output=True, text=True)
         wall = time.perf_counter() - started
     if proc.returncode:
-        sys.exit(f"{mode} day failed:\n{proc.stderr[-4000:]}")
+        sys.exit(f"{mode} day failed ({code or 'this checkout'}):\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["process_wall_s"] = round(wall, 3)
     out["day_wall_s"] = round(sum(r["wall_s"] for r in out["runs"]), 3)
@@ -210,6 +214,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="loopback API delay per request, seconds")
     parser.add_argument("--modes", default="real,noop", help="real and/or noop (offline only)")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--before", help="a checkout's directory to compare with (put first on PYTHONPATH)")
     parser.add_argument("--child")
     args = parser.parse_args(argv)
     args.date = args.date or (datetime.now().date() - timedelta(days=1)).isoformat()
@@ -217,10 +222,16 @@ def main(argv: list[str]) -> None:
         return child(args.child, args.date, args.latency)
     modes = ["real"] if args.latency else args.modes.split(",")
     machine = machine_before()
+    codes = [None, *([str(Path(args.before).resolve())] if args.before else [])]
     with tempfile.TemporaryDirectory(prefix="cass-bench-day-") as tmp:
-        results = [launch(m, args.date, args.latency, Path(tmp)) for _ in range(args.repeat) for m in modes]
-    print(json.dumps({"bench": "day", "date": args.date, "latency_s": args.latency,
-                      "machine": machine_after(machine), "summary": summary(results), "results": results}, indent=1))
+        runs = [(code, launch(m, args.date, args.latency, Path(tmp), code))
+                for _ in range(args.repeat) for m in modes for code in codes]
+    results = [r for code, r in runs if code is None]
+    before = [r for code, r in runs if code is not None]
+    print(json.dumps({"bench": "day", "date": args.date, "latency_s": args.latency, "before": args.before,
+                      "machine": machine_after(machine), "summary": summary(results),
+                      **({"summary_before": summary(before)} if before else {}),
+                      "results": results, **({"results_before": before} if before else {})}, indent=1))
 
 
 if __name__ == "__main__":

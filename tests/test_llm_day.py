@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from fake_anthropic import overloaded
 from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
@@ -16,12 +17,18 @@ DAY = SAMPLE_DAY
 def test_day_with_20_percent_retryable_failures_ledgers_exactly_what_the_server_answered(
         sample_home, fake_anthropic, monkeypatch, capsys):
     fake_anthropic.fail_rate = 0.2
+    # The day makes few interactive calls (its memory work goes in one batch): the first one surely fails.
+    fake_anthropic.script(overloaded("0.01"))
     monkeypatch.setenv("CASS_LLM", "anthropic")
     assert main(["run-day", "--date", DAY.isoformat(), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert all(run["success"] for run in report["runs"]), report["runs"]
     answered = fake_anthropic.answered
-    assert len(fake_anthropic.requests) > len(answered) > 10          # failures happened and were retried
+    assert len(answered) > 10
+    # Failures happened and were retried: more messages were posted than answered one by one (a batch's
+    # answers come back many to one request).
+    posted = [r for r in fake_anthropic.requests if r["path"].split("?")[0] == "/v1/messages"]
+    assert len(posted) > len([a for a in answered if not a.batch]) > 5
 
     store = Store(load_settings().db_path)
     totals = ledger.totals(store)                                      # the planned day and the memory job
