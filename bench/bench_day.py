@@ -24,9 +24,9 @@ of every step still run. Figures (JSON on stdout):
   `real_minus_noop_cpu_ms_per_action_step`: the run's process, user + system), and `machine` gives the
   load average at the start and the end (bench/machine.py): on a loaded machine read the CPU figures.
 With --latency, the API is tests/fake_anthropic.py's server answering every request after a fixed
-delay, and ending every message batch that long after its creation. `llm_busy_s` is the time spent
-waiting for the API (bench/loopback.py: an interactive call in flight, or a batched request's batch
-running); `orchestration_share` = (wall - llm_busy_s) / wall, for the day and per run;
+delay, and ending every message batch that long after its creation. `llm_busy_s` is the time the API
+was working (bench/loopback.py: an interactive call in flight, or a batched request's batch running,
+not the wait between its end and the look that saw it); `orchestration_share` = (wall - llm_busy_s) / wall, for the day and per run;
 `orchestration_share_cpu_estimate` = CPU / (CPU + llm_busy_s), what an idle machine would show.
 `memory_catchup` is memory_job's run (the sample's 56 conversations: batched, all in one batch).
 """
@@ -104,7 +104,7 @@ def child(mode: str, day_text: str, latency: float) -> None:
         calls = rt.store.all("SELECT epoch(ts) AS t, latency_ms / 1000.0 AS s FROM llm_ledger WHERE run_id = ?",
                              [result.run_id])
         llm_s = sum(c["s"] for c in calls)
-        llm_busy_s = union_s(api_wait_intervals(rt.store, result.run_id))
+        llm_busy_s = union_s(api_wait_intervals(rt.store, result.run_id, latency))
         # Time in calls per work unit: what running a phase's units side by side could overlap at most.
         units = rt.store.all("SELECT sum(latency_ms) / 1000.0 AS s FROM llm_ledger WHERE run_id = ? "
                              "AND work_unit_id IS NOT NULL GROUP BY work_unit_id", [result.run_id])

@@ -8,15 +8,15 @@ catch-up in a fresh process and CASS_HOME.
 
 Figures (JSON on stdout), per code (this checkout, and with --before that one, first on PYTHONPATH),
 latency and batch mode:
-- `catchup`: wall and CPU seconds of the run, LLM calls, conversations summarised, time waiting for the
-  API (`llm_busy_s`: an interactive call in flight or a batched request's batch running), DuckDB opens (every store.db.connect: one file lock window) and opens per
+- `catchup`: wall and CPU seconds of the run, LLM calls, conversations summarised, time the API was
+  working (`llm_busy_s`: an interactive call in flight or a batched request's batch running), DuckDB opens (every store.db.connect: one file lock window) and opens per
   summarised conversation.
 - `noop`: the next memory_job run, nothing to summarise (median of 3): wall, CPU, opens, LLM calls.
 - `floor`: a job of one op that does nothing, on the same instance (median of 3): what any run costs;
   `floor_asset`: the same for a job materialising one asset that does nothing (asset events included).
 With a latency, the API is tests/fake_anthropic.py's server answering each message after that delay,
 and each message batch ending that long after it was created (so batched calls wait as long as
-interactive ones; the looks at a batch, at once, after 0.5 s and then doubling up to `batch_poll_s`,
+interactive ones; the looks at a batch, at once, after 0.25 s and then each pause 1.5 times the last up to `batch_poll_s`,
 decide how long after its end a batched call has its answer).
 Offline (latency 0) calls and batches answer at once. `sdk_import`: importing the anthropic SDK, done
 before the catch-up and measured apart (every process that calls the API pays it once: a run worker
@@ -41,7 +41,7 @@ from machine import count_store_opens, machine_after, machine_before, measured, 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def child() -> None:
+def child(latency: float) -> None:
     """Catch-up, no-op runs and the floor in this process; prints one JSON line."""
     opens = count_store_opens()
     import dagster as dg
@@ -68,7 +68,7 @@ def child() -> None:
         assert result.success, result
         out = {**span.figures(), "duckdb_opens": opens[0] - before}
         out["llm_calls"] = rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE run_id = ?", [result.run_id])
-        out["llm_busy_s"] = round(union_s(api_wait_intervals(rt.store, result.run_id)), 3)
+        out["llm_busy_s"] = round(union_s(api_wait_intervals(rt.store, result.run_id, latency)), 3)
         return out
 
     def median_of(runs: list[dict]) -> dict:
@@ -109,8 +109,8 @@ def launch(code: str | None, latency: float, batch_work: bool, tmp: Path) -> dic
                PYTHONPATH=os.pathsep.join([*([code] if code else []), str(ROOT / "bench")]))
     with delayed_api(latency, batch_delay_s=latency) if latency else contextlib.nullcontext(
             {"CASS_LLM": "offline"}) as api:
-        proc = subprocess.run([sys.executable, __file__, "--child"], env={**env, **api}, capture_output=True,
-                              text=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", "--latency", str(latency)], env={**env, **api},
+                              capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"memory bench failed ({code or 'this checkout'}, latency {latency}):\n{proc.stderr[-4000:]}")
     return {"latency_s": latency, **json.loads(proc.stdout.strip().splitlines()[-1])}
@@ -124,7 +124,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args(argv)
     if args.child:
-        return child()
+        return child(float(args.latency))
     machine = machine_before()
     codes = {"after": None, **({"before": str(Path(args.before).resolve())} if args.before else {})}
     out: dict = {"bench": "memory"}

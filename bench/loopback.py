@@ -25,12 +25,13 @@ def delayed_api(latency_s: float, batch_delay_s: float = 0.0) -> Iterator[dict[s
         yield {"CASS_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": server.url}
 
 
-def api_wait_intervals(store, run_id: str) -> list[tuple[float, float]]:
-    """(start, end) epoch seconds of the run's time waiting for the API: each interactive call (its
-    ledger latency) and each batched request, from its submission to its batch's end as collected
-    (the ledger's latency of a batched answer is only its collection)."""
+def api_wait_intervals(store, run_id: str, batch_delay_s: float) -> list[tuple[float, float]]:
+    """(start, end) epoch seconds of the run's time the API was working for it: each interactive call
+    (its ledger latency) and each batched request from its submission until its batch ended, i.e.
+    `batch_delay_s` later on the loopback API (the ledger's latency of a batched answer is only its
+    collection, and the time between a batch's end and the look that saw it is ours, not the API's)."""
     calls = store.all("SELECT epoch(ts) AS t, latency_ms / 1000.0 AS s FROM llm_ledger WHERE run_id = ? AND NOT batch",
                       [run_id])
     waits = store.all("SELECT epoch(submitted_at) AS a, epoch(ended_at) AS b FROM llm_batches "
                       "WHERE run_id = ? AND ended_at IS NOT NULL", [run_id])
-    return [(c["t"] - c["s"], c["t"]) for c in calls] + [(w["a"], w["b"]) for w in waits]
+    return [(c["t"] - c["s"], c["t"]) for c in calls] + [(w["a"], min(w["b"], w["a"] + batch_delay_s)) for w in waits]

@@ -262,13 +262,14 @@ def test_a_memory_run_sends_its_conversations_in_one_batch_and_one_look_serves_t
     from cass_pipelines.services.runtime import open_runtime
 
     env, server = api_home
-    server.batch_delay_s = 1.2   # ended on the third look: at once, after 0.5 s, after 1 s more
+    server.batch_delay_s = 1.0   # looked at 0, 0.25, 0.625, 1.19, 2.03 s after its creation
     rt = open_runtime()
     assert run_memory(build_defs(rt.settings, rt.registry), instance_for(rt.settings)).success
     [(batch_id, batch)] = server.batches.items()
     assert len(batch["requests"]) == 56
-    # Three status looks; the SDK's results() reads the batch once more to find its results URL.
-    assert server.batch_looks[batch_id] == 3 + 1
+    # A few status looks (4 or 5 as the machine goes), not one loop per conversation; the SDK's
+    # results() reads the batch once more to find its results URL.
+    assert 4 <= server.batch_looks[batch_id] - 1 <= 5
     assert rt.store.scalar("SELECT count(DISTINCT conversation_id) FROM conversation_summaries") == 56
     rows = rt.store.all("SELECT l.batch, l.cost_usd, r.amount_usd, r.status FROM llm_ledger l "
                         "JOIN reservations r ON r.id = l.reservation_id")

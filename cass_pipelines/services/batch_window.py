@@ -1,7 +1,8 @@
 """Batched calls made together go out together. The calls an action's threads send as Message Batches at
 about the same time (the memory catch-up's conversations) are gathered into one batch, and one poll of
-a batch serves every call waiting on it: looked at once at once, then after FIRST_POLL_S, each later
-look waiting twice as long, up to `batch_poll_s`.
+a batch serves every call waiting on it: looked at at once, then after FIRST_POLL_S, each later look
+waiting half as long again, up to `batch_poll_s` (a gentle backoff: a batch is seen within about a
+third of its age after it ended, and a long one is looked at every `batch_poll_s`).
 
 One batch per call meant one create and one polling loop per conversation (56 batches for the sample's
 catch-up, each looked at every `batch_poll_s`), so the catch-up took as many poll intervals as it had
@@ -16,7 +17,8 @@ import time
 from cass_pipelines.llm.base import BatchAnswer, BatchClient, BatchItem
 
 GATHER_S = 1.0       # the longest a call waits for calls still on their way (reserving) before its batch goes
-FIRST_POLL_S = 0.5   # the second look at a batch; each later look waits twice as long, up to batch_poll_s
+FIRST_POLL_S = 0.25  # the pause before the second look at a batch
+POLL_GROWTH = 1.5    # each later pause is this much longer, up to batch_poll_s
 
 
 class BatchWindow:
@@ -107,7 +109,7 @@ class BatchWindow:
     def _look(self, batch_id: str, deadline: float) -> None:
         """One look at the batch for everyone waiting on it, after the pause its look count calls for."""
         looks = self._looks.get(batch_id, 0)
-        pause = 0.0 if looks == 0 else min(self._poll_s, FIRST_POLL_S * 2 ** (looks - 1))
+        pause = 0.0 if looks == 0 else min(self._poll_s, FIRST_POLL_S * POLL_GROWTH ** (looks - 1))
         self._looking.add(batch_id)
         self._cond.release()
         try:
