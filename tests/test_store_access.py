@@ -140,9 +140,13 @@ def test_status_reads_recent_runs_without_dagster_as_dagster_does(day_env, tmp_p
     assert recent_runs(tmp_path / "empty") == []
 
 
-def test_status_json_does_not_import_dagster(sample_home):
-    code = ("import json, sys; from cass_pipelines.cli.main import main; main(['status', '--json']); "
-            "sys.stderr.write(json.dumps([m for m in ('dagster', 'sqlalchemy', 'anthropic') if m in sys.modules]))")
+@pytest.mark.parametrize("command", ["status", "budget"])
+def test_read_commands_import_no_dagster_sdk_or_run_time_modules(sample_home, command):
+    """What only runs need (Dagster, the SDK, the preflight, the importer, the week report) stays unloaded."""
+    heavy = ("dagster", "sqlalchemy", "anthropic", "cass_pipelines.services.preflight",
+             "cass_pipelines.services.importer", "cass_pipelines.services.week_report")
+    code = (f"import json, sys; from cass_pipelines.cli.main import main; main([{command!r}, '--json']); "
+            f"sys.stderr.write(json.dumps([m for m in {heavy!r} if m in sys.modules]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "[]"

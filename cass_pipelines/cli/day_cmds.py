@@ -11,7 +11,6 @@ from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
 from cass_pipelines.domain.states import UnitStatus
-from cass_pipelines.services.preflight import run_problems
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status
@@ -60,6 +59,7 @@ def _setup(rt: Runtime) -> tuple[Any, Any]:   # (DagsterInstance, Definitions): 
     there (prices, an API key, writable homes): a run must not fail on what can be checked now."""
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.execution import instance_for
+    from cass_pipelines.services.preflight import run_problems  # not for read commands
 
     problems = run_problems(rt.settings)
     if problems:
@@ -245,7 +245,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     from cass_pipelines.store.claims import never_over
 
     settings, store = open_store()
-    check_version(store)
     now = clock_from_env().now()
     day, phase = phase_at(now, settings)
     home = dagster_runs.dagster_home_path(settings.home)
@@ -266,6 +265,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             runs, is_over = [], never_over
             runs_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
     with store.session():   # one open for every read below (and a recovery only when something is stale)
+        check_version(store)
         if stale(store, settings.home, is_over):
             recover(store, settings.home, is_over, now)
         units = plans.units_for_day(store, day)

@@ -5,20 +5,23 @@ import argparse
 import os
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cass_pipelines.cli.output import EXIT_USAGE, CliError, emit, table
-from cass_pipelines.config.persona import SAMPLE_PERSONA_FILE, load_persona
 from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, read_registry_file
 from cass_pipelines.config.settings import SAMPLE_CONFIG, load_settings
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.settings import SettingsError
-from cass_pipelines.services.importer import ImportRefused, ImportReport, first_lines, read_batches
-from cass_pipelines.services.preflight import run_problems
 from cass_pipelines.services.runtime import open_runtime, require_initialised
 from cass_pipelines.store import conversations, persona
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate
 
+if TYPE_CHECKING:
+    from cass_pipelines.services.importer import ImportReport
+
+# The importer, the persona reader and the preflight are imported where used: a read command
+# (status, budget) starts without them.
 SAMPLE_CONVERSATIONS = Path(__file__).resolve().parent.parent / "data" / "sample_conversations.jsonl"
 
 
@@ -44,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def import_file(store: Store, path: Path, shift: timedelta = timedelta(0)) -> ImportReport:
+    from cass_pipelines.services.importer import ImportReport, first_lines, read_batches
+
     report = ImportReport()
     now = clock_from_env().now()
     seen_before = []   # conflicts with a stored message: from an earlier line of this file, or stored before
@@ -84,6 +89,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     out = {"home": str(home), "database": str(settings.db_path), "config": str(config),
            "migrations_applied": applied, **prepare_instance(settings)}
     if args.sample or args.persona:
+        from cass_pipelines.config.persona import SAMPLE_PERSONA_FILE, load_persona
+
         try:
             seed = load_persona(args.persona or SAMPLE_PERSONA_FILE)
         except ValueError as exc:
@@ -120,6 +127,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     registry, reg_errors = read_registry_file(Path(registry_file), handler_modules)
     errors.extend(reg_errors)
     if settings is not None:
+        from cass_pipelines.services.preflight import run_problems
+
         errors.extend(run_problems(settings))
     out = {"ok": not errors, "registry": str(registry_file),
            "actions": len(registry.actions) if registry else 0,
@@ -148,6 +157,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from cass_pipelines.services.importer import ImportRefused
+
     if args.file.is_dir():
         raise CliError(f"{args.file}: is a directory; expected a JSONL file")
     if not args.file.exists():

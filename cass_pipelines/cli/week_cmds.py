@@ -8,10 +8,8 @@ from cass_pipelines.cli.output import EXIT_FAILED, CliError, bounded_text, emit,
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
-from cass_pipelines.domain.goals import week_start
 from cass_pipelines.domain.states import ApprovalState, GoalSource, GoalStatus, UnitStatus
 from cass_pipelines.services.runtime import open_runtime
-from cass_pipelines.services.week_report import render_week, week_report
 from cass_pipelines.store import approvals
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store.schema import migrate
@@ -85,6 +83,8 @@ def cmd_goal_add(args: argparse.Namespace) -> int:
 
 
 def cmd_goal_list(args: argparse.Namespace) -> int:
+    from cass_pipelines.domain.goals import week_start  # imported where used: read commands start faster
+
     rt = _reader()
     today = _today(rt)[0]
     rows = goal_store.goals(rt.store, None if args.all else GoalStatus.ACTIVE.value)
@@ -161,7 +161,9 @@ def cmd_approvals_decide(args: argparse.Namespace) -> int:
 # ---- run-week ----------------------------------------------------------------------------------
 
 def cmd_run_week(args: argparse.Namespace) -> int:
+    from cass_pipelines.domain.goals import week_start
     from cass_pipelines.execution import QUIET, execute, run_tags
+    from cass_pipelines.services.week_report import render_week, week_report
 
     rt = open_runtime(must_exist=True)
     if not 1 <= args.days <= WEEK_DAYS:

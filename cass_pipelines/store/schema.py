@@ -227,6 +227,7 @@ def current_version(store: Store) -> int:
 
 def check_version(store: Store) -> None:
     """Refuse a database written by a newer cass-pipelines (read commands, which never migrate)."""
-    found = current_version(store)
+    with store.session():   # its two reads: one open
+        found = current_version(store)
     if found > LATEST_VERSION:
         raise SchemaTooNewError(store.path, found)
