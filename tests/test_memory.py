@@ -190,6 +190,30 @@ def test_a_catch_up_opens_the_store_a_bounded_number_of_times_per_conversation(s
     assert count(rt, f"SELECT count(*) FROM claims WHERE key LIKE 'memory:%' AND state = '{ClaimState.DONE}'") == 56
 
 
+@pytest.mark.parametrize("budget, all_paid", [(1.0, True), (0.3, False)])
+def test_refused_conversations_are_asked_again_once_the_holds_before_them_settle(sample_home, monkeypatch, budget,
+                                                                                  all_paid):
+    """Batched, every conversation is held for at once, and the 56 holds (first day: no measured
+    outputs, ~7x the bills) exceed the memory share of a $1 day ($0.10) though the bills fit: the
+    refused ones are asked again, pass after pass, as the first holds settle, so one run summarises
+    all 56. On a $0.30 day ($0.03) the bills do not fit: what fits is summarised, the rest is released
+    and the unit deferred for money."""
+    monkeypatch.setenv("CASS_DAILY_BUDGET_USD", str(budget))
+    rt = open_runtime()
+    assert memory_job(rt)().success
+    summarised = count(rt, "SELECT count(DISTINCT conversation_id) FROM conversation_summaries")
+    spent = rt.store.scalar("SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE category = 'memory'")
+    assert spent <= rt.settings.category_limit("memory") + 1e-9
+    assert count(rt, "SELECT count(DISTINCT batch_id) FROM llm_batches") > 1        # more than one pass
+    assert count(rt, f"SELECT count(*) FROM claims WHERE key LIKE 'memory:%' AND state = '{ClaimState.HELD}'") == 0
+    assert count(rt, "SELECT count(*) FROM reservations WHERE status = 'held'") == 0
+    unit = rt.store.one("SELECT status, defer_kind FROM work_units WHERE template_id = 'conversation_catchup'")
+    if all_paid:
+        assert summarised == 56 and unit["status"] == "completed"
+    else:
+        assert 10 <= summarised < 56 and (unit["status"], unit["defer_kind"]) == ("deferred", "budget")
+
+
 def test_a_run_with_nothing_new_makes_no_unit_no_call_and_three_opens(runtime, monkeypatch):
     run = memory_job(runtime)
     assert run().success

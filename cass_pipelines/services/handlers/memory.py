@@ -116,8 +116,11 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     """Summarise each conversation (interactive calls `settings.llm_concurrency` at a time), storing each summary
     the moment it is made (a crash loses at most the calls in flight). A conversation whose summary
     fails is counted against it and retried on later runs after a backoff, then parked as a dead
-    letter: one bad conversation never stops the others. A budget refusal stops new calls; what was
-    made is kept and the refusal goes on to the runner (the unit is deferred)."""
+    letter: one bad conversation never stops the others. A conversation refused money while other calls
+    held some is asked again once they have settled (their holds come back as bills, usually smaller),
+    pass after pass while a pass stores something; then a remaining refusal goes on to the runner (the
+    unit is deferred) with what was made kept. A pause, a batch still running at the end of its wait or
+    a provider outage stops new calls at once."""
     calls = ModelCalls.for_action(ctx)
     me = Owner.here(f"unit:{ctx.work_unit_id}")
     # Claimed per conversation and watermark, so a concurrent memory run does not pay for it too; all
@@ -129,7 +132,8 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
                                  ctx.now)
     stored: dict[str, tuple[memory.NewSummary, str, str | None]] = {}
     failed: dict[str, str] = {}
-    stop: Exception | None = None    # a budget refusal or a provider outage: no new calls
+    stop: Exception | None = None    # a pause, a pending batch or a provider outage: no new calls
+    refusal: BudgetRefused | None = None   # the last day or category refusal of a pass
 
     def one(conv: dict) -> None:
         key = keys[conv["id"]]
@@ -145,22 +149,34 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
         failpoint("memory_saved")
 
     try:
-        # A batched call holds no connection while its batch runs, so every conversation waits in the
-        # same batch (services/batch_window.py); interactive calls go `llm_concurrency` at a time.
-        workers = len(convs) if calls.batching else ctx.settings.llm_concurrency
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(one, conv): conv for conv in convs}
-            for future in as_completed(futures):
-                conv = futures[future]
-                try:
-                    future.result()
-                except BudgetRefused as exc:
-                    stop = stop or exc
-                except (LLMError, ValueError) as exc:
-                    if _provider_wide(exc):   # not this conversation's fault: not counted against it
-                        stop = stop or exc
-                    else:
-                        failed[conv["id"]] = _failed(ctx, conv["id"], exc)
+        todo, refused = convs, set[str]()
+        while todo:
+            refused = set()
+            stored_before = len(stored)
+            # A batched call holds no connection while its batch runs, so every conversation waits in the
+            # same batch (services/batch_window.py); interactive calls go `llm_concurrency` at a time.
+            workers = len(todo) if calls.batching else ctx.settings.llm_concurrency
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                futures = {pool.submit(one, conv): conv for conv in todo}
+                for future in as_completed(futures):
+                    conv = futures[future]
+                    try:
+                        future.result()
+                    except BudgetRefused as exc:
+                        if exc.scope in ("day", "category"):   # money others hold may come back
+                            refused.add(conv["id"])
+                            refusal = exc
+                        else:
+                            stop = stop or exc
+                    except (LLMError, ValueError) as exc:
+                        if _provider_wide(exc):   # not this conversation's fault: not counted against it
+                            stop = stop or exc
+                        else:
+                            failed[conv["id"]] = _failed(ctx, conv["id"], exc)
+            if stop is not None or len(stored) == stored_before:
+                break
+            todo = [c for c in todo if c["id"] in refused]
+        stop = stop or (refusal if refused else None)
     finally:   # what was claimed and not stored (failed, refused, not reached) is free again
         claims.end_many(ctx.store, sorted(ours - {keys[cid] for cid in stored}), ClaimState.RELEASED, ctx.now)
     made: list[Artifact] = []
