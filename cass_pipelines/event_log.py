@@ -77,6 +77,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             engine.dispose(close=False)   # the parent's connections stay the parent's
         self._engines = OrderedDict()
         self._engines_lock = threading.Lock()
+        self._db_lock = threading.Lock()   # another thread of the parent may have held it at the fork
+
+    def wipe(self) -> None:
+        """Dagster's wipe deletes the run shards' files: close their kept connections first, so the next
+        write creates a new file instead of writing to a deleted one."""
+        with self._db_lock, self._engines_lock:
+            for shard in [s for s in self._engines if s != INDEX_SHARD_NAME]:
+                self._engines.pop(shard).dispose()
+        super().wipe()
 
     def dispose(self) -> None:
         super().dispose()

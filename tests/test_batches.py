@@ -166,6 +166,12 @@ def test_offline_batches_are_deterministic_and_priced_as_batches(store, settings
     assert rows[0]["request_id"].startswith("offline_cass_")
 
 
+def test_with_no_wait_a_batch_is_still_looked_at_once(store, settings):
+    """batch_wait_s = 0: no waiting, but a batch that has already ended (offline: at once) is collected."""
+    answer = ask(meter(store, replace_wait(settings, 0), OfflineBackend(settings, load_pricing())))
+    assert answer.parsed is not None and [r["batch"] for r in ledger(store)] == [True]
+
+
 def test_daytime_work_is_answered_at_once_at_the_list_price(store, settings):
     client = meter(store, settings, OfflineBackend(settings, load_pricing()), phase="morning", category="research",
                    action_id="session.research")
@@ -347,6 +353,22 @@ def test_a_batch_that_cannot_be_created_fails_every_call_in_it_and_the_window_st
     assert all(isinstance(e, LLMError) and "529" in str(e) for e in got.values()), got
     client.fail = None
     assert gathered(window, 2) == {"c0": "answer to c0", "c1": "answer to c1"}
+
+
+def test_a_request_that_refuses_the_whole_batch_fails_alone():
+    """A 400 for the batch (one bad request in it): each item is sent again alone, so only the bad one's
+    call fails; an outage (retryable) fails every call of the batch at once, as it concerns all."""
+    class RefusesBad(Recording):
+        def submit_batch(self, items):
+            if any(i.custom_id == "c3" for i in items):
+                raise LLMError("Anthropic API error 400 submitting a message batch: c3 is invalid", status=400)
+            return super().submit_batch(items)
+
+    client = RefusesBad()
+    got = gathered(BatchWindow(client, poll_s=0.05, gather_s=5.0), 6)
+    assert isinstance(got.pop("c3"), LLMError)
+    assert got == {f"c{k}": f"answer to c{k}" for k in (0, 1, 2, 4, 5)}
+    assert sorted(map(len, client.created)) == [1, 1, 1, 1, 1]   # the batch refused, then one by one
 
 
 def test_a_call_that_withdraws_does_not_hold_back_the_batch():

@@ -142,6 +142,10 @@ def test_the_event_log_keeps_a_bounded_number_of_engines_and_a_forked_child_open
             os._exit(4)
     assert os.waitpid(pid, 0)[1] == 0
     assert len(storage._engines) == KEPT_RUN_SHARDS + 1   # the parent's engines are untouched
+    storage.wipe()   # deletes the run shards' files: the next write creates a new one
+    with storage._connect("run_5") as conn:
+        conn.exec_driver_sql("CREATE TABLE written (x INTEGER)")
+    assert (tmp_path / "run_5.db").exists()
     storage.dispose()
     assert not storage._engines
 

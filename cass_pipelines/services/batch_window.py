@@ -11,10 +11,11 @@ sending and the looking are shared.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
-from cass_pipelines.llm.base import BatchAnswer, BatchClient, BatchItem
+from cass_pipelines.llm.base import BatchAnswer, BatchClient, BatchItem, LLMError
 
 GATHER_S = 1.0       # the longest a call waits for calls still on their way (reserving) before its batch goes
 FIRST_POLL_S = 0.25  # the pause before the second look at a batch
@@ -68,26 +69,40 @@ class BatchWindow:
                     self._cond.wait(timeout=None if idle else max(due - time.monotonic(), 0.005))
             sent = self._sent.pop(item.custom_id)
         if isinstance(sent, BaseException):
-            raise sent
+            raise copy.copy(sent)   # each caller raises its own (the threads share nothing of it)
         return sent
 
     def _send_open(self) -> None:
-        """Create a batch of the gathered items (the lock is released meanwhile; later calls gather anew)."""
+        """Create a batch of the gathered items (the lock is released meanwhile; later calls gather anew).
+        A refusal that is not the provider's (a 4xx: one bad request refuses the whole batch) is followed
+        by sending each item alone, so it stays with the item that caused it."""
         items, self._open = self._open, []
         self._sending = True
         self._cond.release()
         try:
-            outcome: str | BaseException = self._client.submit_batch(items)
-        except BaseException as exc:   # every item's caller gets it: none of them was sent
-            outcome = exc
+            outcomes = self._create([items])
+            if len(items) > 1 and isinstance(outcomes[0], LLMError) and not outcomes[0].retryable:
+                outcomes = self._create([[item] for item in items])
+            else:
+                outcomes = outcomes * len(items)
         finally:
             self._cond.acquire()
             self._sending = False
-        for item in items:
+        for item, outcome in zip(items, outcomes):
             self._sent[item.custom_id] = outcome
-        if isinstance(outcome, str):   # one look answers every item sent, whenever its caller comes to wait
-            self._waiting[outcome] = {item.custom_id: item for item in items}
+            if isinstance(outcome, str):   # one look answers every item sent, whenever its caller waits
+                self._waiting.setdefault(outcome, {})[item.custom_id] = item
         self._cond.notify_all()
+
+    def _create(self, groups: list[list[BatchItem]]) -> list[str | BaseException]:
+        """A batch per group: its id, or why it was not created (nothing of it was sent)."""
+        out: list[str | BaseException] = []
+        for group in groups:
+            try:
+                out.append(self._client.submit_batch(group))
+            except BaseException as exc:
+                out.append(exc)
+        return out
 
     def answer(self, batch_id: str, item: BatchItem, deadline: float) -> BatchAnswer | None:
         """`item`'s answer once its batch has ended; None if it is still running at `deadline`
@@ -95,16 +110,25 @@ class BatchWindow:
         with self._cond:
             if item.custom_id not in self._answers:   # (a batch another process sent: not known yet)
                 self._waiting.setdefault(batch_id, {})[item.custom_id] = item
-            while item.custom_id not in self._answers:
-                left = deadline - time.monotonic()
-                if left <= 0:   # its answer is collected later (batch_sensor, or the work's re-run)
-                    self._waiting.get(batch_id, {}).pop(item.custom_id, None)
-                    return None
-                if batch_id in self._looking:
-                    self._cond.wait(timeout=left)
-                else:
-                    self._look(batch_id, deadline)
-            return self._answers.pop(item.custom_id)
+            looked = False   # looked at least once, whatever the deadline (a batch may have ended long ago)
+            try:
+                while item.custom_id not in self._answers:
+                    left = deadline - time.monotonic()
+                    if batch_id in self._looking:
+                        self._cond.wait(timeout=left if left > 0 else None)
+                    elif looked and left <= 0:   # collected later (batch_sensor, or the work's re-run)
+                        return None
+                    else:
+                        self._look(batch_id, deadline)
+                        looked = True
+                return self._answers.pop(item.custom_id)
+            finally:
+                waiting = self._waiting.get(batch_id)
+                if waiting is not None:
+                    waiting.pop(item.custom_id, None)
+                    if not waiting:
+                        del self._waiting[batch_id]
+                        self._looks.pop(batch_id, None)
 
     def _look(self, batch_id: str, deadline: float) -> None:
         """One look at the batch for everyone waiting on it, after the pause its look count calls for."""

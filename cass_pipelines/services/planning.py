@@ -158,10 +158,9 @@ def claim_plan_call(rt: Runtime, day: date, revision: int, owner: Owner, is_run_
 
 
 def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now: datetime,
-                  owner: Owner, is_run_over: Callable[[str], bool]) -> Decision | None:
-    """Ask the agent for `phases` and store the plan as a new revision; None when another run of
-    the same partition planned it (its plan is used instead: one plan, paid for once)."""
-    revision = plans.day_plan_revisions(rt.store, day) + 1
+                  owner: Owner, is_run_over: Callable[[str], bool], revision: int) -> Decision | None:
+    """Ask the agent for `phases` and store the plan as `revision`; None when another run of the
+    same partition planned it (its plan is used instead: one plan, paid for once)."""
     if not claim_plan_call(rt, day, revision, owner, is_run_over, now,
                            wait_s=rt.settings.request_timeout_s * 2 + 60):
         return None
@@ -233,9 +232,15 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
 
 def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False, *,
                owner: Owner | None = None, is_run_over: Callable[[str], bool] = never_over) -> PhasePlan:
-    planned = plans.planned_phases(rt.store, day)
+    with rt.store.session():
+        planned = plans.planned_phases(rt.store, day)
+        # The revision this run would make, read with what it decided from: a run of the same partition
+        # that stores its plan in between then holds or has ended this revision's claim, so its plan is
+        # used, not paid for a second time as the next revision.
+        next_revision = plans.day_plan_revisions(rt.store, day) + 1
     to_plan = remaining_phases(day, phase) if replan or not planned else unplanned_phases(planned, phase)
-    decision = make_day_plan(rt, llm, day, to_plan, now, owner or Owner.here(None), is_run_over) if to_plan else None
+    decision = (make_day_plan(rt, llm, day, to_plan, now, owner or Owner.here(None), is_run_over, next_revision)
+                if to_plan else None)
     existing = plans.latest_day_plan(rt.store, day)
     assert existing is not None
     revision = existing["revision"]

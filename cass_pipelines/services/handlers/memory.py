@@ -91,13 +91,18 @@ def _summary_prompt(conv: dict, so_far: str, chunk: list[str], part: int, parts:
     return "\n\n".join(s for s in sections if s)
 
 
+def message_chunks(ctx: HandlerContext, messages: list[dict]) -> list[list[str]]:
+    """The messages as quoted lines, in the chunks summarised one call each."""
+    return chunks(message_lines(messages, ctx.settings.tz), ctx.settings.memory_chunk_tokens)
+
+
 def summarize(ctx: HandlerContext, calls: ModelCalls, conv: dict, messages: list[dict],
               so_far: str | None) -> tuple[memory.NewSummary, str] | None:
     """Summarise `messages` (the conversation's messages past its watermark) on top of the summary so far;
     returns the summary to store and a proposed title, or None when there are no messages (no call)."""
     if not messages:
         return None
-    groups = chunks(message_lines(messages, ctx.settings.tz), ctx.settings.memory_chunk_tokens)
+    groups = message_chunks(ctx, messages)
     topics: list[str] = []
     for n, group in enumerate(groups, 1):
         out = calls.structured(_summary_prompt(conv, so_far or "", group, n, len(groups)), ConversationSummary)
@@ -116,9 +121,10 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     """Summarise each conversation (interactive calls `settings.llm_concurrency` at a time), storing each summary
     the moment it is made (a crash loses at most the calls in flight). A conversation whose summary
     fails is counted against it and retried on later runs after a backoff, then parked as a dead
-    letter: one bad conversation never stops the others. A conversation refused money while other calls
-    held some is asked again once they have settled (their holds come back as bills, usually smaller),
-    pass after pass while a pass stores something; then a remaining refusal goes on to the runner (the
+    letter: one bad conversation never stops the others. A conversation of one call refused money while
+    other calls held some is asked again once they have settled (their holds come back as bills, usually
+    smaller), pass after pass while a pass stores something (one of several calls is not: its first
+    calls were paid, and asking again would pay for them twice); then a remaining refusal goes on to the runner (the
     unit is deferred) with what was made kept. A pause, a batch still running at the end of its wait or
     a provider outage stops new calls at once."""
     calls = ModelCalls.for_action(ctx)
@@ -133,7 +139,7 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     stored: dict[str, tuple[memory.NewSummary, str, str | None]] = {}
     failed: dict[str, str] = {}
     stop: Exception | None = None    # a pause, a pending batch or a provider outage: no new calls
-    refusal: BudgetRefused | None = None   # the last day or category refusal of a pass
+    refusal: BudgetRefused | None = None   # a refusal of a conversation not asked again in this run
 
     def one(conv: dict) -> None:
         key = keys[conv["id"]]
@@ -149,9 +155,9 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
         failpoint("memory_saved")
 
     try:
-        todo, refused = convs, set[str]()
+        todo, refused, pass_refusal = convs, set[str](), None
         while todo:
-            refused = set()
+            refused, pass_refusal = set(), None
             stored_before = len(stored)
             # A batched call holds no connection while its batch runs, so every conversation waits in the
             # same batch (services/batch_window.py); interactive calls go `llm_concurrency` at a time.
@@ -163,11 +169,13 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
                     try:
                         future.result()
                     except BudgetRefused as exc:
-                        if exc.scope in ("day", "category"):   # money others hold may come back
-                            refused.add(conv["id"])
-                            refusal = exc
-                        else:
+                        if exc.scope not in ("day", "category"):
                             stop = stop or exc
+                        elif len(message_chunks(ctx, pending[conv["id"]][0])) == 1:   # nothing of it paid
+                            refused.add(conv["id"])   # money others hold may come back: next pass
+                            pass_refusal = exc
+                        else:
+                            refusal = exc
                     except (LLMError, ValueError) as exc:
                         if _provider_wide(exc):   # not this conversation's fault: not counted against it
                             stop = stop or exc
@@ -176,7 +184,7 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
             if stop is not None or len(stored) == stored_before:
                 break
             todo = [c for c in todo if c["id"] in refused]
-        stop = stop or (refusal if refused else None)
+        stop = stop or refusal or (pass_refusal if refused else None)
     finally:   # what was claimed and not stored (failed, refused, not reached) is free again
         claims.end_many(ctx.store, sorted(ours - {keys[cid] for cid in stored}), ClaimState.RELEASED, ctx.now)
     made: list[Artifact] = []
