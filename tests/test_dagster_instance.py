@@ -182,7 +182,7 @@ def test_the_queue_starts_a_days_phases_in_day_order(cass_env):
     assert queue_priority({}) is None
 
 
-def test_the_ui_jobs_run_in_process_and_keep_no_pickles(cass_env):
+def test_the_ui_jobs_run_in_process_on_threads_and_keep_no_pickles(cass_env):
     from cass_pipelines.config.registry import load_registry
     from cass_pipelines.config.settings import load_settings
     from cass_pipelines.definitions import build_defs
@@ -190,7 +190,7 @@ def test_the_ui_jobs_run_in_process_and_keep_no_pickles(cass_env):
     defs = build_defs(load_settings(), load_registry(None))
     jobs = [defs.resolve_implicit_global_asset_job_def(),
             *(defs.resolve_job_def(n) for n in ("phase_job", "journal_job", "memory_job", "manual_work_job"))]
-    assert {j.executor_def.name for j in jobs} == {"in_process"}
+    assert {j.executor_def.name for j in jobs} == {"threads"}
     assert all(j.resource_defs["io_manager"] is dg.mem_io_manager for j in jobs)
 
 

@@ -2,6 +2,7 @@
 settings the code location was loaded with (`SettingsResource`), and `CassResource`, the project runtime
 built from the three for ops and assets. `shared(ctx)`: resources, executor and loggers of every job."""
 
+import threading
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Callable
@@ -14,6 +15,7 @@ from cass_pipelines.config.registry import load_registry
 from cass_pipelines.defs.context import DefsContext, load_time_context
 from cass_pipelines.defs.llm_resource import LLMResource
 from cass_pipelines.defs.loggers import cass_console_logger
+from cass_pipelines.defs.threaded_executor import threaded_executor
 from cass_pipelines.domain.clock import Clock, FixedClock, clock_from_env
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.recovery import recover
@@ -67,6 +69,9 @@ class SettingsResource(dg.ConfigurableResource):
         return Settings.model_validate_json(self.settings_json)
 
 
+_FIRST_STEP = threading.Lock()
+
+
 class CassResource(dg.ConfigurableResource):
     """The project runtime for ops and assets: settings, registry, store and LLM client, built once per run."""
 
@@ -79,16 +84,17 @@ class CassResource(dg.ConfigurableResource):
 
     def for_run(self, context: dg.OpExecutionContext | dg.AssetExecutionContext) -> Runtime:
         """The runtime for a step, after the recovery pass that starts every run (once per run)."""
-        rt = self.runtime()
-        if self._recovered_run != context.run_id:
-            self._recovered_run = context.run_id
-            failed = fail_dead_runs(context.instance)
-            with rt.store.session():   # the recovery pass's reads (and rare writes): one open
-                report = recover(rt.store, rt.settings.home, run_over(context.instance), self.clock().now())
-            if failed:
-                context.log.warning(f"marked {len(failed)} run(s) of dead processes failed: {', '.join(failed)}")
-            if report:
-                context.log.warning(report.summary())
+        with _FIRST_STEP:   # steps of a run may start together (threads): one builds, one recovers, all wait
+            rt = self.runtime()
+            if self._recovered_run != context.run_id:
+                failed = fail_dead_runs(context.instance)
+                with rt.store.session():   # the recovery pass's reads (and rare writes): one open
+                    report = recover(rt.store, rt.settings.home, run_over(context.instance), self.clock().now())
+                self._recovered_run = context.run_id
+                if failed:
+                    context.log.warning(f"marked {len(failed)} run(s) of dead processes failed: {', '.join(failed)}")
+                if report:
+                    context.log.warning(report.summary())
         return rt
 
     def runtime(self) -> Runtime:
@@ -120,8 +126,9 @@ def cass_resource(settings: Settings, fixed_now: str = "") -> CassResource:
 def shared(ctx: DefsContext) -> dg.Definitions:
     return dg.Definitions(
         # Every job, and the implicit asset job behind the UI's Materialize and backfills, runs in one
-        # process: a multiprocess step costs seconds of start-up (52-250 s per phase run against 11-21 s).
-        executor=dg.in_process_executor,
+        # process (a multiprocess step costs seconds of start-up: 52-250 s per phase run against 11-21 s),
+        # its ready steps on threads: a phase's units run side by side (defs/threaded_executor.py).
+        executor=threaded_executor.configured({"max_concurrent": ctx.settings.step_concurrency}, name="threads"),
         # Step outputs pass in memory: every asset stores its data in DuckDB and returns only metadata, and
         # a failed phase is recovered by re-running it (it resumes each unit), not by re-executing steps.
         resources={"cass": cass_resource(ctx.settings), "io_manager": dg.mem_io_manager},

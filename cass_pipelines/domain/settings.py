@@ -59,6 +59,7 @@ class Settings(BaseModel):
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     attempt_timeout_s: float = Field(default=60.0, gt=0, le=3600)   # one HTTP attempt; a hung one is retried
     llm_concurrency: int = Field(default=8, ge=1, le=64)   # interactive calls in flight at once (memory summaries)
+    step_concurrency: int = Field(default=8, ge=1, le=64)  # a run's ready steps at once: a phase's units side by side
     cache_ttl: Literal["5m", "1h"] = "5m"
     # Memory summarising and night work go through Message Batches (half price); a job waits up to
     # batch_wait_s for its batch, looking at it soon, then less often up to every batch_poll_s, then

@@ -41,8 +41,7 @@ def build_approval_job(max_length: int) -> dg.JobDefinition:
             summarize(rt, unit, cass.clock(), context.run_id, is_run_over=run_over(context.instance))
             context.log.info(f"{unit['id']}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
 
-    @dg.job(name="approval_job", executor_def=dg.in_process_executor,
-            description="Approve (and run) or reject work waiting for approval (launchpad config: work_unit_id, "
+    @dg.job(name="approval_job", description="Approve (and run) or reject work waiting for approval (launchpad config: work_unit_id, "
                         "approve, reason).")
     def approval_job():
         finish_approved_work(**action_chains(decide_approval(), max_length))

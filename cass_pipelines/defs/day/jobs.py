@@ -1,4 +1,4 @@
-"""phase_job and manual_work_job. In-process executor: a multiprocess step costs ~2 s of start-up here."""
+"""phase_job and manual_work_job (the code location's executor: steps on threads in the run's process)."""
 
 from datetime import date
 
@@ -24,7 +24,6 @@ class ManualWorkConfig(dg.Config):
 
 def build_phase_job(phase_partitions: dg.PartitionsDefinition):
     return dg.define_asset_job("phase_job", selection=PHASE_ASSETS, partitions_def=phase_partitions,
-                               executor_def=dg.in_process_executor,
                                description="Plan a phase, run its work (one step per action), summarise and cost it.")
 
 
@@ -50,8 +49,7 @@ def build_manual_work_job(max_length: int) -> dg.JobDefinition:
         summarize(rt, unit, cass.clock(), context.run_id)
         context.log.info(f"manual unit {unit['id']}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
 
-    @dg.job(name="manual_work_job", executor_def=dg.in_process_executor,
-            description="Run one work unit now (template, focus, phase), under the same budget rules.")
+    @dg.job(name="manual_work_job", description="Run one work unit now (template, focus, phase), under the same budget rules.")
     def manual_work_job():
         finish_manual_work(**action_chains(start_manual_work(), max_length))
 

@@ -25,8 +25,7 @@ def retry_dead_letter_op(context: dg.OpExecutionContext, config: DeadLetterRetry
 
 
 def build_dead_letter_retry_job() -> dg.JobDefinition:
-    @dg.job(name="dead_letter_retry_job", executor_def=dg.in_process_executor,
-            description="Retry one dead letter (launchpad config: dead_letter_id).")
+    @dg.job(name="dead_letter_retry_job", description="Retry one dead letter (launchpad config: dead_letter_id).")
     def dead_letter_retry_job():
         retry_dead_letter_op()
 

@@ -8,7 +8,7 @@ from cass_pipelines.defs.journal.schedules import build_journal_schedule
 
 def build(ctx: DefsContext) -> dg.Definitions:
     journal_job = dg.define_asset_job("journal_job", selection=["daily_journal"], partitions_def=ctx.dates,
-                                      executor_def=dg.in_process_executor, description="Write a day's journal entry.")
+                                      description="Write a day's journal entry.")
     return dg.Definitions(assets=[build_daily_journal(ctx.dates)], jobs=[journal_job],
                           schedules=[build_journal_schedule(ctx.settings, journal_job)])
 

@@ -8,7 +8,6 @@ from cass_pipelines.defs.memory.sensors import build_idle_memory_sensor
 
 def build(ctx: DefsContext) -> dg.Definitions:
     memory_job = dg.define_asset_job("memory_job", selection=["conversation_summaries"],
-                                     executor_def=dg.in_process_executor,
                                      description="Summarise conversations that went idle.")
     return dg.Definitions(assets=[build_conversation_summaries()], jobs=[memory_job],
                           sensors=[build_idle_memory_sensor(ctx.settings, memory_job)])

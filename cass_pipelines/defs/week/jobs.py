@@ -5,7 +5,7 @@ import dagster as dg
 def build_week_jobs(partitions: dg.PartitionsDefinition) -> list:
     return [
         dg.define_asset_job("week_job", selection=["weekly_intention"], partitions_def=partitions,
-                            executor_def=dg.in_process_executor, description="Plan the week: goals and intention."),
+                            description="Plan the week: goals and intention."),
         dg.define_asset_job("week_journal_job", selection=["weekly_journal"], partitions_def=partitions,
-                            executor_def=dg.in_process_executor, description="Write the past week's journal."),
+                            description="Write the past week's journal."),
     ]
