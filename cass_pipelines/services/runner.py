@@ -10,6 +10,7 @@ dead-lettered) without raising, so the rest of the phase is still summarised and
 from __future__ import annotations
 
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Callable
@@ -204,6 +205,15 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
     finally:
         with rt.store.transaction() as conn:
             claims.end(conn, key, ClaimState.DONE, clock.now())
+
+
+def summarize_all(rt: Runtime, units: list[dict], clock: Clock, run_id: str | None = None,
+                  is_run_over: Callable[[str], bool] = never_over) -> list[dict]:
+    """The summaries of a phase's units, made side by side (`llm_concurrency` calls at a time: at night
+    their batches run together instead of one after another), returned in the units' order."""
+    with ThreadPoolExecutor(max_workers=max(1, min(rt.settings.llm_concurrency, len(units)))) as pool:
+        made = list(pool.map(lambda unit: summarize(rt, unit, clock, run_id, is_run_over), units))
+    return [summary for summary in made if summary]
 
 
 def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None) -> dict:

@@ -7,7 +7,7 @@ import dagster as dg
 from cass_pipelines.defs import usd
 from cass_pipelines.defs.partitions import split_key
 from cass_pipelines.defs.resources import CassResource, run_over
-from cass_pipelines.services.runner import summarize
+from cass_pipelines.services.runner import summarize_all
 from cass_pipelines.services.summaries import summary_markdown
 from cass_pipelines.store import ledger, plans
 
@@ -21,8 +21,7 @@ def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefiniti
         day_s, phase = split_key(context.partition_key)
         # Units of planned and manual work; a job's own unit (journal, memory) is its own account.
         units = [u for u in plans.units_for_phase(rt.store, date.fromisoformat(day_s), phase) if u["origin"] != "job"]
-        is_over = run_over(context.instance)
-        made = [s for s in (summarize(rt, u, clock, context.run_id, is_over) for u in units) if s]
+        made = summarize_all(rt, units, clock, context.run_id, run_over(context.instance))
         return dg.MaterializeResult(metadata={
             "summaries": len(made),
             "insights": sum(len(s.get("key_insights") or []) for s in made),
