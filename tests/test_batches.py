@@ -409,3 +409,26 @@ def test_a_run_killed_between_submitting_and_collecting_a_batch_loses_nothing_pa
     # One batch per request: the killed call's request was not sent again.
     keys = rt.store.all("SELECT request_key, count(*) AS n FROM llm_batches GROUP BY ALL HAVING count(*) > 1")
     assert keys == []
+
+
+def test_the_nights_units_and_their_summaries_send_their_batches_side_by_side(api_home):  # noqa: F811
+    """At night every call goes through a batch: the units' calls are in flight together, and so are
+    their summaries' (one after another, a night waited for as many batches as it had calls, each
+    minutes to hours on the real API). The ledger still holds each answer the server billed, once."""
+    from support import SAMPLE_DAY
+    from test_reliability import check_invariants, cli
+
+    from cass_pipelines.services.runtime import open_runtime
+
+    env, server = api_home
+    server.batch_delay_s = 0.5
+    done = cli(env, "run-day", "--date", SAMPLE_DAY.isoformat())
+    assert done.returncode == 0, done.stderr[-2000:]
+    check_invariants(server)
+    rows = open_runtime().store.all(
+        "SELECT action_id = 'summary.work_unit' AS summary, work_unit_id, epoch(submitted_at) AS sent, "
+        "epoch(ended_at) AS ended FROM llm_batches WHERE phase = 'night' AND state = 'collected'")
+    for summary in (False, True):
+        group = [r for r in rows if r["summary"] == summary and "journal" not in r["work_unit_id"]]
+        assert len({r["work_unit_id"] for r in group}) >= 2, rows
+        assert max(r["sent"] for r in group) < min(r["ended"] for r in group), group
