@@ -346,6 +346,44 @@ def test_calls_made_together_go_out_in_one_batch_and_share_its_looks():
     assert len(client.looks) == 3 and client.looks[-1] == ("batch_1", 20)    # every waiter served by 3 looks
 
 
+def test_calls_that_arrive_steadily_or_start_late_still_share_one_batch():
+    """On a loaded machine the memory catch-up's reservations arrive one after another over more than
+    the gather time, and a thread may start after the others have sent: promised calls and calls still
+    arriving (each within the gather time of the last) go out in one batch."""
+    import threading
+    import time
+
+    client = Recording()
+    window = BatchWindow(client, poll_s=0.05, gather_s=0.3)
+    window.promise(8)
+
+    def call(k: int) -> None:
+        time.sleep(0.1 * k)   # 0.7 s from the first to the last: more than twice the gather time
+        window.expect()
+        window.send(BatchItem(f"c{k}", LLMRequest(tier="fast", system_prefix="", prompt=str(k), max_tokens=10)))
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    window.unpromise()
+    assert client.created == [[f"c{k}" for k in range(8)]]
+    # A promised call that never starts holds the batch back only until the promise is taken back.
+    window = BatchWindow(client, poll_s=0.05, gather_s=30.0)
+    window.promise(2)
+    window.expect()
+    sent = threading.Thread(target=window.send, args=(
+        BatchItem("alone", LLMRequest(tier="fast", system_prefix="", prompt="x", max_tokens=10)),))
+    started = time.monotonic()
+    sent.start()
+    sent.join(0.3)
+    assert sent.is_alive()   # waiting for the other promised call
+    window.unpromise()
+    sent.join(5)
+    assert client.created[-1] == ["alone"] and time.monotonic() - started < 5
+
+
 def test_a_batch_that_cannot_be_created_fails_every_call_in_it_and_the_window_stays_usable():
     client = Recording(fail=LLMError("Anthropic API error 529 submitting a message batch", retryable=True))
     window = BatchWindow(client, poll_s=0.05)
@@ -389,11 +427,12 @@ def test_a_run_killed_between_submitting_and_collecting_a_batch_loses_nothing_pa
     that batch, settles it under the hold the dead run took, and the work uses it without a second
     batch; every answer the server billed is in the ledger once, and no hold is left."""
     from support import SAMPLE_DAY
-    from test_reliability import KILLED, check_invariants, cli
+    from test_reliability import KILLED, check_invariants, cli, one_call_at_a_time
 
     from cass_pipelines.services.runtime import open_runtime
 
     env, server = api_home
+    one_call_at_a_time(env)   # the kill comes after the one batch in flight
     killed = cli(env, "run-phase", "night", "--date", SAMPLE_DAY.isoformat(), failpoint="batch_submitted")
     assert killed.returncode == KILLED, killed.stderr[-1500:]
     rt = open_runtime()

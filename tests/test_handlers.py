@@ -255,3 +255,43 @@ def test_a_writer_with_nothing_to_write_says_why(runtime):
 def test_every_registry_action_is_covered(runtime):
     covered = TESTED_DIRECTLY | {a for t in TESTED_TEMPLATES for a in runtime.registry.templates[t].action_sequence}
     assert covered == set(runtime.registry.actions), set(runtime.registry.actions) - covered
+
+
+class MeetingLLM(CountingLLM):
+    """The offline client, holding each call until `parties` calls are in flight at once (so units that
+    run side by side overlap at their first call, as they do at API latency)."""
+
+    def __init__(self, inner, parties: int):
+        import threading
+        super().__init__(inner)
+        self.meet = threading.Barrier(parties, timeout=10)
+
+    def structured(self, request, schema):
+        import threading
+        try:
+            self.meet.wait()
+        except threading.BrokenBarrierError:   # (later calls pass straight through)
+            pass
+        return super().structured(request, schema)
+
+
+@pytest.mark.parametrize(("action_id", "asked"), [("research.run_batch", "QUOTED the question"),
+                                                  ("memory.generate_conversation_title", "QUOTED conversation")])
+def test_units_side_by_side_never_take_the_same_item(runtime, action_id, asked):
+    """Two units of a phase (threads) picking from the research queue, or from the untitled
+    conversations, at the same moment: each item is paid for by one of them only; what one finished
+    is not taken again by a third."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run_action(runtime, "research.refresh_queue")
+    runtime.store.execute("UPDATE conversations SET title = NULL")
+    llm = MeetingLLM(runtime.llm, parties=2)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda unit: run_action(runtime, action_id, llm=llm, unit_id=unit), ["u1", "u2"]))
+    assert all(r.success for r in results), [r.message for r in results]
+    quoted = [r.prompt.split(asked, 1)[1][:80] for r in llm.requests]
+    assert len(quoted) >= 4 and len(set(quoted)) == len(quoted)   # no question or conversation asked twice
+    taken = {a.id for r in results for a in r.artifacts}
+    third = run_action(runtime, action_id, llm=llm, unit_id="u3")
+    assert not taken & {a.id for a in third.artifacts}
+    assert count(runtime, "SELECT count(*) FROM claims WHERE state = 'held'") == 0

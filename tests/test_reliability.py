@@ -39,6 +39,15 @@ def api_home(sample_home, fake_anthropic, monkeypatch):
     return {**os.environ}, fake_anthropic
 
 
+def one_call_at_a_time(env: dict) -> None:
+    """One step and one call in flight when a failpoint kills the run: with more, an answer the server
+    sent but the killed process never read is billed and cannot be in any client's ledger (its hold is
+    released at recovery), and which call the kill comes after would depend on timing."""
+    config = Path(env["CASS_HOME"]) / "cass.toml"
+    config.write_text("step_concurrency = 1\nllm_concurrency = 1\n" + config.read_text(encoding="utf-8"),
+                      encoding="utf-8")
+
+
 def check_invariants(server=None, allow: tuple[str, ...] = ()) -> None:
     """Every invariant of support.invariant_violations holds (but those in `allow`), and spend is
     within the day's and each category's limit."""
@@ -77,6 +86,7 @@ def test_two_runs_of_one_partition_at_once_execute_each_action_once(api_home):
 @pytest.mark.parametrize("failpoint", ["paid_before_ledger:3", "phase_planned"])
 def test_a_run_killed_mid_phase_loses_nothing_paid_and_the_next_run_finishes(api_home, failpoint):
     env, server = api_home
+    one_call_at_a_time(env)
     killed = cli(env, "run-phase", "morning", "--date", DAY, failpoint=failpoint)
     assert killed.returncode == KILLED, killed.stderr[-1500:]
     # Right after the kill, status is truthful: nothing counts as held or running for a dead process.
@@ -95,10 +105,7 @@ def test_a_run_killed_mid_phase_loses_nothing_paid_and_the_next_run_finishes(api
 
 def test_a_run_killed_mid_memory_keeps_what_it_summarised(api_home):
     env, server = api_home
-    # One call in flight: with more, an answer the server sent but the killed process never read is
-    # billed and cannot be in any client's ledger (its hold is released at recovery).
-    config = Path(env["CASS_HOME"]) / "cass.toml"
-    config.write_text("llm_concurrency = 1\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    one_call_at_a_time(env)
     killed = cli(env, "run-day", "--date", DAY, "--phases", "morning", "--no-journal", failpoint="memory_saved:10")
     assert killed.returncode == KILLED, killed.stderr[-1500:]
     rt = open_runtime()

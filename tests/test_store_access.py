@@ -63,6 +63,32 @@ def test_threads_share_the_file_and_release_it_when_the_last_one_is_done(tmp_pat
     assert store.scalar("SELECT sum(x) FROM t") == 3
 
 
+def test_a_write_waits_for_another_threads_transaction_on_the_same_row(tmp_path):
+    """Units run side by side on threads: one appending to a note while another links it (a transaction)
+    must not be refused by DuckDB as a write-write conflict."""
+    store = Store(tmp_path / "cass.duckdb")
+    store.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT)")
+    store.execute("INSERT INTO notes VALUES ('n1', 'a')")
+    inside, errors = threading.Event(), []
+
+    def append() -> None:
+        inside.wait(10)
+        try:
+            store.execute("UPDATE notes SET body = body || '+append' WHERE id = 'n1'")
+        except Exception as exc:   # noqa: BLE001 - the failure under test
+            errors.append(exc)
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    with store.transaction() as conn:
+        conn.execute("UPDATE notes SET body = body || '+link' WHERE id = 'n1'")
+        inside.set()
+        writer.join(0.3)   # the append is waiting, not refused
+        assert writer.is_alive() and not errors
+    writer.join(10)
+    assert not errors and store.scalar("SELECT body FROM notes WHERE id = 'n1'") == "a+link+append"
+
+
 def test_two_files_in_one_process_stay_apart(tmp_path):
     a, b = Store(tmp_path / "a.duckdb"), Store(tmp_path / "b.duckdb")
     with a.session(), b.session():

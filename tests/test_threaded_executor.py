@@ -3,6 +3,7 @@ threads, up to the limit; a step waits for the steps it depends on; a failure sk
 the rest of the run goes on. Runs go through Dagster's own execute_run on a real SQLite instance, as
 the CLI's runs do (`execute_in_process` would swap in its own executor)."""
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -135,3 +136,86 @@ def test_step_concurrency_1_runs_one_step_at_a_time(sample_home, capsys):
     steps = sorted((t for chain in afternoon_chains(1) for t in chain), key=lambda t: t["STEP_START"])
     assert len(steps) >= 2
     assert all(b["STEP_START"] >= a["STEP_SUCCESS"] for a, b in zip(steps, steps[1:]))
+
+
+def test_a_step_retried_while_others_run_runs_again_after_its_first_attempt(cass_env):
+    """A retry policy's second attempt starts only once the first attempt's thread is done, and the run
+    goes on around it (two submissions of one step never overlap)."""
+    attempts: list[int] = []
+
+    @dg.op(out=dg.Out(dg.Nothing), retry_policy=dg.RetryPolicy(max_retries=2))
+    def flaky(context: dg.OpExecutionContext) -> None:
+        attempts.append(context.retry_number)
+        if context.retry_number == 0:
+            raise ValueError("the API hiccupped")
+
+    @dg.op(out=dg.Out(dg.Nothing))
+    def slow() -> None:
+        time.sleep(0.5)
+
+    @dg.op(ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing))
+    def after_flaky() -> None:
+        attempts.append(-1)
+
+    @dg.job(executor_def=threaded_executor.configured({"max_concurrent": 4}))
+    def retried():
+        after_flaky(flaky())
+        slow()
+
+    with dg.DagsterInstance.get() as instance:
+        result = run(retried, instance)
+        events = [e.dagster_event.event_type_value for e in instance.all_logs(result.run_id)
+                  if e.dagster_event and e.dagster_event.step_key == "flaky"]
+    assert result.success
+    assert attempts == [0, 1, -1]
+    assert events.count("STEP_UP_FOR_RETRY") == 1 and events.count("STEP_SUCCESS") == 1
+
+
+class EndsNever:
+    """A Message Batches API whose batch is still processing whenever it is looked at."""
+    looks = 0
+
+    def submit_batch(self, items):
+        return "batch_1"
+
+    def collect_batch(self, batch_id, items):
+        self.looks += 1
+        return None
+
+
+def test_a_termination_starts_no_new_step_and_a_step_waiting_for_a_batch_stops_waiting(cass_env):
+    """SIGINT (Dagster's termination) while one step waits for a batch (for up to a minute) and another
+    is about to follow: the wait ends within a look, the follower never starts, the run ends interrupted,
+    and the next run starts with no stop pending."""
+    from cass_pipelines.llm.base import BatchItem, LLMRequest
+    from cass_pipelines.services import stopping
+    from cass_pipelines.services.batch_window import BatchWindow
+
+    waited: list[tuple[object, float]] = []
+
+    @dg.op(out=dg.Out(dg.Nothing))
+    def waits_for_batch() -> None:
+        window = BatchWindow(EndsNever(), poll_s=5.0)
+        item = BatchItem("c1", LLMRequest(tier="fast", system_prefix="", prompt="x", max_tokens=10), None)
+        window.expect()
+        batch_id = window.send(item)
+        started = time.monotonic()
+        os.kill(os.getpid(), signal.SIGINT)   # what the run worker gets when the run is terminated
+        waited.append((window.answer(batch_id, item, started + 60.0), time.monotonic() - started))
+
+    @dg.op(ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dg.Nothing))
+    def follower() -> None:
+        waited.append(("follower ran", 0.0))
+
+    @dg.job(executor_def=threaded_executor.configured({"max_concurrent": 2}))
+    def interrupted():
+        follower(waits_for_batch())
+
+    with dg.DagsterInstance.get() as instance:
+        result = run(interrupted, instance)
+        messages = [e.message for e in instance.all_logs(result.run_id)]
+    assert not result.success
+    [(answer, seconds)] = waited
+    assert answer is None and seconds < 5.0
+    assert any("Termination requested" in m for m in messages)
+    assert not stopping.requested()

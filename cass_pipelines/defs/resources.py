@@ -69,7 +69,8 @@ class SettingsResource(dg.ConfigurableResource):
         return Settings.model_validate_json(self.settings_json)
 
 
-_FIRST_STEP = threading.Lock()
+_FIRST_STEP = threading.Lock()   # a run's recovery pass: once, before any of its steps goes on
+_BUILD = threading.Lock()        # the runtime: built once, whichever step (thread) asks first
 
 
 class CassResource(dg.ConfigurableResource):
@@ -98,7 +99,11 @@ class CassResource(dg.ConfigurableResource):
         return rt
 
     def runtime(self) -> Runtime:
-        if self._runtime is None:
+        if self._runtime is not None:
+            return self._runtime
+        with _BUILD:
+            if self._runtime is not None:
+                return self._runtime
             settings = self.settings.get()
             client = self.llm.get_client(settings)
             rt = Runtime(settings=settings, registry=load_registry(settings.actions_file, settings.handler_modules),
@@ -107,7 +112,7 @@ class CassResource(dg.ConfigurableResource):
             rt.llm = client
             migrate(rt.store)  # idempotent; a run against a fresh CASS_HOME still finds its tables
             self._runtime = rt
-        return self._runtime
+            return rt
 
     def quick_store(self, deadline_s: float) -> Store:
         """For schedules and sensors: give up after a few seconds if a run holds the file."""

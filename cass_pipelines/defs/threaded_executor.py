@@ -11,8 +11,8 @@ before, and a unit's own actions still run in template order (each step waits fo
 Each step runs Dagster's own step sequence (`dagster_event_sequence_for_step`: events, retries,
 hooks' inputs, failures) in its thread; the executor's thread alone drives the plan (what is ready,
 what a failure skips), as the multiprocess executor does with its children. A termination signal
-starts nothing new; steps already running finish (an action in flight is recorded, not cut in half),
-then the run stops as interrupted.
+starts nothing new; steps already running finish (an action in flight is recorded, not cut in half;
+one waiting for a batch stops waiting, services/stopping.py), then the run stops as interrupted.
 
 Uses Dagster's plan internals (`dagster._core`): dagster is pinned to 1.13.x in pyproject.toml.
 """
@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import cast
 
 import dagster as dg
@@ -31,7 +32,8 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.api import ExecuteRunWithPlanIterable
 from dagster._core.execution.compute_logs import create_compute_log_file_key
-from dagster._core.execution.context.system import PlanExecutionContext, PlanOrchestrationContext
+from dagster._core.execution.context.system import (PlanExecutionContext, PlanOrchestrationContext,
+                                                     StepExecutionContext)
 from dagster._core.execution.context_creation_job import PlanExecutionContextManager
 from dagster._core.execution.plan.execute_plan import _trigger_hook, dagster_event_sequence_for_step
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
@@ -39,7 +41,10 @@ from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode, get_retries_config
 from dagster._core.executor.base import Executor
 
+from cass_pipelines.services import stopping
+
 DEFAULT_MAX_CONCURRENT = 8
+POLL_S = 0.2       # the longest the executor's thread waits for a step's event before looking around
 _DONE = object()   # a step's thread has yielded its last event
 
 
@@ -82,44 +87,64 @@ class ThreadedExecutor(Executor):
             yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
             # Last in, first out: the pool is shut down (its running steps waited for) before the log
             # capture and the plan close, whatever ends the loop.
+            stopping.clear()
+            stack.callback(stopping.clear)   # after the pool's exit below: once its threads are done
             pool = stack.enter_context(ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="cass-step"))
             events: queue.SimpleQueue = queue.SimpleQueue()
-            running: dict[str, tuple] = {}   # step key -> (step context, its events so far)
-            stopping = False
-            while running or (not stopping and not active.is_complete):
-                if not stopping and active.check_for_interrupts():
-                    stopping = True
+            running: dict[str, _Running] = {}   # step key -> its submission (one at a time per key)
+            stop = False
+            while running or (not stop and not active.is_complete):
+                if not stop and active.check_for_interrupts():
+                    stop = True
+                    stopping.request()   # a step waiting for a batch stops waiting (collected when it ends)
                     active.mark_interrupted()
                     yield DagsterEvent.engine_event(
                         job_context, "Termination requested: no new step starts; waiting for the running ones",
                         EngineEventData.interrupted(list(running)))
-                if not stopping:
+                if not stop:
                     for step in active.get_steps_to_execute(limit=self.max_concurrent - len(running)):
                         step_context = job_context.for_step(step, active.get_known_state())
-                        running[step.key] = (step_context, [])
+                        running[step.key] = _Running(step_context)
                         pool.submit(_run_step, step.key, step_context, events)
                     yield from active.concurrency_event_iterator(job_context)
                 if not running:
-                    if not stopping:
+                    if not stop:
                         active.sleep_til_ready()
                     continue
-                key, item = events.get()
-                step_context, step_events = running[key]
+                try:   # not blocking: a termination, a retry's delay or a pool's free slot is seen meanwhile
+                    key, item = events.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
                 if isinstance(item, BaseException):
                     raise item
+                run = running[key]
                 if item is not _DONE:
-                    step_events.append(item)
+                    run.events.append(item)
                     yield item
-                    active.handle_event(item)
+                    if item.is_step_up_for_retry:   # re-queued once this attempt's thread is done, not before
+                        run.retry = item
+                    else:
+                        active.handle_event(item)
                     continue
                 del running[key]
+                if run.retry is not None:
+                    active.handle_event(run.retry)
                 active.verify_complete(job_context, key)
                 for event in active.plan_events_iterator(job_context):
-                    step_events.append(event)
+                    run.events.append(event)
                     yield event
-                yield from _trigger_hook(step_context, step_events)
-            if stopping:
+                yield from _trigger_hook(run.context, run.events)
+            if stop:
                 raise DagsterExecutionInterruptedError()
+
+
+@dataclass
+class _Running:
+    """A step's attempt on a thread: its context, its events so far, and its retry event (if it asked
+    for one), handled when the thread is done so that the next attempt never overlaps this one."""
+    context: StepExecutionContext
+    events: list[DagsterEvent] = field(default_factory=list)
+    retry: DagsterEvent | None = None
 
 
 def _run_step(key: str, step_context, events: queue.SimpleQueue) -> None:

@@ -16,23 +16,29 @@ import threading
 import time
 
 from cass_pipelines.llm.base import BatchAnswer, BatchClient, BatchItem, LLMError
+from cass_pipelines.services import stopping
 
-GATHER_S = 1.0       # the longest a call waits for calls still on their way (reserving) before its batch goes
+GATHER_S = 1.0       # the longest a gathering batch waits for the next announced call (reserving) to arrive
+GATHER_MAX_S = 30.0  # the longest a gathering batch waits in all, however steadily calls still arrive
 FIRST_POLL_S = 0.25  # the pause before the second look at a batch
 POLL_GROWTH = 1.5    # each later pause is this much longer, up to batch_poll_s
 
 
 class BatchWindow:
     """Shared by the threads of one MeteredClient. A call announces itself (`expect`) before it reserves,
-    then `send`s its item: the window is sent once no announced call is still on its way, or GATHER_S
-    after it opened. `answer` waits for a request's answer; one waiter at a time looks at a batch."""
+    then `send`s its item; a caller about to start several calls at once may `promise` them first (a
+    call whose thread has not started yet holds the batch back too). The window is sent once no
+    announced call is still on its way, or when none arrived for GATHER_S (on a loaded machine 56
+    reservations take more than a second, and arrive steadily), or GATHER_MAX_S after it opened.
+    `answer` waits for a request's answer; one waiter at a time looks at a batch."""
 
     def __init__(self, client: BatchClient, poll_s: float, gather_s: float = GATHER_S):
         self._client, self._poll_s, self._gather_s = client, poll_s, gather_s
         self._cond = threading.Condition()
         self._coming = 0                                        # announced calls not yet in the window
+        self._promised = 0                                      # of those, promised ones not yet announced
         self._open: list[BatchItem] = []                        # items gathered, not yet sent
-        self._opened_at = 0.0
+        self._opened_at = self._arrived_at = 0.0
         self._sending = False
         self._sent: dict[str, str | BaseException] = {}         # custom id -> its batch id, or why not sent
         self._waiting: dict[str, dict[str, BatchItem]] = {}     # batch id -> its items not yet answered
@@ -43,7 +49,23 @@ class BatchWindow:
     def expect(self) -> None:
         """A call is on its way to `send` (or will `withdraw`): a window being gathered waits for it."""
         with self._cond:
-            self._coming += 1
+            if self._promised > 0:
+                self._promised -= 1
+            else:
+                self._coming += 1
+
+    def promise(self, calls: int) -> None:
+        """`calls` calls are about to start (each will `expect`): the window waits for them from now."""
+        with self._cond:
+            self._coming += calls
+            self._promised += calls
+
+    def unpromise(self) -> None:
+        """The promised calls not started will not be: the window being gathered may go without them."""
+        with self._cond:
+            self._coming -= self._promised
+            self._promised = 0
+            self._cond.notify_all()
 
     def withdraw(self) -> None:
         """An announced call will not send after all (its hold was refused)."""
@@ -56,11 +78,12 @@ class BatchWindow:
         """Send `item` with the calls gathered around it; returns the id of the batch it went out in."""
         with self._cond:
             self._coming -= 1
+            self._arrived_at = time.monotonic()
             if not self._open:
-                self._opened_at = time.monotonic()
+                self._opened_at = self._arrived_at
             self._open.append(item)
             while item.custom_id not in self._sent:
-                due = self._opened_at + self._gather_s
+                due = min(self._arrived_at + self._gather_s, self._opened_at + max(self._gather_s, GATHER_MAX_S))
                 if self._open and not self._sending and (self._coming <= 0 or time.monotonic() >= due):
                     self._send_open()
                 else:
@@ -116,8 +139,8 @@ class BatchWindow:
                     left = deadline - time.monotonic()
                     if batch_id in self._looking:
                         self._cond.wait(timeout=left if left > 0 else None)
-                    elif looked and left <= 0:   # collected later (batch_sensor, or the work's re-run)
-                        return None
+                    elif looked and (left <= 0 or stopping.requested()):   # collected later (batch_sensor,
+                        return None                                           # or the work's re-run)
                     else:
                         self._look(batch_id, deadline)
                         looked = True
@@ -137,7 +160,7 @@ class BatchWindow:
         self._looking.add(batch_id)
         self._cond.release()
         try:
-            time.sleep(max(min(pause, deadline - time.monotonic()), 0.0))
+            stopping.pause(min(pause, deadline - time.monotonic()))
             with self._cond:
                 items = list(self._waiting.get(batch_id, {}).values())
             answers = self._client.collect_batch(batch_id, items)

@@ -30,6 +30,8 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from typing import Callable, cast
@@ -56,6 +58,7 @@ from cass_pipelines.llm.base import (
     prefix_key,
 )
 from cass_pipelines.llm.pricing import Pricing
+from cass_pipelines.services import stopping
 from cass_pipelines.services.batch_window import BatchWindow
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.store import batches, paid_log
@@ -133,6 +136,20 @@ class MeteredClient:
     @property
     def batching(self) -> bool:
         return self.ctx.batch and hasattr(self.inner, "submit_batch")
+
+    @contextmanager
+    def coming(self, calls: int) -> Iterator[None]:
+        """`calls` batched calls start together in this block: they go out in one batch, however late
+        a thread starts (services/batch_window.py: `promise`)."""
+        window = self._window
+        if window is None:
+            yield
+            return
+        window.promise(calls)
+        try:
+            yield
+        finally:
+            window.unpromise()
 
     def estimate(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> float:
         """The hold for one call as it will be sent (see llm/holds.py)."""
@@ -332,8 +349,8 @@ class MeteredClient:
         deadline = time.monotonic() + self.settings.batch_wait_s
         answer = cast(BatchWindow, self._window).answer(row["batch_id"], _item(row), deadline)
         if answer is None:
-            raise BatchPending(f"waiting for message batch {row['batch_id']}: no answer after "
-                               f"{self.settings.batch_wait_s:g}s; collected when it ends")
+            why = "the run is stopping" if stopping.requested() else f"no answer after {self.settings.batch_wait_s:g}s"
+            raise BatchPending(f"waiting for message batch {row['batch_id']}: {why}; collected when it ends")
         done = settle_answer(self.inner, self.store, self.settings, self.pricing, self.clock, row, answer)
         if done["state"] != BatchState.COLLECTED:
             raise BatchPending(f"message batch {row['batch_id']} returned no answer ({done['error']}); "

@@ -3,7 +3,8 @@
 DuckDB is single-writer across processes: while one process has the file open, every other open
 fails (read-only included). So the file is opened for a few statements and closed again, never
 held across an LLM call, and opens are retried with backoff. Within one process, multi-statement
-transactions are serialised by a lock so a reservation's check-then-insert cannot interleave.
+transactions and single writes are serialised by a lock, so a reservation's check-then-insert cannot
+interleave and two threads never write one row at once (DuckDB refuses the second as a conflict).
 
 An "open" is an ATTACH of the file to one in-memory DuckDB instance that lives as long as the
 process, and a "close" is its DETACH: the file lock is held exactly while attached, as it was
@@ -172,7 +173,9 @@ class Store:
             conn.execute("COMMIT")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        with self.connection() as conn:
+        """One write, serialised with the process's transactions: a row another thread's open
+        transaction changed would make DuckDB refuse it as a conflict."""
+        with self.connection() as conn, _write_lock(str(self.path)):
             conn.execute(sql, [_jsonable(p) for p in params])
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -4,6 +4,7 @@ the prompt. Usage, cost and the offline flag are summed for the action's ActionR
 from __future__ import annotations
 
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from cass_pipelines.domain.categories import ModelTier
@@ -11,6 +12,7 @@ from cass_pipelines.domain.registry import Registry
 from cass_pipelines.llm.base import LLMClient, LLMError, LLMRequest, T, Usage
 from cass_pipelines.llm.pricing import load_pricing
 from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
+from cass_pipelines.services.metering import MeteredClient
 from cass_pipelines.services.prompts import stable_prefix
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.persona import persona_row
@@ -44,6 +46,10 @@ class ModelCalls:
         return cls(ctx.llm, system_prefix(ctx.store, ctx.registry, ctx.llm, str(ctx.action.model_tier)),
                    ctx.action.model_tier,
                    ctx.action.max_output_tokens, ctx.action.id)
+
+    def coming(self, calls: int) -> AbstractContextManager:
+        """`calls` calls about to start together from several threads: batched, they go out as one batch."""
+        return self.llm.coming(calls) if isinstance(self.llm, MeteredClient) else nullcontext()
 
     def structured(self, prompt: str, schema: type[T], *, web_search: bool = False,
                    max_tokens: int | None = None) -> T:

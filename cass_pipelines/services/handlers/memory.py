@@ -22,6 +22,7 @@ from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers import writeback
 from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
 from cass_pipelines.services.handlers.calls import ModelCalls
+from cass_pipelines.services.handlers.exclusive import claimed
 from cass_pipelines.services.handlers.handoff import Outbox, take
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
 from cass_pipelines.services.metering import BudgetRefused
@@ -162,7 +163,8 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
             # A batched call holds no connection while its batch runs, so every conversation waits in the
             # same batch (services/batch_window.py); interactive calls go `llm_concurrency` at a time.
             workers = len(todo) if calls.batching else ctx.settings.llm_concurrency
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            calling = sum(keys[c["id"]] in ours for c in todo)
+            with calls.coming(calling), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 futures = {pool.submit(one, conv): conv for conv in todo}
                 for future in as_completed(futures):
                     conv = futures[future]
@@ -276,18 +278,21 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
     calls = ModelCalls.for_action(ctx)
     named = []
     skipped = []
-    for conv in memory.untitled(ctx.store, MAX_TITLE_CALLS_PER_RUN, ctx.now):
-        try:
-            title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
-        except (LLMError, ValueError) as exc:
-            if _provider_wide(exc):
-                raise
-            skipped.append(_failed(ctx, conv["id"], exc, TITLE_FAILURE_KIND))
-            continue
-        failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
-        if title:
-            named.append({"conversation_id": conv["id"], "title": title[:80]})
-    artifacts += writeback.titles(ctx, named, calls.offline)
+    untitled = memory.untitled(ctx.store, 2 * MAX_TITLE_CALLS_PER_RUN, ctx.now)   # (some may be another unit's)
+    with claimed(ctx, "title", untitled, MAX_TITLE_CALLS_PER_RUN, lambda c: c["id"]) as taken:
+        for conv in taken.items:
+            try:
+                title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
+            except (LLMError, ValueError) as exc:
+                if _provider_wide(exc):
+                    raise
+                skipped.append(_failed(ctx, conv["id"], exc, TITLE_FAILURE_KIND))
+                continue
+            failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
+            if title:
+                named.append({"conversation_id": conv["id"], "title": title[:80]})
+                taken.finish(conv)
+        artifacts += writeback.titles(ctx, named, calls.offline)
     return calls.result(success=True, offline=offline,
                         message=f"titled {len(artifacts)} conversation(s) ({len(proposed)} proposed by an earlier "
                                 f"step, {calls.count} model call(s))"

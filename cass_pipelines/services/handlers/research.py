@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from cass_pipelines.services.handlers import slices, writeback
 from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
 from cass_pipelines.services.handlers.calls import ModelCalls
+from cass_pipelines.services.handlers.exclusive import claimed
 from cass_pipelines.services.handlers.handoff import Outbox
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
 from cass_pipelines.services.handlers.sourcing import search_instruction, source_line
@@ -39,7 +40,7 @@ def refresh_queue(ctx: HandlerContext) -> ActionResult:
         data={"queued": len(waiting)})
 
 
-def _next_items(ctx: HandlerContext, count: int) -> list[dict]:
+def _candidates(ctx: HandlerContext) -> list[dict]:
     """Queued items closest to the focus (oldest first among equals). The question an earlier step chose
     comes first, queued now if it was not."""
     items = ranked(ctx.focus, queue.queued(ctx.store), lambda i: i["question"])
@@ -50,7 +51,7 @@ def _next_items(ctx: HandlerContext, count: int) -> list[dict]:
             mine = [queue.enqueue(ctx.store, q["question"], q["id"], ctx.now)
                     for q in selfmodel.questions_by_id(ctx.store, [chosen]) if q["status"] == "open"]
         items = mine + [i for i in items if i["source_question_id"] != chosen]
-    return items[:count]
+    return items
 
 
 def _research(ctx: HandlerContext, calls: ModelCalls, box: Outbox, item: dict) -> tuple[Findings, str]:
@@ -74,16 +75,19 @@ def _research(ctx: HandlerContext, calls: ModelCalls, box: Outbox, item: dict) -
 
 
 def _run(ctx: HandlerContext, count: int) -> ActionResult:
-    items = _next_items(ctx, count)
-    if not items:
-        return ActionResult(success=True, message="the research queue is empty: nothing researched, no model call")
-    calls = ModelCalls.for_action(ctx)
-    box = Outbox(ctx, calls)
-    findings, raised, sourced = [], [], ""
-    for item in items:
-        out, sourced = _research(ctx, calls, box, item)
-        findings += [p.strip() for p in out.key_points if p.strip()][:4]
-        raised += [q.strip() for q in out.follow_up_questions[:2] if q.strip()]
+    with claimed(ctx, "research", _candidates(ctx), count, lambda i: i["id"]) as taken:   # not another unit's
+        items = taken.items
+        if not items:
+            return ActionResult(success=True,
+                                message="the research queue is empty: nothing researched, no model call")
+        calls = ModelCalls.for_action(ctx)
+        box = Outbox(ctx, calls)
+        findings, raised, sourced = [], [], ""
+        for item in items:
+            out, sourced = _research(ctx, calls, box, item)
+            taken.finish(item)
+            findings += [p.strip() for p in out.key_points if p.strip()][:4]
+            raised += [q.strip() for q in out.follow_up_questions[:2] if q.strip()]
     done = [Artifact(type="research_item", id=i["id"], title=f"researched: {i['question'][:70]}") for i in items]
     return calls.result(
         success=True, message=f"researched {len(items)} question(s). {sourced} {box.summary()}",
