@@ -450,6 +450,28 @@ def test_a_run_killed_between_submitting_and_collecting_a_batch_loses_nothing_pa
     assert keys == []
 
 
+def test_run_day_collects_a_killed_runs_batch_whose_work_is_not_asked_again(api_home):  # noqa: F811
+    """Without the daemon (no batch_sensor), `run-day` settles what a killed run's batch answered even
+    when no run asks for that work again (here the night is not run again): paid once, no hold left."""
+    from support import SAMPLE_DAY
+    from test_reliability import KILLED, cli, one_call_at_a_time
+
+    from cass_pipelines.services.runtime import open_runtime
+
+    env, server = api_home
+    one_call_at_a_time(env)
+    killed = cli(env, "run-phase", "night", "--date", SAMPLE_DAY.isoformat(), failpoint="batch_submitted")
+    assert killed.returncode == KILLED, killed.stderr[-1500:]
+    rt = open_runtime()
+    [pending] = rt.store.all("SELECT custom_id, reservation_id FROM llm_batches")
+    day = cli(env, "run-day", "--date", SAMPLE_DAY.isoformat(), "--phases", "morning", "--no-journal")
+    assert day.returncode == 0, day.stderr[-2000:]
+    row = rt.store.one("SELECT state, request_id FROM llm_batches WHERE custom_id = ?", [pending["custom_id"]])
+    assert row["state"] == BatchState.COLLECTED
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE request_id = ?", [row["request_id"]]) == 1
+    assert rt.store.scalar("SELECT status FROM reservations WHERE id = ?", [pending["reservation_id"]]) == "reconciled"
+
+
 def test_the_nights_units_and_their_summaries_send_their_batches_side_by_side(api_home):  # noqa: F811
     """At night every call goes through a batch: the units' calls are in flight together, and so are
     their summaries' (one after another, a night waited for as many batches as it had calls, each

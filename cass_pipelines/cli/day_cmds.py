@@ -12,7 +12,7 @@ from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
 from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
-from cass_pipelines.store import dead_letters, ledger, plans, views
+from cass_pipelines.store import batches, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.schema import check_version, migrate
@@ -161,13 +161,23 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     phase in order (unless paused or out of money), then the journal."""
     from cass_pipelines.defs.resources import run_over
     from cass_pipelines.execution import run_journal, run_memory, run_phase
+    from cass_pipelines.services.metering import collect_batches
     from cass_pipelines.services.planning import phase_skip_reason
     from cass_pipelines.services.watches import idle_conversations, watch_budget
 
     clock = clock_from_env()
     runs = []
+
+    def collect() -> None:
+        """What batch_sensor does in the daemon: batches a dead or finished run stopped waiting for (a
+        killed run's, whose work may not be asked again) are settled, paid once."""
+        if batches.pending(rt.store):
+            collect_batches(rt.llm, rt.store, rt.settings, rt.pricing, clock, run_over(instance))
+
+    collect()
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1):   # what idle_memory_sensor looks for
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
+        collect()
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
         reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
@@ -181,6 +191,7 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
         watched = watch_budget(rt.store, rt.settings, rt.settings.home, day, clock.now(), run_over(instance),
                                alerts_seen)
         alerts_seen.update(kind for kind, _ in watched.new_alerts)
+        collect()
     if journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
     return runs
