@@ -270,7 +270,7 @@ class MeetingLLM(CountingLLM):
         import threading
         try:
             self.meet.wait()
-        except threading.BrokenBarrierError:   # (later calls pass straight through)
+        except threading.BrokenBarrierError:   # once aborted, calls pass straight through
             pass
         return super().structured(request, schema)
 
@@ -288,10 +288,30 @@ def test_units_side_by_side_never_take_the_same_item(runtime, action_id, asked):
     llm = MeetingLLM(runtime.llm, parties=2)
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda unit: run_action(runtime, action_id, llm=llm, unit_id=unit), ["u1", "u2"]))
+    llm.meet.abort()
     assert all(r.success for r in results), [r.message for r in results]
     quoted = [r.prompt.split(asked, 1)[1][:80] for r in llm.requests]
     assert len(quoted) >= 4 and len(set(quoted)) == len(quoted)   # no question or conversation asked twice
     taken = {a.id for r in results for a in r.artifacts}
     third = run_action(runtime, action_id, llm=llm, unit_id="u3")
     assert not taken & {a.id for a in third.artifacts}
+    assert count(runtime, "SELECT count(*) FROM claims WHERE state = 'held'") == 0
+
+
+def test_titles_made_before_an_outage_are_kept_and_the_rest_titled_later(runtime):
+    """A provider outage on the third title call stops the action; the two titles already paid for are
+    written, and the conversations not titled are free for the next run (not claimed as done)."""
+    class OutageOnThird(CountingLLM):
+        def structured(self, request, schema):
+            if self.calls == 2:
+                self.requests.append(request)
+                raise LLMError("provider unavailable (test)", status=529, retryable=True)
+            return super().structured(request, schema)
+
+    runtime.store.execute("UPDATE conversations SET title = NULL")
+    with pytest.raises(LLMError):
+        run_action(runtime, "memory.generate_conversation_title", llm=OutageOnThird(runtime.llm), unit_id="u1")
+    assert count(runtime, "SELECT count(*) FROM conversations WHERE title IS NOT NULL") == 2
+    later = run_action(runtime, "memory.generate_conversation_title", unit_id="u2")
+    assert len(later.artifacts) == 10   # the third conversation among them: its claim was given back
     assert count(runtime, "SELECT count(*) FROM claims WHERE state = 'held'") == 0

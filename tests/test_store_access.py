@@ -69,10 +69,11 @@ def test_a_write_waits_for_another_threads_transaction_on_the_same_row(tmp_path)
     store = Store(tmp_path / "cass.duckdb")
     store.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT)")
     store.execute("INSERT INTO notes VALUES ('n1', 'a')")
-    inside, errors = threading.Event(), []
+    inside, writing, errors = threading.Event(), threading.Event(), []
 
     def append() -> None:
         inside.wait(10)
+        writing.set()
         try:
             store.execute("UPDATE notes SET body = body || '+append' WHERE id = 'n1'")
         except Exception as exc:   # noqa: BLE001 - the failure under test
@@ -83,6 +84,7 @@ def test_a_write_waits_for_another_threads_transaction_on_the_same_row(tmp_path)
     with store.transaction() as conn:
         conn.execute("UPDATE notes SET body = body || '+link' WHERE id = 'n1'")
         inside.set()
+        assert writing.wait(10)
         writer.join(0.3)   # the append is waiting, not refused
         assert writer.is_alive() and not errors
     writer.join(10)

@@ -1,5 +1,6 @@
 """run-day, run-phase, plan, summaries, journal, status, trigger."""
 import argparse
+import sys
 import time
 from datetime import date
 from typing import Any
@@ -11,6 +12,7 @@ from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
 from cass_pipelines.domain.states import UnitStatus
+from cass_pipelines.llm.base import redact
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import batches, dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status
@@ -171,8 +173,12 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     def collect() -> None:
         """What batch_sensor does in the daemon: batches a dead or finished run stopped waiting for (a
         killed run's, whose work may not be asked again) are settled, paid once."""
-        if batches.pending(rt.store):
-            collect_batches(rt.llm, rt.store, rt.settings, rt.pricing, clock, run_over(instance))
+        try:
+            if batches.pending(rt.store):
+                collect_batches(rt.llm, rt.store, rt.settings, rt.pricing, clock, run_over(instance))
+        except Exception as exc:   # noqa: BLE001 - an outage of the Batches API does not stop the day
+            print(f"warning: collecting message batches failed ({redact(str(exc))[:300]}); the next run-day or "
+                  "batch_sensor tries again", file=sys.stderr)
 
     collect()
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1):   # what idle_memory_sensor looks for

@@ -89,6 +89,7 @@ class ThreadedExecutor(Executor):
             stopping.clear()
             stack.callback(stopping.clear)   # after the pool's exit below: once its threads are done
             pool = stack.enter_context(ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="cass-step"))
+            stack.callback(stopping.request)   # however the loop ends, before the pool waits for its steps
             events: queue.SimpleQueue = queue.SimpleQueue()
             running: dict[str, _Running] = {}   # step key -> its submission (one at a time per key)
             stop = False

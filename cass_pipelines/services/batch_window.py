@@ -139,7 +139,7 @@ class BatchWindow:
                     left = deadline - time.monotonic()
                     if batch_id in self._looking:
                         self._cond.wait(timeout=left if left > 0 else None)
-                    elif looked and (left <= 0 or stopping.requested()):   # collected later (batch_sensor,
+                    elif stopping.requested() or (looked and left <= 0):   # collected later (batch_sensor,
                         return None                                           # or the work's re-run)
                     else:
                         self._look(batch_id, deadline)

@@ -28,9 +28,17 @@ def refresh_queue(store: Store, now: datetime) -> tuple[list[dict], list[str]]:
 
 
 def enqueue(store: Store, question: str, source_question_id: str | None, now: datetime) -> dict:
-    rid = new_id("rq")
-    store.execute("INSERT INTO research_queue (id, question, source_question_id, status, created_at, done_at) VALUES (?, ?, ?, 'queued', ?, NULL)",
-                  [rid, question, source_question_id, now])
+    """Queue a question; an open question already queued is not queued twice (two units side by side
+    that chose it research one item, which one of them claims)."""
+    with store.transaction() as conn:
+        if source_question_id is not None:
+            row = conn.execute("SELECT id, question FROM research_queue WHERE source_question_id = ? "
+                               "AND status = 'queued' ORDER BY created_at, id LIMIT 1", [source_question_id]).fetchone()
+            if row:
+                return {"id": row[0], "question": row[1], "source_question_id": source_question_id}
+        rid = new_id("rq")
+        conn.execute("INSERT INTO research_queue (id, question, source_question_id, status, created_at, done_at) "
+                     "VALUES (?, ?, ?, 'queued', ?, NULL)", [rid, question, source_question_id, now])
     return {"id": rid, "question": question, "source_question_id": source_question_id}
 
 

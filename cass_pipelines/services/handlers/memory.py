@@ -276,7 +276,6 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
     proposed, offline = take(ctx, "titles")
     artifacts = writeback.titles(ctx, proposed, offline)
     calls = ModelCalls.for_action(ctx)
-    named = []
     skipped = []
     untitled = memory.untitled(ctx.store, 2 * MAX_TITLE_CALLS_PER_RUN, ctx.now)   # (some may be another unit's)
     with claimed(ctx, "title", untitled, MAX_TITLE_CALLS_PER_RUN, lambda c: c["id"]) as taken:
@@ -289,10 +288,13 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
                 skipped.append(_failed(ctx, conv["id"], exc, TITLE_FAILURE_KIND))
                 continue
             failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
-            if title:
-                named.append({"conversation_id": conv["id"], "title": title[:80]})
+            # Written as it comes (a later call's failure loses no paid title), and only a written
+            # title ends its claim as done.
+            made = writeback.titles(ctx, [{"conversation_id": conv["id"], "title": title[:80]}] if title else [],
+                                    calls.offline)
+            if made:
                 taken.finish(conv)
-        artifacts += writeback.titles(ctx, named, calls.offline)
+            artifacts += made
     return calls.result(success=True, offline=offline,
                         message=f"titled {len(artifacts)} conversation(s) ({len(proposed)} proposed by an earlier "
                                 f"step, {calls.count} model call(s))"
