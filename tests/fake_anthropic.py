@@ -97,6 +97,7 @@ class FakeAnthropic:
         self.requests: list[dict] = []       # {"body", "headers"} of every request received
         self.answered: list[Answered] = []   # every 200 message sent, with its usage
         self.counted: list[dict] = []        # bodies of token-counting requests (not in `requests`)
+        self.on_count = lambda: None         # called as each token-counting request arrives
         self.batch_delay_s = 0.0             # a batch ends this long after it was created
         self.expire_batches = False          # batches end with every request expired (nothing billed)
         self.batches: dict[str, dict] = {}   # id -> {"requests", "created", "results"}
@@ -242,6 +243,7 @@ class FakeAnthropic:
                     failure = fake._random_failure()
                     return self._send(failure or Reply(200, fake.create_batch(body)), None)
                 if self.path.split("?")[0] == "/v1/messages/count_tokens":
+                    fake.on_count()
                     with fake._lock:
                         fake.counted.append(body)
                     return self._send(Reply(200, fake.count_tokens(body)), None)

@@ -84,3 +84,21 @@ def test_a_billed_but_unusable_response_is_recorded_and_settles_its_hold(fake_an
     # The client's own sums (what a failed action reports as its cost) include the paid call.
     assert (client.calls, client.cost_usd) == (1, pytest.approx(EXACT_COST, abs=1e-9))
     assert info.value.billed.cost_usd == pytest.approx(EXACT_COST, abs=1e-9)
+
+
+def test_the_store_file_is_free_while_the_prompt_is_counted(fake_anthropic, tmp_path):
+    """Counting a prompt's tokens is an API call (seconds at worst): the DuckDB file is not held
+    meanwhile, so the UI, the daemon and the CLI can open it; the hold is taken after."""
+    from test_store_access import other_process_opens
+
+    settings = load_settings().model_copy(update={"max_retries": 0, "request_timeout_s": 30.0})
+    store = Store(tmp_path / "cass.duckdb")
+    migrate(store)
+    ctx = MeterContext(date=DAY, phase="morning", category="reflection", priority="normal", work_unit_id="wu_1",
+                       action_id="reflection.think", run_id="run_1", step_key="step_1")
+    client = MeteredClient(make_client(settings, "anthropic"), store, settings, load_pricing(), ctx, FixedClock(NOW))
+    free: list[bool] = []
+    fake_anthropic.on_count = lambda: free.append(other_process_opens(store.path))
+    client.text(LLMRequest(tier="fast", system_prefix="I am Cass.", prompt="Think.", max_tokens=50))
+    assert free and all(free), free
+    assert store.scalar("SELECT count(*) FROM llm_ledger") == 1

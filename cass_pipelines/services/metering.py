@@ -199,13 +199,13 @@ class MeteredClient:
         return (holds.input_usd(rates, count, warm=warm, ttl=ttl, extra_tokens=search_tokens)
                 + searches * self.pricing.web_search_per_1k / 1000)
 
-    def _reserve(self, request: LLMRequest, schema: type[BaseModel] | None,
+    def _reserve(self, request: LLMRequest, count: PromptCount,
                  measured: bool = True) -> tuple[LLMRequest, Reservation]:
-        """Reserve for the call; when the room left is short, lower its output bound to fit, down
-        to the useful minimum. Returns the request as it will be sent and its reservation."""
+        """Reserve for the call (its prompt counted beforehand, `count`); when the room left is short,
+        lower its output bound to fit, down to the useful minimum. Returns the request as it will be
+        sent and its reservation."""
         ctx = self.ctx
         request, bound = self._bounded(request, measured)
-        count = self._count(request, schema)
         rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
         input_usd = self._input_usd(request, count)
         while True:
@@ -224,8 +224,9 @@ class MeteredClient:
     def _metered(self, asked: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
         if self.batching:
             return self._batched(asked, schema, measured)
+        count = self._count(asked, schema)   # (an API call: counted before the file is opened)
         with self.store.session():   # the history reads and the reservation share one open
-            request, held = self._reserve(asked, schema, measured)
+            request, held = self._reserve(asked, count, measured)
         try:
             result = self.inner.structured(request, schema) if schema else self.inner.text(request)
         except LLMError as exc:
@@ -320,8 +321,9 @@ class MeteredClient:
         window = cast(BatchWindow, self._window)
         window.expect()   # the batch being gathered waits for this call while it reserves
         try:
+            count = self._count(request, schema)   # (an API call: counted before the file is opened)
             with self.store.session():   # the history reads, the hold and the stored request share one open
-                request, held = self._reserve(request, schema, measured)
+                request, held = self._reserve(request, count, measured)
                 batches.add(self.store, batches.NewBatchRequest(
                     custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
                     category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
