@@ -12,9 +12,8 @@ from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
 from cass_pipelines.domain.states import UnitStatus
-from cass_pipelines.llm.base import redact
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
-from cass_pipelines.store import batches, dead_letters, ledger, plans, views
+from cass_pipelines.store import dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.schema import check_version, migrate
@@ -163,9 +162,11 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     phase in order (unless paused or out of money), then the journal."""
     from cass_pipelines.defs.resources import run_over
     from cass_pipelines.execution import run_journal, run_memory, run_phase
+    from cass_pipelines.llm.base import redact
     from cass_pipelines.services.metering import collect_batches
     from cass_pipelines.services.planning import phase_skip_reason
     from cass_pipelines.services.watches import idle_conversations, watch_budget
+    from cass_pipelines.store import batches
 
     clock = clock_from_env()
     runs = []
