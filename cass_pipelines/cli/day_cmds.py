@@ -163,10 +163,8 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     from cass_pipelines.defs.resources import run_over
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.llm.base import redact
-    from cass_pipelines.services.metering import collect_batches
     from cass_pipelines.services.planning import phase_skip_reason
-    from cass_pipelines.services.watches import idle_conversations, watch_budget
-    from cass_pipelines.store import batches
+    from cass_pipelines.services.watches import idle_conversations, watch_batches, watch_budget
 
     clock = clock_from_env()
     runs = []
@@ -175,8 +173,7 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
         """What batch_sensor does in the daemon: batches a dead or finished run stopped waiting for (a
         killed run's, whose work may not be asked again) are settled, paid once."""
         try:
-            if batches.pending(rt.store):
-                collect_batches(rt.llm, rt.store, rt.settings, rt.pricing, clock, run_over(instance))
+            watch_batches(rt.store, rt.settings, clock, run_over(instance), lambda: rt.llm)
         except Exception as exc:   # noqa: BLE001 - an outage of the Batches API does not stop the day
             print(f"warning: collecting message batches failed ({redact(str(exc))[:300]}); the next run-day or "
                   "batch_sensor tries again", file=sys.stderr)

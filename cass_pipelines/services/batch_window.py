@@ -83,7 +83,7 @@ class BatchWindow:
                 self._opened_at = self._arrived_at
             self._open.append(item)
             while item.custom_id not in self._sent:
-                due = min(self._arrived_at + self._gather_s, self._opened_at + max(self._gather_s, GATHER_MAX_S))
+                due = min(self._arrived_at + self._gather_s, self._opened_at + GATHER_MAX_S)
                 if self._open and not self._sending and (self._coming <= 0 or time.monotonic() >= due):
                     self._send_open()
                 else:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import duckdb
+
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ids import new_id
 
@@ -19,12 +21,15 @@ def refresh_queue(store: Store, now: datetime) -> tuple[list[dict], list[str]]:
                                   (SELECT 1 FROM research_queue r WHERE r.source_question_id = q.id
                                    AND r.status IN ('queued', 'done'))
                                 ORDER BY created_at, id""").fetchall()
-        added = []
-        for qid, question in fresh:
-            rid = new_id("rq")
-            conn.execute("INSERT INTO research_queue (id, question, source_question_id, status, created_at, done_at) VALUES (?, ?, ?, 'queued', ?, NULL)", [rid, question, qid, now])
-            added.append({"id": rid, "question": question, "source_question_id": qid})
+        added = [_add(conn, question, qid, now) for qid, question in fresh]
     return added, dropped
+
+
+def _add(conn: duckdb.DuckDBPyConnection, question: str, source_question_id: str | None, now: datetime) -> dict:
+    rid = new_id("rq")
+    conn.execute("INSERT INTO research_queue (id, question, source_question_id, status, created_at, done_at) "
+                 "VALUES (?, ?, ?, 'queued', ?, NULL)", [rid, question, source_question_id, now])
+    return {"id": rid, "question": question, "source_question_id": source_question_id}
 
 
 def enqueue(store: Store, question: str, source_question_id: str | None, now: datetime) -> dict:
@@ -36,10 +41,7 @@ def enqueue(store: Store, question: str, source_question_id: str | None, now: da
                                "AND status = 'queued' ORDER BY created_at, id LIMIT 1", [source_question_id]).fetchone()
             if row:
                 return {"id": row[0], "question": row[1], "source_question_id": source_question_id}
-        rid = new_id("rq")
-        conn.execute("INSERT INTO research_queue (id, question, source_question_id, status, created_at, done_at) "
-                     "VALUES (?, ?, ?, 'queued', ?, NULL)", [rid, question, source_question_id, now])
-    return {"id": rid, "question": question, "source_question_id": source_question_id}
+        return _add(conn, question, source_question_id, now)
 
 
 def queued(store: Store, limit: int = 100) -> list[dict]:

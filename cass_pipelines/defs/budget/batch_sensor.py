@@ -10,8 +10,7 @@ from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.llm.pricing import load_pricing
-from cass_pipelines.services.metering import collect_batches
+from cass_pipelines.services.watches import watch_batches
 from cass_pipelines.store import batches
 
 
@@ -26,10 +25,8 @@ def build_batch_sensor(settings: Settings) -> dg.SensorDefinition:
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
 
         def tick() -> tuple[dict[str, list[str]], dict[str, int]]:
-            done: dict[str, list[str]] = {}
-            if batches.pending(store):   # the LLM client is made only when something is in flight
-                done = collect_batches(cass.llm.get_client(settings), store, settings, load_pricing(), clock,
-                                       run_over(context.instance))
+            done = watch_batches(store, settings, clock, run_over(context.instance),
+                                 lambda: cass.llm.get_client(settings))
             return done, batches.counts(store, day)
 
         result = unless_busy(tick)
