@@ -173,20 +173,24 @@ def memory_job(rt):
     return lambda: run_memory(defs, instance)
 
 
-@pytest.mark.parametrize("batch_work,per_conversation", [(True, 6), (False, 3)])
+@pytest.mark.parametrize("batch_work,per_conversation", [(True, 5), (False, 3)])
 def test_a_catch_up_opens_the_store_a_bounded_number_of_times_per_conversation(sample_home, monkeypatch,
                                                                                batch_work, per_conversation):
     # Interactive: the hold, the settlement, the summary with its claim's end. Batched: the request's
-    # lookup, hold and row, its batch id, the settlement, taking the answer, the summary. The claims of
-    # the run, its unit and its recovery pass are per run (the constant).
+    # lookup, hold and row, its row once sent, taking the answer, the summary; the batch's id and its
+    # settlement are stored once for the whole batch (two opens per batch). The claims of the run, its
+    # unit and its recovery pass are per run (the constant).
     (Path(sample_home["CASS_HOME"]) / "cass.toml").write_text(f"batch_work = {str(batch_work).lower()}\n")
     rt = open_runtime()
     run = memory_job(rt)
     opens = count_opens(monkeypatch)
     assert run().success
+    used = opens[0]
     summarised = count(rt, "SELECT count(DISTINCT conversation_id) FROM conversation_summaries")
     assert summarised == 56 and count(rt, "SELECT count(*) FROM llm_ledger WHERE batch") == (56 if batch_work else 0)
-    assert opens[0] <= per_conversation * summarised + 20
+    sent = count(rt, "SELECT count(DISTINCT batch_id) FROM llm_batches")
+    assert sent == (1 if batch_work else 0)
+    assert used <= per_conversation * summarised + 2 * sent + 20
     assert count(rt, f"SELECT count(*) FROM claims WHERE key LIKE 'memory:%' AND state = '{ClaimState.DONE}'") == 56
 
 

@@ -6,14 +6,16 @@ third of its age after it ended, and a long one is looked at every `batch_poll_s
 
 One batch per call meant one create and one polling loop per conversation (56 batches for the sample's
 catch-up, each looked at every `batch_poll_s`), so the catch-up took as many poll intervals as it had
-waves of calls. Holds, stored requests and settlements stay per call (services/metering.py); only the
-sending and the looking are shared.
+waves of calls. Holds and stored requests stay per call (services/metering.py); the sending, the
+looking and the bookkeeping after each are shared: `on_sent` stores a new batch's id for all its
+requests, `on_answers` settles every answer a look brought in (one transaction, not one per call).
 """
 from __future__ import annotations
 
 import copy
 import threading
 import time
+from typing import Callable
 
 from cass_pipelines.llm.base import BatchAnswer, BatchClient, BatchItem, LLMError
 from cass_pipelines.services import stopping
@@ -32,8 +34,11 @@ class BatchWindow:
     reservations take more than a second, and arrive steadily), or GATHER_MAX_S after it opened.
     `answer` waits for a request's answer; one waiter at a time looks at a batch."""
 
-    def __init__(self, client: BatchClient, poll_s: float, gather_s: float = GATHER_S):
+    def __init__(self, client: BatchClient, poll_s: float, gather_s: float = GATHER_S,
+                 on_sent: Callable[[str, list[str]], None] | None = None,
+                 on_answers: Callable[[dict[str, BatchAnswer]], None] | None = None):
         self._client, self._poll_s, self._gather_s = client, poll_s, gather_s
+        self._on_sent, self._on_answers = on_sent, on_answers
         self._cond = threading.Condition()
         self._coming = 0                                        # announced calls not yet in the window
         self._promised = 0                                      # of those, promised ones not yet announced
@@ -103,11 +108,18 @@ class BatchWindow:
         self._sending = True
         self._cond.release()
         try:
-            outcomes = self._create([items])
+            groups = [items]
+            outcomes = self._create(groups)
             if len(items) > 1 and isinstance(outcomes[0], LLMError) and not outcomes[0].retryable:
-                outcomes = self._create([[item] for item in items])
-            else:
-                outcomes = outcomes * len(items)
+                groups = [[item] for item in items]
+                outcomes = self._create(groups)
+            for group, outcome in zip(groups, outcomes):
+                if isinstance(outcome, str) and self._on_sent is not None:
+                    try:
+                        self._on_sent(outcome, [item.custom_id for item in group])
+                    except Exception:   # the batch exists: its callers find their ids unstored and store
+                        pass            # each their own (an error then is theirs)
+            outcomes = [outcome for group, outcome in zip(groups, outcomes) for _ in group]
         finally:
             self._cond.acquire()
             self._sending = False
@@ -164,6 +176,9 @@ class BatchWindow:
             with self._cond:
                 items = list(self._waiting.get(batch_id, {}).values())
             answers = self._client.collect_batch(batch_id, items)
+            if answers is not None and self._on_answers is not None:   # settled before any waiter takes one
+                self._on_answers({item.custom_id: answers[item.custom_id] for item in items
+                                  if item.custom_id in answers})
         finally:
             self._cond.acquire()
             self._looks[batch_id] = looks + 1

@@ -62,7 +62,7 @@ from cass_pipelines.services import stopping
 from cass_pipelines.services.batch_window import BatchWindow
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.store import batches, paid_log
-from cass_pipelines.store.budget import release, reserve, settle
+from cass_pipelines.store.budget import release, reserve, settle_all
 from cass_pipelines.store.claims import Owner, owner_dead
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ledger import LedgerRow, output_history, phase_call_span, prefix_last_used
@@ -119,7 +119,8 @@ class MeteredClient:
         self.cost_usd = 0.0
         self.offline = False
         self._lock = threading.Lock()
-        self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s) if self.batching else None
+        self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s, on_sent=self._stored_sent,
+                                   on_answers=self._settle_answers) if self.batching else None
 
     def model_for(self, tier: str) -> str:
         return self.inner.model_for(tier)
@@ -247,33 +248,18 @@ class MeteredClient:
             return self._metered(asked, schema, measured=False)
         return recorded
 
-    def _record(self, reservation_id: str, result: LLMResult, request: LLMRequest, batch: bool = False) -> LLMResult:
+    def _record(self, reservation_id: str, result: LLMResult, request: LLMRequest) -> LLMResult:
         """Ledger row from the response's reported usage, priced by Pricing: first appended to the
         write-ahead log of paid answers (so a crash before the database write loses nothing), then
         recorded and the hold settled in one transaction."""
-        ctx = self.ctx
-        cost = round(self.pricing.cost(result.model, result.usage, batch=batch), 9)
-        u = result.usage
-        row = LedgerRow(
-            request_id=result.request_id, ts=self.clock.now(), date=ctx.date, phase=ctx.phase, run_id=ctx.run_id,
-            step_key=ctx.step_key, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id, category=ctx.category,
-            model=result.model, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-            cache_creation_input_tokens=u.cache_creation_input_tokens,
-            cache_read_input_tokens=u.cache_read_input_tokens,
-            cache_creation_1h_input_tokens=u.cache_creation_1h_input_tokens, cost_usd=cost,
-            offline=result.offline, attempts=result.attempts, latency_ms=result.latency_ms,
-            reservation_id=reservation_id, max_tokens=request.max_tokens,
-            prefix_key=prefix_key(result.model, request.system_prefix) if request.system_prefix else None,
-            batch=batch)
-        paid_log.append(self.settings.home, row)
-        failpoint("paid_before_ledger")
-        settle(self.store, reservation_id, row, self.clock.now())
+        row = ledger_row(self.pricing, self.clock, self.ctx, reservation_id, result, request)
+        record_paid(self.store, self.settings, self.clock, [row])
         with self._lock:   # handlers may call from several threads (bounded concurrency)
             self.calls += 1
-            self.usage += u
-            self.cost_usd = round(self.cost_usd + cost, 9)
+            self.usage += result.usage
+            self.cost_usd = round(self.cost_usd + row.cost_usd, 9)
             self.offline = self.offline or result.offline
-        return replace(result, cost_usd=cost)
+        return replace(result, cost_usd=row.cost_usd)
 
     # ---- message batches ----------------------------------------------------------------------
 
@@ -295,8 +281,13 @@ class MeteredClient:
             raise BatchPending(f"an earlier batch request of this work ({row['custom_id']}) may still answer; "
                                "its hold is kept until it would have expired")
         if row["state"] != BatchState.COLLECTED:
-            row = self._await(row)
-        with self.store.session():
+            self._await(row)
+        with self.store.session():   # the answer (settled by the window), taken and counted: one open
+            row = batches.get(self.store, row["custom_id"])
+            assert row is not None   # stored before it was sent
+            if row["state"] != BatchState.COLLECTED:
+                raise BatchPending(f"message batch {row['batch_id']} returned no answer ({row['error']}); "
+                                   "its hold is released and the work is asked for again")
             batches.take(self.store, row["custom_id"])
             usage, cost = self._count_paid(row["request_id"])
         sent = _item(row).request
@@ -338,26 +329,30 @@ class MeteredClient:
         except BaseException as exc:   # no batch was created: nothing can be billed
             batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
             raise
-        failpoint("batch_created")     # a crash here: the hold is kept until any batch would have expired
         with self.store.session():
-            batches.submitted(self.store, custom_id, batch_id)
             row = batches.get(self.store, custom_id)
+            if row is not None and row["state"] == BatchState.SUBMITTING:   # the window could not store it
+                batches.submitted(self.store, [custom_id], batch_id)
+                row = batches.get(self.store, custom_id)
         failpoint("batch_submitted")   # a crash here: the batch is collected later, paid once
         assert row is not None   # stored above
         return row
 
-    def _await(self, row: dict) -> dict:
-        """Wait for the row's batch to end (then settle its answer) or for the wait to be over."""
+    def _stored_sent(self, batch_id: str, custom_ids: list[str]) -> None:
+        """The window created a batch: its requests' batch id, stored for all of them at once."""
+        failpoint("batch_created")     # a crash here: the holds are kept until any batch would have expired
+        batches.submitted(self.store, custom_ids, batch_id)
+
+    def _settle_answers(self, answers: dict[str, BatchAnswer]) -> None:
+        """The window saw a batch end: every answer its waiters look for is settled at once."""
+        settle_answers(self.inner, self.store, self.settings, self.pricing, self.clock, answers)
+
+    def _await(self, row: dict) -> None:
+        """Wait for the row's batch to end (the window settles its answers) or for the wait to be over."""
         deadline = time.monotonic() + self.settings.batch_wait_s
-        answer = cast(BatchWindow, self._window).answer(row["batch_id"], _item(row), deadline)
-        if answer is None:
+        if cast(BatchWindow, self._window).answer(row["batch_id"], _item(row), deadline) is None:
             why = "the run is stopping" if stopping.requested() else f"no answer after {self.settings.batch_wait_s:g}s"
             raise BatchPending(f"waiting for message batch {row['batch_id']}: {why}; collected when it ends")
-        done = settle_answer(self.inner, self.store, self.settings, self.pricing, self.clock, row, answer)
-        if done["state"] != BatchState.COLLECTED:
-            raise BatchPending(f"message batch {row['batch_id']} returned no answer ({done['error']}); "
-                               "its hold is released and the work is asked for again")
-        return done
 
     def _count_paid(self, request_id: str) -> tuple[Usage, float]:
         """A batched answer's ledger usage and cost, added to this client's sums (once per answer used)."""
@@ -387,26 +382,55 @@ def _item(row: dict) -> BatchItem:
     return BatchItem(row["custom_id"], LLMRequest(**data), json_schema)
 
 
-def settle_answer(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
-                  row: dict, answer: BatchAnswer) -> dict:
-    """What an ended batch returned for one stored request: its answer is settled under the request's
-    reservation at the batch price (write-ahead log first) or, with no answer, the hold is released.
-    Returns the row as it is now. Collecting twice records nothing twice (the ledger's request id is
-    the answer's own)."""
-    item = _item(row)
-    with store.session():   # settling the answer (or releasing its hold) and the request's row: one open
-        if answer.result is None:
-            batches.ended_without_answer(store, row["custom_id"], answer.error or "no answer", clock.now())
-        else:
+def ledger_row(pricing: Pricing, clock: Clock, ctx: MeterContext, reservation_id: str, result: LLMResult,
+               request: LLMRequest, batch: bool = False) -> LedgerRow:
+    """The ledger row of a paid answer: its cost from the usage the response reported."""
+    u = result.usage
+    return LedgerRow(
+        request_id=result.request_id, ts=clock.now(), date=ctx.date, phase=ctx.phase, run_id=ctx.run_id,
+        step_key=ctx.step_key, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id, category=ctx.category,
+        model=result.model, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+        cache_creation_input_tokens=u.cache_creation_input_tokens, cache_read_input_tokens=u.cache_read_input_tokens,
+        cache_creation_1h_input_tokens=u.cache_creation_1h_input_tokens,
+        cost_usd=round(pricing.cost(result.model, u, batch=batch), 9), offline=result.offline,
+        attempts=result.attempts, latency_ms=result.latency_ms, reservation_id=reservation_id,
+        max_tokens=request.max_tokens,
+        prefix_key=prefix_key(result.model, request.system_prefix) if request.system_prefix else None, batch=batch)
+
+
+def record_paid(store: Store, settings: Settings, clock: Clock, rows: list[LedgerRow]) -> None:
+    """Paid answers into the write-ahead log (one fsync), then into the ledger with their holds settled
+    (one transaction)."""
+    paid_log.append(settings.home, rows)
+    failpoint("paid_before_ledger")
+    settle_all(store, [(row.reservation_id or "", row) for row in rows], clock.now())
+
+
+def settle_answers(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
+                   answers: dict[str, BatchAnswer]) -> None:
+    """What an ended batch returned for its stored requests (custom id -> answer): the answers are settled
+    under their requests' reservations at the batch price, together (write-ahead log first), and their
+    text kept; a request with no answer has its hold released. Collecting twice records nothing twice
+    (the ledger's request id is the answer's own)."""
+    with store.session():   # the rows, the settlements and the requests' states: one open
+        rows = batches.by_ids(store, list(answers))
+        paid: list[tuple[dict, LLMResult, LedgerRow]] = []
+        for custom_id, answer in answers.items():
+            row = rows.get(custom_id)
+            if row is None or row["state"] == BatchState.COLLECTED:   # not ours, or settled already
+                continue
+            if answer.result is None:
+                batches.ended_without_answer(store, custom_id, answer.error or "no answer", clock.now())
+                continue
             ctx = MeterContext(date=row["date"], phase=row["phase"], category=row["category"],
                                priority=row["priority"], work_unit_id=row["work_unit_id"], action_id=row["action_id"],
                                run_id=row["run_id"], step_key=row["step_key"], batch=True)
-            recorded = MeteredClient(inner, store, settings, pricing, ctx, clock)._record(
-                row["reservation_id"], answer.result, item.request, batch=True)
-            batches.collected(store, row["custom_id"], recorded.request_id, answer.result.text, clock.now())
-        now = batches.get(store, row["custom_id"])
-    assert now is not None   # stored before it was sent
-    return now
+            paid.append((row, answer.result, ledger_row(pricing, clock, ctx, row["reservation_id"], answer.result,
+                                                        _item(row).request, batch=True)))
+        if paid:
+            record_paid(store, settings, clock, [ledger for _, _, ledger in paid])
+            batches.collected(store, [(row["custom_id"], result.request_id, result.text) for row, result, _ in paid],
+                              clock.now())
 
 
 def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
@@ -429,10 +453,12 @@ def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing:
         by_batch.setdefault(row["batch_id"], []).append(row)
     for batch_id, rows in by_batch.items():   # one look per batch, whatever number of its requests wait
         answers = cast(BatchClient, inner).collect_batch(batch_id, [_item(r) for r in rows])
-        for row in rows:
-            state = (BatchState.SUBMITTED if answers is None else
-                     settle_answer(inner, store, settings, pricing, clock, row, answers[row["custom_id"]])["state"])
-            out[state].append(row["custom_id"])
+        if answers is None:
+            out[BatchState.SUBMITTED].extend(r["custom_id"] for r in rows)
+            continue
+        settle_answers(inner, store, settings, pricing, clock, {r["custom_id"]: answers[r["custom_id"]] for r in rows})
+        for custom_id, now in batches.by_ids(store, [r["custom_id"] for r in rows]).items():
+            out[now["state"]].append(custom_id)
     return out
 
 

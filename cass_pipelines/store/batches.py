@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
+from typing import Sequence
 
 from cass_pipelines.domain.batching import PENDING, BatchState
 from cass_pipelines.domain.states import ReservationStatus as RS
@@ -45,15 +46,19 @@ def add(store: Store, new: NewBatchRequest) -> None:
                   list(row.values()))
 
 
-def submitted(store: Store, custom_id: str, batch_id: str) -> None:
-    store.execute("UPDATE llm_batches SET batch_id = ?, state = ? WHERE custom_id = ?",
-                  [batch_id, BatchState.SUBMITTED.value, custom_id])
+def submitted(store: Store, custom_ids: Sequence[str], batch_id: str) -> None:
+    """The batch these requests went out in, stored in one statement once it is created."""
+    store.execute("UPDATE llm_batches SET batch_id = ?, state = ? WHERE custom_id IN (SELECT unnest(?::TEXT[]))",
+                  [batch_id, BatchState.SUBMITTED.value, list(custom_ids)])
 
 
-def collected(store: Store, custom_id: str, request_id: str, text: str, now: datetime) -> None:
-    """The answer is in the ledger (settled by the caller first): keep its text for the work that asked."""
-    store.execute("UPDATE llm_batches SET state = ?, request_id = ?, result_text = ?, ended_at = ? "
-                  "WHERE custom_id = ?", [BatchState.COLLECTED.value, request_id, text, now, custom_id])
+def collected(store: Store, answers: Sequence[tuple[str, str, str]], now: datetime) -> None:
+    """(custom id, request id, text) of answers in the ledger (settled by the caller first): each text kept
+    for the work that asked, in one transaction."""
+    store.executemany("UPDATE llm_batches SET state = ?, request_id = ?, result_text = ?, ended_at = ? "
+                      "WHERE custom_id = ?",
+                      [[BatchState.COLLECTED.value, request_id, text, now, custom_id]
+                       for custom_id, request_id, text in answers])
 
 
 def ended_without_answer(store: Store, custom_id: str, error: str, now: datetime,
@@ -85,6 +90,11 @@ def for_key(store: Store, request_key: str) -> dict | None:
 
 def get(store: Store, custom_id: str) -> dict | None:
     return store.one("SELECT * FROM llm_batches WHERE custom_id = ?", [custom_id])
+
+
+def by_ids(store: Store, custom_ids: Sequence[str]) -> dict[str, dict]:
+    return {r["custom_id"]: r for r in store.all(
+        "SELECT * FROM llm_batches WHERE custom_id IN (SELECT unnest(?::TEXT[]))", [list(custom_ids)])}
 
 
 def pending(store: Store) -> list[dict]:

@@ -12,7 +12,7 @@ import os
 import uuid
 from dataclasses import replace
 from datetime import date, datetime
-from typing import Callable
+from typing import Callable, Sequence
 
 import duckdb
 
@@ -111,17 +111,27 @@ def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> 
     always the sum of the ledger rows that name it. Returns whether the row was new.
     The ledger row keeps the reservation's amount and funding next to its cost. A settled cost above
     what was held breaks the reservation rule: it is recorded as a `reservation_breach` alert."""
+    return settle_all(store, [(reservation_id, row)], now)[0]
+
+
+def settle_all(store: Store, settled: Sequence[tuple[str, LedgerRow]], now: datetime) -> list[bool]:
+    """`settle` for several answers (a message batch's) in one transaction: one commit, not one each."""
+    inserted, breaches = [], []
     with store.transaction() as conn:
-        held = conn.execute("SELECT amount_usd, coalesce(funding, 'category') FROM reservations WHERE id = ?",
-                            [reservation_id]).fetchone()
-        amount, funding = held if held else (None, Funding.CATEGORY.value)
-        inserted = insert_row(conn, replace(row, reservation_id=reservation_id, funding=funding, reserved_usd=amount))
-        actual = conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now, actual_usd =
-                (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE reservation_id = $id)
-            WHERE id = $id RETURNING actual_usd""", {"id": reservation_id, "now": now}).fetchone()
-    if amount is not None and actual and actual[0] > amount + rules.EPS:
+        for reservation_id, row in settled:
+            held = conn.execute("SELECT amount_usd, coalesce(funding, 'category') FROM reservations WHERE id = ?",
+                                [reservation_id]).fetchone()
+            amount, funding = held if held else (None, Funding.CATEGORY.value)
+            inserted.append(insert_row(conn, replace(row, reservation_id=reservation_id, funding=funding,
+                                                     reserved_usd=amount)))
+            actual = conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now,
+                    actual_usd = (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE reservation_id = $id)
+                WHERE id = $id RETURNING actual_usd""", {"id": reservation_id, "now": now}).fetchone()
+            if amount is not None and actual and actual[0] > amount + rules.EPS:
+                breaches.append((row, amount, actual[0]))
+    for row, amount, actual_usd in breaches:
         record_alert(store, row.date, "reservation_breach",
-                     f"{row.date}: a call settled at ${actual[0]:.6f}, above its reservation of ${amount:.6f} "
+                     f"{row.date}: a call settled at ${actual_usd:.6f}, above its reservation of ${amount:.6f} "
                      f"(request {row.request_id}, action {row.action_id})", now)
     return inserted
 

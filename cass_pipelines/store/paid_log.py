@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict
 from datetime import date, datetime
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from cass_pipelines.store.claims import HOST
 from cass_pipelines.store.ledger import LedgerRow
@@ -27,13 +27,14 @@ def _file(home: Path) -> Path:
     return log_dir(home) / f"{HOST}-{os.getpid()}.jsonl"
 
 
-def append(home: Path, row: LedgerRow) -> None:
+def append(home: Path, rows: Sequence[LedgerRow]) -> None:
+    """The rows at the end of this process's file, fsynced once (a batch's answers: one sync, not one each)."""
     path = _file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(asdict(row), default=str, separators=(",", ":")) + "\n"
+    lines = "".join(json.dumps(asdict(row), default=str, separators=(",", ":")) + "\n" for row in rows)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, line.encode("utf-8"))
+        os.write(fd, lines.encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
