@@ -285,6 +285,88 @@ def test_a_memory_run_sends_its_conversations_in_one_batch_and_one_look_serves_t
                            [batch_id]) == 56
 
 
+def asked_together(client: MeteredClient, n: int) -> dict[int, object]:
+    """n threads ask through one client at once (as the memory catch-up does): what each got, an answer
+    or the exception it raised."""
+    import threading
+
+    out: dict[int, object] = {}
+
+    def call(k: int) -> None:
+        try:
+            out[k] = ask(client, prompt=f"- conversation {k}")
+        except Exception as exc:   # noqa: BLE001 - what each caller gets is the subject of the test
+            out[k] = exc
+
+    with client.coming(n):
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_a_batchs_answers_are_settled_together_and_its_id_stored_once(store, settings, monkeypatch):
+    """The window stores a new batch's id for all its requests in one statement and settles every answer
+    one look brings in in one transaction; each caller still gets its own answer, paid once."""
+    from cass_pipelines.services import metering
+
+    stored, settled = [], []
+    real_submitted, real_settle_all = batches.submitted, metering.settle_all
+    monkeypatch.setattr(batches, "submitted", lambda st, ids, b: stored.append(len(ids)) or real_submitted(st, ids, b))
+    monkeypatch.setattr(metering, "settle_all", lambda st, rows, now: settled.append(len(rows)) or
+                        real_settle_all(st, rows, now))
+    got = asked_together(meter(store, settings, OfflineBackend(settings, load_pricing())), 6)
+    assert all(r.parsed.summary for r in got.values())
+    assert stored == [6] and settled == [6]
+    rows = ledger(store)
+    assert len(rows) == 6 and len({r["request_id"] for r in rows}) == 6 and all(r["batch"] for r in rows)
+    assert store.scalar("SELECT count(*) FROM reservations WHERE status = 'reconciled'") == 6
+    assert store.scalar("SELECT count(*) FROM llm_batches WHERE state = 'collected' AND used") == 6
+
+
+def test_a_batch_id_the_window_cannot_store_is_stored_by_each_caller(store, settings, monkeypatch):
+    real = batches.submitted
+
+    def refuse_the_group(st, ids, batch_id):
+        if len(ids) > 1:
+            raise RuntimeError("the file is busy")
+        real(st, ids, batch_id)
+
+    monkeypatch.setattr(batches, "submitted", refuse_the_group)
+    got = asked_together(meter(store, settings, OfflineBackend(settings, load_pricing())), 4)
+    assert all(r.parsed.summary for r in got.values())
+    assert store.scalar("SELECT count(DISTINCT batch_id) FROM llm_batches WHERE state = 'collected'") == 1
+    assert len(ledger(store)) == 4
+
+
+def test_a_settlement_that_fails_fails_the_looker_alone_and_its_answer_is_collected_later(store, settings,
+                                                                                         monkeypatch):
+    """The waiter whose look brought the answers in gets the error; the others look again and settle
+    theirs; the looker's answer stays with its stored request until batch_sensor (or run-day) settles it."""
+    from cass_pipelines.services import metering
+
+    real, calls = metering.settle_all, []
+
+    def fail_once(st, rows, now):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise RuntimeError("disk full")
+        return real(st, rows, now)
+
+    monkeypatch.setattr(metering, "settle_all", fail_once)
+    inner = OfflineBackend(settings, load_pricing())
+    got = asked_together(meter(store, settings, inner, run_id="run_gone"), 5)
+    failed = [k for k, r in got.items() if isinstance(r, Exception)]
+    assert len(failed) == 1 and "disk full" in str(got[failed[0]])
+    assert calls == [5, 4] and len(ledger(store)) == 4
+    assert store.scalar("SELECT count(*) FROM reservations WHERE status = 'held'") == 1
+    done = collect_batches(inner, store, settings, load_pricing(), Ticking(NOW), lambda run: True)
+    assert len(done[BatchState.COLLECTED]) == 1 and len(ledger(store)) == 5
+    assert store.scalar("SELECT count(*) FROM reservations WHERE status = 'reconciled'") == 5
+
+
 class Recording:
     """A BatchClient that records the batches it is asked to create (or refuses them) and answers each
     item once its batch has been looked at `ends_after` times."""

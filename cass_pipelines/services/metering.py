@@ -14,8 +14,9 @@ Work no one waits for (domain/batching.py: memory, night) is sent as a Message B
 offers batches: the hold is priced at the batch rates, the request is stored (store/batches.py)
 before the batch is created and its batch id right after, then the batch is polled until it ends
 (up to settings.batch_wait_s). Calls an action's threads make together go out in one batch and share
-its polls (services/batch_window.py). Its answer is settled through the same path (write-ahead log,
-ledger row marked `batch`, reservation reconciled). A batch still running when the wait is over
+its polls (services/batch_window.py), which stores the batch's id for all of them at once. The answers
+one look brings in are settled together through the same path (write-ahead log, ledger rows marked
+`batch`, reservations reconciled: one fsync, one transaction). A batch still running when the wait is over
 defers the work (BatchPending) with its hold kept; `collect_batches` (batch_sensor) settles it when
 it ends, and the work's re-run takes the stored answer instead of paying again. A request that
 comes back errored or expired releases its hold and defers the work, to be asked afresh.
