@@ -327,18 +327,33 @@ def test_a_batchs_answers_are_settled_together_and_its_id_stored_once(store, set
 
 
 def test_a_batch_id_the_window_cannot_store_is_stored_by_each_caller(store, settings, monkeypatch):
-    real = batches.submitted
+    """The window's store of the batch id fails: each caller stores its own. Callers after the first store
+    theirs late, once the first one's look has settled their answers: a settled row keeps its state, and
+    the batch id comes with the settlement."""
+    import threading
+    import time
+
+    real, own = batches.submitted, []
+    guard = threading.Lock()
 
     def refuse_the_group(st, ids, batch_id):
         if len(ids) > 1:
             raise RuntimeError("the file is busy")
+        with guard:
+            own.append(ids[0])
+            late = len(own) > 1
+        if late:
+            time.sleep(0.5)
         real(st, ids, batch_id)
 
     monkeypatch.setattr(batches, "submitted", refuse_the_group)
     got = asked_together(meter(store, settings, OfflineBackend(settings, load_pricing())), 4)
-    assert all(r.parsed.summary for r in got.values())
-    assert store.scalar("SELECT count(DISTINCT batch_id) FROM llm_batches WHERE state = 'collected'") == 1
+    assert all(not isinstance(r, Exception) and r.parsed.summary for r in got.values()), got
+    assert len(own) == 4
+    assert store.one("SELECT count(*) AS n, count(DISTINCT batch_id) AS batches, count(batch_id) AS with_id "
+                     "FROM llm_batches WHERE state = 'collected' AND used") == {"n": 4, "batches": 1, "with_id": 4}
     assert len(ledger(store)) == 4
+    assert store.scalar("SELECT count(*) FROM reservations WHERE status = 'reconciled'") == 4
 
 
 def test_a_settlement_that_fails_fails_the_looker_alone_and_its_answer_is_collected_later(store, settings,

@@ -8,7 +8,7 @@ One batch per call meant one create and one polling loop per conversation (56 ba
 catch-up, each looked at every `batch_poll_s`), so the catch-up took as many poll intervals as it had
 waves of calls. Holds and stored requests stay per call (services/metering.py); the sending, the
 looking and the bookkeeping after each are shared: `on_sent` stores a new batch's id for all its
-requests, `on_answers` settles every answer a look brought in (one transaction, not one per call).
+requests, `on_answers` settles every answer a look brought in (one ledger transaction, not one per call).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class BatchWindow:
 
     def __init__(self, client: BatchClient, poll_s: float, gather_s: float = GATHER_S,
                  on_sent: Callable[[str, list[str]], None] | None = None,
-                 on_answers: Callable[[dict[str, BatchAnswer]], None] | None = None):
+                 on_answers: Callable[[str, dict[str, BatchAnswer]], None] | None = None):
         self._client, self._poll_s, self._gather_s = client, poll_s, gather_s
         self._on_sent, self._on_answers = on_sent, on_answers
         self._cond = threading.Condition()
@@ -117,8 +117,8 @@ class BatchWindow:
                 if isinstance(outcome, str) and self._on_sent is not None:
                     try:
                         self._on_sent(outcome, [item.custom_id for item in group])
-                    except Exception:   # the batch exists: its callers find their ids unstored and store
-                        pass            # each their own (an error then is theirs)
+                    except BaseException:   # the batch exists: its callers find their ids unstored and store
+                        pass                # each their own (an error then is theirs)
             outcomes = [outcome for group, outcome in zip(groups, outcomes) for _ in group]
         finally:
             self._cond.acquire()
@@ -176,9 +176,10 @@ class BatchWindow:
             with self._cond:
                 items = list(self._waiting.get(batch_id, {}).values())
             answers = self._client.collect_batch(batch_id, items)
-            if answers is not None and self._on_answers is not None:   # settled before any waiter takes one
-                self._on_answers({item.custom_id: answers[item.custom_id] for item in items
-                                  if item.custom_id in answers})
+            if answers is not None:   # only the items looked for: settled before any waiter takes one
+                answers = {item.custom_id: answers[item.custom_id] for item in items if item.custom_id in answers}
+                if self._on_answers is not None:
+                    self._on_answers(batch_id, answers)
         finally:
             self._cond.acquire()
             self._looks[batch_id] = looks + 1

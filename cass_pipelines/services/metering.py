@@ -16,7 +16,7 @@ before the batch is created and its batch id right after, then the batch is poll
 (up to settings.batch_wait_s). Calls an action's threads make together go out in one batch and share
 its polls (services/batch_window.py), which stores the batch's id for all of them at once. The answers
 one look brings in are settled together through the same path (write-ahead log, ledger rows marked
-`batch`, reservations reconciled: one fsync, one transaction). A batch still running when the wait is over
+`batch`, reservations reconciled: one fsync and one ledger transaction for them all). A batch still running when the wait is over
 defers the work (BatchPending) with its hold kept; `collect_batches` (batch_sensor) settles it when
 it ends, and the work's re-run takes the stored answer instead of paying again. A request that
 comes back errored or expired releases its hold and defers the work, to be asked afresh.
@@ -286,9 +286,12 @@ class MeteredClient:
         with self.store.session():   # the answer (settled by the window), taken and counted: one open
             row = batches.get(self.store, row["custom_id"])
             assert row is not None   # stored before it was sent
-            if row["state"] != BatchState.COLLECTED:
+            if row["state"] == BatchState.FAILED:
                 raise BatchPending(f"message batch {row['batch_id']} returned no answer ({row['error']}); "
                                    "its hold is released and the work is asked for again")
+            if row["state"] != BatchState.COLLECTED:
+                raise BatchPending(f"message batch {row['batch_id']}: the answer is not settled yet; "
+                                   "collected when it can be")
             batches.take(self.store, row["custom_id"])
             usage, cost = self._count_paid(row["request_id"])
         sent = _item(row).request
@@ -344,9 +347,9 @@ class MeteredClient:
         failpoint("batch_created")     # a crash here: the holds are kept until any batch would have expired
         batches.submitted(self.store, custom_ids, batch_id)
 
-    def _settle_answers(self, answers: dict[str, BatchAnswer]) -> None:
+    def _settle_answers(self, batch_id: str, answers: dict[str, BatchAnswer]) -> None:
         """The window saw a batch end: every answer its waiters look for is settled at once."""
-        settle_answers(self.inner, self.store, self.settings, self.pricing, self.clock, answers)
+        settle_answers(self.store, self.settings, self.pricing, self.clock, batch_id, answers)
 
     def _await(self, row: dict) -> None:
         """Wait for the row's batch to end (the window settles its answers) or for the wait to be over."""
@@ -407,7 +410,7 @@ def record_paid(store: Store, settings: Settings, clock: Clock, rows: list[Ledge
     settle_all(store, [(row.reservation_id or "", row) for row in rows], clock.now())
 
 
-def settle_answers(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
+def settle_answers(store: Store, settings: Settings, pricing: Pricing, clock: Clock, batch_id: str,
                    answers: dict[str, BatchAnswer]) -> None:
     """What an ended batch returned for its stored requests (custom id -> answer): the answers are settled
     under their requests' reservations at the batch price, together (write-ahead log first), and their
@@ -430,8 +433,8 @@ def settle_answers(inner: LLMClient, store: Store, settings: Settings, pricing: 
                                                         _item(row).request, batch=True)))
         if paid:
             record_paid(store, settings, clock, [ledger for _, _, ledger in paid])
-            batches.collected(store, [(row["custom_id"], result.request_id, result.text) for row, result, _ in paid],
-                              clock.now())
+            batches.collected(store, batch_id, [(row["custom_id"], result.request_id, result.text)
+                                                for row, result, _ in paid], clock.now())
 
 
 def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing: Pricing, clock: Clock,
@@ -457,7 +460,8 @@ def collect_batches(inner: LLMClient, store: Store, settings: Settings, pricing:
         if answers is None:
             out[BatchState.SUBMITTED].extend(r["custom_id"] for r in rows)
             continue
-        settle_answers(inner, store, settings, pricing, clock, {r["custom_id"]: answers[r["custom_id"]] for r in rows})
+        settle_answers(store, settings, pricing, clock, batch_id,   # (an id it did not answer: still waiting)
+                       {r["custom_id"]: answers[r["custom_id"]] for r in rows if r["custom_id"] in answers})
         for custom_id, now in batches.by_ids(store, [r["custom_id"] for r in rows]).items():
             out[now["state"]].append(custom_id)
     return out

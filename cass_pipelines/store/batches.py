@@ -47,17 +47,18 @@ def add(store: Store, new: NewBatchRequest) -> None:
 
 
 def submitted(store: Store, custom_ids: Sequence[str], batch_id: str) -> None:
-    """The batch these requests went out in, stored in one statement once it is created."""
-    store.execute("UPDATE llm_batches SET batch_id = ?, state = ? WHERE custom_id IN (SELECT unnest(?::TEXT[]))",
-                  [batch_id, BatchState.SUBMITTED.value, list(custom_ids)])
+    """The batch these requests went out in, stored in one statement once it is created (a request
+    already settled by then keeps its state)."""
+    store.execute("UPDATE llm_batches SET batch_id = ?, state = ? WHERE custom_id IN (SELECT unnest(?::TEXT[])) "
+                  "AND state = ?", [batch_id, BatchState.SUBMITTED.value, list(custom_ids), BatchState.SUBMITTING.value])
 
 
-def collected(store: Store, answers: Sequence[tuple[str, str, str]], now: datetime) -> None:
-    """(custom id, request id, text) of answers in the ledger (settled by the caller first): each text kept
-    for the work that asked, in one transaction."""
-    store.executemany("UPDATE llm_batches SET state = ?, request_id = ?, result_text = ?, ended_at = ? "
-                      "WHERE custom_id = ?",
-                      [[BatchState.COLLECTED.value, request_id, text, now, custom_id]
+def collected(store: Store, batch_id: str, answers: Sequence[tuple[str, str, str]], now: datetime) -> None:
+    """(custom id, request id, text) of a batch's answers in the ledger (settled by the caller first): each
+    text kept for the work that asked, in one transaction (with the batch id, should it not be stored yet)."""
+    store.executemany("UPDATE llm_batches SET state = ?, request_id = ?, result_text = ?, ended_at = ?, "
+                      "batch_id = coalesce(batch_id, ?) WHERE custom_id = ?",
+                      [[BatchState.COLLECTED.value, request_id, text, now, batch_id, custom_id]
                        for custom_id, request_id, text in answers])
 
 

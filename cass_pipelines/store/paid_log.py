@@ -32,9 +32,11 @@ def append(home: Path, rows: Sequence[LedgerRow]) -> None:
     path = _file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(asdict(row), default=str, separators=(",", ":")) + "\n" for row in rows)
+    data = memoryview(lines.encode("utf-8"))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, lines.encode("utf-8"))
+        while data:   # a short write (a full disk raises; a signal may cut one) goes on where it stopped
+            data = data[os.write(fd, data):]
         os.fsync(fd)
     finally:
         os.close(fd)
