@@ -134,7 +134,8 @@ def render_report(r: dict) -> str:
                   "  " + r["journal"]["text"][:400].replace("\n", "\n  "), ""]
     b = r["budget"]
     lines.append(f"Budget: spent ${b['spent_usd']:.4f} of ${b['daily_limit_usd']:.2f}, reserved ${b['reserved_usd']:.4f}, "
-                 f"remaining ${b['remaining_usd']:.4f}" + ("  EXHAUSTED" if b["exhausted"] else "")
+                 f"remaining ${b['remaining_usd']:.4f} (the ${b['reserve_usd']:.2f} emergency reserve apart)"
+                 + ("  EXHAUSTED" if b["exhausted"] else "")
                  + ("  PAUSED" if b["paused"] else ""))
     lines += [f"  alert ({a['kind']}): {a['message']}" for a in b.get("alerts", [])]
     lines.append(f"Artifacts in {r['database']}: " + ", ".join(f"{k} {v}" for k, v in r["artifacts"].items()))
