@@ -285,26 +285,30 @@ def test_a_memory_run_sends_its_conversations_in_one_batch_and_one_look_serves_t
                            [batch_id]) == 56
 
 
-def asked_together(client: MeteredClient, n: int) -> dict[int, object]:
-    """n threads ask through one client at once (as the memory catch-up does): what each got, an answer
-    or the exception it raised."""
+def side_by_side(n: int, call) -> dict[int, object]:
+    """call(k) for k < n, each on its own thread, all at once: what each returned, or the exception it raised."""
     import threading
 
     out: dict[int, object] = {}
 
-    def call(k: int) -> None:
+    def run(k: int) -> None:
         try:
-            out[k] = ask(client, prompt=f"- conversation {k}")
-        except Exception as exc:   # noqa: BLE001 - what each caller gets is the subject of the test
+            out[k] = call(k)
+        except Exception as exc:   # noqa: BLE001 - what each caller gets is the subject of the tests
             out[k] = exc
 
-    with client.coming(n):
-        threads = [threading.Thread(target=call, args=(k,)) for k in range(n)]
-        for t in threads:
-            t.start()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
     for t in threads:
         t.join()
     return out
+
+
+def asked_together(client: MeteredClient, n: int) -> dict[int, object]:
+    """n threads ask through one client at once (as the memory catch-up does): what each got."""
+    with client.coming(n):
+        return side_by_side(n, lambda k: ask(client, prompt=f"- conversation {k}"))
 
 
 def test_a_batchs_answers_are_settled_together_and_its_id_stored_once(store, settings, monkeypatch):
@@ -410,27 +414,17 @@ def gathered(window: BatchWindow, n: int) -> dict[str, object]:
     import threading
     import time
 
-    out: dict[str, object] = {}
     together = threading.Barrier(n)
 
-    def call(k: int) -> None:
+    def call(k: int) -> object:
         item = BatchItem(f"c{k}", LLMRequest(tier="fast", system_prefix="", prompt=str(k), max_tokens=10), None)
         window.expect()
         together.wait()   # all on their way before any sends
         time.sleep(0.002 * (k % 5))
-        try:
-            batch_id = window.send(item)
-            answer = window.answer(batch_id, item, time.monotonic() + 10)
-            out[item.custom_id] = answer and answer.error
-        except Exception as exc:   # noqa: BLE001 - what the caller gets is the subject of the test
-            out[item.custom_id] = exc
+        answer = window.answer(window.send(item), item, time.monotonic() + 10)
+        return answer and answer.error
 
-    threads = [threading.Thread(target=call, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
+    return {f"c{k}": got for k, got in side_by_side(n, call).items()}
 
 
 def test_calls_made_together_go_out_in_one_batch_and_share_its_looks():

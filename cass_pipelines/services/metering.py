@@ -407,7 +407,7 @@ def record_paid(store: Store, settings: Settings, clock: Clock, rows: list[Ledge
     (one transaction)."""
     paid_log.append(settings.home, rows)
     failpoint("paid_before_ledger")
-    settle_all(store, [(row.reservation_id or "", row) for row in rows], clock.now())
+    settle_all(store, rows, clock.now())
 
 
 def settle_answers(store: Store, settings: Settings, pricing: Pricing, clock: Clock, batch_id: str,

@@ -111,22 +111,22 @@ def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> 
     always the sum of the ledger rows that name it. Returns whether the row was new.
     The ledger row keeps the reservation's amount and funding next to its cost. A settled cost above
     what was held breaks the reservation rule: it is recorded as a `reservation_breach` alert."""
-    return settle_all(store, [(reservation_id, row)], now)[0]
+    return settle_all(store, [replace(row, reservation_id=reservation_id)], now)[0]
 
 
-def settle_all(store: Store, settled: Sequence[tuple[str, LedgerRow]], now: datetime) -> list[bool]:
-    """`settle` for several answers (a message batch's) in one transaction: one commit, not one each."""
+def settle_all(store: Store, rows: Sequence[LedgerRow], now: datetime) -> list[bool]:
+    """`settle` for several answers (a message batch's), each under the reservation its row names, in one
+    transaction: one commit, not one each."""
     inserted, breaches = [], []
     with store.transaction() as conn:
-        for reservation_id, row in settled:
+        for row in rows:
             held = conn.execute("SELECT amount_usd, coalesce(funding, 'category') FROM reservations WHERE id = ?",
-                                [reservation_id]).fetchone()
+                                [row.reservation_id]).fetchone()
             amount, funding = held if held else (None, Funding.CATEGORY.value)
-            inserted.append(insert_row(conn, replace(row, reservation_id=reservation_id, funding=funding,
-                                                     reserved_usd=amount)))
+            inserted.append(insert_row(conn, replace(row, funding=funding, reserved_usd=amount)))
             actual = conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now,
                     actual_usd = (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE reservation_id = $id)
-                WHERE id = $id RETURNING actual_usd""", {"id": reservation_id, "now": now}).fetchone()
+                WHERE id = $id RETURNING actual_usd""", {"id": row.reservation_id, "now": now}).fetchone()
             if amount is not None and actual and actual[0] > amount + rules.EPS:
                 breaches.append((row, amount, actual[0]))
     for row, amount, actual_usd in breaches:
