@@ -421,7 +421,7 @@ def gathered(window: BatchWindow, n: int) -> dict[str, object]:
         window.expect()
         together.wait()   # all on their way before any sends
         time.sleep(0.002 * (k % 5))
-        answer = window.answer(window.send(item), item, time.monotonic() + 10)
+        answer = window.answer(window.send(item).batch_id, item, time.monotonic() + 10)
         return answer and answer.error
 
     return {f"c{k}": got for k, got in side_by_side(n, call).items()}
@@ -510,7 +510,7 @@ def test_a_call_that_withdraws_does_not_hold_back_the_batch():
     window.withdraw()   # its hold was refused: it will never send
     started = time.monotonic()
     item = BatchItem("only", LLMRequest(tier="fast", system_prefix="", prompt="x", max_tokens=10), None)
-    assert window.send(item) == "batch_1" and time.monotonic() - started < 5
+    assert window.send(item).batch_id == "batch_1" and time.monotonic() - started < 5
 
 
 def test_a_run_killed_between_submitting_and_collecting_a_batch_loses_nothing_paid(api_home):  # noqa: F811

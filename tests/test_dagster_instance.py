@@ -15,6 +15,7 @@ from dagster._core.storage.tags import PRIORITY_TAG, REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 from cass_pipelines.cli.main import main
+from cass_pipelines.compute_logs import TeeComputeLogManager
 from cass_pipelines.event_log import KEPT_RUN_SHARDS, PooledSqliteEventLogStorage
 from cass_pipelines.execution import EARLIER_DAGSTER_YAMLS, SHIPPED_DAGSTER_YAML, install_dagster_yaml
 from cass_pipelines.run_queue import PhaseOrderedRunCoordinator, queue_priority
@@ -123,6 +124,43 @@ def test_the_event_log_keeps_its_connections_and_writes_what_dagsters_own_class_
     assert sum(e.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS for e in logs if e.dagster_event) >= 7
     plan = own.get_latest_materialization_events([dg.AssetKey("phase_plan")])[dg.AssetKey("phase_plan")]
     assert plan is not None and plan.run_id == run_id
+
+
+def test_a_runs_output_lands_in_dagsters_compute_logs_and_no_process_is_started_for_it(sample_home, monkeypatch):
+    """What a step writes to stdout and stderr (a child process's too) is in the files the UI reads, and
+    still goes where it went before; capturing it starts no process (Dagster's class starts four)."""
+    assert main(["init"]) == 0
+    instance = dg.DagsterInstance.get()
+    assert isinstance(instance.compute_log_manager, TeeComputeLogManager)
+    started: list[list[str]] = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, args, *rest, **kwargs):
+            started.append(list(args))
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+
+    @dg.op
+    def speaks() -> None:
+        print("said on stdout", flush=True)
+        print("said on stderr", file=sys.stderr, flush=True)
+        subprocess.run(["sh", "-c", "echo said by a child"], stdout=sys.stdout, check=True)
+
+    @dg.job
+    def talker():
+        speaks()
+
+    result = talker.execute_in_process(instance=instance)
+    assert result.success and started == [["sh", "-c", "echo said by a child"]]
+    captured = [e.dagster_event for e in instance.all_logs(result.run_id)
+                if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.LOGS_CAPTURED]
+    key = instance.compute_log_manager.build_log_key_for_run(result.run_id, captured[0].logs_captured_data.file_key)
+    logs = instance.compute_log_manager.get_log_data(key)
+    assert logs.stdout is not None and logs.stderr is not None
+    assert b"said on stdout" in logs.stdout and b"said by a child" in logs.stdout
+    assert b"said on stderr" in logs.stderr and b"said on stdout" not in logs.stderr
+    assert instance.compute_log_manager.is_capture_complete(key)
 
 
 def test_the_event_log_keeps_a_bounded_number_of_engines_and_a_forked_child_opens_its_own(tmp_path):

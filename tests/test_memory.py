@@ -141,6 +141,18 @@ def test_a_concurrent_run_never_summarises_the_same_messages_twice(runtime):
     assert count(runtime, "SELECT count(*) FROM conversation_summaries") == 1
 
 
+def test_titles_are_written_in_one_statement_only_where_none_is_and_the_first_of_two_wins(runtime):
+    untitled = [r["id"] for r in runtime.store.all("SELECT id FROM conversations WHERE title IS NULL ORDER BY id")]
+    titled = memory.set_titles(runtime.store, [(untitled[1], "second first"), ("conv_001", "not this one"),
+                                               (untitled[0], "first"), (untitled[1], "second again"),
+                                               ("conv_missing", "nowhere")])
+    assert titled == [untitled[1], untitled[0]]   # in the order given; a titled or unknown id is left out
+    titles = {r["id"]: r["title"] for r in runtime.store.all("SELECT id, title FROM conversations")}
+    assert titles["conv_001"] == "Learning recursion"
+    assert (titles[untitled[0]], titles[untitled[1]]) == ("first", "second first")
+    assert memory.set_titles(runtime.store, []) == []
+
+
 def test_titles_only_for_untitled_conversations(runtime):
     llm = CountingLLM(runtime.llm)
     result = run_action(runtime, "memory.generate_conversation_title", llm=llm)
@@ -173,12 +185,12 @@ def memory_job(rt):
     return lambda: run_memory(defs, instance)
 
 
-@pytest.mark.parametrize("batch_work,per_conversation", [(True, 5), (False, 3)])
+@pytest.mark.parametrize("batch_work,per_conversation", [(True, 3), (False, 3)])
 def test_a_catch_up_opens_the_store_a_bounded_number_of_times_per_conversation(sample_home, monkeypatch,
                                                                                batch_work, per_conversation):
     # Interactive: the hold, the settlement, the summary with its claim's end. Batched: the request's
-    # lookup, hold and row, its row once sent, taking the answer, the summary; the batch's id and its
-    # settlement are stored once for the whole batch (two opens per batch). The claims of the run, its
+    # lookup, hold and row, taking the answer, the summary; the batch's id and its settlement are
+    # stored once for the whole batch (two opens per batch). The claims of the run, its
     # unit and its recovery pass are per run (the constant).
     (Path(sample_home["CASS_HOME"]) / "cass.toml").write_text(f"batch_work = {str(batch_work).lower()}\n")
     rt = open_runtime()

@@ -198,7 +198,7 @@ def test_a_termination_starts_no_new_step_and_a_step_waiting_for_a_batch_stops_w
         window = BatchWindow(EndsNever(), poll_s=5.0)
         item = BatchItem("c1", LLMRequest(tier="fast", system_prefix="", prompt="x", max_tokens=10), None)
         window.expect()
-        batch_id = window.send(item)
+        batch_id = window.send(item).batch_id
         started = time.monotonic()
         os.kill(os.getpid(), signal.SIGINT)   # what the run worker gets when the run is terminated
         waited.append((window.answer(batch_id, item, started + 60.0), time.monotonic() - started))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from cass_pipelines.llm.base import BatchAnswer, BatchClient, BatchItem, LLMError
 from cass_pipelines.services import stopping
@@ -24,6 +24,11 @@ GATHER_S = 1.0       # the longest a gathering batch waits for the next announce
 GATHER_MAX_S = 30.0  # the longest a gathering batch waits in all, however steadily calls still arrive
 FIRST_POLL_S = 0.25  # the pause before the second look at a batch
 POLL_GROWTH = 1.5    # each later pause is this much longer, up to batch_poll_s
+
+
+class Sent(NamedTuple):
+    batch_id: str
+    id_stored: bool   # `on_sent` stored the batch id for the item's request (else its caller stores it)
 
 
 class BatchWindow:
@@ -45,7 +50,7 @@ class BatchWindow:
         self._open: list[BatchItem] = []                        # items gathered, not yet sent
         self._opened_at = self._arrived_at = 0.0
         self._sending = False
-        self._sent: dict[str, str | BaseException] = {}         # custom id -> its batch id, or why not sent
+        self._sent: dict[str, Sent | BaseException] = {}        # custom id -> its batch, or why not sent
         self._waiting: dict[str, dict[str, BatchItem]] = {}     # batch id -> its items not yet answered
         self._answers: dict[str, BatchAnswer] = {}              # custom id -> answer, until its waiter takes it
         self._looks: dict[str, int] = {}                        # batch id -> looks so far
@@ -79,8 +84,8 @@ class BatchWindow:
             if self._coming <= 0:   # the window being gathered may go now
                 self._cond.notify_all()
 
-    def send(self, item: BatchItem) -> str:
-        """Send `item` with the calls gathered around it; returns the id of the batch it went out in."""
+    def send(self, item: BatchItem) -> Sent:
+        """Send `item` with the calls gathered around it; returns the batch it went out in."""
         with self._cond:
             self._coming -= 1
             self._arrived_at = time.monotonic()
@@ -113,21 +118,29 @@ class BatchWindow:
             if len(items) > 1 and isinstance(outcomes[0], LLMError) and not outcomes[0].retryable:
                 groups = [[item] for item in items]
                 outcomes = self._create(groups)
+            sent: list[Sent | BaseException] = []
             for group, outcome in zip(groups, outcomes):
-                if isinstance(outcome, str) and self._on_sent is not None:
-                    try:
-                        self._on_sent(outcome, [item.custom_id for item in group])
-                    except BaseException:   # the batch exists: its callers find their ids unstored and store
-                        pass                # each their own (an error then is theirs)
-            outcomes = [outcome for group, outcome in zip(groups, outcomes) for _ in group]
+                done = Sent(outcome, self._stored(outcome, group)) if isinstance(outcome, str) else outcome
+                sent += [done] * len(group)
         finally:
             self._cond.acquire()
             self._sending = False
-        for item, outcome in zip(items, outcomes):
-            self._sent[item.custom_id] = outcome
-            if isinstance(outcome, str):   # one look answers every item sent, whenever its caller waits
-                self._waiting.setdefault(outcome, {})[item.custom_id] = item
+        for item, went in zip(items, sent):
+            self._sent[item.custom_id] = went
+            if isinstance(went, Sent):   # one look answers every item sent, whenever its caller waits
+                self._waiting.setdefault(went.batch_id, {})[item.custom_id] = item
         self._cond.notify_all()
+
+    def _stored(self, batch_id: str, group: list[BatchItem]) -> bool:
+        """`on_sent` for a created batch. One that fails leaves its callers to store their own ids (the
+        batch exists: an error then is theirs)."""
+        if self._on_sent is None:
+            return False
+        try:
+            self._on_sent(batch_id, [item.custom_id for item in group])
+        except BaseException:
+            return False
+        return True
 
     def _create(self, groups: list[list[BatchItem]]) -> list[str | BaseException]:
         """A batch per group: its id, or why it was not created (nothing of it was sent)."""

@@ -120,6 +120,8 @@ class MeteredClient:
         self.cost_usd = 0.0
         self.offline = False
         self._lock = threading.Lock()
+        self._reads: dict[tuple, object] = {}   # hold-sizing reads of the ledger, until this client settles
+        self._reads_lock = threading.Lock()
         self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s, on_sent=self._stored_sent,
                                    on_answers=self._settle_answers) if self.batching else None
 
@@ -162,14 +164,25 @@ class MeteredClient:
     def _bounded(self, request: LLMRequest, measured: bool = True) -> tuple[LLMRequest, holds.OutputBound]:
         """The request as it will be sent: its output bound (llm/holds.py; with `measured` False, the
         caller's own limit) and its prefix's TTL."""
-        history = (output_history(self.store, self.ctx.action_id, self.model_for(request.tier), self.ctx.date)
+        history = (self._ledger_read(output_history, self.ctx.action_id, self.model_for(request.tier), self.ctx.date)
                    if self.ctx.action_id and measured else [])
         bound = holds.output_bound(request.max_tokens, history)
         if request.cache_ttl is None:
-            span = phase_call_span(self.store, self.ctx.phase, self.ctx.date) if self.ctx.phase else None
+            span = self._ledger_read(phase_call_span, self.ctx.phase, self.ctx.date) if self.ctx.phase else None
             ttl = BATCH_CACHE_TTL if self.batching else holds.phase_ttl(span, self.settings.cache_ttl)
             request = replace(request, cache_ttl=ttl)
         return replace(request, max_tokens=bound.max_tokens), bound
+
+    def _ledger_read(self, read: Callable, *args):
+        """A ledger figure hold sizing reads (`read(store, *args)`), read once until this client settles an
+        answer: the calls an action starts together (a batch's) read the same figures. A figure older than
+        the ledger only errs on the safe side: the output bound is what the request is sent with, and a
+        prefix used since by another client is priced as a cache write, not the cheaper read."""
+        key = (read.__name__, *args)
+        with self._reads_lock:   # threads asking together read once
+            if key not in self._reads:
+                self._reads[key] = read(self.store, *args)
+            return self._reads[key]
 
     def _count(self, request: LLMRequest, schema: type[BaseModel] | None) -> PromptCount:
         counter = getattr(self.inner, "count_tokens", None)
@@ -195,7 +208,7 @@ class MeteredClient:
         if known is not None:
             warm = known
         else:
-            last = prefix_last_used(self.store, prefix_key(model, request.system_prefix)) if count.prefix else None
+            last = self._ledger_read(prefix_last_used, prefix_key(model, request.system_prefix)) if count.prefix else None
             warm = last is not None and self.clock.now() - last < timedelta(
                 seconds=holds.TTL_SECONDS[ttl] - holds.WARM_SLACK_S)
         return (holds.input_usd(rates, count, warm=warm, ttl=ttl, extra_tokens=search_tokens)
@@ -255,11 +268,8 @@ class MeteredClient:
         recorded and the hold settled in one transaction."""
         row = ledger_row(self.pricing, self.clock, self.ctx, reservation_id, result, request)
         record_paid(self.store, self.settings, self.clock, [row])
-        with self._lock:   # handlers may call from several threads (bounded concurrency)
-            self.calls += 1
-            self.usage += result.usage
-            self.cost_usd = round(self.cost_usd + row.cost_usd, 9)
-            self.offline = self.offline or result.offline
+        self._forget_reads()
+        self._tally(result.usage, row.cost_usd, result.offline)
         return replace(result, cost_usd=row.cost_usd)
 
     # ---- message batches ----------------------------------------------------------------------
@@ -273,74 +283,64 @@ class MeteredClient:
         model = self.model_for(request.tier)
         key = request_key(ctx.work_unit_id, ctx.action_id, model, request.system_prefix, request.system_suffix,
                           request.prompt, json_schema)
-        row = batches.for_key(self.store, key)
-        if row is None:
-            row = self._submit(request, schema, json_schema, key, model, measured)
-        elif row["state"] == BatchState.SUBMITTING:
+        earlier, item, batch_id = self._submit(request, schema, json_schema, key, model, measured)
+        if earlier is not None and earlier["state"] == BatchState.SUBMITTING:
             # Its submitter died between creating the batch and storing its id: an answer may still
             # be billed, so the hold stays and nothing is sent again until any such batch has expired.
-            raise BatchPending(f"an earlier batch request of this work ({row['custom_id']}) may still answer; "
+            raise BatchPending(f"an earlier batch request of this work ({earlier['custom_id']}) may still answer; "
                                "its hold is kept until it would have expired")
-        if row["state"] != BatchState.COLLECTED:
-            self._await(row)
-        with self.store.session():   # the answer (settled by the window), taken and counted: one open
-            row = batches.get(self.store, row["custom_id"])
-            assert row is not None   # stored before it was sent
-            if row["state"] == BatchState.FAILED:
-                raise BatchPending(f"message batch {row['batch_id']} returned no answer ({row['error']}); "
-                                   "its hold is released and the work is asked for again")
-            if row["state"] != BatchState.COLLECTED:
-                raise BatchPending(f"message batch {row['batch_id']}: the answer is not settled yet; "
-                                   "collected when it can be")
-            batches.take(self.store, row["custom_id"])
-            usage, cost = self._count_paid(row["request_id"])
-        sent = _item(row).request
-        result: LLMResult = LLMResult(text=row["result_text"], parsed=None, usage=usage, model=row["model"],
-                                      request_id=row["request_id"], latency_ms=0, attempts=1,
-                                      offline=self.inner.mode == "offline", cost_usd=cost,
-                                      stop_reason="max_tokens" if usage.output_tokens >= sent.max_tokens else None)
+        if earlier is not None and earlier["state"] == BatchState.COLLECTED:
+            result = self._stored_answer(earlier)
+        else:
+            result = self._awaited_answer(batch_id, item)
+        sent = item.request
+        result = replace(result, stop_reason="max_tokens" if result.usage.output_tokens >= sent.max_tokens else None)
         if cut_at_bound(result, sent, request):
             return self._batched(request, schema, measured=False)
         if schema is None:
             return result
         try:
-            return replace(result, parsed=schema.model_validate_json(row["result_text"]))
+            return replace(result, parsed=schema.model_validate_json(result.text))
         except ValueError as exc:   # paid (already settled) but unusable, as for an interactive answer
             raise LLMError(f"batched structured output did not match {schema.__name__}: {exc}"[:500],
-                           retryable=True, request_id=row["request_id"], billed=result) from None
+                           retryable=True, request_id=result.request_id, billed=result) from None
 
     def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
-                model: str, measured: bool) -> dict:
+                model: str, measured: bool) -> tuple[dict | None, BatchItem, str]:
+        """The request this work sent earlier (its row, item and batch id), or this one held, stored and
+        sent in the window's batch (None, its item, the batch id)."""
         ctx = self.ctx
         custom_id = f"cass_{uuid.uuid4().hex}"
         window = cast(BatchWindow, self._window)
         window.expect()   # the batch being gathered waits for this call while it reserves
         try:
             count = self._count(request, schema)   # (an API call: counted before the file is opened)
-            with self.store.session():   # the history reads, the hold and the stored request share one open
-                request, held = self._reserve(request, count, measured)
-                batches.add(self.store, batches.NewBatchRequest(
-                    custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
-                    category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
-                    action_id=ctx.action_id, run_id=ctx.run_id, step_key=ctx.step_key, model=model,
-                    request={**asdict(request), "json_schema": json_schema}, pid=os.getpid(),
-                    submitted_at=self.clock.now()))
+            with self.store.session():   # the earlier request, the history reads, the hold and the row: one open
+                earlier = batches.for_key(self.store, key)
+                if earlier is None:
+                    request, held = self._reserve(request, count, measured)
+                    batches.add(self.store, batches.NewBatchRequest(
+                        custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date,
+                        phase=ctx.phase, category=ctx.category, priority=ctx.priority,
+                        work_unit_id=ctx.work_unit_id, action_id=ctx.action_id, run_id=ctx.run_id,
+                        step_key=ctx.step_key, model=model, request={**asdict(request), "json_schema": json_schema},
+                        pid=os.getpid(), submitted_at=self.clock.now()))
         except BaseException:
             window.withdraw()
             raise
+        if earlier is not None:
+            window.withdraw()   # nothing to send
+            return earlier, _item(earlier), earlier["batch_id"]
+        item = BatchItem(custom_id, request, json_schema)
         try:
-            batch_id = window.send(BatchItem(custom_id, request, json_schema))
+            sent = window.send(item)
         except BaseException as exc:   # no batch was created: nothing can be billed
             batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
             raise
-        with self.store.session():
-            row = batches.get(self.store, custom_id)
-            if row is not None and row["state"] == BatchState.SUBMITTING:   # the window could not store it
-                batches.submitted(self.store, [custom_id], batch_id)
-                row = batches.get(self.store, custom_id)
+        if not sent.id_stored:   # the window could not store it for the batch: this call does
+            batches.submitted(self.store, [custom_id], sent.batch_id)
         failpoint("batch_submitted")   # a crash here: the batch is collected later, paid once
-        assert row is not None   # stored above
-        return row
+        return None, item, sent.batch_id
 
     def _stored_sent(self, batch_id: str, custom_ids: list[str]) -> None:
         """The window created a batch: its requests' batch id, stored for all of them at once."""
@@ -350,28 +350,49 @@ class MeteredClient:
     def _settle_answers(self, batch_id: str, answers: dict[str, BatchAnswer]) -> None:
         """The window saw a batch end: every answer its waiters look for is settled at once."""
         settle_answers(self.store, self.settings, self.pricing, self.clock, batch_id, answers)
+        self._forget_reads()
 
-    def _await(self, row: dict) -> None:
-        """Wait for the row's batch to end (the window settles its answers) or for the wait to be over."""
+    def _forget_reads(self) -> None:
+        with self._reads_lock:
+            self._reads.clear()
+
+    def _awaited_answer(self, batch_id: str, item: BatchItem) -> LLMResult:
+        """Wait for the batch to end (the window settles its answers) or for the wait to be over; the
+        answer, taken (a later re-run of the work asks afresh) and added to this client's sums."""
         deadline = time.monotonic() + self.settings.batch_wait_s
-        if cast(BatchWindow, self._window).answer(row["batch_id"], _item(row), deadline) is None:
+        answer = cast(BatchWindow, self._window).answer(batch_id, item, deadline)
+        if answer is None:
             why = "the run is stopping" if stopping.requested() else f"no answer after {self.settings.batch_wait_s:g}s"
-            raise BatchPending(f"waiting for message batch {row['batch_id']}: {why}; collected when it ends")
+            raise BatchPending(f"waiting for message batch {batch_id}: {why}; collected when it ends")
+        if answer.result is None:
+            raise BatchPending(f"message batch {batch_id} returned no answer ({answer.error}); "
+                               "its hold is released and the work is asked for again")
+        batches.take(self.store, item.custom_id)
+        result = replace(answer.result, latency_ms=0, attempts=1, cost_usd=paid_cost(self.pricing, answer.result, True))
+        self._tally(result.usage, result.cost_usd, result.offline)
+        return result
 
-    def _count_paid(self, request_id: str) -> tuple[Usage, float]:
-        """A batched answer's ledger usage and cost, added to this client's sums (once per answer used)."""
-        paid = self.store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, "
-                              "cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd, offline "
-                              "FROM llm_ledger WHERE request_id = ?", [request_id]) or {}
+    def _stored_answer(self, row: dict) -> LLMResult:
+        """An answer collected earlier for this work (settled then): taken, with its ledger usage and cost."""
+        with self.store.session():
+            batches.take(self.store, row["custom_id"])
+            paid = self.store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, "
+                                  "cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd, offline "
+                                  "FROM llm_ledger WHERE request_id = ?", [row["request_id"]]) or {}
         usage = Usage(*(int(paid.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
                                                         "cache_read_input_tokens", "cache_creation_1h_input_tokens")))
-        cost = float(paid.get("cost_usd") or 0.0)
-        with self._lock:
+        cost, offline = float(paid.get("cost_usd") or 0.0), bool(paid.get("offline"))
+        self._tally(usage, cost, offline)
+        return LLMResult(text=row["result_text"], parsed=None, usage=usage, model=row["model"],
+                         request_id=row["request_id"], latency_ms=0, attempts=1, offline=offline, cost_usd=cost)
+
+    def _tally(self, usage: Usage, cost_usd: float, offline: bool) -> None:
+        """One answer used by this client, in its sums."""
+        with self._lock:   # handlers may call from several threads (bounded concurrency)
             self.calls += 1
             self.usage += usage
-            self.cost_usd = round(self.cost_usd + cost, 9)
-            self.offline = self.offline or bool(paid.get("offline"))
-        return usage, cost
+            self.cost_usd = round(self.cost_usd + cost_usd, 9)
+            self.offline = self.offline or offline
 
 
 def cut_at_bound(result: LLMResult, sent: LLMRequest, asked: LLMRequest) -> bool:
@@ -396,10 +417,15 @@ def ledger_row(pricing: Pricing, clock: Clock, ctx: MeterContext, reservation_id
         model=result.model, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
         cache_creation_input_tokens=u.cache_creation_input_tokens, cache_read_input_tokens=u.cache_read_input_tokens,
         cache_creation_1h_input_tokens=u.cache_creation_1h_input_tokens,
-        cost_usd=round(pricing.cost(result.model, u, batch=batch), 9), offline=result.offline,
+        cost_usd=paid_cost(pricing, result, batch), offline=result.offline,
         attempts=result.attempts, latency_ms=result.latency_ms, reservation_id=reservation_id,
         max_tokens=request.max_tokens,
         prefix_key=prefix_key(result.model, request.system_prefix) if request.system_prefix else None, batch=batch)
+
+
+def paid_cost(pricing: Pricing, result: LLMResult, batch: bool) -> float:
+    """What an answer costs, from the usage it reported (the ledger's figure)."""
+    return round(pricing.cost(result.model, result.usage, batch=batch), 9)
 
 
 def record_paid(store: Store, settings: Settings, clock: Clock, rows: list[LedgerRow]) -> None:

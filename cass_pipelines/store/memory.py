@@ -109,14 +109,21 @@ def untitled(store: Store, limit: int, now: datetime) -> list[dict]:
 
 
 def set_titles(store: Store, titles: Sequence[tuple[str, str]]) -> list[str]:
-    """Title (conversation_id, title) pairs whose conversation has none; an existing title (given or
-    generated) is kept. Returns the ids titled."""
-    if not titles:
+    """Title (conversation_id, title) pairs whose conversation has none, in one statement; an existing
+    title (given or generated) is kept, and of two titles for one conversation the first. Returns the
+    ids titled."""
+    first: dict[str, str] = {}
+    for cid, title in titles:
+        first.setdefault(cid, title)
+    if not first:
         return []
     with store.transaction() as conn:
-        return [cid for cid, title in titles if conn.execute(
-            "UPDATE conversations SET title = ?, title_generated = TRUE WHERE id = ? AND title IS NULL RETURNING id",
-            [title, cid]).fetchone()]
+        titled = {r[0] for r in conn.execute(
+            "UPDATE conversations SET title = t.title, title_generated = TRUE "
+            "FROM (SELECT unnest(?::TEXT[]) AS id, unnest(?::TEXT[]) AS title) t "
+            "WHERE conversations.id = t.id AND conversations.title IS NULL RETURNING conversations.id",
+            [list(first), list(first.values())]).fetchall()}
+    return [cid for cid in first if cid in titled]
 
 
 def opening_messages(store: Store, conversation_id: str, limit: int) -> list[dict]:
