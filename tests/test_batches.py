@@ -273,6 +273,7 @@ def test_a_memory_run_sends_its_conversations_in_one_batch_and_one_look_serves_t
     assert run_memory(build_defs(rt.settings, rt.registry), instance_for(rt.settings)).success
     [(batch_id, batch)] = server.batches.items()
     assert len(batch["requests"]) == 56
+    assert len(server.counted) == 56 + 2   # each prompt, and the shared prefix probed once (with and without)
     # A few status looks (4 or 5 as the machine goes), not one loop per conversation; the SDK's
     # results() reads the batch once more to find its results URL.
     assert 4 <= server.batch_looks[batch_id] - 1 <= 5

@@ -10,9 +10,15 @@
 - Structured output uses the API's JSON-schema output format; the answer is validated with pydantic.
 - Message Batches (`submit_batch`, `collect_batch`): the same request params under a custom id;
   results are read once the batch has ended and billed at the batch price.
+- One SDK client per process and configuration (`_connection`), shared by every run and thread of the
+  process: its pooled connections (and TLS sessions) outlive a run, and so does what counting a cached
+  prefix found (probed once per prefix, however many calls start together).
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -93,14 +99,39 @@ def _retry_after(headers: Any) -> float:
     return 0.0
 
 
+@dataclass
+class _Connection:
+    """An SDK client and the token counts of the cached prefixes it has probed (prefix key -> tokens)."""
+    client: anthropic.Anthropic
+    prefix_tokens: dict[str, int]
+    probing: threading.Lock
+
+
+_CONNECTIONS: dict[str, _Connection] = {}
+_CONNECTIONS_LOCK = threading.Lock()
+
+
+def _connection(settings: Settings) -> _Connection:
+    """The process's client for these settings and this environment (the SDK reads its credentials and
+    endpoint from ANTHROPIC_* variables; a change to them gets a new client). Building one costs
+    25-50 ms (its SSL context), and a new one opens new connections."""
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("ANTHROPIC_"))
+    key = hashlib.sha256(repr((os.getpid(), settings.max_retries, settings.request_timeout_s, env)).encode()).hexdigest()
+    with _CONNECTIONS_LOCK:
+        if key not in _CONNECTIONS:
+            client = anthropic.Anthropic(max_retries=settings.max_retries, timeout=settings.request_timeout_s,
+                                         middleware=[_Deadline()])
+            _CONNECTIONS[key] = _Connection(client, {}, threading.Lock())
+        return _CONNECTIONS[key]
+
+
 class AnthropicBackend(Backend):
     mode = "anthropic"
 
-    def __init__(self, settings: Settings, pricing: Pricing, client: anthropic.Anthropic | None = None):
+    def __init__(self, settings: Settings, pricing: Pricing):
         super().__init__(settings, pricing)
-        self.client = (client.with_middleware(_Deadline()) if client is not None else anthropic.Anthropic(
-            max_retries=settings.max_retries, timeout=settings.request_timeout_s, middleware=[_Deadline()]))
-        self._prefix_tokens: dict[str, int] = {}
+        self._connection = _connection(settings)
+        self.client = self._connection.client
         if not (self.client.api_key or self.client.auth_token or self.client.credentials):
             raise SettingsError(["LLM mode 'anthropic' needs ANTHROPIC_API_KEY in the environment "
                                  "(or CASS_LLM=offline)"])
@@ -133,11 +164,13 @@ class AnthropicBackend(Backend):
         if not request.system_prefix:
             return PromptCount(total, 0)
         key = prefix_key(model, request.system_prefix)
-        if key not in self._prefix_tokens:
-            probe = {"model": model, "messages": [{"role": "user", "content": "."}]}
-            self._prefix_tokens[key] = self._count(**probe, system=[{"type": "text", "text": request.system_prefix}]) \
-                - self._count(**probe)
-        return PromptCount(total, min(self._prefix_tokens[key], total))
+        known = self._connection.prefix_tokens
+        with self._connection.probing:   # calls starting together probe the prefix once
+            if key not in known:
+                probe = {"model": model, "messages": [{"role": "user", "content": "."}]}
+                known[key] = self._count(**probe, system=[{"type": "text", "text": request.system_prefix}]) \
+                    - self._count(**probe)
+        return PromptCount(total, min(known[key], total))
 
     def submit_batch(self, items: list[BatchItem]) -> str:
         requests: list[Any] = [{"custom_id": i.custom_id,
