@@ -29,6 +29,8 @@ was working (bench/loopback.py: an interactive call in flight, or a batched requ
 not the wait between its end and the look that saw it); `orchestration_share` = (wall - llm_busy_s) / wall, for the day and per run;
 `orchestration_share_cpu_estimate` = CPU / (CPU + llm_busy_s), what an idle machine would show.
 `memory_catchup` is memory_job's run (the sample's 56 conversations: batched, all in one batch).
+`api_requests` (with --latency, per day): what the loopback API was asked: messages posted, token
+countings, batches created, looks at a batch's status.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from loopback import api_wait_intervals, delayed_api
+from loopback import api_wait_intervals, delayed_api, requests_to
 from machine import count_store_opens, machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,9 +153,12 @@ def launch(mode: str, day: str, latency: float, tmp: Path, code: str | None = No
         proc = subprocess.run([sys.executable, __file__, "--child", mode, "--date", day, "--latency", str(latency)],
                               env={**env, **api}, capture_output=True, text=True)
         wall = time.perf_counter() - started
+        asked = requests_to(api) if latency else None
     if proc.returncode:
         sys.exit(f"{mode} day failed ({code or 'this checkout'}):\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if asked is not None:
+        out["api_requests"] = asked
     out["process_wall_s"] = round(wall, 3)
     out["day_wall_s"] = round(sum(r["wall_s"] for r in out["runs"]), 3)
     return out
@@ -205,6 +210,7 @@ def summary(results: list[dict]) -> dict:
             r["unit_llm_s_sum"] - r["unit_llm_s_longest"] for r in runs if r["run"] not in ("memory", "journal")), 2)
         memory = next((r for r in runs if r["run"] == "memory"), None)
         out["memory_catchup"] = memory and {k: memory[k] for k in ("wall_s", "cpu_s", "llm_calls", "llm_busy_s")}
+        out["api_requests"] = first["api_requests"]
     return out
 
 

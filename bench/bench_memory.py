@@ -18,7 +18,9 @@ With a latency, the API is tests/fake_anthropic.py's server answering each messa
 and each message batch ending that long after it was created (so batched calls wait as long as
 interactive ones; the looks at a batch, at once, after 0.25 s and then each pause 1.5 times the last up to `batch_poll_s`,
 decide how long after its end a batched call has its answer).
-Offline (latency 0) calls and batches answer at once. `sdk_import`: importing the anthropic SDK, done
+Offline (latency 0) calls and batches answer at once. `api_requests` (with a latency): what the
+loopback API was asked by the catch-up (the later runs ask nothing): messages posted, token countings,
+batches created, looks at a batch's status. `sdk_import`: importing the anthropic SDK, done
 before the catch-up and measured apart (every process that calls the API pays it once: a run worker
 launched by the daemon per run, run-day once for the day).
 """
@@ -35,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from loopback import api_wait_intervals, delayed_api
+from loopback import api_wait_intervals, delayed_api, requests_to
 from machine import count_store_opens, machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,9 +113,10 @@ def launch(code: str | None, latency: float, batch_work: bool, tmp: Path) -> dic
             {"CASS_LLM": "offline"}) as api:
         proc = subprocess.run([sys.executable, __file__, "--child", "--latency", str(latency)], env={**env, **api},
                               capture_output=True, text=True)
+        asked = {"api_requests": requests_to(api)} if latency else {}
     if proc.returncode:
         sys.exit(f"memory bench failed ({code or 'this checkout'}, latency {latency}):\n{proc.stderr[-4000:]}")
-    return {"latency_s": latency, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    return {"latency_s": latency, **json.loads(proc.stdout.strip().splitlines()[-1]), **asked}
 
 
 def main(argv: list[str]) -> None:

@@ -14,7 +14,8 @@ from fake_anthropic import API_KEY, FakeAnthropic, Reply  # noqa: E402
 @contextmanager
 def delayed_api(latency_s: float, batch_delay_s: float = 0.0) -> Iterator[dict[str, str]]:
     """A server answering every message after `latency_s` (a message batch ends `batch_delay_s` after its
-    creation); yields the environment that points a run's SDK at it."""
+    creation); yields the environment that points a run's SDK at it. `requests_to(env)` then says
+    what the server was asked."""
 
     class Delayed(FakeAnthropic):
         def _next_reply(self):   # every answer after the same fixed delay
@@ -22,7 +23,23 @@ def delayed_api(latency_s: float, batch_delay_s: float = 0.0) -> Iterator[dict[s
 
     with Delayed(lifetime_s=3600) as server:
         server.batch_delay_s = batch_delay_s
-        yield {"CASS_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": server.url}
+        _SERVERS[server.url] = server
+        try:
+            yield {"CASS_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": server.url}
+        finally:
+            del _SERVERS[server.url]
+
+
+_SERVERS: dict[str, FakeAnthropic] = {}
+
+
+def requests_to(env: dict[str, str]) -> dict[str, int]:
+    """What the loopback API behind `env` was asked so far: messages posted (each batched answer counts
+    in its batch), token countings, batches created, looks at a batch's status."""
+    server = _SERVERS[env["ANTHROPIC_BASE_URL"]]
+    posted = [r for r in server.requests if r["path"].split("?")[0] == "/v1/messages"]
+    return {"messages": len(posted), "count_tokens": len(server.counted), "batches": len(server.batches),
+            "batch_looks": sum(server.batch_looks.values())}
 
 
 def api_wait_intervals(store, run_id: str, batch_delay_s: float) -> list[tuple[float, float]]:

@@ -1,12 +1,12 @@
 """The compute logs of the shipped dagster.yaml: Dagster's local compute logs (the same files under
 $DAGSTER_HOME/storage, read by the UI the same way), captured without child processes.
 
-Dagster's LocalComputeLogManager mirrors a run's stdout and stderr to their files with a `tail -F`
-per stream and a Python watcher per tail (four processes per run, each stopped and waited for at the
-run's end): 30-85 ms of wall and 40-60 ms of CPU per run here (bench/bench_memory.py, `floor`). This
-class copies each stream through a pipe and a thread of the run's process into its file and on to
-where the stream went before, so nothing is left behind if the process dies. Without this file's
-entry in dagster.yaml an instance uses Dagster's own class on the same files.
+Dagster's LocalComputeLogManager points a run's stdout and stderr at their files and copies the files
+on to the terminal with a `tail -F` per stream and a Python watcher per tail (four processes per run,
+each stopped and waited for at the run's end): 30-85 ms of wall and 40-60 ms of CPU per run here
+(bench/bench_memory.py, `floor`). This class points the streams at the same files and copies them on
+with a thread of the run's process, so nothing is left behind if the process dies. Without this
+file's entry in dagster.yaml an instance uses Dagster's own class on the same files.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from dagster._core.storage.compute_log_manager import CapturedLogContext, Comput
 from dagster._core.storage.local_compute_log_manager import IO_TYPE_EXTENSION, LocalComputeLogManager
 from dagster._utils import ensure_file, touch_file
 
-DRAIN_S = 5.0   # at the capture's end, the longest wait for the copy to reach the end of what was written
+COPY_EVERY_S = 0.25   # how often the copy to the terminal looks for more (`tail -F` looks every second)
+DRAIN_S = 2.0         # at the capture's end, the longest wait for that copy to catch up
 
 
 class TeeComputeLogManager(LocalComputeLogManager):
-    """LocalComputeLogManager whose capture is a pipe and a copying thread per stream. `base_dir`
+    """LocalComputeLogManager whose copy to the terminal is a thread per stream. `base_dir`
     defaults to Dagster's own place, $DAGSTER_HOME/storage."""
 
     @classmethod
@@ -49,9 +50,11 @@ class TeeComputeLogManager(LocalComputeLogManager):
 
 @contextmanager
 def tee(stream: IO[str], path: str) -> Iterator[None]:
-    """Everything written to `stream`'s file descriptor (Python's writes and a library's own) goes to
-    the end of `path` and still to where it went before. A stream without a descriptor (a test's
-    capture) is not captured, as in Dagster's own class."""
+    """Everything written to `stream`'s file descriptor (Python's writes, a library's or a child
+    process's own) goes straight into `path`, as with Dagster's class, and a thread copies what arrives
+    there on to where the stream went before. The copy never holds a writer up: a terminal that does
+    not read only delays the copy, and a process killed mid-run has its output in the file. A stream
+    without a descriptor (a test's capture) is not captured, as in Dagster's class."""
     ensure_file(path)
     try:
         fd = stream.fileno()
@@ -60,30 +63,39 @@ def tee(stream: IO[str], path: str) -> Iterator[None]:
         return
     stream.flush()
     before = os.dup(fd)
-    read_end, write_end = os.pipe()
-    copier = threading.Thread(target=_copy, args=(read_end, path, before), name="cass-compute-log", daemon=True)
+    with open(path, "ab") as file:   # appending: writers sharing the descriptor never overwrite each other
+        start = file.tell()
+        os.dup2(file.fileno(), fd)
+    done = threading.Event()
+    copier = threading.Thread(target=_copy, args=(path, start, before, done), name="cass-compute-log", daemon=True)
     copier.start()
-    os.dup2(write_end, fd)
-    os.close(write_end)
     try:
         yield
     finally:
         stream.flush()
-        os.dup2(before, fd)   # the pipe's last writer closed: the copy reads to its end
-        copier.join(DRAIN_S)
-        if not copier.is_alive():   # (a child process still holding the pipe keeps it; it ends with it)
-            os.close(read_end)
-            os.close(before)
+        os.dup2(before, fd)
+        done.set()
+        copier.join(DRAIN_S)   # (a terminal that does not read: the copy goes on alone, and ends with it)
 
 
-def _copy(read_end: int, path: str, before: int) -> None:
-    with open(path, "ab", buffering=0) as file:
-        while chunk := os.read(read_end, 65536):
-            file.write(chunk)
-            try:
-                _write_all(before, chunk)
-            except OSError:   # where the stream went is gone (a closed terminal): the file still gets it
-                pass
+def _copy(path: str, start: int, out: int, done: threading.Event) -> None:
+    """Copy what `path` gains from `start` on to `out` until `done` (and what came before it); the
+    descriptor `out` is this thread's to close."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(start)
+            while True:
+                last = done.is_set()
+                end = os.fstat(file.fileno()).st_size   # what the file has gained so far, no more
+                while chunk := file.read(min(65536, max(0, end - file.tell()))):
+                    _write_all(out, chunk)
+                if last:
+                    return
+                done.wait(COPY_EVERY_S)
+    except OSError:   # where the stream went is gone (a closed terminal): the file has it all
+        pass
+    finally:
+        os.close(out)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -93,9 +93,13 @@ def runtime(sample_home):
 
 @pytest.fixture
 def fake_anthropic(cass_env, monkeypatch: pytest.MonkeyPatch):
-    """A local Messages-API server; ANTHROPIC_BASE_URL and a test ANTHROPIC_API_KEY point the SDK at it."""
+    """A local Messages-API server; ANTHROPIC_BASE_URL and a test ANTHROPIC_API_KEY point the SDK at it.
+    The process's SDK clients are forgotten first: a server on a port an earlier one used is new to them."""
     from fake_anthropic import API_KEY, FakeAnthropic
 
+    from cass_pipelines.llm.anthropic_backend import forget_connections
+
+    forget_connections()
     with FakeAnthropic(lifetime_s=120) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)

@@ -118,10 +118,11 @@ def test_a_batch_outliving_its_run_is_collected_later_and_its_answer_used_once(s
     assert store.scalar("SELECT status FROM reservations") == "reconciled"
     # Collecting again records nothing twice.
     assert collect_batches(inner, store, settings, load_pricing(), Ticking(NOW), lambda run: True)[BatchState.COLLECTED] == []
-    # The work's re-run takes the stored answer: no new batch, no new ledger row.
+    # The work's re-run takes the stored answer: no new batch, no new ledger row, no prompt counted.
+    counted = len(fake_anthropic.counted)
     again = ask(meter(store, settings, inner, run_id="run_2"))
     assert again.parsed.summary and again.request_id == row["request_id"]
-    assert len(fake_anthropic.batches) == 1 and len(ledger(store)) == 1
+    assert len(fake_anthropic.batches) == 1 and len(ledger(store)) == 1 and len(fake_anthropic.counted) == counted
     # A third run asks afresh (the answer was used once).
     ask(meter(store, settings, inner, run_id="run_3"))
     assert len(fake_anthropic.batches) == 2 and len(ledger(store)) == 2

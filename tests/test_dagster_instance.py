@@ -15,7 +15,7 @@ from dagster._core.storage.tags import PRIORITY_TAG, REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 from cass_pipelines.cli.main import main
-from cass_pipelines.compute_logs import TeeComputeLogManager
+from cass_pipelines.compute_logs import TeeComputeLogManager, tee
 from cass_pipelines.event_log import KEPT_RUN_SHARDS, PooledSqliteEventLogStorage
 from cass_pipelines.execution import EARLIER_DAGSTER_YAMLS, SHIPPED_DAGSTER_YAML, install_dagster_yaml
 from cass_pipelines.run_queue import PhaseOrderedRunCoordinator, queue_priority
@@ -161,6 +161,24 @@ def test_a_runs_output_lands_in_dagsters_compute_logs_and_no_process_is_started_
     assert b"said on stdout" in logs.stdout and b"said by a child" in logs.stdout
     assert b"said on stderr" in logs.stderr and b"said on stdout" not in logs.stderr
     assert instance.compute_log_manager.is_capture_complete(key)
+
+
+def test_a_terminal_that_does_not_read_never_holds_up_what_a_step_writes(tmp_path):
+    """The step's output goes straight to its file; only the copy to the terminal waits for it."""
+    import threading
+
+    _, unread = os.pipe()   # a terminal no one reads: it takes 64 KiB, then a writer to it would block
+    terminal = os.fdopen(unread, "w")
+
+    def write() -> None:
+        with tee(terminal, str(tmp_path / "out")):
+            for _ in range(50):
+                os.write(terminal.fileno(), b"x" * 10_000)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(60)
+    assert not writer.is_alive() and (tmp_path / "out").stat().st_size == 500_000
 
 
 def test_the_event_log_keeps_a_bounded_number_of_engines_and_a_forked_child_opens_its_own(tmp_path):

@@ -101,14 +101,30 @@ def _retry_after(headers: Any) -> float:
 
 @dataclass
 class _Connection:
-    """An SDK client and the token counts of the cached prefixes it has probed (prefix key -> tokens)."""
+    """An SDK client, the token counts of the cached prefixes it has probed (prefix key -> tokens) and
+    a lock per prefix being probed."""
     client: anthropic.Anthropic
     prefix_tokens: dict[str, int]
-    probing: threading.Lock
+    probing: dict[str, threading.Lock]
+    lock: threading.Lock
+
+    def probe_lock(self, key: str) -> threading.Lock:
+        with self.lock:
+            return self.probing.setdefault(key, threading.Lock())
 
 
 _CONNECTIONS: dict[str, _Connection] = {}
 _CONNECTIONS_LOCK = threading.Lock()
+
+
+def forget_connections() -> None:
+    """Start again with no client (a forked child: its parent's sockets and locks are not its own)."""
+    global _CONNECTIONS_LOCK
+    _CONNECTIONS.clear()
+    _CONNECTIONS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=forget_connections)
 
 
 def _connection(settings: Settings) -> _Connection:
@@ -116,12 +132,12 @@ def _connection(settings: Settings) -> _Connection:
     endpoint from ANTHROPIC_* variables; a change to them gets a new client). Building one costs
     25-50 ms (its SSL context), and a new one opens new connections."""
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("ANTHROPIC_"))
-    key = hashlib.sha256(repr((os.getpid(), settings.max_retries, settings.request_timeout_s, env)).encode()).hexdigest()
+    key = hashlib.sha256(repr((settings.max_retries, settings.request_timeout_s, env)).encode()).hexdigest()
     with _CONNECTIONS_LOCK:
         if key not in _CONNECTIONS:
             client = anthropic.Anthropic(max_retries=settings.max_retries, timeout=settings.request_timeout_s,
                                          middleware=[_Deadline()])
-            _CONNECTIONS[key] = _Connection(client, {}, threading.Lock())
+            _CONNECTIONS[key] = _Connection(client, {}, {}, threading.Lock())
         return _CONNECTIONS[key]
 
 
@@ -165,7 +181,7 @@ class AnthropicBackend(Backend):
             return PromptCount(total, 0)
         key = prefix_key(model, request.system_prefix)
         known = self._connection.prefix_tokens
-        with self._connection.probing:   # calls starting together probe the prefix once
+        with self._connection.probe_lock(key):   # calls starting together probe the prefix once
             if key not in known:
                 probe = {"model": model, "messages": [{"role": "user", "content": "."}]}
                 known[key] = self._count(**probe, system=[{"type": "text", "text": request.system_prefix}]) \

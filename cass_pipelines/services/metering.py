@@ -121,6 +121,7 @@ class MeteredClient:
         self.offline = False
         self._lock = threading.Lock()
         self._reads: dict[tuple, object] = {}   # hold-sizing reads of the ledger, until this client settles
+        self._earlier: dict[str, dict] | None = None   # this work's batched requests of earlier runs, by key
         self._reads_lock = threading.Lock()
         self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s, on_sent=self._stored_sent,
                                    on_answers=self._settle_answers) if self.batching else None
@@ -173,11 +174,21 @@ class MeteredClient:
             request = replace(request, cache_ttl=ttl)
         return replace(request, max_tokens=bound.max_tokens), bound
 
+    def _earlier_request(self, key: str) -> dict | None:
+        """The request with this key that this work sent in an earlier run and has not used: pending, or
+        collected. The work's earlier requests are read once per client (one open for all of a catch-up's
+        calls, and no call counts its prompt for nothing); each is handed out once (a re-ask of the same
+        key, once its answer is taken, is a new request)."""
+        with self._reads_lock:
+            if self._earlier is None:
+                self._earlier = batches.earlier_requests(self.store, self.ctx.work_unit_id, self.ctx.action_id)
+            return self._earlier.pop(key, None)
+
     def _ledger_read(self, read: Callable, *args):
         """A ledger figure hold sizing reads (`read(store, *args)`), read once until this client settles an
-        answer: the calls an action starts together (a batch's) read the same figures. A figure older than
-        the ledger only errs on the safe side: the output bound is what the request is sent with, and a
-        prefix used since by another client is priced as a cache write, not the cheaper read."""
+        answer: the calls an action starts together (a batch's) read the same figures. Output lengths and
+        the phase's call span are of earlier days; the prefix's last use may be older than the ledger's,
+        which only errs on the safe side (a prefix used since is priced as a cache write, not a read)."""
         key = (read.__name__, *args)
         with self._reads_lock:   # threads asking together read once
             if key not in self._reads:
@@ -283,18 +294,22 @@ class MeteredClient:
         model = self.model_for(request.tier)
         key = request_key(ctx.work_unit_id, ctx.action_id, model, request.system_prefix, request.system_suffix,
                           request.prompt, json_schema)
-        earlier, item, batch_id = self._submit(request, schema, json_schema, key, model, measured)
-        if earlier is not None and earlier["state"] == BatchState.SUBMITTING:
+        earlier = self._earlier_request(key)
+        if earlier is None:
+            item, batch_id = self._submit(request, schema, json_schema, key, model, measured)
+            result = self._awaited_answer(batch_id, item)
+        elif earlier["state"] == BatchState.SUBMITTING:
             # Its submitter died between creating the batch and storing its id: an answer may still
             # be billed, so the hold stays and nothing is sent again until any such batch has expired.
             raise BatchPending(f"an earlier batch request of this work ({earlier['custom_id']}) may still answer; "
                                "its hold is kept until it would have expired")
-        if earlier is not None and earlier["state"] == BatchState.COLLECTED:
-            result = self._stored_answer(earlier)
         else:
-            result = self._awaited_answer(batch_id, item)
+            item = _item(earlier)
+            result = (self._stored_answer(earlier) if earlier["state"] == BatchState.COLLECTED
+                      else self._awaited_answer(earlier["batch_id"], item))
         sent = item.request
-        result = replace(result, stop_reason="max_tokens" if result.usage.output_tokens >= sent.max_tokens else None)
+        if result.stop_reason is None:   # (a stored answer keeps no stop reason: its length tells)
+            result = replace(result, stop_reason="max_tokens" if result.usage.output_tokens >= sent.max_tokens else None)
         if cut_at_bound(result, sent, request):
             return self._batched(request, schema, measured=False)
         if schema is None:
@@ -306,31 +321,25 @@ class MeteredClient:
                            retryable=True, request_id=result.request_id, billed=result) from None
 
     def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
-                model: str, measured: bool) -> tuple[dict | None, BatchItem, str]:
-        """The request this work sent earlier (its row, item and batch id), or this one held, stored and
-        sent in the window's batch (None, its item, the batch id)."""
+                model: str, measured: bool) -> tuple[BatchItem, str]:
+        """The request held, stored and sent in the window's batch: its item and the batch's id."""
         ctx = self.ctx
         custom_id = f"cass_{uuid.uuid4().hex}"
         window = cast(BatchWindow, self._window)
         window.expect()   # the batch being gathered waits for this call while it reserves
         try:
             count = self._count(request, schema)   # (an API call: counted before the file is opened)
-            with self.store.session():   # the earlier request, the history reads, the hold and the row: one open
-                earlier = batches.for_key(self.store, key)
-                if earlier is None:
-                    request, held = self._reserve(request, count, measured)
-                    batches.add(self.store, batches.NewBatchRequest(
-                        custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date,
-                        phase=ctx.phase, category=ctx.category, priority=ctx.priority,
-                        work_unit_id=ctx.work_unit_id, action_id=ctx.action_id, run_id=ctx.run_id,
-                        step_key=ctx.step_key, model=model, request={**asdict(request), "json_schema": json_schema},
-                        pid=os.getpid(), submitted_at=self.clock.now()))
+            with self.store.session():   # the history reads, the hold and the stored request share one open
+                request, held = self._reserve(request, count, measured)
+                batches.add(self.store, batches.NewBatchRequest(
+                    custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
+                    category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
+                    action_id=ctx.action_id, run_id=ctx.run_id, step_key=ctx.step_key, model=model,
+                    request={**asdict(request), "json_schema": json_schema}, pid=os.getpid(),
+                    submitted_at=self.clock.now()))
         except BaseException:
             window.withdraw()
             raise
-        if earlier is not None:
-            window.withdraw()   # nothing to send
-            return earlier, _item(earlier), earlier["batch_id"]
         item = BatchItem(custom_id, request, json_schema)
         try:
             sent = window.send(item)
@@ -340,7 +349,7 @@ class MeteredClient:
         if not sent.id_stored:   # the window could not store it for the batch: this call does
             batches.submitted(self.store, [custom_id], sent.batch_id)
         failpoint("batch_submitted")   # a crash here: the batch is collected later, paid once
-        return None, item, sent.batch_id
+        return item, sent.batch_id
 
     def _stored_sent(self, batch_id: str, custom_ids: list[str]) -> None:
         """The window created a batch: its requests' batch id, stored for all of them at once."""

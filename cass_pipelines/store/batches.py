@@ -82,15 +82,14 @@ def take(store: Store, custom_id: str) -> None:
     store.execute("UPDATE llm_batches SET used = TRUE WHERE custom_id = ?", [custom_id])
 
 
-def for_key(store: Store, request_key: str) -> dict | None:
-    """The request already sent for this piece of work: pending, or collected and not yet used."""
-    return store.one("SELECT * FROM llm_batches WHERE request_key = ? AND (state IN (SELECT unnest(?::TEXT[])) "
-                     "OR (state = ? AND NOT used)) ORDER BY submitted_at DESC LIMIT 1",
-                     [request_key, _PENDING, BatchState.COLLECTED.value])
-
-
-def get(store: Store, custom_id: str) -> dict | None:
-    return store.one("SELECT * FROM llm_batches WHERE custom_id = ?", [custom_id])
+def earlier_requests(store: Store, work_unit_id: str | None, action_id: str | None) -> dict[str, dict]:
+    """The requests already sent for this piece of work (unit and action), by request key: pending, or
+    collected and not yet used (the latest of a key)."""
+    rows = store.all("SELECT * FROM llm_batches WHERE work_unit_id IS NOT DISTINCT FROM ? "
+                     "AND action_id IS NOT DISTINCT FROM ? AND (state IN (SELECT unnest(?::TEXT[])) "
+                     "OR (state = ? AND NOT used)) ORDER BY submitted_at",
+                     [work_unit_id, action_id, _PENDING, BatchState.COLLECTED.value])
+    return {r["request_key"]: r for r in rows}   # (a later row of a key replaces an earlier one)
 
 
 def by_ids(store: Store, custom_ids: Sequence[str]) -> dict[str, dict]:
