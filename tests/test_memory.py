@@ -185,12 +185,12 @@ def memory_job(rt):
     return lambda: run_memory(defs, instance)
 
 
-@pytest.mark.parametrize("batch_work,per_conversation", [(True, 3), (False, 3)])
+@pytest.mark.parametrize("batch_work,per_conversation", [(True, 2), (False, 3)])
 def test_a_catch_up_opens_the_store_a_bounded_number_of_times_per_conversation(sample_home, monkeypatch,
                                                                                batch_work, per_conversation):
-    # Interactive: the hold, the settlement, the summary with its claim's end. Batched: the request's
-    # lookup, hold and row, taking the answer, the summary; the batch's id and its settlement are
-    # stored once for the whole batch (two opens per batch). The claims of the run, its
+    # Interactive: the hold, the settlement, the summary with its claim's end. Batched: the hold and the
+    # request's row, the summary; the batch's id and its settlement are stored once for the whole batch
+    # (two opens per batch), and its answers are marked used when the action ends. The claims of the run, its
     # unit and its recovery pass are per run (the constant).
     (Path(sample_home["CASS_HOME"]) / "cass.toml").write_text(f"batch_work = {str(batch_work).lower()}\n")
     rt = open_runtime()

@@ -115,7 +115,10 @@ def test_a_run_killed_mid_memory_keeps_what_it_summarised(api_home):
     assert again.returncode == 0, again.stderr[-2000:]
     check_invariants(server, allow=("actions_paid_by_two_runs",))   # the killed memory action went on
     per_conversation = rt.store.all("SELECT conversation_id, count(*) AS n FROM conversation_summaries GROUP BY ALL")
-    assert len(per_conversation) == 56 and all(r["n"] == 1 for r in per_conversation)   # none bought twice
+    assert len(per_conversation) == 56 and all(r["n"] == 1 for r in per_conversation)   # none stored twice
+    # ... and none paid twice: the answers the killed run was handed and had not stored yet were not
+    # used (an action's answers are used when it ends), so the re-run took them up, unpaid.
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE action_id = 'memory.summarize_idle_conversations'") == 56
 
 
 def test_a_refused_conversation_is_retried_then_parked_and_the_others_are_summarised(api_home, monkeypatch,

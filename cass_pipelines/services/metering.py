@@ -18,7 +18,8 @@ its polls (services/batch_window.py), which stores the batch's id for all of the
 one look brings in are settled together through the same path (write-ahead log, ledger rows marked
 `batch`, reservations reconciled: one fsync and one ledger transaction for them all). A batch still running when the wait is over
 defers the work (BatchPending) with its hold kept; `collect_batches` (batch_sensor) settles it when
-it ends, and the work's re-run takes the stored answer instead of paying again. A request that
+it ends, and the work's re-run takes the stored answer instead of paying again (an action's answers
+count as used only when the action ends: one that dies first leaves them to its re-run). A request that
 comes back errored or expired releases its hold and defers the work, to be asked afresh.
 
 The cached prefix's TTL: 1 hour for batches (they may run longer than five minutes), and for a
@@ -99,6 +100,9 @@ class MeterContext:
     ignore_pause: bool = False   # a forced manual trigger runs while paused (budget limits still hold)
     may_use_reserve: bool = False  # the decision call: funded by its category, else the reserve
     batch: bool = False            # no one waits for the answer: send it as a Message Batch when offered
+    # An action's calls (services/runner.py): a batched answer is marked used when the action ends, in
+    # the transaction that records its end (store.plans.finish_action), not when it is handed out.
+    used_when_action_ends: bool = False
 
     @classmethod
     def waiting_for_no_one(cls, settings: Settings, **fields) -> "MeterContext":
@@ -367,7 +371,8 @@ class MeteredClient:
 
     def _awaited_answer(self, batch_id: str, item: BatchItem) -> LLMResult:
         """Wait for the batch to end (the window settles its answers) or for the wait to be over; the
-        answer, taken (a later re-run of the work asks afresh) and added to this client's sums."""
+        answer, used (a later re-run of the work asks afresh; an action's answers are used when it ends,
+        so one that dies first has its re-run find them, paid once) and added to this client's sums."""
         deadline = time.monotonic() + self.settings.batch_wait_s
         answer = cast(BatchWindow, self._window).answer(batch_id, item, deadline)
         if answer is None:
@@ -376,15 +381,17 @@ class MeteredClient:
         if answer.result is None:
             raise BatchPending(f"message batch {batch_id} returned no answer ({answer.error}); "
                                "its hold is released and the work is asked for again")
-        batches.take(self.store, item.custom_id)
+        if not self.ctx.used_when_action_ends:
+            batches.take(self.store, item.custom_id)
         result = replace(answer.result, latency_ms=0, attempts=1, cost_usd=paid_cost(self.pricing, answer.result, True))
         self._tally(result.usage, result.cost_usd, result.offline)
         return result
 
     def _stored_answer(self, row: dict) -> LLMResult:
-        """An answer collected earlier for this work (settled then): taken, with its ledger usage and cost."""
+        """An answer collected earlier for this work (settled then): used, with its ledger usage and cost."""
         with self.store.session():
-            batches.take(self.store, row["custom_id"])
+            if not self.ctx.used_when_action_ends:
+                batches.take(self.store, row["custom_id"])
             paid = self.store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, "
                                   "cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd, offline "
                                   "FROM llm_ledger WHERE request_id = ?", [row["request_id"]]) or {}

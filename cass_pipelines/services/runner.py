@@ -113,7 +113,8 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
     meter = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=budget_day or day, phase=unit["phase"], category=action.category, priority=action.priority,
-        work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced))
+        work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced,
+        used_when_action_ends=True))
     previous = [ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                 if p < position and runs[p]["result"]]
     ctx = HandlerContext(action=action, work_unit_id=unit_id, template_id=template.id, focus=unit["focus"],

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Sequence
 
+import duckdb
+
 from cass_pipelines.domain.batching import PENDING, BatchState
 from cass_pipelines.domain.states import ReservationStatus as RS
 from cass_pipelines.store.claims import HOST
@@ -80,6 +82,12 @@ def ended_without_answer(store: Store, custom_id: str, error: str, now: datetime
 def take(store: Store, custom_id: str) -> None:
     """The work that asked has used the answer (a later re-run of it asks afresh)."""
     store.execute("UPDATE llm_batches SET used = TRUE WHERE custom_id = ?", [custom_id])
+
+
+def used_by_action(conn: duckdb.DuckDBPyConnection, work_unit_id: str, action_id: str) -> None:
+    """The action has ended (in the caller's transaction): every answer collected for it is used."""
+    conn.execute("UPDATE llm_batches SET used = TRUE WHERE work_unit_id = ? AND action_id = ? AND state = ? "
+                 "AND NOT used", [work_unit_id, action_id, BatchState.COLLECTED.value])
 
 
 def earlier_requests(store: Store, work_unit_id: str | None, action_id: str | None) -> dict[str, dict]:

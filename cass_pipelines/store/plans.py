@@ -14,7 +14,7 @@ from cass_pipelines.domain.states import (
     UnitOrigin,
     UnitStatus,
 )
-from cass_pipelines.store import claims
+from cass_pipelines.store import batches, claims
 from cass_pipelines.store.claims import Claim, Owner
 from cass_pipelines.store.db import Store, params
 
@@ -226,7 +226,8 @@ def finish_action(store: Store, *, uid: str, position: int, action_id: str, stat
                   unit_error: str | None = None, result: dict | None = None, error: str | None = None,
                   cost_usd: float = 0.0, run_id: str | None = None, step_key: str | None = None) -> None:
     """Record an action's end, its unit's new status and the end of its claim, in one transaction.
-    A deferred action gives its claim back (it runs again when re-offered); any other end is final."""
+    A deferred action gives its claim back (it runs again when re-offered) and the batched answers it
+    was handed (its re-run finds them, paid once); any other end is final and uses them."""
     with store.session(), store.transaction() as conn:
         record_action(store, uid=uid, position=position, action_id=action_id, status=status, now=now,
                       message=message, result=result, error=error, cost_usd=cost_usd, run_id=run_id,
@@ -235,6 +236,8 @@ def finish_action(store: Store, *, uid: str, position: int, action_id: str, stat
             set_unit_status(store, uid, unit_status, now, reason=unit_reason, error=unit_error, defer_kind=defer_kind)
         claims.end(conn, claims.action_key(uid, position),
                    ClaimState.RELEASED if status is ActionStatus.DEFERRED else ClaimState.DONE, now)
+        if status is not ActionStatus.DEFERRED:
+            batches.used_by_action(conn, uid, action_id)
 
 
 def interrupt_action(store: Store, uid: str, position: int, note: str, now: datetime) -> bool:
