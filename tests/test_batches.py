@@ -128,6 +128,21 @@ def test_a_batch_outliving_its_run_is_collected_later_and_its_answer_used_once(s
     assert len(fake_anthropic.batches) == 2 and len(ledger(store)) == 2
 
 
+def test_an_actions_answer_is_used_when_the_action_ends_and_an_unusable_one_at_once(store, settings, fake_anthropic):
+    """An action's answer stays for a re-run until the action ends (store.plans.finish_action marks it);
+    one it cannot use (here: a refusal, not the schema) is used at once, so a re-run asks afresh."""
+    inner = AnthropicBackend(settings, load_pricing())
+    ask(meter(store, settings, inner, used_when_action_ends=True))
+    assert store.scalar("SELECT bool_or(used) FROM llm_batches") is False
+    fake_anthropic.refuse_when.append("the refused one")
+    with pytest.raises(LLMError, match="did not match Summary"):
+        ask(meter(store, settings, inner, used_when_action_ends=True), "- the refused one")
+    assert [r["used"] for r in store.all("SELECT used FROM llm_batches ORDER BY submitted_at")] == [False, True]
+    with store.transaction() as conn:   # what finish_action does for an action that completed or failed
+        batches.used_by_action(conn, "wu_1", "memory.summarize_conversation")
+    assert store.scalar("SELECT bool_and(used) FROM llm_batches") is True
+
+
 def test_a_batch_that_never_answers_releases_its_hold_and_the_work_asks_again(store, settings, fake_anthropic):
     inner = AnthropicBackend(settings, load_pricing())
     fake_anthropic.expire_batches = True

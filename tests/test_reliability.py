@@ -119,6 +119,7 @@ def test_a_run_killed_mid_memory_keeps_what_it_summarised(api_home):
     # ... and none paid twice: the answers the killed run was handed and had not stored yet were not
     # used (an action's answers are used when it ends), so the re-run took them up, unpaid.
     assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE action_id = 'memory.summarize_idle_conversations'") == 56
+    assert rt.store.scalar("SELECT count(*) FROM llm_batches WHERE state = 'collected' AND NOT used") == 0
 
 
 def test_a_refused_conversation_is_retried_then_parked_and_the_others_are_summarised(api_home, monkeypatch,

@@ -292,7 +292,9 @@ class MeteredClient:
     def _batched(self, request: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
         """One call through a Message Batch: the request this work already sent is taken up again
         (pending: waited for; collected: its stored answer, paid once), else a new one is held,
-        stored, submitted and waited for."""
+        stored, submitted and waited for. The answer is marked used (a later re-run of the work asks
+        afresh) as it is handed out, or, for an action's calls, when the action ends (one that dies
+        first leaves it to its re-run); one that cannot be used (cut short, invalid) at once."""
         ctx = self.ctx
         json_schema = json_schema_of(schema)
         model = self.model_for(request.tier)
@@ -315,14 +317,17 @@ class MeteredClient:
         if result.stop_reason is None:   # (a stored answer keeps no stop reason: its length tells)
             result = replace(result, stop_reason="max_tokens" if result.usage.output_tokens >= sent.max_tokens else None)
         if cut_at_bound(result, sent, request):
+            batches.take(self.store, item.custom_id)   # superseded by the re-ask: never handed out again
             return self._batched(request, schema, measured=False)
-        if schema is None:
-            return result
         try:
-            return replace(result, parsed=schema.model_validate_json(result.text))
+            parsed = schema.model_validate_json(result.text) if schema else None
         except ValueError as exc:   # paid (already settled) but unusable, as for an interactive answer
+            batches.take(self.store, item.custom_id)   # a re-run asks afresh
             raise LLMError(f"batched structured output did not match {schema.__name__}: {exc}"[:500],
                            retryable=True, request_id=result.request_id, billed=result) from None
+        if not self.ctx.used_when_action_ends:   # (an action's answers are used when it ends)
+            batches.take(self.store, item.custom_id)
+        return replace(result, parsed=parsed)
 
     def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
                 model: str, measured: bool) -> tuple[BatchItem, str]:
@@ -371,8 +376,7 @@ class MeteredClient:
 
     def _awaited_answer(self, batch_id: str, item: BatchItem) -> LLMResult:
         """Wait for the batch to end (the window settles its answers) or for the wait to be over; the
-        answer, used (a later re-run of the work asks afresh; an action's answers are used when it ends,
-        so one that dies first has its re-run find them, paid once) and added to this client's sums."""
+        answer, added to this client's sums."""
         deadline = time.monotonic() + self.settings.batch_wait_s
         answer = cast(BatchWindow, self._window).answer(batch_id, item, deadline)
         if answer is None:
@@ -381,20 +385,16 @@ class MeteredClient:
         if answer.result is None:
             raise BatchPending(f"message batch {batch_id} returned no answer ({answer.error}); "
                                "its hold is released and the work is asked for again")
-        if not self.ctx.used_when_action_ends:
-            batches.take(self.store, item.custom_id)
         result = replace(answer.result, latency_ms=0, attempts=1, cost_usd=paid_cost(self.pricing, answer.result, True))
         self._tally(result.usage, result.cost_usd, result.offline)
         return result
 
     def _stored_answer(self, row: dict) -> LLMResult:
-        """An answer collected earlier for this work (settled then): used, with its ledger usage and cost."""
-        with self.store.session():
-            if not self.ctx.used_when_action_ends:
-                batches.take(self.store, row["custom_id"])
-            paid = self.store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, "
-                                  "cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd, offline "
-                                  "FROM llm_ledger WHERE request_id = ?", [row["request_id"]]) or {}
+        """An answer collected earlier for this work (settled then), with its ledger usage and cost, added
+        to this client's sums."""
+        paid = self.store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, "
+                              "cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd, offline "
+                              "FROM llm_ledger WHERE request_id = ?", [row["request_id"]]) or {}
         usage = Usage(*(int(paid.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
                                                         "cache_read_input_tokens", "cache_creation_1h_input_tokens")))
         cost, offline = float(paid.get("cost_usd") or 0.0), bool(paid.get("offline"))
