@@ -32,8 +32,9 @@ def seed_plan(rt, day, phase, template_ids):
 def invariant_violations(store, answered=None) -> dict[str, list]:
     """What must never be found after a run, a crash and the next run (tests and bench/ use it):
     a (unit, action) paid for by two runs, a decision call paid twice for one revision, a hold still
-    held, a unit running with no live owner, and (given the server's answers) a paid answer missing
-    from the ledger or a ledger row the server never sent."""
+    held, a unit running with no live owner, a batched answer of an action that ended (completed or
+    failed) not marked used, and (given the server's answers) a paid answer missing from the ledger or
+    a ledger row the server never sent."""
     q = store.all
     out = {
         "actions_paid_by_two_runs": q("""SELECT work_unit_id, action_id FROM llm_ledger WHERE work_unit_id IS NOT NULL
@@ -43,6 +44,10 @@ def invariant_violations(store, answered=None) -> dict[str, list]:
         "held_reservations": q("SELECT id FROM reservations WHERE status = 'held'"),
         "running_units": q("SELECT id FROM work_units WHERE status = 'running'"),
         "held_claims": q("SELECT key FROM claims WHERE state = 'held'"),
+        "ended_actions_answers_unused": q("""SELECT b.custom_id FROM llm_batches b JOIN action_runs a
+            ON a.work_unit_id = b.work_unit_id AND a.action_id = b.action_id
+            WHERE b.state = 'collected' AND NOT b.used AND a.status IN ('completed', 'failed')
+            AND a.finished_at >= b.ended_at"""),
     }
     if answered is not None:
         ledger = {r["request_id"] for r in q("SELECT request_id FROM llm_ledger")}
