@@ -33,7 +33,7 @@ def invariant_violations(store, answered=None) -> dict[str, list]:
     """What must never be found after a run, a crash and the next run (tests and bench/ use it):
     a (unit, action) paid for by two runs, a decision call paid twice for one revision, a hold still
     held, a unit running with no live owner, a batched answer of an action that ended (completed or
-    failed) not marked used, and (given the server's answers) a paid answer missing from the ledger or
+    failed) or of a unit summary made not marked used, and (given the server's answers) a paid answer missing from the ledger or
     a ledger row the server never sent."""
     q = store.all
     out = {
@@ -47,7 +47,10 @@ def invariant_violations(store, answered=None) -> dict[str, list]:
         "ended_actions_answers_unused": q("""SELECT b.custom_id FROM llm_batches b JOIN action_runs a
             ON a.work_unit_id = b.work_unit_id AND a.action_id = b.action_id
             WHERE b.state = 'collected' AND NOT b.used AND a.status IN ('completed', 'failed')
-            AND a.finished_at >= b.ended_at"""),
+            AND a.finished_at >= b.ended_at
+            UNION ALL SELECT b.custom_id FROM llm_batches b JOIN claims c
+            ON c.key LIKE 'summary:' || b.work_unit_id || ':%' AND b.action_id = 'summary.work_unit'
+            WHERE b.state = 'collected' AND NOT b.used AND c.state = 'done' AND c.ended_at >= b.ended_at"""),
     }
     if answered is not None:
         ledger = {r["request_id"] for r in q("SELECT request_id FROM llm_ledger")}

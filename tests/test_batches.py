@@ -254,7 +254,7 @@ def test_batch_sensor_settles_a_batch_whose_run_ended_and_lists_states(store, se
 
 
 def test_a_day_sends_memory_and_night_work_as_batches_and_reports_them(sample_home, capsys):
-    from support import SAMPLE_DAY
+    from support import SAMPLE_DAY, invariant_violations
 
     from cass_pipelines.cli.main import main as cli_main
 
@@ -273,6 +273,10 @@ def test_a_day_sends_memory_and_night_work_as_batches_and_reports_them(sample_ho
     kinds = store.all("SELECT DISTINCT phase, category, batch FROM llm_ledger WHERE date = ?", [SAMPLE_DAY])
     assert kinds and all(r["batch"] == no_one_waits(r["category"], r["phase"]) for r in kinds), kinds
     assert any(r["batch"] for r in kinds) and any(not r["batch"] for r in kinds)
+    # Every batched answer was used by the action or the summary that asked, when it ended.
+    assert store.scalar("SELECT count(*) FROM llm_batches WHERE action_id = 'summary.work_unit'") >= 1
+    assert store.scalar("SELECT count(*) FROM llm_batches WHERE NOT used") == 0
+    assert not invariant_violations(store)["ended_actions_answers_unused"]
 
 
 def test_a_memory_run_sends_its_conversations_in_one_batch_and_one_look_serves_them_all(api_home):  # noqa: F811

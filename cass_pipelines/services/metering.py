@@ -100,8 +100,9 @@ class MeterContext:
     ignore_pause: bool = False   # a forced manual trigger runs while paused (budget limits still hold)
     may_use_reserve: bool = False  # the decision call: funded by its category, else the reserve
     batch: bool = False            # no one waits for the answer: send it as a Message Batch when offered
-    # An action's calls (services/runner.py): a batched answer is marked used when the action ends, in
-    # the transaction that records its end (store.plans.finish_action), not when it is handed out.
+    # An action's calls and a unit's summary (services/runner.py): a batched answer is marked used when
+    # the action ends, in the transaction that records its end (store.plans.finish_action; a summary's
+    # claim end), not when it is handed out.
     used_when_action_ends: bool = False
 
     @classmethod

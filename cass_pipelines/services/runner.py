@@ -35,7 +35,7 @@ from cass_pipelines.services.metering import BudgetRefused, MeterContext, Metere
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.summaries import summarize_unit
 from cass_pipelines.services.week import record_progress
-from cass_pipelines.store import claims, dead_letters, plans
+from cass_pipelines.store import batches, claims, dead_letters, plans
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason
 
@@ -203,9 +203,10 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
         summary = _summarize(rt, unit, clock, run_id)
         record_progress(rt, unit, summary, clock.now())   # the goal it served hears how it went
         return summary
-    finally:
+    finally:   # (a run that dies first leaves its batched answer, paid, to the next run's summary)
         with rt.store.transaction() as conn:
             claims.end(conn, key, ClaimState.DONE, clock.now())
+            batches.used_by_action(conn, unit["id"], SUMMARY_ACTION_ID)
 
 
 def summarize_all(rt: Runtime, units: list[dict], clock: Clock, run_id: str | None = None,
@@ -223,7 +224,7 @@ def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None) -> dic
     llm = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=unit["date"], phase=unit["phase"], category=unit["category"], priority="high",
         work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID, run_id=run_id,
-        ignore_pause=unit["origin"] == UnitOrigin.FORCED))
+        ignore_pause=unit["origin"] == UnitOrigin.FORCED, used_when_action_ends=True))
     return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())
 
 
