@@ -63,7 +63,7 @@ from cass_pipelines.llm.pricing import Pricing
 from cass_pipelines.services import stopping
 from cass_pipelines.services.batch_window import BatchWindow
 from cass_pipelines.services.failpoints import failpoint
-from cass_pipelines.store import batches, paid_log
+from cass_pipelines.store import batches, ledger, paid_log
 from cass_pipelines.store.budget import release, reserve, settle_all
 from cass_pipelines.store.claims import Owner, owner_dead
 from cass_pipelines.store.db import Store
@@ -393,9 +393,7 @@ class MeteredClient:
     def _stored_answer(self, row: dict) -> LLMResult:
         """An answer collected earlier for this work (settled then), with its ledger usage and cost, added
         to this client's sums."""
-        paid = self.store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, "
-                              "cache_read_input_tokens, cache_creation_1h_input_tokens, cost_usd, offline "
-                              "FROM llm_ledger WHERE request_id = ?", [row["request_id"]]) or {}
+        paid = ledger.paid(self.store, row["request_id"])
         usage = Usage(*(int(paid.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
                                                         "cache_read_input_tokens", "cache_creation_1h_input_tokens")))
         cost, offline = float(paid.get("cost_usd") or 0.0), bool(paid.get("offline"))
@@ -475,7 +473,7 @@ def settle_answers(store: Store, settings: Settings, pricing: Pricing, clock: Cl
             paid.append((row, answer.result, ledger_row(pricing, clock, ctx, row["reservation_id"], answer.result,
                                                         _item(row).request, batch=True)))
         if paid:
-            record_paid(store, settings, clock, [ledger for _, _, ledger in paid])
+            record_paid(store, settings, clock, [entry for _, _, entry in paid])
             batches.collected(store, batch_id, [(row["custom_id"], result.request_id, result.text)
                                                 for row, result, _ in paid], clock.now())
 

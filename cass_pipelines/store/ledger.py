@@ -142,6 +142,13 @@ def call_sizes(store: Store, before: date, days: int = 7) -> tuple[dict[str, Cal
     return by_action, by_model
 
 
+def paid(store: Store, request_id: str) -> dict:
+    """The usage, cost and offline flag the ledger recorded for an answer ({} if it has none)."""
+    return store.one("SELECT input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, "
+                     "cache_creation_1h_input_tokens, cost_usd, offline FROM llm_ledger WHERE request_id = ?",
+                     [request_id]) or {}
+
+
 def prefix_last_used(store: Store, prefix_key: str) -> datetime | None:
     """When the provider last wrote or read this cached prefix, as far as the ledger knows."""
     return store.scalar("SELECT max(ts) FROM llm_ledger WHERE prefix_key = ? "
