@@ -230,6 +230,10 @@ class FakeAnthropic:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes on a kept-alive connection: with Nagle's algorithm the
+            # body waits for the client's delayed ACK of the headers (40 ms per answer on Linux), a stall
+            # a real API does not add and the benches would count as the client's own time.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:   # keep test output clean
                 pass
