@@ -171,6 +171,22 @@ def test_a_bill_above_its_hold_is_a_breach_alert_and_both_figures_are_kept(store
     assert sb.budget_status(store, settings, DAY)["reservation_vs_bill"]["breaches"] == 1
 
 
+def test_answers_settled_together_each_reconcile_their_hold_and_a_replay_adds_nothing(store, settings):
+    holds_ = [sb.reserve(store, day=DAY, category="research", amount_usd=0.01, settings=settings, priority="normal",
+                         now=NOW) for _ in range(3)]
+    rows = [replace(ledger_row(f"req_{n}", cost, "research"), reservation_id=h.id)
+            for n, (h, cost) in enumerate(zip(holds_, (0.004, 0.02, 0.006)))]
+    # The same answer twice in one settlement (a batch collected by two looks) is recorded once.
+    assert sb.settle_all(store, [*rows, rows[0]], NOW) == [True, True, True, False]
+    assert sb.settle_all(store, rows[:1], NOW) == [False]   # a replay of a recorded answer
+    settled = {r["id"]: r for r in store.all("SELECT id, status, actual_usd FROM reservations")}
+    assert [(settled[h.id]["status"], settled[h.id]["actual_usd"]) for h in holds_] == [
+        ("reconciled", 0.004), ("reconciled", 0.02), ("reconciled", 0.006)]
+    assert store.all("SELECT request_id, reserved_usd, funding FROM llm_ledger ORDER BY request_id") == [
+        {"request_id": f"req_{n}", "reserved_usd": 0.01, "funding": "category"} for n in range(3)]
+    assert [a["message"].split("(request ")[1][:5] for a in alerts(store, DAY)] == ["req_1"]   # only its hold breached
+
+
 def test_output_bound_rule():
     assert holds.output_bound(1800, []) == holds.OutputBound(1800, 900)                # no history: the ask
     assert holds.output_bound(1800, [100, 200]).max_tokens == 200 * 1.5 + 64            # the longest, wide margin

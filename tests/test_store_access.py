@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -98,6 +99,48 @@ def test_two_files_in_one_process_stay_apart(tmp_path):
         b.execute("CREATE TABLE t (x VARCHAR)")
         a.execute("INSERT INTO t (x) VALUES (1)")
     assert a.scalar("SELECT count(*) FROM t") == 1 and b.scalar("SELECT count(*) FROM t") == 0
+
+
+def test_works_handed_in_together_commit_together_and_one_that_fails_fails_alone(tmp_path):
+    store = Store(tmp_path / "cass.duckdb")
+    store.execute("CREATE TABLE t (n INTEGER)")
+    runs: dict[int, int] = {}
+    results: dict[int, object] = {}
+
+    def work(n: int):
+        def run(conn):
+            runs[n] = runs.get(n, 0) + 1
+            if n == 0:   # the first one commits alone; the others queue up behind it meanwhile
+                while len(store._group.queue) < 3:
+                    time.sleep(0.005)
+            store.execute("INSERT INTO t (n) VALUES (?)", [n])   # (a store call: inside the work's transaction)
+            if n == 2:
+                raise ValueError("work 2 is bad")
+            return conn.execute("SELECT list(n ORDER BY n) FROM t").fetchone()[0]
+        return run
+
+    def hand_in(n: int) -> None:
+        try:
+            results[n] = store.grouped(work(n))
+        except ValueError as exc:
+            results[n] = exc
+
+    first = threading.Thread(target=hand_in, args=(0,))
+    first.start()
+    while not store._group.leading:
+        time.sleep(0.001)
+    others = [threading.Thread(target=hand_in, args=(n,)) for n in (1, 2, 3)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(timeout=30)
+    # 1-3 went in together, in the order handed in; 2 failed the group (3 never ran in it), so each
+    # ran again alone.
+    assert runs == {0: 1, 1: 2, 2: 2, 3: 1}
+    assert results[0] == [0] and results[1] == [0, 1] and results[3] == [0, 1, 3]
+    assert str(results[2]) == "work 2 is bad"
+    assert store.scalar("SELECT list(n ORDER BY n) FROM t") == [0, 1, 3]
+    assert other_process_opens(store.path)   # nothing left open
 
 
 def test_calibration_reads_only_the_ledgers_recent_days(runtime):

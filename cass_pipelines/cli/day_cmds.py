@@ -159,11 +159,12 @@ def cmd_run_day(args: argparse.Namespace) -> int:
 
 
 def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool) -> list[dict]:
-    """A day through Dagster, as run-day does it: the memory run when conversations went idle, each
-    phase in order (unless paused or out of money), then the journal."""
+    """A day through Dagster, as run-day does it: the memory run when conversations went idle (or a
+    catch-up waits), each phase in order (unless paused or out of money), then the journal."""
     from cass_pipelines.defs.resources import run_over
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.llm.base import redact
+    from cass_pipelines.services.handlers.memory import waiting_catchup
     from cass_pipelines.services.planning import phase_skip_reason
     from cass_pipelines.services.watches import idle_conversations, watch_batches, watch_budget
 
@@ -180,7 +181,8 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
                   "batch_sensor tries again", file=sys.stderr)
 
     collect()
-    if idle_conversations(rt.store, rt.settings, clock.now(), limit=1):   # what idle_memory_sensor looks for
+    # What idle_memory_sensor looks for, or a catch-up a dead run left unfinished (its answers wait for it).
+    if idle_conversations(rt.store, rt.settings, clock.now(), limit=1) or waiting_catchup(rt.store):
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
         collect()
     alerts_seen: set[str] = set()

@@ -339,14 +339,26 @@ class MeteredClient:
         window.expect()   # the batch being gathered waits for this call while it reserves
         try:
             count = self._count(request, schema)   # (an API call: counted before the file is opened)
-            with self.store.session():   # the history reads, the hold and the stored request share one open
-                request, held = self._reserve(request, count, measured)
+
+            def hold_and_store(_conn) -> tuple[LLMRequest, Reservation] | BudgetRefused:
+                try:
+                    sent, held = self._reserve(request, count, measured)
+                except BudgetRefused as refused:   # (returned: its refused hold is kept with the group)
+                    return refused
                 batches.add(self.store, batches.NewBatchRequest(
                     custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
                     category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
                     action_id=ctx.action_id, run_id=ctx.run_id, step_key=ctx.step_key, model=model,
-                    request={**asdict(request), "json_schema": json_schema}, pid=os.getpid(),
+                    request={**asdict(sent), "json_schema": json_schema}, pid=os.getpid(),
                     submitted_at=self.clock.now()))
+                return sent, held
+
+            # The hold and the stored request in one transaction, committed with the other calls' of
+            # the batch being gathered (a group commit: one commit for a catch-up's holds, not 56).
+            outcome = self.store.grouped(hold_and_store)
+            if isinstance(outcome, BudgetRefused):
+                raise outcome
+            request, _ = outcome
         except BaseException:
             window.withdraw()
             raise

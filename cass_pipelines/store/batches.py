@@ -57,11 +57,16 @@ def submitted(store: Store, custom_ids: Sequence[str], batch_id: str) -> None:
 
 def collected(store: Store, batch_id: str, answers: Sequence[tuple[str, str, str]], now: datetime) -> None:
     """(custom id, request id, text) of a batch's answers in the ledger (settled by the caller first): each
-    text kept for the work that asked, in one transaction (with the batch id, should it not be stored yet)."""
-    store.executemany("UPDATE llm_batches SET state = ?, request_id = ?, result_text = ?, ended_at = ?, "
-                      "batch_id = coalesce(batch_id, ?) WHERE custom_id = ?",
-                      [[BatchState.COLLECTED.value, request_id, text, now, batch_id, custom_id]
-                       for custom_id, request_id, text in answers])
+    text kept for the work that asked, in one statement (with the batch id, should it not be stored yet)."""
+    if not answers:
+        return
+    custom_ids, request_ids, texts = (list(column) for column in zip(*answers))
+    with store.transaction() as conn:
+        conn.execute("UPDATE llm_batches SET state = ?, request_id = a.request_id, result_text = a.text, ended_at = ?, "
+                     "batch_id = coalesce(llm_batches.batch_id, ?) "
+                     "FROM (SELECT unnest(?::TEXT[]) AS custom_id, unnest(?::TEXT[]) AS request_id, "
+                     "unnest(?::TEXT[]) AS text) a WHERE llm_batches.custom_id = a.custom_id",
+                     [BatchState.COLLECTED.value, now, batch_id, custom_ids, request_ids, texts])
 
 
 def ended_without_answer(store: Store, custom_id: str, error: str, now: datetime,

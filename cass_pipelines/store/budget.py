@@ -26,7 +26,7 @@ from cass_pipelines.store.batches import counts as batch_counts
 from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
 from cass_pipelines.store.db import Store, rows_as_dicts
-from cass_pipelines.store.ledger import LedgerRow, insert_row
+from cass_pipelines.store.ledger import LedgerRow, insert_rows
 
 # Holds of batched requests that may still be answered are never released as stale: the batch
 # outlives its submitter, and its answer is settled under that hold when collected (store/batches.py).
@@ -116,24 +116,34 @@ def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> 
 
 def settle_all(store: Store, rows: Sequence[LedgerRow], now: datetime) -> list[bool]:
     """`settle` for several answers (a message batch's), each under the reservation its row names, in one
-    transaction: one commit, not one each."""
-    inserted, breaches = [], []
+    transaction of three statements whatever their number: one commit, not one each. Returns per row
+    whether it was new (of two rows with one request id, the first)."""
+    first: dict[str, int] = {}
+    for n, row in enumerate(rows):
+        first.setdefault(row.request_id, n)
+    ids = sorted({row.reservation_id for row in rows if row.reservation_id})
     with store.transaction() as conn:
-        for row in rows:
-            held = conn.execute("SELECT amount_usd, coalesce(funding, 'category') FROM reservations WHERE id = ?",
-                                [row.reservation_id]).fetchone()
-            amount, funding = held if held else (None, Funding.CATEGORY.value)
-            inserted.append(insert_row(conn, replace(row, funding=funding, reserved_usd=amount)))
-            actual = conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now,
-                    actual_usd = (SELECT coalesce(sum(cost_usd), 0) FROM llm_ledger WHERE reservation_id = $id)
-                WHERE id = $id RETURNING actual_usd""", {"id": row.reservation_id, "now": now}).fetchone()
-            if amount is not None and actual and actual[0] > amount + rules.EPS:
-                breaches.append((row, amount, actual[0]))
-    for row, amount, actual_usd in breaches:
+        held = {rid: (amount, funding) for rid, amount, funding in conn.execute(
+            "SELECT id, amount_usd, coalesce(funding, 'category') FROM reservations WHERE id IN (SELECT unnest(?::TEXT[]))",
+            [ids]).fetchall()}
+        inserted = insert_rows(conn, [
+            replace(rows[n], funding=held.get(rows[n].reservation_id, (None, Funding.CATEGORY.value))[1],
+                    reserved_usd=held.get(rows[n].reservation_id, (None, None))[0]) for n in first.values()])
+        # Each hold reconciled to the sum of the ledger rows that name it (a replayed row adds nothing).
+        actual = dict(conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now,
+                actual_usd = paid.cost_usd
+            FROM (SELECT held.id, coalesce(sum(l.cost_usd), 0) AS cost_usd FROM (SELECT unnest($ids::TEXT[]) AS id) held
+                  LEFT JOIN llm_ledger l ON l.reservation_id = held.id GROUP BY held.id) paid
+            WHERE reservations.id = paid.id RETURNING reservations.id, reservations.actual_usd""",
+                                   {"ids": ids, "now": now}).fetchall())
+    breached = [(rid, held[rid][0], actual[rid]) for rid in ids
+                if rid in actual and held.get(rid, (None,))[0] is not None and actual[rid] > held[rid][0] + rules.EPS]
+    for rid, amount, actual_usd in breached:
+        row = next(r for r in rows if r.reservation_id == rid)
         record_alert(store, row.date, "reservation_breach",
                      f"{row.date}: a call settled at ${actual_usd:.6f}, above its reservation of ${amount:.6f} "
                      f"(request {row.request_id}, action {row.action_id})", now)
-    return inserted
+    return [row.request_id in inserted and first[row.request_id] == n for n, row in enumerate(rows)]
 
 
 def release(store: Store, reservation_id: str, now: datetime, status: RS = RS.RELEASED) -> bool:

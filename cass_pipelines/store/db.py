@@ -22,7 +22,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Generic, Iterator, Sequence, TypeVar, cast
 
 import duckdb
 
@@ -35,6 +35,7 @@ _ATTACH_GUARD = threading.Lock()
 _host: duckdb.DuckDBPyConnection | None = None
 _host_pid: int | None = None
 _attached: dict[str, list] = {}   # resolved path -> [catalog alias, sessions using it]
+T = TypeVar("T")
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
@@ -119,6 +120,28 @@ def _write_lock(path: str) -> threading.RLock:
         return _WRITE_LOCKS.setdefault(str(Path(path).resolve()), threading.RLock())
 
 
+class _Work(Generic[T]):
+    """One thread's work handed to a group commit, and what came of it."""
+
+    def __init__(self, run: Callable[[duckdb.DuckDBPyConnection], T]):
+        self.run = run
+        self.done = False
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def finish(self, value: T | None = None, error: BaseException | None = None) -> None:
+        self.value, self.error, self.done = value, error, True
+
+
+class _Group:
+    """The works of a store's threads waiting to be committed, and whether a thread is committing some."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.queue: list[_Work] = []
+        self.leading = False
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=str)
@@ -133,6 +156,7 @@ class Store:
         self.path = Path(path)
         self._connect = connect_fn or (lambda: open_connection(self.path))
         self._local = threading.local()
+        self._group = _Group()   # works handed to `grouped`: their store calls go through this handle
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -162,7 +186,11 @@ class Store:
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One serialised read-check-write transaction (rolled back on error). The file is attached
         before the write lock is taken, so threads queued for the lock share one attachment instead of
-        each attaching and detaching (checkpointing) in turn."""
+        each attaching and detaching (checkpointing) in turn. Inside a `grouped` work, the work's
+        transaction is the group's."""
+        if getattr(self._local, "grouped", None) is not None:
+            yield self._local.grouped
+            return
         with self.connection() as conn, _write_lock(str(self.path)):
             conn.execute("BEGIN TRANSACTION")
             try:
@@ -171,6 +199,66 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def grouped(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`work(conn)` in one transaction, shared with the works other threads of this process hand in
+        meanwhile: one commit and one lock window for all (a group commit; the catch-up's 56 holds or
+        summaries). The first thread to find no group committing commits every work queued so far, in
+        the order handed in; the others wait for theirs. If the shared transaction fails, each of its
+        works runs again in a transaction of its own, so a work that fails fails alone, in its own
+        thread. A work is bookkeeping only (no LLM call, no wait on another thread) and keeps nothing
+        it read beyond its return value: a failed group's reads are of a rolled-back transaction.
+        Not from inside a transaction of this store (a work handing in more runs it in place)."""
+        if getattr(self._local, "grouped", None) is not None:
+            return work(self._local.grouped)
+        group, mine = self._group, _Work(work)
+        with group.cond:
+            group.queue.append(mine)
+            while group.leading and not mine.done:
+                group.cond.wait()
+            works = [] if mine.done else group.queue   # (its own first among them)
+            if works:
+                group.leading, group.queue = True, []
+        if works:
+            try:
+                self._commit_together(works)
+            finally:
+                with group.cond:
+                    group.leading = False
+                    group.cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return cast(T, mine.value)
+
+    def _commit_together(self, works: list[_Work]) -> None:
+        """Run the works in one transaction; should it fail, each in its own. Every work ends done."""
+        try:
+            try:
+                values = self._as_work(lambda conn: [w.run(conn) for w in works])
+                for w, value in zip(works, values):
+                    w.finish(value=value)
+            except Exception as exc:
+                if len(works) == 1:
+                    works[0].finish(error=exc)
+                    return
+                for w in works:   # one by one: the work that fails fails alone
+                    try:
+                        w.finish(value=self._as_work(w.run))
+                    except Exception as alone:
+                        w.finish(error=alone)
+        finally:   # (the committing thread stopping mid-way leaves no work waiting)
+            for w in works:
+                if not w.done:
+                    w.finish(error=RuntimeError("the thread committing this work stopped before it"))
+
+    def _as_work(self, run: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`run(conn)` in one transaction, the store calls it makes included (see `transaction`)."""
+        with self.session(), self.transaction() as conn:
+            self._local.grouped = conn
+            try:
+                return run(conn)
+            finally:
+                self._local.grouped = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """One write, serialised with the process's transactions: a row another thread's open

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, timedelta
+from typing import Sequence
 
 import duckdb
 
@@ -44,11 +45,19 @@ _COLUMNS = [f.name for f in fields(LedgerRow)]
 
 def insert_row(conn: duckdb.DuckDBPyConnection, row: LedgerRow) -> bool:
     """Insert inside the caller's transaction; returns False when the response was already recorded."""
-    inserted = conn.execute(
-        f"INSERT INTO llm_ledger ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    return bool(insert_rows(conn, [row]))
+
+
+def insert_rows(conn: duckdb.DuckDBPyConnection, rows: Sequence[LedgerRow]) -> set[str]:
+    """Insert in one statement inside the caller's transaction (their request ids distinct); returns the
+    request ids inserted (a response already recorded is not)."""
+    if not rows:
+        return set()
+    values = ", ".join(f"({', '.join('?' for _ in _COLUMNS)})" for _ in rows)
+    return {r[0] for r in conn.execute(
+        f"INSERT INTO llm_ledger ({', '.join(_COLUMNS)}) VALUES {values} "
         "ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
-        list(asdict(row).values())).fetchall()
-    return bool(inserted)
+        [value for row in rows for value in asdict(row).values()]).fetchall()}
 
 
 # ---- reading side ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from cass_pipelines.defs import usd
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.states import UnitStatus
-from cass_pipelines.services.handlers.memory import catchup_has_work
+from cass_pipelines.services.handlers.memory import CATCHUP_TEMPLATE, catchup_has_work, waiting_catchup
 from cass_pipelines.services.runner import job_unit, run_unit
 from cass_pipelines.store import plans
 
@@ -21,12 +21,12 @@ def build_conversation_summaries() -> dg.AssetsDefinition:
         day, phase = phase_at(now, rt.settings)
         with rt.store.session():
             # At most one catch-up unit waits at a time: a refused one is taken up again, not doubled.
-            waiting = plans.pending_job_unit(rt.store, "conversation_catchup")
+            waiting = waiting_catchup(rt.store)
             if waiting is None and not catchup_has_work(rt.store, rt.settings, now):
                 # Nothing new: no unit, no model call (the idle sensor and run-day launch this job freely).
                 return dg.MaterializeResult(metadata={"status": "nothing to summarise", "actions": 0,
                                                       "cost_usd": usd(0.0)})
-        uid = waiting["id"] if waiting else job_unit(rt, day, phase, "conversation_catchup", f"mem{now:%H%M%S%f}",
+        uid = waiting["id"] if waiting else job_unit(rt, day, phase, CATCHUP_TEMPLATE, f"mem{now:%H%M%S%f}",
                                                      "idle conversations", now)
         plans.reopen_units(rt.store, [uid])
         outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,

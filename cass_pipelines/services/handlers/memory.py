@@ -26,10 +26,11 @@ from cass_pipelines.services.handlers.exclusive import claimed
 from cass_pipelines.services.handlers.handoff import Outbox, take
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
 from cass_pipelines.services.metering import BudgetRefused
-from cass_pipelines.store import claims, conversations, dead_letters, failures, memory
+from cass_pipelines.store import claims, conversations, dead_letters, failures, memory, plans
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.db import Store
 
+CATCHUP_TEMPLATE = "conversation_catchup"   # the template of memory_job's unit
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
 FAILURE_KIND = "conversation"
@@ -147,11 +148,15 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
         if stop is not None or key not in ours:
             return
         summary, title = summarize(ctx, calls, conv, *pending[conv["id"]])
-        # The summary, the end of its claim and its forgotten failures: one transaction, one open.
-        with ctx.store.transaction() as conn:
+        def save(conn) -> str | None:   # the summary, the end of its claim and its forgotten failures
             sid = memory.save(conn, summary, work_unit_id=ctx.work_unit_id, offline=calls.offline, now=ctx.now)
             claims.end(conn, key, ClaimState.DONE, ctx.now)
             failures.forget(conn, FAILURE_KIND, conv["id"])
+            return sid
+
+        # One transaction, committed with the other conversations' summaries made meanwhile (a batch's
+        # answers arrive together: one commit for them all, not one each).
+        sid = ctx.store.grouped(save)
         stored[conv["id"]] = (summary, title, sid)
         failpoint("memory_saved")
 
@@ -238,6 +243,12 @@ def summarize_idle_conversations(ctx: HandlerContext) -> ActionResult:
     convs = conversations.idle_unsummarized(ctx.store, _idle_before(ctx.settings, ctx.now), now=ctx.now,
                                             limit=MAX_CONVERSATIONS_PER_RUN)
     return _summarize_all(ctx, convs, "idle conversation(s)")
+
+
+def waiting_catchup(store: Store) -> dict | None:
+    """The catch-up unit still waiting to run, if any: refused money, or cut short by a run that died
+    (its answers, paid, wait for it to end: services/metering.py)."""
+    return plans.pending_job_unit(store, CATCHUP_TEMPLATE)
 
 
 def catchup_has_work(store: Store, settings: Settings, now: datetime) -> bool:
