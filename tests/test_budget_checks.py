@@ -15,7 +15,7 @@ from cass_pipelines.defs.partitions import phase_key, phase_partitions
 from cass_pipelines.defs.resources import cass_resource
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.ledger import insert_row
+from cass_pipelines.store.ledger import insert_rows
 
 DAY = date(2026, 11, 26)
 NOW = datetime(2026, 11, 26, 9, tzinfo=timezone.utc)
@@ -51,7 +51,7 @@ def test_checks_fail_on_an_overspent_partition(setup):
     settings, store, defs = setup
     with store.transaction() as conn:   # written past the budget: no reservation, over the research share
         for i, (category, cost) in enumerate([("research", 1.5), ("reflection", 0.9), ("growth", 3.0)]):
-            insert_row(conn, ledger_row(f"over_{i}", cost, category))
+            insert_rows(conn, [ledger_row(f"over_{i}", cost, category)])
     assert evaluate(settings, defs, "morning") == {
         "spend_within_daily_limit": False, "categories_within_shares": False, "ledger_matches_reservations": False,
         "budget_not_exhausted": False}

@@ -16,7 +16,7 @@ from cass_pipelines.domain.budget_rules import Refusal
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store.budget import release, reserve, settle
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.ledger import insert_row
+from cass_pipelines.store.ledger import insert_rows
 from cass_pipelines.store.schema import migrate
 
 DAY = date(2026, 11, 26)
@@ -55,7 +55,7 @@ def setup_store(tmp_path: Path) -> tuple[Store, Settings]:
     store = Store(settings.db_path)
     migrate(store)
     with store.transaction() as conn:
-        insert_row(conn, ledger_row("earlier", ALREADY_SPENT))
+        insert_rows(conn, [ledger_row("earlier", ALREADY_SPENT)])
     return store, settings
 
 

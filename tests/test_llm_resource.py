@@ -36,9 +36,9 @@ def row(request_id: str, category: str, model: str, cost: float, hour: int, offl
 def test_ledger_reading_side_and_cli(sample_home, capsys):
     store = Store(load_settings().db_path)
     with store.transaction() as conn:
-        assert ledger.insert_row(conn, row("req_b", "research", "claude-sonnet-5-5", 0.02, 9))
-        assert ledger.insert_row(conn, row("req_a", "reflection", "claude-haiku-5-5", 0.01, 8))
-        assert not ledger.insert_row(conn, row("req_a", "reflection", "claude-haiku-5-5", 0.01, 8))  # replay
+        assert ledger.insert_rows(conn, [row("req_b", "research", "claude-sonnet-5-5", 0.02, 9)])
+        assert ledger.insert_rows(conn, [row("req_a", "reflection", "claude-haiku-5-5", 0.01, 8)])
+        assert not ledger.insert_rows(conn, [row("req_a", "reflection", "claude-haiku-5-5", 0.01, 8)])  # replay
     assert [r["request_id"] for r in ledger.rows(store, DAY)] == ["req_a", "req_b"]
     assert ledger.totals(store, DAY)["calls"] == 2
     assert ledger.totals(store, DAY)["cost_usd"] == pytest.approx(0.03)

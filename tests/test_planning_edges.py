@@ -13,7 +13,7 @@ from cass_pipelines.services.planning import idle_at, plan_phase
 from cass_pipelines.services.runner import next_position
 from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import plans
-from cass_pipelines.store.ledger import insert_row
+from cass_pipelines.store.ledger import insert_rows
 
 DAY = SAMPLE_DAY
 NOW = datetime.combine(DAY, time(7), tzinfo=timezone.utc)
@@ -197,7 +197,7 @@ def test_run_day_defers_the_work_of_a_phase_it_skips(env):
     save(rt, 1, ["morning", "afternoon"], [unit(rt, "afternoon", "synthesis")])
     spent = rt.settings.daily_budget_usd - rt.settings.reserve_usd    # the day's money is already spent
     with rt.store.transaction() as conn:
-        insert_row(conn, ledger_row("spent_earlier", spent, day=DAY))
+        insert_rows(conn, [ledger_row("spent_earlier", spent, day=DAY)])
     assert main(["run-day", "--date", DAY.isoformat(), "--phases", "afternoon", "--no-journal"]) == 0
     [u] = plans.units_for_phase(rt.store, DAY, "afternoon")
     assert u["status"] == "deferred" and u["defer_kind"] == "skipped", u

@@ -76,13 +76,13 @@ def test_phase_schedule_skips_when_the_day_budget_is_spent(defs, monkeypatch):
     from datetime import date, timezone
 
     from cass_pipelines.services.runtime import open_runtime
-    from cass_pipelines.store.ledger import LedgerRow, insert_row
+    from cass_pipelines.store.ledger import LedgerRow, insert_rows
 
     rt = open_runtime()
     with rt.store.transaction() as conn:
-        insert_row(conn, LedgerRow("req_spent", datetime(2026, 11, 26, 11, tzinfo=timezone.utc), date(2026, 11, 26), "morning", None,
+        insert_rows(conn, [LedgerRow("req_spent", datetime(2026, 11, 26, 11, tzinfo=timezone.utc), date(2026, 11, 26), "morning", None,
                                    None, None, "session.research", "research", "claude-sonnet-5-5",
-                                   1, 1, 0, 0, 0, rt.settings.daily_budget_usd, False, 1, 10))
+                                   1, 1, 0, 0, 0, rt.settings.daily_budget_usd, False, 1, 10)])
     result = evaluate(defs, "afternoon_schedule", datetime(2026, 11, 26, 12, tzinfo=ZoneInfo(TZ)))
     assert not result.run_requests
     assert "budget exhausted" in result.skip_message

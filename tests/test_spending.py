@@ -203,12 +203,12 @@ def test_output_bound_rule():
 
 def test_an_action_never_called_is_bounded_by_its_models_measured_outputs(store):
     """Its first call is sent with a bound from the model's answers on earlier days, not half its own limit."""
-    from cass_pipelines.store.ledger import call_sizes, insert_row, output_history
+    from cass_pipelines.store.ledger import call_sizes, insert_rows, output_history
 
     yesterday = NOW.date() - timedelta(days=1)
     with store.transaction() as conn:
         for n, out in enumerate((120, 80, 100)):
-            insert_row(conn, replace(ledger_row(f"r{n}", 0.001, day=yesterday), output_tokens=out))
+            insert_rows(conn, [replace(ledger_row(f"r{n}", 0.001, day=yesterday), output_tokens=out)])
     assert output_history(store, "research.search", "claude-haiku-5-5", NOW.date()) == [80, 100, 120]   # its own
     assert output_history(store, "session.curiosity", "claude-haiku-5-5", NOW.date()) == [80, 100, 120]  # the model's
     assert output_history(store, "session.curiosity", "claude-sonnet-5-5", NOW.date()) == []
@@ -301,7 +301,7 @@ def test_admission_prices_a_tiers_prefix_warm_only_while_the_ledger_saw_it_cache
     its last cached use is within the TTL, at the write rate after."""
     from cass_pipelines.llm.base import prefix_key
     from cass_pipelines.services.planning import call_hold, warm_tiers
-    from cass_pipelines.store.ledger import insert_row
+    from cass_pipelines.store.ledger import insert_rows
 
     rt = runtime
     model = rt.settings.models["deep"]
@@ -309,7 +309,7 @@ def test_admission_prices_a_tiers_prefix_warm_only_while_the_ledger_saw_it_cache
     used = replace(ledger_row("warm_1", 0.001, day=DAY), model=model, ts=NOW, prefix_key=key,
                    cache_read_input_tokens=3000)
     with rt.store.transaction() as conn:
-        insert_row(conn, used)
+        insert_rows(conn, [used])
     assert warm_tiers(rt, DAY, "morning", NOW + timedelta(minutes=2)) == {"deep"}
     assert warm_tiers(rt, DAY, "morning", NOW + timedelta(hours=2)) == set()
     action = rt.registry.actions["session.reflection"]

@@ -6,10 +6,12 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from cass_pipelines.definitions import build_defs
@@ -92,6 +94,35 @@ def test_a_write_waits_for_another_threads_transaction_on_the_same_row(tmp_path)
     assert not errors and store.scalar("SELECT body FROM notes WHERE id = 'n1'") == "a+link+append"
 
 
+def test_a_group_that_cannot_open_the_file_fails_each_work_once_without_opening_again(tmp_path):
+    opens: list[int] = []
+
+    @contextmanager
+    def locked_out():   # another process holds the file past the deadline
+        opens.append(1)
+        while len(opens) == 1 and len(store._group.queue) < 3:   # the first group fails once 3 works queue
+            time.sleep(0.001)
+        raise duckdb.IOException("Could not set lock on file: Conflicting lock is held")
+        yield
+
+    store = Store(tmp_path / "cass.duckdb", connect_fn=locked_out)
+    errors: list[str] = []
+
+    def hand_in() -> None:
+        try:
+            store.grouped(lambda conn: conn.execute("SELECT 1"))
+        except duckdb.IOException as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=hand_in) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(errors) == 4 and all("Conflicting lock" in e for e in errors)
+    assert len(opens) == 2   # one per group: no work of the second is run again alone
+
+
 def test_two_files_in_one_process_stay_apart(tmp_path):
     a, b = Store(tmp_path / "a.duckdb"), Store(tmp_path / "b.duckdb")
     with a.session(), b.session():
@@ -130,8 +161,10 @@ def test_works_handed_in_together_commit_together_and_one_that_fails_fails_alone
     while not store._group.leading:
         time.sleep(0.001)
     others = [threading.Thread(target=hand_in, args=(n,)) for n in (1, 2, 3)]
-    for t in others:
+    for queued, t in enumerate(others, 1):
         t.start()
+        while len(store._group.queue) < queued:   # handed in one after another: 1, 2, 3
+            time.sleep(0.001)
     for t in [first, *others]:
         t.join(timeout=30)
     # 1-3 went in together, in the order handed in; 2 failed the group (3 never ran in it), so each
@@ -141,6 +174,8 @@ def test_works_handed_in_together_commit_together_and_one_that_fails_fails_alone
     assert str(results[2]) == "work 2 is bad"
     assert store.scalar("SELECT list(n ORDER BY n) FROM t") == [0, 1, 3]
     assert other_process_opens(store.path)   # nothing left open
+    with store.transaction(), pytest.raises(RuntimeError, match="inside a transaction"):
+        store.grouped(work(4))   # it would wait for the write lock its own thread holds
 
 
 def test_calibration_reads_only_the_ledgers_recent_days(runtime):

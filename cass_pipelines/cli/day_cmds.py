@@ -166,6 +166,7 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     from cass_pipelines.llm.base import redact
     from cass_pipelines.services.handlers.memory import waiting_catchup
     from cass_pipelines.services.planning import phase_skip_reason
+    from cass_pipelines.services.recovery import recover_if_stale
     from cass_pipelines.services.watches import idle_conversations, watch_batches, watch_budget
 
     clock = clock_from_env()
@@ -180,6 +181,8 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
             print(f"warning: collecting message batches failed ({redact(str(exc))[:300]}); the next run-day or "
                   "batch_sensor tries again", file=sys.stderr)
 
+    # A dead run's leftovers first (as a run's first step does): its catch-up unit waits again, not running.
+    recover_if_stale(rt, run_over(instance), clock.now())
     collect()
     # What idle_memory_sensor looks for, or a catch-up a dead run left unfinished (its answers wait for it).
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1) or waiting_catchup(rt.store):

@@ -126,9 +126,10 @@ def settle_all(store: Store, rows: Sequence[LedgerRow], now: datetime) -> list[b
         held = {rid: (amount, funding) for rid, amount, funding in conn.execute(
             "SELECT id, amount_usd, coalesce(funding, 'category') FROM reservations WHERE id IN (SELECT unnest(?::TEXT[]))",
             [ids]).fetchall()}
-        inserted = insert_rows(conn, [
-            replace(rows[n], funding=held.get(rows[n].reservation_id, (None, Funding.CATEGORY.value))[1],
-                    reserved_usd=held.get(rows[n].reservation_id, (None, None))[0]) for n in first.values()])
+        no_hold = (None, Funding.CATEGORY.value)
+        inserted = insert_rows(conn, [replace(rows[n], reserved_usd=held.get(rows[n].reservation_id, no_hold)[0],
+                                              funding=held.get(rows[n].reservation_id, no_hold)[1])
+                                      for n in first.values()])
         # Each hold reconciled to the sum of the ledger rows that name it (a replayed row adds nothing).
         actual = dict(conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now,
                 actual_usd = paid.cost_usd
@@ -136,12 +137,14 @@ def settle_all(store: Store, rows: Sequence[LedgerRow], now: datetime) -> list[b
                   LEFT JOIN llm_ledger l ON l.reservation_id = held.id GROUP BY held.id) paid
             WHERE reservations.id = paid.id RETURNING reservations.id, reservations.actual_usd""",
                                    {"ids": ids, "now": now}).fetchall())
-    breached = [(rid, held[rid][0], actual[rid]) for rid in ids
-                if rid in actual and held.get(rid, (None,))[0] is not None and actual[rid] > held[rid][0] + rules.EPS]
-    for rid, amount, actual_usd in breached:
-        row = next(r for r in rows if r.reservation_id == rid)
+    breached: dict[str, LedgerRow] = {}
+    for row in rows:   # each breached hold once, with its first row, in the rows' order
+        rid = row.reservation_id
+        if rid in actual and rid not in breached and held[rid][0] is not None and actual[rid] > held[rid][0] + rules.EPS:
+            breached[rid] = row
+    for rid, row in breached.items():
         record_alert(store, row.date, "reservation_breach",
-                     f"{row.date}: a call settled at ${actual_usd:.6f}, above its reservation of ${amount:.6f} "
+                     f"{row.date}: a call settled at ${actual[rid]:.6f}, above its reservation of ${held[rid][0]:.6f} "
                      f"(request {row.request_id}, action {row.action_id})", now)
     return [row.request_id in inserted and first[row.request_id] == n for n, row in enumerate(rows)]
 

@@ -193,36 +193,49 @@ class Store:
             return
         with self.connection() as conn, _write_lock(str(self.path)):
             conn.execute("BEGIN TRANSACTION")
+            self._local.in_transaction = True
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._local.in_transaction = False
             conn.execute("COMMIT")
 
     def grouped(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """`work(conn)` in one transaction, shared with the works other threads of this process hand in
         meanwhile: one commit and one lock window for all (a group commit; the catch-up's 56 holds or
         summaries). The first thread to find no group committing commits every work queued so far, in
-        the order handed in; the others wait for theirs. If the shared transaction fails, each of its
-        works runs again in a transaction of its own, so a work that fails fails alone, in its own
-        thread. A work is bookkeeping only (no LLM call, no wait on another thread) and keeps nothing
-        it read beyond its return value: a failed group's reads are of a rolled-back transaction.
+        the order handed in; the others wait for theirs. If a work raises, the group is rolled back and
+        each of its works runs again in a transaction of its own, so a work that fails fails alone, in
+        its own thread; if the file cannot be opened or the commit fails, every work of the group fails
+        with that error. A work is bookkeeping only (no LLM call, no wait on another thread), and what
+        it reads inside a group that is rolled back may include the group's undone writes: a work keeps
+        beyond its return only reads of tables no work writes (metering's ledger figures).
         Not from inside a transaction of this store (a work handing in more runs it in place)."""
         if getattr(self._local, "grouped", None) is not None:
             return work(self._local.grouped)
+        if getattr(self._local, "in_transaction", False):   # it would wait for its own write lock
+            raise RuntimeError("Store.grouped called inside a transaction of the same store")
         group, mine = self._group, _Work(work)
-        with group.cond:
-            group.queue.append(mine)
-            while group.leading and not mine.done:
-                group.cond.wait()
-            works = [] if mine.done else group.queue   # (its own first among them)
+        works: list[_Work] = []
+        try:
+            with group.cond:
+                group.queue.append(mine)
+                try:
+                    while group.leading and not mine.done:
+                        group.cond.wait()
+                except BaseException:   # interrupted while waiting: a work not taken yet never runs
+                    if mine in group.queue:
+                        group.queue.remove(mine)
+                    raise
+                if not mine.done:   # this thread commits every work queued so far
+                    group.leading, works, group.queue = True, group.queue, []
             if works:
-                group.leading, group.queue = True, []
-        if works:
-            try:
                 self._commit_together(works)
-            finally:
+        finally:
+            if works:
                 with group.cond:
                     group.leading = False
                     group.cond.notify_all()
@@ -231,25 +244,40 @@ class Store:
         return cast(T, mine.value)
 
     def _commit_together(self, works: list[_Work]) -> None:
-        """Run the works in one transaction; should it fail, each in its own. Every work ends done."""
+        """Run the works in one transaction; if one of them raised, each in its own. Every work ends done."""
+        raised: list[_Work] = []
+
+        def run_all(conn: duckdb.DuckDBPyConnection) -> list:
+            values = []
+            for w in works:
+                try:
+                    values.append(w.run(conn))
+                except Exception:
+                    raised.append(w)
+                    raise
+            return values
+
         try:
             try:
-                values = self._as_work(lambda conn: [w.run(conn) for w in works])
-                for w, value in zip(works, values):
+                for w, value in zip(works, self._as_work(run_all)):
                     w.finish(value=value)
             except Exception as exc:
-                if len(works) == 1:
-                    works[0].finish(error=exc)
+                if not raised or len(works) == 1:   # the open or the commit failed (or the one work did)
+                    for w in works:
+                        w.finish(error=exc)
                     return
-                for w in works:   # one by one: the work that fails fails alone
-                    try:
-                        w.finish(value=self._as_work(w.run))
-                    except Exception as alone:
-                        w.finish(error=alone)
-        finally:   # (the committing thread stopping mid-way leaves no work waiting)
+                with self.session():   # one open for the works run again, one by one
+                    for w in works:
+                        try:
+                            w.finish(value=self._as_work(w.run))
+                        except Exception as alone:
+                            w.finish(error=alone)
+        except BaseException as exc:   # the reruns could not open the file, or this thread is stopping
             for w in works:
                 if not w.done:
-                    w.finish(error=RuntimeError("the thread committing this work stopped before it"))
+                    w.finish(error=exc)
+            if not isinstance(exc, Exception):
+                raise
 
     def _as_work(self, run: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """`run(conn)` in one transaction, the store calls it makes included (see `transaction`)."""

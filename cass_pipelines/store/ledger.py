@@ -43,11 +43,6 @@ class LedgerRow:
 _COLUMNS = [f.name for f in fields(LedgerRow)]
 
 
-def insert_row(conn: duckdb.DuckDBPyConnection, row: LedgerRow) -> bool:
-    """Insert inside the caller's transaction; returns False when the response was already recorded."""
-    return bool(insert_rows(conn, [row]))
-
-
 def insert_rows(conn: duckdb.DuckDBPyConnection, rows: Sequence[LedgerRow]) -> set[str]:
     """Insert in one statement inside the caller's transaction (their request ids distinct); returns the
     request ids inserted (a response already recorded is not)."""

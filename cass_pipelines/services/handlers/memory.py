@@ -121,7 +121,8 @@ def summarize(ctx: HandlerContext, calls: ModelCalls, conv: dict, messages: list
 
 def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> ActionResult:
     """Summarise each conversation (interactive calls `settings.llm_concurrency` at a time), storing each summary
-    the moment it is made (a crash loses at most the calls in flight). A conversation whose summary
+    the moment it is made (with those made meanwhile: a crash loses at most the summaries not yet committed,
+    whose answers, paid, the re-run takes up). A conversation whose summary
     fails is counted against it and retried on later runs after a backoff, then parked as a dead
     letter: one bad conversation never stops the others. A conversation of one call refused money while
     other calls held some is asked again once they have settled (their holds come back as bills, usually
