@@ -32,3 +32,26 @@ def test_requests_memory_job_for_idle_conversations_then_skips_once_summarised(s
             break
     assert not result.run_requests
     assert "no idle conversations" in result.skip_message
+
+
+def test_a_catchup_left_waiting_is_run_once_even_with_nothing_idle(sample_home):
+    from datetime import datetime, timezone
+
+    from cass_pipelines.services.runner import job_unit
+    from cass_pipelines.store import plans
+
+    rt = open_runtime()
+    defs = build_defs(rt.settings, rt.registry)
+    job = defs.resolve_job_def("memory_job")
+    for _ in range(5):   # everything summarised: nothing idle
+        assert job.execute_in_process(instance=dg.DagsterInstance.get()).success
+        if not evaluate(defs).run_requests:
+            break
+    # A run died mid-catch-up: recovery put its unit back to planned (its paid answers wait for its end).
+    now = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
+    uid = job_unit(rt, now.date(), "morning", "conversation_catchup", "mem_dead_run", "idle conversations", now)
+    request = evaluate(defs).run_requests[0]
+    assert request.run_key == f"memory|waiting|{uid}" and request.tags["cass/catchup"] == uid
+    assert job.execute_in_process(instance=dg.DagsterInstance.get()).success   # it takes the unit up and ends it
+    assert plans.get_unit(rt.store, uid)["status"] == "completed"
+    assert "no idle conversations" in evaluate(defs).skip_message

@@ -1,4 +1,5 @@
-"""idle_memory_sensor runs memory_job for conversations that went idle with unsummarised messages."""
+"""idle_memory_sensor runs memory_job for conversations that went idle with unsummarised messages, and
+for a catch-up unit left waiting (a run that died mid-catch-up: its paid answers wait for it to end)."""
 from __future__ import annotations
 
 import dagster as dg
@@ -6,6 +7,7 @@ import dagster as dg
 from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.services.handlers.memory import waiting_catchup
 from cass_pipelines.services.watches import idle_conversations
 
 
@@ -16,10 +18,17 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
                            f"{settings.idle_threshold_minutes} min or more with unsummarised messages.")
     def idle_memory_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         now = cass.clock().now()
-        idle = unless_busy(lambda: idle_conversations(cass.quick_store(SENSOR_DB_DEADLINE_S), settings, now))
+        store = cass.quick_store(SENSOR_DB_DEADLINE_S)
+        idle = unless_busy(lambda: idle_conversations(store, settings, now))
         if idle is BUSY:
             return BUSY
         if not idle:
+            waiting = unless_busy(lambda: waiting_catchup(store))
+            if waiting is BUSY:
+                return BUSY
+            if waiting:   # once per unit (its run key): a unit refused money again waits for new messages
+                return dg.RunRequest(run_key=f"memory|waiting|{waiting['id']}",
+                                     tags={"cass/trigger": "idle_memory_sensor", "cass/catchup": waiting["id"]})
             return dg.SkipReason("no idle conversations with unsummarised messages")
         newest = max(c["last_message_at"] for c in idle)
         # The key changes only when new idle messages appear, so one batch is summarised once.
