@@ -1,0 +1,88 @@
+"""What a run costs before and after its work, as `run-day` runs it and as the daemon does, side by side:
+a memory_job run with nothing to summarise (its step builds the runtime, recovers, looks for work and
+ends), on the same instance, with the API mode on (a loopback server: the run imports the anthropic SDK
+as a run with a key does, and calls nothing).
+
+    .venv/bin/python bench/bench_run_launch.py [--repeat 5]
+
+- `in_process`: `execution.execute` in this process, as `run-day`, `run-phase` and `trigger` run every
+  run; the first run pays the process's one-time costs (the SDK's import among them), listed apart.
+- `run_worker`: the run created as the daemon creates it, then executed by the command Dagster's
+  DefaultRunLauncher starts for each run (`dagster api execute_run`, a new process), timed from the
+  run's creation to the process's exit: the Python start, Dagster's import, the instance, the code
+  location's load, the SDK's import and the run itself.
+Prints JSON: per way, each run's wall seconds, the median (of the warm in-process runs), the run status,
+and `worker_over_in_process_s`, what a run launched by the daemon costs more than one run in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loopback import delayed_api
+from machine import machine_after, machine_before
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    before = machine_before()
+    home = Path(tempfile.mkdtemp(prefix="bench-launch-"))
+    os.environ.update(CASS_HOME=str(home / "cass"), DAGSTER_HOME=str(home / "dagster"))
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    (home / "dagster").mkdir(parents=True)
+    with delayed_api(2.0) as api:
+        os.environ.update(api)
+        from dagster._core.execution.execute_in_process import merge_run_tags
+        from dagster._grpc.types import ExecuteRunArgs
+
+        from cass_pipelines.cli.main import main as cli
+        from cass_pipelines.definitions import build_defs
+        from cass_pipelines.execution import QUIET, instance_for, job_origins, run_memory, run_tags
+        from cass_pipelines.services.runtime import open_runtime
+
+        with contextlib.redirect_stdout(sys.stderr):   # stdout carries only the JSON figures
+            assert cli(["init"]) == 0   # no sample: nothing idle, the run makes no call
+        rt = open_runtime()
+        instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+        job = defs.resolve_job_def("memory_job")
+        remote, python = job_origins("memory_job")
+        in_process, worker = [], []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            result = run_memory(defs, instance)
+            in_process.append({"wall_s": round(time.perf_counter() - started, 3), "ok": result.success})
+            started = time.perf_counter()
+            run = instance.create_run_for_job(
+                job_def=job, run_config=QUIET, remote_job_origin=remote, job_code_origin=python,
+                tags={**job.run_tags, **merge_run_tags(job, None, run_tags(trigger="bench"), None, instance, QUIET)})
+            command = ExecuteRunArgs(job_origin=python, run_id=run.run_id, instance_ref=instance.get_ref(),
+                                     set_exit_code_on_failure=True).get_command_args()
+            proc = subprocess.run(command, capture_output=True, text=True)
+            worker.append({"wall_s": round(time.perf_counter() - started, 3), "ok": proc.returncode == 0,
+                           "status": instance.get_run_by_id(run.run_id).status.value})
+            if proc.returncode:
+                sys.exit(f"the run worker failed:\n{proc.stderr[-3000:]}")
+    warm = statistics.median(r["wall_s"] for r in in_process[1:]) if len(in_process) > 1 else in_process[0]["wall_s"]
+    launched = statistics.median(r["wall_s"] for r in worker)
+    print(json.dumps({
+        "bench": "run_launch", "repeat": args.repeat,
+        "in_process": {"runs": in_process, "first_s": in_process[0]["wall_s"], "median_warm_s": warm},
+        "run_worker": {"runs": worker, "median_s": launched},
+        "worker_over_in_process_s": round(launched - warm, 3),
+        "machine": machine_after(before)}, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
