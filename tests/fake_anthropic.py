@@ -89,6 +89,12 @@ class Answered:
     batch: bool = False   # answered in a message batch (recorded under its message id)
 
 
+class _Server(ThreadingHTTPServer):
+    # A catch-up opens ~56 connections at once; with the default backlog of 5 the kernel drops the
+    # SYNs beyond it and the client retries a second later, a stall a real API does not add.
+    request_queue_size = 128
+
+
 class FakeAnthropic:
     def __init__(self, seed: int = 0, fail_rate: float = 0.0, lifetime_s: float = 300.0):
         self.seed = seed
@@ -107,7 +113,7 @@ class FakeAnthropic:
         self._cache = PromptCache()
         self._lock = threading.Lock()
         self._lifetime_s = lifetime_s
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
