@@ -30,8 +30,6 @@ from pathlib import Path
 from loopback import delayed_api
 from machine import machine_after, machine_before
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
@@ -44,30 +42,25 @@ def main(argv: list[str]) -> None:
     (home / "dagster").mkdir(parents=True)
     with delayed_api(2.0) as api:
         os.environ.update(api)
-        from dagster._core.execution.execute_in_process import merge_run_tags
         from dagster._grpc.types import ExecuteRunArgs
 
         from cass_pipelines.cli.main import main as cli
         from cass_pipelines.definitions import build_defs
-        from cass_pipelines.execution import QUIET, instance_for, job_origins, run_memory, run_tags
+        from cass_pipelines.execution import QUIET, create_run, instance_for, run_memory, run_tags
         from cass_pipelines.services.runtime import open_runtime
 
         with contextlib.redirect_stdout(sys.stderr):   # stdout carries only the JSON figures
             assert cli(["init"]) == 0   # no sample: nothing idle, the run makes no call
         rt = open_runtime()
         instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
-        job = defs.resolve_job_def("memory_job")
-        remote, python = job_origins("memory_job")
         in_process, worker = [], []
         for _ in range(args.repeat):
             started = time.perf_counter()
             result = run_memory(defs, instance)
             in_process.append({"wall_s": round(time.perf_counter() - started, 3), "ok": result.success})
             started = time.perf_counter()
-            run = instance.create_run_for_job(
-                job_def=job, run_config=QUIET, remote_job_origin=remote, job_code_origin=python,
-                tags={**job.run_tags, **merge_run_tags(job, None, run_tags(trigger="bench"), None, instance, QUIET)})
-            command = ExecuteRunArgs(job_origin=python, run_id=run.run_id, instance_ref=instance.get_ref(),
+            run = create_run(defs, instance, "memory_job", QUIET, run_tags(trigger="bench"))
+            command = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=instance.get_ref(),
                                      set_exit_code_on_failure=True).get_command_args()
             proc = subprocess.run(command, capture_output=True, text=True)
             worker.append({"wall_s": round(time.perf_counter() - started, 3), "ok": proc.returncode == 0,

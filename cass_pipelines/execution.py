@@ -141,20 +141,28 @@ def job_origins(job_name: str):
     return remote.get_job_origin(job_name), python.get_python_origin()
 
 
+def create_run(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, run_config: dict,
+               tags: dict[str, str], partition_key: str | dg.MultiPartitionKey | None = None):
+    """A run of the code location's job `job_name`, created (not started) as the UI and the daemon create
+    one: it lists under its job and carries the origin a run worker loads it from."""
+    from dagster._core.execution.execute_in_process import merge_run_tags
+
+    job = defs.resolve_job_def(job_name)
+    remote_origin, python_origin = job_origins(job_name)
+    return instance.create_run_for_job(
+        job_def=job, run_config=run_config,
+        tags={**job.run_tags, **merge_run_tags(job, partition_key, tags, None, instance, run_config)},
+        remote_job_origin=remote_origin, job_code_origin=python_origin)
+
+
 def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, run_config: dict,
             tags: dict[str, str], partition_key: str | dg.MultiPartitionKey | None = None):
     """Run `job_name` of `defs` now, in this process, as a run of the code location's job."""
     from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.api import execute_run
-    from dagster._core.execution.execute_in_process import merge_run_tags
 
-    job = defs.resolve_job_def(job_name)
-    remote_origin, python_origin = job_origins(job_name)
-    run = instance.create_run_for_job(
-        job_def=job, run_config=run_config,
-        tags={**job.run_tags, **merge_run_tags(job, partition_key, tags, None, instance, run_config)},
-        remote_job_origin=remote_origin, job_code_origin=python_origin)
-    return execute_run(InMemoryJob(job), run, instance)
+    run = create_run(defs, instance, job_name, run_config, tags, partition_key)
+    return execute_run(InMemoryJob(defs.resolve_job_def(job_name)), run, instance)
 
 
 def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, phase: str,

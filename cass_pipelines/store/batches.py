@@ -61,12 +61,11 @@ def collected(store: Store, batch_id: str, answers: Sequence[tuple[str, str, str
     if not answers:
         return
     custom_ids, request_ids, texts = (list(column) for column in zip(*answers))
-    with store.transaction() as conn:
-        conn.execute("UPDATE llm_batches SET state = ?, request_id = a.request_id, result_text = a.text, ended_at = ?, "
-                     "batch_id = coalesce(llm_batches.batch_id, ?) "
-                     "FROM (SELECT unnest(?::TEXT[]) AS custom_id, unnest(?::TEXT[]) AS request_id, "
-                     "unnest(?::TEXT[]) AS text) a WHERE llm_batches.custom_id = a.custom_id",
-                     [BatchState.COLLECTED.value, now, batch_id, custom_ids, request_ids, texts])
+    store.execute("UPDATE llm_batches SET state = ?, request_id = a.request_id, result_text = a.text, ended_at = ?, "
+                  "batch_id = coalesce(llm_batches.batch_id, ?) "
+                  "FROM (SELECT unnest(?::TEXT[]) AS custom_id, unnest(?::TEXT[]) AS request_id, "
+                  "unnest(?::TEXT[]) AS text) a WHERE llm_batches.custom_id = a.custom_id",
+                  [BatchState.COLLECTED.value, now, batch_id, custom_ids, request_ids, texts])
 
 
 def ended_without_answer(store: Store, custom_id: str, error: str, now: datetime,

@@ -126,10 +126,12 @@ def settle_all(store: Store, rows: Sequence[LedgerRow], now: datetime) -> list[b
         held = {rid: (amount, funding) for rid, amount, funding in conn.execute(
             "SELECT id, amount_usd, coalesce(funding, 'category') FROM reservations WHERE id IN (SELECT unnest(?::TEXT[]))",
             [ids]).fetchall()}
-        no_hold = (None, Funding.CATEGORY.value)
-        inserted = insert_rows(conn, [replace(rows[n], reserved_usd=held.get(rows[n].reservation_id, no_hold)[0],
-                                              funding=held.get(rows[n].reservation_id, no_hold)[1])
-                                      for n in first.values()])
+
+        def with_hold(row: LedgerRow) -> LedgerRow:   # the row keeps its hold's amount and funding
+            amount, funding = held.get(row.reservation_id, (None, Funding.CATEGORY.value))
+            return replace(row, reserved_usd=amount, funding=funding)
+
+        inserted = insert_rows(conn, [with_hold(rows[n]) for n in first.values()])
         # Each hold reconciled to the sum of the ledger rows that name it (a replayed row adds nothing).
         actual = dict(conn.execute(f"""UPDATE reservations SET status = '{RS.RECONCILED}', settled_at = $now,
                 actual_usd = paid.cost_usd
