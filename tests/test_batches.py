@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -613,3 +614,92 @@ def test_the_nights_units_and_their_summaries_send_their_batches_side_by_side(ap
         group = [r for r in rows if r["summary"] == summary and "journal" not in r["work_unit_id"]]
         assert len({r["work_unit_id"] for r in group}) >= 2, rows
         assert max(r["sent"] for r in group) < min(r["ended"] for r in group), group
+
+
+def test_work_that_outwaited_its_batch_resumes_under_its_own_ids_and_uses_the_answers_paid(api_home):  # noqa: F811
+    """Batches that outlast the wait (minutes to hours on the real API): the night's units are deferred
+    waiting for them, and a summary is written without its answer. Once the batches end, the next
+    run-day runs that night again (what batch_sensor asks for under the daemon): the units resume under
+    their own ids, so their prompts are the same and each answer paid for is used, none asked for twice
+    and none re-offered as new work."""
+    from support import SAMPLE_DAY
+    from test_reliability import check_invariants, cli
+
+    from cass_pipelines.services.runtime import open_runtime
+
+    env, server = api_home
+    config = Path(env["CASS_HOME"]) / "cass.toml"
+    config.write_text("batch_wait_s = 0.5\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    server.batch_delay_s = 3
+    day = cli(env, "run-day", "--date", SAMPLE_DAY.isoformat(), "--no-journal")
+    assert day.returncode == 0, day.stderr[-2000:]
+    rt = open_runtime()
+    waiting = rt.store.all("SELECT id FROM work_units WHERE phase = 'night' AND defer_kind = 'batch' "
+                           "UNION SELECT work_unit_id FROM work_summaries WHERE awaiting_batch")
+    assert waiting, "the night waited for no batch"
+    assert rt.store.all("SELECT date, phase FROM work_units WHERE deferred_from IN (SELECT unnest(?::TEXT[]))",
+                        [[w["id"] for w in waiting]]) == []          # not re-offered as new units
+    server.batch_delay_s = 0
+    after = cli(env, "run-day", "--date", (SAMPLE_DAY + timedelta(days=1)).isoformat(), "--phases", "morning",
+                "--no-journal")
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert f"run night     of {SAMPLE_DAY.isoformat()} (resumed) ok" in after.stdout
+    units = rt.store.all("SELECT u.status, s.awaiting_batch FROM work_units u LEFT JOIN work_summaries s "
+                         "ON s.work_unit_id = u.id WHERE u.id IN (SELECT unnest(?::TEXT[]))", [[w["id"] for w in waiting]])
+    assert units and all(u["status"] == "completed" and u["awaiting_batch"] is False for u in units), units
+    assert rt.store.scalar("SELECT count(*) FROM llm_batches WHERE state = 'collected' AND NOT used") == 0
+    assert rt.store.all("SELECT request_key FROM llm_batches GROUP BY ALL HAVING count(*) > 1") == []
+    check_invariants(server)
+    assert rt.store.all("SELECT * FROM work_units WHERE status = 'deferred' AND defer_kind = 'batch'") == []
+
+
+def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once(api_home):  # noqa: F811
+    """A unit's summary whose batch outlasts the wait is written from the unit's record and marked
+    `awaiting_batch`; once the batch ends, the partition's next run (batch_sensor asks for it) writes it
+    again from the answer already paid for: no second batch, one ledger row."""
+    import dagster as dg
+    from support import SAMPLE_DAY
+
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.domain.clock import FixedClock
+    from cass_pipelines.domain.plan_rules import PlannedUnit
+    from cass_pipelines.services.runner import summarize
+    from cass_pipelines.services.runtime import open_runtime
+    from cass_pipelines.store import plans, summaries
+
+    env, server = api_home
+    config = Path(env["CASS_HOME"]) / "cass.toml"
+    config.write_text("batch_wait_s = 0.2\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    rt = open_runtime()
+    clock = FixedClock(datetime.combine(SAMPLE_DAY, datetime.min.time(), timezone.utc).replace(hour=23))
+    template = rt.registry.templates["meta_reflection"]
+    plans.add_manual_unit(rt.store, day=SAMPLE_DAY, phase="night", tag="t", now=clock.now(), origin="manual",
+                          unit=PlannedUnit("night", template.id, template.category, template.priority, "rest",
+                                           "a test", 0.01))
+    uid = plans.unit_id(SAMPLE_DAY, "night", "t")
+    plans.record_action(rt.store, uid=uid, position=0, action_id=template.action_sequence[0], status="completed",
+                        message="reflected on rest", result={"success": True, "message": "reflected on rest"},
+                        cost_usd=0.0, now=clock.now())
+    plans.set_unit_status(rt.store, uid, "completed", clock.now())
+    server.batch_delay_s = 3600
+    first = summarize(rt, plans.get_unit(rt.store, uid), clock, run_id="run_gone")
+    assert first["awaiting_batch"] and "waiting for message batch" in first["narrative"]
+    assert [dict(r) for r in plans.batch_resumable(rt.store)] == []            # its batch is still running
+    server.batch_delay_s = 0
+    assert collect_batches(rt.llm, rt.store, rt.settings, rt.pricing, clock, lambda run: True)[BatchState.COLLECTED]
+    assert [(r["date"], r["phase"]) for r in plans.batch_resumable(rt.store)] == [(SAMPLE_DAY, "night")]
+    # Under the daemon, batch_sensor asks for that night's run again (once per partition and requests).
+    defs = build_defs(rt.settings, rt.registry)
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                     resources=defs.resources) as ctx:
+            [request] = defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx).run_requests
+    assert request.run_key == f"batch-resume|{SAMPLE_DAY.isoformat()}|night|1"
+    assert request.partition_key == f"{SAMPLE_DAY.isoformat()}|night" and request.job_name in (None, "phase_job")
+    again = summarize(rt, plans.get_unit(rt.store, uid), clock, run_id="run_2")
+    assert not again["awaiting_batch"] and "waiting for message batch" not in again["narrative"]
+    assert summaries.get(rt.store, uid)["narrative"] == again["narrative"]
+    assert len(server.batches) == 1                                            # not asked for again
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE work_unit_id = ?", [uid]) == 1
+    assert rt.store.scalar("SELECT bool_and(used) FROM llm_batches") is True
+    assert plans.batch_resumable(rt.store) == []

@@ -124,7 +124,8 @@ def render_report(r: dict) -> str:
 
     lines = [f"{r['date']}: the agent's day (LLM: {r['llm_mode']})", ""]
     lines += [f"run {x['phase']:<9} skipped: {x['skipped']}" if x.get("skipped") else
-              f"run {x['phase']:<9} {'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
+              f"run {x['phase']:<9} " + (f"of {x['date']} (resumed) " if x.get("date") else "")
+              + f"{'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
               + "".join(f"\n    unit failed: {f[:200]}" for f in x.get("failed_units", []))
               for x in r["runs"]]
@@ -184,6 +185,14 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     # A dead run's leftovers first (as a run's first step does): its catch-up unit waits again, not running.
     recover_if_stale(rt, run_over(instance), clock.now())
     collect()
+    # What batch_sensor asks for: an earlier phase whose work waited for message batches that have all
+    # ended runs again, and that work resumes with the answers paid for it.
+    resumable = [] if paused_reason(rt.store, None) else plans.batch_resumable(rt.store)
+    for r in resumable:
+        if r["date"] == day and r["phase"] in phases:
+            continue   # run below
+        runs.append({**_timed(rt, r["phase"], lambda r=r: run_phase(defs, instance, r["date"], r["phase"])),
+                     "date": r["date"].isoformat()})
     # What idle_memory_sensor looks for, or a catch-up a dead run left unfinished (its answers wait for it).
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1) or waiting_catchup(rt.store):
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))

@@ -20,7 +20,7 @@ from cass_pipelines.domain.plan_rules import (
     PlanInputs,
     PlannedUnit,
 )
-from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitStatus
+from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitOrigin, UnitStatus
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMClient, PromptCount, prefix_key
 from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
@@ -250,7 +250,7 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
     if opening is None or opening["plan_revision"] != revision:
         deferred_now, reoffered = open_phase(rt, day, phase, revision, now)
     else:
-        reopen_after_pause(rt, day, phase, now)
+        take_back_waiting(rt, day, phase)
     return PhasePlan(
         day=day, phase=phase, revision=revision, source=existing["source"],
         day_intention=existing["day_intention"], planned_now=decision is not None,
@@ -260,13 +260,15 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
         deferred_now=deferred_now, reoffered=reoffered, error=decision.error if decision else None)
 
 
-def reopen_after_pause(rt: Runtime, day: date, phase: str, now: datetime) -> list[str]:
-    """A phase run again after `resume` takes back the units its pause deferred."""
+def take_back_waiting(rt: Runtime, day: date, phase: str) -> list[str]:
+    """A phase run again takes back the units its pause deferred (after `resume`) and those whose call
+    waited for its message batch (unless paused): they resume under their own id, so their prompts are
+    the same and the answer paid for them is used, not asked for again."""
     with rt.store.session():
         paused = paused_scopes(rt.store)
         ids = [u["id"] for u in plans.units_for_phase(rt.store, day, phase)
-               if u["status"] == UnitStatus.DEFERRED and u["defer_kind"] == DeferKind.PAUSED
-               and not u["reoffered_as"] and not pause_reason(paused, u["category"])]
+               if u["status"] == UnitStatus.DEFERRED and u["defer_kind"] in (DeferKind.PAUSED, DeferKind.BATCH)
+               and u["origin"] != UnitOrigin.JOB and not u["reoffered_as"] and not pause_reason(paused, u["category"])]
         plans.reopen_units(rt.store, ids)
     return ids
 

@@ -125,7 +125,7 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
         result = resolve_handler(action.handler)(ctx)
     except BudgetRefused as exc:
         # A pause that lands mid-action is a pause like any other, so `resume` takes the unit back;
-        # a call waiting for its message batch is taken up again when the unit is offered again.
+        # a call waiting for its message batch is taken up when its phase runs again (take_back_waiting).
         kind = {"pause": DeferKind.PAUSED, "batch": DeferKind.BATCH}.get(exc.scope, DeferKind.BUDGET)
         reason = exc.reason if kind is not DeferKind.BUDGET else f"budget: {exc.reason}"
         finish(ActionStatus.DEFERRED, reason, UnitStatus.DEFERRED, unit_reason=reason, defer_kind=kind,
@@ -199,13 +199,16 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
     taken = claims.claim(rt.store, key, Owner.here(run_id), is_run_over, clock.now())
     if taken.outcome is ClaimOutcome.HELD_ELSEWHERE:
         return None
+    summary = None
     try:
         summary = _summarize(rt, unit, clock, run_id)
         record_progress(rt, unit, summary, clock.now())   # the goal it served hears how it went
         return summary
     finally:   # (a run that dies first leaves its batched answer, paid, to the next run's summary)
+        # A summary written while its call waited for its batch is written again by the next run.
+        again = summary is not None and summary["awaiting_batch"]
         with rt.store.transaction() as conn:
-            claims.end(conn, key, ClaimState.DONE, clock.now())
+            claims.end(conn, key, ClaimState.RELEASED if again else ClaimState.DONE, clock.now())
             batches.used_by_action(conn, unit["id"], SUMMARY_ACTION_ID)
 
 

@@ -4,7 +4,9 @@ A completed unit gets a fast-tier call that sees the results (steps, insights, q
 artifacts) and writes the narrative and key insights; if the model offers no insights, the
 results' own insights stand in, then the steps' messages, so a completed unit never has an empty
 list. A failed unit is described from its record without a call. A unit already summarised with
-the same status is returned as stored: re-running the summary asset spends nothing.
+the same status is returned as stored: re-running the summary asset spends nothing. A summary
+written while its call waited for its message batch says so (`awaiting_batch`) and is written again
+by the phase's next run, from the answer once the batch has ended (paid once, under the same request).
 The cost is the unit's actions plus this summary call.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cass_pipelines.services.handlers import slices
 from cass_pipelines.services.handlers.base import ARTIFACT_TABLES, ActionResult, Artifact
 from cass_pipelines.services.handlers.calls import ModelCalls, system_prefix
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
-from cass_pipelines.services.metering import BudgetRefused
+from cass_pipelines.services.metering import BatchPending, BudgetRefused
 from cass_pipelines.store import summaries
 from cass_pipelines.store.db import Store
 
@@ -62,7 +64,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
                    action_results: list[ActionResult], now: datetime) -> dict[str, Any]:
     """Summarise one finished unit (`unit_row` as in work_units; results in step order) and store it."""
     existing = summaries.get(store, unit_row["id"])
-    if existing and existing["status"] == unit_row["status"]:
+    if existing and existing["status"] == unit_row["status"] and not existing["awaiting_batch"]:
         return existing
     found = _unique([i for r in action_results for i in r.insights])
     artifacts = list({(a.type, a.id): a for r in action_results for a in r.artifacts}.values())
@@ -70,7 +72,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
     steps = list(zip(sequence, action_results))
     cost = sum(r.cost_usd for r in action_results)
     offline = any(r.offline for r in action_results)
-    narrative, key, no_call, rating = "", [], "", None
+    narrative, key, no_call, rating, awaiting = "", [], "", None, False
     if unit_row["status"] == UnitStatus.COMPLETED and action_results:
         calls = ModelCalls(llm, system_prefix(store, registry, llm, "fast"), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
         try:
@@ -79,6 +81,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
             rating = out.self_rating
         except (BudgetRefused, LLMError) as exc:  # the work is done; its summary must not be lost
             no_call = f"(Summarised without a model call: {exc}.)"
+            awaiting = isinstance(exc, BatchPending)
         cost += calls.cost_usd
         offline = offline or calls.offline
     if not narrative:
@@ -95,7 +98,8 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
            "questions_raised": _unique([q for r in action_results for q in r.questions_raised]),
            "questions_addressed": _unique([q for r in action_results for q in r.questions_addressed]),
            "artifacts": [{**a.model_dump(), "location": a.location} for a in artifacts],
-           "cost_usd": round(cost, 9), "offline": offline, "self_rating": rating, "created_at": now}
+           "cost_usd": round(cost, 9), "offline": offline, "self_rating": rating, "awaiting_batch": awaiting,
+           "created_at": now}
     summaries.save(store, row)
     return row
 

@@ -5,6 +5,7 @@ import json
 from datetime import date, datetime
 from typing import Any, Callable, Iterable
 
+from cass_pipelines.domain.batching import PENDING
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.states import (
     FINAL_UNIT_STATUSES,
@@ -171,12 +172,28 @@ def get_unit(store: Store, uid: str) -> dict | None:
 def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
     """Work waiting to be offered again, from `since` up to (not including) the given phase: deferred
     units not yet re-offered, and units still planned for a phase that never opened (skipped for want
-    of money or by a pause, or its time passed without a run)."""
+    of money or by a pause, or its time passed without a run). A unit waiting for its message batch is
+    not among them: its own phase resumes it (services.watches.batch_resumes)."""
     return store.all(f"""SELECT {_UNIT_COLS} FROM work_units u WHERE reoffered_as IS NULL
+        AND defer_kind IS DISTINCT FROM '{DeferKind.BATCH}'
         AND (status = '{D}' OR (status = '{P}' AND NOT EXISTS (
             SELECT 1 FROM phase_openings o WHERE o.date = u.date AND o.phase = u.phase)))
         AND origin <> '{UnitOrigin.JOB}' AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
         ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
+
+
+def batch_resumable(store: Store) -> list[dict]:
+    """Partitions (date, phase) whose work waits for message batches that have all ended (collected,
+    or failed): units deferred waiting for a batch, and summaries written while theirs was pending.
+    `requests` counts the batched requests of that work, so it changes when a resume waits again."""
+    return store.all(f"""WITH waiting AS (
+            SELECT id, date, phase FROM work_units WHERE status = '{D}' AND defer_kind = '{DeferKind.BATCH}'
+                AND origin <> '{UnitOrigin.JOB}' AND reoffered_as IS NULL
+            UNION SELECT work_unit_id, date, phase FROM work_summaries WHERE awaiting_batch)
+        SELECT w.date, w.phase, count(b.custom_id) AS requests FROM waiting w
+        LEFT JOIN llm_batches b ON b.work_unit_id = w.id
+        GROUP BY w.date, w.phase HAVING NOT bool_or(coalesce(b.state IN (SELECT unnest(?::TEXT[])), FALSE))
+        ORDER BY w.date, {phase_rank('w.phase')}""", [[s.value for s in PENDING]])
 
 
 def defer_unopened(store: Store, day: date, phase: str, reason: str) -> list[str]:

@@ -182,6 +182,9 @@ UPDATE work_units SET defer_kind = CASE
     ELSE 'budget' END
 WHERE status = 'deferred';
 """),
+    (70, "work_summaries.awaiting_batch: a summary written without its answer, which waited for its message batch", """
+ALTER TABLE work_summaries ADD COLUMN awaiting_batch BOOLEAN DEFAULT FALSE;
+"""),
 ]
 
 

@@ -12,7 +12,7 @@ LIST_COLUMNS = ("key_insights", "questions_raised", "questions_addressed", "arti
 def save(store: Store, row: dict[str, Any]) -> None:
     """Insert or replace the unit's summary (a re-summarised unit keeps one row)."""
     cols = ("work_unit_id", "date", "phase", "template_id", "status", "narrative", *LIST_COLUMNS, "cost_usd",
-            "offline", "self_rating", "created_at")
+            "offline", "self_rating", "awaiting_batch", "created_at")
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
     store.execute(f"INSERT INTO work_summaries ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
                   f"ON CONFLICT (work_unit_id) DO UPDATE SET {updates}", params([row[c] for c in cols]))

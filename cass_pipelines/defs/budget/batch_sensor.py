@@ -1,38 +1,51 @@
 """batch_sensor, every minute: collects Message Batches whose job stopped waiting for them (its run
 ended, or it gave up waiting): ended ones are settled at the batch price under their holds, ones that
-never answered release their holds; its tick lists the day's batched requests by state."""
+never answered release their holds. Then it asks for phase_job on each partition whose work waited for
+batches that have all ended (a unit deferred for its batch, a summary written without its answer): the
+run resumes that work under its own ids, so it takes the answers paid for it instead of asking again.
+Its tick lists the day's batched requests by state."""
 from __future__ import annotations
 
 import dagster as dg
 
+from cass_pipelines.defs.partitions import phase_key
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.watches import watch_batches
-from cass_pipelines.store import batches
+from cass_pipelines.store import batches, control, plans
 
 
-def build_batch_sensor(settings: Settings) -> dg.SensorDefinition:
-    @dg.sensor(name="batch_sensor", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+def build_batch_sensor(settings: Settings, phase_job_name: str = "phase_job") -> dg.SensorDefinition:
+    @dg.sensor(name="batch_sensor", job_name=phase_job_name, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
                description="Collects Message Batches (memory and night work) whose job stopped waiting: settles "
                            "each answer at the batch price under its hold, releases holds of requests that never "
-                           "answered; lists the day's batched requests by state (`cass-pipelines batches`).")
+                           "answered; runs a phase again whose work waited for them, to use their answers; lists "
+                           "the day's batched requests by state (`cass-pipelines batches`).")
     def batch_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         clock = cass.clock()
         day, _ = phase_at(clock.now(), settings)
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
 
-        def tick() -> tuple[dict[str, list[str]], dict[str, int]]:
+        def tick() -> tuple[dict[str, list[str]], dict[str, int], list[dict]]:
             done = watch_batches(store, settings, clock, run_over(context.instance),
                                  lambda: cass.llm.get_client(settings))
-            return done, batches.counts(store, day)
+            # (while everything is paused no resume is asked for: its run would take nothing back)
+            resumable = [] if control.paused_reason(store, None) else plans.batch_resumable(store)
+            return done, batches.counts(store, day), resumable
 
         result = unless_busy(tick)
         if result is BUSY:
             return BUSY
-        done, counts = result
+        done, counts, resumable = result
+        if resumable:   # once per partition and number of its requests: a resume that waits again, again
+            return [dg.RunRequest(run_key=f"batch-resume|{r['date']}|{r['phase']}|{r['requests']}",
+                                  partition_key=phase_key(r["date"].isoformat(), r["phase"]),
+                                  tags={"cass/phase": r["phase"], "cass/date": r["date"].isoformat(),
+                                        "cass/trigger": "batch_sensor"}) for r in resumable]
         parts = [f"{day} batched requests: " + ", ".join(f"{state} {n}" for state, n in counts.items())]
         parts += [f"{state} now: {', '.join(ids)}" for state, ids in done.items()
                   if ids and state != BatchState.SUBMITTED]
