@@ -6,7 +6,11 @@ trial in a fresh CASS_HOME with the sample agent:
 - concurrent: two `run-phase morning` of one partition at once;
 - kill: SIGKILL through a failpoint (after a paid answer before its ledger row; mid memory; between the
   plan and the first action), then `status` right away, then the same command again;
-- week: seven days of `run-day` with 20% of API requests failing (429/500/529/503).
+- week: seven days of `run-day` with 20% of API requests failing (429/500/529/503);
+- slow batches: days of `run-day` whose Message Batches outlast the wait (`batch_wait_s` 0.5 s, batches
+  ending 3 s after creation, as a real batch may take an hour against a 30-minute wait), then one more
+  `run-day` once they have ended: answers paid and never used, units re-offered as new work, units still
+  waiting. With --before DIR, the same trial on that checkout too (first on PYTHONPATH), one after the other.
 
 After each trial it counts the violations of tests/support.invariant_violations (actions paid by two
 runs, plan calls paid twice, holds left, units left running, claims left held, paid answers missing
@@ -41,22 +45,28 @@ KILLS = {"paid_before_ledger": ("run-phase", "morning", "paid_before_ledger:3"),
          "plan_before_first_action": ("run-phase", "morning", "phase_planned")}
 
 
-def home(server: FakeAnthropic, now: datetime, concurrency: int | None = None) -> dict:
+def home(server: FakeAnthropic, now: datetime, concurrency: int | None = None, config: str = "",
+         code: str | None = None) -> dict:
     base = Path(tempfile.mkdtemp(prefix="cass-rel-"))
     env = {**os.environ, "CASS_HOME": str(base / "cass"), "DAGSTER_HOME": str(base / "dagster"),
            "CASS_LLM": "anthropic", "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": API_KEY,
            "CASS_NOW": now.isoformat(), "PYTHONWARNINGS": "ignore"}
+    if code:
+        env["PYTHONPATH"] = os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])
     env.pop("CASS_FAILPOINT", None)
     run(env, "init", "--sample")
-    if concurrency:
-        config = base / "cass" / "cass.toml"   # top-level key: before the file's first [table]
-        config.write_text(f"llm_concurrency = {concurrency}\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    config += f"llm_concurrency = {concurrency}\n" if concurrency else ""
+    if config:
+        toml = base / "cass" / "cass.toml"   # top-level keys: before the file's first [table]
+        toml.write_text(config + toml.read_text(encoding="utf-8"), encoding="utf-8")
     return env
 
 
 def run(env: dict, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
     extra = {"CASS_FAILPOINT": failpoint} if failpoint else {}
-    return subprocess.run([*CLI, *args], env={**env, **extra}, capture_output=True, text=True, timeout=900)
+    # (run from the home: `python -m` puts the working directory first on sys.path, before PYTHONPATH)
+    return subprocess.run([*CLI, *args], env={**env, **extra}, capture_output=True, text=True, timeout=900,
+                          cwd=Path(env["CASS_HOME"]).parent)
 
 
 def violations(env: dict, server: FakeAnthropic) -> dict[str, int]:
@@ -111,11 +121,38 @@ def week_trial(server: FakeAnthropic, days: int) -> dict:
             "violations": violations(env, server)}
 
 
+def slow_batches_trial(server: FakeAnthropic, days: int, code: str | None) -> dict:
+    env = home(server, NOW, config="batch_wait_s = 0.5\n", code=code)
+    server.batch_delay_s = 3.0
+    exits = []
+    for n in range(days + 1):
+        if n == days:
+            server.batch_delay_s = 0.0   # every batch has ended: the next day's run-day collects them
+        day = SAMPLE_DAY + timedelta(days=n)
+        env["CASS_NOW"] = datetime.combine(day + timedelta(days=1), dtime(7), tzinfo=timezone.utc).isoformat()
+        exits.append(run(env, "run-day", "--date", day.isoformat(),
+                         *(["--phases", "morning"] if n == days else [])).returncode)
+    store = Store(Path(env["CASS_HOME"]) / "cass.duckdb")
+    unused = store.one("SELECT count(*) AS n, coalesce(sum(l.cost_usd), 0) AS usd FROM llm_batches b "
+                       "JOIN llm_ledger l ON l.request_id = b.request_id WHERE b.state = 'collected' AND NOT b.used")
+    return {"code": code or "this checkout", "run_day_exits": exits,
+            "batched_requests": store.scalar("SELECT count(*) FROM llm_batches"),
+            "answers_paid_never_used": unused["n"], "usd_paid_never_used": round(unused["usd"], 6),
+            "units_reoffered_after_waiting_for_a_batch": store.scalar(
+                "SELECT count(*) FROM work_units WHERE deferred_from IN "
+                "(SELECT id FROM work_units WHERE defer_kind = 'batch')"),
+            "units_still_waiting_for_a_batch": store.scalar(
+                "SELECT count(*) FROM work_units WHERE status = 'deferred' AND defer_kind = 'batch'"),
+            "violations": violations(env, server)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrent", type=int, default=10)
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--slow-batch-days", type=int, default=2)
+    parser.add_argument("--before", help="a checkout's directory: the slow-batches trial on that code too")
     args = parser.parse_args()
     out: dict = {}
     with FakeAnthropic(lifetime_s=7200) as server:
@@ -140,6 +177,11 @@ def main() -> None:
             server.answered.clear()
             server.requests.clear()
             out["week_with_20pct_faults"] = week_trial(server, args.days)
+        if args.slow_batch_days:
+            out["slow_batches"] = []
+            for code in [None, *([str(Path(args.before).resolve())] if args.before else [])]:
+                server.answered.clear()
+                out["slow_batches"].append(slow_batches_trial(server, args.slow_batch_days, code))
     print(json.dumps(out, indent=2))
 
 

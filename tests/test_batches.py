@@ -147,8 +147,9 @@ def test_an_actions_answer_is_used_when_the_action_ends_and_an_unusable_one_at_o
 def test_a_batch_that_never_answers_releases_its_hold_and_the_work_asks_again(store, settings, fake_anthropic):
     inner = AnthropicBackend(settings, load_pricing())
     fake_anthropic.expire_batches = True
-    with pytest.raises(BatchPending, match="returned no answer"):
+    with pytest.raises(BatchPending, match="returned no answer") as refused:
         ask(meter(store, settings, inner))
+    assert not refused.value.answer_coming and refused.value.scope == "batch_failed"   # offered again, afresh
     assert store.one("SELECT state, error FROM llm_batches") == {"state": "failed", "error": "expired"}
     assert store.scalar("SELECT status FROM reservations") == "released"
     assert ledger(store) == []
@@ -665,6 +666,7 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
     from cass_pipelines.domain.plan_rules import PlannedUnit
     from cass_pipelines.services.runner import summarize
     from cass_pipelines.services.runtime import open_runtime
+    from cass_pipelines.services.watches import batch_resumes
     from cass_pipelines.store import plans, summaries
 
     env, server = api_home
@@ -684,17 +686,17 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
     server.batch_delay_s = 3600
     first = summarize(rt, plans.get_unit(rt.store, uid), clock, run_id="run_gone")
     assert first["awaiting_batch"] and "waiting for message batch" in first["narrative"]
-    assert [dict(r) for r in plans.batch_resumable(rt.store)] == []            # its batch is still running
+    assert batch_resumes(rt.store, rt.settings, clock.now()) == []             # its batch is still running
     server.batch_delay_s = 0
     assert collect_batches(rt.llm, rt.store, rt.settings, rt.pricing, clock, lambda run: True)[BatchState.COLLECTED]
-    assert [(r["date"], r["phase"]) for r in plans.batch_resumable(rt.store)] == [(SAMPLE_DAY, "night")]
+    assert [(r.date, r.phase) for r in batch_resumes(rt.store, rt.settings, clock.now())] == [(SAMPLE_DAY, "night")]
     # Under the daemon, batch_sensor asks for that night's run again (once per partition and requests).
     defs = build_defs(rt.settings, rt.registry)
     with dg.instance_for_test() as instance:
         with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
                                      resources=defs.resources) as ctx:
             [request] = defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx).run_requests
-    assert request.run_key == f"batch-resume|{SAMPLE_DAY.isoformat()}|night|1"
+    assert request.run_key.startswith(f"batch-resume|{SAMPLE_DAY.isoformat()}|night|1|")
     assert request.partition_key == f"{SAMPLE_DAY.isoformat()}|night" and request.job_name in (None, "phase_job")
     again = summarize(rt, plans.get_unit(rt.store, uid), clock, run_id="run_2")
     assert not again["awaiting_batch"] and "waiting for message batch" not in again["narrative"]
@@ -702,4 +704,4 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
     assert len(server.batches) == 1                                            # not asked for again
     assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE work_unit_id = ?", [uid]) == 1
     assert rt.store.scalar("SELECT bool_and(used) FROM llm_batches") is True
-    assert plans.batch_resumable(rt.store) == []
+    assert batch_resumes(rt.store, rt.settings, clock.now()) == []

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run-day", help="materialise the day's phases in order through Dagster, then report")
     p.add_argument("--date", help="YYYY-MM-DD (default: today in the agent's timezone)")
     p.add_argument("--phases", help="comma-separated subset, e.g. morning,afternoon")
-    p.add_argument("--no-journal", action="store_true", help="do not write the journal after the night phase")
+    p.add_argument("--no-journal", action="store_true", help="write no journal: not this day's after the night, nor an earlier day's left deferred")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run_day)
 
@@ -153,22 +153,32 @@ def cmd_run_day(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"--phases: unknown phase(s) {shown(unknown)}; choose from {', '.join(PHASES)}")
     instance, defs = _setup(rt)
-    runs = day_runs(rt, defs, instance, day, phases, journal="night" in phases and not args.no_journal)
+    runs = day_runs(rt, defs, instance, day, phases, journal="night" in phases and not args.no_journal,
+                    earlier_journals=not args.no_journal)
     report = day_report(rt, day, runs, views.journal_entry(rt.store, day))
     emit(report, args.json, render_report)
     return _exit_code(runs)
 
 
-def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool) -> list[dict]:
-    """A day through Dagster, as run-day does it: the memory run when conversations went idle (or a
-    catch-up waits), each phase in order (unless paused or out of money), then the journal."""
+def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool,
+             earlier_journals: bool = True) -> list[dict]:
+    """A day through Dagster, as run-day does it: first what the daemon's schedules and sensors would have
+    done by now (earlier journals left deferred with `earlier_journals`, earlier phases whose batches
+    have ended), the memory run when conversations went idle (or a catch-up waits), each phase in order
+    (unless paused or out of money), then the journal."""
     from cass_pipelines.defs.resources import run_over
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.llm.base import redact
     from cass_pipelines.services.handlers.memory import waiting_catchup
     from cass_pipelines.services.planning import phase_skip_reason
     from cass_pipelines.services.recovery import recover_if_stale
-    from cass_pipelines.services.watches import idle_conversations, watch_batches, watch_budget
+    from cass_pipelines.services.watches import (
+        batch_resumes,
+        idle_conversations,
+        waiting_journals,
+        watch_batches,
+        watch_budget,
+    )
 
     clock = clock_from_env()
     runs = []
@@ -185,14 +195,20 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     # A dead run's leftovers first (as a run's first step does): its catch-up unit waits again, not running.
     recover_if_stale(rt, run_over(instance), clock.now())
     collect()
+    # What journal_schedule does: an earlier day's journal left deferred (money, or a batch that outlasted
+    # the wait) is written again; before the resumes below, whose new summaries would change its prompt
+    # and so ask again instead of taking up the answer paid for it.
+    paused = paused_reason(rt.store, None)
+    for earlier in [] if paused or not earlier_journals else waiting_journals(rt.store, day):
+        runs.append({**_timed(rt, "journal", lambda d=earlier: run_journal(defs, instance, d)),
+                     "date": earlier.isoformat()})
     # What batch_sensor asks for: an earlier phase whose work waited for message batches that have all
     # ended runs again, and that work resumes with the answers paid for it.
-    resumable = [] if paused_reason(rt.store, None) else plans.batch_resumable(rt.store)
-    for r in resumable:
-        if r["date"] == day and r["phase"] in phases:
+    for r in batch_resumes(rt.store, rt.settings, clock.now()):
+        if r.date == day and r.phase in phases:
             continue   # run below
-        runs.append({**_timed(rt, r["phase"], lambda r=r: run_phase(defs, instance, r["date"], r["phase"])),
-                     "date": r["date"].isoformat()})
+        runs.append({**_timed(rt, r.phase, lambda r=r: run_phase(defs, instance, r.date, r.phase)),
+                     "date": r.date.isoformat()})
     # What idle_memory_sensor looks for, or a catch-up a dead run left unfinished (its answers wait for it).
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1) or waiting_catchup(rt.store):
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))

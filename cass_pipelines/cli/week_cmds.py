@@ -187,7 +187,7 @@ def cmd_run_week(args: argparse.Namespace) -> int:
         if week_start(day) not in planned:
             planned.add(week_start(day))
             week_run("week_job", week_start(day), f"week {week_start(day)}")
-        runs += [{**r, "name": f"{day} {r['phase']}"} for r in day_runs(rt, defs, instance, day, list(PHASES),
+        runs += [{**r, "name": f"{r.get('date', day)} {r['phase']}"} for r in day_runs(rt, defs, instance, day, list(PHASES),
                                                                           journal=True)]
     for week in sorted(planned):
         week_run("week_journal_job", week, f"weekly journal {week}")

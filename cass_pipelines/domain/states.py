@@ -40,7 +40,8 @@ class DeferKind(StrEnum):
     NOT_IDLE = "not_idle"      # it needs the agent idle and the agent is not
     APPROVAL = "approval"      # older rows only: gated work now waits in awaiting_approval (services/approvals.py)
     GONE = "gone"              # its template is no longer in the registry
-    BATCH = "batch"            # a call of it waits for its message batch (collected later, paid once)
+    BATCH = "batch"            # a call of it waits for its message batch: its phase resumes it, paid once
+    BATCH_FAILED = "batch_failed"   # its message batch came back without an answer: offered again, asked afresh
     SKIPPED = "skipped"        # its phase did not run (skipped, or its time passed without a run)
 
 

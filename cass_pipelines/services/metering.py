@@ -76,15 +76,17 @@ class BudgetRefused(Exception):
     def __init__(self, reason: str, scope: str = "day"):
         super().__init__(reason)
         self.reason = reason
-        self.scope = scope    # "day" | "category" | "pause" (see core.budget.Refusal) | "batch"
+        self.scope = scope    # "day" | "category" | "pause" (see core.budget.Refusal) | "batch" | "batch_failed"
 
 
 class BatchPending(BudgetRefused):
-    """A batched call had no answer yet when the wait was over (or its batch came back without one).
-    The work is deferred like a refusal; a pending batch keeps its hold and is collected later."""
+    """A batched call had no answer yet when the wait was over (`answer_coming`: a pending batch keeps its
+    hold and is collected later, the work resumes to take its answer), or its batch came back without
+    one (nothing was billed: the work is asked for afresh). The work is deferred like a refusal."""
 
-    def __init__(self, reason: str):
-        super().__init__(reason, "batch")
+    def __init__(self, reason: str, answer_coming: bool = True):
+        super().__init__(reason, "batch" if answer_coming else "batch_failed")
+        self.answer_coming = answer_coming
 
 
 @dataclass(frozen=True)
@@ -397,7 +399,7 @@ class MeteredClient:
             raise BatchPending(f"waiting for message batch {batch_id}: {why}; collected when it ends")
         if answer.result is None:
             raise BatchPending(f"message batch {batch_id} returned no answer ({answer.error}); "
-                               "its hold is released and the work is asked for again")
+                               "its hold is released and the work is asked for again", answer_coming=False)
         result = replace(answer.result, latency_ms=0, attempts=1, cost_usd=paid_cost(self.pricing, answer.result, True))
         self._tally(result.usage, result.cost_usd, result.offline)
         return result

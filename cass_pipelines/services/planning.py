@@ -249,8 +249,7 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
     reoffered: list[str] = []
     if opening is None or opening["plan_revision"] != revision:
         deferred_now, reoffered = open_phase(rt, day, phase, revision, now)
-    else:
-        take_back_waiting(rt, day, phase)
+    take_back_waiting(rt, day, phase, now)   # (after a new revision's opening too: it leaves them deferred)
     return PhasePlan(
         day=day, phase=phase, revision=revision, source=existing["source"],
         day_intention=existing["day_intention"], planned_now=decision is not None,
@@ -260,15 +259,21 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
         deferred_now=deferred_now, reoffered=reoffered, error=decision.error if decision else None)
 
 
-def take_back_waiting(rt: Runtime, day: date, phase: str) -> list[str]:
+def take_back_waiting(rt: Runtime, day: date, phase: str, now: datetime) -> list[str]:
     """A phase run again takes back the units its pause deferred (after `resume`) and those whose call
     waited for its message batch (unless paused): they resume under their own id, so their prompts are
-    the same and the answer paid for them is used, not asked for again."""
+    the same and the answer paid for them is used, not asked for again. One whose template is gone from
+    the registry is deferred as gone instead (it cannot run)."""
     with rt.store.session():
         paused = paused_scopes(rt.store)
-        ids = [u["id"] for u in plans.units_for_phase(rt.store, day, phase)
-               if u["status"] == UnitStatus.DEFERRED and u["defer_kind"] in (DeferKind.PAUSED, DeferKind.BATCH)
-               and u["origin"] != UnitOrigin.JOB and not u["reoffered_as"] and not pause_reason(paused, u["category"])]
+        units = [u for u in plans.units_for_phase(rt.store, day, phase)
+                 if u["status"] == UnitStatus.DEFERRED and u["defer_kind"] in (DeferKind.PAUSED, DeferKind.BATCH)
+                 and u["origin"] != UnitOrigin.JOB and not u["reoffered_as"] and not pause_reason(paused, u["category"])]
+        for u in units:
+            if u["template_id"] not in rt.registry.templates:
+                plans.set_unit_status(rt.store, u["id"], UnitStatus.DEFERRED, now, defer_kind=DeferKind.GONE,
+                                      reason=f"template '{u['template_id']}' is no longer in the registry")
+        ids = [u["id"] for u in units if u["template_id"] in rt.registry.templates]
         plans.reopen_units(rt.store, ids)
     return ids
 

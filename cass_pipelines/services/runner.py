@@ -126,7 +126,8 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
     except BudgetRefused as exc:
         # A pause that lands mid-action is a pause like any other, so `resume` takes the unit back;
         # a call waiting for its message batch is taken up when its phase runs again (take_back_waiting).
-        kind = {"pause": DeferKind.PAUSED, "batch": DeferKind.BATCH}.get(exc.scope, DeferKind.BUDGET)
+        kind = {"pause": DeferKind.PAUSED, "batch": DeferKind.BATCH,
+                "batch_failed": DeferKind.BATCH_FAILED}.get(exc.scope, DeferKind.BUDGET)
         reason = exc.reason if kind is not DeferKind.BUDGET else f"budget: {exc.reason}"
         finish(ActionStatus.DEFERRED, reason, UnitStatus.DEFERRED, unit_reason=reason, defer_kind=kind,
                cost_usd=meter.cost_usd)

@@ -81,7 +81,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
             rating = out.self_rating
         except (BudgetRefused, LLMError) as exc:  # the work is done; its summary must not be lost
             no_call = f"(Summarised without a model call: {exc}.)"
-            awaiting = isinstance(exc, BatchPending)
+            awaiting = isinstance(exc, BatchPending) and exc.answer_coming
         cost += calls.cost_usd
         offline = offline or calls.offline
     if not narrative:

@@ -1,5 +1,6 @@
-"""What the sensors look at, shared with run-day (which has no daemon): the budget watch of
-budget_sensor, the batches batch_sensor collects and the idle conversations of idle_memory_sensor."""
+"""What the sensors and schedules look at, shared with run-day (which has no daemon): the budget watch of
+budget_sensor, the batches batch_sensor collects and the phases it runs again for work that waited for
+them, the idle conversations of idle_memory_sensor and the deferred journals journal_schedule writes again."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from cass_pipelines.domain.clock import Clock
+from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.pricing import load_pricing
@@ -15,8 +17,13 @@ from cass_pipelines.services.metering import collect_batches
 from cass_pipelines.services.recovery import Recovery, recover
 from cass_pipelines.store import batches
 from cass_pipelines.store.budget import watch
+from cass_pipelines.store.control import paused_scopes
 from cass_pipelines.store.conversations import idle_unsummarized
 from cass_pipelines.store.db import Store
+from cass_pipelines.store.plans import batch_waiting, deferred_job_dates
+
+JOURNAL_TEMPLATE = "daily_journal"
+JOURNAL_CATCH_UP_DAYS = 7   # deferred journals this recent are tried again
 
 
 @dataclass(frozen=True)
@@ -48,3 +55,40 @@ def watch_batches(store: Store, settings: Settings, clock: Clock, is_run_over: C
 def idle_conversations(store: Store, settings: Settings, now: datetime, limit: int = 50) -> list[dict]:
     """Conversations idle for the settings' threshold with messages not yet summarised."""
     return idle_unsummarized(store, now - timedelta(minutes=settings.idle_threshold_minutes), now=now, limit=limit)
+
+
+def waiting_journals(store: Store, day: date) -> list[date]:
+    """Days before `day` (within JOURNAL_CATCH_UP_DAYS) whose journal is deferred: its budget could not
+    pay for it, or its message batch outlasted the wait (a re-run takes up the answer paid for it)."""
+    since = day - timedelta(days=JOURNAL_CATCH_UP_DAYS)
+    return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, since) if d < day]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A phase partition to run again: its work waited for message batches that have all ended."""
+    date: date
+    phase: str
+    run_key: str
+
+
+def batch_resumes(store: Store, settings: Settings, now: datetime) -> list[Resume]:
+    """The partitions whose work waits for message batches that have all ended (batch_sensor asks for
+    their runs, run-day runs them first): a run takes that work back under its own ids and it uses the
+    answers paid for it. Left out: a partition with a request still pending, work of a paused category
+    (asked for once it is resumed), and dates before the partition window. The run key changes with the
+    work's requests and with the hour, so a resume that failed or was cancelled is asked for again within
+    the hour, never more often."""
+    paused = paused_scopes(store)
+    first = settings.first_date(now.astimezone(settings.tz).date())
+    by_partition: dict[tuple[date, str], list[dict]] = {}
+    for row in batch_waiting(store):
+        by_partition.setdefault((row["date"], row["phase"]), []).append(row)
+    out = []
+    for (day, phase), rows in by_partition.items():
+        ready = [r for r in rows if not pause_reason(paused, r["category"])]
+        if day < first or not ready or any(r["pending"] for r in rows):
+            continue
+        requests = sum(r["requests"] for r in rows)
+        out.append(Resume(day, phase, f"batch-resume|{day.isoformat()}|{phase}|{requests}|{now:%Y-%m-%dT%H}"))
+    return out

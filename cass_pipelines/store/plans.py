@@ -182,18 +182,20 @@ def pending_deferred(store: Store, since: date, before_day: date, before_phase_r
         ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
 
 
-def batch_resumable(store: Store) -> list[dict]:
-    """Partitions (date, phase) whose work waits for message batches that have all ended (collected,
-    or failed): units deferred waiting for a batch, and summaries written while theirs was pending.
-    `requests` counts the batched requests of that work, so it changes when a resume waits again."""
+def batch_waiting(store: Store) -> list[dict]:
+    """Phase work waiting for its message batches: units deferred for their batch, and finished units whose
+    summary was written while its batch was pending; per unit its date, phase, category, the number of
+    its batched requests and whether one is still pending (services.watches.batch_resumes)."""
     return store.all(f"""WITH waiting AS (
-            SELECT id, date, phase FROM work_units WHERE status = '{D}' AND defer_kind = '{DeferKind.BATCH}'
-                AND origin <> '{UnitOrigin.JOB}' AND reoffered_as IS NULL
-            UNION SELECT work_unit_id, date, phase FROM work_summaries WHERE awaiting_batch)
-        SELECT w.date, w.phase, count(b.custom_id) AS requests FROM waiting w
-        LEFT JOIN llm_batches b ON b.work_unit_id = w.id
-        GROUP BY w.date, w.phase HAVING NOT bool_or(coalesce(b.state IN (SELECT unnest(?::TEXT[])), FALSE))
-        ORDER BY w.date, {phase_rank('w.phase')}""", [[s.value for s in PENDING]])
+            SELECT id FROM work_units WHERE status = '{D}' AND defer_kind = '{DeferKind.BATCH}'
+                AND reoffered_as IS NULL
+            UNION SELECT work_unit_id FROM work_summaries WHERE awaiting_batch)
+        SELECT u.id, u.date, u.phase, u.category, count(b.custom_id) AS requests,
+               coalesce(bool_or(b.state IN (SELECT unnest(?::TEXT[]))), FALSE) AS pending
+        FROM waiting w JOIN work_units u ON u.id = w.id LEFT JOIN llm_batches b ON b.work_unit_id = u.id
+        WHERE u.origin <> '{UnitOrigin.JOB}'
+        GROUP BY u.id, u.date, u.phase, u.category
+        ORDER BY u.date, {phase_rank('u.phase')}, u.id""", [[s.value for s in PENDING]])
 
 
 def defer_unopened(store: Store, day: date, phase: str, reason: str) -> list[str]:

@@ -14,8 +14,8 @@ from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.services.watches import watch_batches
-from cass_pipelines.store import batches, control, plans
+from cass_pipelines.services.watches import Resume, batch_resumes, watch_batches
+from cass_pipelines.store import batches
 
 
 def build_batch_sensor(settings: Settings, phase_job_name: str = "phase_job") -> dg.SensorDefinition:
@@ -30,22 +30,19 @@ def build_batch_sensor(settings: Settings, phase_job_name: str = "phase_job") ->
         day, _ = phase_at(clock.now(), settings)
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
 
-        def tick() -> tuple[dict[str, list[str]], dict[str, int], list[dict]]:
+        def tick() -> tuple[dict[str, list[str]], dict[str, int], list[Resume]]:
             done = watch_batches(store, settings, clock, run_over(context.instance),
                                  lambda: cass.llm.get_client(settings))
-            # (while everything is paused no resume is asked for: its run would take nothing back)
-            resumable = [] if control.paused_reason(store, None) else plans.batch_resumable(store)
-            return done, batches.counts(store, day), resumable
+            return done, batches.counts(store, day), batch_resumes(store, settings, clock.now())
 
         result = unless_busy(tick)
         if result is BUSY:
             return BUSY
-        done, counts, resumable = result
-        if resumable:   # once per partition and number of its requests: a resume that waits again, again
-            return [dg.RunRequest(run_key=f"batch-resume|{r['date']}|{r['phase']}|{r['requests']}",
-                                  partition_key=phase_key(r["date"].isoformat(), r["phase"]),
-                                  tags={"cass/phase": r["phase"], "cass/date": r["date"].isoformat(),
-                                        "cass/trigger": "batch_sensor"}) for r in resumable]
+        done, counts, resumes = result
+        if resumes:
+            return [dg.RunRequest(run_key=r.run_key, partition_key=phase_key(r.date.isoformat(), r.phase),
+                                  tags={"cass/phase": r.phase, "cass/date": r.date.isoformat(),
+                                        "cass/trigger": "batch_sensor"}) for r in resumes]
         parts = [f"{day} batched requests: " + ", ".join(f"{state} {n}" for state, n in counts.items())]
         parts += [f"{state} now: {', '.join(ids)}" for state, ids in done.items()
                   if ids and state != BatchState.SUBMITTED]

@@ -11,10 +11,9 @@ from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.store.plans import deferred_job_dates
+from cass_pipelines.services.watches import waiting_journals
 
 JOURNAL_DELAY_MINUTES = 15
-JOURNAL_CATCH_UP_DAYS = 7   # deferred journals this recent are tried again by the journal schedule
 
 
 def build_journal_schedule(settings: Settings, job) -> dg.ScheduleDefinition:
@@ -29,10 +28,10 @@ def build_journal_schedule(settings: Settings, job) -> dg.ScheduleDefinition:
         day, _ = phase_at(tick_time(context, settings) - timedelta(minutes=JOURNAL_DELAY_MINUTES + 1), settings)
         requests = [dg.RunRequest(run_key=f"journal|{day.isoformat()}", partition_key=day.isoformat(),
                                   tags={"cass/date": day.isoformat(), "cass/trigger": "schedule"})]
-        # Journals an earlier day's budget could not pay for are tried again, once per tick.
-        waiting = unless_busy(lambda: deferred_job_dates(cass.quick_store(SENSOR_DB_DEADLINE_S), "daily_journal",
-                                                          day - timedelta(days=JOURNAL_CATCH_UP_DAYS)))
-        for earlier in ([] if waiting is BUSY else [d for d in waiting if d < day]):
+        # Journals of earlier days left deferred (money, or a batch that outlasted the wait) are tried
+        # again, once per tick.
+        waiting = unless_busy(lambda: waiting_journals(cass.quick_store(SENSOR_DB_DEADLINE_S), day))
+        for earlier in ([] if waiting is BUSY else waiting):
             requests.append(dg.RunRequest(
                 run_key=f"journal|{earlier.isoformat()}|retry|{day.isoformat()}", partition_key=earlier.isoformat(),
                 tags={"cass/date": earlier.isoformat(), "cass/trigger": "schedule-catch-up"}))

@@ -1,0 +1,109 @@
+"""Work that outwaited its message batch is resumed under its own ids by its phase's next run, asked
+for by batch_sensor (run-day runs it first): when, and when not (tests/test_batches.py has the whole
+path at the wire). Each case starts from what an outwaited batch leaves: a night unit started and
+deferred `batch`, its request collected and not yet used."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+from support import SAMPLE_DAY, TODAY
+
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.clock import FixedClock
+from cass_pipelines.domain.states import DeferKind, UnitStatus
+from cass_pipelines.services.metering import MeterContext
+from cass_pipelines.services.planning import plan_phase, take_back_waiting
+from cass_pipelines.services.runner import metered
+from cass_pipelines.services.runtime import open_runtime
+from cass_pipelines.services.watches import batch_resumes
+from cass_pipelines.store import control, plans
+
+NIGHT = datetime.combine(SAMPLE_DAY, datetime.min.time(), timezone.utc).replace(hour=23)
+
+
+def night_with_a_waiting_unit(rt):
+    llm = metered(rt, FixedClock(NIGHT), MeterContext(date=SAMPLE_DAY, phase="night", category="system",
+                                                      priority="high", work_unit_id=None, action_id="plan.decide"))
+    plan_phase(rt, llm, SAMPLE_DAY, "night", NIGHT)
+    unit = [u for u in plans.units_for_phase(rt.store, SAMPLE_DAY, "night") if u["status"] == "planned"][0]
+    rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'batch', started_at = ?, "
+                     "reason = 'waiting for message batch b1' WHERE id = ?", [NIGHT, unit["id"]])
+    rt.store.execute("""INSERT INTO llm_batches (custom_id, request_key, batch_id, state, reservation_id, date, phase,
+        category, priority, work_unit_id, action_id, model, request, submitted_at, ended_at, result_text, request_id)
+        VALUES ('c1', 'k1', 'b1', 'collected', 'r1', ?, 'night', ?, 'normal', ?, 'a', 'm', '{}', ?, ?, 'x', 'q1')""",
+                     [SAMPLE_DAY, unit["category"], unit["id"], NIGHT, NIGHT])
+    return llm, unit
+
+
+def resumes(rt, now=NIGHT) -> list[str]:
+    return [r.run_key for r in batch_resumes(rt.store, rt.settings, now)]
+
+
+def test_a_resume_is_asked_for_once_its_batches_end_and_again_each_hour_until_it_takes(sample_home):
+    rt = open_runtime()
+    _, unit = night_with_a_waiting_unit(rt)
+    assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
+    # A resume that failed or was cancelled (Dagster never launches a run key twice) is asked for again
+    # within the hour, not every tick.
+    assert resumes(rt, NIGHT + timedelta(minutes=59, seconds=59)) == resumes(rt)
+    assert resumes(rt, NIGHT + timedelta(hours=1)) != resumes(rt)
+    rt.store.execute("UPDATE llm_batches SET state = 'submitted'")
+    assert resumes(rt) == []                                         # its batch is still running
+    rt.store.execute("UPDATE llm_batches SET state = 'collected'")
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]
+    assert resumes(rt) == []                                         # taken back: nothing waits
+
+
+def test_work_of_a_paused_category_is_asked_for_once_the_category_is_resumed(sample_home):
+    rt = open_runtime()
+    _, unit = night_with_a_waiting_unit(rt)
+    control.pause(rt.store, unit["category"], "a person paused it", NIGHT)
+    assert resumes(rt) == []                       # its run would take nothing back
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == []
+    control.resume(rt.store, unit["category"], NIGHT)
+    assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
+    later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
+    assert unit["id"] not in [w["id"] for w in later]     # never offered again as new work
+
+
+def test_a_new_plan_revision_still_takes_the_waiting_unit_back(sample_home):
+    rt = open_runtime()
+    llm, unit = night_with_a_waiting_unit(rt)
+    plan_phase(rt, llm, SAMPLE_DAY, "evening", NIGHT, replan=True)     # the day planned again: revision 2
+    assert plans.latest_day_plan(rt.store, SAMPLE_DAY)["revision"] == 2
+    plan_phase(rt, llm, SAMPLE_DAY, "night", NIGHT)                    # the resume opens the night anew
+    assert plans.get_unit(rt.store, unit["id"])["status"] == UnitStatus.PLANNED
+    assert resumes(rt) == []
+
+
+def test_a_waiting_unit_whose_template_is_gone_is_deferred_as_gone_not_run(sample_home):
+    rt = open_runtime()
+    _, unit = night_with_a_waiting_unit(rt)
+    rt.store.execute("UPDATE work_units SET template_id = 'removed_template' WHERE id = ?", [unit["id"]])
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == []
+    after = plans.get_unit(rt.store, unit["id"])
+    assert (after["status"], after["defer_kind"]) == (UnitStatus.DEFERRED, DeferKind.GONE)
+    assert "removed_template" in after["reason"] and resumes(rt) == []
+
+
+def test_job_units_and_dates_before_the_partition_window_are_not_asked_for(sample_home):
+    rt = open_runtime()
+    old = TODAY - timedelta(days=40)
+    rt.store.execute("""INSERT INTO work_units (id, date, phase, position, template_id, category, focus, motivation,
+        status, defer_kind, estimated_cost_usd, origin, created_at) VALUES
+        ('old1', ?, 'night', 0, 'meta_reflection', 'reflection', 'f', 'm', 'deferred', 'batch', 0, 'plan', ?),
+        ('j1', ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'completed', NULL, 0, 'job', ?)""",
+                     [old, NIGHT, SAMPLE_DAY, NIGHT])
+    rt.store.execute("""INSERT INTO work_summaries (work_unit_id, date, phase, template_id, status, narrative,
+        key_insights, questions_raised, questions_addressed, artifacts, cost_usd, offline, awaiting_batch, created_at)
+        VALUES ('j1', ?, 'night', 'daily_journal', 'completed', 'n', '[]', '[]', '[]', '[]', 0, false, true, ?)""",
+                     [SAMPLE_DAY, NIGHT])
+    now = datetime.now(timezone.utc)
+    assert resumes(rt, now) == []
+    defs = build_defs(rt.settings, rt.registry)   # and the sensor's tick does not fail on them
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                     resources=defs.resources) as ctx:
+            result = defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
+    assert result.run_requests == [] and "batched requests" in result.skip_message
