@@ -141,6 +141,11 @@ def slow_batches_trial(server: FakeAnthropic, days: int, code: str | None) -> di
             "units_reoffered_after_waiting_for_a_batch": store.scalar(
                 "SELECT count(*) FROM work_units WHERE deferred_from IN "
                 "(SELECT id FROM work_units WHERE defer_kind = 'batch')"),
+            # (actions_paid_by_two_runs below counts an action whose calls were settled in two runs: a
+            # resumed action's earlier answers and its later calls; this counts one request paid twice)
+            "batched_requests_paid_twice": store.scalar(
+                "SELECT count(*) FROM (SELECT b.request_key FROM llm_batches b JOIN llm_ledger l "
+                "ON l.request_id = b.request_id GROUP BY b.request_key HAVING count(*) > 1)"),
             "units_still_waiting_for_a_batch": store.scalar(
                 "SELECT count(*) FROM work_units WHERE status = 'deferred' AND defer_kind = 'batch'"),
             "violations": violations(env, server)}

@@ -166,9 +166,9 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, r
 
 
 def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, phase: str,
-              replan: bool = False, trigger: str = "cli"):
+              replan: bool = False, trigger: str = "cli", **tags: str):
     return execute(defs, instance, "phase_job", {**QUIET, "ops": {"phase_plan": {"config": {"replan": replan}}}},
-                   run_tags(phase=phase, date=day.isoformat(), trigger=trigger),
+                   run_tags(phase=phase, date=day.isoformat(), trigger=trigger, **tags),
                    partition_key=phase_key(day.isoformat(), phase))
 
 

@@ -107,3 +107,67 @@ def test_job_units_and_dates_before_the_partition_window_are_not_asked_for(sampl
                                      resources=defs.resources) as ctx:
             result = defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
     assert result.run_requests == [] and "batched requests" in result.skip_message
+
+
+def test_a_resume_that_failed_three_times_for_the_same_requests_is_left_to_a_person(sample_home):
+    from dagster._core.test_utils import create_run_for_test
+
+    rt = open_runtime()
+    night_with_a_waiting_unit(rt)
+    [resume] = batch_resumes(rt.store, rt.settings, datetime.now(timezone.utc))
+    defs = build_defs(rt.settings, rt.registry)
+    with dg.instance_for_test() as instance:
+        def tick():
+            with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                         resources=defs.resources) as ctx:
+                return defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
+
+        for _ in range(3):
+            [request] = tick().run_requests
+            assert request.tags["cass/resume"] == resume.attempt == f"{SAMPLE_DAY}|night|1"
+            create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.FAILURE,
+                                tags={"cass/resume": resume.attempt})
+        given_up = tick()
+        assert given_up.run_requests == []
+        assert f"resuming {SAMPLE_DAY} night failed 3 times" in given_up.skip_message
+        assert f"run-phase night --date {SAMPLE_DAY}" in given_up.skip_message
+
+
+def test_a_summary_of_a_gone_template_is_written_from_the_record_and_waits_no_more(sample_home):
+    from cass_pipelines.llm.base import LLMClient
+    from cass_pipelines.services.handlers.base import ActionResult
+    from cass_pipelines.services.summaries import summarize_unit
+
+    rt = open_runtime()
+    unit = {"id": "u_gone", "date": SAMPLE_DAY, "phase": "night", "template_id": "removed_template",
+            "status": UnitStatus.COMPLETED, "focus": "rest", "motivation": "m", "error": None}
+    rt.store.execute("""INSERT INTO work_summaries (work_unit_id, date, phase, template_id, status, narrative,
+        key_insights, questions_raised, questions_addressed, artifacts, cost_usd, offline, awaiting_batch, created_at)
+        VALUES ('u_gone', ?, 'night', 'removed_template', 'completed', 'n', '[]', '[]', '[]', '[]', 0, false, true, ?)""",
+                     [SAMPLE_DAY, NIGHT])
+
+    class NoCalls(LLMClient):   # a model call here would be a defect
+        def __getattr__(self, name):
+            raise AssertionError(f"called the model: {name}")
+
+    row = summarize_unit(rt.store, NoCalls(), rt.settings, rt.registry, unit,
+                         [ActionResult(success=True, message="reflected")], NIGHT)
+    assert not row["awaiting_batch"] and "step 1: reflected." in row["narrative"]
+
+
+def test_a_days_phases_wait_for_its_journal_and_earlier_journals_stay_in_the_window(sample_home):
+    from cass_pipelines.services.watches import waiting_journals
+
+    rt = open_runtime()
+    night_with_a_waiting_unit(rt)
+    rt.store.execute("""INSERT INTO work_units (id, date, phase, position, template_id, category, focus, motivation,
+        status, defer_kind, estimated_cost_usd, origin, created_at) VALUES
+        ('jn', ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'batch', 0, 'job', ?),
+        ('jold', ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'budget', 0, 'job', ?)""",
+                     [SAMPLE_DAY, NIGHT, TODAY - timedelta(days=33), NIGHT])
+    assert resumes(rt) == []         # the journal's retry first: the resume would change its prompt
+    assert waiting_journals(rt.store, rt.settings, SAMPLE_DAY + timedelta(days=1), TODAY) == [SAMPLE_DAY]
+    # A deferred journal before the partition window is not asked for (its partition does not exist).
+    assert waiting_journals(rt.store, rt.settings, TODAY - timedelta(days=28), TODAY) == []
+    rt.store.execute("UPDATE work_units SET status = 'completed', defer_kind = NULL WHERE id = 'jn'")
+    assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]

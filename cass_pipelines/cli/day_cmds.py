@@ -124,7 +124,8 @@ def render_report(r: dict) -> str:
 
     lines = [f"{r['date']}: the agent's day (LLM: {r['llm_mode']})", ""]
     lines += [f"run {x['phase']:<9} skipped: {x['skipped']}" if x.get("skipped") else
-              f"run {x['phase']:<9} " + (f"of {x['date']} (resumed) " if x.get("date") else "")
+              f"run {x['phase']:<9} " + (f"of {x['date']} " if x.get("date") else "")
+              + ("(resumed) " if x.get("resumed") else "")
               + f"{'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
               + "".join(f"\n    unit failed: {f[:200]}" for f in x.get("failed_units", []))
@@ -166,6 +167,7 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     done by now (earlier journals left deferred with `earlier_journals`, earlier phases whose batches
     have ended), the memory run when conversations went idle (or a catch-up waits), each phase in order
     (unless paused or out of money), then the journal."""
+    from cass_pipelines.defs.budget.batch_sensor import failed_resumes
     from cass_pipelines.defs.resources import run_over
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.llm.base import redact
@@ -173,6 +175,7 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     from cass_pipelines.services.planning import phase_skip_reason
     from cass_pipelines.services.recovery import recover_if_stale
     from cass_pipelines.services.watches import (
+        MAX_RESUME_FAILURES,
         batch_resumes,
         idle_conversations,
         waiting_journals,
@@ -199,16 +202,18 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     # the wait) is written again; before the resumes below, whose new summaries would change its prompt
     # and so ask again instead of taking up the answer paid for it.
     paused = paused_reason(rt.store, None)
-    for earlier in [] if paused or not earlier_journals else waiting_journals(rt.store, day):
+    today = clock.now().astimezone(rt.settings.tz).date()
+    for earlier in [] if paused or not earlier_journals else waiting_journals(rt.store, rt.settings, day, today):
         runs.append({**_timed(rt, "journal", lambda d=earlier: run_journal(defs, instance, d)),
                      "date": earlier.isoformat()})
     # What batch_sensor asks for: an earlier phase whose work waited for message batches that have all
     # ended runs again, and that work resumes with the answers paid for it.
     for r in batch_resumes(rt.store, rt.settings, clock.now()):
-        if r.date == day and r.phase in phases:
-            continue   # run below
-        runs.append({**_timed(rt, r.phase, lambda r=r: run_phase(defs, instance, r.date, r.phase)),
-                     "date": r.date.isoformat()})
+        if (r.date == day and r.phase in phases) or failed_resumes(instance, r) >= MAX_RESUME_FAILURES:
+            continue   # run below; or left to a person (batch_sensor's tick says so)
+        runs.append({**_timed(rt, r.phase, lambda r=r: run_phase(defs, instance, r.date, r.phase,
+                                                                  resume=r.attempt)),
+                     "date": r.date.isoformat(), "resumed": True})
     # What idle_memory_sensor looks for, or a catch-up a dead run left unfinished (its answers wait for it).
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1) or waiting_catchup(rt.store):
         runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))

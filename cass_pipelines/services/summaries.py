@@ -68,12 +68,14 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
         return existing
     found = _unique([i for r in action_results for i in r.insights])
     artifacts = list({(a.type, a.id): a for r in action_results for a in r.artifacts}.values())
-    sequence = registry.templates[unit_row["template_id"]].action_sequence
+    template = registry.templates.get(unit_row["template_id"])
+    # (a template removed from the registry since: its steps are numbered, and no call is made)
+    sequence = template.action_sequence if template else [f"step {i + 1}" for i in range(len(action_results))]
     steps = list(zip(sequence, action_results))
     cost = sum(r.cost_usd for r in action_results)
     offline = any(r.offline for r in action_results)
     narrative, key, no_call, rating, awaiting = "", [], "", None, False
-    if unit_row["status"] == UnitStatus.COMPLETED and action_results:
+    if unit_row["status"] == UnitStatus.COMPLETED and action_results and template:
         calls = ModelCalls(llm, system_prefix(store, registry, llm, "fast"), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
         try:
             out = calls.structured(_prompt(unit_row, steps, found, artifacts), UnitSummary)

@@ -11,6 +11,7 @@ from typing import Callable
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.states import DeferKind
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.pricing import load_pricing
 from cass_pipelines.services.metering import collect_batches
@@ -57,11 +58,15 @@ def idle_conversations(store: Store, settings: Settings, now: datetime, limit: i
     return idle_unsummarized(store, now - timedelta(minutes=settings.idle_threshold_minutes), now=now, limit=limit)
 
 
-def waiting_journals(store: Store, day: date) -> list[date]:
-    """Days before `day` (within JOURNAL_CATCH_UP_DAYS) whose journal is deferred: its budget could not
-    pay for it, or its message batch outlasted the wait (a re-run takes up the answer paid for it)."""
-    since = day - timedelta(days=JOURNAL_CATCH_UP_DAYS)
+def waiting_journals(store: Store, settings: Settings, day: date, today: date) -> list[date]:
+    """Days before `day` (within JOURNAL_CATCH_UP_DAYS and the partition window) whose journal is deferred:
+    its budget could not pay for it, or its message batch outlasted the wait (a re-run takes up the answer
+    paid for it)."""
+    since = max(day - timedelta(days=JOURNAL_CATCH_UP_DAYS), settings.first_date(today))
     return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, since) if d < day]
+
+
+MAX_RESUME_FAILURES = 3   # a resume whose run failed this often for the same requests is left to a person
 
 
 @dataclass(frozen=True)
@@ -69,26 +74,37 @@ class Resume:
     """A phase partition to run again: its work waited for message batches that have all ended."""
     date: date
     phase: str
-    run_key: str
+    requests: int
+    hour: str
+
+    @property
+    def attempt(self) -> str:
+        """What its runs are tagged with (`cass/resume`): the partition and its work's requests."""
+        return f"{self.date.isoformat()}|{self.phase}|{self.requests}"
+
+    @property
+    def run_key(self) -> str:
+        """Changes with the hour: a resume that failed or was cancelled is asked for again the next hour."""
+        return f"batch-resume|{self.attempt}|{self.hour}"
 
 
 def batch_resumes(store: Store, settings: Settings, now: datetime) -> list[Resume]:
     """The partitions whose work waits for message batches that have all ended (batch_sensor asks for
     their runs, run-day runs them first): a run takes that work back under its own ids and it uses the
     answers paid for it. Left out: a partition with a request still pending, work of a paused category
-    (asked for once it is resumed), and dates before the partition window. The run key changes with the
-    work's requests and with the hour, so a resume that failed or was cancelled is asked for again within
-    the hour, never more often."""
+    (asked for once it is resumed), dates before the partition window, and dates whose journal waits for
+    its own batch (written again first: the resumed work's new summaries would change its prompt, so it
+    would ask again instead of taking up the answer paid for it)."""
     paused = paused_scopes(store)
     first = settings.first_date(now.astimezone(settings.tz).date())
+    journal_waits = set(deferred_job_dates(store, JOURNAL_TEMPLATE, first, DeferKind.BATCH))
     by_partition: dict[tuple[date, str], list[dict]] = {}
     for row in batch_waiting(store):
         by_partition.setdefault((row["date"], row["phase"]), []).append(row)
     out = []
     for (day, phase), rows in by_partition.items():
         ready = [r for r in rows if not pause_reason(paused, r["category"])]
-        if day < first or not ready or any(r["pending"] for r in rows):
+        if day < first or day in journal_waits or not ready or any(r["pending"] for r in rows):
             continue
-        requests = sum(r["requests"] for r in rows)
-        out.append(Resume(day, phase, f"batch-resume|{day.isoformat()}|{phase}|{requests}|{now:%Y-%m-%dT%H}"))
+        out.append(Resume(day, phase, sum(r["requests"] for r in rows), f"{now:%Y-%m-%dT%H}"))
     return out

@@ -14,7 +14,7 @@ from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.services.watches import Resume, batch_resumes, watch_batches
+from cass_pipelines.services.watches import MAX_RESUME_FAILURES, Resume, batch_resumes, watch_batches
 from cass_pipelines.store import batches
 
 
@@ -39,13 +39,26 @@ def build_batch_sensor(settings: Settings, phase_job_name: str = "phase_job") ->
         if result is BUSY:
             return BUSY
         done, counts, resumes = result
-        if resumes:
+        given_up = [r for r in resumes if failed_resumes(context.instance, r) >= MAX_RESUME_FAILURES]
+        if len(given_up) < len(resumes):
             return [dg.RunRequest(run_key=r.run_key, partition_key=phase_key(r.date.isoformat(), r.phase),
                                   tags={"cass/phase": r.phase, "cass/date": r.date.isoformat(),
-                                        "cass/trigger": "batch_sensor"}) for r in resumes]
+                                        "cass/trigger": "batch_sensor", RESUME_TAG: r.attempt})
+                    for r in resumes if r not in given_up]
         parts = [f"{day} batched requests: " + ", ".join(f"{state} {n}" for state, n in counts.items())]
+        parts += [f"resuming {r.date} {r.phase} failed {MAX_RESUME_FAILURES} times: run "
+                  f"`cass-pipelines run-phase {r.phase} --date {r.date}` once its failure is fixed" for r in given_up]
         parts += [f"{state} now: {', '.join(ids)}" for state, ids in done.items()
                   if ids and state != BatchState.SUBMITTED]
         return dg.SkipReason("; ".join(parts))
 
     return batch_sensor
+
+
+RESUME_TAG = "cass/resume"   # a resume's runs: the partition and its work's requests (Resume.attempt)
+
+
+def failed_resumes(instance: dg.DagsterInstance, resume: Resume) -> int:
+    """How often a run resuming this work for these requests failed (batch_sensor's or run-day's)."""
+    return instance.get_runs_count(dg.RunsFilter(tags={RESUME_TAG: resume.attempt},
+                                                 statuses=[dg.DagsterRunStatus.FAILURE]))

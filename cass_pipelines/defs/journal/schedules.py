@@ -30,7 +30,8 @@ def build_journal_schedule(settings: Settings, job) -> dg.ScheduleDefinition:
                                   tags={"cass/date": day.isoformat(), "cass/trigger": "schedule"})]
         # Journals of earlier days left deferred (money, or a batch that outlasted the wait) are tried
         # again, once per tick.
-        waiting = unless_busy(lambda: waiting_journals(cass.quick_store(SENSOR_DB_DEADLINE_S), day))
+        today = tick_time(context, settings).date()
+        waiting = unless_busy(lambda: waiting_journals(cass.quick_store(SENSOR_DB_DEADLINE_S), settings, day, today))
         for earlier in ([] if waiting is BUSY else waiting):
             requests.append(dg.RunRequest(
                 run_key=f"journal|{earlier.isoformat()}|retry|{day.isoformat()}", partition_key=earlier.isoformat(),
