@@ -31,14 +31,19 @@ def seed_plan(rt, day, phase, template_ids):
 
 def invariant_violations(store, answered=None) -> dict[str, list]:
     """What must never be found after a run, a crash and the next run (tests and bench/ use it):
-    a (unit, action) paid for by two runs, a decision call paid twice for one revision, a hold still
+    a (unit, action) whose interactive calls two runs paid for, a batched request paid twice (an action
+    resumed after its batch may settle its earlier answers in one run and its later calls in another;
+    an answer cut at its output bound is asked again by design), a decision call paid twice for one revision, a hold still
     held, a unit running with no live owner, a batched answer of an action that ended (completed or
     failed) or of a unit summary made not marked used, and (given the server's answers) a paid answer missing from the ledger or
     a ledger row the server never sent."""
     q = store.all
     out = {
         "actions_paid_by_two_runs": q("""SELECT work_unit_id, action_id FROM llm_ledger WHERE work_unit_id IS NOT NULL
-                                         GROUP BY ALL HAVING count(DISTINCT run_id) > 1"""),
+                                         AND NOT batch GROUP BY ALL HAVING count(DISTINCT run_id) > 1"""),
+        "batched_requests_paid_twice": q("""SELECT b.request_key FROM llm_batches b JOIN llm_ledger l
+                                            ON l.request_id = b.request_id WHERE l.output_tokens < l.max_tokens
+                                            GROUP BY b.request_key HAVING count(*) > 1"""),
         # (an answer cut at its measured output bound is asked again by design: llm/holds.py)
         "plan_calls_paid_twice": q("""SELECT l.date FROM llm_ledger l WHERE action_id = 'plan.decide'
                                       AND output_tokens < max_tokens GROUP BY l.date
