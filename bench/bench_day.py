@@ -3,6 +3,7 @@ with the real handlers and with no-op handlers side by side, each in a fresh pro
 
     .venv/bin/python bench/bench_day.py                      # offline: real vs no-op handlers
     .venv/bin/python bench/bench_day.py --latency 2          # real handlers, loopback API answering in 2 s
+    .venv/bin/python bench/bench_day.py --latency 2 --count-latency 0.3   # and each token count in 0.3 s
     .venv/bin/python bench/bench_day.py --repeat 2           # alternate the modes, twice each
     .venv/bin/python bench/bench_day.py --before /path/to/old/checkout   # that code too, runs interleaved
 
@@ -31,7 +32,9 @@ not the wait between its end and the look that saw it); `orchestration_share` = 
 of the repeat whose orchestration is the median; `orchestration_s_each` gives every repeat's.
 `memory_catchup` is memory_job's run (the sample's 56 conversations: batched, all in one batch).
 `api_requests` (with --latency, per day): what the loopback API was asked: messages posted, token
-countings, batches created, looks at a batch's status.
+countings, batches created, looks at a batch's status. With --count-latency (default 0: a token count
+answered at once, which no real API does), `counting_s` is the time the API spent counting tokens for
+the day (their union), part of `orchestration_s`: a request our hold sizing makes before each call.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from loopback import api_wait_intervals, delayed_api, requests_to
+from loopback import api_wait_intervals, counting_s, delayed_api, requests_to
 from machine import count_store_opens, machine_after, machine_before, measured, union_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +140,7 @@ def step_walls(instance, run_id: str) -> dict[str, float]:
     return walls
 
 
-def launch(mode: str, day: str, latency: float, tmp: Path, code: str | None = None) -> dict:
+def launch(mode: str, day: str, latency: float, tmp: Path, code: str | None = None, count_latency: float = 0.0) -> dict:
     home = tmp / f"{mode}-{time.perf_counter_ns()}"
     env = {**os.environ, "CASS_HOME": str(home / "cass"), "DAGSTER_HOME": str(home / "dagster"),
            "PYTHONPATH": os.pathsep.join([*([code] if code else []), str(ROOT / "bench"), str(ROOT / "tests"),
@@ -149,12 +152,13 @@ def launch(mode: str, day: str, latency: float, tmp: Path, code: str | None = No
         (home / "cass").mkdir()   # init keeps this cass.toml: the registry may name the no-op handler
         (home / "cass" / "cass.toml").write_text('handler_modules = ["noop_handlers"]\n')
     # A message batch ends `latency` after its creation, as an interactive call answers.
-    with delayed_api(latency, batch_delay_s=latency) if latency else contextlib.nullcontext({"CASS_LLM": "offline"}) as api:
+    with (delayed_api(latency, batch_delay_s=latency, count_latency_s=count_latency) if latency
+          else contextlib.nullcontext({"CASS_LLM": "offline"})) as api:
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--child", mode, "--date", day, "--latency", str(latency)],
                               env={**env, **api}, capture_output=True, text=True)
         wall = time.perf_counter() - started
-        asked = requests_to(api) if latency else None
+        asked = {**requests_to(api), "counting_s": round(counting_s(api), 3)} if latency else None
     if proc.returncode:
         sys.exit(f"{mode} day failed ({code or 'this checkout'}):\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -224,6 +228,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--date", help="the day to run (default: yesterday)")
     parser.add_argument("--latency", type=float, default=0.0, help="loopback API delay per request, seconds")
+    parser.add_argument("--count-latency", type=float, default=0.0, help="loopback delay per token count, seconds")
     parser.add_argument("--modes", default="real,noop", help="real and/or noop (offline only)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--before", help="a checkout's directory to compare with (put first on PYTHONPATH)")
@@ -236,11 +241,12 @@ def main(argv: list[str]) -> None:
     machine = machine_before()
     codes = [None, *([str(Path(args.before).resolve())] if args.before else [])]
     with tempfile.TemporaryDirectory(prefix="cass-bench-day-") as tmp:
-        runs = [(code, launch(m, args.date, args.latency, Path(tmp), code))
+        runs = [(code, launch(m, args.date, args.latency, Path(tmp), code, args.count_latency))
                 for _ in range(args.repeat) for m in modes for code in codes]
     results = [r for code, r in runs if code is None]
     before = [r for code, r in runs if code is not None]
-    print(json.dumps({"bench": "day", "date": args.date, "latency_s": args.latency, "before": args.before,
+    print(json.dumps({"bench": "day", "date": args.date, "latency_s": args.latency,
+                      "count_latency_s": args.count_latency, "before": args.before,
                       "machine": machine_after(machine), "summary": summary(results),
                       **({"summary_before": summary(before)} if before else {}),
                       "results": results, **({"results_before": before} if before else {})}, indent=1))

@@ -3,19 +3,21 @@ for a real API with a known latency."""
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_anthropic import API_KEY, FakeAnthropic, Reply  # noqa: E402
+from machine import union_s  # noqa: E402
 
 
 @contextmanager
-def delayed_api(latency_s: float, batch_delay_s: float = 0.0) -> Iterator[dict[str, str]]:
+def delayed_api(latency_s: float, batch_delay_s: float = 0.0, count_latency_s: float = 0.0) -> Iterator[dict[str, str]]:
     """A server answering every message after `latency_s` (a message batch ends `batch_delay_s` after its
-    creation); yields the environment that points a run's SDK at it. `requests_to(env)` then says
-    what the server was asked."""
+    creation, a token count takes `count_latency_s`); yields the environment that points a run's SDK at
+    it. `requests_to(env)` then says what the server was asked, and for how long it was counting."""
 
     class Delayed(FakeAnthropic):
         def _next_reply(self):   # every answer after the same fixed delay
@@ -23,14 +25,24 @@ def delayed_api(latency_s: float, batch_delay_s: float = 0.0) -> Iterator[dict[s
 
     with Delayed(lifetime_s=3600) as server:
         server.batch_delay_s = batch_delay_s
+        counting: list[tuple[float, float]] = []
+
+        def on_count() -> None:
+            started = time.time()
+            time.sleep(count_latency_s)
+            counting.append((started, time.time()))
+
+        server.on_count = on_count
+        _COUNTING[server.url] = counting
         _SERVERS[server.url] = server
         try:
             yield {"CASS_LLM": "anthropic", "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": server.url}
         finally:
-            del _SERVERS[server.url]
+            del _SERVERS[server.url], _COUNTING[server.url]
 
 
 _SERVERS: dict[str, FakeAnthropic] = {}
+_COUNTING: dict[str, list[tuple[float, float]]] = {}   # (start, end) of each token count, per server
 
 
 def requests_to(env: dict[str, str]) -> dict[str, int]:
@@ -40,6 +52,11 @@ def requests_to(env: dict[str, str]) -> dict[str, int]:
     posted = [r for r in server.requests if r["path"].split("?")[0] == "/v1/messages"]
     return {"messages": len(posted), "count_tokens": len(server.counted), "batches": len(server.batches),
             "batch_looks": sum(server.batch_looks.values())}
+
+
+def counting_s(env: dict[str, str]) -> float:
+    """Seconds the loopback API behind `env` was counting tokens for someone (the union of the counts)."""
+    return union_s(_COUNTING[env["ANTHROPIC_BASE_URL"]])
 
 
 def api_wait_intervals(store, run_id: str, batch_delay_s: float) -> list[tuple[float, float]]:
