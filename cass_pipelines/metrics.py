@@ -97,6 +97,12 @@ def store_families(snap: dict) -> list:
                [([], snap["dead_letters"]["unresolved"])]),
         _counter("cass_dead_letters", "Failed actions recorded as dead letters.", [],
                  [([], snap["dead_letters"]["total"])]),
+        _gauge("cass_batch_requests", "Requests sent through Message Batches, by state (every day).", ["state"],
+               [([r["state"]], r["n"]) for r in snap["batches"]]),
+        _gauge("cass_batch_answers_unused", "Batched answers paid for and not used yet (their work resumes "
+               "to take them).", [], [([], snap["unused_answers"]["n"])]),
+        _gauge("cass_batch_answers_unused_usd", "What the batched answers paid for and not used yet cost.", [],
+               [([], float(snap["unused_answers"]["usd"]))]),
     ]
     hist = HistogramMetricFamily("cass_action_duration_seconds", "Wall time of finished actions.",
                                  labels=["action"])

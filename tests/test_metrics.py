@@ -49,8 +49,15 @@ def exporter(sample_home):
 def test_metrics_scrape_matches_the_store_and_survives_a_busy_file(sample_home, exporter, capsys):
     assert main(["run-phase", "morning", "--date", DAY.isoformat(), "--json"]) == 0
     capsys.readouterr()
-    samples, _ = scrape(exporter)
     rt = open_runtime()
+    # Two batched requests: one collected (paid: a ledger row) and not yet used, one still in its batch.
+    paid = rt.store.one("SELECT request_id, cost_usd FROM llm_ledger LIMIT 1")
+    rt.store.execute("""INSERT INTO llm_batches (custom_id, request_key, batch_id, state, used, reservation_id, date,
+        category, priority, model, request, submitted_at, request_id) VALUES
+        ('c1', 'k1', 'b1', 'collected', FALSE, 'r1', ?, 'memory', 'normal', 'm', '{}', now(), ?),
+        ('c2', 'k2', 'b1', 'submitted', FALSE, 'r2', ?, 'memory', 'normal', 'm', '{}', now(), NULL)""",
+                     [DAY, paid["request_id"], DAY])
+    samples, _ = scrape(exporter)
     ledger = rt.store.one("SELECT count(*) AS calls, sum(cost_usd) AS cost, sum(input_tokens) AS input, "
                           "sum(cache_read_input_tokens) AS cache_read FROM llm_ledger")
     assert ledger["calls"] > 0
@@ -71,6 +78,10 @@ def test_metrics_scrape_matches_the_store_and_survives_a_busy_file(sample_home, 
             samples[("cass_budget_limit_usd", key)] - samples[("cass_budget_spent_usd", key)]
             - samples[("cass_budget_reserved_usd", key)])
     assert ("cass_dead_letters_unresolved", ()) in samples
+    assert samples[("cass_batch_requests", (("state", "collected"),))] == 1
+    assert samples[("cass_batch_requests", (("state", "submitted"),))] == 1
+    assert samples[("cass_batch_answers_unused", ())] == 1                   # paid, waiting for its work
+    assert samples[("cass_batch_answers_unused_usd", ())] == pytest.approx(paid["cost_usd"])
     assert samples[("cass_metrics_store_up", ())] == 1
     assert samples[("cass_phase_opened", (("phase", "morning"),))] in (0, 1)
     assert samples[("cass_dagster_runs", (("job", "phase_job"), ("status", "SUCCESS")))] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.db import Store
@@ -49,6 +50,18 @@ def dead_letters(store: Store) -> dict:
                      "FROM dead_letters") or {"total": 0, "unresolved": 0}
 
 
+def batch_requests(store: Store) -> list[dict]:
+    return store.all("SELECT state, count(*) AS n FROM llm_batches GROUP BY ALL ORDER BY ALL")
+
+
+def unused_answers(store: Store) -> dict:
+    """Batched answers paid for (collected, in the ledger) and not used yet, and what they cost: the work
+    that asked for them takes them when it resumes (services.watches.batch_resumes)."""
+    return store.one(f"""SELECT count(*) AS n, coalesce(sum(l.cost_usd), 0) AS usd FROM llm_batches b
+        JOIN llm_ledger l ON l.request_id = b.request_id WHERE b.state = '{BatchState.COLLECTED}' AND NOT b.used""") \
+        or {"n": 0, "usd": 0.0}
+
+
 def latest_plan_at(store: Store, day: date) -> datetime | None:
     return store.scalar("SELECT max(created_at) FROM day_plans WHERE date = ?", [day])
 
@@ -64,4 +77,5 @@ def snapshot(store: Store, settings: Settings, day: date) -> dict:
                 "actions": action_runs(store), "durations": action_durations(store),
                 "ledger": ledger_totals(store), "dead_letters": dead_letters(store),
                 "budget": budget_status(store, settings, day), "plan_at": latest_plan_at(store, day),
-                "opened_phases": opened_phases(store, day)}
+                "opened_phases": opened_phases(store, day), "batches": batch_requests(store),
+                "unused_answers": unused_answers(store)}
