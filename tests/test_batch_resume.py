@@ -171,3 +171,31 @@ def test_a_days_phases_wait_for_its_journal_and_earlier_journals_stay_in_the_win
     assert waiting_journals(rt.store, rt.settings, TODAY - timedelta(days=28), TODAY) == []
     rt.store.execute("UPDATE work_units SET status = 'completed', defer_kind = NULL WHERE id = 'jn'")
     assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
+
+
+def test_a_journal_that_waited_for_its_batch_is_written_again_once_it_ends_then_the_day_resumes(sample_home):
+    from cass_pipelines.services.watches import batch_journals
+
+    rt = open_runtime()
+    night_with_a_waiting_unit(rt)
+    rt.store.execute("""INSERT INTO work_units (id, date, phase, position, template_id, category, focus, motivation,
+        status, defer_kind, estimated_cost_usd, origin, created_at, started_at) VALUES
+        ('jn', ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'batch', 0, 'job', ?, ?)""",
+                     [SAMPLE_DAY, NIGHT, NIGHT])
+    rt.store.execute("""INSERT INTO llm_batches (custom_id, request_key, batch_id, state, reservation_id, date, phase,
+        category, priority, work_unit_id, action_id, model, request, submitted_at)
+        VALUES ('cj', 'kj', 'b2', 'submitted', 'rj', ?, 'night', 'journal', 'normal', 'jn', 'journal.generate_daily',
+                'm', '{}', ?)""", [SAMPLE_DAY, NIGHT])
+    now = datetime.now(timezone.utc)
+    assert batch_journals(rt.store, rt.settings, now) == [] and resumes(rt, now) == []   # its batch runs
+    rt.store.execute("UPDATE llm_batches SET state = 'collected' WHERE custom_id = 'cj'")
+    assert batch_journals(rt.store, rt.settings, now) == [(SAMPLE_DAY, 1)]
+    assert resumes(rt, now) == []                        # the day's phases wait for their journal
+    defs = build_defs(rt.settings, rt.registry)
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                     resources=defs.resources) as ctx:
+            [request] = defs.resolve_sensor_def("journal_resume_sensor").evaluate_tick(ctx).run_requests
+    assert request.partition_key == SAMPLE_DAY.isoformat() and request.run_key == f"journal|{SAMPLE_DAY}|batch|1"
+    rt.store.execute("UPDATE work_units SET status = 'completed', defer_kind = NULL WHERE id = 'jn'")
+    assert batch_journals(rt.store, rt.settings, now) == [] and len(resumes(rt, now)) == 1

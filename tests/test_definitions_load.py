@@ -149,8 +149,11 @@ def test_jobs_assets_schedules_sensors_have_their_public_names(berlin_defs):
 
 
 def test_budget_and_dead_letter_sensors_are_in_the_code_location(berlin_defs):
-    names = {s.name for s in berlin_defs.get_repository_def().sensor_defs}
-    assert {"budget_sensor", "idle_memory_sensor", "dead_letter_sensor"} <= names
+    sensors = {s.name: s for s in berlin_defs.get_repository_def().sensor_defs}
+    assert {"budget_sensor", "idle_memory_sensor", "dead_letter_sensor", "batch_sensor", "journal_resume_sensor"} \
+        <= set(sensors)
+    assert sensors["batch_sensor"].job_name == "phase_job"            # it resumes phases after their batches
+    assert sensors["journal_resume_sensor"].job_name == "journal_job"
 
 
 def test_asset_lineage(berlin_defs):

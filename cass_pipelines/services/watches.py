@@ -11,7 +11,7 @@ from typing import Callable
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.domain.states import DeferKind
+from cass_pipelines.domain.states import DeferKind, UnitOrigin
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.pricing import load_pricing
 from cass_pipelines.services.metering import collect_batches
@@ -100,7 +100,8 @@ def batch_resumes(store: Store, settings: Settings, now: datetime) -> list[Resum
     journal_waits = set(deferred_job_dates(store, JOURNAL_TEMPLATE, first, DeferKind.BATCH))
     by_partition: dict[tuple[date, str], list[dict]] = {}
     for row in batch_waiting(store):
-        by_partition.setdefault((row["date"], row["phase"]), []).append(row)
+        if row["origin"] != UnitOrigin.JOB:
+            by_partition.setdefault((row["date"], row["phase"]), []).append(row)
     out = []
     for (day, phase), rows in by_partition.items():
         ready = [r for r in rows if not pause_reason(paused, r["category"])]
@@ -108,3 +109,13 @@ def batch_resumes(store: Store, settings: Settings, now: datetime) -> list[Resum
             continue
         out.append(Resume(day, phase, sum(r["requests"] for r in rows), f"{now:%Y-%m-%dT%H}"))
     return out
+
+
+def batch_journals(store: Store, settings: Settings, now: datetime) -> list[tuple[date, int]]:
+    """Days (in the partition window) whose journal waits for message batches that have all ended, with
+    the number of its batched requests: journal_resume_sensor writes them again, taking up the answer paid
+    for them (and batch_resumes then resumes that day's phases, which waited for the journal)."""
+    first = settings.first_date(now.astimezone(settings.tz).date())
+    return [(r["date"], r["requests"]) for r in batch_waiting(store)
+            if r["origin"] == UnitOrigin.JOB and r["template_id"] == JOURNAL_TEMPLATE and r["date"] >= first
+            and not r["pending"]]

@@ -183,18 +183,19 @@ def pending_deferred(store: Store, since: date, before_day: date, before_phase_r
 
 
 def batch_waiting(store: Store) -> list[dict]:
-    """Phase work waiting for its message batches: units deferred for their batch, and finished units whose
-    summary was written while its batch was pending; per unit its date, phase, category, the number of
-    its batched requests and whether one is still pending (services.watches.batch_resumes)."""
+    """Work waiting for its message batches: units deferred for their batch (a job's too), and finished
+    phase units whose summary was written while its batch was pending; per unit its date, phase, origin,
+    template, category, the number of its batched requests and whether one is still pending
+    (services.watches: batch_resumes, batch_journals)."""
     return store.all(f"""WITH waiting AS (
             SELECT id FROM work_units WHERE status = '{D}' AND defer_kind = '{DeferKind.BATCH}'
                 AND reoffered_as IS NULL
-            UNION SELECT work_unit_id FROM work_summaries WHERE awaiting_batch)
-        SELECT u.id, u.date, u.phase, u.category, count(b.custom_id) AS requests,
+            UNION SELECT s.work_unit_id FROM work_summaries s JOIN work_units u ON u.id = s.work_unit_id
+                WHERE s.awaiting_batch AND u.origin <> '{UnitOrigin.JOB}')
+        SELECT u.id, u.date, u.phase, u.origin, u.template_id, u.category, count(b.custom_id) AS requests,
                coalesce(bool_or(b.state IN (SELECT unnest(?::TEXT[]))), FALSE) AS pending
         FROM waiting w JOIN work_units u ON u.id = w.id LEFT JOIN llm_batches b ON b.work_unit_id = u.id
-        WHERE u.origin <> '{UnitOrigin.JOB}'
-        GROUP BY u.id, u.date, u.phase, u.category
+        GROUP BY u.id, u.date, u.phase, u.origin, u.template_id, u.category
         ORDER BY u.date, {phase_rank('u.phase')}, u.id""", [[s.value for s in PENDING]])
 
 
