@@ -17,6 +17,7 @@ import duckdb
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from cass_pipelines.domain.batching import UnusedAnswer
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.phases import phase_at, phase_window
@@ -99,10 +100,11 @@ def store_families(snap: dict) -> list:
                  [([], snap["dead_letters"]["total"])]),
         _gauge("cass_batch_requests", "Requests sent through Message Batches, by state (every day).", ["state"],
                [([r["state"]], r["n"]) for r in snap["batches"]]),
-        _gauge("cass_batch_answers_unused", "Batched answers paid for and not used yet (their work resumes "
-               "to take them).", [], [([], snap["unused_answers"]["n"])]),
-        _gauge("cass_batch_answers_unused_usd", "What the batched answers paid for and not used yet cost.", [],
-               [([], float(snap["unused_answers"]["usd"]))]),
+        _gauge("cass_batch_answers_unused", "Batched answers paid for and not used: work=waiting (their work "
+               "resumes to take them), work=abandoned (their unit ended or was offered again without them).",
+               ["work"], [([work], v["n"]) for work, v in snap["unused_answers"].items()]),
+        _gauge("cass_batch_answers_unused_usd", "What the batched answers paid for and not used cost.", ["work"],
+               [([work], v["usd"]) for work, v in snap["unused_answers"].items()]),
     ]
     hist = HistogramMetricFamily("cass_action_duration_seconds", "Wall time of finished actions.",
                                  labels=["action"])
@@ -117,10 +119,14 @@ def clock_families(snap: dict, settings: Settings, now: datetime) -> list:
     day, phase = phase_at(now, settings)
     started = phase_window(day, phase, settings)[0]
     plan_at = snap["plan_at"]
+    oldest = snap["unused_answers"][UnusedAnswer.WAITING]["oldest"]
     return [
         _gauge("cass_plan_age_seconds", "Age of today's latest plan revision (absent: no plan yet).", [],
                [([], (now - plan_at).total_seconds())] if plan_at else []),
         _gauge("cass_plan_present", "1 when today has a plan.", [], [([], int(plan_at is not None))]),
+        _gauge("cass_batch_answers_waiting_oldest_seconds", "Since the oldest batched answer still waiting for "
+               "its work to resume ended (0: none waits).", [],
+               [([], (now - oldest).total_seconds() if oldest else 0.0)]),
         _gauge("cass_current_phase_elapsed_seconds", "Seconds since the current phase started.", ["phase"],
                [([phase], (now - started).total_seconds())]),
         _gauge("cass_phase_opened", "1 when the phase of today has been opened by a run.", ["phase"],

@@ -20,6 +20,8 @@ from cass_pipelines.services.watches import batch_resumes
 from cass_pipelines.store import control, plans
 
 NIGHT = datetime.combine(SAMPLE_DAY, datetime.min.time(), timezone.utc).replace(hour=23)
+JOURNAL = plans.unit_id(SAMPLE_DAY, "night", "journal")   # the day's own journal unit (journal_job's)
+OLD = TODAY - timedelta(days=33)                          # before the partition window (30 days)
 
 
 def night_with_a_waiting_unit(rt):
@@ -162,14 +164,14 @@ def test_a_days_phases_wait_for_its_journal_and_earlier_journals_stay_in_the_win
     night_with_a_waiting_unit(rt)
     rt.store.execute("""INSERT INTO work_units (id, date, phase, position, template_id, category, focus, motivation,
         status, defer_kind, estimated_cost_usd, origin, created_at) VALUES
-        ('jn', ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'batch', 0, 'job', ?),
-        ('jold', ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'budget', 0, 'job', ?)""",
-                     [SAMPLE_DAY, NIGHT, TODAY - timedelta(days=33), NIGHT])
+        (?, ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'batch', 0, 'job', ?),
+        (?, ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'budget', 0, 'job', ?)""",
+                     [JOURNAL, SAMPLE_DAY, NIGHT, plans.unit_id(OLD, "night", "journal"), OLD, NIGHT])
     assert resumes(rt) == []         # the journal's retry first: the resume would change its prompt
     assert waiting_journals(rt.store, rt.settings, SAMPLE_DAY + timedelta(days=1), TODAY) == [SAMPLE_DAY]
     # A deferred journal before the partition window is not asked for (its partition does not exist).
     assert waiting_journals(rt.store, rt.settings, TODAY - timedelta(days=28), TODAY) == []
-    rt.store.execute("UPDATE work_units SET status = 'completed', defer_kind = NULL WHERE id = 'jn'")
+    rt.store.execute("UPDATE work_units SET status = 'completed', defer_kind = NULL WHERE id = ?", [JOURNAL])
     assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
 
 
@@ -180,12 +182,17 @@ def test_a_journal_that_waited_for_its_batch_is_written_again_once_it_ends_then_
     night_with_a_waiting_unit(rt)
     rt.store.execute("""INSERT INTO work_units (id, date, phase, position, template_id, category, focus, motivation,
         status, defer_kind, estimated_cost_usd, origin, created_at, started_at) VALUES
-        ('jn', ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'batch', 0, 'job', ?, ?)""",
-                     [SAMPLE_DAY, NIGHT, NIGHT])
+        (?, ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'batch', 0, 'job', ?, ?)""",
+                     [JOURNAL, SAMPLE_DAY, NIGHT, NIGHT])
     rt.store.execute("""INSERT INTO llm_batches (custom_id, request_key, batch_id, state, reservation_id, date, phase,
         category, priority, work_unit_id, action_id, model, request, submitted_at)
-        VALUES ('cj', 'kj', 'b2', 'submitted', 'rj', ?, 'night', 'journal', 'normal', 'jn', 'journal.generate_daily',
-                'm', '{}', ?)""", [SAMPLE_DAY, NIGHT])
+        VALUES ('cj', 'kj', 'b2', 'submitted', 'rj', ?, 'night', 'journal', 'normal', ?, 'journal.generate_daily',
+                'm', '{}', ?)""", [SAMPLE_DAY, JOURNAL, NIGHT])
+    # A rewrite of that journal (`rewrite: true`, its own tag) waiting for its batch: not the day's own.
+    rt.store.execute("""INSERT INTO work_units (id, date, phase, position, template_id, category, focus, motivation,
+        status, defer_kind, estimated_cost_usd, origin, created_at, started_at) VALUES
+        (?, ?, 'night', 98, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'batch', 0, 'job', ?, ?)""",
+                     [plans.unit_id(SAMPLE_DAY, "night", "journal_120000"), SAMPLE_DAY, NIGHT, NIGHT])
     now = datetime.now(timezone.utc)
     assert batch_journals(rt.store, rt.settings, now) == [] and resumes(rt, now) == []   # its batch runs
     rt.store.execute("UPDATE llm_batches SET state = 'collected' WHERE custom_id = 'cj'")
@@ -197,5 +204,5 @@ def test_a_journal_that_waited_for_its_batch_is_written_again_once_it_ends_then_
                                      resources=defs.resources) as ctx:
             [request] = defs.resolve_sensor_def("journal_resume_sensor").evaluate_tick(ctx).run_requests
     assert request.partition_key == SAMPLE_DAY.isoformat() and request.run_key == f"journal|{SAMPLE_DAY}|batch|1"
-    rt.store.execute("UPDATE work_units SET status = 'completed', defer_kind = NULL WHERE id = 'jn'")
-    assert batch_journals(rt.store, rt.settings, now) == [] and len(resumes(rt, now)) == 1
+    rt.store.execute("UPDATE work_units SET status = 'completed', defer_kind = NULL WHERE id = ?", [JOURNAL])
+    assert batch_journals(rt.store, rt.settings, now) == [] and len(resumes(rt, now)) == 1   # the rewrite waits alone

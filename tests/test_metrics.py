@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import timedelta
 
 import duckdb
 import pytest
@@ -12,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
+from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.services.runtime import open_runtime
 
 DAY = SAMPLE_DAY
@@ -57,6 +59,16 @@ def test_metrics_scrape_matches_the_store_and_survives_a_busy_file(sample_home, 
         ('c1', 'k1', 'b1', 'collected', FALSE, 'r1', ?, 'memory', 'normal', 'm', '{}', now(), ?),
         ('c2', 'k2', 'b1', 'submitted', FALSE, 'r2', ?, 'memory', 'normal', 'm', '{}', now(), NULL)""",
                      [DAY, paid["request_id"], DAY])
+    rt.store.execute("UPDATE llm_batches SET ended_at = ? WHERE custom_id = 'c1'",   # its batch ended 40 h ago
+                     [clock_from_env().now() - timedelta(hours=40)])
+    # And one paid for a unit that completed without it: abandoned.
+    done = rt.store.scalar("SELECT id FROM work_units WHERE status = 'completed' LIMIT 1")
+    paid_too = rt.store.one("SELECT request_id, cost_usd FROM llm_ledger WHERE request_id <> ? LIMIT 1",
+                            [paid["request_id"]])
+    rt.store.execute("""INSERT INTO llm_batches (custom_id, request_key, batch_id, state, used, reservation_id, date,
+        category, priority, model, request, submitted_at, request_id, work_unit_id, action_id) VALUES
+        ('c3', 'k3', 'b1', 'collected', FALSE, 'r3', ?, 'memory', 'normal', 'm', '{}', now(), ?, ?, 'a')""",
+                     [DAY, paid_too["request_id"], done])
     samples, _ = scrape(exporter)
     ledger = rt.store.one("SELECT count(*) AS calls, sum(cost_usd) AS cost, sum(input_tokens) AS input, "
                           "sum(cache_read_input_tokens) AS cache_read FROM llm_ledger")
@@ -78,10 +90,14 @@ def test_metrics_scrape_matches_the_store_and_survives_a_busy_file(sample_home, 
             samples[("cass_budget_limit_usd", key)] - samples[("cass_budget_spent_usd", key)]
             - samples[("cass_budget_reserved_usd", key)])
     assert ("cass_dead_letters_unresolved", ()) in samples
-    assert samples[("cass_batch_requests", (("state", "collected"),))] == 1
+    assert samples[("cass_batch_requests", (("state", "collected"),))] == 2
     assert samples[("cass_batch_requests", (("state", "submitted"),))] == 1
-    assert samples[("cass_batch_answers_unused", ())] == 1                   # paid, waiting for its work
-    assert samples[("cass_batch_answers_unused_usd", ())] == pytest.approx(paid["cost_usd"])
+    assert samples[("cass_batch_answers_unused", (("work", "waiting"),))] == 1     # paid, its work resumes
+    assert samples[("cass_batch_answers_unused", (("work", "abandoned"),))] == 1
+    assert samples[("cass_batch_answers_unused_usd", (("work", "abandoned"),))] == pytest.approx(paid_too["cost_usd"])
+    assert samples[("cass_batch_answers_unused_usd", (("work", "waiting"),))] == pytest.approx(paid["cost_usd"])
+    # (each process's clock is shifted to the injected "today" from its own start: they differ by minutes)
+    assert 39 * 3600 < samples[("cass_batch_answers_waiting_oldest_seconds", ())] <= 40 * 3600 + 60
     assert samples[("cass_metrics_store_up", ())] == 1
     assert samples[("cass_phase_opened", (("phase", "morning"),))] in (0, 1)
     assert samples[("cass_dagster_runs", (("job", "phase_job"), ("status", "SUCCESS")))] == 1

@@ -28,6 +28,12 @@ class BatchState(StrEnum):
 PENDING = (BatchState.SUBMITTING, BatchState.SUBMITTED)
 
 
+class UnusedAnswer(StrEnum):
+    """A collected answer not yet used, by what can still become of it (the metrics' `work` label)."""
+    WAITING = "waiting"         # its work resumes to take it (or its summary is written again from it)
+    ABANDONED = "abandoned"     # its unit ended, or was offered again as new work, without it
+
+
 def no_one_waits(category: str, phase: str | None) -> bool:
     """Whether a call's answer can wait for a batch: memory summarising, and any night work."""
     return category == Category.MEMORY or phase == Phase.NIGHT

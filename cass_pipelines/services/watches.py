@@ -11,7 +11,7 @@ from typing import Callable
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.domain.states import DeferKind, UnitOrigin
+from cass_pipelines.domain.states import UnitOrigin
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.pricing import load_pricing
 from cass_pipelines.services.metering import collect_batches
@@ -21,9 +21,10 @@ from cass_pipelines.store.budget import watch
 from cass_pipelines.store.control import paused_scopes
 from cass_pipelines.store.conversations import idle_unsummarized
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.plans import batch_waiting, deferred_job_dates
+from cass_pipelines.store.plans import batch_waiting, deferred_job_dates, unit_id
 
 JOURNAL_TEMPLATE = "daily_journal"
+JOURNAL_TAG = "journal"     # a day's own journal unit (a rewrite has its own tag, and is not retried)
 JOURNAL_CATCH_UP_DAYS = 7   # deferred journals this recent are tried again
 
 
@@ -63,7 +64,7 @@ def waiting_journals(store: Store, settings: Settings, day: date, today: date) -
     its budget could not pay for it, or its message batch outlasted the wait (a re-run takes up the answer
     paid for it)."""
     since = max(day - timedelta(days=JOURNAL_CATCH_UP_DAYS), settings.first_date(today))
-    return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, since) if d < day]
+    return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d < day]
 
 
 MAX_RESUME_FAILURES = 3   # a resume whose run failed this often for the same requests is left to a person
@@ -97,9 +98,10 @@ def batch_resumes(store: Store, settings: Settings, now: datetime) -> list[Resum
     would ask again instead of taking up the answer paid for it)."""
     paused = paused_scopes(store)
     first = settings.first_date(now.astimezone(settings.tz).date())
-    journal_waits = set(deferred_job_dates(store, JOURNAL_TEMPLATE, first, DeferKind.BATCH))
+    rows = batch_waiting(store)
+    journal_waits = {r["date"] for r in rows if _own_journal(r)}
     by_partition: dict[tuple[date, str], list[dict]] = {}
-    for row in batch_waiting(store):
+    for row in rows:
         if row["origin"] != UnitOrigin.JOB:
             by_partition.setdefault((row["date"], row["phase"]), []).append(row)
     out = []
@@ -117,5 +119,9 @@ def batch_journals(store: Store, settings: Settings, now: datetime) -> list[tupl
     for them (and batch_resumes then resumes that day's phases, which waited for the journal)."""
     first = settings.first_date(now.astimezone(settings.tz).date())
     return [(r["date"], r["requests"]) for r in batch_waiting(store)
-            if r["origin"] == UnitOrigin.JOB and r["template_id"] == JOURNAL_TEMPLATE and r["date"] >= first
-            and not r["pending"]]
+            if _own_journal(r) and r["date"] >= first and not r["pending"]]
+
+
+def _own_journal(row: dict) -> bool:
+    """A row of store.plans.batch_waiting that is a day's own journal unit (journal_job's, not a rewrite)."""
+    return row["origin"] == UnitOrigin.JOB and row["id"] == unit_id(row["date"], row["phase"], JOURNAL_TAG)

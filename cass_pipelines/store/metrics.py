@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from cass_pipelines.domain.batching import BatchState
+from cass_pipelines.domain.batching import BatchState, UnusedAnswer
+from cass_pipelines.domain.registry import SUMMARY_ACTION_ID
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.states import FINAL_UNIT_STATUSES
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.db import Store
 
@@ -54,12 +56,23 @@ def batch_requests(store: Store) -> list[dict]:
     return store.all("SELECT state, count(*) AS n FROM llm_batches GROUP BY ALL ORDER BY ALL")
 
 
-def unused_answers(store: Store) -> dict:
-    """Batched answers paid for (collected, in the ledger) and not used yet, and what they cost: the work
-    that asked for them takes them when it resumes (services.watches.batch_resumes)."""
-    return store.one(f"""SELECT count(*) AS n, coalesce(sum(l.cost_usd), 0) AS usd FROM llm_batches b
-        JOIN llm_ledger l ON l.request_id = b.request_id WHERE b.state = '{BatchState.COLLECTED}' AND NOT b.used""") \
-        or {"n": 0, "usd": 0.0}
+def unused_answers(store: Store) -> dict[str, dict]:
+    """Batched answers paid for (collected, in the ledger) and not used yet: their count, cost and the end
+    of the oldest one's batch, for answers whose work still waits for them (it resumes to take them:
+    services.watches.batch_resumes) and for those abandoned (their unit ended, or was offered again as
+    new work, without them)."""
+    final = ", ".join(f"'{s}'" for s in FINAL_UNIT_STATUSES)
+    rows = store.all(f"""SELECT coalesce(u.status IN ({final}) OR u.reoffered_as IS NOT NULL, FALSE)
+               AND NOT (b.action_id = '{SUMMARY_ACTION_ID}' AND coalesce(s.awaiting_batch, FALSE)) AS abandoned,
+               count(*) AS n, sum(l.cost_usd) AS usd, min(b.ended_at) AS oldest
+        FROM llm_batches b JOIN llm_ledger l ON l.request_id = b.request_id
+        LEFT JOIN work_units u ON u.id = b.work_unit_id LEFT JOIN work_summaries s ON s.work_unit_id = b.work_unit_id
+        WHERE b.state = '{BatchState.COLLECTED}' AND NOT b.used GROUP BY ALL""")
+    out: dict[str, dict] = {use: {"n": 0, "usd": 0.0, "oldest": None} for use in UnusedAnswer}
+    for r in rows:
+        use = UnusedAnswer.ABANDONED if r["abandoned"] else UnusedAnswer.WAITING
+        out[use] = {"n": r["n"], "usd": float(r["usd"]), "oldest": r["oldest"]}
+    return out
 
 
 def latest_plan_at(store: Store, day: date) -> datetime | None:

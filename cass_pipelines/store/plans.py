@@ -343,11 +343,11 @@ def pending_job_unit(store: Store, template_id: str) -> dict | None:
         AND status IN ('{P}', '{D}') ORDER BY created_at DESC, id DESC LIMIT 1""", [template_id])
 
 
-def deferred_job_dates(store: Store, template_id: str, since: date, kind: DeferKind | None = None) -> list[date]:
-    """Dates from `since` on whose job unit of `template_id` is deferred (with `kind`: for that reason)."""
-    return [r["date"] for r in store.all(f"""SELECT DISTINCT date FROM work_units WHERE origin = '{UnitOrigin.JOB}'
-        AND template_id = ? AND status = '{D}' AND date >= ? AND (?::TEXT IS NULL OR defer_kind = ?)
-        ORDER BY date""", [template_id, since, kind, kind])]
+def deferred_job_dates(store: Store, template_id: str, tag: str, since: date) -> list[date]:
+    """Dates from `since` on whose own job unit of `template_id` (the one tagged `tag`) is deferred."""
+    rows = store.all(f"""SELECT id, date, phase FROM work_units WHERE origin = '{UnitOrigin.JOB}'
+        AND template_id = ? AND status = '{D}' AND date >= ? ORDER BY date""", [template_id, since])
+    return [r["date"] for r in rows if r["id"] == unit_id(r["date"], r["phase"], tag)]
 
 
 def units_for_run(store: Store, run_id: str) -> list[dict]:

@@ -10,6 +10,7 @@ from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.runner import job_unit, run_unit
+from cass_pipelines.services.watches import JOURNAL_TAG
 from cass_pipelines.store import plans
 from cass_pipelines.store.views import journal_entry
 
@@ -28,7 +29,7 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
                       cass: CassResource) -> dg.MaterializeResult:
         rt, clock = cass.for_run(context), cass.clock()
         day = date.fromisoformat(context.partition_key)
-        tag = "journal" if not config.rewrite else f"journal_{clock.now():%H%M%S}"
+        tag = JOURNAL_TAG if not config.rewrite else f"{JOURNAL_TAG}_{clock.now():%H%M%S}"
         deferred = (plans.get_unit(rt.store, plans.unit_id(day, "night", tag)) or {}).get("status") == UnitStatus.DEFERRED
         uid = job_unit(rt, day, "night", "daily_journal", tag, f"the day {day}", clock.now())
         # A journal its own day could not pay for is written later on the budget of the day it runs.
