@@ -105,11 +105,11 @@ def batch_resumes(store: Store, settings: Settings, now: datetime) -> list[Resum
         if row["origin"] != UnitOrigin.JOB:
             by_partition.setdefault((row["date"], row["phase"]), []).append(row)
     out = []
-    for (day, phase), rows in by_partition.items():
-        ready = [r for r in rows if not pause_reason(paused, r["category"])]
-        if day < first or day in journal_waits or not ready or any(r["pending"] for r in rows):
+    for (day, phase), units in by_partition.items():
+        ready = [u for u in units if not pause_reason(paused, u["category"])]
+        if day < first or day in journal_waits or not ready or any(u["pending"] for u in units):
             continue
-        out.append(Resume(day, phase, sum(r["requests"] for r in rows), f"{now:%Y-%m-%dT%H}"))
+        out.append(Resume(day, phase, sum(u["requests"] for u in units), f"{now:%Y-%m-%dT%H}"))
     return out
 
 
