@@ -206,3 +206,24 @@ def test_a_journal_that_waited_for_its_batch_is_written_again_once_it_ends_then_
     assert request.partition_key == SAMPLE_DAY.isoformat() and request.run_key == f"journal|{SAMPLE_DAY}|batch|1"
     rt.store.execute("UPDATE work_units SET status = 'completed', defer_kind = NULL WHERE id = ?", [JOURNAL])
     assert batch_journals(rt.store, rt.settings, now) == [] and len(resumes(rt, now)) == 1   # the rewrite waits alone
+
+
+def test_a_unit_whose_batches_keep_coming_back_without_an_answer_is_offered_again_as_new_work(sample_home):
+    """Each time its batch outlasted the wait and then came back errored (nothing billed): resumed twice,
+    then, at the third, offered again as new work instead of resuming without end."""
+    rt = open_runtime()
+    _, unit = night_with_a_waiting_unit(rt)
+    rt.store.execute("UPDATE llm_batches SET state = 'failed', used = TRUE")
+    for n in (2, 3):
+        rt.store.execute(f"""INSERT INTO llm_batches SELECT * REPLACE ('c{n}' AS custom_id) FROM llm_batches
+                             WHERE custom_id = 'c1'""")
+        if n == 2:
+            assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]    # two failed: resumed
+            rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'batch' WHERE id = ?",
+                             [unit["id"]])
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == []
+    after = plans.get_unit(rt.store, unit["id"])
+    assert (after["status"], after["defer_kind"]) == (UnitStatus.DEFERRED, DeferKind.BATCH_FAILED)
+    assert "without an answer 3 times" in after["reason"] and resumes(rt) == []
+    later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
+    assert unit["id"] in [w["id"] for w in later]                                   # offered again as new work

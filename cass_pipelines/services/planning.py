@@ -28,7 +28,7 @@ from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers.calls import system_prefix
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.week import week_context
-from cass_pipelines.store import claims, conversations, persona, plans
+from cass_pipelines.store import batches, claims, conversations, persona, plans
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store.budget import budget_status, ledger_action_averages, pooled_used
 from cass_pipelines.store.claims import Owner, never_over
@@ -259,21 +259,32 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
         deferred_now=deferred_now, reoffered=reoffered, error=decision.error if decision else None)
 
 
+MAX_UNANSWERED = 3   # batched requests of a unit that came back without an answer before it is offered anew
+
+
 def take_back_waiting(rt: Runtime, day: date, phase: str, now: datetime) -> list[str]:
     """A phase run again takes back the units its pause deferred (after `resume`) and those whose call
     waited for its message batch (unless paused): they resume under their own id, so their prompts are
     the same and the answer paid for them is used, not asked for again. One whose template is gone from
-    the registry is deferred as gone instead (it cannot run)."""
+    the registry is deferred as gone instead (it cannot run); one whose batched requests came back without
+    an answer MAX_UNANSWERED times (each after the wait ran out) is offered again as new work instead."""
     with rt.store.session():
         paused = paused_scopes(rt.store)
         units = [u for u in plans.units_for_phase(rt.store, day, phase)
                  if u["status"] == UnitStatus.DEFERRED and u["defer_kind"] in (DeferKind.PAUSED, DeferKind.BATCH)
                  and u["origin"] != UnitOrigin.JOB and not u["reoffered_as"] and not pause_reason(paused, u["category"])]
+        unanswered = batches.unanswered(rt.store, [u["id"] for u in units])
+        ids = []
         for u in units:
             if u["template_id"] not in rt.registry.templates:
                 plans.set_unit_status(rt.store, u["id"], UnitStatus.DEFERRED, now, defer_kind=DeferKind.GONE,
                                       reason=f"template '{u['template_id']}' is no longer in the registry")
-        ids = [u["id"] for u in units if u["template_id"] in rt.registry.templates]
+            elif unanswered.get(u["id"], 0) >= MAX_UNANSWERED:
+                plans.set_unit_status(rt.store, u["id"], UnitStatus.DEFERRED, now, defer_kind=DeferKind.BATCH_FAILED,
+                                      reason=f"its message batches came back without an answer "
+                                             f"{unanswered[u['id']]} times; offered again as new work")
+            else:
+                ids.append(u["id"])
         plans.reopen_units(rt.store, ids)
     return ids
 

@@ -104,6 +104,14 @@ def earlier_requests(store: Store, work_unit_id: str | None, action_id: str | No
     return {r["request_key"]: r for r in rows}   # (a later row of a key replaces an earlier one)
 
 
+def unanswered(store: Store, work_unit_ids: Sequence[str]) -> dict[str, int]:
+    """Per unit, its batched requests that came back without an answer (failed) or were lost."""
+    return {r["work_unit_id"]: r["n"] for r in store.all(
+        "SELECT work_unit_id, count(*) AS n FROM llm_batches WHERE work_unit_id IN (SELECT unnest(?::TEXT[])) "
+        "AND state IN (?, ?) GROUP BY work_unit_id", [list(work_unit_ids), BatchState.FAILED.value,
+                                                     BatchState.LOST.value])}
+
+
 def by_ids(store: Store, custom_ids: Sequence[str]) -> dict[str, dict]:
     return {r["custom_id"]: r for r in store.all(
         "SELECT * FROM llm_batches WHERE custom_id IN (SELECT unnest(?::TEXT[]))", [list(custom_ids)])}
