@@ -227,3 +227,28 @@ def test_a_unit_whose_batches_keep_coming_back_without_an_answer_is_offered_agai
     assert "without an answer 3 times" in after["reason"] and resumes(rt) == []
     later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
     assert unit["id"] in [w["id"] for w in later]                                   # offered again as new work
+
+
+def test_a_unit_a_pause_deferred_while_it_held_paid_answers_is_resumed_not_offered_anew(sample_home):
+    """A category pause lands between the resume's take-back and the unit's action: the unit is deferred
+    `paused` still holding its collected answer. After `resume` its own phase resumes it (so the answer
+    is used); it is not offered again as new work, which would ask afresh."""
+    from cass_pipelines.services.runner import run_action
+
+    rt = open_runtime()
+    _, unit = night_with_a_waiting_unit(rt)
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]
+    control.pause(rt.store, unit["category"], "paused meanwhile", NIGHT)
+    assert run_action(rt, unit["id"], 0, FixedClock(NIGHT), run_id="resume_run").status == "deferred"
+    assert plans.get_unit(rt.store, unit["id"])["defer_kind"] == DeferKind.PAUSED
+    assert resumes(rt) == []                                   # paused: nothing asked for
+    control.resume(rt.store, unit["category"], NIGHT)
+    later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
+    assert unit["id"] not in [w["id"] for w in later]
+    assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]
+    # Without answers held, a paused unit is offered again as before.
+    rt.store.execute("UPDATE llm_batches SET used = TRUE")
+    rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'paused' WHERE id = ?", [unit["id"]])
+    later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
+    assert unit["id"] in [w["id"] for w in later] and resumes(rt) == []

@@ -5,7 +5,7 @@ import json
 from datetime import date, datetime
 from typing import Any, Callable, Iterable
 
-from cass_pipelines.domain.batching import PENDING
+from cass_pipelines.domain.batching import PENDING, BatchState
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.states import (
     FINAL_UNIT_STATUSES,
@@ -169,13 +169,22 @@ def get_unit(store: Store, uid: str) -> dict | None:
     return store.one(f"SELECT {_UNIT_COLS} FROM work_units WHERE id = ?", [uid])
 
 
+def _holds_answers(unit: str) -> str:
+    """SQL: the unit `unit` (a column) has batched requests pending, or answers collected and not used."""
+    pending = ", ".join(f"'{s}'" for s in PENDING)
+    return (f"EXISTS (SELECT 1 FROM llm_batches b WHERE b.work_unit_id = {unit} AND (b.state IN ({pending}) "
+            f"OR (b.state = '{BatchState.COLLECTED}' AND NOT b.used)))")
+
+
 def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
     """Work waiting to be offered again, from `since` up to (not including) the given phase: deferred
     units not yet re-offered, and units still planned for a phase that never opened (skipped for want
     of money or by a pause, or its time passed without a run). A unit waiting for its message batch is
-    not among them: its own phase resumes it (services.watches.batch_resumes)."""
+    not among them, nor one a pause deferred while it held batched answers: its own phase resumes it
+    (services.watches.batch_resumes), so it takes the answers paid for it."""
     return store.all(f"""SELECT {_UNIT_COLS} FROM work_units u WHERE reoffered_as IS NULL
         AND defer_kind IS DISTINCT FROM '{DeferKind.BATCH}'
+        AND NOT (defer_kind IS NOT DISTINCT FROM '{DeferKind.PAUSED}' AND {_holds_answers('u.id')})
         AND (status = '{D}' OR (status = '{P}' AND NOT EXISTS (
             SELECT 1 FROM phase_openings o WHERE o.date = u.date AND o.phase = u.phase)))
         AND origin <> '{UnitOrigin.JOB}' AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
@@ -183,13 +192,13 @@ def pending_deferred(store: Store, since: date, before_day: date, before_phase_r
 
 
 def batch_waiting(store: Store) -> list[dict]:
-    """Work waiting for its message batches: units deferred for their batch (a job's too), and finished
-    phase units whose summary was written while its batch was pending; per unit its date, phase, origin,
-    template, category, the number of its batched requests and whether one is still pending
-    (services.watches: batch_resumes, batch_journals)."""
+    """Work waiting for its message batches: units deferred for their batch (a job's too) or by a pause
+    while they held batched answers, and finished phase units whose summary was written while its batch
+    was pending; per unit its date, phase, origin, template, category, the number of its batched requests
+    and whether one is still pending (services.watches: batch_resumes, batch_journals)."""
     return store.all(f"""WITH waiting AS (
-            SELECT id FROM work_units WHERE status = '{D}' AND defer_kind = '{DeferKind.BATCH}'
-                AND reoffered_as IS NULL
+            SELECT id FROM work_units u WHERE status = '{D}' AND reoffered_as IS NULL
+                AND (defer_kind = '{DeferKind.BATCH}' OR (defer_kind = '{DeferKind.PAUSED}' AND {_holds_answers('u.id')}))
             UNION SELECT s.work_unit_id FROM work_summaries s JOIN work_units u ON u.id = s.work_unit_id
                 WHERE s.awaiting_batch AND u.origin <> '{UnitOrigin.JOB}')
         SELECT u.id, u.date, u.phase, u.origin, u.template_id, u.category, count(b.custom_id) AS requests,
