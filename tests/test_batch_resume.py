@@ -214,6 +214,13 @@ def test_a_unit_whose_batches_keep_coming_back_without_an_answer_is_offered_agai
     rt = open_runtime()
     _, unit = night_with_a_waiting_unit(rt)
     rt.store.execute("UPDATE llm_batches SET state = 'failed', used = TRUE")
+    # Three different requests failing in one batch is one time, not three.
+    for key in ("ka", "kb"):
+        rt.store.execute(f"""INSERT INTO llm_batches SELECT * REPLACE ('c_{key}' AS custom_id, '{key}' AS request_key)
+                             FROM llm_batches WHERE custom_id = 'c1'""")
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]
+    rt.store.execute("DELETE FROM llm_batches WHERE custom_id IN ('c_ka', 'c_kb')")
+    rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'batch' WHERE id = ?", [unit["id"]])
     for n in (2, 3):
         rt.store.execute(f"""INSERT INTO llm_batches SELECT * REPLACE ('c{n}' AS custom_id) FROM llm_batches
                              WHERE custom_id = 'c1'""")
@@ -221,6 +228,12 @@ def test_a_unit_whose_batches_keep_coming_back_without_an_answer_is_offered_agai
             assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]    # two failed: resumed
             rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'batch' WHERE id = ?",
                              [unit["id"]])
+    # Not while another request of it is pending: its answer would be billed, and asked for again.
+    rt.store.execute("""INSERT INTO llm_batches SELECT * REPLACE ('c_p' AS custom_id, 'kp' AS request_key,
+                        'submitted' AS state) FROM llm_batches WHERE custom_id = 'c1'""")
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]
+    rt.store.execute("DELETE FROM llm_batches WHERE custom_id = 'c_p'")
+    rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'batch' WHERE id = ?", [unit["id"]])
     assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == []
     after = plans.get_unit(rt.store, unit["id"])
     assert (after["status"], after["defer_kind"]) == (UnitStatus.DEFERRED, DeferKind.BATCH_FAILED)
@@ -247,6 +260,17 @@ def test_a_unit_a_pause_deferred_while_it_held_paid_answers_is_resumed_not_offer
     assert unit["id"] not in [w["id"] for w in later]
     assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
     assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]
+    # A day's journal a pause deferred while it held its answer does not hold back that day's phases
+    # (journal_schedule's catch-up writes it again once the pause is lifted).
+    rt.store.execute("""INSERT INTO work_units (id, date, phase, position, template_id, category, focus, motivation,
+        status, defer_kind, estimated_cost_usd, origin, created_at, started_at) VALUES
+        (?, ?, 'night', 99, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'paused', 0, 'job', ?, ?)""",
+                     [JOURNAL, SAMPLE_DAY, NIGHT, NIGHT])
+    rt.store.execute("""INSERT INTO llm_batches SELECT * REPLACE ('cj' AS custom_id, 'kj' AS request_key,
+                        ? AS work_unit_id) FROM llm_batches WHERE custom_id = 'c1'""", [JOURNAL])
+    rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'paused' WHERE id = ?", [unit["id"]])
+    assert len(resumes(rt)) == 1
+    rt.store.execute("DELETE FROM llm_batches WHERE custom_id = 'cj'")
     # Without answers held, a paused unit is offered again as before.
     rt.store.execute("UPDATE llm_batches SET used = TRUE")
     rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'paused' WHERE id = ?", [unit["id"]])

@@ -266,8 +266,9 @@ def take_back_waiting(rt: Runtime, day: date, phase: str, now: datetime) -> list
     """A phase run again takes back the units its pause deferred (after `resume`) and those whose call
     waited for its message batch (unless paused): they resume under their own id, so their prompts are
     the same and the answer paid for them is used, not asked for again. One whose template is gone from
-    the registry is deferred as gone instead (it cannot run); one whose batched requests came back without
-    an answer MAX_UNANSWERED times (each after the wait ran out) is offered again as new work instead."""
+    the registry is deferred as gone instead (it cannot run); one with a batched request that came back
+    without an answer MAX_UNANSWERED times (each after the wait ran out) and none still pending is offered
+    again as new work instead (an answer it holds is abandoned: the metrics count it)."""
     with rt.store.session():
         paused = paused_scopes(rt.store)
         units = [u for u in plans.units_for_phase(rt.store, day, phase)
@@ -279,10 +280,11 @@ def take_back_waiting(rt: Runtime, day: date, phase: str, now: datetime) -> list
             if u["template_id"] not in rt.registry.templates:
                 plans.set_unit_status(rt.store, u["id"], UnitStatus.DEFERRED, now, defer_kind=DeferKind.GONE,
                                       reason=f"template '{u['template_id']}' is no longer in the registry")
-            elif unanswered.get(u["id"], 0) >= MAX_UNANSWERED:
+            elif (trouble := unanswered.get(u["id"])) and trouble["times"] >= MAX_UNANSWERED \
+                    and not trouble["pending"]:
                 plans.set_unit_status(rt.store, u["id"], UnitStatus.DEFERRED, now, defer_kind=DeferKind.BATCH_FAILED,
-                                      reason=f"its message batches came back without an answer "
-                                             f"{unanswered[u['id']]} times; offered again as new work")
+                                      reason=f"a request of it came back from its message batch without an answer "
+                                             f"{trouble['times']} times; offered again as new work")
             else:
                 ids.append(u["id"])
         plans.reopen_units(rt.store, ids)

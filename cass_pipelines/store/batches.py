@@ -104,12 +104,16 @@ def earlier_requests(store: Store, work_unit_id: str | None, action_id: str | No
     return {r["request_key"]: r for r in rows}   # (a later row of a key replaces an earlier one)
 
 
-def unanswered(store: Store, work_unit_ids: Sequence[str]) -> dict[str, int]:
-    """Per unit, its batched requests that came back without an answer (failed) or were lost."""
-    return {r["work_unit_id"]: r["n"] for r in store.all(
-        "SELECT work_unit_id, count(*) AS n FROM llm_batches WHERE work_unit_id IN (SELECT unnest(?::TEXT[])) "
-        "AND state IN (?, ?) GROUP BY work_unit_id", [list(work_unit_ids), BatchState.FAILED.value,
-                                                     BatchState.LOST.value])}
+def unanswered(store: Store, work_unit_ids: Sequence[str]) -> dict[str, dict]:
+    """Per unit: `times`, how often one of its requests (one request key: a re-ask is the same key) came
+    back without an answer or was lost, the most of any; `pending`, whether a request is still pending."""
+    return {r["work_unit_id"]: {"times": r["times"], "pending": r["pending"]} for r in store.all(
+        """SELECT work_unit_id, max(failed) AS times, bool_or(pending) AS pending FROM (
+               SELECT work_unit_id, request_key, count(*) FILTER (WHERE state IN (?, ?)) AS failed,
+                      bool_or(state IN (SELECT unnest(?::TEXT[]))) AS pending
+               FROM llm_batches WHERE work_unit_id IN (SELECT unnest(?::TEXT[])) GROUP BY ALL)
+           GROUP BY work_unit_id""",
+        [BatchState.FAILED.value, BatchState.LOST.value, _PENDING, list(work_unit_ids)])}
 
 
 def by_ids(store: Store, custom_ids: Sequence[str]) -> dict[str, dict]:

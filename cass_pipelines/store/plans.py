@@ -198,7 +198,8 @@ def batch_waiting(store: Store) -> list[dict]:
     and whether one is still pending (services.watches: batch_resumes, batch_journals)."""
     return store.all(f"""WITH waiting AS (
             SELECT id FROM work_units u WHERE status = '{D}' AND reoffered_as IS NULL
-                AND (defer_kind = '{DeferKind.BATCH}' OR (defer_kind = '{DeferKind.PAUSED}' AND {_holds_answers('u.id')}))
+                AND (defer_kind = '{DeferKind.BATCH}' OR (defer_kind = '{DeferKind.PAUSED}'
+                     AND origin <> '{UnitOrigin.JOB}' AND {_holds_answers('u.id')}))
             UNION SELECT s.work_unit_id FROM work_summaries s JOIN work_units u ON u.id = s.work_unit_id
                 WHERE s.awaiting_batch AND u.origin <> '{UnitOrigin.JOB}')
         SELECT u.id, u.date, u.phase, u.origin, u.template_id, u.category, count(b.custom_id) AS requests,
