@@ -10,7 +10,7 @@ import dagster as dg
 from support import SAMPLE_DAY, TODAY
 
 from cass_pipelines.definitions import build_defs
-from cass_pipelines.domain.clock import FixedClock
+from cass_pipelines.domain.clock import FixedClock, clock_from_env
 from cass_pipelines.domain.states import DeferKind, UnitStatus
 from cass_pipelines.services.metering import MeterContext
 from cass_pipelines.services.planning import plan_phase, take_back_waiting
@@ -101,7 +101,7 @@ def test_job_units_and_dates_before_the_partition_window_are_not_asked_for(sampl
         key_insights, questions_raised, questions_addressed, artifacts, cost_usd, offline, awaiting_batch, created_at)
         VALUES ('j1', ?, 'night', 'daily_journal', 'completed', 'n', '[]', '[]', '[]', '[]', 0, false, true, ?)""",
                      [SAMPLE_DAY, NIGHT])
-    now = datetime.now(timezone.utc)
+    now = clock_from_env().now()
     assert resumes(rt, now) == []
     defs = build_defs(rt.settings, rt.registry)   # and the sensor's tick does not fail on them
     with dg.instance_for_test() as instance:
@@ -116,7 +116,7 @@ def test_a_resume_that_failed_three_times_for_the_same_requests_is_left_to_a_per
 
     rt = open_runtime()
     night_with_a_waiting_unit(rt)
-    [resume] = batch_resumes(rt.store, rt.settings, datetime.now(timezone.utc))
+    [resume] = batch_resumes(rt.store, rt.settings, clock_from_env().now())
     defs = build_defs(rt.settings, rt.registry)
     with dg.instance_for_test() as instance:
         def tick():
@@ -193,7 +193,7 @@ def test_a_journal_that_waited_for_its_batch_is_written_again_once_it_ends_then_
         status, defer_kind, estimated_cost_usd, origin, created_at, started_at) VALUES
         (?, ?, 'night', 98, 'daily_journal', 'journal', 'f', 'm', 'deferred', 'batch', 0, 'job', ?, ?)""",
                      [plans.unit_id(SAMPLE_DAY, "night", "journal_120000"), SAMPLE_DAY, NIGHT, NIGHT])
-    now = datetime.now(timezone.utc)
+    now = clock_from_env().now()
     assert batch_journals(rt.store, rt.settings, now) == [] and resumes(rt, now) == []   # its batch runs
     rt.store.execute("UPDATE llm_batches SET state = 'collected' WHERE custom_id = 'cj'")
     assert batch_journals(rt.store, rt.settings, now) == [(SAMPLE_DAY, 1)]

@@ -259,7 +259,7 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
         deferred_now=deferred_now, reoffered=reoffered, error=decision.error if decision else None)
 
 
-MAX_UNANSWERED = 3   # batched requests of a unit that came back without an answer before it is offered anew
+MAX_UNANSWERED = 3   # times one batched request of a unit came back without an answer before it is offered anew
 
 
 def take_back_waiting(rt: Runtime, day: date, phase: str, now: datetime) -> list[str]:
