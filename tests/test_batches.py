@@ -667,7 +667,7 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
     from cass_pipelines.services.runner import summarize
     from cass_pipelines.services.runtime import open_runtime
     from cass_pipelines.services.watches import batch_resumes
-    from cass_pipelines.store import plans, summaries
+    from cass_pipelines.store import goals, plans, summaries
 
     env, server = api_home
     config = Path(env["CASS_HOME"]) / "cass.toml"
@@ -683,9 +683,13 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
                         message="reflected on rest", result={"success": True, "message": "reflected on rest"},
                         cost_usd=0.0, now=clock.now())
     plans.set_unit_status(rt.store, uid, "completed", clock.now())
+    goal = goals.add_goal(rt.store, title="rest well", success_criterion="rested", source="agent", origin_ref=None,
+                          templates=[template.id], offline=False, day=SAMPLE_DAY, now=clock.now())
+    goals.link_units(rt.store, [(uid, goal, "rest", None)], clock.now())
     server.batch_delay_s = 3600
     first = summarize(rt, plans.get_unit(rt.store, uid), clock, run_id="run_gone")
     assert first["awaiting_batch"] and "waiting for message batch" in first["narrative"]
+    [first_note] = goals.progress(rt.store, goal)      # from the unit's record
     assert batch_resumes(rt.store, rt.settings, clock.now()) == []             # its batch is still running
     server.batch_delay_s = 0
     assert collect_batches(rt.llm, rt.store, rt.settings, rt.pricing, clock, lambda run: True)[BatchState.COLLECTED]
@@ -701,6 +705,9 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
     again = summarize(rt, plans.get_unit(rt.store, uid), clock, run_id="run_2")
     assert not again["awaiting_batch"] and "waiting for message batch" not in again["narrative"]
     assert summaries.get(rt.store, uid)["narrative"] == again["narrative"]
+    [noted] = goals.progress(rt.store, goal)                                   # the goal hears the answer
+    lead = (again["key_insights"] or [again["narrative"]])[0]
+    assert noted["note"] != first_note["note"] and lead[:100] in noted["note"]
     assert len(server.batches) == 1                                            # not asked for again
     assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE work_unit_id = ?", [uid]) == 1
     assert rt.store.scalar("SELECT bool_and(used) FROM llm_batches") is True

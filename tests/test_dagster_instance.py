@@ -4,6 +4,7 @@ partition's date. Real Dagster instances (SQLite) and real DuckDB files througho
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime, time, timedelta, timezone
@@ -124,6 +125,37 @@ def test_the_event_log_keeps_its_connections_and_writes_what_dagsters_own_class_
     assert sum(e.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS for e in logs if e.dagster_event) >= 7
     plan = own.get_latest_materialization_events([dg.AssetKey("phase_plan")])[dg.AssetKey("phase_plan")]
     assert plan is not None and plan.run_id == run_id
+
+
+def _shard(path: Path) -> tuple:
+    with sqlite3.connect(path) as conn:
+        return (sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")),
+                conn.execute("SELECT version_num FROM alembic_version").fetchall(),
+                conn.execute("PRAGMA journal_mode").fetchall())
+
+
+def test_a_new_runs_shard_is_the_one_dagsters_own_class_makes_and_commits_are_not_fsynced(tmp_path):
+    """The pooled storage makes a run's shard itself (the migrations read once per process): the same
+    tables, indexes, WAL journal and alembic stamp as Dagster's `_initdb`, which `dagster instance
+    migrate` reads. Its connections commit without an fsync per event (synchronous NORMAL, in WAL)."""
+    from dagster._core.storage.event_log import SqliteEventLogStorage
+
+    ours, theirs = PooledSqliteEventLogStorage(str(tmp_path / "ours")), SqliteEventLogStorage(str(tmp_path / "theirs"))
+    for storage in (ours, theirs):
+        with storage.run_connection("run_1") as conn:
+            conn.exec_driver_sql("SELECT 1")
+    made = _shard(tmp_path / "ours" / "run_1.db")
+    assert made == _shard(tmp_path / "theirs" / "run_1.db")
+    assert made[1] and made[2] == [("wal",)] and len(made[0]) > 10
+    with ours.run_connection("run_1") as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1   # NORMAL
+    with theirs.run_connection("run_2") as conn:   # a shard Dagster's class made first: used as it is
+        conn.exec_driver_sql("SELECT 1")
+    (tmp_path / "theirs" / "run_2.db").rename(tmp_path / "ours" / "run_2.db")
+    with ours.run_connection("run_2") as conn:
+        conn.exec_driver_sql("SELECT 1")
+    assert _shard(tmp_path / "ours" / "run_2.db") == made
+    ours.dispose()
 
 
 def test_a_runs_output_lands_in_dagsters_compute_logs_and_no_process_is_started_for_it(sample_home, monkeypatch):

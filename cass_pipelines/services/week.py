@@ -250,15 +250,15 @@ def week_context(rt: Runtime, day: date) -> WeekContext:
 # ---- progress written back ---------------------------------------------------------------------
 
 def record_progress(rt: Runtime, unit: dict, summary: dict | None, now: datetime) -> bool:
-    """A finished unit that served a goal adds a progress note to it, from its work summary."""
+    """A finished unit that served a goal has a progress note on it, from its latest work summary."""
     link = goal_store.unit_goal(rt.store, unit["id"])
     if summary is None or link is None or link["goal_id"] is None:
         return False
     lead = (summary["key_insights"] or [summary["narrative"]])[0]
     note = clip(f"{unit['template_id']} ({summary['status']}): {lead}", 400)
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
-    return goal_store.add_progress(rt.store, goal_id=link["goal_id"], work_unit_id=unit["id"], day=day, note=note,
-                                   offline=bool(summary.get("offline")), now=now)
+    return goal_store.note_progress(rt.store, goal_id=link["goal_id"], work_unit_id=unit["id"], day=day, note=note,
+                                    offline=bool(summary.get("offline")), now=now)
 
 
 # ---- the weekly journal ------------------------------------------------------------------------

@@ -50,12 +50,16 @@ def close_goal(store: Store, goal_id: str, status: str, reason: str, now: dateti
     return row is not None
 
 
-def add_progress(store: Store, *, goal_id: str, work_unit_id: str, day: date, note: str, offline: bool,
-                 now: datetime) -> bool:
-    """One note per (goal, unit): a summary written again adds nothing twice."""
+def note_progress(store: Store, *, goal_id: str, work_unit_id: str, day: date, note: str, offline: bool,
+                  now: datetime) -> bool:
+    """The note of (goal, unit), one per pair: a summary written again (from the batch answer it had
+    waited for, or for the unit's later status) replaces the note, keeping its date and first time.
+    Returns whether the note is new or changed."""
     row = store.one("INSERT INTO goal_progress (id, goal_id, work_unit_id, date, note, offline, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-                    [new_id("gp"), goal_id, work_unit_id, day, note, offline, now])
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (goal_id, work_unit_id) DO UPDATE SET "
+                    "note = excluded.note, offline = excluded.offline "
+                    "WHERE goal_progress.note <> excluded.note OR goal_progress.offline <> excluded.offline "
+                    "RETURNING id", [new_id("gp"), goal_id, work_unit_id, day, note, offline, now])
     return row is not None
 
 
