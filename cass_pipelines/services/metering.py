@@ -165,9 +165,12 @@ class MeteredClient:
 
     def estimate(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> float:
         """The hold for one call as it will be sent (see llm/holds.py)."""
-        request, _ = self._bounded(request)
+        count = self._count(request, schema)   # (an API call: counted before the file is opened)
+        with self.store.session():   # the ledger figures sizing it, in one open
+            request, _ = self._bounded(request)
+            input_usd = self._input_usd(request, count)
         rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
-        return money(self._input_usd(request, self._count(request, schema)) + holds.output_usd(rates, request.max_tokens))
+        return money(input_usd + holds.output_usd(rates, request.max_tokens))
 
     def _bounded(self, request: LLMRequest, measured: bool = True) -> tuple[LLMRequest, holds.OutputBound]:
         """The request as it will be sent: its output bound (llm/holds.py; with `measured` False, the

@@ -166,19 +166,21 @@ def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now
         return None
     failpoint("plan_claimed")
     reference = phase_window(day, phases[0], rt.settings)[0]
-    idle, last = idle_at(rt, reference)
-    ctx = decision_context(rt, day, phases, idle, last, now)
-    prefixes = {tier: system_prefix(rt.store, rt.registry, llm, tier) for tier in DECISION_TIERS}
-    recent = plans.recent_templates(rt.store, 1, before=day)
+    with rt.store.session():  # what the decision reads: one open, no LLM call inside
+        idle, last = idle_at(rt, reference)
+        ctx = decision_context(rt, day, phases, idle, last, now)
+        prefixes = {tier: system_prefix(rt.store, rt.registry, llm, tier) for tier in DECISION_TIERS}
+        recent = plans.recent_templates(rt.store, 1, before=day)
     decision = decide(llm, prefixes, ctx, previous_template=recent[0] if recent else None)
     all_units = [u for p in phases for u in decision.units[p]]
-    stored = plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
-                                 intention=decision.day_intention, from_phase=phases[0], phases=phases,
-                                 units=all_units, dropped=[d.as_dict() for d in decision.dropped],
-                                 deferred=[(d.unit, d.kind, d.reason) for d in decision.deferred],
-                                 offline=decision.offline, now=now)
-    if stored:
-        link_units(rt, day, revision, phases, all_units + [d.unit for d in decision.deferred], now)
+    with rt.store.session():  # the plan and its units' goal links: one open
+        stored = plans.save_day_plan(rt.store, day=day, revision=revision, source=decision.source,
+                                     intention=decision.day_intention, from_phase=phases[0], phases=phases,
+                                     units=all_units, dropped=[d.as_dict() for d in decision.dropped],
+                                     deferred=[(d.unit, d.kind, d.reason) for d in decision.deferred],
+                                     offline=decision.offline, now=now)
+        if stored:
+            link_units(rt, day, revision, phases, all_units + [d.unit for d in decision.deferred], now)
     return decision if stored else None
 
 
@@ -241,20 +243,21 @@ def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime
     to_plan = remaining_phases(day, phase) if replan or not planned else unplanned_phases(planned, phase)
     decision = (make_day_plan(rt, llm, day, to_plan, now, owner or Owner.here(None), is_run_over, next_revision)
                 if to_plan else None)
-    existing = plans.latest_day_plan(rt.store, day)
-    assert existing is not None
-    revision = existing["revision"]
-    opening = plans.phase_opening(rt.store, day, phase)
-    deferred_now: list[tuple[str, str]] = []
-    reoffered: list[str] = []
-    if opening is None or opening["plan_revision"] != revision:
-        deferred_now, reoffered = open_phase(rt, day, phase, revision, now)
-    take_back_waiting(rt, day, phase, now)   # (after a new revision's opening too: it leaves them deferred)
+    with rt.store.session():  # opening the phase is bookkeeping only: one open
+        existing = plans.latest_day_plan(rt.store, day)
+        assert existing is not None
+        revision = existing["revision"]
+        opening = plans.phase_opening(rt.store, day, phase)
+        deferred_now: list[tuple[str, str]] = []
+        reoffered: list[str] = []
+        if opening is None or opening["plan_revision"] != revision:
+            deferred_now, reoffered = open_phase(rt, day, phase, revision, now)
+        take_back_waiting(rt, day, phase, now)   # (after a new revision's opening too: it leaves them deferred)
+        units = plans.units_for_phase(rt.store, day, phase)
     return PhasePlan(
         day=day, phase=phase, revision=revision, source=existing["source"],
         day_intention=existing["day_intention"], planned_now=decision is not None,
-        made_day_plan=existing["plan"] if decision is not None else None,
-        units=plans.units_for_phase(rt.store, day, phase),
+        made_day_plan=existing["plan"] if decision is not None else None, units=units,
         dropped=[d for d in existing["dropped"] if d["phase"] == phase] if decision is None else existing["dropped"],
         deferred_now=deferred_now, reoffered=reoffered, error=decision.error if decision else None)
 

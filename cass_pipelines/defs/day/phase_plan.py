@@ -56,8 +56,10 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
         rt, clock = cass.for_run(context), cass.clock()
         day_s, phase = split_key(context.partition_key)
         day = date.fromisoformat(day_s)
-        paused = paused_reason(rt.store, None)
-        if paused and not plans.planned_phases(rt.store, day):
+        with rt.store.session():
+            paused = paused_reason(rt.store, None)
+            unplanned = bool(paused) and not plans.planned_phases(rt.store, day)
+        if unplanned:
             # Planning now would store a fallback plan for good; the day is planned after resume.
             raise dg.Failure(f"paused: {paused}. Nothing planned for {day_s}; run `cass-pipelines resume` first.")
         llm = metered(rt, clock, MeterContext(date=day, phase=phase, category="system", priority="high",
