@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from dagster._core.storage.tags import PRIORITY_TAG, REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
@@ -134,12 +135,24 @@ def _shard(path: Path) -> tuple:
                 conn.execute("PRAGMA journal_mode").fetchall())
 
 
-def test_a_new_runs_shard_is_the_one_dagsters_own_class_makes_and_commits_are_not_fsynced(tmp_path):
+def test_a_new_runs_shard_is_the_one_dagsters_own_class_makes_and_commits_are_not_fsynced(tmp_path, monkeypatch):
     """The pooled storage makes a run's shard itself (the migrations read once per process): the same
     tables, indexes, WAL journal and alembic stamp as Dagster's `_initdb`, which `dagster instance
-    migrate` reads. Its connections commit without an fsync per event (synchronous NORMAL, in WAL)."""
+    migrate` reads, and a shard Dagster's class made is used as it is. Its connections commit without
+    an fsync per event (synchronous NORMAL) in WAL mode only."""
     from dagster._core.storage.event_log import SqliteEventLogStorage
+    from sqlalchemy import create_engine
 
+    from cass_pipelines import event_log
+
+    # Dagster's own `_initdb` never runs for a run's shard: the project's path is the one tested.
+    dagsters = SqliteEventLogStorage._initdb
+
+    def index_only(self, engine, for_index_shard=False):
+        assert engine.url.database.endswith("index.db"), "Dagster's _initdb ran for a run's shard"
+        dagsters(self, engine, for_index_shard)
+
+    monkeypatch.setattr(PooledSqliteEventLogStorage, "_initdb", index_only)
     ours, theirs = PooledSqliteEventLogStorage(str(tmp_path / "ours")), SqliteEventLogStorage(str(tmp_path / "theirs"))
     for storage in (ours, theirs):
         with storage.run_connection("run_1") as conn:
@@ -156,6 +169,10 @@ def test_a_new_runs_shard_is_the_one_dagsters_own_class_makes_and_commits_are_no
         conn.exec_driver_sql("SELECT 1")
     assert _shard(tmp_path / "ours" / "run_2.db") == made
     ours.dispose()
+    plain = create_engine(f"sqlite:///{tmp_path / 'plain.db'}")   # not WAL: SQLite's default sync stays
+    sqlalchemy_event.listen(plain, "connect", event_log._wal_commits_without_fsync)
+    with plain.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2   # FULL
 
 
 def test_a_runs_output_lands_in_dagsters_compute_logs_and_no_process_is_started_for_it(sample_home, monkeypatch):
