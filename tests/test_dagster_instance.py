@@ -12,9 +12,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import event as sqlalchemy_event
 from dagster._core.storage.tags import PRIORITY_TAG, REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
+from sqlalchemy import event as sqlalchemy_event
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.compute_logs import TeeComputeLogManager, tee
