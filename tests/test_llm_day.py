@@ -2,20 +2,62 @@
 from __future__ import annotations
 
 import json
+import threading
+import traceback
 
+import pytest
 from fake_anthropic import overloaded
 from support import SAMPLE_DAY
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.config.settings import load_settings
+from cass_pipelines.llm.anthropic_backend import AnthropicBackend
 from cass_pipelines.store import ledger
 from cass_pipelines.store.db import Store
 
 DAY = SAMPLE_DAY
 
 
+@pytest.fixture
+def file_held_across_waits(monkeypatch) -> list[str]:
+    """Every API call or wait made by a thread while it holds a store session (the DuckDB file locked
+    for this process): the file must be free while the API works or a batch runs, since the UI, the
+    daemon and the CLI need it. A thread waiting for its group commit's leader (Store.grouped) waits
+    for bookkeeping, not for the API, and is left out."""
+    depth, found = threading.local(), []
+    opened, closed = Store._open_session, Store._close_session
+
+    def open_session(self):
+        opened(self)
+        depth.n = getattr(depth, "n", 0) + 1
+
+    def close_session(self):
+        depth.n -= 1
+        closed(self)
+
+    def note(what: str) -> None:
+        if getattr(depth, "n", 0) > 0:
+            stack = traceback.extract_stack()[:-2]
+            if not any(f.name == "grouped" and f.filename.endswith("store/db.py") for f in stack):
+                found.append(f"{what} at " + " < ".join(f"{f.name}" for f in reversed(stack[-6:])))
+
+    monkeypatch.setattr(Store, "_open_session", open_session)
+    monkeypatch.setattr(Store, "_close_session", close_session)
+    for name in ("count_tokens", "text", "structured", "submit_batch", "collect_batch"):
+        def call(*args, _name=name, _real=getattr(AnthropicBackend, name), **kwargs):
+            note(_name)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(AnthropicBackend, name, call)
+    for cls in (threading.Condition, threading.Event):
+        def wait(self, timeout=None, _real=cls.wait, _what=f"{cls.__name__}.wait"):
+            note(_what)
+            return _real(self, timeout)
+        monkeypatch.setattr(cls, "wait", wait)
+    return found
+
+
 def test_day_with_20_percent_retryable_failures_ledgers_exactly_what_the_server_answered(
-        sample_home, fake_anthropic, monkeypatch, capsys):
+        sample_home, fake_anthropic, monkeypatch, capsys, file_held_across_waits):
     fake_anthropic.fail_rate = 0.2
     # The day makes few interactive calls (its memory work goes in one batch): the first one surely fails.
     fake_anthropic.script(overloaded("0.01"))
@@ -23,6 +65,7 @@ def test_day_with_20_percent_retryable_failures_ledgers_exactly_what_the_server_
     assert main(["run-day", "--date", DAY.isoformat(), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert all(run["success"] for run in report["runs"]), report["runs"]
+    assert file_held_across_waits == []   # steps keep one open between calls, never across one
     answered = fake_anthropic.answered
     assert len(answered) > 10
     # Failures happened and were retried: more messages were posted than answered one by one (a batch's

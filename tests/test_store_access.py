@@ -43,6 +43,29 @@ def test_the_file_is_locked_exactly_while_a_session_is_open(tmp_path):
     assert store.scalar("SELECT count(*) FROM t") == 1
 
 
+def test_a_session_lets_the_file_go_for_a_released_block_and_takes_it_up_again(tmp_path):
+    """What metering does around a model call made inside a session: the file is free during the call
+    (another process opens it), the session goes on after it, and a transaction cannot be let go."""
+    store = Store(tmp_path / "cass.duckdb")
+    store.execute("CREATE TABLE t (x INTEGER)")
+    with store.session():
+        store.execute("INSERT INTO t (x) VALUES (1)")
+        with store.released():
+            assert other_process_opens(store.path)
+            store.execute("INSERT INTO t (x) VALUES (2)")   # a write meanwhile opens on its own
+        assert not other_process_opens(store.path)
+        store.execute("INSERT INTO t (x) VALUES (3)")
+        with pytest.raises(RuntimeError, match="inside a transaction"), store.transaction(), store.released():
+            pass
+        with pytest.raises(ValueError), store.released():   # the session is taken up again after an error
+            raise ValueError("the call failed")
+        assert not other_process_opens(store.path)
+    assert other_process_opens(store.path)
+    with store.released():   # outside a session: nothing to let go
+        pass
+    assert store.scalar("SELECT list(x ORDER BY x) FROM t") == [1, 2, 3]
+
+
 def test_threads_share_the_file_and_release_it_when_the_last_one_is_done(tmp_path):
     store = Store(tmp_path / "cass.duckdb")
     store.execute("CREATE TABLE t (x INTEGER)")

@@ -209,7 +209,8 @@ class MeteredClient:
         counter = getattr(self.inner, "count_tokens", None)
         try:
             if counter is not None:
-                return counter(request, schema)
+                with self.store.released():   # (an API call: never with the file held)
+                    return counter(request, schema)
         except LLMError:
             pass   # counting is an optimisation: without it, hold the byte bound below
         # A byte bound on every token; the prefix is priced as a cache write unless the ledger knows it warm.
@@ -264,7 +265,8 @@ class MeteredClient:
         with self.store.session():   # the history reads and the reservation share one open
             request, held = self._reserve(asked, count, measured)
         try:
-            result = self.inner.structured(request, schema) if schema else self.inner.text(request)
+            with self.store.released():   # a session around the caller's bookkeeping is let go meanwhile
+                result = self.inner.structured(request, schema) if schema else self.inner.text(request)
         except LLMError as exc:
             if exc.billed is None:
                 release(self.store, held.id, self.clock.now())
@@ -369,7 +371,8 @@ class MeteredClient:
             raise
         item = BatchItem(custom_id, request, json_schema)
         try:
-            sent = window.send(item)
+            with self.store.released():   # (the batch is created by the API; others' calls are waited for)
+                sent = window.send(item)
         except BaseException as exc:   # no batch was created: nothing can be billed
             batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
             raise
@@ -396,7 +399,8 @@ class MeteredClient:
         """Wait for the batch to end (the window settles its answers) or for the wait to be over; the
         answer, added to this client's sums."""
         deadline = time.monotonic() + self.settings.batch_wait_s
-        answer = cast(BatchWindow, self._window).answer(batch_id, item, deadline)
+        with self.store.released():   # the wait for the batch's end (up to batch_wait_s)
+            answer = cast(BatchWindow, self._window).answer(batch_id, item, deadline)
         if answer is None:
             why = "the run is stopping" if stopping.requested() else f"no answer after {self.settings.batch_wait_s:g}s"
             raise BatchPending(f"waiting for message batch {batch_id}: {why}; collected when it ends")

@@ -63,52 +63,59 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
                step_key: str | None = None, log=lambda msg: None,
                is_run_over: Callable[[str], bool] = never_over, budget_day: date | None = None) -> StepOutcome:
     """Run action `position` of the unit. Its calls are charged to the unit's date unless `budget_day`
-    names the budget day it runs on (a job catching up on earlier work)."""
+    names the budget day it runs on (a job catching up on earlier work). The action's bookkeeping
+    (claim, the handler's reads and writes, holds, settlements, its end) shares one open of the file
+    between model calls: metering lets it go for each call and each wait for a batch."""
+    with rt.store.session():
+        return _run_action(rt, unit_id, position, clock, run_id=run_id, step_key=step_key, log=log,
+                           is_run_over=is_run_over, budget_day=budget_day)
 
-    with rt.store.session():  # bookkeeping before the handler: one connection, no LLM call inside
-        unit = plans.get_unit(rt.store, unit_id)
-        if unit is None:
-            raise ValueError(f"work unit {unit_id!r} does not exist")
-        template = rt.registry.templates[unit["template_id"]]
-        action = rt.registry.actions[template.action_sequence[position]]
-        last = position == len(template.action_sequence) - 1
-        runs = {r["position"]: r for r in plans.action_runs(rt.store, unit_id)}
 
-        def outcome(status: ActionStatus, message: str, cost: float = 0.0, unit_done: bool = False) -> StepOutcome:
-            return StepOutcome(unit_id, position, action.id, status, message, cost, unit_done or last)
+def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None,
+                step_key: str | None, log, is_run_over: Callable[[str], bool], budget_day: date | None) -> StepOutcome:
+    unit = plans.get_unit(rt.store, unit_id)
+    if unit is None:
+        raise ValueError(f"work unit {unit_id!r} does not exist")
+    template = rt.registry.templates[unit["template_id"]]
+    action = rt.registry.actions[template.action_sequence[position]]
+    last = position == len(template.action_sequence) - 1
+    runs = {r["position"]: r for r in plans.action_runs(rt.store, unit_id)}
 
-        def finish(status: ActionStatus, message: str, unit_status: UnitStatus | None, **kw) -> None:
-            plans.finish_action(rt.store, uid=unit_id, position=position, action_id=action.id, status=status,
-                                message=message, unit_status=unit_status, now=clock.now(), run_id=run_id,
-                                step_key=step_key, **kw)
+    def outcome(status: ActionStatus, message: str, cost: float = 0.0, unit_done: bool = False) -> StepOutcome:
+        return StepOutcome(unit_id, position, action.id, status, message, cost, unit_done or last)
 
-        if position in runs and runs[position]["status"] == ActionStatus.COMPLETED:
-            return outcome(ActionStatus.COMPLETED, "already completed; not run again", runs[position]["cost_usd"])
-        if any(runs.get(p, {}).get("status") != ActionStatus.COMPLETED for p in range(position)):
-            # Template order: another run is still on an earlier action, or it ended the unit.
-            return outcome(ActionStatus.SKIPPED, "an earlier action of the unit has not completed", unit_done=True)
-        if UnitStatus(unit["status"]).final:
-            return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
+    def finish(status: ActionStatus, message: str, unit_status: UnitStatus | None, **kw) -> None:
+        plans.finish_action(rt.store, uid=unit_id, position=position, action_id=action.id, status=status,
+                            message=message, unit_status=unit_status, now=clock.now(), run_id=run_id,
+                            step_key=step_key, **kw)
 
-        forced = unit["origin"] == UnitOrigin.FORCED
-        paused = None if forced else paused_reason(rt.store, unit["category"])
-        held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
-        if not held and approvals.gated(template, action, unit, rt.store):
-            reason = approvals.hold(rt, unit, template, action, clock.now())
-            return outcome(ActionStatus.SKIPPED, reason, unit_done=True)
-        if held:
-            kind, why = held
-            finish(ActionStatus.DEFERRED, why, UnitStatus.DEFERRED, unit_reason=why, defer_kind=kind)
-            return outcome(ActionStatus.DEFERRED, why, unit_done=True)
-        claim = plans.start_action(rt.store, uid=unit_id, position=position, action_id=action.id,
-                                   me=Owner.here(run_id), is_run_over=is_run_over, now=clock.now(),
-                                   step_key=step_key)
-        if not claim.ours:
-            owner = claim.holder
-            note = ("completed by another run; not run again" if claim.outcome is ClaimOutcome.DONE else
-                    f"being run by {'run ' + owner.run_id[:8] if owner and owner.run_id else 'another process'}"
-                    f" (pid {owner.pid if owner else '?'}); not run twice")
-            return outcome(ActionStatus.SKIPPED, note, unit_done=True)
+    if position in runs and runs[position]["status"] == ActionStatus.COMPLETED:
+        return outcome(ActionStatus.COMPLETED, "already completed; not run again", runs[position]["cost_usd"])
+    if any(runs.get(p, {}).get("status") != ActionStatus.COMPLETED for p in range(position)):
+        # Template order: another run is still on an earlier action, or it ended the unit.
+        return outcome(ActionStatus.SKIPPED, "an earlier action of the unit has not completed", unit_done=True)
+    if UnitStatus(unit["status"]).final:
+        return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
+
+    forced = unit["origin"] == UnitOrigin.FORCED
+    paused = None if forced else paused_reason(rt.store, unit["category"])
+    held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
+    if not held and approvals.gated(template, action, unit, rt.store):
+        reason = approvals.hold(rt, unit, template, action, clock.now())
+        return outcome(ActionStatus.SKIPPED, reason, unit_done=True)
+    if held:
+        kind, why = held
+        finish(ActionStatus.DEFERRED, why, UnitStatus.DEFERRED, unit_reason=why, defer_kind=kind)
+        return outcome(ActionStatus.DEFERRED, why, unit_done=True)
+    claim = plans.start_action(rt.store, uid=unit_id, position=position, action_id=action.id,
+                               me=Owner.here(run_id), is_run_over=is_run_over, now=clock.now(),
+                               step_key=step_key)
+    if not claim.ours:
+        owner = claim.holder
+        note = ("completed by another run; not run again" if claim.outcome is ClaimOutcome.DONE else
+                f"being run by {'run ' + owner.run_id[:8] if owner and owner.run_id else 'another process'}"
+                f" (pid {owner.pid if owner else '?'}); not run twice")
+        return outcome(ActionStatus.SKIPPED, note, unit_done=True)
 
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
     meter = metered(rt, clock, MeterContext.waiting_for_no_one(
@@ -196,6 +203,12 @@ def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
 
     if unit["status"] not in SUMMARISED:
         return None
+    with rt.store.session():   # its bookkeeping in one open between model calls (metering lets it go for each)
+        return _summarize_once(rt, unit, clock, run_id, is_run_over)
+
+
+def _summarize_once(rt: Runtime, unit: dict, clock: Clock, run_id: str | None,
+                    is_run_over: Callable[[str], bool]) -> dict | None:
     key = claims.summary_key(unit["id"], unit["status"])
     taken = claims.claim(rt.store, key, Owner.here(run_id), is_run_over, clock.now())
     if taken.outcome is ClaimOutcome.HELD_ELSEWHERE:

@@ -162,16 +162,42 @@ class Store:
     def session(self) -> Iterator[None]:
         """Share one connection among the statements of this block (an open costs ~12 ms here).
 
-        Only for bookkeeping that makes no LLM call: the file stays locked for the whole block."""
+        The file stays locked for the whole block, so an API call or a wait inside it goes in a
+        `released` block (services/metering.py does it for every model call)."""
         if getattr(self._local, "conn", None) is not None:
             yield
             return
-        with self._connect() as conn:
-            self._local.conn = conn
-            try:
-                yield
-            finally:
-                self._local.conn = None
+        self._open_session()
+        try:
+            yield
+        finally:
+            self._close_session()
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """The block runs with this thread's session let go (the file closed unless another thread of
+        the process uses it) and taken up again after it: a model call or a wait inside a session
+        holds no lock on the file. Not inside a transaction, which cannot be let go."""
+        if getattr(self._local, "conn", None) is None:
+            yield
+            return
+        if getattr(self._local, "in_transaction", False) or getattr(self._local, "grouped", None) is not None:
+            raise RuntimeError("Store.released inside a transaction: its lock would be held across the block")
+        self._close_session()
+        try:
+            yield
+        finally:
+            self._open_session()
+
+    def _open_session(self) -> None:
+        opened = self._connect()
+        self._local.conn = opened.__enter__()
+        self._local.opened = opened
+
+    def _close_session(self) -> None:
+        opened, self._local.opened, self._local.conn = getattr(self._local, "opened", None), None, None
+        if opened is not None:
+            opened.__exit__(None, None, None)
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:

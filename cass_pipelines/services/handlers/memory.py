@@ -170,7 +170,8 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
             # same batch (services/batch_window.py); interactive calls go `llm_concurrency` at a time.
             workers = len(todo) if calls.batching else ctx.settings.llm_concurrency
             calling = sum(keys[c["id"]] in ours for c in todo)
-            with calls.coming(calling), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            # This thread waits for the others' calls (and batches) without holding the file.
+            with ctx.store.released(), calls.coming(calling), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 futures = {pool.submit(one, conv): conv for conv in todo}
                 for future in as_completed(futures):
                     conv = futures[future]
