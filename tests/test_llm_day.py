@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import traceback
+import weakref
 
 import pytest
 from fake_anthropic import overloaded
@@ -24,25 +26,20 @@ def file_held_across_waits(monkeypatch) -> list[str]:
     for this process): the file must be free while the API works or a batch runs, since the UI, the
     daemon and the CLI need it. A thread waiting for its group commit's leader (Store.grouped) waits
     for bookkeeping, not for the API, and is left out."""
-    depth, found = threading.local(), []
-    opened, closed = Store._open_session, Store._close_session
+    stores, found = weakref.WeakSet(), []
+    opened = Store._open_session
 
     def open_session(self):
+        stores.add(self)
         opened(self)
-        depth.n = getattr(depth, "n", 0) + 1
 
-    def close_session(self):
-        depth.n -= 1
-        closed(self)
-
-    def note(what: str) -> None:
-        if getattr(depth, "n", 0) > 0:
+    def note(what: str) -> None:   # this thread holds the file through a session of some store
+        if any(getattr(store._local, "conn", None) is not None for store in list(stores)):
             stack = traceback.extract_stack()[:-2]
             if not any(f.name == "grouped" and f.filename.endswith("store/db.py") for f in stack):
                 found.append(f"{what} at " + " < ".join(f"{f.name}" for f in reversed(stack[-6:])))
 
     monkeypatch.setattr(Store, "_open_session", open_session)
-    monkeypatch.setattr(Store, "_close_session", close_session)
     for name in ("count_tokens", "text", "structured", "submit_batch", "collect_batch"):
         def call(*args, _name=name, _real=getattr(AnthropicBackend, name), **kwargs):
             note(_name)
@@ -53,6 +50,12 @@ def file_held_across_waits(monkeypatch) -> list[str]:
             note(_what)
             return _real(self, timeout)
         monkeypatch.setattr(cls, "wait", wait)
+    real_sleep = time.sleep
+
+    def sleep(seconds):
+        note(f"time.sleep({seconds})")
+        real_sleep(seconds)
+    monkeypatch.setattr(time, "sleep", sleep)
     return found
 
 

@@ -53,16 +53,19 @@ def test_a_session_lets_the_file_go_for_a_released_block_and_takes_it_up_again(t
         with store.released():
             assert other_process_opens(store.path)
             store.execute("INSERT INTO t (x) VALUES (2)")   # a write meanwhile opens on its own
-        assert not other_process_opens(store.path)
         store.execute("INSERT INTO t (x) VALUES (3)")
+        assert not other_process_opens(store.path)
         with pytest.raises(RuntimeError, match="inside a transaction"), store.transaction(), store.released():
             pass
         with pytest.raises(ValueError), store.released():   # the session is taken up again after an error
             raise ValueError("the call failed")
+        store.scalar("SELECT 1")
         assert not other_process_opens(store.path)
     assert other_process_opens(store.path)
     with store.released():   # outside a session: nothing to let go
         pass
+    with pytest.raises(RuntimeError, match="inside a transaction"), store.transaction(), store.released():
+        pass   # (a transaction outside a session cannot be let go either)
     assert store.scalar("SELECT list(x ORDER BY x) FROM t") == [1, 2, 3]
 
 

@@ -165,7 +165,7 @@ class MeteredClient:
 
     def estimate(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> float:
         """The hold for one call as it will be sent (see llm/holds.py)."""
-        count = self._count(request, schema)   # (an API call: counted before the file is opened)
+        count = self._count(request, schema)   # (an API call: made with the file let go)
         with self.store.session():   # the ledger figures sizing it, in one open
             request, _ = self._bounded(request)
             input_usd = self._input_usd(request, count)
@@ -261,7 +261,7 @@ class MeteredClient:
     def _metered(self, asked: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
         if self.batching:
             return self._batched(asked, schema, measured)
-        count = self._count(asked, schema)   # (an API call: counted before the file is opened)
+        count = self._count(asked, schema)   # (an API call: made with the file let go)
         with self.store.session():   # the history reads and the reservation share one open
             request, held = self._reserve(asked, count, measured)
         try:
@@ -345,7 +345,7 @@ class MeteredClient:
         window = cast(BatchWindow, self._window)
         window.expect()   # the batch being gathered waits for this call while it reserves
         try:
-            count = self._count(request, schema)   # (an API call: counted before the file is opened)
+            count = self._count(request, schema)   # (an API call: made with the file let go)
 
             def hold_and_store(_conn) -> tuple[LLMRequest, Reservation] | BudgetRefused:
                 try:

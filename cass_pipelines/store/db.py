@@ -1,8 +1,8 @@
 """Short-lived DuckDB sessions with lock-conflict retry.
 
 DuckDB is single-writer across processes: while one process has the file open, every other open
-fails (read-only included). So the file is opened for a few statements and closed again, never
-held across an LLM call, and opens are retried with backoff. Within one process, multi-statement
+fails (read-only included). So the file is opened for a stretch of bookkeeping and closed again,
+let go for every LLM call and every wait (`Store.released`), and opens are retried with backoff. Within one process, multi-statement
 transactions and single writes are serialised by a lock, so a reservation's check-then-insert cannot
 interleave and two threads never write one row at once (DuckDB refuses the second as a conflict).
 
@@ -164,30 +164,34 @@ class Store:
 
         The file stays locked for the whole block, so an API call or a wait inside it goes in a
         `released` block (services/metering.py does it for every model call)."""
-        if getattr(self._local, "conn", None) is not None:
+        if getattr(self._local, "conn", None) is not None or getattr(self._local, "lazy", False):
             yield
             return
         self._open_session()
         try:
             yield
         finally:
+            self._local.lazy = False
             self._close_session()
 
     @contextmanager
     def released(self) -> Iterator[None]:
         """The block runs with this thread's session let go (the file closed unless another thread of
-        the process uses it) and taken up again after it: a model call or a wait inside a session
-        holds no lock on the file. Not inside a transaction, which cannot be let go."""
-        if getattr(self._local, "conn", None) is None:
-            yield
-            return
+        the process uses it): a model call or a wait inside a session holds no lock on the file. The
+        session is taken up again by its next statement, not at the block's end, so an open that fails
+        fails that statement (after a call, the paid log has the answer by then). Not inside a
+        transaction, which cannot be let go."""
         if getattr(self._local, "in_transaction", False) or getattr(self._local, "grouped", None) is not None:
             raise RuntimeError("Store.released inside a transaction: its lock would be held across the block")
+        if getattr(self._local, "conn", None) is None and not getattr(self._local, "lazy", False):
+            yield
+            return
         self._close_session()
+        self._local.lazy = False
         try:
             yield
-        finally:
-            self._open_session()
+        finally:   # taken up again by the next statement: a failed open is that statement's, never the block's
+            self._local.lazy = True
 
     def _open_session(self) -> None:
         opened = self._connect()
@@ -202,6 +206,10 @@ class Store:
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         shared = getattr(self._local, "conn", None)
+        if shared is None and getattr(self._local, "lazy", False):
+            self._local.lazy = False
+            self._open_session()
+            shared = self._local.conn
         if shared is not None:
             yield shared
             return
