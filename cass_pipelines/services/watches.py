@@ -21,7 +21,7 @@ from cass_pipelines.store.budget import watch
 from cass_pipelines.store.control import paused_scopes
 from cass_pipelines.store.conversations import idle_unsummarized
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.plans import batch_waiting, deferred_job_dates, unit_id
+from cass_pipelines.store.plans import batch_waiting, deferred_job_dates, tagged
 
 JOURNAL_TEMPLATE = "daily_journal"
 JOURNAL_TAG = "journal"     # a day's own journal unit (a rewrite has its own tag, and is not retried)
@@ -124,4 +124,4 @@ def batch_journals(store: Store, settings: Settings, now: datetime) -> list[tupl
 
 def _own_journal(row: dict) -> bool:
     """A row of store.plans.batch_waiting that is a day's own journal unit (journal_job's, not a rewrite)."""
-    return row["origin"] == UnitOrigin.JOB and row["id"] == unit_id(row["date"], row["phase"], JOURNAL_TAG)
+    return row["origin"] == UnitOrigin.JOB and tagged(row, JOURNAL_TAG)

@@ -2,9 +2,10 @@
 
 DuckDB is single-writer across processes: while one process has the file open, every other open
 fails (read-only included). So the file is opened for a stretch of bookkeeping and closed again,
-let go for every LLM call and every wait (`Store.released`), and opens are retried with backoff. Within one process, multi-statement
-transactions and single writes are serialised by a lock, so a reservation's check-then-insert cannot
-interleave and two threads never write one row at once (DuckDB refuses the second as a conflict).
+let go for every LLM call and every wait (`Store.released`), and opens are retried with backoff.
+Within one process, multi-statement transactions and single writes are serialised by a lock, so a
+reservation's check-then-insert cannot interleave and two threads never write one row at once (DuckDB
+refuses the second as a conflict).
 
 An "open" is an ATTACH of the file to one in-memory DuckDB instance that lives as long as the
 process, and a "close" is its DETACH: the file lock is held exactly while attached, as it was

@@ -52,6 +52,11 @@ def unit_id(day: date, phase: str, tag: str) -> str:
     return f"{day:%Y%m%d}_{phase}_{tag}"
 
 
+def tagged(unit: dict, tag: str) -> bool:
+    """Whether `unit` (a row with id, date and phase) is its day's unit tagged `tag` (a job's own unit)."""
+    return unit["id"] == unit_id(unit["date"], unit["phase"], tag)
+
+
 def save_day_plan(store: Store, *, day: date, revision: int, source: str, intention: str, from_phase: str,
                   phases: list[str], units: list[Any], dropped: list[dict], offline: bool,
                   now: datetime, deferred: Iterable[tuple[Any, DeferKind, str]] = ()) -> bool:
@@ -194,7 +199,7 @@ def pending_deferred(store: Store, since: date, before_day: date, before_phase_r
 def batch_waiting(store: Store) -> list[dict]:
     """Work waiting for its message batches: units deferred for their batch (a job's too) or by a pause
     while they held batched answers, and finished phase units whose summary was written while its batch
-    was pending; per unit its date, phase, origin, template, category, the number of its batched requests
+    was pending; per unit its date, phase, origin, category, the number of its batched requests
     and whether one is still pending (services.watches: batch_resumes, batch_journals)."""
     return store.all(f"""WITH waiting AS (
             SELECT id FROM work_units u WHERE status = '{D}' AND reoffered_as IS NULL
@@ -202,10 +207,10 @@ def batch_waiting(store: Store) -> list[dict]:
                      AND origin <> '{UnitOrigin.JOB}' AND {_holds_answers('u.id')}))
             UNION SELECT s.work_unit_id FROM work_summaries s JOIN work_units u ON u.id = s.work_unit_id
                 WHERE s.awaiting_batch AND u.origin <> '{UnitOrigin.JOB}')
-        SELECT u.id, u.date, u.phase, u.origin, u.template_id, u.category, count(b.custom_id) AS requests,
+        SELECT u.id, u.date, u.phase, u.origin, u.category, count(b.custom_id) AS requests,
                coalesce(bool_or(b.state IN (SELECT unnest(?::TEXT[]))), FALSE) AS pending
         FROM waiting w JOIN work_units u ON u.id = w.id LEFT JOIN llm_batches b ON b.work_unit_id = u.id
-        GROUP BY u.id, u.date, u.phase, u.origin, u.template_id, u.category
+        GROUP BY u.id, u.date, u.phase, u.origin, u.category
         ORDER BY u.date, {phase_rank('u.phase')}, u.id""", [[s.value for s in PENDING]])
 
 
@@ -357,7 +362,7 @@ def deferred_job_dates(store: Store, template_id: str, tag: str, since: date) ->
     """Dates from `since` on whose own job unit of `template_id` (the one tagged `tag`) is deferred."""
     rows = store.all(f"""SELECT id, date, phase FROM work_units WHERE origin = '{UnitOrigin.JOB}'
         AND template_id = ? AND status = '{D}' AND date >= ? ORDER BY date""", [template_id, since])
-    return [r["date"] for r in rows if r["id"] == unit_id(r["date"], r["phase"], tag)]
+    return [r["date"] for r in rows if tagged(r, tag)]
 
 
 def units_for_run(store: Store, run_id: str) -> list[dict]:
