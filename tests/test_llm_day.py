@@ -5,7 +5,6 @@ import json
 import threading
 import time
 import traceback
-import weakref
 
 import pytest
 from fake_anthropic import overloaded
@@ -14,7 +13,7 @@ from support import SAMPLE_DAY
 from cass_pipelines.cli.main import main
 from cass_pipelines.config.settings import load_settings
 from cass_pipelines.llm.anthropic_backend import AnthropicBackend
-from cass_pipelines.store import ledger
+from cass_pipelines.store import db, ledger
 from cass_pipelines.store.db import Store
 
 DAY = SAMPLE_DAY
@@ -22,24 +21,30 @@ DAY = SAMPLE_DAY
 
 @pytest.fixture
 def file_held_across_waits(monkeypatch) -> list[str]:
-    """Every API call or wait made by a thread while it holds a store session (the DuckDB file locked
-    for this process): the file must be free while the API works or a batch runs, since the UI, the
-    daemon and the CLI need it. A thread waiting for its group commit's leader (Store.grouped) waits
-    for bookkeeping, not for the API, and is left out."""
-    stores, found = weakref.WeakSet(), []
-    opened = Store._open_session
+    """Every API call or wait made by a thread while it has the DuckDB file open (a session, or a bare
+    connection or transaction of any store): the file must be free while the API works or a batch runs,
+    since the UI, the daemon and the CLI need it. A thread waiting for its group commit's leader
+    (Store.grouped) waits for bookkeeping, not for the API, and is left out."""
+    held, found = threading.local(), []
+    connect, close = db.connect, db.close
 
-    def open_session(self):
-        stores.add(self)
-        opened(self)
+    def counted_connect(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        held.n = getattr(held, "n", 0) + 1
+        return conn
 
-    def note(what: str) -> None:   # this thread holds the file through a session of some store
-        if any(getattr(store._local, "conn", None) is not None for store in list(stores)):
+    def counted_close(*args, **kwargs):
+        held.n -= 1
+        close(*args, **kwargs)
+
+    def note(what: str) -> None:   # this thread has the file open
+        if getattr(held, "n", 0) > 0:
             stack = traceback.extract_stack()[:-2]
             if not any(f.name == "grouped" and f.filename.endswith("store/db.py") for f in stack):
                 found.append(f"{what} at " + " < ".join(f"{f.name}" for f in reversed(stack[-6:])))
 
-    monkeypatch.setattr(Store, "_open_session", open_session)
+    monkeypatch.setattr(db, "connect", counted_connect)
+    monkeypatch.setattr(db, "close", counted_close)
     for name in ("count_tokens", "text", "structured", "submit_batch", "collect_batch"):
         def call(*args, _name=name, _real=getattr(AnthropicBackend, name), **kwargs):
             note(_name)
