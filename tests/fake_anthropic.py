@@ -106,6 +106,7 @@ class FakeAnthropic:
         self.on_count = lambda: None         # called as each token-counting request arrives
         self.batch_delay_s = 0.0             # a batch ends this long after it was created
         self.expire_batches = False          # batches end with every request expired (nothing billed)
+        self.looks_fail_s = 0.0              # a look at a batch this soon after its creation answers 529
         self.batches: dict[str, dict] = {}   # id -> {"requests", "created", "results"}
         self.batch_looks: dict[str, int] = {}   # id -> GETs of the batch object (status polls)
         self._script: deque[Reply] = deque()
@@ -277,6 +278,8 @@ class FakeAnthropic:
                 if parts[:3] != ["v1", "messages", "batches"] or len(parts) not in (4, 5) \
                         or parts[3] not in fake.batches:
                     return self._send(error(404, f"no route {self.path}"), None)
+                if time.monotonic() - fake.batches[parts[3]]["created"] < fake.looks_fail_s:   # an outage
+                    return self._send(overloaded("0.01"), None)
                 batch = fake.batch_object(parts[3])
                 if len(parts) == 4:
                     with fake._lock:

@@ -308,6 +308,42 @@ def test_a_memory_run_sends_its_conversations_in_one_batch_and_one_look_serves_t
                            [batch_id]) == 56
 
 
+def test_an_outage_while_looking_at_the_catchups_batch_defers_it_and_nothing_is_paid_twice(api_home):  # noqa: F811
+    """The API answers 529 to every look at the catch-up's batch for longer than the SDK retries: the batch
+    goes on and bills, so the catch-up keeps looking, and when the outage outlasts its wait it is
+    deferred for its batch with its holds kept (not failed: a failed unit is never taken up again, and
+    the next catch-up would pay for every conversation a second time). Once the batch is collected, the
+    next run uses its answers."""
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.domain.clock import clock_from_env
+    from cass_pipelines.execution import instance_for, run_memory
+    from cass_pipelines.services.runtime import open_runtime
+    from cass_pipelines.services.watches import watch_batches
+
+    import time
+
+    env, server = api_home
+    server.batch_delay_s, server.looks_fail_s = 0.5, 3.0
+    config = Path(env["CASS_HOME"]) / "cass.toml"
+    config.write_text("batch_wait_s = 1.0\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), instance_for(rt.settings)
+    assert run_memory(defs, instance).success
+    unit = rt.store.one("SELECT status, defer_kind, reason FROM work_units WHERE template_id = 'conversation_catchup'")
+    assert (unit["status"], unit["defer_kind"]) == ("deferred", "batch"), unit
+    assert "its last look failed" in unit["reason"] and "529" in unit["reason"]
+    assert rt.store.scalar("SELECT count(*) FROM reservations WHERE status = 'held'") == 56
+    [created] = [b["created"] for b in server.batches.values()]
+    time.sleep(max(0.0, created + server.looks_fail_s - time.monotonic()))   # the outage is over
+    watch_batches(rt.store, rt.settings, clock_from_env(), lambda run_id: True, lambda: rt.llm)
+    assert run_memory(defs, instance).success
+    [(batch_id, batch)] = server.batches.items()   # asked once
+    assert len(batch["requests"]) == 56
+    assert rt.store.scalar("SELECT count(DISTINCT conversation_id) FROM conversation_summaries") == 56
+    assert rt.store.scalar("SELECT count(*) FROM llm_batches WHERE state = 'collected' AND NOT used") == 0
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger") == 56
+
+
 def side_by_side(n: int, call) -> dict[int, object]:
     """call(k) for k < n, each on its own thread, all at once: what each returned, or the exception it raised."""
     import threading
@@ -521,6 +557,51 @@ def test_a_request_that_refuses_the_whole_batch_fails_alone():
     assert isinstance(got.pop("c3"), LLMError)
     assert got == {f"c{k}": f"answer to c{k}" for k in (0, 1, 2, 4, 5)}
     assert sorted(map(len, client.created)) == [1, 1, 1, 1, 1]   # the batch refused, then one by one
+
+
+def test_a_look_the_api_cannot_answer_is_a_look_at_a_running_batch():
+    """An outage while looking at a batch (a 529 after the SDK's retries): the batch goes on and bills, so its
+    waiters look again, and at their deadline wait for it like a running one (the work is deferred for
+    its batch, never failed and asked again); an error that will not pass goes to the waiter that looked."""
+    import time
+
+    class Flaky(Recording):
+        def __init__(self, failures: list[LLMError]):
+            super().__init__()
+            self.failures = failures
+
+        def collect_batch(self, batch_id, items):
+            if self.failures:
+                self.looks.append((batch_id, -1))
+                raise self.failures.pop(0)
+            return super().collect_batch(batch_id, items)
+
+    outage = [LLMError("Anthropic API error 529 reading message batch batch_1: Overloaded", status=529,
+                       retryable=True) for _ in range(3)]
+    client = Flaky(list(outage))
+    window = BatchWindow(client, poll_s=0.05)
+    assert gathered(window, 4) == {f"c{k}": f"answer to c{k}" for k in range(4)}
+    assert [n for _, n in client.looks] == [-1, -1, -1, 4] and window.trouble == {}
+
+    client = Flaky(list(outage) * 100)   # longer than the wait: every waiter gives up at its deadline
+    window = BatchWindow(client, poll_s=1.0)   # looks at 0, 0.25 and 0.5 s
+    items = [BatchItem(f"c{k}", LLMRequest(tier="fast", system_prefix="", prompt=str(k), max_tokens=10), None)
+             for k in range(8)]
+    for _ in items:
+        window.expect()
+    sent = side_by_side(8, lambda k: window.send(items[k]))
+    deadline = time.monotonic() + 0.5
+    assert side_by_side(8, lambda k: window.answer(sent[k].batch_id, items[k], deadline)) == dict.fromkeys(range(8))
+    assert "529" in window.trouble["batch_1"]
+    assert len(client.looks) <= 4, client.looks   # not one more by each waiter as its deadline passed
+
+    client = Flaky([LLMError("Anthropic API error 404 reading message batch batch_1: not found", status=404)])
+    window = BatchWindow(client, poll_s=0.05)
+    item = items[0]
+    window.expect()
+    sent = window.send(item)
+    with pytest.raises(LLMError, match="404"):
+        window.answer(sent.batch_id, item, time.monotonic() + 5)
 
 
 def test_a_call_that_withdraws_does_not_hold_back_the_batch():

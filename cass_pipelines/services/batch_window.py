@@ -8,7 +8,9 @@ One batch per call meant one create and one polling loop per conversation (56 ba
 catch-up, each looked at every `batch_poll_s`), so the catch-up took as many poll intervals as it had
 waves of calls. Holds and stored requests stay per call (services/metering.py); the sending, the
 looking and the bookkeeping after each are shared: `on_sent` stores a new batch's id for all its
-requests, `on_answers` settles every answer a look brought in (one ledger transaction, not one per call).
+requests, `on_answers` settles every answer a look brought in (one ledger transaction, not one per call). A look the
+API fails retryably counts as a look at a running batch (`trouble` keeps why), and a waiter past its deadline
+gives up once any look begun after it came to wait has been made (not one more look each).
 """
 from __future__ import annotations
 
@@ -53,8 +55,10 @@ class BatchWindow:
         self._sent: dict[str, Sent | BaseException] = {}        # custom id -> its batch, or why not sent
         self._waiting: dict[str, dict[str, BatchItem]] = {}     # batch id -> its items not yet answered
         self._answers: dict[str, BatchAnswer] = {}              # custom id -> answer, until its waiter takes it
-        self._looks: dict[str, int] = {}                        # batch id -> looks so far
+        self._looks: dict[str, int] = {}                        # batch id -> looks so far (the backoff's)
+        self._begun: dict[str, int] = {}                        # batch id -> looks begun while it has waiters
         self._looking: set[str] = set()                         # batch ids a waiter is looking at now
+        self.trouble: dict[str, str] = {}                       # batch id -> why its last look failed
 
     def expect(self) -> None:
         """A call is on its way to `send` (or will `withdraw`): a window being gathered waits for it."""
@@ -154,21 +158,24 @@ class BatchWindow:
 
     def answer(self, batch_id: str, item: BatchItem, deadline: float) -> BatchAnswer | None:
         """`item`'s answer once its batch has ended; None if it is still running at `deadline`
-        (time.monotonic()). An API error while looking goes to the waiter that looked."""
+        (time.monotonic()). A retryable API error while looking counts as a look at a running batch (see
+        `trouble`); any other goes to the waiter that looked."""
         with self._cond:
             if item.custom_id not in self._answers:   # (a batch another process sent: not known yet)
                 self._waiting.setdefault(batch_id, {})[item.custom_id] = item
-            looked = False   # looked at least once, whatever the deadline (a batch may have ended long ago)
+            # Looked for at least once, whatever the deadline (a batch may have ended long ago): by a look
+            # begun after the item waits, whoever made it (one each, in turn, would take 56 looks, and in
+            # an outage 56 times the SDK's retries).
+            before = self._begun.get(batch_id, 0)
             try:
                 while item.custom_id not in self._answers:
                     left = deadline - time.monotonic()
                     if batch_id in self._looking:
                         self._cond.wait(timeout=left if left > 0 else None)
-                    elif stopping.requested() or (looked and left <= 0):   # collected later (batch_sensor,
-                        return None                                           # or the work's re-run)
+                    elif stopping.requested() or (self._begun.get(batch_id, 0) > before and left <= 0):
+                        return None   # collected later (batch_sensor, or the work's re-run)
                     else:
                         self._look(batch_id, deadline)
-                        looked = True
                 return self._answers.pop(item.custom_id)
             finally:
                 waiting = self._waiting.get(batch_id)
@@ -177,6 +184,7 @@ class BatchWindow:
                     if not waiting:
                         del self._waiting[batch_id]
                         self._looks.pop(batch_id, None)
+                        self._begun.pop(batch_id, None)
 
     def _look(self, batch_id: str, deadline: float) -> None:
         """One look at the batch for everyone waiting on it, after the pause its look count calls for."""
@@ -186,9 +194,18 @@ class BatchWindow:
         self._cond.release()
         try:
             stopping.pause(min(pause, deadline - time.monotonic()))
-            with self._cond:
+            with self._cond:   # the items waiting now are the ones this look looks for
                 items = list(self._waiting.get(batch_id, {}).values())
-            answers = self._client.collect_batch(batch_id, items)
+                self._begun[batch_id] = self._begun.get(batch_id, 0) + 1
+            try:
+                answers = self._client.collect_batch(batch_id, items)
+                self.trouble.pop(batch_id, None)
+            except LLMError as exc:
+                if not exc.retryable:
+                    raise
+                # The API cannot say now (an outage, a rate limit), but the batch goes on and will bill:
+                # looked at again later, and at the deadline its work waits for it like a running one.
+                answers, self.trouble[batch_id] = None, str(exc)
             if answers is not None:   # only the items looked for: settled before any waiter takes one
                 answers = {item.custom_id: answers[item.custom_id] for item in items if item.custom_id in answers}
                 if self._on_answers is not None:
@@ -210,3 +227,4 @@ class BatchWindow:
         if not waiting:
             self._waiting.pop(batch_id, None)
             self._looks.pop(batch_id, None)
+            self._begun.pop(batch_id, None)

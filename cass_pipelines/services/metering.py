@@ -20,7 +20,9 @@ one look brings in are settled together through the same path (write-ahead log, 
 defers the work (BatchPending) with its hold kept; `collect_batches` (batch_sensor) settles it when
 it ends, and the work's re-run takes the stored answer instead of paying again (an action's answers
 count as used only when the action ends: one that dies first leaves them to its re-run). A request that
-comes back errored or expired releases its hold and defers the work, to be asked afresh.
+comes back errored or expired releases its hold and defers the work, to be asked afresh. A look at a batch
+that fails retryably (an outage) is a look at a running batch: the batch goes on and bills, so its work
+never fails for it (a failed unit's paid answers would be asked for again by new work).
 
 The cached prefix's TTL: 1 hour for batches (they may run longer than five minutes), and for a
 phase whose calls spanned more than five minutes on its last earlier day; else settings.cache_ttl.
@@ -398,11 +400,13 @@ class MeteredClient:
     def _awaited_answer(self, batch_id: str, item: BatchItem) -> LLMResult:
         """Wait for the batch to end (the window settles its answers) or for the wait to be over; the
         answer, added to this client's sums."""
-        deadline = time.monotonic() + self.settings.batch_wait_s
+        deadline, window = time.monotonic() + self.settings.batch_wait_s, cast(BatchWindow, self._window)
         with self.store.released():   # the wait for the batch's end (up to batch_wait_s)
-            answer = cast(BatchWindow, self._window).answer(batch_id, item, deadline)
+            answer = window.answer(batch_id, item, deadline)
         if answer is None:
             why = "the run is stopping" if stopping.requested() else f"no answer after {self.settings.batch_wait_s:g}s"
+            if trouble := window.trouble.get(batch_id):
+                why += f" (its last look failed: {trouble})"
             raise BatchPending(f"waiting for message batch {batch_id}: {why}; collected when it ends")
         if answer.result is None:
             raise BatchPending(f"message batch {batch_id} returned no answer ({answer.error}); "
