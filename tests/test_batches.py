@@ -314,13 +314,13 @@ def test_an_outage_while_looking_at_the_catchups_batch_defers_it_and_nothing_is_
     deferred for its batch with its holds kept (not failed: a failed unit is never taken up again, and
     the next catch-up would pay for every conversation a second time). Once the batch is collected, the
     next run uses its answers."""
+    import time
+
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.domain.clock import clock_from_env
     from cass_pipelines.execution import instance_for, run_memory
     from cass_pipelines.services.runtime import open_runtime
     from cass_pipelines.services.watches import watch_batches
-
-    import time
 
     env, server = api_home
     server.batch_delay_s, server.looks_fail_s = 0.5, 3.0

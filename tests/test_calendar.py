@@ -41,3 +41,17 @@ def test_a_day_run_on_two_calendar_dates_gives_the_same_result(tmp_path, monkeyp
     second = run_morning(tmp_path, monkeypatch, capsys, SHIFT)
     assert first["units"] and first["summaries"] == 56
     assert first == second
+
+
+def test_a_day_of_a_cass_now_after_the_machines_clock_runs(cass_env, monkeypatch, capsys):
+    """CASS_NOW moves every process's clock, Dagster's partitions included: a simulation two days ahead
+    of the machine (the real clock, on purpose: Dagster ends its partitions by it) runs its own date."""
+    from datetime import datetime, timezone
+
+    later = datetime.now(timezone.utc).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(days=2)
+    monkeypatch.setenv(NOW_ENV, later.isoformat())
+    assert main(["init", "--sample"]) == 0
+    capsys.readouterr()
+    assert main(["run-day", "--phases", "morning", "--no-journal", "--json"]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["date"] == later.date().isoformat() and all(run["success"] for run in report["runs"])

@@ -78,6 +78,24 @@ def test_a_date_outside_the_partitions_is_refused_with_the_allowed_range(sample_
     assert "--date: expected YYYY-MM-DD, got '26-11-2026'" in one_error_line(capsys, command[0])
 
 
+def test_run_week_names_the_option_it_was_given(sample_home, capsys):
+    today = phase_at(NOW, load_settings())[0]
+    assert main(["run-week", "--start", (today + timedelta(days=1)).isoformat()]) == 2
+    assert f"--start {today + timedelta(days=1)}: no such partition" in one_error_line(capsys, "run-week")
+    start = today - timedelta(days=2)   # seven days from it end after today
+    assert main(["run-week", "--start", start.isoformat(), "--days", "7"]) == 2
+    assert (f"--start {start} --days 7 ends on {start + timedelta(days=6)}: no such partition"
+            in one_error_line(capsys, "run-week"))
+
+
+@pytest.mark.parametrize("command", ["metrics", "ui"])
+@pytest.mark.parametrize("port, why", [("70000", "70000 is not a port: 0 to 65535"), ("-1", "-1 is not a port"),
+                                       ("http", "'http' is not a port number")])
+def test_a_port_out_of_range_is_a_usage_error(sample_home, capsys, command, port, why):
+    assert main([command, "--port", port]) == 2
+    assert f"argument --port: {why}" in one_error_line(capsys, command)
+
+
 def test_a_database_file_that_is_not_duckdb_is_a_database_error(cass_env, capsys):
     home = Path(cass_env["CASS_HOME"])
     home.mkdir()

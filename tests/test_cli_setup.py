@@ -189,6 +189,24 @@ def test_catalog_uses_the_users_registry(sample_home, tmp_path, monkeypatch, cap
     assert code == 0 and [t["id"] for t in out["templates"]] == ["creative_session"]
 
 
+def test_init_sample_again_on_a_later_day_keeps_the_sample_where_it_is(cass_env, capsys, monkeypatch):
+    """The demo is run again on later days: the sample, stored once, is not shifted to the new today (each
+    of its lines would be a duplicate of a stored message with other times, reported as a bad line)."""
+    from cass_pipelines.domain.clock import NOW_ENV
+
+    code, first = run_json(capsys, "init", "--sample")
+    assert code == 0 and first["import"]["messages_added"] > 200
+    store = Store(load_settings().db_path)
+    stored = store.all("SELECT conversation_id, message_id, created_at FROM messages ORDER BY ALL")
+    monkeypatch.setenv(NOW_ENV, (NOW + timedelta(days=3)).isoformat())
+    code, again = run_json(capsys, "init", "--sample")
+    assert code == 0 and again["import"]["already_loaded"] is True
+    assert (again["import"]["messages_added"], again["import"]["bad_line_count"]) == (0, 0)
+    assert store.all("SELECT conversation_id, message_id, created_at FROM messages ORDER BY ALL") == stored
+    assert main(["init", "--sample"]) == 0
+    assert "sample      already loaded (56 conversations)" in capsys.readouterr().out
+
+
 def test_init_with_a_bad_timezone_does_not_write_it_into_cass_toml(cass_env, monkeypatch, capsys):
     monkeypatch.setenv("CASS_TIMEZONE", "Atlantis/Capital")
     assert main(["init"]) == 2
@@ -198,8 +216,23 @@ def test_init_with_a_bad_timezone_does_not_write_it_into_cass_toml(cass_env, mon
     assert main(["init"]) == 0 and load_settings().timezone == "UTC"
 
 
-@pytest.mark.parametrize("content, why", [(None, "cannot read"), ('{"id": "x"}', "field 'name'"),
-                                          ("{oops", "invalid JSON")])
+def sample_persona_with(**changes) -> str:
+    from cass_pipelines.config.persona import SAMPLE_PERSONA_FILE
+
+    return json.dumps({**json.loads(SAMPLE_PERSONA_FILE.read_text(encoding="utf-8")), **changes})
+
+
+SAMPLE_EDGE = json.loads(sample_persona_with())["growth_edges"][0]
+
+
+@pytest.mark.parametrize("content, why", [
+    (None, "cannot read"), ('{"id": "x"}', "field 'name'"), ("{oops", "invalid JSON"),
+    (sample_persona_with(name="   "), "field 'name': Value error, must not be blank"),
+    (sample_persona_with(values=["care", " "]), "field 'values.1': Value error, must not be blank"),
+    # Stored by id, the second edge would be dropped without a word.
+    (sample_persona_with(growth_edges=[SAMPLE_EDGE, {**SAMPLE_EDGE, "area": "another"}]),
+     f"field 'growth_edges': Value error, id '{SAMPLE_EDGE['id']}' appears twice (items 0 and 1)")],
+    ids=["missing", "no name", "not json", "blank name", "blank value", "edge id twice"])
 def test_init_with_a_bad_persona_file_says_why(cass_env, tmp_path, capsys, content, why):
     path = tmp_path / "persona.json"
     if content is not None:

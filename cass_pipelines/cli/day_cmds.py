@@ -73,15 +73,16 @@ def _today(rt: Runtime):
     return phase_at(clock_from_env().now(), rt.settings)
 
 
-def _run_date(rt: Runtime, text: str | None) -> date:
-    """The date partition to run: --date or today; it must exist (start_date to today, the agent's timezone)."""
+def _run_date(rt: Runtime, text: str | None, option: str = "--date") -> date:
+    """The date partition to run: `option`'s date or today; it must exist (start_date to today, the agent's
+    timezone). `option` is what the error names (run-week: the day its --start and --days make)."""
     today = _today(rt)[0]
     day = parse_date(text, today)
-    latest = clock_from_env().now().astimezone(rt.settings.tz).date()   # the newest partition Dagster has
+    latest = clock_from_env().now().astimezone(rt.settings.tz).date()   # the newest partition (execution.execute)
     first = rt.settings.first_date(latest)
     if not first <= day <= latest:
         since = f"start_date {first}" if rt.settings.start_date else f"{first} (the last {PARTITION_WINDOW_DAYS} days)"
-        raise CliError(f"--date {day}: no such partition; dates run from {since} to today {latest} "
+        raise CliError(f"{option} {day}: no such partition; dates run from {since} to today {latest} "
                        f"({rt.settings.timezone}); set start_date in cass.toml for earlier days")
     return day
 

@@ -14,15 +14,26 @@ from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.services.runtime import require_initialised
 
 
+def port(text: str) -> int:
+    """A TCP port (argparse type): 0 to 65535, else a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port: 0 to 65535")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("metrics", help="serve Prometheus metrics from the store (read-only)")
-    p.add_argument("--port", type=int, default=9464, help="port on 127.0.0.1 (0: any free port); default 9464")
+    p.add_argument("--port", type=port, default=9464, help="port on 127.0.0.1 (0: any free port); default 9464")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--once", action="store_true", help="print the metrics once and exit")
     p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("ui", help="start the Dagster UI and daemon (dagster dev) for this CASS_HOME")
-    p.add_argument("--port", type=int, default=3000, help="webserver port on 127.0.0.1; default 3000")
+    p.add_argument("--port", type=port, default=3000, help="webserver port on 127.0.0.1; default 3000")
     p.set_defaults(func=cmd_ui)
 
 

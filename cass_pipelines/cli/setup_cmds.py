@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
@@ -69,6 +70,10 @@ def import_file(store: Store, path: Path, shift: timedelta = timedelta(0)) -> Im
     return report
 
 
+def sample_conversation_ids() -> set[str]:
+    return {json.loads(line)["conversation_id"] for line in SAMPLE_CONVERSATIONS.open(encoding="utf-8") if line.strip()}
+
+
 def sample_shift(today: date) -> timedelta:
     """Shift the sample so its last day is yesterday in the agent's timezone: idle, not yet summarised."""
     last = max(line.split('"created_at": "')[1][:10] for line in SAMPLE_CONVERSATIONS.open(encoding="utf-8"))
@@ -98,15 +103,22 @@ def cmd_init(args: argparse.Namespace) -> int:
         persona.seed_persona(store, seed, clock_from_env().now())
         out["persona"] = seed.name
     if args.sample:
+        from cass_pipelines.services.importer import ImportReport
+
         today = clock_from_env().now().astimezone(settings.tz).date()
-        out["import"] = import_file(store, SAMPLE_CONVERSATIONS, sample_shift(today)).as_dict()
+        # Loaded on an earlier day, the sample stays where it was: shifted to today, each of its lines would
+        # be a duplicate of a stored message with other times.
+        ids = sample_conversation_ids()
+        out["import"] = ({**ImportReport().as_dict(), "already_loaded": True} if conversations.stored(store, ids) == ids
+                         else import_file(store, SAMPLE_CONVERSATIONS, sample_shift(today)).as_dict())
     emit(out, args.json, lambda d: "\n".join(
         [f"CASS_HOME   {d['home']}", f"database    {d['database']}", f"config      {d['config']}",
          f"schema      {'migrated ' + str(d['migrations_applied']) if d['migrations_applied'] else 'up to date'}",
          f"dagster     {d['dagster_home']} (dagster.yaml {d['dagster_yaml']})"]
         + ([f"persona     {d['persona']}"] if "persona" in d else [])
-        + ([f"sample      {d['import']['conversations_added']} conversations, "
-            f"{d['import']['messages_added']} messages added"] if "import" in d else [])))
+        + ([f"sample      already loaded ({len(sample_conversation_ids())} conversations)"
+            if d["import"].get("already_loaded") else f"sample      {d['import']['conversations_added']} "
+            f"conversations, {d['import']['messages_added']} messages added"] if "import" in d else [])))
     return 0
 
 

@@ -171,8 +171,9 @@ def cmd_run_week(args: argparse.Namespace) -> int:
     today = _today(rt)[0]
     first = parse_date(args.start, today - timedelta(days=args.days - 1))
     last = first + timedelta(days=args.days - 1)
-    for day in (first, last):   # every day must be a partition: from start_date up to today
-        _run_date(rt, day.isoformat())
+    # Every day must be a partition: from start_date up to today.
+    _run_date(rt, first.isoformat(), "--start")
+    _run_date(rt, last.isoformat(), f"--start {first} --days {args.days} ends on")
     instance, defs = _setup(rt)
     runs: list[dict] = []
 

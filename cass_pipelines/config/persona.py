@@ -3,16 +3,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SAMPLE_PERSONA_FILE = Path(__file__).resolve().parent.parent / "data" / "cass_persona.json"
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_not_blank)]   # what the agent's prompts quote: some words, not spaces
+
+
+def _unique_ids(seeds: Sequence["GrowthEdgeSeed | QuestionSeed"]) -> None:
+    first: dict[str, int] = {}
+    for n, seed in enumerate(seeds):
+        if seed.id in first:   # (stored by id: the second would be dropped silently)
+            raise ValueError(f"id '{seed.id}' appears twice (items {first[seed.id]} and {n})")
+        first[seed.id] = n
 
 
 class GrowthEdgeSeed(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    area: str = Field(min_length=1)
+    area: Text
     current_state: str
     desired_state: str
     weight: float = Field(default=0.5, ge=0, le=1)
@@ -21,19 +39,25 @@ class GrowthEdgeSeed(BaseModel):
 class QuestionSeed(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    question: str = Field(min_length=1)
+    question: Text
     context: str = ""
 
 
 class Persona(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    name: str = Field(min_length=1)
-    voice: str = Field(min_length=1)
-    identity: list[str] = Field(min_length=1)
-    values: list[str] = Field(min_length=1)
+    name: Text
+    voice: Text
+    identity: list[Text] = Field(min_length=1)
+    values: list[Text] = Field(min_length=1)
     growth_edges: list[GrowthEdgeSeed] = Field(default_factory=list)
     open_questions: list[QuestionSeed] = Field(default_factory=list)
+
+    @field_validator("growth_edges", "open_questions")
+    @classmethod
+    def ids_unique(cls, seeds: list) -> list:
+        _unique_ids(seeds)
+        return seeds
 
 
 MAX_PERSONA_BYTES = 1024 * 1024

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from cass_pipelines.store.db import Store
 
@@ -86,6 +86,12 @@ def idle_unsummarized(store: Store, idle_before: datetime, *, now: datetime, lim
 def last_activity(store: Store, before: datetime) -> datetime | None:
     """The newest message at or before `before` (so a past date is judged by its own time)."""
     return store.scalar("SELECT max(created_at) FROM messages WHERE created_at <= ?", [before])
+
+
+def stored(store: Store, ids: Iterable[str]) -> set[str]:
+    """Of these conversation ids, the ones stored."""
+    return {r["id"] for r in store.all("SELECT id FROM conversations WHERE id IN (SELECT unnest(?::TEXT[]))",
+                                       [sorted(ids)])}
 
 
 def counts(store: Store) -> dict[str, Any]:
