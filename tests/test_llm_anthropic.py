@@ -167,6 +167,50 @@ def test_random_retryable_failures_still_account_for_every_answer(fake_anthropic
     assert sum(r.attempts for r in results) == len(fake_anthropic.requests)
 
 
+def test_a_new_prefix_is_probed_while_the_prompt_is_counted_and_a_failed_probe_is_asked_again(fake_anthropic):
+    """Each count is a round trip made before a call: the prompt and its new prefix's two probes go at once
+    (they went one after another), the bare probe once per model, and a known prefix needs the prompt's
+    count alone. A probe that failed is not kept: the next call asks again."""
+    import threading
+
+    in_flight, most, lock = [0], [0], threading.Lock()
+
+    def counting() -> None:   # each count takes 0.3 s at the server
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.3)
+        with lock:
+            in_flight[0] -= 1
+
+    fake_anthropic.on_count = counting
+    backend = make_backend()
+    first = backend.count_tokens(req())
+    assert most[0] == 3 and len(fake_anthropic.counted) == 3
+    one_word = {"model": "m", "messages": [{"role": "user", "content": "."}]}
+    assert first.prefix == (fake_anthropic.count_tokens({**one_word, "system": [{"type": "text", "text": PREFIX}]})
+                            ["input_tokens"] - fake_anthropic.count_tokens(one_word)["input_tokens"]) > 1000
+    assert first.total > first.prefix
+    assert backend.count_tokens(req(prompt="- Another prompt\n")).prefix == first.prefix
+    assert len(fake_anthropic.counted) == 4                        # the prompt alone
+    backend.count_tokens(req(system_prefix="I am Wren. " * 300))
+    assert len(fake_anthropic.counted) == 6                        # the prompt and the new prefix, not the bare one
+
+    real, failed = backend._count, []
+
+    def failing_once(**params):
+        if params.get("system") and params["messages"] == [{"role": "user", "content": "."}] and not failed:
+            failed.append(params)
+            raise LLMError("Anthropic token counting error 529: Overloaded", status=529, retryable=True)
+        return real(**params)
+
+    backend._count = failing_once
+    other = req(system_prefix="I am Ash. " * 300)
+    with pytest.raises(LLMError, match="529"):
+        backend.count_tokens(other)
+    assert backend.count_tokens(other).prefix > 0 and failed   # probed again, not the failure kept
+
+
 def test_anthropic_mode_without_a_key_is_a_settings_error(cass_env, monkeypatch):
     monkeypatch.setenv("HOME", str(cass_env["CASS_HOME"]))   # no SDK credential files either
     with pytest.raises(SettingsError, match="ANTHROPIC_API_KEY"):

@@ -92,8 +92,11 @@ def test_day_with_20_percent_retryable_failures_ledgers_exactly_what_the_server_
     assert {r["request_id"] for r in rows} <= {a.request_id for a in answered}
     assert not any(r["offline"] for r in rows) and any(r["attempts"] > 1 for r in rows)
     assert report["plan"]["source"] == "llm"
-    # Counting a prompt's cached prefix takes two probes (with and without it): once per prefix for the
-    # whole day, though six runs and up to 56 threads at once counted prompts with it.
+    # Counting a prompt's cached prefix takes two probes (with it: once per prefix; without: once per model)
+    # for the whole day, though six runs and up to 56 threads at once counted prompts with it.
     probe = [{"role": "user", "content": "."}]
-    prefixes = {b["system"][0]["text"] for b in fake_anthropic.counted if b.get("system") and b["messages"] != probe}
-    assert prefixes and len([b for b in fake_anthropic.counted if b["messages"] == probe]) == 2 * len(prefixes)
+    prefixes = {(b["model"], b["system"][0]["text"]) for b in fake_anthropic.counted
+                if b.get("system") and b["messages"] != probe}
+    probes = [b for b in fake_anthropic.counted if b["messages"] == probe]
+    assert prefixes and len([b for b in probes if b.get("system")]) == len(prefixes)
+    assert sorted(b["model"] for b in probes if not b.get("system")) == sorted({m for m, _ in prefixes})   # once a model

@@ -3,6 +3,7 @@ still money spent: the metered client records it in the ledger and settles its r
 then re-raises. Tested at the wire, against the local Messages-API server."""
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
@@ -101,10 +102,32 @@ def test_the_store_file_is_free_while_the_prompt_is_counted(fake_anthropic, tmp_
                        action_id="reflection.think", run_id="run_1", step_key="step_1")
     client = MeteredClient(make_client(settings, "anthropic"), store, settings, load_pricing(), ctx, FixedClock(NOW))
     free: list[bool] = []
-    fake_anthropic.on_count = lambda: free.append(other_process_opens(store.path))
+    one_look = threading.Lock()   # the prompt and its prefix's probes are counted at once: one opener at a time
+
+    def look() -> None:
+        with one_look:
+            free.append(other_process_opens(store.path))
+
+    fake_anthropic.on_count = look
     client.text(LLMRequest(tier="fast", system_prefix="I am Cass.", prompt="Think.", max_tokens=50))
     assert free and all(free), free
     assert store.scalar("SELECT count(*) FROM llm_ledger") == 1
+
+
+def test_a_request_estimated_then_made_is_counted_once(fake_anthropic, tmp_path):
+    """The decision estimates its call (the hold each tier would need), then makes it: one count, not two
+    round trips before the call."""
+    settings = load_settings().model_copy(update={"max_retries": 0})
+    store = Store(tmp_path / "cass.duckdb")
+    migrate(store)
+    ctx = MeterContext(date=DAY, phase="morning", category="system", priority="high", work_unit_id=None,
+                       action_id="plan.decide", run_id="run_1", step_key="step_1")
+    client = MeteredClient(make_client(settings, "anthropic"), store, settings, load_pricing(), ctx, FixedClock(NOW))
+    request = LLMRequest(tier="fast", system_prefix="I am Cass.", prompt="Plan my day.", max_tokens=50)
+    held = client.estimate(request)
+    client.text(request)
+    prompts = [b for b in fake_anthropic.counted if b["messages"][0]["content"] == "Plan my day."]
+    assert len(prompts) == 1 and held >= store.scalar("SELECT cost_usd FROM llm_ledger")
 
 
 # ---- the file taken up again after a call: never before the answer is in the write-ahead log ----------

@@ -12,17 +12,19 @@
   results are read once the batch has ended and billed at the batch price.
 - One SDK client per process and configuration (`_connection`), shared by every run and thread of the
   process: its pooled connections (and TLS sessions) outlive a run, and so does what counting a cached
-  prefix found (probed once per prefix, however many calls start together).
+  prefix found (probed once per prefix, however many calls start together, beside the prompt's count).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import anthropic
 from pydantic import BaseModel, ValidationError
@@ -101,20 +103,33 @@ def _retry_after(headers: Any) -> float:
 
 @dataclass
 class _Connection:
-    """An SDK client, the token counts of the cached prefixes it has probed (prefix key -> tokens) and
-    a lock per prefix being probed."""
+    """An SDK client, and the counts that price a cached prefix, each asked once however many calls start
+    together (a failed one is asked again by the next call): a one-word prompt's tokens with the prefix
+    as its system prompt (by prefix key) and without one (by model), counted on `probes`' threads."""
     client: anthropic.Anthropic
-    prefix_tokens: dict[str, int]
-    probing: dict[str, threading.Lock]
-    lock: threading.Lock
+    with_prefix: dict[str, Future[int]] = field(default_factory=dict)
+    bare: dict[str, Future[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    probes: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="cass-probe"))
 
-    def probe_lock(self, key: str) -> threading.Lock:
+    def probed(self, cache: dict[str, Future[int]], key: str, count: Callable[[], int]) -> Future[int]:
         with self.lock:
-            return self.probing.setdefault(key, threading.Lock())
+            known = cache.get(key)
+            if known is None or (known.done() and known.exception() is not None):
+                known = cache[key] = self.probes.submit(count)
+            return known
 
 
 _CONNECTIONS: dict[str, _Connection] = {}
 _CONNECTIONS_LOCK = threading.Lock()
+
+
+def _counted(probe: Future[int]) -> int:
+    try:
+        return probe.result()
+    except LLMError as exc:   # each caller raises its own (the threads waiting on a probe share its error)
+        raise copy.copy(exc) from None
 
 
 def forget_connections() -> None:
@@ -137,7 +152,7 @@ def _connection(settings: Settings) -> _Connection:
         if key not in _CONNECTIONS:
             client = anthropic.Anthropic(max_retries=settings.max_retries, timeout=settings.request_timeout_s,
                                          middleware=[_Deadline()])
-            _CONNECTIONS[key] = _Connection(client, {}, {}, threading.Lock())
+            _CONNECTIONS[key] = _Connection(client)
         return _CONNECTIONS[key]
 
 
@@ -172,21 +187,20 @@ class AnthropicBackend(Backend):
 
     def count_tokens(self, request: LLMRequest, schema: type[BaseModel] | None = None) -> PromptCount:
         """The prompt's input tokens by the API's token counting (free, no generation), and the
-        cached prefix's: the difference a prefix makes to a one-word prompt, counted once per prefix."""
+        cached prefix's: the difference a prefix makes to a one-word prompt, probed once per prefix (and
+        the prompt without it once per model) while the prompt itself is counted. Each count is a round
+        trip before the call: a new prefix made three of them, one after the other."""
         model = self.model_for(request.tier)
         params = self._params(request, model, schema)
         params.pop("max_tokens")
-        total = self._count(**params)
         if not request.system_prefix:
-            return PromptCount(total, 0)
-        key = prefix_key(model, request.system_prefix)
-        known = self._connection.prefix_tokens
-        with self._connection.probe_lock(key):   # calls starting together probe the prefix once
-            if key not in known:
-                probe = {"model": model, "messages": [{"role": "user", "content": "."}]}
-                known[key] = self._count(**probe, system=[{"type": "text", "text": request.system_prefix}]) \
-                    - self._count(**probe)
-        return PromptCount(total, min(known[key], total))
+            return PromptCount(self._count(**params), 0)
+        connection, probe = self._connection, {"model": model, "messages": [{"role": "user", "content": "."}]}
+        prefixed = connection.probed(connection.with_prefix, prefix_key(model, request.system_prefix), lambda: self._count(
+            **probe, system=[{"type": "text", "text": request.system_prefix}]))
+        bare = connection.probed(connection.bare, model, lambda: self._count(**probe))
+        total = self._count(**params)
+        return PromptCount(total, min(_counted(prefixed) - _counted(bare), total))
 
     def submit_batch(self, items: list[BatchItem]) -> str:
         requests: list[Any] = [{"custom_id": i.custom_id,
