@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 import sqlalchemy.exc
+from dagster._core.storage.tags import MAX_RETRIES_TAG
 
 from cass_pipelines.defs.partitions import phase_key
 from cass_pipelines.domain.clock import clock_from_env
@@ -119,8 +120,9 @@ def prepare_instance(settings: Settings) -> dict:
 
 def run_tags(**tags: str) -> dict[str, str]:
     """Tags of a run this process executes: its pid and host let recovery mark it failed if the
-    process dies mid-run (Dagster's own run monitoring only watches runs a daemon launched)."""
-    return {"cass/pid": str(os.getpid()), "cass/host": HOST,
+    process dies mid-run (Dagster's own run monitoring only watches runs a daemon launched). Such a run
+    is not retried by the daemon's run retries: its user saw it end (and a retry would run elsewhere)."""
+    return {"cass/pid": str(os.getpid()), "cass/host": HOST, MAX_RETRIES_TAG: "0",
             **{k if k.startswith("cass/") else f"cass/{k}": v for k, v in tags.items()}}
 
 

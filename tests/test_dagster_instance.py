@@ -349,3 +349,70 @@ def test_an_exhausted_budget_fails_the_budget_check(sample_home, monkeypatch):
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "budget_not_exhausted"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert "exhausted" in check.description
+
+
+# ---- CLI runs whose process is gone, and their re-executions -------------------------------------------
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_cli_run_is_marked_failed_and_not_retried_by_the_daemon(sample_home):
+    """`run-phase` killed (kill -9, a crash): its run stays STARTED in Dagster until recovery sees its
+    process gone and marks it failed; the daemon's run retries (dagster.yaml: max_retries 1) leave it alone,
+    its user saw it end."""
+    from dagster._core.storage.tags import WILL_RETRY_TAG
+
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.defs.resources import fail_dead_runs
+    from cass_pipelines.execution import QUIET, create_run, instance_for, run_tags
+
+    settings = load_settings()
+    defs, instance = build_defs(settings, load_registry()), instance_for(settings)
+    run = create_run(defs, instance, "memory_job", QUIET, {**run_tags(trigger="cli"), "cass/pid": str(_dead_pid())})
+    instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
+                                  run_id=run.run_id)
+    assert fail_dead_runs(instance) == [run.run_id]
+    failed = instance.get_run_by_id(run.run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE and failed.tags.get(WILL_RETRY_TAG) != "true"
+
+
+def test_a_ui_reexecution_of_a_finished_cli_run_is_not_failed_for_its_parents_pid(sample_home):
+    """The UI's Re-execute (and a retry) copies the parent's tags, the CLI's pid with them: the new run, in
+    a run worker while that CLI process is long gone, must not be marked failed by its own first step."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import execute_run
+    from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import LOCATION_NAME, QUIET, execute, instance_for, run_tags
+
+    settings = load_settings()
+    defs, instance = build_defs(settings, load_registry()), instance_for(settings)
+    parent = execute(defs, instance, "memory_job", QUIET, run_tags(trigger="cli")).dagster_run
+    dead = str(_dead_pid())
+    instance.add_run_tags(parent.run_id, {"cass/pid": dead})   # the CLI process has exited since
+    parent = instance.get_run_by_id(parent.run_id)
+    target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="cass_pipelines.definitions", attribute="defs"), location_name=LOCATION_NAME))
+    with WorkspaceProcessContext(instance, target) as process_context:
+        request = process_context.create_request_context()
+        location = request.get_code_location(LOCATION_NAME)
+        remote_job = location.get_repository("__repository__").get_full_job("memory_job")
+        child = instance.create_reexecuted_run(parent_run=parent, request_context=request, code_location=location,
+                                               remote_job=remote_job, strategy=ReexecutionStrategy.ALL_STEPS,
+                                               use_parent_run_tags=True)
+    assert child.tags["cass/pid"] == dead
+    result = execute_run(InMemoryJob(defs.resolve_job_def("memory_job")), child, instance)
+    assert result.success
+    assert not instance.all_logs(child.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)

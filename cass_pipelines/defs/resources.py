@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Callable
 
 import dagster as dg
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
@@ -48,12 +49,13 @@ def run_over(instance: dg.DagsterInstance) -> Callable[[str], bool]:
 
 def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Runs this host started in-process (CLI) whose process is gone stay STARTED for ever in
-    Dagster; mark them failed. (Daemon-launched runs are watched by run monitoring.)"""
+    Dagster; mark them failed. (Daemon-launched runs are watched by run monitoring.) A re-execution
+    of such a run (the UI's, or a retry) carries its parent's pid but runs in a run worker: left alone."""
     failed = []
     for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
                                                tags={"cass/host": HOST})):
         pid = run.tags.get("cass/pid", "")
-        if pid.isdigit() and not process_alive(int(pid)):
+        if pid.isdigit() and PARENT_RUN_ID_TAG not in run.tags and not process_alive(int(pid)):
             instance.report_run_failed(run, message=f"its process (pid {pid}) is gone: killed or crashed")
             failed.append(run.run_id)
     return failed
