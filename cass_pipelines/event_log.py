@@ -5,7 +5,8 @@ of it after one transaction; a run stores each of its events that way (two or th
 event: the run's shard, the asset index). On the sample day that was 1,418 engines for 346 events,
 1.3 s of a 7.6 s offline day (bench/results/2026-12-01c). This class keeps one engine per shard (the
 asset index and the runs this process wrote last), with the same files, tables and WAL journal, so the
-webserver, the daemon and run workers share the files exactly as before. Two costs of each run are
+webserver, the daemon and run workers share the files exactly as before (a run's shard is touched after
+each event, as the closing connection's checkpoint did, so the UI's watcher sees it). Two costs of each run are
 cut too: a new run's shard is made with the migrations read once per process, and a commit is synced
 at the WAL's checkpoints rather than one by one (`_wal_commits_without_fsync`).
 
@@ -80,6 +81,16 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def store_event(self, event: Any) -> None:
+        """Dagster's event, stored; then its run's shard is touched. The UI follows a live run by watching
+        that file (SqliteEventLogStorageWatchdog): with its connection kept, a run's events stay in the WAL
+        file until a checkpoint, and the run page would show none of them until its process exits."""
+        super().store_event(event)
+        try:
+            os.utime(self.path_for_shard(event.run_id))
+        except OSError:   # (a run's shard removed meanwhile: nothing to follow)
+            pass
 
     def _forget_engines(self) -> None:
         for engine in self._engines.values():

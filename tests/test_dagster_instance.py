@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.tags import PRIORITY_TAG, REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 from sqlalchemy import event as sqlalchemy_event
@@ -416,3 +417,36 @@ def test_a_ui_reexecution_of_a_finished_cli_run_is_not_failed_for_its_parents_pi
     result = execute_run(InMemoryJob(defs.resolve_job_def("memory_job")), child, instance)
     assert result.success
     assert not instance.all_logs(child.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+
+
+@pytest.mark.parametrize("storage", [SqliteEventLogStorage, PooledSqliteEventLogStorage], ids=["dagster", "pooled"])
+def test_the_ui_sees_a_running_runs_events_as_they_are_stored(tmp_path, storage):
+    """The webserver follows a live run by watching its shard's file (Dagster's SqliteEventLogStorageWatchdog);
+    the run worker's kept connection leaves events in the WAL file, so the shard is touched after each one."""
+    import time as clock
+
+    from dagster._core.events.log import EventLogEntry
+    from dagster._core.test_utils import instance_for_test
+
+    overrides = {"event_log_storage": {"module": storage.__module__, "class": storage.__name__,
+                                       "config": {"base_dir": str(tmp_path / "history" / "runs")}}}
+    run_id = "0b1e5a5e-0000-4000-8000-000000000000"
+
+    def event(text: str) -> EventLogEntry:
+        return EventLogEntry(error_info=None, level="INFO", user_message=text, run_id=run_id, timestamp=clock.time())
+
+    with instance_for_test(temp_dir=str(tmp_path), overrides=overrides) as worker, \
+            instance_for_test(temp_dir=str(tmp_path), overrides=overrides) as webserver:
+        worker.event_log_storage.store_event(event("first"))
+        seen: list[str] = []
+        webserver.event_log_storage.watch(run_id, None, lambda entry, _cursor: seen.append(entry.user_message))
+        try:
+            clock.sleep(0.5)   # the watcher is up
+            for i in range(3):
+                worker.event_log_storage.store_event(event(f"step {i}"))
+            deadline = clock.monotonic() + 10
+            while "step 2" not in seen and clock.monotonic() < deadline:
+                clock.sleep(0.1)
+            assert [m for m in seen if m.startswith("step")] == ["step 0", "step 1", "step 2"], seen
+        finally:
+            webserver.event_log_storage.dispose()
