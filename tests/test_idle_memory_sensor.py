@@ -1,13 +1,17 @@
 """idle_memory_sensor asks for memory_job when conversations went idle with unsummarised messages."""
+from contextlib import nullcontext
+
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.test_utils import create_run_for_test
 
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.services.runtime import open_runtime
 
 
-def evaluate(defs):
+def evaluate(defs, instance: dg.DagsterInstance | None = None):
     sensor = defs.resolve_sensor_def("idle_memory_sensor")
-    with dg.DagsterInstance.ephemeral() as instance:
+    with dg.DagsterInstance.ephemeral() if instance is None else nullcontext(instance) as instance:
         with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
                                      resources=defs.resources) as ctx:
             return sensor.evaluate_tick(ctx)
@@ -55,3 +59,22 @@ def test_a_catchup_left_waiting_is_run_once_even_with_nothing_idle(sample_home):
     assert job.execute_in_process(instance=dg.DagsterInstance.get()).success   # it takes the unit up and ends it
     assert plans.get_unit(rt.store, uid)["status"] == "completed"
     assert "no idle conversations" in evaluate(defs).skip_message
+
+
+def test_idle_conversations_whose_memory_run_failed_are_asked_for_again_up_to_three_times(sample_home):
+    """Dagster never launches a run key twice, whatever its run became: after a failed memory run (an API
+    outage), the same idle conversations are asked for under a new key, three times at most, then the tick
+    says to run it by hand."""
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), dg.DagsterInstance.get()
+    keys = []
+    for _ in range(3):
+        [request] = evaluate(defs, instance).run_requests
+        assert request.run_key not in keys
+        keys.append(request.run_key)
+        # The daemon launched it; it failed before summarising anything.
+        create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.FAILURE,
+                            tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "idle_memory_sensor"})
+    assert keys[1:] == [f"{keys[0]}|retry 1", f"{keys[0]}|retry 2"]
+    given_up = evaluate(defs, instance)
+    assert not given_up.run_requests and "failed 3 times" in given_up.skip_message

@@ -23,3 +23,9 @@ def unless_busy(read):
         if db_busy(exc):
             return BUSY
         raise
+
+
+def failed_runs(instance: dg.DagsterInstance, tag: str, value: str) -> int:
+    """How many runs tagged `tag=value` failed. Dagster never launches a run key twice, whatever its run
+    became: a sensor asks again for work whose run failed under a new key, up to a limit of these."""
+    return instance.get_runs_count(dg.RunsFilter(tags={tag: value}, statuses=[dg.DagsterRunStatus.FAILURE]))

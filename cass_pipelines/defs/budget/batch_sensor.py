@@ -10,7 +10,7 @@ import dagster as dg
 
 from cass_pipelines.defs.partitions import phase_key
 from cass_pipelines.defs.resources import CassResource, run_over
-from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
+from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, unless_busy
 from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
@@ -60,5 +60,4 @@ RESUME_TAG = "cass/resume"   # a resume's runs: the partition and its work's req
 
 def failed_resumes(instance: dg.DagsterInstance, resume: Resume) -> int:
     """How often a run resuming this work for these requests failed (batch_sensor's or run-day's)."""
-    return instance.get_runs_count(dg.RunsFilter(tags={RESUME_TAG: resume.attempt},
-                                                 statuses=[dg.DagsterRunStatus.FAILURE]))
+    return failed_runs(instance, RESUME_TAG, resume.attempt)

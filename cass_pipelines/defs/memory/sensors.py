@@ -5,10 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource
-from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
+from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, unless_busy
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.handlers.memory import waiting_catchup
 from cass_pipelines.services.watches import idle_conversations
+
+MEMORY_ATTEMPT_TAG = "cass/memory_attempt"   # the idle messages a run was asked for: newest one | how many
+MAX_MEMORY_FAILURES = 3
 
 
 def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
@@ -30,9 +33,15 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
                 return dg.RunRequest(run_key=f"memory|waiting|{waiting['id']}",
                                      tags={"cass/trigger": "idle_memory_sensor", "cass/catchup": waiting["id"]})
             return dg.SkipReason("no idle conversations with unsummarised messages")
-        newest = max(c["last_message_at"] for c in idle)
-        # The key changes only when new idle messages appear, so one batch is summarised once.
-        return dg.RunRequest(run_key=f"memory|{newest.isoformat()}|{sum(c['pending'] for c in idle)}",
-                             tags={"cass/trigger": "idle_memory_sensor", "cass/conversations": str(len(idle))})
+        # The key changes only when new idle messages appear, so one batch is summarised once; after a run of
+        # it failed (an outage), it is asked for again under a new key, up to MAX_MEMORY_FAILURES times.
+        attempt = f"{max(c['last_message_at'] for c in idle).isoformat()}|{sum(c['pending'] for c in idle)}"
+        failed = failed_runs(context.instance, MEMORY_ATTEMPT_TAG, attempt)
+        if failed >= MAX_MEMORY_FAILURES:
+            return dg.SkipReason(f"the memory run for {len(idle)} idle conversation(s) failed {failed} times; run "
+                                 "memory_job (the UI's launchpad, or `cass-pipelines run-day`) once its failure is fixed")
+        return dg.RunRequest(run_key=f"memory|{attempt}" + (f"|retry {failed}" if failed else ""),
+                             tags={"cass/trigger": "idle_memory_sensor", "cass/conversations": str(len(idle)),
+                                   MEMORY_ATTEMPT_TAG: attempt})
 
     return idle_memory_sensor
