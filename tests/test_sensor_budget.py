@@ -3,10 +3,11 @@ cancels the day's queued phase runs at exhaustion, releases holds of finished ru
 quickly (not after ~100 s) while another process holds the DuckDB file."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
@@ -120,3 +121,30 @@ def test_dead_letter_sensor_reports_each_new_dead_letter_once(store, settings, i
     assert "1 new dead letter(s)" in out.skip_message and "research.search" in out.skip_message
     assert "ValueError: boom" in out.skip_message
     assert tick(sensor, settings, instance, out.cursor).skip_message == "no new dead letters"
+
+
+def test_a_dead_letter_stamped_before_one_already_reported_is_still_reported_once(store, settings, instance):
+    """A dead letter carries its run's stamp, not its insert's: the memory catch-up stamps a conversation it
+    parks with its own start, minutes before (and its siblings' ids may sort either way), and another run's
+    letter may be reported meanwhile. Each is reported once, whatever the order of stamps and inserts."""
+    sensor = build_dead_letter_sensor()
+
+    def parked(conversation_id: str, now) -> None:
+        dead_letters.add(store, dl_id=f"conversation_{conversation_id}_3", kind=DeadLetterKind.CONVERSATION,
+                         item_id=conversation_id, day=DAY, phase="morning", work_unit_id="wu_mem",
+                         action_id="memory.summarize_idle", error="summary failed 3 times; parked", now=now)
+
+    dead_letters.add(store, dl_id="wu_1_0_run2", kind=DeadLetterKind.ACTION, day=DAY, phase="morning",
+                     work_unit_id="wu_1", action_id="research.search", run_id="run2", error="boom", now=NOW)
+    first = tick(sensor, settings, instance)
+    assert "1 new dead letter(s)" in first.skip_message
+    parked("conv_9", NOW - timedelta(minutes=20))   # the catch-up started 20 minutes before
+    second = tick(sensor, settings, instance, first.cursor)
+    assert "1 new dead letter(s)" in second.skip_message and "conv_9" in second.skip_message
+    parked("conv_10", NOW - timedelta(minutes=20))   # a sibling: same stamp, an id sorting before
+    third = tick(sensor, settings, instance, second.cursor)
+    assert "1 new dead letter(s)" in third.skip_message and "conv_10" in third.skip_message
+    assert tick(sensor, settings, instance, third.cursor).skip_message == "no new dead letters"
+    # A cursor of the earlier form (the last letter's [created_at, id]) goes on from there.
+    old = json.dumps([NOW.isoformat(), "wu_1_0_run2"])
+    assert "conv_9" in tick(sensor, settings, instance, old).skip_message

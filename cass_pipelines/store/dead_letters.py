@@ -3,6 +3,7 @@ kept until a person retries or discards it. `state` moves open -> retried | disc
 `resolved` mirrors "not open" for readers of the first schema."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 
 from cass_pipelines.domain.states import DeadLetterKind, DeadLetterState
@@ -30,11 +31,12 @@ def listing(store: Store, *, include_closed: bool = False, limit: int = 100) -> 
     return store.all(f"SELECT {_COLS} FROM dead_letters {where} ORDER BY created_at DESC, id LIMIT ?", [limit])
 
 
-def after(store: Store, cursor: tuple[datetime, str] | None, limit: int = 20) -> list[dict]:
-    """Open dead letters newer than the (created_at, id) cursor, oldest first (the sensor's feed)."""
-    where, args = ("AND (created_at, id) > (?, ?)", list(cursor)) if cursor else ("", [])
-    return store.all(f"SELECT {_COLS} FROM dead_letters WHERE state = '{DeadLetterState.OPEN}' {where} ORDER BY created_at, id LIMIT ?",
-                     [*args, limit])
+def open_since(store: Store, since: datetime | None, leaving: Sequence[str], limit: int = 20) -> list[dict]:
+    """Open dead letters stamped at or after `since` (all without), but those `leaving`, oldest first (the
+    sensor's feed)."""
+    where, args = ("AND created_at >= ?", [since]) if since else ("", [])
+    return store.all(f"SELECT {_COLS} FROM dead_letters WHERE state = '{DeadLetterState.OPEN}' {where} "
+                     "AND id NOT IN (SELECT unnest(?::TEXT[])) ORDER BY created_at, id LIMIT ?", [*args, list(leaving), limit])
 
 
 def set_state(store: Store, dl_id: str, state: DeadLetterState, note: str, now: datetime) -> bool:
