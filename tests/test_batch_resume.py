@@ -135,6 +135,31 @@ def test_a_resume_that_failed_three_times_for_the_same_requests_is_left_to_a_per
         assert f"run-phase night --date {SAMPLE_DAY}" in given_up.skip_message
 
 
+def test_a_resume_still_queued_or_running_is_not_asked_for_again(sample_home):
+    """The hour in a resume's run key is for one that failed: a resume waiting in the queue behind the run
+    holding the pool (or running) is not queued again each hour."""
+    from dagster._core.test_utils import create_run_for_test
+
+    rt = open_runtime()
+    night_with_a_waiting_unit(rt)
+    defs = build_defs(rt.settings, rt.registry)
+    with dg.instance_for_test() as instance:
+        def tick():
+            with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                         resources=defs.resources) as ctx:
+                return defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
+
+        from cass_pipelines.execution import job_origins
+
+        [request] = tick().run_requests
+        queued = create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.QUEUED,
+                                     tags=request.tags, remote_job_origin=job_origins("phase_job")[0])
+        waiting = tick()
+        assert waiting.run_requests == [] and f"resuming {SAMPLE_DAY} night: its run is queued" in waiting.skip_message
+        instance.report_run_canceled(queued)
+        assert [r.tags["cass/resume"] for r in tick().run_requests] == [request.tags["cass/resume"]]
+
+
 def test_a_summary_of_a_gone_template_is_written_from_the_record_and_waits_no_more(sample_home):
     from cass_pipelines.llm.base import LLMClient
     from cass_pipelines.services.handlers.base import ActionResult

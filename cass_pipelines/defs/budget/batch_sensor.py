@@ -40,12 +40,16 @@ def build_batch_sensor(settings: Settings, phase_job_name: str = "phase_job") ->
             return BUSY
         done, counts, resumes = result
         given_up = [r for r in resumes if failed_resumes(context.instance, r) >= MAX_RESUME_FAILURES]
-        if len(given_up) < len(resumes):
+        # A resume still queued (behind the run holding the pool) or running is not asked for again: the
+        # hour in its run key is for one that failed or was cancelled.
+        ahead = [r for r in resumes if r not in given_up and resuming(context.instance, r)]
+        if len(given_up) + len(ahead) < len(resumes):
             return [dg.RunRequest(run_key=r.run_key, partition_key=phase_key(r.date.isoformat(), r.phase),
                                   tags={"cass/phase": r.phase, "cass/date": r.date.isoformat(),
                                         "cass/trigger": "batch_sensor", RESUME_TAG: r.attempt})
-                    for r in resumes if r not in given_up]
+                    for r in resumes if r not in given_up and r not in ahead]
         parts = [f"{day} batched requests: " + ", ".join(f"{state} {n}" for state, n in counts.items())]
+        parts += [f"resuming {r.date} {r.phase}: its run is queued or running" for r in ahead]
         parts += [f"resuming {r.date} {r.phase} failed {MAX_RESUME_FAILURES} times: run "
                   f"`cass-pipelines run-phase {r.phase} --date {r.date}` once its failure is fixed" for r in given_up]
         parts += [f"{state} now: {', '.join(ids)}" for state, ids in done.items()
@@ -61,3 +65,12 @@ RESUME_TAG = "cass/resume"   # a resume's runs: the partition and its work's req
 def failed_resumes(instance: dg.DagsterInstance, resume: Resume) -> int:
     """How often a run resuming this work for these requests failed (batch_sensor's or run-day's)."""
     return failed_runs(instance, RESUME_TAG, resume.attempt)
+
+
+def resuming(instance: dg.DagsterInstance, resume: Resume) -> bool:
+    """Whether a run resuming this work for these requests is queued, starting or running."""
+    return instance.get_runs_count(dg.RunsFilter(tags={RESUME_TAG: resume.attempt}, statuses=NOT_OVER)) > 0
+
+
+S = dg.DagsterRunStatus
+NOT_OVER = [S.NOT_STARTED, S.QUEUED, S.STARTING, S.STARTED, S.CANCELING]
