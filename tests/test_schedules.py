@@ -1,6 +1,6 @@
 """Each schedule, evaluated by Dagster at its tick, requests exactly its partition with a run key,
 in the agent's timezone; it skips with a readable reason when paused or out of budget."""
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -93,3 +93,17 @@ def test_phase_schedule_skips_when_the_day_budget_is_spent(defs, monkeypatch):
     # The next day starts fresh with no job needed.
     result = evaluate(defs, "morning_schedule", at(TODAY, 6))
     assert result.run_requests[0].partition_key == f"{TODAY}|morning"
+
+
+@pytest.mark.parametrize("name, hour, minute", [("journal_schedule", 6, 15), ("weekly_journal_schedule", 6, 45)])
+def test_the_first_ticks_on_start_date_skip_the_partitions_before_it(sample_home, monkeypatch, name, hour, minute):
+    """With start_date set (the partitions begin there), the first daily journal tick asks for the night
+    before it and, on a Monday, the weekly journal for the week before: skipped, not a failed tick."""
+    monkeypatch.setenv("CASS_TIMEZONE", TZ)
+    start = TODAY - timedelta(days=TODAY.weekday())   # a Monday
+    settings = load_settings().model_copy(update={"start_date": start})
+    defs = build_defs(settings, load_registry())
+    result = evaluate(defs, name, at(start, hour, minute))
+    assert not result.run_requests and "before the first" in result.skip_message
+    later = evaluate(defs, name, at(start + timedelta(days=7), hour, minute))   # a week on: its partitions exist
+    assert [r.partition_key for r in later.run_requests][0] >= start.isoformat()

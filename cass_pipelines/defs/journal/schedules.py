@@ -26,11 +26,13 @@ def build_journal_schedule(settings: Settings, job) -> dg.ScheduleDefinition:
     def journal_schedule(context: dg.ScheduleEvaluationContext, cass: CassResource):
         # The night belongs to the day it started on: the day whose night just ended.
         day, _ = phase_at(tick_time(context, settings) - timedelta(minutes=JOURNAL_DELAY_MINUTES + 1), settings)
+        today = tick_time(context, settings).date()
+        if day < settings.first_date(today):   # the first tick on start_date: the night before is no partition
+            return dg.SkipReason(f"{day} is before the first date partition, {settings.first_date(today)}")
         requests = [dg.RunRequest(run_key=f"journal|{day.isoformat()}", partition_key=day.isoformat(),
                                   tags={"cass/date": day.isoformat(), "cass/trigger": "schedule"})]
         # Journals of earlier days left deferred (money, or a batch that outlasted the wait) are tried
         # again, once per tick.
-        today = tick_time(context, settings).date()
         waiting = unless_busy(lambda: waiting_journals(cass.quick_store(SENSOR_DB_DEADLINE_S), settings, day, today))
         for earlier in ([] if waiting is BUSY else waiting):
             requests.append(dg.RunRequest(

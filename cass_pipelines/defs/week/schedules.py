@@ -28,7 +28,11 @@ def build_week_schedules(settings: Settings, week_job, journal_job) -> list[dg.S
                  default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="Write the week that ended on Sunday night into the weekly journal, on Monday morning.")
     def weekly_journal_schedule(context: dg.ScheduleEvaluationContext):
-        key = (week_start(tick_time(context, settings).date()) - timedelta(days=7)).isoformat()
-        return dg.RunRequest(run_key=f"week_journal|{key}", partition_key=key, tags={"cass/trigger": "schedule"})
+        today = tick_time(context, settings).date()
+        week = week_start(today) - timedelta(days=7)
+        if week < week_start(settings.first_date(today)):   # a start_date on a Monday: no week before it
+            return dg.SkipReason(f"the week of {week} is before the first week partition")
+        return dg.RunRequest(run_key=f"week_journal|{week.isoformat()}", partition_key=week.isoformat(),
+                             tags={"cass/trigger": "schedule"})
 
     return [weekly_intention_schedule, weekly_journal_schedule]
