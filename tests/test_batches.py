@@ -333,12 +333,11 @@ def test_an_outage_while_looking_at_the_catchups_batch_defers_it_and_nothing_is_
     assert (unit["status"], unit["defer_kind"]) == ("deferred", "batch"), unit
     assert "its last look failed" in unit["reason"] and "529" in unit["reason"]
     assert rt.store.scalar("SELECT count(*) FROM reservations WHERE status = 'held'") == 56
-    [created] = [b["created"] for b in server.batches.values()]
+    created = max(b["created"] for b in server.batches.values())   # (a loaded machine may send two)
     time.sleep(max(0.0, created + server.looks_fail_s - time.monotonic()))   # the outage is over
     watch_batches(rt.store, rt.settings, clock_from_env(), lambda run_id: True, lambda: rt.llm)
     assert run_memory(defs, instance).success
-    [(batch_id, batch)] = server.batches.items()   # asked once
-    assert len(batch["requests"]) == 56
+    assert sum(len(b["requests"]) for b in server.batches.values()) == 56   # asked once
     assert rt.store.scalar("SELECT count(DISTINCT conversation_id) FROM conversation_summaries") == 56
     assert rt.store.scalar("SELECT count(*) FROM llm_batches WHERE state = 'collected' AND NOT used") == 0
     assert rt.store.scalar("SELECT count(*) FROM llm_ledger") == 56
@@ -602,6 +601,31 @@ def test_a_look_the_api_cannot_answer_is_a_look_at_a_running_batch():
     sent = window.send(item)
     with pytest.raises(LLMError, match="404"):
         window.answer(sent.batch_id, item, time.monotonic() + 5)
+
+
+def test_a_settlement_that_fails_at_the_deadline_fails_the_looker_and_the_others_look_again():
+    """A look whose settlement failed is no look for the other waiters: past their deadline, they look
+    once more and take their answers, rather than give up on a batch that has ended."""
+    import time
+
+    failures = [RuntimeError("settle failed (a DuckDB hiccup)")]
+
+    def on_answers(batch_id, answers):
+        if failures:
+            raise failures.pop()
+
+    client = Recording(ends_after=2)   # running at the first look, ended at the second
+    window = BatchWindow(client, poll_s=1.0, on_answers=on_answers)
+    items = [BatchItem(f"c{k}", LLMRequest(tier="fast", system_prefix="", prompt=str(k), max_tokens=10), None)
+             for k in range(4)]
+    for _ in items:
+        window.expect()
+    sent = side_by_side(4, lambda k: window.send(items[k]))
+    deadline = time.monotonic() + 0.1   # the second look is made at it (its pause is cut to the deadline)
+    got = side_by_side(4, lambda k: window.answer(sent[k].batch_id, items[k], deadline))
+    assert len([v for v in got.values() if isinstance(v, RuntimeError)]) == 1
+    assert sorted(v.error for v in got.values() if not isinstance(v, RuntimeError)) == [
+        f"answer to c{k}" for k in range(4) if not isinstance(got[k], RuntimeError)]
 
 
 def test_a_call_that_withdraws_does_not_hold_back_the_batch():

@@ -84,7 +84,7 @@ def test_run_week_names_the_option_it_was_given(sample_home, capsys):
     assert f"--start {today + timedelta(days=1)}: no such partition" in one_error_line(capsys, "run-week")
     start = today - timedelta(days=2)   # seven days from it end after today
     assert main(["run-week", "--start", start.isoformat(), "--days", "7"]) == 2
-    assert (f"--start {start} --days 7 ends on {start + timedelta(days=6)}: no such partition"
+    assert (f"--start {start} with --days 7 ends on {start + timedelta(days=6)}: no such partition"
             in one_error_line(capsys, "run-week"))
 
 

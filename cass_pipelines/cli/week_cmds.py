@@ -172,8 +172,9 @@ def cmd_run_week(args: argparse.Namespace) -> int:
     first = parse_date(args.start, today - timedelta(days=args.days - 1))
     last = first + timedelta(days=args.days - 1)
     # Every day must be a partition: from start_date up to today.
-    _run_date(rt, first.isoformat(), "--start")
-    _run_date(rt, last.isoformat(), f"--start {first} --days {args.days} ends on")
+    named = f"--start {first}" if args.start else f"the week's first day, {first},"   # (--days back from today)
+    _run_date(rt, first.isoformat(), "--start" if args.start else "the week's first day")
+    _run_date(rt, last.isoformat(), f"{named} with --days {args.days} ends on")
     instance, defs = _setup(rt)
     runs: list[dict] = []
 

@@ -192,6 +192,7 @@ class BatchWindow:
         pause = 0.0 if looks == 0 else min(self._poll_s, FIRST_POLL_S * POLL_GROWTH ** (looks - 1))
         self._looking.add(batch_id)
         self._cond.release()
+        made = False   # a look that raised (a settlement that failed) is no look for the other waiters
         try:
             stopping.pause(min(pause, deadline - time.monotonic()))
             with self._cond:   # the items waiting now are the ones this look looks for
@@ -210,9 +211,12 @@ class BatchWindow:
                 answers = {item.custom_id: answers[item.custom_id] for item in items if item.custom_id in answers}
                 if self._on_answers is not None:
                     self._on_answers(batch_id, answers)
+            made = True
         finally:
             self._cond.acquire()
             self._looks[batch_id] = looks + 1
+            if not made and batch_id in self._begun:
+                self._begun[batch_id] -= 1
             self._looking.discard(batch_id)
             self._cond.notify_all()
         if answers is None:
