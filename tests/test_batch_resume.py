@@ -160,6 +160,32 @@ def test_a_resume_still_queued_or_running_is_not_asked_for_again(sample_home):
         assert [r.tags["cass/resume"] for r in tick().run_requests] == [request.tags["cass/resume"]]
 
 
+def test_a_resume_run_left_not_started_does_not_block_the_resume_for_ever(sample_home):
+    """A run that never left NOT_STARTED (run-day killed between creating and executing it; a sensor daemon
+    that died between creating and submitting it) is not queued or running: nothing will start it, so
+    batch_sensor asks again."""
+    from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+    from dagster._core.test_utils import create_run_for_test
+
+    from cass_pipelines.execution import job_origins
+
+    rt = open_runtime()
+    night_with_a_waiting_unit(rt)
+    defs = build_defs(rt.settings, rt.registry)
+    with dg.instance_for_test() as instance:
+        def tick():
+            with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                         resources=defs.resources) as ctx:
+                return defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
+
+        [request] = tick().run_requests
+        create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.NOT_STARTED,
+                            tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "batch_sensor"},
+                            remote_job_origin=job_origins("phase_job")[0])
+        again = tick()
+        assert [r.tags["cass/resume"] for r in again.run_requests] == [request.tags["cass/resume"]], again.skip_message
+
+
 def test_a_summary_of_a_gone_template_is_written_from_the_record_and_waits_no_more(sample_home):
     from cass_pipelines.llm.base import LLMClient
     from cass_pipelines.services.handlers.base import ActionResult

@@ -603,10 +603,13 @@ def test_a_look_the_api_cannot_answer_is_a_look_at_a_running_batch():
         window.answer(sent.batch_id, item, time.monotonic() + 5)
 
 
-def test_a_settlement_that_fails_at_the_deadline_fails_the_looker_and_the_others_look_again():
-    """A look whose settlement failed is no look for the other waiters: past their deadline, they look
-    once more and take their answers, rather than give up on a batch that has ended."""
+def test_a_settlement_that_fails_at_the_deadline_fails_the_looker_and_the_others_look_again(monkeypatch):
+    """A look whose settlement failed is no look for the other waiters, and once a look saw the batch ended
+    none of them gives up on it: past their deadline, they look once more and take their answers. (Every
+    waiter is waiting before the first look, the order in which they gave up.)"""
     import time
+
+    from cass_pipelines.services import stopping
 
     failures = [RuntimeError("settle failed (a DuckDB hiccup)")]
 
@@ -616,12 +619,20 @@ def test_a_settlement_that_fails_at_the_deadline_fails_the_looker_and_the_others
 
     client = Recording(ends_after=2)   # running at the first look, ended at the second
     window = BatchWindow(client, poll_s=1.0, on_answers=on_answers)
+    real_pause = stopping.pause
+
+    def pause(seconds):   # the first look lets the other three come to wait first (with the fix, any order passes)
+        if not client.looks:
+            time.sleep(0.05)
+        return real_pause(seconds)
+
+    monkeypatch.setattr(stopping, "pause", pause)
     items = [BatchItem(f"c{k}", LLMRequest(tier="fast", system_prefix="", prompt=str(k), max_tokens=10), None)
              for k in range(4)]
     for _ in items:
         window.expect()
     sent = side_by_side(4, lambda k: window.send(items[k]))
-    deadline = time.monotonic() + 0.1   # the second look is made at it (its pause is cut to the deadline)
+    deadline = time.monotonic() + 0.2   # the second look is made at it (its pause is cut to the deadline)
     got = side_by_side(4, lambda k: window.answer(sent[k].batch_id, items[k], deadline))
     assert len([v for v in got.values() if isinstance(v, RuntimeError)]) == 1
     assert sorted(v.error for v in got.values() if not isinstance(v, RuntimeError)) == [

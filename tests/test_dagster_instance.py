@@ -419,6 +419,31 @@ def test_a_ui_reexecution_of_a_finished_cli_run_is_not_failed_for_its_parents_pi
     assert not instance.all_logs(child.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
 
 
+def test_status_fast_path_leaves_a_reexecution_of_a_cli_run_alone_as_recovery_does(sample_home):
+    """`status` reads Dagster's run storage without Dagster to tell whether a crashed run needs marking
+    failed (store.dagster_runs): it agrees with recovery about a re-execution running with its parent's pid,
+    or every `status` meanwhile would import Dagster for nothing."""
+    from dagster._core.storage.tags import PARENT_RUN_ID_TAG
+    from dagster._core.test_utils import create_run_for_test
+
+    from cass_pipelines.config.settings import load_settings
+    from cass_pipelines.defs.resources import fail_dead_runs
+    from cass_pipelines.execution import instance_for, run_tags
+    from cass_pipelines.store import dagster_runs
+
+    settings = load_settings()
+    instance = instance_for(settings)
+    parent = create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.SUCCESS,
+                                 tags=run_tags(trigger="cli"))
+    create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.STARTED,
+                        tags={**run_tags(trigger="cli"), "cass/pid": str(_dead_pid()), PARENT_RUN_ID_TAG: parent.run_id})
+    home = dagster_runs.dagster_home_path(settings.home)
+    assert fail_dead_runs(instance) == [] and dagster_runs.runs_of_dead_processes(home) is False
+    create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.STARTED,   # a CLI run, crashed
+                        tags={**run_tags(trigger="cli"), "cass/pid": str(_dead_pid())})
+    assert dagster_runs.runs_of_dead_processes(home) is True
+
+
 @pytest.mark.parametrize("storage", [SqliteEventLogStorage, PooledSqliteEventLogStorage], ids=["dagster", "pooled"])
 def test_the_ui_sees_a_running_runs_events_as_they_are_stored(tmp_path, storage):
     """The webserver follows a live run by watching its shard's file (Dagster's SqliteEventLogStorageWatchdog);

@@ -78,3 +78,24 @@ def test_idle_conversations_whose_memory_run_failed_are_asked_for_again_up_to_th
     assert keys[1:] == [f"{keys[0]}|retry 1", f"{keys[0]}|retry 2"]
     given_up = evaluate(defs, instance)
     assert not given_up.run_requests and "failed 3 times" in given_up.skip_message
+
+
+def test_no_second_memory_run_while_a_retry_or_re_execution_of_the_failed_one_is_queued(sample_home):
+    """A daemon retry (dagster.yaml: a run whose worker crashed) or a UI re-execution copies the failed run's
+    tags: while it is queued or running, the sensor does not ask for the same work under a new key."""
+    from dagster._core.storage.tags import PARENT_RUN_ID_TAG
+
+    from cass_pipelines.execution import job_origins
+
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), dg.DagsterInstance.get()
+    [request] = evaluate(defs, instance).run_requests
+    failed = create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.FAILURE,
+                                 tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "idle_memory_sensor"})
+    retry = create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.QUEUED,
+                                tags={**request.tags, PARENT_RUN_ID_TAG: failed.run_id},
+                                remote_job_origin=job_origins("memory_job")[0])
+    waiting = evaluate(defs, instance)
+    assert not waiting.run_requests and "queued or running" in waiting.skip_message
+    instance.report_run_canceled(retry)
+    assert [r.run_key for r in evaluate(defs, instance).run_requests] == [f"{request.run_key}|retry 1"]

@@ -148,3 +148,16 @@ def test_a_dead_letter_stamped_before_one_already_reported_is_still_reported_onc
     # A cursor of the earlier form (the last letter's [created_at, id]) goes on from there.
     old = json.dumps([NOW.isoformat(), "wu_1_0_run2"])
     assert "conv_9" in tick(sensor, settings, instance, old).skip_message
+
+
+def test_the_reported_window_starts_a_day_before_the_newest_letter_whatever_the_offsets(store, settings, instance):
+    """DuckDB hands TIMESTAMPTZ back in the process's zone, so the cursor's stamps may carry different
+    offsets (a DST change): the window is a day before the newest instant, not the greatest string, or a
+    letter reported a day ago and pruned from the cursor is reported again."""
+    newest = datetime(2026, 10, 25, 1, 10, tzinfo=timezone.utc)
+    old = newest - timedelta(days=1, minutes=20)
+    dead_letters.add(store, dl_id="old", kind=DeadLetterKind.ACTION, error="boom", now=old, day=old.date())
+    summer, winter = timezone(timedelta(hours=2)), timezone(timedelta(hours=1))
+    cursor = json.dumps({"a": datetime(2026, 10, 25, 0, 30, tzinfo=timezone.utc).astimezone(summer).isoformat(),
+                         "b": newest.astimezone(winter).isoformat()})   # "02:30+02:00" sorts after "02:10+01:00"
+    assert tick(build_dead_letter_sensor(), settings, instance, cursor).skip_message == "no new dead letters"

@@ -25,6 +25,18 @@ def unless_busy(read):
         raise
 
 
+# A run that may still do the work (NOT_STARTED is left out: nothing starts a run left there, and Dagster
+# submits it again when its run key is asked for again).
+NOT_OVER = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+            dg.DagsterRunStatus.CANCELING]
+
+
+def runs_ahead(instance: dg.DagsterInstance, tag: str, value: str) -> bool:
+    """Whether a run tagged `tag=value` is queued, starting or running (a daemon retry or a re-execution of
+    a failed one copies its tags)."""
+    return instance.get_runs_count(dg.RunsFilter(tags={tag: value}, statuses=NOT_OVER)) > 0
+
+
 def failed_runs(instance: dg.DagsterInstance, tag: str, value: str) -> int:
     """How many runs tagged `tag=value` failed. Dagster never launches a run key twice, whatever its run
     became: a sensor asks again for work whose run failed under a new key, up to a limit of these."""

@@ -10,7 +10,8 @@ waves of calls. Holds and stored requests stay per call (services/metering.py); 
 looking and the bookkeeping after each are shared: `on_sent` stores a new batch's id for all its
 requests, `on_answers` settles every answer a look brought in (one ledger transaction, not one per call). A look the
 API fails retryably counts as a look at a running batch (`trouble` keeps why), and a waiter past its deadline
-gives up once any look begun after it came to wait has been made (not one more look each).
+gives up once any look begun after it came to wait has been made (not one more look each), unless a look
+saw the batch ended and its settlement failed: then each looks again (and fails alone, or takes its answer).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class BatchWindow:
         self._answers: dict[str, BatchAnswer] = {}              # custom id -> answer, until its waiter takes it
         self._looks: dict[str, int] = {}                        # batch id -> looks so far (the backoff's)
         self._begun: dict[str, int] = {}                        # batch id -> looks begun while it has waiters
+        self._ended: set[str] = set()                           # batches seen ended whose settlement failed
         self._looking: set[str] = set()                         # batch ids a waiter is looking at now
         self.trouble: dict[str, str] = {}                       # batch id -> why its last look failed
 
@@ -172,7 +174,8 @@ class BatchWindow:
                     left = deadline - time.monotonic()
                     if batch_id in self._looking:
                         self._cond.wait(timeout=left if left > 0 else None)
-                    elif stopping.requested() or (self._begun.get(batch_id, 0) > before and left <= 0):
+                    elif stopping.requested() or (self._begun.get(batch_id, 0) > before and left <= 0
+                                                  and batch_id not in self._ended):
                         return None   # collected later (batch_sensor, or the work's re-run)
                     else:
                         self._look(batch_id, deadline)
@@ -185,6 +188,7 @@ class BatchWindow:
                         del self._waiting[batch_id]
                         self._looks.pop(batch_id, None)
                         self._begun.pop(batch_id, None)
+                        self._ended.discard(batch_id)
 
     def _look(self, batch_id: str, deadline: float) -> None:
         """One look at the batch for everyone waiting on it, after the pause its look count calls for."""
@@ -193,6 +197,7 @@ class BatchWindow:
         self._looking.add(batch_id)
         self._cond.release()
         made = False   # a look that raised (a settlement that failed) is no look for the other waiters
+        ended = False  # ... and one that saw the batch ended keeps them from giving up: they look again
         try:
             stopping.pause(min(pause, deadline - time.monotonic()))
             with self._cond:   # the items waiting now are the ones this look looks for
@@ -208,6 +213,7 @@ class BatchWindow:
                 # looked at again later, and at the deadline its work waits for it like a running one.
                 answers, self.trouble[batch_id] = None, str(exc)
             if answers is not None:   # only the items looked for: settled before any waiter takes one
+                ended = True
                 answers = {item.custom_id: answers[item.custom_id] for item in items if item.custom_id in answers}
                 if self._on_answers is not None:
                     self._on_answers(batch_id, answers)
@@ -217,6 +223,8 @@ class BatchWindow:
             self._looks[batch_id] = looks + 1
             if not made and batch_id in self._begun:
                 self._begun[batch_id] -= 1
+            if ended and not made and batch_id in self._waiting:
+                self._ended.add(batch_id)
             self._looking.discard(batch_id)
             self._cond.notify_all()
         if answers is None:
@@ -228,6 +236,7 @@ class BatchWindow:
             if waiting.pop(cid, None) is not None:
                 self._answers[cid] = answer
         self._looks[batch_id] = 0
+        self._ended.discard(batch_id)
         if not waiting:
             self._waiting.pop(batch_id, None)
             self._looks.pop(batch_id, None)

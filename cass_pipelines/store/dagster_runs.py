@@ -59,7 +59,8 @@ def runs_of_dead_processes(dagster_home: Path) -> bool | None:
     """Whether a run this host started in-process is still STARTED though its process is gone
     (what resources.fail_dead_runs marks failed); None when only Dagster can say."""
     rows = _query(dagster_home, f"SELECT {_tag('cass/host')}, {_tag('cass/pid')} FROM runs r "
-                                "WHERE r.status = 'STARTED'", [])
+                                "WHERE r.status = 'STARTED' AND NOT EXISTS (SELECT 1 FROM run_tags t "
+                                "WHERE t.run_id = r.run_id AND t.key = 'dagster/parent_run_id')", [])
     return None if rows is None else any(host == HOST and pid.isdigit() and not process_alive(int(pid))
                                          for host, pid in rows)
 

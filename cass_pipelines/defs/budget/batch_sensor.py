@@ -10,7 +10,7 @@ import dagster as dg
 
 from cass_pipelines.defs.partitions import phase_key
 from cass_pipelines.defs.resources import CassResource, run_over
-from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, unless_busy
+from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, runs_ahead, unless_busy
 from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
@@ -69,8 +69,4 @@ def failed_resumes(instance: dg.DagsterInstance, resume: Resume) -> int:
 
 def resuming(instance: dg.DagsterInstance, resume: Resume) -> bool:
     """Whether a run resuming this work for these requests is queued, starting or running."""
-    return instance.get_runs_count(dg.RunsFilter(tags={RESUME_TAG: resume.attempt}, statuses=NOT_OVER)) > 0
-
-
-S = dg.DagsterRunStatus
-NOT_OVER = [S.NOT_STARTED, S.QUEUED, S.STARTING, S.STARTED, S.CANCELING]
+    return runs_ahead(instance, RESUME_TAG, resume.attempt)

@@ -29,7 +29,7 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
                description="Reports new dead letters (failed actions, items parked after their retries); see `cass-pipelines dlq`.")
     def dead_letter_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         reported = reported_since(context.cursor)
-        since = datetime.fromisoformat(max(reported.values())) - REPORTED_WINDOW if reported else None
+        since = max(map(datetime.fromisoformat, reported.values())) - REPORTED_WINDOW if reported else None
         rows = unless_busy(lambda: dead_letters.open_since(cass.quick_store(SENSOR_DB_DEADLINE_S), since, list(reported)))
         if rows is BUSY:
             return BUSY

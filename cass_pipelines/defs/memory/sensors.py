@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource
-from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, unless_busy
+from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, runs_ahead, unless_busy
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.handlers.memory import waiting_catchup
 from cass_pipelines.services.watches import idle_conversations
@@ -36,6 +36,8 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
         # The key changes only when new idle messages appear, so one batch is summarised once; after a run of
         # it failed (an outage), it is asked for again under a new key, up to MAX_MEMORY_FAILURES times.
         attempt = f"{max(c['last_message_at'] for c in idle).isoformat()}|{sum(c['pending'] for c in idle)}"
+        if runs_ahead(context.instance, MEMORY_ATTEMPT_TAG, attempt):   # (a daemon retry, a re-execution)
+            return dg.SkipReason(f"a memory run for {len(idle)} idle conversation(s) is queued or running")
         failed = failed_runs(context.instance, MEMORY_ATTEMPT_TAG, attempt)
         if failed >= MAX_MEMORY_FAILURES:
             return dg.SkipReason(f"the memory run for {len(idle)} idle conversation(s) failed {failed} times; run "
