@@ -132,6 +132,7 @@ class MeteredClient:
         self._reads: dict[tuple, object] = {}   # hold-sizing reads of the ledger, until this client settles
         self._earlier: dict[str, dict] | None = None   # this work's batched requests of earlier runs, by key
         self._counts: dict[tuple, PromptCount] = {}    # a request counted once (the decision's is estimated first)
+        self._counts_lock = threading.Lock()           # (not _reads_lock: a ledger read holds it across an open)
         self._reads_lock = threading.Lock()
         self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s, on_sent=self._stored_sent,
                                    on_answers=self._settle_answers) if self.batching else None
@@ -212,13 +213,13 @@ class MeteredClient:
         counter = getattr(self.inner, "count_tokens", None)
         try:
             if counter is not None:
-                with self._reads_lock:
+                with self._counts_lock:
                     known = self._counts.get((request, schema))
                 if known is not None:
                     return known
                 with self.store.released():   # (an API call: never with the file held)
                     count = counter(request, schema)
-                with self._reads_lock:
+                with self._counts_lock:
                     self._counts[(request, schema)] = count
                 return count
         except LLMError:
