@@ -268,3 +268,44 @@ def test_claims_of_conversations_not_summarised_are_released_at_the_end(runtime)
 def memory_claims(rt) -> dict[str, int]:
     return {r["state"]: r["n"] for r in rt.store.all(
         "SELECT state, count(*) AS n FROM claims WHERE key LIKE 'memory:%' GROUP BY state")}
+
+
+class EmptyTitle(CountingLLM):
+    """Every title the model gives is blank once stripped ('""')."""
+
+    def structured(self, request, schema):
+        result = super().structured(request, schema)
+        if schema.__name__ == "ConversationTitle":
+            return result.__class__(**{**result.__dict__, "parsed": schema(title='""')})
+        return result
+
+
+def test_a_blank_title_counts_as_a_failure_and_is_not_asked_again_every_run(runtime):
+    """A title answer of '""' writes nothing: it is a failure of that conversation (backed off, parked after
+    its retries), not a conversation left untitled for the next run to pay for again at once."""
+    calls = 0
+    for n in range(3):
+        llm = EmptyTitle(runtime.llm)
+        result = run_action(runtime, "memory.generate_conversation_title", template_id="conversation_catchup",
+                            unit_id=f"u_title_{n}", llm=llm)
+        calls += llm.calls
+    assert calls > 0 and "the model gave an empty title" in result.message
+    # Each conversation asked once in three runs at the same moment: the next ask waits for its backoff.
+    failed = runtime.store.all("SELECT item_id, attempts FROM item_failures WHERE kind = 'conversation_title'")
+    assert len(failed) == calls and all(f["attempts"] == 1 for f in failed)
+
+
+class Unusable(CountingLLM):
+    """Every answer is unusable (an invalid structured output: counted against its conversation)."""
+
+    def structured(self, request, schema):
+        self.requests.append(request)
+        raise LLMError("invalid structured output (test)", status=None)
+
+
+def test_a_catchup_whose_every_call_failed_does_not_say_it_made_no_call(runtime):
+    failing = Unusable(runtime.llm)
+    result = run_action(runtime, "memory.summarize_idle_conversations", template_id="conversation_catchup",
+                        unit_id="u_mem", llm=failing)
+    assert result.data["failed"] and "no model call" not in result.message
+    assert result.message.startswith("summarised no idle conversation(s); 56 failed")

@@ -213,6 +213,7 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     box = Outbox(ctx, calls)
     box.deliver("titles", titles, writeback.titles)
     message = (f"summarised {len(made)} {scope} in {calls.count} call(s); {box.summary()}" if made
+               else f"summarised no {scope}" if ours
                else f"no {scope} with new messages: nothing to summarise, no model call")
     if failed:
         message += f"; {len(failed)} failed and will be retried later: " + "; ".join(
@@ -295,17 +296,18 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
         for conv in taken.items:
             try:
                 title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
+                if not title.strip():   # (asked again at once, every run, it would be paid for again and again)
+                    raise ValueError("the model gave an empty title")
             except (LLMError, ValueError) as exc:
                 if _provider_wide(exc):
                     raise
                 skipped.append(_failed(ctx, conv["id"], exc, TITLE_FAILURE_KIND))
                 continue
-            failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
             # Written as it comes (a later call's failure loses no paid title), and only a written
             # title ends its claim as done.
-            made = writeback.titles(ctx, [{"conversation_id": conv["id"], "title": title[:80]}] if title else [],
-                                    calls.offline)
+            made = writeback.titles(ctx, [{"conversation_id": conv["id"], "title": title.strip()[:80]}], calls.offline)
             if made:
+                failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
                 taken.finish(conv)
             artifacts += made
     return calls.result(success=True, offline=offline,
