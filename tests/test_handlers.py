@@ -13,6 +13,7 @@ from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.llm.base import LLMError
 from cass_pipelines.services.handlers.base import ARTIFACT_TABLES, ActionResult
 from cass_pipelines.services.handlers.sourcing import NO_LIVE_SOURCE
+from cass_pipelines.services.metering import BudgetRefused
 from cass_pipelines.store import budget, notes, plans
 
 OFFLINE_TABLES = {"insights", "growth_observations", "open_questions", "conversation_summaries", "journals",
@@ -315,3 +316,36 @@ def test_titles_made_before_an_outage_are_kept_and_the_rest_titled_later(runtime
     later = run_action(runtime, "memory.generate_conversation_title", unit_id="u2")
     assert len(later.artifacts) == 10   # the third conversation among them: its claim was given back
     assert count(runtime, "SELECT count(*) FROM claims WHERE state = 'held'") == 0
+
+
+class AnswersThen(CountingLLM):
+    """The real offline client for the first `ok` calls, then `exc` (a refusal, an outage)."""
+
+    def __init__(self, inner, ok: int, exc: Exception):
+        super().__init__(inner)
+        self.ok, self.exc = ok, exc
+
+    def structured(self, request, schema):
+        if self.calls >= self.ok:
+            self.requests.append(request)
+            raise self.exc
+        return super().structured(request, schema)
+
+
+@pytest.mark.parametrize("exc", [BudgetRefused("day budget exhausted", "day"),
+                                 LLMError("provider unavailable (test)", status=529, retryable=True)],
+                         ids=["refused", "outage"])
+def test_a_research_batch_stopped_after_one_answer_keeps_that_answers_write_up(runtime, exc):
+    """research_batch = refresh_queue -> run_batch -> wiki.update_note. The first question is answered (paid,
+    marked done), the second refused or failed: the unit stops before wiki.update_note, so the answered
+    question's write-up is written now, as a research finding, not left in a result no step will read."""
+    refresh = run_action(runtime, "research.refresh_queue", template_id="research_batch", unit_id="u_rb")
+    assert refresh.data["queued"] >= 2
+    docs_before = count(runtime, "SELECT count(*) FROM documents WHERE kind = 'research_finding'")
+    with pytest.raises(type(exc)):
+        run_action(runtime, "research.run_batch", template_id="research_batch", unit_id="u_rb",
+                   previous=[refresh], llm=AnswersThen(runtime.llm, ok=1, exc=exc))
+    [done] = runtime.store.all("SELECT question FROM research_queue WHERE status = 'done'")
+    [doc] = runtime.store.all("SELECT title FROM documents WHERE kind = 'research_finding' AND work_unit_id = 'u_rb'")
+    assert doc["title"] == done["question"][:120]
+    assert count(runtime, "SELECT count(*) FROM documents WHERE kind = 'research_finding'") == docs_before + 1

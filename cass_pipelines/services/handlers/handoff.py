@@ -48,6 +48,7 @@ class Outbox:
         self.pending: dict[str, Items] = {}
         self.wrote: list[str] = []
         self.owners: dict[str, str] = {}
+        self._writers: dict[str, Writer] = {}
 
     def deliver(self, kind: str, items: Items, write_now: Writer) -> None:
         if not items:
@@ -56,10 +57,19 @@ class Outbox:
         if owner:
             self.pending.setdefault(kind, []).extend(items)
             self.owners[kind] = owner
+            self._writers[kind] = write_now
         else:
             self.artifacts += write_now(self.ctx, items, self.calls.offline)
             if kind not in self.wrote:
                 self.wrote.append(kind)
+
+    def write_all(self) -> None:
+        """Write what was left for later owners now: the step is failing, so its result (and with it the
+        pending items) will never reach them, though what made the items is done and paid for."""
+        for kind, items in self.pending.items():
+            self.artifacts += self._writers[kind](self.ctx, items, self.calls.offline)
+            self.wrote.append(kind)
+        self.pending = {}
 
     @property
     def data(self) -> dict[str, Any]:

@@ -83,11 +83,15 @@ def _run(ctx: HandlerContext, count: int) -> ActionResult:
         calls = ModelCalls.for_action(ctx)
         box = Outbox(ctx, calls)
         findings, raised, sourced = [], [], ""
-        for item in items:
-            out, sourced = _research(ctx, calls, box, item)
-            taken.finish(item)
-            findings += [p.strip() for p in out.key_points if p.strip()][:4]
-            raised += [q.strip() for q in out.follow_up_questions[:2] if q.strip()]
+        try:
+            for item in items:
+                out, sourced = _research(ctx, calls, box, item)
+                taken.finish(item)
+                findings += [p.strip() for p in out.key_points if p.strip()][:4]
+                raised += [q.strip() for q in out.follow_up_questions[:2] if q.strip()]
+        except BaseException:   # a later question refused or failed: the ones answered (done, paid) keep
+            box.write_all()     # their write-ups as documents, since the unit's note writer will not run
+            raise
     done = [Artifact(type="research_item", id=i["id"], title=f"researched: {i['question'][:70]}") for i in items]
     return calls.result(
         success=True, message=f"researched {len(items)} question(s). {sourced} {box.summary()}",
