@@ -181,3 +181,40 @@ def test_a_handler_that_exits_fails_its_unit_with_a_dead_letter_and_a_short_mess
     unit = rt.store.one("SELECT status, error FROM work_units WHERE template_id = 'morning_reflection'")
     assert unit["status"] == "failed" and len(unit["error"]) < 300
     assert rt.store.scalar("SELECT count(*) FROM dead_letters WHERE state = 'open'") == 1
+
+
+def test_a_dead_letter_whose_retry_was_deferred_by_a_pause_is_retried_after_the_resume(sample_home, capsys,
+                                                                                        monkeypatch):
+    """`dlq retry` while the unit's category is paused defers the unit and keeps the letter open; after
+    `resume`, the next retry runs the unit (a deferred unit counted as finished: nothing ran, every retry
+    answered with the stale pause reason, and the letter stayed open for good)."""
+    import cass_pipelines.services.handlers.sessions as sessions
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.execution import instance_for, run_phase
+    from cass_pipelines.store import plans
+
+    rt = open_runtime()
+    instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+    real = sessions.reflection
+
+    def crash(ctx):
+        raise RuntimeError("simulated handler crash")
+
+    monkeypatch.setattr(sessions, "reflection", crash)
+    seed_plan(rt, SAMPLE_DAY, "morning", ["morning_reflection"])
+    assert run_phase(defs, instance, SAMPLE_DAY, "morning").success
+    [unit] = plans.units_for_phase(rt.store, SAMPLE_DAY, "morning")
+    assert unit["status"] == "failed"
+    dl_id = rt.store.scalar("SELECT id FROM dead_letters WHERE work_unit_id = ?", [unit["id"]])
+    monkeypatch.setattr(sessions, "reflection", real)
+
+    assert main(["pause", "--category", unit["category"], "--reason", "maintenance"]) == 0
+    capsys.readouterr()
+    assert main(["dlq", "retry", dl_id, "--json"]) == 4
+    assert "not run now" in json.loads(capsys.readouterr().out)["message"]
+    assert rt.store.scalar("SELECT state FROM dead_letters WHERE id = ?", [dl_id]) == "open"
+    assert main(["resume", "--category", unit["category"]]) == 0
+    capsys.readouterr()
+    assert main(["dlq", "retry", dl_id, "--json"]) == 0, capsys.readouterr().out
+    assert plans.get_unit(rt.store, unit["id"])["status"] == "completed"
+    assert rt.store.scalar("SELECT state FROM dead_letters WHERE id = ?", [dl_id]) == "retried"

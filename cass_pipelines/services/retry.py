@@ -55,8 +55,13 @@ def _retry_unit(rt: Runtime, letter: dict, clock: Clock, today: date, run_id, is
     if unit["status"] == UnitStatus.COMPLETED:
         return _close(rt, letter, DeadLetterState.RESOLVED, RetryStatus.NOTHING_TO_DO,
                       f"nothing to do: unit {uid} has since completed", clock, uid)
+    if unit["status"] == UnitStatus.DEFERRED and unit["reoffered_as"]:   # its work goes on as another unit
+        return _close(rt, letter, DeadLetterState.RESOLVED, RetryStatus.NOTHING_TO_DO,
+                      f"nothing to do: unit {uid} was offered again as {unit['reoffered_as']}", clock, uid)
     if unit["status"] == UnitStatus.FAILED:
         plans.reopen_failed(rt.store, uid, f"retry of dead letter {letter['id']}", clock.now())
+    elif unit["status"] == UnitStatus.DEFERRED:   # an earlier retry was deferred (a pause, money): again now
+        plans.reopen_units(rt.store, [uid])
     outcomes = run_unit(rt, uid, clock, run_id=run_id, log=log, is_run_over=is_run_over, budget_day=today)
     unit = plans.get_unit(rt.store, uid)
     if unit and unit["status"] == UnitStatus.COMPLETED:
