@@ -295,7 +295,7 @@ def test_no_template_takes_over_a_week_unless_its_goals_call_for_it(runtime):
 # ---- a week in one command ---------------------------------------------------------------------
 
 def test_run_week_runs_the_days_through_dagster_and_reports(sample_home, capsys):
-    start = TODAY - timedelta(days=2)
+    start = week_start(TODAY) - timedelta(days=1)   # a Sunday and the Monday after: a week over and one not
     code, r = cli_json(capsys, "run-week", "--start", start.isoformat(), "--days", "2")
     assert code == 0, r
     assert r["first"] == start.isoformat() and r["last"] == (start + timedelta(days=1)).isoformat()
@@ -313,8 +313,12 @@ def test_run_week_runs_the_days_through_dagster_and_reports(sample_home, capsys)
     assert r["templates_over_share"] == [] and max(r["template_shares"].values()) <= 0.4
     assert set(r["spend_by_day"]) == {(start + timedelta(days=n)).isoformat() for n in range(2)}
     assert r["insights"] > 0 and len(r["daily_journals"]) == 2
-    assert [j["week_start"] for j in r["weekly_journals"]] == sorted(w.isoformat() for w in weeks)
+    # A weekly journal is written once its week is over (it is written once): not for this week yet.
+    over = sorted(w.isoformat() for w in weeks if w + timedelta(days=6) < TODAY)
+    assert len(weeks) == 2 and [j["week_start"] for j in r["weekly_journals"]] == over and len(over) == 1
     assert all(j["offline"] and j["text"] for j in r["weekly_journals"])
+    assert open_runtime().store.scalar("SELECT count(*) FROM journals WHERE kind = 'weekly' AND date = ?",
+                                       [week_start(TODAY)]) == 0
     jobs = {run.job_name for run in dg.DagsterInstance.get().get_runs()}
     assert {"week_job", "phase_job", "journal_job", "week_journal_job"} <= jobs
     # The text report names what the JSON holds.

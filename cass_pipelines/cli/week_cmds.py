@@ -161,6 +161,7 @@ def cmd_approvals_decide(args: argparse.Namespace) -> int:
 # ---- run-week ----------------------------------------------------------------------------------
 
 def cmd_run_week(args: argparse.Namespace) -> int:
+    from cass_pipelines.defs.week.assets import week_over
     from cass_pipelines.domain.goals import week_start
     from cass_pipelines.execution import QUIET, execute, run_tags
     from cass_pipelines.services.week_report import render_week, week_report
@@ -191,7 +192,7 @@ def cmd_run_week(args: argparse.Namespace) -> int:
             week_run("week_job", week_start(day), f"week {week_start(day)}")
         runs += [{**r, "name": f"{r.get('date', day)} {r['phase']}"} for r in day_runs(rt, defs, instance, day, list(PHASES),
                                                                           journal=True)]
-    for week in sorted(planned):
+    for week in sorted(w for w in planned if week_over(w, today)):   # a week not over gets its journal on Monday
         week_run("week_journal_job", week, f"weekly journal {week}")
     report = week_report(rt, first, last, runs)
     emit(report, args.json, render_week)

@@ -47,6 +47,9 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
     def weekly_journal(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
         rt, clock = cass.for_run(context), cass.clock()
         week = date.fromisoformat(context.partition_key)
+        if not week_over(week, clock.now().astimezone(rt.settings.tz).date()):   # (written once: not half a week)
+            return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(
+                f"_the week ends on {week + timedelta(days=6)}: its journal is written once it is over_")})
         llm = metered(rt, clock, MeterContext(date=week + timedelta(days=6), phase=None, category="journal",
                                               priority="normal", work_unit_id=None, action_id=JOURNAL_ACTION_ID,
                                               run_id=context.run_id))
@@ -56,3 +59,8 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
             "text": dg.MetadataValue.md(entry["text"] if entry else "_nothing recorded this week_")})
 
     return [weekly_intention, weekly_journal]
+
+
+def week_over(week: date, today: date) -> bool:
+    """Whether the week starting on `week` has ended by `today` (the agent's date): its Sunday is past."""
+    return week + timedelta(days=6) < today
