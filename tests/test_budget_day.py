@@ -87,3 +87,26 @@ def test_trigger_runs_through_manual_work_job_and_rejects_unknown_templates(samp
     assert run.job_name == "manual_work_job"
     assert main(["trigger", "teleportation"]) == 2   # a usage error
     assert "unknown template 'teleportation'" in capsys.readouterr().err
+
+
+def test_manual_work_from_the_launchpad_refuses_an_unknown_phase_and_a_date_outside_the_partitions(sample_home):
+    """The launchpad's config is not the CLI's: a phase not in the day, a date that does not parse, or one
+    outside the date partitions (a day ahead has an untouched budget: work there escaped today's cap) fails
+    the run with the field named, and no unit is made."""
+    from datetime import timedelta
+
+    from support import TODAY
+
+    from cass_pipelines.execution import QUIET, execute, instance_for, run_tags
+
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), instance_for(rt.settings)
+    for given, why in (({"phase": "brunch"}, "phase: unknown phase 'brunch'"),
+                       ({"date": "2026-13-45"}, "date: expected YYYY-MM-DD, got '2026-13-45'"),
+                       ({"date": (TODAY + timedelta(days=400)).isoformat()}, "is not a date partition")):
+        config = {"ops": {"start_manual_work": {"config": {"template_id": "growth_edge_work", **given}}}}
+        result = execute(defs, instance, "manual_work_job", {**QUIET, **config}, run_tags(trigger="test"))
+        failures = [e for e in result.all_events if e.is_step_failure]
+        assert not result.success and why in failures[0].step_failure_data.error.message, given
+    assert rt.store.scalar("SELECT count(*) FROM work_units WHERE origin IN ('manual', 'forced')") == 0
+    assert rt.store.scalar("SELECT count(*) FROM llm_ledger") == 0

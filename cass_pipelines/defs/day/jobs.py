@@ -6,6 +6,7 @@ import dagster as dg
 
 from cass_pipelines.defs.day.work import action_chains, after_chains, emit_units, unit_groups
 from cass_pipelines.defs.resources import CassResource
+from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.states import UnitOrigin
 from cass_pipelines.services.runner import job_unit, summarize
@@ -34,8 +35,17 @@ def build_manual_work_job(max_length: int) -> dg.JobDefinition:
         if config.template_id not in rt.registry.templates:
             raise dg.Failure(f"unknown template '{config.template_id}'; see `cass-pipelines catalog`")
         now = clock.now()
-        day, phase = phase_at(now, rt.settings)
-        day = date.fromisoformat(config.date) if config.date else day
+        today, phase = phase_at(now, rt.settings)
+        if config.phase and config.phase not in PHASES:
+            raise dg.Failure(f"phase: unknown phase '{config.phase}'; choose from {', '.join(PHASES)}")
+        try:
+            day = date.fromisoformat(config.date) if config.date else today
+        except ValueError:
+            raise dg.Failure(f"date: expected YYYY-MM-DD, got '{config.date}'") from None
+        # Its date is its budget day: one of the date partitions, never a day ahead with a budget untouched.
+        if not rt.settings.first_date(today) <= day <= today:
+            raise dg.Failure(f"date: {day} is not a date partition; dates run from {rt.settings.first_date(today)} "
+                             f"to today {today}")
         uid = job_unit(rt, day, config.phase or phase, config.template_id, f"m{now:%H%M%S%f}",
                        config.focus or rt.registry.templates[config.template_id].name, now,
                        origin=UnitOrigin.FORCED if config.force else UnitOrigin.MANUAL)
