@@ -218,3 +218,7 @@ def test_a_dead_letter_whose_retry_was_deferred_by_a_pause_is_retried_after_the_
     assert main(["dlq", "retry", dl_id, "--json"]) == 0, capsys.readouterr().out
     assert plans.get_unit(rt.store, unit["id"])["status"] == "completed"
     assert rt.store.scalar("SELECT state FROM dead_letters WHERE id = ?", [dl_id]) == "retried"
+    # Closed, it keeps its record: discarding it now is refused, naming how it closed.
+    assert main(["dlq", "discard", dl_id]) == 2
+    assert f"dead letter {dl_id} is already retried (retried: unit" in capsys.readouterr().err
+    assert rt.store.scalar("SELECT state FROM dead_letters WHERE id = ?", [dl_id]) == "retried"

@@ -80,6 +80,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_discard(args: argparse.Namespace) -> int:
     rt = open_runtime(must_exist=True)
     row = _get(rt, args.id)
+    if row["state"] != DeadLetterState.OPEN:   # (its record of how it closed is kept)
+        raise CliError(f"dead letter {row['id']} is already {row['state']} ({row['note'] or 'no note'}); "
+                       "only an open one can be discarded")
     dead_letters.set_state(rt.store, row["id"], DeadLetterState.DISCARDED, args.reason, clock_from_env().now())
     emit({"dead_letter_id": row["id"], "state": DeadLetterState.DISCARDED.value, "note": args.reason}, args.json,
          lambda d: f"{d['dead_letter_id']}: discarded ({d['note']})")
