@@ -42,6 +42,13 @@ def resumes(rt, now=NIGHT) -> list[str]:
     return [r.run_key for r in batch_resumes(rt.store, rt.settings, now)]
 
 
+def batch_sensor_tick(defs, instance):
+    """One tick of batch_sensor, evaluated by Dagster against `instance`."""
+    with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                 resources=defs.resources) as ctx:
+        return defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
+
+
 def test_a_resume_is_asked_for_once_its_batches_end_and_again_each_hour_until_it_takes(sample_home):
     rt = open_runtime()
     _, unit = night_with_a_waiting_unit(rt)
@@ -119,17 +126,12 @@ def test_a_resume_that_failed_three_times_for_the_same_requests_is_left_to_a_per
     [resume] = batch_resumes(rt.store, rt.settings, clock_from_env().now())
     defs = build_defs(rt.settings, rt.registry)
     with dg.instance_for_test() as instance:
-        def tick():
-            with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
-                                         resources=defs.resources) as ctx:
-                return defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
-
         for _ in range(3):
-            [request] = tick().run_requests
+            [request] = batch_sensor_tick(defs, instance).run_requests
             assert request.tags["cass/resume"] == resume.attempt == f"{SAMPLE_DAY}|night|1"
             create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.FAILURE,
                                 tags={"cass/resume": resume.attempt})
-        given_up = tick()
+        given_up = batch_sensor_tick(defs, instance)
         assert given_up.run_requests == []
         assert f"resuming {SAMPLE_DAY} night failed 3 times" in given_up.skip_message
         assert f"run-phase night --date {SAMPLE_DAY}" in given_up.skip_message
@@ -144,20 +146,15 @@ def test_a_resume_still_queued_or_running_is_not_asked_for_again(sample_home):
     night_with_a_waiting_unit(rt)
     defs = build_defs(rt.settings, rt.registry)
     with dg.instance_for_test() as instance:
-        def tick():
-            with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
-                                         resources=defs.resources) as ctx:
-                return defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
-
         from cass_pipelines.execution import job_origins
 
-        [request] = tick().run_requests
+        [request] = batch_sensor_tick(defs, instance).run_requests
         queued = create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.QUEUED,
                                      tags=request.tags, remote_job_origin=job_origins("phase_job")[0])
-        waiting = tick()
+        waiting = batch_sensor_tick(defs, instance)
         assert waiting.run_requests == [] and f"resuming {SAMPLE_DAY} night: its run is queued" in waiting.skip_message
         instance.report_run_canceled(queued)
-        assert [r.tags["cass/resume"] for r in tick().run_requests] == [request.tags["cass/resume"]]
+        assert [r.tags["cass/resume"] for r in batch_sensor_tick(defs, instance).run_requests] == [request.tags["cass/resume"]]
 
 
 def test_a_resume_run_left_not_started_does_not_block_the_resume_for_ever(sample_home):
@@ -173,16 +170,11 @@ def test_a_resume_run_left_not_started_does_not_block_the_resume_for_ever(sample
     night_with_a_waiting_unit(rt)
     defs = build_defs(rt.settings, rt.registry)
     with dg.instance_for_test() as instance:
-        def tick():
-            with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
-                                         resources=defs.resources) as ctx:
-                return defs.resolve_sensor_def("batch_sensor").evaluate_tick(ctx)
-
-        [request] = tick().run_requests
+        [request] = batch_sensor_tick(defs, instance).run_requests
         create_run_for_test(instance, job_name="phase_job", status=dg.DagsterRunStatus.NOT_STARTED,
                             tags={**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "batch_sensor"},
                             remote_job_origin=job_origins("phase_job")[0])
-        again = tick()
+        again = batch_sensor_tick(defs, instance)
         assert [r.tags["cass/resume"] for r in again.run_requests] == [request.tags["cass/resume"]], again.skip_message
 
 

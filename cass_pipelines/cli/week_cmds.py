@@ -161,8 +161,7 @@ def cmd_approvals_decide(args: argparse.Namespace) -> int:
 # ---- run-week ----------------------------------------------------------------------------------
 
 def cmd_run_week(args: argparse.Namespace) -> int:
-    from cass_pipelines.defs.week.assets import week_over
-    from cass_pipelines.domain.goals import week_start
+    from cass_pipelines.domain.goals import week_over, week_start
     from cass_pipelines.execution import QUIET, execute, run_tags
     from cass_pipelines.services.week_report import render_week, week_report
 

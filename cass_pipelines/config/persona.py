@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Sequence
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,14 +17,6 @@ def _not_blank(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_not_blank)]   # what the agent's prompts quote: some words, not spaces
-
-
-def _unique_ids(seeds: Sequence["GrowthEdgeSeed | QuestionSeed"]) -> None:
-    first: dict[str, int] = {}
-    for n, seed in enumerate(seeds):
-        if seed.id in first:   # (stored by id: the second would be dropped silently)
-            raise ValueError(f"id '{seed.id}' appears twice (items {first[seed.id]} and {n})")
-        first[seed.id] = n
 
 
 class GrowthEdgeSeed(BaseModel):
@@ -56,7 +48,11 @@ class Persona(BaseModel):
     @field_validator("growth_edges", "open_questions")
     @classmethod
     def ids_unique(cls, seeds: list) -> list:
-        _unique_ids(seeds)
+        first: dict[str, int] = {}
+        for n, seed in enumerate(seeds):
+            if seed.id in first:   # (stored by id: the second would be dropped silently)
+                raise ValueError(f"id '{seed.id}' appears twice (items {first[seed.id]} and {n})")
+            first[seed.id] = n
         return seeds
 
 

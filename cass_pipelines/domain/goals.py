@@ -25,6 +25,11 @@ def week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+def week_over(week: date, today: date) -> bool:
+    """Whether the week starting on `week` has ended by `today` (the agent's date): its Sunday is past."""
+    return week + timedelta(days=6) < today
+
+
 def expires_at(requested: datetime, ttl: timedelta = APPROVAL_TTL) -> datetime:
     return requested + ttl
 

@@ -42,7 +42,7 @@ def build_batch_sensor(settings: Settings, phase_job_name: str = "phase_job") ->
         given_up = [r for r in resumes if failed_resumes(context.instance, r) >= MAX_RESUME_FAILURES]
         # A resume still queued (behind the run holding the pool) or running is not asked for again: the
         # hour in its run key is for one that failed or was cancelled.
-        ahead = [r for r in resumes if r not in given_up and resuming(context.instance, r)]
+        ahead = [r for r in resumes if r not in given_up and runs_ahead(context.instance, RESUME_TAG, r.attempt)]
         if len(given_up) + len(ahead) < len(resumes):
             return [dg.RunRequest(run_key=r.run_key, partition_key=phase_key(r.date.isoformat(), r.phase),
                                   tags={"cass/phase": r.phase, "cass/date": r.date.isoformat(),
@@ -65,8 +65,3 @@ RESUME_TAG = "cass/resume"   # a resume's runs: the partition and its work's req
 def failed_resumes(instance: dg.DagsterInstance, resume: Resume) -> int:
     """How often a run resuming this work for these requests failed (batch_sensor's or run-day's)."""
     return failed_runs(instance, RESUME_TAG, resume.attempt)
-
-
-def resuming(instance: dg.DagsterInstance, resume: Resume) -> bool:
-    """Whether a run resuming this work for these requests is queued, starting or running."""
-    return runs_ahead(instance, RESUME_TAG, resume.attempt)

@@ -7,7 +7,7 @@ import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.domain.clock import clock_from_env
-from cass_pipelines.domain.goals import week_start
+from cass_pipelines.domain.goals import week_over, week_start
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.handlers.calls import system_prefix
 from cass_pipelines.services.metering import MeterContext
@@ -59,8 +59,3 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
             "text": dg.MetadataValue.md(entry["text"] if entry else "_nothing recorded this week_")})
 
     return [weekly_intention, weekly_journal]
-
-
-def week_over(week: date, today: date) -> bool:
-    """Whether the week starting on `week` has ended by `today` (the agent's date): its Sunday is past."""
-    return week + timedelta(days=6) < today

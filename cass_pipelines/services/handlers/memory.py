@@ -295,8 +295,8 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
     with claimed(ctx, "title", untitled, MAX_TITLE_CALLS_PER_RUN, lambda c: c["id"]) as taken:
         for conv in taken.items:
             try:
-                title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"')
-                if not title.strip():   # (asked again at once, every run, it would be paid for again and again)
+                title = calls.structured(_title_prompt(ctx, conv["id"]), ConversationTitle).title.strip().strip('"').strip()
+                if not title:   # (asked again at once, every run, it would be paid for again and again)
                     raise ValueError("the model gave an empty title")
             except (LLMError, ValueError) as exc:
                 if _provider_wide(exc):
@@ -305,7 +305,7 @@ def generate_conversation_title(ctx: HandlerContext) -> ActionResult:
                 continue
             # Written as it comes (a later call's failure loses no paid title), and only a written
             # title ends its claim as done.
-            made = writeback.titles(ctx, [{"conversation_id": conv["id"], "title": title.strip()[:80]}], calls.offline)
+            made = writeback.titles(ctx, [{"conversation_id": conv["id"], "title": title[:80]}], calls.offline)
             if made:
                 failures.clear(ctx.store, TITLE_FAILURE_KIND, conv["id"])
                 taken.finish(conv)
