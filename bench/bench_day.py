@@ -6,6 +6,7 @@ with the real handlers and with no-op handlers side by side, each in a fresh pro
     .venv/bin/python bench/bench_day.py --latency 2 --count-latency 0.3   # and each token count in 0.3 s
     .venv/bin/python bench/bench_day.py --repeat 2           # alternate the modes, twice each
     .venv/bin/python bench/bench_day.py --before /path/to/old/checkout   # that code too, runs interleaved
+    .venv/bin/python bench/bench_day.py --latency 2 --modes real,resident  # and with the SDK imported first
 
 Offline, the no-op registry is the shipped one with every handler replaced by one that returns
 success without a call or a write (bench/noop_handlers.py), except memory_job's (the day is planned
@@ -24,6 +25,9 @@ of every step still run. Figures (JSON on stdout):
 - Every wall figure has its CPU seconds next to it (`cpu_s`, `day_cpu_s`, `cpu_ms_per_action_step`,
   `real_minus_noop_cpu_ms_per_action_step`: the run's process, user + system), and `machine` gives the
   load average at the start and the end (bench/machine.py): on a loaded machine read the CPU figures.
+Mode `resident` (with --latency) is `real` in a process that imported the anthropic SDK before the day
+(in `import_s`), as a worker that stays up between runs would have it: the SDK's import (about 1 s
+here, `python -X importtime -c "import anthropic"`) is otherwise paid by the day's first run.
 With --latency, the API is tests/fake_anthropic.py's server answering every request after a fixed
 delay, and ending every message batch that long after its creation. `llm_busy_s` is the time the API
 was working (bench/loopback.py: an interactive call in flight, or a batched request's batch running,
@@ -83,6 +87,8 @@ def child(mode: str, day_text: str, latency: float) -> None:
     from cass_pipelines.execution import instance_for, run_journal, run_memory, run_phase
     from cass_pipelines.services.runtime import open_runtime
     from cass_pipelines.store import conversations, ledger
+    if mode == "resident":
+        import anthropic  # noqa: F401  (what a resident worker imported once, long before this day)
     import_s = time.perf_counter() - started_imports
 
     day = date.fromisoformat(day_text)
@@ -196,31 +202,41 @@ def summary(results: list[dict]) -> dict:
                             ("real_minus_noop_cpu_ms_per_action_step", "phases_cpu_s")):
             out[key] = round((out[figure]["real"] - out[figure]["noop"]) / steps["real"] * 1000, 1)
     if results[0]["latency_s"]:
-        def orchestration(result: dict) -> float:
-            return sum(r["wall_s"] - r["llm_busy_s"] for r in result["runs"])
+        # A resident process's figures (the SDK imported before the day) beside the real ones.
+        out.update({**latency_figures(by_mode["real"])} if "real" in by_mode else {})
+        if "resident" in by_mode:
+            out["resident"] = latency_figures(by_mode["resident"])
+    return out
 
-        # The figures below are of the repeat whose orchestration is the median (the lower of two).
-        chosen = sorted(results, key=orchestration)[(len(results) - 1) // 2]
-        out["orchestration_s_each"] = [round(orchestration(r), 2) for r in results]
-        runs = chosen["runs"]
-        busy = sum(r["llm_busy_s"] for r in runs)
-        wall = sum(r["wall_s"] for r in runs)
-        cpu = sum(r["cpu_s"] for r in runs)
-        out["llm_s"] = round(sum(r["llm_s"] for r in runs), 2)       # summed latencies (calls may overlap)
-        out["llm_busy_s"] = round(busy, 2)                          # time with at least one call in flight
-        out["orchestration_s"] = round(wall - busy, 2)
-        out["orchestration_share"] = round((wall - busy) / wall, 4)
-        # What an idle machine would show: the day's own CPU plus the time spent waiting for the API.
-        out["orchestration_share_cpu_estimate"] = round(cpu / (cpu + busy), 4)
-        out["per_run_orchestration_share"] = {r["run"]: round((r["wall_s"] - r["llm_busy_s"]) / r["wall_s"], 4)
-                                              for r in runs}
-        # Concurrent units within a phase could save at most, per phase, its units' time in calls
-        # minus its longest unit's (and nothing of the CPU the steps spend).
-        out["concurrent_units_saving_bound_s"] = round(sum(
-            r["unit_llm_s_sum"] - r["unit_llm_s_longest"] for r in runs if r["run"] not in ("memory", "journal")), 2)
-        memory = next((r for r in runs if r["run"] == "memory"), None)
-        out["memory_catchup"] = memory and {k: memory[k] for k in ("wall_s", "cpu_s", "llm_calls", "llm_busy_s")}
-        out["api_requests"] = chosen["api_requests"]
+
+def latency_figures(results: list[dict]) -> dict:
+    """The day at a loopback latency, of one mode's repeats: of the repeat whose orchestration is the
+    median (the lower of two), and each repeat's orchestration."""
+    def orchestration(result: dict) -> float:
+        return sum(r["wall_s"] - r["llm_busy_s"] for r in result["runs"])
+
+    chosen = sorted(results, key=orchestration)[(len(results) - 1) // 2]
+    out: dict = {"orchestration_s_each": [round(orchestration(r), 2) for r in results]}
+    runs = chosen["runs"]
+    busy = sum(r["llm_busy_s"] for r in runs)
+    wall = sum(r["wall_s"] for r in runs)
+    cpu = sum(r["cpu_s"] for r in runs)
+    out["llm_s"] = round(sum(r["llm_s"] for r in runs), 2)       # summed latencies (calls may overlap)
+    out["llm_busy_s"] = round(busy, 2)                          # time with at least one call in flight
+    out["orchestration_s"] = round(wall - busy, 2)
+    out["orchestration_share"] = round((wall - busy) / wall, 4)
+    # What an idle machine would show: the day's own CPU plus the time spent waiting for the API.
+    out["orchestration_share_cpu_estimate"] = round(cpu / (cpu + busy), 4)
+    out["per_run_orchestration_share"] = {r["run"]: round((r["wall_s"] - r["llm_busy_s"]) / r["wall_s"], 4)
+                                          for r in runs}
+    # Concurrent units within a phase could save at most, per phase, its units' time in calls
+    # minus its longest unit's (and nothing of the CPU the steps spend).
+    out["concurrent_units_saving_bound_s"] = round(sum(
+        r["unit_llm_s_sum"] - r["unit_llm_s_longest"] for r in runs if r["run"] not in ("memory", "journal")), 2)
+    memory = next((r for r in runs if r["run"] == "memory"), None)
+    out["memory_catchup"] = memory and {k: memory[k] for k in ("wall_s", "cpu_s", "llm_calls", "llm_busy_s")}
+    out["api_requests"] = chosen["api_requests"]
+    out["import_s"] = statistics.median(r["import_s"] for r in results)   # the process's, before the day
     return out
 
 
@@ -229,7 +245,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--date", help="the day to run (default: yesterday)")
     parser.add_argument("--latency", type=float, default=0.0, help="loopback API delay per request, seconds")
     parser.add_argument("--count-latency", type=float, default=0.0, help="loopback delay per token count, seconds")
-    parser.add_argument("--modes", default="real,noop", help="real and/or noop (offline only)")
+    parser.add_argument("--modes", help="offline: real and/or noop (default both); with --latency: real and/or "
+                                        "resident (default real)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--before", help="a checkout's directory to compare with (put first on PYTHONPATH)")
     parser.add_argument("--child")
@@ -237,7 +254,9 @@ def main(argv: list[str]) -> None:
     args.date = args.date or (datetime.now().date() - timedelta(days=1)).isoformat()
     if args.child:
         return child(args.child, args.date, args.latency)
-    modes = ["real"] if args.latency else args.modes.split(",")
+    modes = (args.modes or ("real" if args.latency else "real,noop")).split(",")
+    if {"noop"} & set(modes) and args.latency or {"resident"} & set(modes) and not args.latency:
+        parser.error("--modes: noop runs offline only, resident with --latency only")
     machine = machine_before()
     codes = [None, *([str(Path(args.before).resolve())] if args.before else [])]
     with tempfile.TemporaryDirectory(prefix="cass-bench-day-") as tmp:
