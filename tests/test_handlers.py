@@ -7,17 +7,13 @@ import sys
 from datetime import datetime, timezone
 
 import pytest
-from handlers_kit import CountingLLM, FailingLLM, context, count, run_action, run_template, sample_now
+from handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template
 
-from cass_pipelines.domain.clock import FixedClock
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.llm.base import LLMError
 from cass_pipelines.services.handlers.base import ARTIFACT_TABLES, ActionResult
-from cass_pipelines.services.handlers.handoff import keep_left_over
 from cass_pipelines.services.handlers.sourcing import NO_LIVE_SOURCE
 from cass_pipelines.services.metering import BudgetRefused
-from cass_pipelines.services.runner import job_unit
-from cass_pipelines.services.runner import run_action as run_step
 from cass_pipelines.store import budget, notes, plans
 
 OFFLINE_TABLES = {"insights", "growth_observations", "open_questions", "conversation_summaries", "journals",
@@ -353,61 +349,3 @@ def test_a_research_batch_stopped_after_one_answer_keeps_that_answers_write_up(r
     [doc] = runtime.store.all("SELECT title FROM documents WHERE kind = 'research_finding' AND work_unit_id = 'u_rb'")
     assert doc["title"] == done["question"][:120]
     assert count(runtime, "SELECT count(*) FROM documents WHERE kind = 'research_finding'") == docs_before + 1
-
-
-def _research_unit(rt, tag: str) -> tuple[str, FixedClock]:
-    now = sample_now(rt)
-    return job_unit(rt, now.date(), "morning", "research_deep_dive", tag, "what I keep wondering", now), FixedClock(now)
-
-
-def _finding_notes(rt, uid: str, finding: str) -> int:
-    """The unit's wiki notes holding `finding` (a researched question's write-up)."""
-    return sum(finding in n["body"] for n in rt.store.all("SELECT body FROM wiki_notes WHERE work_unit_id = ?", [uid]))
-
-
-def test_a_unit_failing_after_its_research_keeps_the_finding_once_and_a_retry_does_not_repeat_it(runtime,
-                                                                                                  monkeypatch):
-    """research_deep_dive = refresh_queue -> run_single -> session.research -> wiki.create_note. run_single
-    answers a question (paid, marked done) and leaves its write-up for wiki.create_note. When
-    session.research fails, the unit ends there: the write-up is kept now, as the wiki note the owner
-    would have written, and marked kept, so a retry of the unit (dlq retry) writes it no second time."""
-    import importlib
-
-    rt = runtime
-    uid, clock = _research_unit(rt, "dd_fail")
-    assert run_step(rt, uid, 0, clock).status == "completed"
-    assert run_step(rt, uid, 1, clock).status == "completed"
-    single = ActionResult.model_validate(plans.action_runs(rt.store, uid)[1]["result"])
-    [pending] = single.data["pending"]["note"]
-    module_name, _, name = rt.registry.actions["session.research"].handler.partition(":")
-
-    def empty_piece(ctx):
-        raise ValueError("session.research: the model returned an empty piece")
-
-    monkeypatch.setattr(importlib.import_module(module_name), name, empty_piece)
-    failed = run_step(rt, uid, 2, clock)
-    assert failed.status == "failed" and "kept 1 note left for later steps" in failed.message
-    assert _finding_notes(rt, uid, pending["body"]) == 1
-    stored_single = plans.action_runs(rt.store, uid)[1]["result"]["data"]
-    assert "note" not in stored_single["pending"] and stored_single["kept"] == ["note"]
-
-    monkeypatch.undo()   # a dlq retry: the unit runs again from the failed step, the real session this time
-    plans.reopen_failed(rt.store, uid, "retried", clock.now())
-    assert [run_step(rt, uid, p, clock).status for p in (2, 3)] == ["completed", "completed"]
-    assert _finding_notes(rt, uid, pending["body"]) == 1
-    assert count(rt, "SELECT count(*) FROM wiki_notes WHERE work_unit_id = ?", [uid]) == 2   # + the session's
-
-
-def test_a_kind_that_cannot_be_kept_stays_pending_and_the_others_are_kept(runtime):
-    """What a unit that ends early left is kept kind by kind: an observation naming a growth edge that is
-    gone cannot be written, so it stays pending (a retry still has it); the insights are kept."""
-    rt = runtime
-    made = ActionResult(success=True, message="a session", data={"pending": {
-        "insights": [{"text": "I notice I hurry", "source": "session.reflection"}],
-        "observations": [{"edge_id": "edge_gone", "text": "it moved"}]}})
-    results = {0: made}
-    done, failed = keep_left_over(context(rt, "self.record_insight", unit_id="u_keep"), results)
-    assert done == ["1 insights"] and len(failed) == 1 and "edge_gone" in failed[0]
-    assert count(rt, "SELECT count(*) FROM insights WHERE work_unit_id = 'u_keep'") == 1
-    assert results[0].data["pending"] == {"observations": made.data["pending"]["observations"]}
-    assert results[0].data["kept"] == ["insights"]

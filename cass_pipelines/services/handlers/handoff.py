@@ -7,18 +7,14 @@ itself, unless a later step of the same unit owns that kind (WRITERS): then it l
 `creative_session` (session.creative alone) the session writes them itself. A producer always
 reports what it made in its ActionResult (insights, questions), whoever writes it, so the work
 summary sees it. An owner takes the pending items of earlier results since the last step that
-wrote that kind (`data["wrote"]`), and marks the kind as written. A unit that ends before an owner
-runs (a failure, a sequence stopped early) keeps what was left for it as the owner would
-(`keep_left_over`), and marks it `kept` in the producers' results, so a retry of the unit keeps it once.
+wrote that kind (`data["wrote"]`), and marks the kind as written.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from cass_pipelines.services.handlers import writeback
-from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext, Items, Writer
+from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
 from cass_pipelines.services.handlers.calls import ModelCalls
-from cass_pipelines.store import plans
 
 WRITERS: dict[str, tuple[str, ...]] = {
     "insights": ("self.record_insight",),
@@ -28,6 +24,9 @@ WRITERS: dict[str, tuple[str, ...]] = {
     "note": ("wiki.create_note", "wiki.update_note", "world.summarize_state"),
     "titles": ("memory.generate_conversation_title",),
 }
+
+Items = list[dict[str, Any]]
+Writer = Callable[[HandlerContext, Items, bool], list[Artifact]]
 
 
 def later_owner(ctx: HandlerContext, kind: str) -> str | None:
@@ -81,68 +80,22 @@ class Outbox:
             f"left {len(items)} {kind} for {self.owners[kind]}" for kind, items in self.pending.items()])
 
 
-def _unwritten(results: list[ActionResult], kind: str) -> tuple[Items, bool, list[int]]:
-    """Items of `kind` the results left pending and no later one wrote, whether any came from offline
-    output, and the indexes of the results that left them."""
+def take(ctx: HandlerContext, kind: str) -> tuple[Items, bool]:
+    """Pending items of `kind` from earlier steps not yet written, and whether any came from offline output."""
     items: Items = []
-    sources: list[int] = []
     offline = False
-    for index, result in enumerate(results):
+    for result in ctx.previous:
         if kind in result.data.get("wrote", []):
-            items, offline, sources = [], False, []
+            items, offline = [], False
         mine = result.data.get("pending", {}).get(kind, [])
         items += mine
         offline = offline or (bool(mine) and result.offline)
-        sources += [index] if mine else []
-    return items, offline, sources
-
-
-def take(ctx: HandlerContext, kind: str) -> tuple[Items, bool]:
-    """Pending items of `kind` from earlier steps not yet written, and whether any came from offline output."""
-    items, offline, _ = _unwritten(ctx.previous, kind)
     return items, offline
-
-
-def keep_left_over(ctx: HandlerContext, results: dict[int, ActionResult]) -> tuple[list[str], list[str]]:
-    """The unit ends with `results` (its actions' by position): what they left for owners that will not
-    run is kept as the owner would write it, kind by kind, each in one transaction with its mark in the
-    stored results that left it (`kept`: a retry of the unit finds it written). Returns what was kept
-    ("1 note") and why a kind could not be (it stays pending: a retry of the unit still has it)."""
-    done, failed = [], []
-    for kind in WRITERS:
-        positions = list(results)
-        items, offline, sources = _unwritten(list(results.values()), kind)
-        if not items:
-            continue
-        marked = {positions[i]: kept(results[positions[i]], kind) for i in sources}
-
-        def keep(_conn) -> None:
-            writeback.AS_OWNER[kind](ctx, items, offline)
-            for position, result in marked.items():
-                plans.set_action_result(ctx.store, ctx.work_unit_id, position, result.model_dump(mode="json"))
-        try:
-            ctx.store.grouped(keep)
-        except Exception as exc:   # a kind that cannot be written keeps none of the others from it
-            failed.append(f"{kind}: {type(exc).__name__}: {exc}")
-            continue
-        results.update(marked)
-        done.append(f"{len(items)} {kind}")
-    return done, failed
-
-
-def kept(result: ActionResult, kind: str) -> ActionResult:
-    """`result` with its pending items of `kind` marked kept (written when the unit ended early)."""
-    pending = {k: v for k, v in result.data.get("pending", {}).items() if k != kind}
-    return result.model_copy(update={"data": {**result.data, "pending": pending,
-                                              "kept": sorted({*result.data.get("kept", []), kind})}})
 
 
 def write_pending(ctx: HandlerContext, kind: str, write: Writer, *, required: bool = False) -> ActionResult:
     """The whole job of an owning step: write what earlier steps of the unit left of its kind."""
     items, offline = take(ctx, kind)
-    if not items and any(kind in r.data.get("kept", []) for r in ctx.previous):
-        return ActionResult(success=True, message=f"no {kind} to write: what earlier steps left was kept when "
-                                                  "the unit ended early; this is a run of it again")
     if not items:
         if required:
             raise ValueError(f"{ctx.action.id}: no earlier step of unit {ctx.work_unit_id} left any {kind} to "

@@ -3,8 +3,8 @@
 that share enough terms with it."""
 from __future__ import annotations
 
-from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext, Items
-from cass_pipelines.services.handlers.handoff import write_pending
+from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
+from cass_pipelines.services.handlers.handoff import Items, write_pending
 from cass_pipelines.services.handlers.terms import best_match, terms
 from cass_pipelines.services.handlers.writeback import compose, wiki_note
 from cass_pipelines.store import notes

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from cass_pipelines.services.handlers import slices, writeback
-from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext, Items
+from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
 from cass_pipelines.services.handlers.calls import ModelCalls
-from cass_pipelines.services.handlers.handoff import Outbox, write_pending
+from cass_pipelines.services.handlers.handoff import Items, Outbox, write_pending
 from cass_pipelines.services.handlers.quoting import NOTICE
 from cass_pipelines.services.handlers.sourcing import NO_LIVE_SOURCE, search_instruction, source_line
 from cass_pipelines.store import persona

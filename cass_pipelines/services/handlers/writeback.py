@@ -7,7 +7,8 @@ Used both by a producer writing its own output and by the self.*/wiki.* step tha
 """
 from __future__ import annotations
 
-from cass_pipelines.services.handlers.base import Artifact, HandlerContext, Items, Writer
+from cass_pipelines.services.handlers.base import Artifact, HandlerContext
+from cass_pipelines.services.handlers.handoff import Items
 from cass_pipelines.store import memory, notes, selfmodel
 
 
@@ -80,9 +81,3 @@ def document(kind: str):
                                     offline=offline, now=ctx.now)
         return [Artifact(type="document", id=doc_id, title=title)]
     return write
-
-
-# How each kind is kept when its unit ends before the step that owns it runs (handoff.keep_left_over):
-# as the owner would write it, a note as a wiki note.
-AS_OWNER: dict[str, Writer] = {"insights": insights, "observations": observations, "questions": questions,
-                               "edge_state": edge_state, "note": wiki_note, "titles": titles}
