@@ -27,17 +27,28 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG, PRIORITY_TAG
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.states import QueueHold
 
+# The jobs of a week partition (its Monday; defs/week/jobs.py): they are not daily journals of that Monday.
+WEEK_INTENTION_JOB, WEEK_JOURNAL_JOB = "week_job", "week_journal_job"
+DAY_SLOTS = 10   # per day: its phases 0-3, its daily journal 5, a week's journal 6 (on its Sunday)
 
-def queue_priority(tags: dict[str, str]) -> int | None:
-    """Higher starts first: -(days since year 1 x 5 + phase index); a date-only (journal) run comes after
-    its date's night. None for runs without a date partition."""
+
+def queue_priority(tags: dict[str, str], job_name: str = "") -> int | None:
+    """Higher starts first: -(days since year 1 x DAY_SLOTS + slot). A day's phases in day order, then its
+    daily journal; a week's journal after its Sunday's daily journal (it is written from them); a week's
+    intention before its Monday's morning (the morning plans with it). None for runs without a date."""
     day = tags.get("dagster/partition/date") or tags.get("dagster/partition", "")
     try:
         ordinal = date.fromisoformat(day).toordinal()
     except ValueError:
         return None
     phase = tags.get("dagster/partition/phase")
-    return -(ordinal * (len(PHASES) + 1) + (PHASES.index(phase) if phase in PHASES else len(PHASES)))
+    if job_name == WEEK_JOURNAL_JOB:
+        ordinal, slot = ordinal + 6, 6
+    elif job_name == WEEK_INTENTION_JOB:
+        slot = -1
+    else:
+        slot = PHASES.index(phase) if phase in PHASES else 5
+    return -(ordinal * DAY_SLOTS + slot)
 
 
 def key_priority(partition_key: str) -> int | None:
@@ -67,7 +78,7 @@ def releasable(held: int, submitted: set[int], targets: set[int]) -> bool:
 class PhaseOrderedRunCoordinator(QueuedRunCoordinator):
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
-        priority = queue_priority(dict(run.tags))
+        priority = queue_priority(dict(run.tags), run.job_name)
         backfill_id = run.tags.get(BACKFILL_ID_TAG) if priority is not None else None
         tags = {PRIORITY_TAG: str(priority)} if priority is not None and PRIORITY_TAG not in run.tags else {}
         if backfill_id:

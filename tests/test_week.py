@@ -2,7 +2,7 @@
 
 Real DuckDB, a real Dagster instance, the offline LLM, the suite's injected calendar."""
 import json
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 import dagster as dg
 import pytest
@@ -29,6 +29,7 @@ from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.services.week import WeekContext
 from cass_pipelines.store import approvals, learning, plans
 from cass_pipelines.store import goals as goal_store
+from cass_pipelines.store import journal as journal_store
 
 DAY = SAMPLE_DAY
 WEEK = week_start(DAY)
@@ -336,12 +337,27 @@ def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_hom
     defs = build_defs(load_settings(), load_registry())
     monday = datetime(2026, 11, 23, 5, 30, tzinfo=ZoneInfo("America/New_York"))
     expected = {"weekly_intention_schedule": ("30 5 * * 1", monday, "2026-11-23"),
-                "weekly_journal_schedule": ("45 6 * * 1", monday.replace(hour=6, minute=45), "2026-11-16")}
+                "weekly_journal_schedule": ("45 6 * * *", monday.replace(hour=6, minute=45), "2026-11-16")}
     for name, (cron, at, key) in expected.items():
         schedule = defs.resolve_schedule_def(name)
         assert schedule.cron_schedule == cron and schedule.execution_timezone == "America/New_York"
         with dg.DagsterInstance.ephemeral() as instance:
             with dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
-                                           repository_def=defs.get_repository_def()) as ctx:
+                                           repository_def=defs.get_repository_def(), resources=defs.resources) as ctx:
                 [request] = schedule.evaluate_tick(ctx).run_requests
         assert request.partition_key == key and request.run_key.endswith(key)
+    # A later morning of the week asks again only while the week's journal is not written.
+    journal = defs.resolve_schedule_def("weekly_journal_schedule")
+
+    def tuesday_tick():
+        with dg.DagsterInstance.ephemeral() as instance, dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=monday.replace(hour=6, minute=45) + timedelta(days=1),
+                repository_def=defs.get_repository_def(), resources=defs.resources) as ctx:
+            return journal.evaluate_tick(ctx)
+
+    [again] = tuesday_tick().run_requests
+    assert (again.partition_key, again.run_key) == ("2026-11-16", "week_journal|2026-11-16|retry|2026-11-24")
+    rt = open_runtime()
+    journal_store.save_entry(rt.store, day=date(2026, 11, 16), kind="weekly", text="the week", tone="steady",
+                             work_unit_id=None, offline=True, now=NOW)
+    assert not tuesday_tick().run_requests

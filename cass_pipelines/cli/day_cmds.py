@@ -88,6 +88,7 @@ def _run_date(rt: Runtime, text: str | None, option: str = "--date") -> date:
 
 
 EXIT_WORK_FAILED = 4   # run-day / run-phase: a run failed or a work unit failed (see the report)
+STATUS_DEAD_LETTERS = 5   # status lists the newest open dead letters, and counts them all
 
 
 def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
@@ -324,7 +325,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         out: dict[str, Any] = {"paused": paused_reason(store, None), "llm_mode": resolve_mode(settings), "timezone": settings.timezone,
                "date": day.isoformat(), "current_phase": phase, "plan_progress": {},
                "recent_runs": runs, "recent_runs_error": runs_error,
-               "dead_letters": dead_letters.listing(store, limit=5),
+               "dead_letters_open": dead_letters.open_count(store),
+               "dead_letters": dead_letters.listing(store, limit=STATUS_DEAD_LETTERS),
                "budget": budget_status(store, settings, day),
                "database": str(settings.db_path), "dagster_home": str(home),
                "artifacts": views.artifact_counts(store)}
@@ -338,7 +340,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"budget: spent ${d['budget']['spent_usd']:.4f} of ${d['budget']['daily_limit_usd']:.2f}"
         + (" EXHAUSTED" if d["budget"]["exhausted"] else "")
         + "".join(f"\n  alert ({a['kind']}): {a['message']}" for a in d["budget"].get("alerts", [])),
-        f"dead letters: {len(d['dead_letters'])}" + "".join(
+        f"dead letters: {d['dead_letters_open']}"
+        + (f" (the newest {len(d['dead_letters'])}: `dlq list`)" if d["dead_letters_open"] > len(d["dead_letters"]) else "")
+        + "".join(
             f"\n  {x['id']} {x['work_unit_id'] or x['item_id']} {x['action_id'] or x['kind']}: {x['error'][:120]}"
             for x in d["dead_letters"]),
         "recent runs:\n" + (table([[r["run_id"][:8], r["job"], r["status"], r["partition"], r["trigger"]]

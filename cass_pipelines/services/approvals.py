@@ -29,7 +29,11 @@ def gated(template: TemplateDef, action: ActionDef, unit: dict, store) -> bool:
     """Whether this action of the unit must wait for a person's approval first."""
     if not (template.requires_approval or action.requires_approval) or unit["origin"] in PERSON_ORIGINS:
         return False
-    request = approvals.get(store, unit["id"])
+    seen: dict | None = unit
+    request = None
+    while seen is not None and request is None:   # work offered again as a new unit keeps its approval
+        request = approvals.get(store, seen["id"])
+        seen = plans.get_unit(store, seen["deferred_from"]) if seen["deferred_from"] else None
     return request is None or request["state"] != ApprovalState.APPROVED.value
 
 

@@ -23,6 +23,7 @@ from cass_pipelines.domain.plan_rules import (
 from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitOrigin, UnitStatus
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMClient, PromptCount, prefix_key
+from cass_pipelines.services import approvals
 from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers.calls import system_prefix
@@ -235,6 +236,7 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
 def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False, *,
                owner: Owner | None = None, is_run_over: Callable[[str], bool] = never_over) -> PhasePlan:
     with rt.store.session():
+        approvals.expire(rt, now)   # work no one approved in time is cancelled, whether anyone looks or not
         planned = plans.planned_phases(rt.store, day)
         # The revision this run would make, read with what it decided from: a run of the same partition
         # that stores its plan in between then holds or has ended this revision's claim, so its plan is

@@ -31,6 +31,10 @@ def listing(store: Store, *, include_closed: bool = False, limit: int = 100) -> 
     return store.all(f"SELECT {_COLS} FROM dead_letters {where} ORDER BY created_at DESC, id LIMIT ?", [limit])
 
 
+def open_count(store: Store) -> int:
+    return store.scalar(f"SELECT count(*) FROM dead_letters WHERE state = '{DeadLetterState.OPEN}'")
+
+
 def open_since(store: Store, since: datetime | None, leaving: Sequence[str], limit: int = 20) -> list[dict]:
     """Open dead letters stamped at or after `since` (all without), but those `leaving`, oldest first (the
     sensor's feed)."""

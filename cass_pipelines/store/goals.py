@@ -109,7 +109,8 @@ def unit_goal(store: Store, work_unit_id: str) -> dict | None:
                         JOIN unit_goals g ON g.work_unit_id = c.id ORDER BY c.depth LIMIT 1""", [work_unit_id])
 
 
-# A unit re-offered after a deferral serves the goal of the unit it came from.
+# A unit re-offered after a deferral serves the goal of the unit it came from (store.plans.open_phase copies
+# the link; a unit re-offered before it did has it one hop back).
 _LINKED = """LEFT JOIN unit_goals g1 ON g1.work_unit_id = w.id
              LEFT JOIN unit_goals g2 ON g2.work_unit_id = w.deferred_from"""
 _GOAL_OF = "coalesce(g1.goal_id, g2.goal_id) AS goal_id, coalesce(g1.goal_note, g2.goal_note) AS goal_note, " \

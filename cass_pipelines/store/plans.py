@@ -135,6 +135,10 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
                          f"(?, ?, ?, ?, ?, ?, ?, ?, '{P}', NULL, NULL, ?, '{UnitOrigin.DEFERRED}', ?, ?, ?)",
                          [new_id, day, phase, base + n, unit.template_id, unit.category, unit.focus,
                           unit.motivation, unit.estimated_cost_usd, old["id"], revision, now])
+            # It serves the goal the deferred unit served (a chain of re-offers keeps it at every link).
+            conn.execute("INSERT INTO unit_goals (work_unit_id, goal_id, goal_note, continues, created_at) "
+                         "SELECT ?, goal_id, goal_note, continues, ? FROM unit_goals WHERE work_unit_id = ? "
+                         "ON CONFLICT DO NOTHING", [new_id, now, old["id"]])
             # Actions the deferred unit already completed are carried over, not paid for again.
             conn.execute(f"""INSERT INTO action_runs ({_ACTION_COLS}) SELECT ?, position, action_id, status,
                                  'carried over from ' || work_unit_id, result, NULL, 0, run_id, step_key,

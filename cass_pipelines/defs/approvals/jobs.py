@@ -2,7 +2,7 @@
 a person's approval. Launchpad config: work_unit_id, approve, reason, decided_by."""
 import dagster as dg
 
-from cass_pipelines.defs.day.work import action_chains, after_chains, emit_units, unit_groups
+from cass_pipelines.defs.day.work import BUDGET_DAY_TAG, RUN_DAY, action_chains, after_chains, emit_units, unit_groups
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.services import approvals
 from cass_pipelines.services.runner import summarize
@@ -42,7 +42,7 @@ def build_approval_job(max_length: int) -> dg.JobDefinition:
             context.log.info(f"{unit['id']}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
 
     @dg.job(name="approval_job", description="Approve (and run) or reject work waiting for approval (launchpad config: work_unit_id, "
-                        "approve, reason).")
+                        "approve, reason).", tags={BUDGET_DAY_TAG: RUN_DAY})   # paid from the day it is decided
     def approval_job():
         finish_approved_work(**action_chains(decide_approval(), max_length))
 

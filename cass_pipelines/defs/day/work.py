@@ -19,6 +19,7 @@ import dagster as dg
 
 from cass_pipelines.defs.partitions import split_key
 from cass_pipelines.defs.resources import CassResource, run_over
+from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.states import ActionStatus, UnitStatus
 from cass_pipelines.services.logs import unit_extra
 from cass_pipelines.services.runner import StepOutcome, next_position, run_action
@@ -51,6 +52,11 @@ def emit_units(rt, units: list[dict]):
                                    mapping_key=mapping_key(unit["id"], unit["template_id"]))
 
 
+# A job whose runs charge their actions to the budget day they run on, not their unit's date (approved work,
+# run when a person decides, often a day later): tags={BUDGET_DAY_TAG: RUN_DAY}.
+BUDGET_DAY_TAG, RUN_DAY = "cass/budget_day", "run_day"
+
+
 @cache   # one definition per name: phase_job and manual_work_job share them
 def action_op(k: int, n: int) -> dg.OpDefinition:
     """The step that runs the k-th of the n actions a unit had left when the phase started. It waits
@@ -61,9 +67,12 @@ def action_op(k: int, n: int) -> dg.OpDefinition:
         rt = cass.for_run(context)
         unit_id, template_id = unit_of(context.get_mapping_key() or "")
         position = len(rt.registry.templates[template_id].action_sequence) - n + k - 1
-        outcome: StepOutcome = run_action(rt, unit_id, position, cass.clock(), run_id=context.run_id,
+        clock = cass.clock()
+        today = phase_at(clock.now(), rt.settings)[0] if context.run.tags.get(BUDGET_DAY_TAG) == RUN_DAY else None
+        outcome: StepOutcome = run_action(rt, unit_id, position, clock, run_id=context.run_id,
                                           step_key=context.get_step_execution_context().step.key,
-                                          log=context.log.debug, is_run_over=run_over(context.instance))
+                                          log=context.log.debug, is_run_over=run_over(context.instance),
+                                          budget_day=today)
         log = context.log.error if outcome.status is ActionStatus.FAILED else context.log.info
         log(f"{outcome.action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})",
             extra=unit_extra(unit_id, outcome.action_id))

@@ -6,7 +6,9 @@ import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, runs_ahead, unless_busy
+from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.states import DeferKind
 from cass_pipelines.services.handlers.memory import waiting_catchup
 from cass_pipelines.services.watches import idle_conversations
 
@@ -23,19 +25,19 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
         now = cass.clock().now()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
         idle = unless_busy(lambda: idle_conversations(store, settings, now))
-        if idle is BUSY:
+        waiting = unless_busy(lambda: waiting_catchup(store))
+        if idle is BUSY or waiting is BUSY:
             return BUSY
+        # A catch-up the budget refused is asked for again once per budget day: each day brings new money.
+        money = f"|{phase_at(now, settings)[0]}" if waiting and waiting["defer_kind"] == DeferKind.BUDGET else ""
         if not idle:
-            waiting = unless_busy(lambda: waiting_catchup(store))
-            if waiting is BUSY:
-                return BUSY
-            if waiting:   # once per unit (its run key): a unit refused money again waits for new messages
-                return dg.RunRequest(run_key=f"memory|waiting|{waiting['id']}",
+            if waiting:   # once per unit (its run key)
+                return dg.RunRequest(run_key=f"memory|waiting|{waiting['id']}{money}",
                                      tags={"cass/trigger": "idle_memory_sensor", "cass/catchup": waiting["id"]})
             return dg.SkipReason("no idle conversations with unsummarised messages")
         # The key changes only when new idle messages appear, so one batch is summarised once; after a run of
         # it failed (an outage), it is asked for again under a new key, up to MAX_MEMORY_FAILURES times.
-        attempt = f"{max(c['last_message_at'] for c in idle).isoformat()}|{sum(c['pending'] for c in idle)}"
+        attempt = f"{max(c['last_message_at'] for c in idle).isoformat()}|{sum(c['pending'] for c in idle)}{money}"
         if runs_ahead(context.instance, MEMORY_ATTEMPT_TAG, attempt):   # (a daemon retry, a re-execution)
             return dg.SkipReason(f"a memory run for {len(idle)} idle conversation(s) is queued or running")
         failed = failed_runs(context.instance, MEMORY_ATTEMPT_TAG, attempt)

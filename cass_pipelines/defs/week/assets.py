@@ -12,6 +12,7 @@ from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.handlers.calls import system_prefix
 from cass_pipelines.services.metering import MeterContext
 from cass_pipelines.services.runner import metered
+from cass_pipelines.services.watches import journals_coming
 from cass_pipelines.services.week import JOURNAL_ACTION_ID, WEEK_ACTION_ID, plan_week, write_week_journal
 
 
@@ -50,6 +51,12 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
         if not week_over(week, clock.now().astimezone(rt.settings.tz).date()):   # (written once: not half a week)
             return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(
                 f"_the week ends on {week + timedelta(days=6)}: its journal is written once it is over_")})
+        coming = journals_coming(rt.store, week)
+        if coming:   # written once: not without a day whose journal is still to come
+            days = ", ".join(d.isoformat() for d in coming)
+            context.log.info(f"the week of {week} waits for the daily journal of {days}; asked again each morning")
+            return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(
+                f"_the daily journal of {days} is still to come: the week's journal waits for it_")})
         llm = metered(rt, clock, MeterContext(date=week + timedelta(days=6), phase=None, category="journal",
                                               priority="normal", work_unit_id=None, action_id=JOURNAL_ACTION_ID,
                                               run_id=context.run_id))

@@ -1,12 +1,16 @@
 """weekly_intention_schedule (Monday, before the first phase) and weekly_journal_schedule (Monday
-morning, for the week that ended)."""
+morning, for the week that ended; each later morning of the next week while its journal is not written:
+it waits for a daily journal still to come)."""
 from datetime import timedelta
 
 import dagster as dg
 
 from cass_pipelines.defs.day.schedules import tick_time
+from cass_pipelines.defs.resources import CassResource
+from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.goals import week_start
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.store import weeks
 
 INTENTION_LEAD_MINUTES = 30     # the week is planned this long before Monday's first phase
 JOURNAL_AFTER_MINUTES = 45      # the past week's journal, after the Sunday night's daily journal
@@ -24,15 +28,24 @@ def build_week_schedules(settings: Settings, week_job, journal_job) -> list[dg.S
         return dg.RunRequest(run_key=f"week|{key}", partition_key=key, tags={"cass/trigger": "schedule"})
 
     @dg.schedule(name="weekly_journal_schedule", job=journal_job,
-                 cron_schedule=f"{night_end % 60} {night_end // 60} * * 1", execution_timezone=settings.timezone,
+                 cron_schedule=f"{night_end % 60} {night_end // 60} * * *", execution_timezone=settings.timezone,
                  default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description="Write the week that ended on Sunday night into the weekly journal, on Monday morning.")
-    def weekly_journal_schedule(context: dg.ScheduleEvaluationContext):
+                 description="Write the week that ended on Sunday night into the weekly journal, on Monday morning "
+                             "(on a later morning of the next week if a daily journal of it was still to come).")
+    def weekly_journal_schedule(context: dg.ScheduleEvaluationContext, cass: CassResource):
         today = tick_time(context, settings).date()
         week = week_start(today) - timedelta(days=7)
         if week < week_start(settings.first_date(today)):   # a start_date on a Monday: no week before it
             return dg.SkipReason(f"the week of {week} is before the first week partition")
-        return dg.RunRequest(run_key=f"week_journal|{week.isoformat()}", partition_key=week.isoformat(),
-                             tags={"cass/trigger": "schedule"})
+        if today.weekday() == 0:
+            return dg.RunRequest(run_key=f"week_journal|{week.isoformat()}", partition_key=week.isoformat(),
+                                 tags={"cass/trigger": "schedule"})
+        written = unless_busy(lambda: weeks.weekly_journal(cass.quick_store(SENSOR_DB_DEADLINE_S), week) is not None)
+        if written is BUSY:
+            return dg.SkipReason("the store is busy; the next morning asks again")
+        if written:
+            return dg.SkipReason(f"the journal of the week of {week} is written")
+        return dg.RunRequest(run_key=f"week_journal|{week.isoformat()}|retry|{today.isoformat()}",
+                             partition_key=week.isoformat(), tags={"cass/trigger": "schedule-catch-up"})
 
     return [weekly_intention_schedule, weekly_journal_schedule]

@@ -1,0 +1,287 @@
+"""What shows only when the agent runs for days and weeks: approvals decided a day later or never,
+week runs in the run queue, a weekly journal and a Sunday journal still to come, work offered again
+twice, dead letters piling up, a memory backlog the budget refused."""
+import json
+from datetime import datetime, time, timedelta, timezone
+
+import dagster as dg
+import pytest
+from support import NOW, TODAY, YESTERDAY, seed_plan
+
+from cass_pipelines.cli.main import main
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.execution import instance_for, run_phase
+from cass_pipelines.services.runtime import open_runtime
+from cass_pipelines.store import plans
+from cass_pipelines.store.ledger import LedgerRow, insert_rows
+
+
+@pytest.fixture
+def env(sample_home):
+    rt = open_runtime()
+    return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+
+
+def cli_json(capsys, *argv):
+    capsys.readouterr()
+    code = main([*argv, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else None
+
+
+def spend(rt, day, category, usd, rid):
+    """A paid call of `day` (its budget day) in `category`."""
+    with rt.store.transaction() as conn:
+        insert_rows(conn, [LedgerRow(rid, datetime.combine(day, time(21), tzinfo=timezone.utc), day, "evening",
+                                     None, None, None, "session.research", category, "claude-sonnet-5-5",
+                                     1, 1, 0, 0, 0, usd, False, 1, 10)])
+
+
+# ---- 1. an approval decided the next day is charged to the day the unit was planned ------------
+
+def test_work_approved_the_next_morning_runs_on_todays_budget(env, capsys):
+    rt, instance, defs = env
+    # Yesterday afternoon the agent planned the costly gated work; it stopped, waiting for a person.
+    seed_plan(rt, YESTERDAY, "afternoon", ["research_batch"])
+    assert run_phase(defs, instance, YESTERDAY, "afternoon").success
+    [gated] = plans.units_for_phase(rt.store, YESTERDAY, "afternoon")
+    assert gated["status"] == "awaiting_approval"
+    # The rest of yesterday's research work used yesterday's research share.
+    spend(rt, YESTERDAY, "research", rt.settings.category_limit("research"), "req_yesterday_research")
+    # This morning (CASS_NOW = TODAY 08:00, well within the 48 h) a person approves it; today's budget is untouched.
+    code, out = cli_json(capsys, "approvals", "approve", gated["id"], "--by", "ana", "--reason", "worth it")
+    unit = plans.get_unit(rt.store, gated["id"])
+    # This afternoon the deferred unit is offered again, as a new unit: which asks for approval again.
+    seed_plan(rt, TODAY, "afternoon", [])
+    assert run_phase(defs, instance, TODAY, "afternoon").success
+    asked = rt.store.all("SELECT work_unit_id, state FROM approvals ORDER BY requested_at")
+    assert unit["status"] == "completed" and len(asked) == 1, (
+        f"approved on {TODAY} with today's budget untouched, the unit was {unit['status']} "
+        f"({unit['reason']}); approval requests now: {asked}")
+
+
+# ---- 2. approval requests never expire unless someone runs `approvals list|approve|reject` ------
+
+def test_unanswered_approval_expires_after_48h_while_the_agent_keeps_running(env, monkeypatch):
+    from support import days_before
+
+    from cass_pipelines.domain.clock import NOW_ENV
+    from cass_pipelines.services.week_report import week_report
+
+    rt, instance, defs = env
+    three_days_ago = days_before(3)
+    monkeypatch.setenv(NOW_ENV, datetime.combine(three_days_ago, time(13), tzinfo=timezone.utc).isoformat())
+    seed_plan(rt, three_days_ago, "afternoon", ["research_batch"])
+    assert run_phase(defs, instance, three_days_ago, "afternoon").success
+    [gated] = plans.units_for_phase(rt.store, three_days_ago, "afternoon")
+    assert gated["status"] == "awaiting_approval"
+    # Three days on, the agent has kept running its days (no one looked at `approvals list`).
+    monkeypatch.setenv(NOW_ENV, NOW.isoformat())
+    seed_plan(rt, TODAY, "morning", ["daily_review"] if "daily_review" in rt.registry.templates else [])
+    assert run_phase(defs, instance, TODAY, "morning").success
+    report = week_report(rt, days_before(6), TODAY, [])
+    request = rt.store.one("SELECT state, expires_at FROM approvals WHERE work_unit_id = ?", [gated["id"]])
+    unit = plans.get_unit(rt.store, gated["id"])
+    assert request["expires_at"] < NOW
+    assert request["state"] == "expired" and unit["status"] == "cancelled" and not report["awaiting_approval"], (
+        f"request expired at {request['expires_at']} (now {NOW}) is still {request['state']}, unit "
+        f"{unit['status']}; the weekly report lists as awaiting approval: {report['awaiting_approval']}")
+
+
+# ---- 3. the run queue orders week partitions as if they were daily journals of their Monday -----
+
+def test_queue_starts_sundays_daily_journal_before_the_weekly_journal_of_its_week(cass_env):
+    """Monday morning: Sunday's daily journal (06:15) and the weekly journal of the week that ended
+    (06:45) wait together behind a run holding pool `cass_store` (Monday's morning phase, a batch
+    wait). The weekly journal is written once, from the week's daily journals: Sunday's must go first.
+    Dagster tags a weekly partition's run `dagster/partition=<its Monday>`, which queue_priority reads
+    as that Monday's daily journal, a week early."""
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+    from cass_pipelines.domain.goals import week_start
+    from cass_pipelines.run_queue import WEEK_INTENTION_JOB, WEEK_JOURNAL_JOB, queue_priority
+
+    monday = week_start(TODAY)
+    last_week = monday - timedelta(days=7)
+    sunday = monday - timedelta(days=1)
+    weekly_journal = queue_priority({"dagster/partition": last_week.isoformat()}, "week_journal_job")
+    sunday_journal = queue_priority({"dagster/partition": sunday.isoformat()}, "journal_job")
+    weekly_intention = queue_priority({"dagster/partition": monday.isoformat()}, "week_job")   # (05:30)
+    monday_morning = queue_priority({"dagster/partition": f"{monday}|morning", "dagster/partition/date": monday.isoformat(),
+                                     "dagster/partition/phase": "morning"}, "phase_job")
+    assert sunday_journal > weekly_journal, "the weekly journal starts before Sunday's daily journal"
+    assert weekly_journal > weekly_intention > monday_morning, \
+        "Monday's morning is planned before the week's intention exists"
+    defs = build_defs(load_settings(), load_registry(None))   # the names the queue knows are the jobs'
+    assert {defs.resolve_job_def(n).name for n in (WEEK_INTENTION_JOB, WEEK_JOURNAL_JOB)} == {"week_job", "week_journal_job"}
+
+
+# ---- 4. a unit offered again twice loses its goal in the weekly report and the learning stats ---
+
+def test_work_deferred_twice_still_counts_for_its_goal(sample_home):
+    from support import days_before
+
+    from cass_pipelines.domain.plan_rules import PlannedUnit
+    from cass_pipelines.domain.states import DeferKind, UnitStatus
+    from cass_pipelines.services.week_report import week_report
+    from cass_pipelines.store import goals as goal_store
+    from cass_pipelines.store import learning
+
+    rt = open_runtime()
+    goal = goal_store.add_goal(rt.store, title="Explain uncertainty better", success_criterion="three notes",
+                               source="person", origin_ref=None, templates=["synthesis"], offline=True,
+                               day=days_before(4), now=NOW)
+    first = days_before(3)
+    seed_plan(rt, first, "afternoon", ["synthesis"])
+    [unit] = plans.units_for_phase(rt.store, first, "afternoon")
+    goal_store.link_units(rt.store, [(unit["id"], goal, "it serves the goal", None)], NOW)
+    t = rt.registry.templates["synthesis"]
+    chain = [unit]
+    for day in (days_before(2), days_before(1)):
+        # The unit ran out of money (at plan time, or midway through its actions) ...
+        plans.set_unit_status(rt.store, chain[-1]["id"], UnitStatus.DEFERRED, NOW, reason="budget: category full",
+                              defer_kind=DeferKind.BUDGET)
+        # ... and the next day's afternoon offers it again, as a new unit (store.plans.open_phase).
+        old = plans.get_unit(rt.store, chain[-1]["id"])
+        assert plans.open_phase(rt.store, day=day, phase="afternoon", revision=1, idle=True, deferrals=[], now=NOW,
+                                reoffers=[(old, PlannedUnit("afternoon", t.id, t.category, t.priority, old["focus"],
+                                                            "re-offered", 0.01))])
+        chain.append(plans.units_for_phase(rt.store, day, "afternoon")[-1])
+    last = chain[-1]
+    plans.set_unit_status(rt.store, last["id"], UnitStatus.COMPLETED, NOW)
+    assert last["deferred_from"] == chain[1]["id"] and chain[1]["deferred_from"] == unit["id"]
+
+    served = goal_store.unit_goal(rt.store, last["id"])     # what record_progress writes the note to
+    report = week_report(rt, days_before(6), TODAY, [])
+    stats = {s.key: s.units for s in learning.goal_stats(rt.store, TODAY)}
+    assert served and served["goal_id"] == goal
+    assert report["units_naming_a_goal"] == 1 and stats.get(goal) == 1, (
+        f"{last['id']} serves {goal} (its progress note goes there), but the weekly report counts "
+        f"{report['units_naming_a_goal']} unit(s) naming a goal and the learning stats {stats}")
+
+
+# ---- 5. `status` counts at most 5 dead letters however many are open ---------------------------
+
+def test_status_counts_every_open_dead_letter(sample_home, capsys):
+    from support import days_before
+
+    from cass_pipelines.domain.states import DeadLetterKind
+    from cass_pipelines.store import dead_letters
+
+    rt = open_runtime()
+    for n in range(12):   # two weeks of a failing action, one a day (no one ran `dlq discard`)
+        day = days_before(12 - n)
+        dead_letters.add(rt.store, dl_id=f"dl_{n:02d}", kind=DeadLetterKind.ACTION, error="boom",
+                         now=datetime.combine(day, time(13), tzinfo=timezone.utc), day=day, phase="afternoon",
+                         work_unit_id=f"{day:%Y%m%d}_afternoon_r1_0", action_id="session.research")
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("dead letters:"))
+    assert line == "dead letters: 12 (the newest 5: `dlq list`)", line
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dead_letters_open"] == 12 and len(out["dead_letters"]) == 5
+
+
+# ---- 6. a memory catch-up refused money is never asked for again until a new message arrives ----
+
+def test_memory_backlog_refused_money_is_taken_up_again_on_a_later_day(sample_home, monkeypatch):
+    """The daemon's loop, simulated: each tick of idle_memory_sensor, and a memory_job run for each run key
+    not launched before (Dagster never launches a run key twice), over several days with no new message."""
+    from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+    from cass_pipelines.domain.clock import NOW_ENV
+    from cass_pipelines.services.handlers.memory import waiting_catchup
+    from cass_pipelines.store import conversations
+
+    monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.3")   # memory's share ($0.03) pays for part of the backlog
+    instance = dg.DagsterInstance.get()
+    log = []
+
+    def day_of_ticks(now):
+        monkeypatch.setenv(NOW_ENV, now.isoformat())
+        for _ in range(4):   # a few ticks (every 10 minutes) of that day
+            defs = build_defs(load_settings(), load_registry())
+            sensor = defs.resolve_sensor_def("idle_memory_sensor")
+            with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                         resources=defs.resources) as ctx:
+                result = sensor.evaluate_tick(ctx)
+            launched = {r.tags.get(RUN_KEY_TAG) for r in instance.get_runs()}
+            fresh = [r for r in result.run_requests if r.run_key not in launched]
+            log.append((now.date().isoformat(), [r.run_key for r in result.run_requests], len(fresh)))
+            for r in fresh:
+                assert defs.resolve_job_def("memory_job").execute_in_process(
+                    instance=instance, tags={**r.tags, RUN_KEY_TAG: r.run_key,
+                                             SENSOR_NAME_TAG: "idle_memory_sensor"}).success
+
+    rt = open_runtime()
+    day_of_ticks(NOW)
+    waiting = waiting_catchup(rt.store)
+    assert waiting and waiting["status"] == "deferred" and waiting["defer_kind"] == "budget", waiting
+    backlog = len(conversations.idle_unsummarized(rt.store, NOW, now=NOW, limit=1000))
+    for n in (1, 2, 3):   # three more days, each with a fresh budget; nobody writes
+        day_of_ticks(NOW + timedelta(days=n))
+    later = len(conversations.idle_unsummarized(rt.store, NOW, now=NOW, limit=1000))
+    assert later < backlog, (f"{backlog} idle conversations still unsummarised after three more days with fresh "
+                             f"budgets: ticks (day, run keys asked, new) = {log}")
+
+
+def test_weekly_journal_is_not_written_for_good_while_sundays_journal_is_still_coming(env, monkeypatch):
+    """Sunday's daily journal is night work (a Message Batch): when its batch outlasts the 30-minute wait
+    it is deferred and written later (journal_resume_sensor). The weekly journal, written once on Monday,
+    does not wait for it: the week's record leaves Sunday out for good."""
+    from cass_pipelines.domain.goals import week_start
+    from cass_pipelines.domain.states import DeferKind, UnitStatus
+    from cass_pipelines.execution import QUIET, execute, run_tags
+    from cass_pipelines.services.runner import job_unit
+    from cass_pipelines.store import journal, weeks
+
+    rt, instance, defs = env
+    week = week_start(TODAY) - timedelta(days=7)
+    sunday = week + timedelta(days=6)
+    for n in range(6):   # Monday to Saturday have their journals
+        journal.save_entry(rt.store, day=week + timedelta(days=n), kind="daily", text=f"day {n}: worked on notes",
+                           tone="steady", work_unit_id=None, offline=True, now=NOW)
+    uid = job_unit(rt, sunday, "night", "daily_journal", "journal", f"the day {sunday}", NOW)
+    plans.set_unit_status(rt.store, uid, UnitStatus.DEFERRED, NOW, defer_kind=DeferKind.BATCH,
+                          reason="waiting for message batch msgbatch_1; collected when it ends")
+    result = execute(defs, instance, "week_journal_job", QUIET, run_tags(trigger="schedule", week=week.isoformat()),
+                     partition_key=week.isoformat())
+    written = weeks.weekly_journal(rt.store, week)
+    # Later that morning the batch ends and Sunday's journal is written.
+    journal.save_entry(rt.store, day=sunday, kind="daily", text="sunday: the big insight of the week", tone="glad",
+                       work_unit_id=uid, offline=True, now=NOW)
+    assert written is None, (f"the weekly journal of {week} was written (run success={result.success}) while "
+                             f"Sunday's journal ({uid}) was still deferred for its batch; written once, it never "
+                             "includes Sunday")
+
+
+def test_approved_work_offered_again_as_a_new_unit_keeps_its_approval(env):
+    """Approved work the budget then deferred is offered again as a new unit: a person said yes to the
+    work, so it does not wait for approval a second time (nor a third, down a chain of re-offers)."""
+    from cass_pipelines.domain.plan_rules import PlannedUnit
+    from cass_pipelines.domain.states import DeferKind, UnitStatus
+    from cass_pipelines.services import approvals
+
+    rt, instance, defs = env
+    seed_plan(rt, YESTERDAY, "afternoon", ["research_batch"])
+    assert run_phase(defs, instance, YESTERDAY, "afternoon").success
+    [unit] = plans.units_for_phase(rt.store, YESTERDAY, "afternoon")
+    approvals.decide(rt, unit["id"], True, "worth it", "ana", NOW)
+    t = rt.registry.templates["research_batch"]
+    gated_action = rt.registry.actions[t.action_sequence[0]]
+    chain = [unit]
+    for phase in ("afternoon", "evening"):
+        plans.set_unit_status(rt.store, chain[-1]["id"], UnitStatus.DEFERRED, NOW, reason="budget: category full",
+                              defer_kind=DeferKind.BUDGET)
+        old = plans.get_unit(rt.store, chain[-1]["id"])
+        assert plans.open_phase(rt.store, day=TODAY, phase=phase, revision=1, idle=True, deferrals=[], now=NOW,
+                                reoffers=[(old, PlannedUnit(phase, t.id, t.category, t.priority, old["focus"],
+                                                            "re-offered", 0.01))])
+        chain.append(plans.units_for_phase(rt.store, TODAY, phase)[-1])
+        assert chain[-1]["deferred_from"] == old["id"]
+        assert not approvals.gated(t, gated_action, chain[-1], rt.store)
+    assert approvals.gated(t, gated_action, {**chain[-1], "deferred_from": None}, rt.store)   # not approved itself
