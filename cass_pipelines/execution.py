@@ -18,11 +18,14 @@ from pathlib import Path
 
 import dagster as dg
 import sqlalchemy.exc
+import yaml
+from dagster._core.errors import DagsterInvalidConfigError
+from dagster._core.instance.config import dagster_instance_config
 from dagster._core.storage.tags import MAX_RETRIES_TAG
 
 from cass_pipelines.defs.partitions import phase_key
 from cass_pipelines.domain.clock import clock_from_env
-from cass_pipelines.domain.settings import Settings
+from cass_pipelines.domain.settings import Settings, SettingsError
 from cass_pipelines.services.logs import run_log_level
 from cass_pipelines.store.claims import HOST
 
@@ -78,6 +81,20 @@ def _creation_race(exc: BaseException) -> bool:
     return "already exists" in str(exc) and isinstance(exc, (sqlalchemy.exc.OperationalError, sqlite3.OperationalError))
 
 
+def instance_config_problems(settings: Settings) -> list[str]:
+    """What is wrong with the instance's dagster.yaml (a person may have edited it: `init` keeps it), as
+    Dagster would refuse it when a run loads the instance; [] when it is fine or not written yet."""
+    path = instance_dir(settings) / "dagster.yaml"
+    if not path.is_file():
+        return []
+    try:
+        dagster_instance_config(str(path.parent))
+    except (DagsterInvalidConfigError, yaml.YAMLError, OSError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return [f"{path}: {'; '.join(lines[1:] if len(lines) > 1 else lines)[:600]}"]
+    return []
+
+
 def instance_for(settings: Settings) -> dg.DagsterInstance:
     """The instance, created on first use. Two processes opening a fresh DAGSTER_HOME at once would both
     create its SQLite tables ("table instance_info already exists"): creation is serialised by a file
@@ -87,6 +104,9 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     with _first_use_lock(home):
         if not (home / "dagster.yaml").exists():
             install_dagster_yaml(home)
+        problems = instance_config_problems(settings)
+        if problems:   # a usage error naming the file, not a run's unexpected failure
+            raise SettingsError(problems)
         os.environ["DAGSTER_HOME"] = str(home)
         for attempt in range(5):
             try:

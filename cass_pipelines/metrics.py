@@ -26,8 +26,10 @@ from cass_pipelines.store.db import Store
 from cass_pipelines.store.metrics import snapshot
 
 READ_DEADLINE_S = 0.5     # how long a scrape may wait for a run to let go of the file
-# Jobs whose finished runs are counted (`__ASSET_JOB` runs the UI's Materialize and backfills).
-JOBS = ("phase_job", "journal_job", "memory_job", "manual_work_job", "__ASSET_JOB")
+# Jobs whose finished runs are counted: every job of the code location (tests/test_metrics.py holds it to
+# that), and `__ASSET_JOB`, which runs the UI's Materialize and backfills.
+JOBS = ("phase_job", "journal_job", "memory_job", "manual_work_job", "week_job", "week_journal_job", "approval_job",
+        "dead_letter_retry_job", "__ASSET_JOB")
 RUN_STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
 TOKEN_KINDS = ("input", "output", "cache_creation", "cache_read")
 

@@ -126,3 +126,15 @@ def test_metrics_once_prints_the_exposition(sample_home, capsys):
 def test_metrics_refuses_an_uninitialised_home(cass_env, capsys):
     assert main(["metrics", "--once"]) != 0
     assert "init" in capsys.readouterr().err
+
+
+def test_every_job_of_the_code_location_has_its_runs_counted(cass_env):
+    """cass_dagster_runs counts finished runs per job; a job it does not name would fail unseen."""
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.metrics import JOBS
+
+    defs = build_defs(load_settings(), load_registry(None))
+    jobs = {job.name for job in defs.get_repository_def().get_all_jobs()}
+    assert jobs <= set(JOBS), sorted(jobs - set(JOBS))

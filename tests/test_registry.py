@@ -14,6 +14,7 @@ import pytest
 
 from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, RegistryError, load_registry, read_registry_file
 from cass_pipelines.domain.categories import Category, ModelTier, Priority
+from cass_pipelines.domain.registry import REQUIRED_TEMPLATES
 
 
 @pytest.fixture(scope="module")
@@ -295,12 +296,14 @@ def test_every_error_is_reported_in_one_pass(tmp_path, data):
 
 
 def test_load_registry_from_a_users_file(tmp_path, data):
-    """A user's own registry with the same checks: a smaller valid file loads as itself."""
-    keep = template(data, "creative_session")
-    data["templates"] = [keep]
-    data["actions"] = [action(data, a) for a in keep["action_sequence"]]
+    """A user's own registry with the same checks: a smaller valid file loads as itself (with the
+    templates the jobs run by name)."""
+    kept = [template(data, t) for t in ("creative_session", *REQUIRED_TEMPLATES)]
+    data["templates"] = kept
+    data["actions"] = [action(data, a) for a in dict.fromkeys(a for t in kept for a in t["action_sequence"])]
     reg = load_registry(write(tmp_path, data, "mine.json"))
-    assert list(reg.templates) == ["creative_session"] and list(reg.actions) == keep["action_sequence"]
+    assert list(reg.templates) == ["creative_session", *REQUIRED_TEMPLATES] and list(reg.actions) == [
+        a["id"] for a in data["actions"]]
     assert reg.source.endswith("mine.json")
 
 

@@ -6,12 +6,12 @@ from datetime import date
 from typing import Any
 
 from cass_pipelines.cli.output import EXIT_REFUSED, MAX_TEXT_CHARS, CliError, bounded_text, emit, parse_date, table
-from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.categories import PHASES, Category
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
-from cass_pipelines.domain.states import UnitStatus
+from cass_pipelines.domain.states import DeferKind, UnitStatus
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status
@@ -188,6 +188,10 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     clock = clock_from_env()
     runs = []
 
+    def skipped(name: str, reason: str) -> dict:   # a run not launched, and why (its work waits)
+        return {"phase": name, "run_id": None, "success": True, "skipped": reason, "error": None,
+                "seconds": 0.0, "cost_usd": 0.0, "calls": 0}
+
     def collect() -> None:
         """What batch_sensor does in the daemon: batches a dead or finished run stopped waiting for (a
         killed run's, whose work may not be asked again) are settled, paid once."""
@@ -218,15 +222,18 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
                      "date": r.date.isoformat(), "resumed": True})
     # What idle_memory_sensor looks for, or a catch-up a dead run left unfinished (its answers wait for it).
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1) or waiting_catchup(rt.store):
-        runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
-        collect()
+        held = paused_reason(rt.store, Category.MEMORY)
+        if held:
+            runs.append(skipped("memory", f"paused: {held}"))
+        else:
+            runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
+            collect()
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
         reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
         if reason:
             plans.defer_unopened(rt.store, day, phase, f"{phase} did not run: {reason}")   # its work waits
-            runs.append({"phase": phase, "run_id": None, "success": True, "skipped": reason, "error": None,
-                         "seconds": 0.0, "cost_usd": 0.0, "calls": 0})
+            runs.append(skipped(phase, reason))
             continue
         runs.append(_timed(rt, phase, lambda: run_phase(defs, instance, day, phase)))
         # What budget_sensor does in the daemon (for the date run here): recovery, then alerts.
@@ -234,7 +241,10 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
                                alerts_seen)
         alerts_seen.update(kind for kind, _ in watched.new_alerts)
         collect()
-    if journal:
+    held = paused_reason(rt.store, Category.JOURNAL) if journal else None
+    if held:   # (journal_schedule's catch-up writes it once the pause is lifted)
+        runs.append(skipped("journal", f"paused: {held}"))
+    elif journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
     return runs
 
@@ -367,6 +377,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if paused and not args.force:
         raise CliError(f"paused ({paused}); not triggering {args.template}. Use --force to run anyway, "
                        "or `cass-pipelines resume`.", code=EXIT_REFUSED)
+    day = phase_at(clock_from_env().now(), rt.settings)[0]
+    money = budget_status(rt.store, rt.settings, day)
+    if money["exhausted"]:   # (--force lifts a pause, never the budget)
+        raise CliError(f"daily budget exhausted for {day}: spent ${money['spent_usd']:.2f} of "
+                       f"${money['daily_limit_usd']:.2f}; not triggering {args.template}", code=EXIT_REFUSED)
     result = run_manual(defs, instance, args.template, args.focus, args.phase, force=args.force)
     units = plans.units_for_run(rt.store, result.run_id)
     out = {"run_id": result.run_id, "success": result.success, "error": run_error(result),
@@ -375,4 +390,6 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         f"run {d['run_id'][:8]}: " + (f"unit {d['work_unit']['id']} {d['work_unit']['status']}"
                                       f" {d['work_unit']['reason'] or d['work_unit']['error'] or ''}"
                                       if d["work_unit"] else d["error"] or "no unit")))
+    if units and units[0]["defer_kind"] in (DeferKind.BUDGET, DeferKind.PAUSED):   # refused on its way
+        return EXIT_REFUSED
     return 0 if result.success and units and units[0]["status"] == UnitStatus.COMPLETED else 1

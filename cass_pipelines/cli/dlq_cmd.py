@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cass_pipelines.cli.output import CliError, emit, table
+from cass_pipelines.cli.output import CliError, bounded_text, emit, table
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.states import DeadLetterState, RetryStatus
 from cass_pipelines.services.runtime import open_runtime
@@ -78,6 +78,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_discard(args: argparse.Namespace) -> int:
+    bounded_text("--reason", args.reason)
     rt = open_runtime(must_exist=True)
     row = _get(rt, args.id)
     if row["state"] != DeadLetterState.OPEN:   # (its record of how it closed is kept)

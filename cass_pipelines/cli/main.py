@@ -20,6 +20,7 @@ from cass_pipelines.cli.output import EXIT_FAILED, EXIT_USAGE, CliError
 from cass_pipelines.config.registry import RegistryError
 from cass_pipelines.domain.clock import ClockError
 from cass_pipelines.domain.settings import SettingsError
+from cass_pipelines.llm.base import redact
 from cass_pipelines.services.logs import configure_cli_logging
 from cass_pipelines.services.runtime import NotInitialisedError
 from cass_pipelines.store.schema import SchemaTooNewError
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         lines, code = describe(exc)
         for line in lines:
-            print(f"cass-pipelines {args.command}: {one_line(line)}", file=sys.stderr)
+            print(f"cass-pipelines {args.command}: {redact(one_line(line))}", file=sys.stderr)
         return code
 
 

@@ -139,9 +139,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     registry, reg_errors = read_registry_file(Path(registry_file), handler_modules)
     errors.extend(reg_errors)
     if settings is not None:
+        from cass_pipelines.execution import instance_config_problems
         from cass_pipelines.services.preflight import run_problems
 
-        errors.extend(run_problems(settings))
+        errors.extend(run_problems(settings) + instance_config_problems(settings))
     out = {"ok": not errors, "registry": str(registry_file),
            "actions": len(registry.actions) if registry else 0,
            "templates": len(registry.templates) if registry else 0, "errors": errors}

@@ -3,7 +3,7 @@ import argparse
 import getpass
 from datetime import date, timedelta
 
-from cass_pipelines.cli.day_cmds import EXIT_WORK_FAILED, _reader, _run_date, _setup, _timed, _today, day_runs
+from cass_pipelines.cli.day_cmds import _exit_code, _reader, _run_date, _setup, _timed, _today, day_runs
 from cass_pipelines.cli.output import EXIT_FAILED, CliError, bounded_text, emit, parse_date, table
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.clock import clock_from_env
@@ -132,15 +132,20 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
 
 def cmd_approvals_decide(args: argparse.Namespace) -> int:
     from cass_pipelines.execution import QUIET, execute, run_error, run_tags
+    from cass_pipelines.services.approvals import expire
 
     bounded_text("--reason", args.reason)
     if not args.approve and not args.reason.strip():
         raise CliError("reject: --reason must not be blank")
     rt = open_runtime(must_exist=True)
     instance, defs = _setup(rt)
+    expire(rt, clock_from_env().now())   # a request past its time is expired, not decided late
     request = approvals.get(rt.store, args.work_unit_id)
     if request is None:
         raise CliError(f"no approval request for {shown(args.work_unit_id)}; see `cass-pipelines approvals list`")
+    if request["state"] != ApprovalState.PENDING.value:   # nothing to decide: no run for it
+        raise CliError(f"work unit {args.work_unit_id}: its approval request is {request['state']}"
+                       + (f" ({request['reason']})" if request["reason"] else "") + "; nothing to decide")
     config = {"work_unit_id": args.work_unit_id, "approve": args.approve, "reason": args.reason,
               "decided_by": args.by or getpass.getuser()}
     result = execute(defs, instance, "approval_job", {**QUIET, "ops": {"decide_approval": {"config": config}}},
@@ -195,4 +200,4 @@ def cmd_run_week(args: argparse.Namespace) -> int:
         week_run("week_journal_job", week, f"weekly journal {week}")
     report = week_report(rt, first, last, runs)
     emit(report, args.json, render_week)
-    return 0 if all(r["success"] for r in runs) else EXIT_WORK_FAILED
+    return _exit_code(runs)

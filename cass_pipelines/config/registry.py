@@ -10,7 +10,7 @@ from typing import Callable
 from pydantic import ValidationError
 
 from cass_pipelines.domain.errors import shown
-from cass_pipelines.domain.registry import ActionDef, Registry, TemplateDef
+from cass_pipelines.domain.registry import REQUIRED_TEMPLATES, ActionDef, Registry, TemplateDef
 
 DEFAULT_REGISTRY_FILE = Path(__file__).resolve().parent.parent / "data" / "definitions.json"
 # Handlers come from this package, or from module prefixes a user lists in `handler_modules`.
@@ -118,6 +118,9 @@ def check_registry_data(data: object, source: str,
 
     if not templates and not errors:
         errors.append(f"{source}: no templates defined")
+    elif data["templates"]:
+        errors += [f"{source}: template {shown(t)} is missing: {why}" for t, why in REQUIRED_TEMPLATES.items()
+                   if t not in templates and not any(isinstance(r, dict) and r.get("id") == t for r in data["templates"])]
     if errors:
         return None, errors
     return Registry(source=source, actions=actions, templates=templates), []

@@ -11,7 +11,7 @@ from typing import Mapping
 
 from pydantic import ValidationError
 
-from cass_pipelines.domain.errors import shown
+from cass_pipelines.domain.errors import masked, shown
 
 PATH_CHARS = 400   # a home is named in full (a long path cut at 80 characters names nothing)
 from cass_pipelines.domain.settings import MAX_CONFIG_BYTES, Settings, SettingsError
@@ -93,9 +93,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 continue
             field = ".".join(str(p) for p in err["loc"])
             origin = source.get(str(err["loc"][0]), str(config))
-            got = "" if isinstance(err.get("input"), dict) else f" (got {shown(err.get('input'))})"
+            # The value of a key that is no setting is not echoed: it may be a secret in the wrong place.
+            got = "" if isinstance(err.get("input"), dict) or err["type"] == "extra_forbidden" \
+                else f" (got {shown(err.get('input'))})"
             errors.append(f"{origin}: field '{field}': {err['msg']}{got}")
-        raise SettingsError(errors) from None
+        raise SettingsError([masked(e) for e in errors]) from None   # (a validator's message may quote a value)
 
 
 SAMPLE_CONFIG = """\

@@ -15,6 +15,13 @@ _ACTION_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 _TEMPLATE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 # Not a registry action: the ledger's action id for the work-summary call made after every unit.
 SUMMARY_ACTION_ID = "summary.work_unit"
+# Templates the jobs run by name: a registry without them is refused, naming what needs each.
+JOURNAL_TEMPLATE = "daily_journal"
+CATCHUP_TEMPLATE = "conversation_catchup"
+SUMMARY_RETRY_TEMPLATE = "conversation_summary_retry"
+REQUIRED_TEMPLATES = {JOURNAL_TEMPLATE: "journal_job writes each day's journal with it",
+                      CATCHUP_TEMPLATE: "memory_job summarises idle conversations with it",
+                      SUMMARY_RETRY_TEMPLATE: "`dlq retry` of a conversation's dead letter runs it"}
 SUMMARY_ESTIMATE_USD = 0.004   # until the ledger has history for it
 # Stated maxima of an action: finite and bounded, so a typo cannot reserve or wait without limit.
 MAX_ACTION_COST_USD = 100.0

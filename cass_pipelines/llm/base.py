@@ -13,6 +13,8 @@ from typing import Any, Generic, Mapping, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from cass_pipelines.domain.errors import masked
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -20,12 +22,13 @@ SECRET_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
 
 def redact(text: str) -> str:
-    """The text with any credential from the environment blanked out (for errors, logs, the store)."""
+    """The text with any credential from the environment, and anything shaped like an API key (one cut
+    short too), blanked out (for errors, logs, the store)."""
     for var in SECRET_VARIABLES:
         secret = os.environ.get(var)
         if secret and len(secret) >= 8:
             text = text.replace(secret, "[redacted]")
-    return text
+    return masked(text)
 
 
 class LLMError(RuntimeError):

@@ -156,7 +156,12 @@ def ask(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext, s
 
 
 def settle(week: "WeekContext | None", unit: ProposedUnit) -> ProposedUnit:
-    return week.settle(unit) if week is not None else unit
+    """The unit's goal checked against the week's (WeekContext.settle); with no week planned yet no goal is
+    held, and the unit says so."""
+    if week is not None:
+        return week.settle(unit)
+    return unit.model_copy(update={"goal_id": None, "goal_note": clip(unit.goal_note.strip() or "no goal named", 300),
+                                   "continues": None})
 
 
 def decide(llm: LLMClient, prefixes: Mapping[str, str], context: DecisionContext,

@@ -5,6 +5,7 @@ A bad line is reported with its number and skipped; the rest goes in. Re-import 
 """
 from __future__ import annotations
 
+import codecs
 import json
 import stat
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ def read_batches(path: Path, report: ImportReport, shift: timedelta = timedelta(
                 report.lines_read += 1
                 report.bad(lineno, f"line longer than {MAX_LINE_BYTES} bytes")
                 continue
+            if lineno == 1:   # a file saved as "UTF-8 with BOM" (Notepad, PowerShell) starts with one
+                raw_bytes = raw_bytes.removeprefix(codecs.BOM_UTF8)
             if not raw_bytes.strip():
                 continue
             report.lines_read += 1

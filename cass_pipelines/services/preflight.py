@@ -10,6 +10,7 @@ from typing import Mapping
 
 import duckdb
 
+from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
 from cass_pipelines.domain.settings import Settings, SettingsError
 from cass_pipelines.llm.factory import resolve_mode
@@ -51,6 +52,10 @@ def run_problems(settings: Settings, env: Mapping[str, str] | None = None) -> li
                             "copy the key again without them")
         if base_url and not base_url.startswith(("http://", "https://")):
             problems.append(f"ANTHROPIC_BASE_URL: expected an http:// or https:// URL, got {shown(base_url)}")
+    today = clock_from_env(env).now().astimezone(settings.tz).date()
+    if settings.start_date and settings.start_date > today:   # dates run from start_date to today: none would
+        problems.append(f"{settings.config_file}: field 'start_date': {settings.start_date} is after today, {today} "
+                        f"({settings.timezone}): no day could run")
     dagster = Path(env["DAGSTER_HOME"]) if env.get("DAGSTER_HOME") else settings.home / "dagster"
     problems += [p for p in (writable_problem("CASS_HOME", settings.home),
                              writable_problem("DAGSTER_HOME" if env.get("DAGSTER_HOME") else "CASS_HOME/dagster",

@@ -9,6 +9,7 @@ from typing import Callable
 
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.registry import SUMMARY_RETRY_TEMPLATE
 from cass_pipelines.domain.states import DeadLetterKind, DeadLetterState, RetryStatus, UnitStatus
 from cass_pipelines.services.runner import job_unit, run_unit, summarize
 from cass_pipelines.services.runtime import Runtime
@@ -87,7 +88,7 @@ def _retry_conversation(rt: Runtime, letter: dict, clock: Clock, today: date, ru
                       f"nothing to do: conversation {cid} has since been summarised", clock, None)
     failures.clear(rt.store, "conversation", cid)   # a fresh start: it may fail its attempts again
     now = clock.now()
-    uid = job_unit(rt, today, phase_at(now, rt.settings)[1], "conversation_summary_retry",
+    uid = job_unit(rt, today, phase_at(now, rt.settings)[1], SUMMARY_RETRY_TEMPLATE,
                    f"dlq{now:%H%M%S%f}", cid, now)
     run_unit(rt, uid, clock, run_id=run_id, log=log, is_run_over=is_run_over, budget_day=today)
     if not memory.unsummarized(rt.store, [cid])[cid][0]:

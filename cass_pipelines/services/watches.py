@@ -10,6 +10,7 @@ from typing import Callable
 
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.pauses import pause_reason
+from cass_pipelines.domain.registry import JOURNAL_TEMPLATE
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import UnitOrigin
 from cass_pipelines.llm.base import LLMClient
@@ -23,7 +24,6 @@ from cass_pipelines.store.conversations import idle_unsummarized
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.plans import batch_waiting, deferred_job_dates, tagged
 
-JOURNAL_TEMPLATE = "daily_journal"
 JOURNAL_TAG = "journal"     # a day's own journal unit (a rewrite has its own tag, and is not retried)
 JOURNAL_CATCH_UP_DAYS = 7   # deferred journals this recent are tried again
 

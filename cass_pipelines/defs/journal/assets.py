@@ -8,6 +8,7 @@ import dagster as dg
 from cass_pipelines.defs import usd
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.registry import JOURNAL_TEMPLATE
 from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.runner import job_unit, run_unit
 from cass_pipelines.services.watches import JOURNAL_TAG
@@ -31,7 +32,7 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         day = date.fromisoformat(context.partition_key)
         tag = JOURNAL_TAG if not config.rewrite else f"{JOURNAL_TAG}_{clock.now():%H%M%S}"
         deferred = (plans.get_unit(rt.store, plans.unit_id(day, "night", tag)) or {}).get("status") == UnitStatus.DEFERRED
-        uid = job_unit(rt, day, "night", "daily_journal", tag, f"the day {day}", clock.now())
+        uid = job_unit(rt, day, "night", JOURNAL_TEMPLATE, tag, f"the day {day}", clock.now())
         # A journal its own day could not pay for is written later on the budget of the day it runs.
         today = phase_at(clock.now(), rt.settings)[0]
         outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,

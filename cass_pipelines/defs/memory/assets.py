@@ -5,8 +5,9 @@ import dagster as dg
 from cass_pipelines.defs import usd
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.registry import CATCHUP_TEMPLATE
 from cass_pipelines.domain.states import UnitStatus
-from cass_pipelines.services.handlers.memory import CATCHUP_TEMPLATE, catchup_has_work, waiting_catchup
+from cass_pipelines.services.handlers.memory import catchup_has_work, waiting_catchup
 from cass_pipelines.services.runner import job_unit, run_unit
 from cass_pipelines.store import plans
 

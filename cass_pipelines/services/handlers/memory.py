@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, tzinfo
 
 from pydantic import BaseModel, Field
 
+from cass_pipelines.domain.registry import CATCHUP_TEMPLATE
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import ClaimState, DeadLetterKind
 from cass_pipelines.llm.base import LLMError, redact
@@ -30,7 +31,6 @@ from cass_pipelines.store import claims, conversations, dead_letters, failures, 
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.db import Store
 
-CATCHUP_TEMPLATE = "conversation_catchup"   # the template of memory_job's unit
 MAX_CONVERSATIONS_PER_RUN = 100   # the rest wait for the next run (each is one or more calls)
 MAX_TITLE_CALLS_PER_RUN = 10
 FAILURE_KIND = "conversation"
