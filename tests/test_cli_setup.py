@@ -16,6 +16,7 @@ from support import NOW
 from cass_pipelines.cli.main import main
 from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, load_registry
 from cass_pipelines.config.settings import load_settings
+from cass_pipelines.domain.registry import REQUIRED_TEMPLATES
 from cass_pipelines.store.db import Store
 
 CLI = str(Path(sys.executable).parent / "cass-pipelines")
@@ -179,14 +180,14 @@ def test_catalog_lists_actions_and_templates_with_derived_estimates(sample_home,
 
 def test_catalog_uses_the_users_registry(sample_home, tmp_path, monkeypatch, capsys):
     data = json.loads(DEFAULT_REGISTRY_FILE.read_text(encoding="utf-8"))
-    keep = next(t for t in data["templates"] if t["id"] == "creative_session")
-    data = {"actions": [copy.deepcopy(a) for a in data["actions"] if a["id"] in keep["action_sequence"]],
-            "templates": [keep]}
+    keep = [t for t in data["templates"] if t["id"] in ("creative_session", *REQUIRED_TEMPLATES)]
+    used = {a for t in keep for a in t["action_sequence"]}
+    data = {"actions": [copy.deepcopy(a) for a in data["actions"] if a["id"] in used], "templates": keep}
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     monkeypatch.setenv("CASS_ACTIONS_FILE", str(path))
     code, out = run_json(capsys, "catalog")
-    assert code == 0 and [t["id"] for t in out["templates"]] == ["creative_session"]
+    assert code == 0 and sorted(t["id"] for t in out["templates"]) == sorted(["creative_session", *REQUIRED_TEMPLATES])
 
 
 def test_init_sample_again_on_a_later_day_keeps_the_sample_where_it_is(cass_env, capsys, monkeypatch):

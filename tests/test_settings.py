@@ -106,10 +106,12 @@ medium = "m"
 """)
     errors = settings_errors(tmp_path)
     expected = [("timezone", "'Mars/Olympus_Mons'"), ("daily_budget_usd", "-2"), ("llm_mode", "'psychic'"),
-                ("idle_threshold_minutes", "-5"), ("colour", "'blue'"), ("phase_hours", "(12, 25)"),
+                ("idle_threshold_minutes", "-5"), ("colour", ""), ("phase_hours", "(12, 25)"),
                 ("models.medium", "'medium'")]
     for field, bad in expected:
         assert any(f"field '{field}" in e and bad in e for e in errors), (field, errors)
+    # A key that is no setting is named, its value not echoed (it may be a secret in the wrong place).
+    assert not any("'blue'" in e for e in errors), errors
     assert len(errors) == len(expected), errors
     assert all(e.startswith(f"{config}: ") for e in errors)
 

@@ -220,7 +220,9 @@ def test_rejected_work_is_recorded_with_its_reason_and_requests_expire(env, caps
     assert states == {unit["id"]: "rejected", late["id"]: "expired"}
     assert plans.get_unit(rt.store, late["id"])["status"] == "cancelled"
     assert plans.get_unit(rt.store, late["id"])["reason"].startswith("approval expired")
-    assert main(["approvals", "approve", late["id"]]) == 1                # the run fails: nothing to decide
+    capsys.readouterr()
+    assert main(["approvals", "approve", late["id"]]) == 2                # nothing to decide: no run for it
+    assert "its approval request is expired" in capsys.readouterr().err
     assert approvals.get(rt.store, late["id"])["state"] == ApprovalState.EXPIRED
 
 
