@@ -1,19 +1,25 @@
 """Every registry action runs offline against the sample data and leaves rows a person can open."""
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from datetime import datetime, timezone
 
 import pytest
-from handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template
+from handlers_kit import CountingLLM, FailingLLM, context, count, run_action, run_template, sample_now
 
+from cass_pipelines.domain.clock import FixedClock
 from cass_pipelines.domain.plan_rules import PlannedUnit
+from cass_pipelines.domain.states import UnitOrigin
 from cass_pipelines.llm.base import LLMError
 from cass_pipelines.services.handlers.base import ARTIFACT_TABLES, ActionResult
+from cass_pipelines.services.handlers.handoff import keep_left_over
 from cass_pipelines.services.handlers.sourcing import NO_LIVE_SOURCE
 from cass_pipelines.services.metering import BudgetRefused
+from cass_pipelines.services.runner import job_unit, summarize
+from cass_pipelines.services.runner import run_action as run_step
 from cass_pipelines.store import budget, notes, plans
 
 OFFLINE_TABLES = {"insights", "growth_observations", "open_questions", "conversation_summaries", "journals",
@@ -349,3 +355,165 @@ def test_a_research_batch_stopped_after_one_answer_keeps_that_answers_write_up(r
     [doc] = runtime.store.all("SELECT title FROM documents WHERE kind = 'research_finding' AND work_unit_id = 'u_rb'")
     assert doc["title"] == done["question"][:120]
     assert count(runtime, "SELECT count(*) FROM documents WHERE kind = 'research_finding'") == docs_before + 1
+
+
+def _unit(rt, template: str, tag: str, focus: str = "what I keep wondering", origin=UnitOrigin.JOB):
+    now = sample_now(rt)
+    return job_unit(rt, now.date(), "morning", template, tag, focus, now, origin=origin), FixedClock(now)
+
+
+def _fail_once(monkeypatch, rt, action_id: str, why: str = "IOException: could not set lock on file (test)"):
+    """The action's handler fails; monkeypatch.undo() brings the real one back."""
+    module_name, _, name = rt.registry.actions[action_id].handler.partition(":")
+
+    def failing(ctx):
+        raise RuntimeError(why)
+    monkeypatch.setattr(importlib.import_module(module_name), name, failing)
+
+
+def _retry(rt, uid, clock, positions):
+    """A dlq retry: the failed unit reopened, its steps from the failed one run again."""
+    plans.reopen_failed(rt.store, uid, "retried", clock.now())
+    return [run_step(rt, uid, p, clock) for p in positions]
+
+
+def _notes(rt, uid):
+    return rt.store.all("SELECT id, title, body FROM wiki_notes WHERE work_unit_id = ? ORDER BY created_at", [uid])
+
+
+def _finding_notes(rt, uid: str, finding: str) -> int:
+    """The unit's wiki notes holding `finding` (a researched question's write-up)."""
+    return sum(finding in n["body"] for n in rt.store.all("SELECT body FROM wiki_notes WHERE work_unit_id = ?", [uid]))
+
+
+def test_a_unit_failing_after_its_research_keeps_the_finding_once_and_a_retry_does_not_repeat_it(runtime,
+                                                                                                  monkeypatch):
+    """research_deep_dive = refresh_queue -> run_single -> session.research -> wiki.create_note. run_single
+    answers a question (paid, marked done) and leaves its write-up for wiki.create_note. When
+    session.research fails, the unit ends there: the write-up is kept now, as the wiki note the owner
+    would have written, and marked kept, so a retry of the unit (dlq retry) writes it no second time."""
+    rt = runtime
+    uid, clock = _unit(rt, "research_deep_dive", "dd_fail")
+    assert run_step(rt, uid, 0, clock).status == "completed"
+    assert run_step(rt, uid, 1, clock).status == "completed"
+    single = ActionResult.model_validate(plans.action_runs(rt.store, uid)[1]["result"])
+    [pending] = single.data["pending"]["note"]
+    _fail_once(monkeypatch, rt, "session.research", "ValueError: session.research: the model returned an empty piece")
+    failed = run_step(rt, uid, 2, clock)
+    assert failed.status == "failed" and "kept 1 note left for later steps" in failed.message
+    assert _finding_notes(rt, uid, pending["body"]) == 1
+    stored_single = plans.action_runs(rt.store, uid)[1]["result"]["data"]
+    assert "note" not in stored_single["pending"] and stored_single["kept"] == ["note"]
+
+    monkeypatch.undo()   # a dlq retry: the unit runs again from the failed step, the real session this time
+    assert [o.status for o in _retry(rt, uid, clock, [2, 3])] == ["completed", "completed"]
+    assert _finding_notes(rt, uid, pending["body"]) == 1
+    assert count(rt, "SELECT count(*) FROM wiki_notes WHERE work_unit_id = ?", [uid]) == 2   # + the session's
+
+
+def test_a_kind_that_cannot_be_kept_stays_pending_and_the_others_are_kept(runtime):
+    """What a unit that ends early left is kept kind by kind, by the step of its template that owns the
+    kind: an observation naming a growth edge that is gone cannot be written, so it stays pending (a retry
+    still has it); the growth edge's new state is kept, and what was written joins the producer's artifacts."""
+    from cass_pipelines.store import persona
+
+    rt = runtime
+    edge = persona.growth_edges(rt.store)[0]["id"]
+    made = ActionResult(success=True, message="a session", data={"pending": {
+        "observations": [{"edge_id": "edge_gone", "text": "it moved"}],
+        "edge_state": [{"edge_id": edge, "current_state": "steadier than last week"}]}})
+    results = {0: made}
+    ctx = context(rt, "session.growth_edge", template_id="growth_edge_work", unit_id="u_keep")
+    done, failed = keep_left_over(ctx, results)
+    assert done == ["2 edge_state"] and len(failed) == 1 and "edge_gone" in failed[0], (done, failed)
+    assert persona.growth_edges(rt.store)[0]["current_state"] == "steadier than last week"
+    assert results[0].data["pending"] == {"observations": made.data["pending"]["observations"]}
+    assert results[0].data["kept"] == ["edge_state"]
+    assert [a.type for a in results[0].artifacts] == ["growth_edge", "observation"]
+
+
+def test_world_check_in_keeps_the_events_as_summarize_state_would(runtime, monkeypatch):
+    """world_check_in = world.check_events -> session.world_state -> world.summarize_state. check_events leaves
+    its events for summarize_state, which writes them as a 'World state DATE' note. When session.world_state
+    fails (e.g. 'the model returned an empty piece'), the events are kept: they should be kept as the owner
+    would write them, not as a raw 'Events gathered' wiki note."""
+    rt = runtime
+    uid, clock = _unit(rt, "world_check_in", "wc_fail")
+    assert run_step(rt, uid, 0, clock).status == "completed"
+    _fail_once(monkeypatch, rt, "session.world_state", "ValueError: session.world_state: the model returned an empty piece")
+    failed = run_step(rt, uid, 1, clock)
+    assert failed.status == "failed" and "kept 1 note" in failed.message
+    titles = [n["title"] for n in _notes(rt, uid)]
+    assert titles and all(t.startswith("World state") for t in titles), titles
+
+
+def test_research_batch_owner_failing_keeps_findings_in_the_focus_note(runtime, monkeypatch):
+    """research_batch = refresh_queue -> run_batch -> wiki.update_note, whose job is to append the findings to
+    the note the focus names. If update_note fails once, the findings are kept as update_note writes them (in
+    the focus note, not as a new note), and the dlq retry's update_note writes them no second time."""
+    rt = runtime
+    now = sample_now(rt)
+    nid = notes.add_note(rt.store, title="curiosity budgeting and attention", body="What I know so far.",
+                         work_unit_id="earlier", offline=True, now=now)
+    focus_note = notes.note(rt.store, nid)
+    uid, clock = _unit(rt, "research_batch", "rb_fail", focus=focus_note["title"], origin=UnitOrigin.MANUAL)
+    assert [run_step(rt, uid, p, clock).status for p in (0, 1)] == ["completed", "completed"]
+    made = ActionResult.model_validate(plans.action_runs(rt.store, uid)[1]["result"])
+    finding = made.data["pending"]["note"][0]["body"]
+    _fail_once(monkeypatch, rt, "wiki.update_note")
+    assert run_step(rt, uid, 2, clock).status == "failed"
+    monkeypatch.undo()
+    assert [o.status for o in _retry(rt, uid, clock, [2])] == ["completed"]
+    assert finding[:200] in notes.note(rt.store, focus_note["id"])["body"], \
+        f"the focus note lacks the finding; notes of the unit: {[n['title'] for n in _notes(rt, uid)]}"
+
+
+def test_knowledge_building_retry_after_create_note_failed_can_link_the_kept_note(runtime, monkeypatch):
+    """knowledge_building = session.knowledge_building -> wiki.create_note -> wiki.link_notes. create_note fails
+    once; its note is kept (no artifact recorded anywhere); on the dlq retry create_note says 'kept' with no
+    artifact and link_notes finds no wiki note: the unit can never complete."""
+    rt = runtime
+    uid, clock = _unit(rt, "knowledge_building", "kb_fail")
+    assert run_step(rt, uid, 0, clock).status == "completed"
+    _fail_once(monkeypatch, rt, "wiki.create_note")
+    failed = run_step(rt, uid, 1, clock)
+    assert failed.status == "failed" and "kept 1 note" in failed.message
+    monkeypatch.undo()
+    outcomes = _retry(rt, uid, clock, [1, 2])
+    assert [o.status for o in outcomes] == ["completed", "completed"], [o.message for o in outcomes]
+
+
+def test_the_work_summary_of_a_unit_that_kept_a_note_names_it(runtime, monkeypatch):
+    """research_deep_dive failing at session.research keeps run_single's write-up as a wiki note; the unit's
+    work summary (built from the action results' artifacts) should name it among what the unit made."""
+    rt = runtime
+    uid, clock = _unit(rt, "research_deep_dive", "dd_sum")
+    assert [run_step(rt, uid, p, clock).status for p in (0, 1)] == ["completed", "completed"]
+    _fail_once(monkeypatch, rt, "session.research")
+    assert run_step(rt, uid, 2, clock).status == "failed"
+    [kept_note] = _notes(rt, uid)
+    summary = summarize(rt, plans.get_unit(rt.store, uid), clock)
+    artifacts = summary["artifacts"]
+    artifacts = json.loads(artifacts) if isinstance(artifacts, str) else artifacts
+    assert kept_note["id"] in json.dumps(artifacts, default=str), artifacts
+
+
+def test_kept_titles_message_counts_only_titles_written(runtime, monkeypatch):
+    """conversation_catchup = memory.summarize_idle_conversations -> memory.generate_conversation_title. The
+    title step writes the proposed titles first, then an outage on its own calls fails it; keep_left_over
+    writes the same titles again (set_titles: none written) yet records 'kept N titles'."""
+    rt = runtime
+    rt.store.execute("UPDATE conversations SET title = NULL")
+    uid, clock = _unit(rt, "conversation_catchup", "cc_fail")
+    assert run_step(rt, uid, 0, clock).status == "completed"
+    proposed = ActionResult.model_validate(plans.action_runs(rt.store, uid)[0]["result"]).data["pending"]["titles"]
+    assert proposed
+    mem = importlib.import_module("cass_pipelines.services.handlers.memory")
+    real = mem.generate_conversation_title
+
+    def title_then_outage(ctx):
+        real(ctx)   # the proposed titles (and some of its own) are written
+        raise RuntimeError("LLMError: provider unavailable (test)")
+    monkeypatch.setattr(mem, "generate_conversation_title", title_then_outage)
+    failed = run_step(rt, uid, 1, clock)
+    assert "kept" not in failed.message, failed.message

@@ -31,6 +31,7 @@ from cass_pipelines.domain.states import (
 from cass_pipelines.llm.base import redact
 from cass_pipelines.services import approvals
 from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
+from cass_pipelines.services.handlers.handoff import keep_left_over
 from cass_pipelines.services.metering import BudgetRefused, MeterContext, MeteredClient
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.summaries import summarize_unit
@@ -122,8 +123,9 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
         rt.settings, date=budget_day or day, phase=unit["phase"], category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced,
         used_when_action_ends=True))
-    previous = [ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
-                if p < position and runs[p]["result"]]
+    earlier = {p: ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
+               if p < position and runs[p]["result"]}
+    previous = list(earlier.values())
     ctx = HandlerContext(action=action, work_unit_id=unit_id, template_id=template.id, focus=unit["focus"],
                          motivation=unit["motivation"], date=day, phase=unit["phase"], now=clock.now(),
                          store=rt.store, llm=meter, settings=rt.settings, registry=rt.registry, previous=previous,
@@ -142,6 +144,8 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
     except BaseException as exc:  # a handler's failure fails its unit, never the phase
         error = redact(f"{type(exc).__name__}: {exc}"[:1000])
         log(f"{action.id} failed: {error}\n{redact(traceback.format_exc(limit=12))}")   # callers log it at debug
+        if not isinstance(exc, KeyboardInterrupt):   # (a person stopping it: a retry keeps them)
+            error += _keep_left_over(ctx, earlier, log)
         finish(ActionStatus.FAILED, error, UnitStatus.FAILED, unit_error=f"{action.id}: {error}",
                error=redact(traceback.format_exc(limit=12)), cost_usd=meter.cost_usd)
         dead_letters.add(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}",
@@ -156,14 +160,30 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
         meter.usage.astuple())), "cost_usd": round(meter.cost_usd, 9), "offline": result.offline or meter.offline})
     status = ActionStatus.COMPLETED if result.success else ActionStatus.FAILED
     done = last or result.abort_sequence or not result.success
+    message = result.message
+    if not result.success or (result.abort_sequence and not last):   # before the steps that own what
+        earlier[position] = result                                     # its earlier ones left: kept now
+        message += _keep_left_over(ctx, earlier, log)
+        result = earlier[position]
     if not result.success:
-        finish(status, result.message, UnitStatus.FAILED, unit_error=f"{action.id}: {result.message}",
+        finish(status, message, UnitStatus.FAILED, unit_error=f"{action.id}: {message}",
                result=result.model_dump(mode="json"), cost_usd=result.cost_usd)
     else:
-        finish(status, result.message, UnitStatus.COMPLETED if done else None,
+        finish(status, message, UnitStatus.COMPLETED if done else None,
                unit_reason=f"sequence stopped early by {action.id}" if result.abort_sequence and not last else None,
                result=result.model_dump(mode="json"), cost_usd=result.cost_usd)
-    return outcome(status, result.message, result.cost_usd, unit_done=done)
+    return outcome(status, message, result.cost_usd, unit_done=done)
+
+
+def _keep_left_over(ctx: HandlerContext, results: dict[int, ActionResult], log) -> str:
+    """The unit ends here, before the steps that own what its earlier steps left (handoff.py): that is
+    kept now, done and paid for as it is. Returns what to add to the action's message."""
+    done, failed = keep_left_over(ctx, results)
+    failed = [redact(why)[:300] for why in failed]
+    for why in failed:
+        log(f"{ctx.action.id}: could not keep what earlier steps left for later ones: {why}")
+    return "".join([f"; kept {', '.join(done)} left for later steps" if done else "",
+                    f"; could not keep {'; '.join(failed)}" if failed else ""])
 
 
 def next_position(rt: Runtime, unit: dict) -> int | None:

@@ -246,6 +246,12 @@ def action_runs(store: Store, uid: str) -> list[dict]:
     return rows
 
 
+def set_action_result(store: Store, uid: str, position: int, result: dict) -> None:
+    """Replace an ended action's recorded result (its pending hand-offs kept when the unit ended early)."""
+    store.execute("UPDATE action_runs SET result = ? WHERE work_unit_id = ? AND position = ?",
+                  params([result, uid, position]))
+
+
 def start_action(store: Store, *, uid: str, position: int, action_id: str, me: Owner,
                  is_run_over: Callable[[str], bool], now: datetime, step_key: str | None) -> Claim:
     """Claim (unit, position) for `me` and mark it and its unit running, in one transaction. A claim

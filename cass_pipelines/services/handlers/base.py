@@ -73,3 +73,5 @@ class HandlerContext:
 
 
 Handler = Callable[[HandlerContext], ActionResult]
+Items = list[dict[str, Any]]   # pending records of one kind (handoff.py; shapes in writeback.py)
+Writer = Callable[[HandlerContext, Items, bool], list[Artifact]]   # (ctx, items, offline) -> what it wrote

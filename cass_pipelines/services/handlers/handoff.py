@@ -7,26 +7,30 @@ itself, unless a later step of the same unit owns that kind (WRITERS): then it l
 `creative_session` (session.creative alone) the session writes them itself. A producer always
 reports what it made in its ActionResult (insights, questions), whoever writes it, so the work
 summary sees it. An owner takes the pending items of earlier results since the last step that
-wrote that kind (`data["wrote"]`), and marks the kind as written.
+wrote that kind (`data["wrote"]`), and marks the kind as written. A unit that ends before an owner
+runs (a failure, a sequence stopped early) keeps what was left for it as the owner would
+(`keep_left_over`), and marks it `kept` in the producers' results, so a retry of the unit keeps it once.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any
 
-from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
+from cass_pipelines.services.handlers import writeback
+from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext, Items, Writer
 from cass_pipelines.services.handlers.calls import ModelCalls
+from cass_pipelines.store import plans
 
-WRITERS: dict[str, tuple[str, ...]] = {
-    "insights": ("self.record_insight",),
-    "observations": ("self.add_observation",),
-    "questions": ("self.add_open_question",),
-    "edge_state": ("self.update_growth_edge",),
-    "note": ("wiki.create_note", "wiki.update_note", "world.summarize_state"),
-    "titles": ("memory.generate_conversation_title",),
+# The steps that own each kind, and how each writes it (writeback.py).
+WRITERS: dict[str, dict[str, Writer]] = {
+    "insights": {"self.record_insight": writeback.insights},
+    "observations": {"self.add_observation": writeback.observations},
+    "questions": {"self.add_open_question": writeback.questions},
+    "edge_state": {"self.update_growth_edge": writeback.edge_state},
+    "note": {"wiki.create_note": writeback.wiki_note, "wiki.update_note": writeback.focus_note,
+             "world.summarize_state": writeback.world_state_note},
+    "titles": {"memory.generate_conversation_title": writeback.titles},
 }
-
-Items = list[dict[str, Any]]
-Writer = Callable[[HandlerContext, Items, bool], list[Artifact]]
 
 
 def later_owner(ctx: HandlerContext, kind: str) -> str | None:
@@ -80,27 +84,80 @@ class Outbox:
             f"left {len(items)} {kind} for {self.owners[kind]}" for kind, items in self.pending.items()])
 
 
-def take(ctx: HandlerContext, kind: str) -> tuple[Items, bool]:
-    """Pending items of `kind` from earlier steps not yet written, and whether any came from offline output."""
+def _unwritten(results: list[ActionResult], kind: str) -> tuple[Items, bool, list[int]]:
+    """Items of `kind` the results left pending and no later one wrote, whether any came from offline
+    output, and the indexes of the results that left them."""
     items: Items = []
+    sources: list[int] = []
     offline = False
-    for result in ctx.previous:
+    for index, result in enumerate(results):
         if kind in result.data.get("wrote", []):
-            items, offline = [], False
+            items, offline, sources = [], False, []
         mine = result.data.get("pending", {}).get(kind, [])
         items += mine
         offline = offline or (bool(mine) and result.offline)
+        sources += [index] if mine else []
+    return items, offline, sources
+
+
+def take(ctx: HandlerContext, kind: str) -> tuple[Items, bool]:
+    """Pending items of `kind` from earlier steps not yet written, and whether any came from offline output."""
+    items, offline, _ = _unwritten(ctx.previous, kind)
     return items, offline
 
 
-def write_pending(ctx: HandlerContext, kind: str, write: Writer, *, required: bool = False) -> ActionResult:
-    """The whole job of an owning step: write what earlier steps of the unit left of its kind."""
+def keep_left_over(ctx: HandlerContext, results: dict[int, ActionResult]) -> tuple[list[str], list[str]]:
+    """The unit ends with `results` (its actions' by position): what they left for owners that will not
+    run is written now by the step of the template that would have written it, as it would, kind by kind,
+    each in one transaction with its mark in the stored results that left it (`kept`, the records written
+    added to the last one's artifacts: a retry of the unit, the steps after and its summary find them).
+    Returns what was written ("1 note") and why a kind could not be (it stays pending: a retry has it)."""
+    template = ctx.registry.templates.get(ctx.template_id)
+    sequence = template.action_sequence if template else ()
+    done, failed = [], []
+    for kind, owners in WRITERS.items():
+        items, offline, sources = _unwritten(list(results.values()), kind)
+        made_by = [list(results)[i] for i in sources]   # the positions of the results that left them
+        owner = next((a for a in sequence[made_by[-1] + 1:] if a in owners), None) if items else None
+        if owner is None:
+            continue
+
+        def keep(_conn) -> tuple[list[Artifact], dict[int, ActionResult]]:
+            written = owners[owner](replace(ctx, action=ctx.registry.actions[owner]), items, offline)
+            marked = {p: kept(results[p], kind, written if p == made_by[-1] else []) for p in made_by}
+            for position, result in marked.items():
+                plans.set_action_result(ctx.store, ctx.work_unit_id, position, result.model_dump(mode="json"))
+            return written, marked
+        try:
+            written, marked = ctx.store.grouped(keep)
+        except Exception as exc:   # a kind that cannot be written keeps none of the others from it
+            failed.append(f"{kind}: {type(exc).__name__}: {exc}")
+            continue
+        results.update(marked)
+        done += [f"{len(written)} {kind}"] if written else []
+    return done, failed
+
+
+def kept(result: ActionResult, kind: str, written: list[Artifact]) -> ActionResult:
+    """`result` with its pending items of `kind` marked kept (written when the unit ended early) and what
+    was written from them among its artifacts."""
+    pending = {k: v for k, v in result.data.get("pending", {}).items() if k != kind}
+    return result.model_copy(update={"artifacts": result.artifacts + written, "data": {
+        **result.data, "pending": pending, "kept": sorted({*result.data.get("kept", []), kind})}})
+
+
+def write_pending(ctx: HandlerContext, kind: str, *, required: bool = False) -> ActionResult:
+    """The whole job of an owning step: write what earlier steps of the unit left of its kind, as WRITERS
+    says this step writes it."""
     items, offline = take(ctx, kind)
+    if not items and any(kind in r.data.get("kept", []) for r in ctx.previous):
+        return ActionResult(success=True, message=f"no {kind} to write: what earlier steps left was kept when "
+                                                  "the unit ended early; this is a run of it again")
     if not items:
         if required:
             raise ValueError(f"{ctx.action.id}: no earlier step of unit {ctx.work_unit_id} left any {kind} to "
                              f"write (earlier steps: {', '.join(r.message[:60] for r in ctx.previous) or 'none'})")
         return ActionResult(success=True, message=f"no {kind} to write: earlier steps left none")
-    artifacts = write(ctx, items, offline)
+    artifacts = WRITERS[kind][ctx.action.id](ctx, items, offline)
     return ActionResult(success=True, message=f"wrote {len(artifacts)} record(s) from {len(items)} {kind}",
                         artifacts=artifacts, offline=offline, data={"wrote": [kind]})

@@ -6,7 +6,6 @@ works on and hands its id on in `data["question_id"]`.
 """
 from __future__ import annotations
 
-from cass_pipelines.services.handlers import writeback
 from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
 from cass_pipelines.services.handlers.handoff import write_pending
 from cass_pipelines.services.handlers.terms import ranked
@@ -14,19 +13,19 @@ from cass_pipelines.store import persona
 
 
 def record_insight(ctx: HandlerContext) -> ActionResult:
-    return write_pending(ctx, "insights", writeback.insights)
+    return write_pending(ctx, "insights")
 
 
 def add_observation(ctx: HandlerContext) -> ActionResult:
-    return write_pending(ctx, "observations", writeback.observations)
+    return write_pending(ctx, "observations")
 
 
 def add_open_question(ctx: HandlerContext) -> ActionResult:
-    return write_pending(ctx, "questions", writeback.questions)
+    return write_pending(ctx, "questions")
 
 
 def update_growth_edge(ctx: HandlerContext) -> ActionResult:
-    return write_pending(ctx, "edge_state", writeback.edge_state)
+    return write_pending(ctx, "edge_state")
 
 
 def review_open_questions(ctx: HandlerContext) -> ActionResult:

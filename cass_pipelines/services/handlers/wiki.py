@@ -4,9 +4,8 @@ that share enough terms with it."""
 from __future__ import annotations
 
 from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
-from cass_pipelines.services.handlers.handoff import Items, write_pending
-from cass_pipelines.services.handlers.terms import best_match, terms
-from cass_pipelines.services.handlers.writeback import compose, wiki_note
+from cass_pipelines.services.handlers.handoff import write_pending
+from cass_pipelines.services.handlers.terms import terms
 from cass_pipelines.store import notes
 
 MIN_SHARED_TERMS = 3
@@ -14,23 +13,11 @@ MAX_LINKS = 5
 
 
 def create_note(ctx: HandlerContext) -> ActionResult:
-    return write_pending(ctx, "note", wiki_note, required=True)
-
-
-def _append_to_focus_note(ctx: HandlerContext, items: Items, offline: bool) -> list[Artifact]:
-    """Add the findings as a dated section of the note the focus names; a new note if none matches."""
-    title, body = compose(items)
-    about = ctx.focus.strip() or title
-    target = best_match(about, notes.notes(ctx.store), lambda n: n["title"])
-    if target is None:
-        return wiki_note(ctx, [{"title": about[:120], "body": body, "source": ctx.action.id}], offline)
-    notes.append_to_note(ctx.store, target["id"], f"## {title} ({ctx.date})\n\n{body}",
-                         work_unit_id=ctx.work_unit_id, offline=offline, now=ctx.now)
-    return [Artifact(type="wiki_note", id=target["id"], title=f"{target['title']} (updated)")]
+    return write_pending(ctx, "note", required=True)
 
 
 def update_note(ctx: HandlerContext) -> ActionResult:
-    return write_pending(ctx, "note", _append_to_focus_note, required=True)
+    return write_pending(ctx, "note", required=True)
 
 
 def link_notes(ctx: HandlerContext) -> ActionResult:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from cass_pipelines.services.handlers import slices, writeback
-from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
+from cass_pipelines.services.handlers.base import ActionResult, HandlerContext
 from cass_pipelines.services.handlers.calls import ModelCalls
-from cass_pipelines.services.handlers.handoff import Items, Outbox, write_pending
+from cass_pipelines.services.handlers.handoff import Outbox, write_pending
 from cass_pipelines.services.handlers.quoting import NOTICE
-from cass_pipelines.services.handlers.sourcing import NO_LIVE_SOURCE, search_instruction, source_line
+from cass_pipelines.services.handlers.sourcing import search_instruction, source_line
 from cass_pipelines.store import persona
 
 
@@ -46,14 +46,5 @@ def check_events(ctx: HandlerContext) -> ActionResult:
                               "findings": [f"{e.headline.strip()}: {e.summary.strip()}" for e in events]})
 
 
-def _world_state_note(ctx: HandlerContext, items: Items, offline: bool) -> list[Artifact]:
-    _, body = writeback.compose(items)
-    sourced = slices.earlier(ctx, "sourced") or NO_LIVE_SOURCE
-    if sourced not in body:
-        body += f"\n\n{sourced}"
-    return writeback.wiki_note(ctx, [{"title": f"World state {ctx.date}", "body": body, "source": ctx.action.id}],
-                               offline)
-
-
 def summarize_state(ctx: HandlerContext) -> ActionResult:
-    return write_pending(ctx, "note", _world_state_note, required=True)
+    return write_pending(ctx, "note", required=True)

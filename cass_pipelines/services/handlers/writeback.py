@@ -7,8 +7,10 @@ Used both by a producer writing its own output and by the self.*/wiki.* step tha
 """
 from __future__ import annotations
 
-from cass_pipelines.services.handlers.base import Artifact, HandlerContext
-from cass_pipelines.services.handlers.handoff import Items
+from cass_pipelines.services.handlers import slices
+from cass_pipelines.services.handlers.base import Artifact, HandlerContext, Items
+from cass_pipelines.services.handlers.sourcing import NO_LIVE_SOURCE
+from cass_pipelines.services.handlers.terms import best_match
 from cass_pipelines.store import memory, notes, selfmodel
 
 
@@ -81,3 +83,27 @@ def document(kind: str):
                                     offline=offline, now=ctx.now)
         return [Artifact(type="document", id=doc_id, title=title)]
     return write
+
+
+
+def focus_note(ctx: HandlerContext, items: Items, offline: bool) -> list[Artifact]:
+    """wiki.update_note's: the findings as a dated section of the note the focus names; a new note if none
+    matches."""
+    title, body = compose(items)
+    about = ctx.focus.strip() or title
+    target = best_match(about, notes.notes(ctx.store), lambda n: n["title"])
+    if target is None:
+        return wiki_note(ctx, [{"title": about[:120], "body": body, "source": ctx.action.id}], offline)
+    notes.append_to_note(ctx.store, target["id"], f"## {title} ({ctx.date})\n\n{body}",
+                         work_unit_id=ctx.work_unit_id, offline=offline, now=ctx.now)
+    return [Artifact(type="wiki_note", id=target["id"], title=f"{target['title']} (updated)")]
+
+
+def world_state_note(ctx: HandlerContext, items: Items, offline: bool) -> list[Artifact]:
+    """world.summarize_state's: the gathered events as a dated world-state wiki note, saying where they came
+    from."""
+    _, body = compose(items)
+    sourced = slices.earlier(ctx, "sourced") or NO_LIVE_SOURCE
+    if sourced not in body:
+        body += f"\n\n{sourced}"
+    return wiki_note(ctx, [{"title": f"World state {ctx.date}", "body": body, "source": ctx.action.id}], offline)
