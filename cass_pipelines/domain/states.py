@@ -80,7 +80,7 @@ class RetryStatus(StrEnum):
 
 class DeadLetterState(StrEnum):
     OPEN = "open"
-    RETRIED = "retried"        # a retry ran and succeeded
+    RETRIED = "retried"        # a retry ran: its note says how it went (one that failed again left its own letter)
     DISCARDED = "discarded"    # a person decided it stays undone
     RESOLVED = "resolved"      # the work succeeded some other way (a later run, a re-offer)
 
