@@ -391,7 +391,8 @@ def test_a_unit_failing_after_its_research_keeps_the_finding_once_and_a_retry_do
     """research_deep_dive = refresh_queue -> run_single -> session.research -> wiki.create_note. run_single
     answers a question (paid, marked done) and leaves its write-up for wiki.create_note. When
     session.research fails, the unit ends there: the write-up is kept now, as the wiki note the owner
-    would have written, and marked kept, so a retry of the unit (dlq retry) writes it no second time."""
+    would have written, and marked kept, so a retry of the unit (dlq retry) writes it no second time and
+    the session's piece of the retry goes on in that note, one note as in a run that never failed."""
     rt = runtime
     uid, clock = _unit(rt, "research_deep_dive", "dd_fail")
     assert run_step(rt, uid, 0, clock).status == "completed"
@@ -400,15 +401,18 @@ def test_a_unit_failing_after_its_research_keeps_the_finding_once_and_a_retry_do
     [pending] = single.data["pending"]["note"]
     _fail_once(monkeypatch, rt, "session.research", "ValueError: session.research: the model returned an empty piece")
     failed = run_step(rt, uid, 2, clock)
-    assert failed.status == "failed" and "kept 1 note left for later steps" in failed.message
+    assert failed.status == "failed" and "kept 1 record(s) of note left for later steps" in failed.message
     assert _finding_notes(rt, uid, pending["body"]) == 1
-    stored_single = plans.action_runs(rt.store, uid)[1]["result"]["data"]
-    assert "note" not in stored_single["pending"] and stored_single["kept"] == ["note"]
+    [note] = _notes(rt, uid)
+    stored_single = plans.action_runs(rt.store, uid)[1]["result"]
+    assert "note" not in stored_single["data"]["pending"] and stored_single["data"]["kept"] == {"note": [note["id"]]}
+    assert note["id"] in [a["id"] for a in stored_single["artifacts"]]
 
     monkeypatch.undo()   # a dlq retry: the unit runs again from the failed step, the real session this time
     assert [o.status for o in _retry(rt, uid, clock, [2, 3])] == ["completed", "completed"]
     assert _finding_notes(rt, uid, pending["body"]) == 1
-    assert count(rt, "SELECT count(*) FROM wiki_notes WHERE work_unit_id = ?", [uid]) == 2   # + the session's
+    [extended] = _notes(rt, uid)   # the session's piece went on in the kept note
+    assert extended["id"] == note["id"] and len(extended["body"]) > len(note["body"])
 
 
 def test_a_kind_that_cannot_be_kept_stays_pending_and_the_others_are_kept(runtime):
@@ -425,10 +429,10 @@ def test_a_kind_that_cannot_be_kept_stays_pending_and_the_others_are_kept(runtim
     results = {0: made}
     ctx = context(rt, "session.growth_edge", template_id="growth_edge_work", unit_id="u_keep")
     done, failed = keep_left_over(ctx, results)
-    assert done == ["2 edge_state"] and len(failed) == 1 and "edge_gone" in failed[0], (done, failed)
+    assert done == ["2 record(s) of edge_state"] and len(failed) == 1 and "edge_gone" in failed[0], (done, failed)
     assert persona.growth_edges(rt.store)[0]["current_state"] == "steadier than last week"
     assert results[0].data["pending"] == {"observations": made.data["pending"]["observations"]}
-    assert results[0].data["kept"] == ["edge_state"]
+    assert list(results[0].data["kept"]) == ["edge_state"]
     assert [a.type for a in results[0].artifacts] == ["growth_edge", "observation"]
 
 
@@ -442,7 +446,7 @@ def test_world_check_in_keeps_the_events_as_summarize_state_would(runtime, monke
     assert run_step(rt, uid, 0, clock).status == "completed"
     _fail_once(monkeypatch, rt, "session.world_state", "ValueError: session.world_state: the model returned an empty piece")
     failed = run_step(rt, uid, 1, clock)
-    assert failed.status == "failed" and "kept 1 note" in failed.message
+    assert failed.status == "failed" and "kept 1 record(s) of note" in failed.message
     titles = [n["title"] for n in _notes(rt, uid)]
     assert titles and all(t.startswith("World state") for t in titles), titles
 
@@ -477,7 +481,7 @@ def test_knowledge_building_retry_after_create_note_failed_can_link_the_kept_not
     assert run_step(rt, uid, 0, clock).status == "completed"
     _fail_once(monkeypatch, rt, "wiki.create_note")
     failed = run_step(rt, uid, 1, clock)
-    assert failed.status == "failed" and "kept 1 note" in failed.message
+    assert failed.status == "failed" and "kept 1 record(s) of note" in failed.message
     monkeypatch.undo()
     outcomes = _retry(rt, uid, clock, [1, 2])
     assert [o.status for o in outcomes] == ["completed", "completed"], [o.message for o in outcomes]

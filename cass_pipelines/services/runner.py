@@ -119,6 +119,12 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
         return outcome(ActionStatus.SKIPPED, note, unit_done=True)
 
     day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
+
+    def dead_letter(error: str) -> None:   # the unit failed: a person sees it in `dlq list` and may retry it
+        dead_letters.add(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}", kind=DeadLetterKind.ACTION,
+                         day=day, phase=unit["phase"], work_unit_id=unit_id, action_id=action.id, run_id=run_id,
+                         error=error, now=clock.now())
+
     meter = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=budget_day or day, phase=unit["phase"], category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced,
@@ -148,9 +154,7 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
             error += _keep_left_over(ctx, earlier, log)
         finish(ActionStatus.FAILED, error, UnitStatus.FAILED, unit_error=f"{action.id}: {error}",
                error=redact(traceback.format_exc(limit=12)), cost_usd=meter.cost_usd)
-        dead_letters.add(rt.store, dl_id=f"{unit_id}_{position}_{run_id or 'local'}",
-                         kind=DeadLetterKind.ACTION, day=day, phase=unit["phase"],
-                         work_unit_id=unit_id, action_id=action.id, run_id=run_id, error=error, now=clock.now())
+        dead_letter(error)
         if isinstance(exc, KeyboardInterrupt):   # a person stopping the process: recorded, then stop
             raise
         return outcome(ActionStatus.FAILED, error, meter.cost_usd, unit_done=True)
@@ -161,13 +165,16 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
     status = ActionStatus.COMPLETED if result.success else ActionStatus.FAILED
     done = last or result.abort_sequence or not result.success
     message = result.message
-    if not result.success or (result.abort_sequence and not last):   # before the steps that own what
-        earlier[position] = result                                     # its earlier ones left: kept now
+    if not result.success:   # before the steps that own what its earlier ones left: kept now (not what this
+        message += _keep_left_over(ctx, earlier, log)   # failed step left: its run again makes it anew)
+    elif result.abort_sequence and not last:   # done early: what this step left too
+        earlier[position] = result
         message += _keep_left_over(ctx, earlier, log)
         result = earlier[position]
-    if not result.success:
+    if not result.success:   # a failure the handler reported: a dead letter as for one it raised
         finish(status, message, UnitStatus.FAILED, unit_error=f"{action.id}: {message}",
                result=result.model_dump(mode="json"), cost_usd=result.cost_usd)
+        dead_letter(redact(message[:1000]))
     else:
         finish(status, message, UnitStatus.COMPLETED if done else None,
                unit_reason=f"sequence stopped early by {action.id}" if result.abort_sequence and not last else None,

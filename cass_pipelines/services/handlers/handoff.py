@@ -111,9 +111,11 @@ def keep_left_over(ctx: HandlerContext, results: dict[int, ActionResult]) -> tup
     run is written now by the step of the template that would have written it, as it would, kind by kind,
     each in one transaction with its mark in the stored results that left it (`kept`, the records written
     added to the last one's artifacts: a retry of the unit, the steps after and its summary find them).
-    Returns what was written ("1 note") and why a kind could not be (it stays pending: a retry has it)."""
+    Returns what was written ("2 record(s) of insights") and why a kind could not be (it stays pending: a
+    retry has it)."""
     template = ctx.registry.templates.get(ctx.template_id)
     sequence = template.action_sequence if template else ()
+    every = [results[p] for p in sorted(results)]   # what an owner after them all would have seen
     done, failed = [], []
     for kind, owners in WRITERS.items():
         items, offline, sources = _unwritten(list(results.values()), kind)
@@ -123,7 +125,7 @@ def keep_left_over(ctx: HandlerContext, results: dict[int, ActionResult]) -> tup
             continue
 
         def keep(_conn) -> tuple[list[Artifact], dict[int, ActionResult]]:
-            written = owners[owner](replace(ctx, action=ctx.registry.actions[owner]), items, offline)
+            written = owners[owner](replace(ctx, action=ctx.registry.actions[owner], previous=every), items, offline)
             marked = {p: kept(results[p], kind, written if p == made_by[-1] else []) for p in made_by}
             for position, result in marked.items():
                 plans.set_action_result(ctx.store, ctx.work_unit_id, position, result.model_dump(mode="json"))
@@ -134,25 +136,38 @@ def keep_left_over(ctx: HandlerContext, results: dict[int, ActionResult]) -> tup
             failed.append(f"{kind}: {type(exc).__name__}: {exc}")
             continue
         results.update(marked)
-        done += [f"{len(written)} {kind}"] if written else []
+        done += [f"{len(written)} record(s) of {kind}"] if written else []
     return done, failed
 
 
 def kept(result: ActionResult, kind: str, written: list[Artifact]) -> ActionResult:
-    """`result` with its pending items of `kind` marked kept (written when the unit ended early) and what
-    was written from them among its artifacts."""
+    """`result` with its pending items of `kind` marked kept (written when the unit ended early: `kept`
+    names, per kind, the records written) and those records among its artifacts."""
     pending = {k: v for k, v in result.data.get("pending", {}).items() if k != kind}
-    return result.model_copy(update={"artifacts": result.artifacts + written, "data": {
-        **result.data, "pending": pending, "kept": sorted({*result.data.get("kept", []), kind})}})
+    marks = {**result.data.get("kept", {}), kind: [a.id for a in written]}
+    return result.model_copy(update={"artifacts": result.artifacts + written,
+                                     "data": {**result.data, "pending": pending, "kept": marks}})
+
+
+def _kept_note(ctx: HandlerContext) -> Artifact | None:
+    """The wiki note what earlier steps left was kept in when the unit ended early, if any."""
+    ids = {i for r in ctx.previous for i in r.data.get("kept", {}).get("note", [])}
+    return next((a for r in ctx.previous for a in r.artifacts if a.type == "wiki_note" and a.id in ids), None)
 
 
 def write_pending(ctx: HandlerContext, kind: str, *, required: bool = False) -> ActionResult:
     """The whole job of an owning step: write what earlier steps of the unit left of its kind, as WRITERS
     says this step writes it."""
     items, offline = take(ctx, kind)
-    if not items and any(kind in r.data.get("kept", []) for r in ctx.previous):
+    if not items and any(kind in r.data.get("kept", {}) for r in ctx.previous):
         return ActionResult(success=True, message=f"no {kind} to write: what earlier steps left was kept when "
                                                   "the unit ended early; this is a run of it again")
+    extended = _kept_note(ctx) if kind == "note" and items else None
+    if extended is not None:   # a run again: its note goes on in the one kept, not beside it
+        written = writeback.extend_note(ctx, extended, items, offline)
+        return ActionResult(success=True, message=f"added {len(items)} note(s) to {extended.id}, kept when the "
+                                                  "unit ended early", artifacts=written, offline=offline,
+                            data={"wrote": [kind]})
     if not items:
         if required:
             raise ValueError(f"{ctx.action.id}: no earlier step of unit {ctx.work_unit_id} left any {kind} to "

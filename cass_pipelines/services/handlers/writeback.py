@@ -86,6 +86,14 @@ def document(kind: str):
 
 
 
+def extend_note(ctx: HandlerContext, note: Artifact, items: Items, offline: bool) -> list[Artifact]:
+    """The items as a dated section of an existing wiki note."""
+    title, body = compose(items)
+    notes.append_to_note(ctx.store, note.id, f"## {title} ({ctx.date})\n\n{body}", work_unit_id=ctx.work_unit_id,
+                         offline=offline, now=ctx.now)
+    return [Artifact(type="wiki_note", id=note.id, title=f"{note.title} (extended)")]
+
+
 def focus_note(ctx: HandlerContext, items: Items, offline: bool) -> list[Artifact]:
     """wiki.update_note's: the findings as a dated section of the note the focus names; a new note if none
     matches."""
