@@ -29,6 +29,8 @@ from cass_pipelines.domain.states import QueueHold
 
 # The jobs of a week partition (its Monday; defs/week/jobs.py): they are not daily journals of that Monday.
 WEEK_INTENTION_JOB, WEEK_JOURNAL_JOB = "week_job", "week_journal_job"
+# A run of the UI's Materialize or a backfill (`__ASSET_JOB`) is a week run by the assets it selects.
+WEEK_ASSETS = {"weekly_journal": WEEK_JOURNAL_JOB, "weekly_intention": WEEK_INTENTION_JOB}
 DAY_SLOTS = 10   # per day: its phases 0-3, its daily journal 5, a week's journal 6 (on its Sunday)
 
 
@@ -49,6 +51,13 @@ def queue_priority(tags: dict[str, str], job_name: str = "") -> int | None:
     else:
         slot = PHASES.index(phase) if phase in PHASES else 5
     return -(ordinal * DAY_SLOTS + slot)
+
+
+def run_priority(run: DagsterRun) -> int | None:
+    """queue_priority of a run: of its job, or of the week asset it materializes (the UI, a backfill)."""
+    selected = {key.to_user_string() for key in run.asset_selection or ()}
+    job = next((job for asset, job in WEEK_ASSETS.items() if asset in selected), run.job_name)
+    return queue_priority(dict(run.tags), job)
 
 
 def key_priority(partition_key: str) -> int | None:
@@ -78,7 +87,7 @@ def releasable(held: int, submitted: set[int], targets: set[int]) -> bool:
 class PhaseOrderedRunCoordinator(QueuedRunCoordinator):
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
-        priority = queue_priority(dict(run.tags), run.job_name)
+        priority = run_priority(run)
         backfill_id = run.tags.get(BACKFILL_ID_TAG) if priority is not None else None
         tags = {PRIORITY_TAG: str(priority)} if priority is not None and PRIORITY_TAG not in run.tags else {}
         if backfill_id:

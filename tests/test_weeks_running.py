@@ -285,3 +285,156 @@ def test_approved_work_offered_again_as_a_new_unit_keeps_its_approval(env):
         assert chain[-1]["deferred_from"] == old["id"]
         assert not approvals.gated(t, gated_action, chain[-1], rt.store)
     assert approvals.gated(t, gated_action, {**chain[-1], "deferred_from": None}, rt.store)   # not approved itself
+
+
+def spend_morning(rt, day, category, usd, rid):
+    """A paid call of `day` (its budget day) in `category`, funded by the category, in the morning."""
+    with rt.store.transaction() as conn:
+        insert_rows(conn, [LedgerRow(rid, datetime.combine(day, time(7), tzinfo=timezone.utc), day, "morning",
+                                     None, None, None, "session.research", category, "claude-sonnet-5-5",
+                                     1, 1, 0, 0, 0, usd, False, 1, 10)])
+
+
+# ---- run-day while paused leaves no deferred journal: nothing writes that day's journal later ----
+
+def test_run_day_while_paused_leaves_the_journal_for_the_catch_up(sample_home, capsys):
+    """run-day skips the journal run while paused ("journal_schedule's catch-up writes it once the pause
+    is lifted"), but the catch-up (journal_schedule, run-day's earlier journals, weekly journal's
+    journals_coming) looks only for a *deferred* journal unit, which the skipped run never made."""
+    from cass_pipelines.services.watches import waiting_journals
+
+    assert main(["pause", "--reason", "holiday"]) == 0
+    assert main(["run-day", "--date", YESTERDAY.isoformat(), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["resume", "--all"]) == 0
+    rt = open_runtime()
+    waiting = waiting_journals(rt.store, rt.settings, TODAY, TODAY)
+    journal_units = rt.store.all("SELECT id, status FROM work_units WHERE template_id = 'daily_journal'")
+    assert YESTERDAY in waiting, (f"after the pause, nothing will write the journal of {YESTERDAY}: catch-up "
+                                  f"finds {waiting}; journal units {journal_units}")
+
+
+# ---- a daily journal deferred past the 7-day catch-up keeps the weekly journal waiting for good ----
+
+def test_weekly_journal_does_not_wait_for_a_daily_journal_no_one_will_write(env, monkeypatch):
+    """journals_coming waits for every deferred daily journal of the week, but journal_schedule (and
+    run-day) try a deferred journal again only for JOURNAL_CATCH_UP_DAYS: on a later morning of the next
+    week, Monday's journal is deferred for good, and the weekly journal waits for it every morning until
+    the schedule gives up on the week. The week's journal is never written."""
+    from cass_pipelines.domain.goals import week_start
+    from cass_pipelines.domain.states import DeferKind, UnitStatus
+    from cass_pipelines.execution import QUIET, execute, run_tags
+    from cass_pipelines.services.runner import job_unit
+    from cass_pipelines.services.watches import journals_coming, waiting_journals
+    from cass_pipelines.store import journal, weeks
+
+    rt, instance, defs = env
+    week = week_start(TODAY) - timedelta(days=7)
+    monday = week
+    for n in range(1, 7):
+        journal.save_entry(rt.store, day=week + timedelta(days=n), kind="daily", text=f"day {n}", tone="steady",
+                           work_unit_id=None, offline=True, now=NOW)
+    uid = job_unit(rt, monday, "night", "daily_journal", "journal", f"the day {monday}", NOW)
+    plans.set_unit_status(rt.store, uid, UnitStatus.DEFERRED, NOW, defer_kind=DeferKind.PAUSED,
+                          reason="paused: a long holiday")
+    # This morning's journal_schedule tick: the day whose night just ended is YESTERDAY.
+    retried = waiting_journals(rt.store, rt.settings, YESTERDAY, TODAY)
+    waits_for = journals_coming(rt.store, rt.settings, week, TODAY)
+    result = execute(defs, instance, "week_journal_job", QUIET, run_tags(trigger="schedule-catch-up"),
+                     partition_key=week.isoformat())
+    written = weeks.weekly_journal(rt.store, week)
+    assert written is not None or set(waits_for) <= set(retried), (
+        f"the weekly journal of {week} (run success={result.success}) waits for {waits_for}, which no catch-up "
+        f"will write any more (journal_schedule retries {retried}); it is never written")
+
+
+# ---- approved work charged to today, but funded by the rules of the phase it was planned in ----
+
+def test_work_approved_in_the_morning_is_not_funded_from_todays_evening_pool(env, capsys):
+    """approval_job charges the unit's calls to the day it runs (cass/budget_day) but keeps the unit's own
+    phase in the MeterContext: evening work planned yesterday and approved at 08:00 today is funded from
+    today's *pool* (other categories' unused shares, from the evening only) before today's plan exists."""
+    rt, instance, defs = env
+    seed_plan(rt, YESTERDAY, "evening", ["research_batch"])
+    assert run_phase(defs, instance, YESTERDAY, "evening").success
+    [gated] = plans.units_for_phase(rt.store, YESTERDAY, "evening")
+    assert gated["status"] == "awaiting_approval", gated
+    # Today's research share is already used this morning.
+    spend_morning(rt, TODAY, "research", rt.settings.category_limit("research"), "req_today_research")
+    capsys.readouterr()
+    main(["approvals", "approve", gated["id"], "--by", "ana", "--reason", "worth it", "--json"])
+    rows = rt.store.all("SELECT date, phase, category, funding, cost_usd FROM llm_ledger WHERE work_unit_id = ?",
+                        [gated["id"]])
+    pooled = [r for r in rows if r["funding"] == "pooled"]
+    assert not pooled, (f"at {NOW:%H:%M} (morning) the approved evening unit was funded from today's pool: "
+                        f"{pooled}")
+
+
+# ---- approved work's summary is charged to the unit's own (yesterday's) budget ----
+
+def test_work_approved_the_next_morning_has_its_summary_on_todays_budget(env, capsys):
+    """The unit's actions are paid from today (cass/budget_day), but finish_approved_work's summary goes
+    through runner._summarize, charged to unit['date']: with yesterday's research share used, the summary is
+    refused money and written without a model call (or charged to a closed day)."""
+    rt, instance, defs = env
+    seed_plan(rt, YESTERDAY, "afternoon", ["research_batch"])
+    assert run_phase(defs, instance, YESTERDAY, "afternoon").success
+    [gated] = plans.units_for_phase(rt.store, YESTERDAY, "afternoon")
+    spend_morning(rt, YESTERDAY, "research", rt.settings.category_limit("research"), "req_yesterday_research")
+    capsys.readouterr()
+    main(["approvals", "approve", gated["id"], "--by", "ana", "--reason", "worth it", "--json"])
+    unit = plans.get_unit(rt.store, gated["id"])
+    assert unit["status"] == "completed", unit
+    days = rt.store.all("SELECT action_id, date FROM llm_ledger WHERE work_unit_id = ? ORDER BY ts",
+                        [gated["id"]])
+    summary = rt.store.one("SELECT narrative FROM work_summaries WHERE work_unit_id = ?", [gated["id"]])
+    assert summary and "without a model call" not in summary["narrative"] and \
+        all(r["date"] == TODAY for r in days), (f"ledger days by action {days}; summary: "
+                                                f"{summary and summary['narrative'][-160:]}")
+
+
+# ---- idle_memory_sensor: a second store open on every tick that finds idle conversations ----
+
+def test_idle_memory_sensor_opens_the_store_once_per_tick(sample_home, monkeypatch):
+    """Before ecf53e9 a tick that found idle conversations opened the file once; now waiting_catchup is read
+    on every tick, outside any session: a second open (an ATTACH and DETACH) each tick, every 10 minutes."""
+    import traceback
+
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+    from cass_pipelines.defs import resources
+    from cass_pipelines.services.watches import idle_conversations
+
+    rt = open_runtime()
+    assert idle_conversations(rt.store, rt.settings, NOW), "the sample has idle conversations"
+    opens = []
+    real = resources.open_connection
+    monkeypatch.setattr(resources, "open_connection",
+                        lambda *a, **k: (opens.append(traceback.format_stack()[-7].strip()), real(*a, **k))[1])
+    defs = build_defs(load_settings(), load_registry())
+    sensor = defs.resolve_sensor_def("idle_memory_sensor")
+    with dg.DagsterInstance.ephemeral() as instance, dg.build_sensor_context(
+            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources) as ctx:
+        result = sensor.evaluate_tick(ctx)
+    assert result.run_requests
+    assert len(opens) == 1, f"one tick opened the store {len(opens)} times: {opens}"
+
+
+# ---- the run queue: a weekly journal launched from the UI (the asset job) is ordered as a Monday ----
+
+def test_weekly_journal_materialized_from_the_ui_starts_after_its_sunday(cass_env):
+    """queue_priority recognises a week partition by job name only (week_job, week_journal_job). The UI's
+    Materialize and asset backfills of `weekly_journal` run as `__ASSET_JOB` with the same tag
+    `dagster/partition=<Monday>`: ordered as that Monday's daily journal, before Tuesday..Sunday's runs and
+    before Sunday's daily journal it is written from."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from cass_pipelines.domain.goals import week_start
+    from cass_pipelines.run_queue import queue_priority, run_priority
+
+    monday = week_start(TODAY) - timedelta(days=7)
+    sunday = monday + timedelta(days=6)
+    weekly = run_priority(DagsterRun(job_name="__ASSET_JOB", run_id="r1", tags={"dagster/partition": monday.isoformat()},
+                                     asset_selection=frozenset({dg.AssetKey("weekly_journal")})))
+    sunday_journal = queue_priority({"dagster/partition": sunday.isoformat()}, "journal_job")
+    assert sunday_journal > weekly, "the weekly journal (asset job) starts before Sunday's daily journal"

@@ -241,11 +241,11 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
                                alerts_seen)
         alerts_seen.update(kind for kind, _ in watched.new_alerts)
         collect()
-    held = paused_reason(rt.store, Category.JOURNAL) if journal else None
-    if held:   # (journal_schedule's catch-up writes it once the pause is lifted)
-        runs.append(skipped("journal", f"paused: {held}"))
-    elif journal:
+    if journal:
+        held = paused_reason(rt.store, Category.JOURNAL)
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
+        if held:   # its unit waits, deferred by the pause: journal_schedule's catch-up writes it after `resume`
+            runs[-1]["skipped"] = f"paused: {held}"
     return runs
 
 

@@ -66,7 +66,7 @@ def _retry_unit(rt: Runtime, letter: dict, clock: Clock, today: date, run_id, is
     outcomes = run_unit(rt, uid, clock, run_id=run_id, log=log, is_run_over=is_run_over, budget_day=today)
     unit = plans.get_unit(rt.store, uid)
     if unit and unit["status"] == UnitStatus.COMPLETED:
-        summarize(rt, unit, clock, run_id)
+        summarize(rt, unit, clock, run_id, budget_day=today)
         return _close(rt, letter, DeadLetterState.RETRIED, RetryStatus.SUCCEEDED,
                       f"retried: unit {uid} completed ({len(outcomes)} action(s) run)", clock, uid)
     why = unit["error"] or unit["reason"] or unit["status"]

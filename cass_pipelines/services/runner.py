@@ -17,6 +17,7 @@ from typing import Callable
 
 from cass_pipelines.config.registry import resolve_handler
 from cass_pipelines.domain.clock import Clock
+from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.domain.registry import SUMMARY_ACTION_ID
 from cass_pipelines.domain.states import (
@@ -58,6 +59,15 @@ class StepOutcome:
 def metered(rt: Runtime, clock: Clock, ctx: "MeterContext") -> "MeteredClient":
     """The LLM client a piece of work uses: every call reserved, recorded in the ledger, settled."""
     return MeteredClient(rt.llm, rt.store, rt.settings, rt.pricing, ctx, clock)
+
+
+def charged(rt: Runtime, unit: dict, clock: Clock, budget_day: date | None) -> tuple[date, str]:
+    """The budget day and phase a unit's calls are charged to and funded by: its own, or, for work run on a
+    later day (approved, retried, caught up: `budget_day`), that day and the phase it is now."""
+    day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
+    if budget_day is None or budget_day == day:
+        return day, unit["phase"]
+    return budget_day, phase_at(clock.now(), rt.settings)[1]
 
 
 def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None = None,
@@ -125,8 +135,9 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
                          day=day, phase=unit["phase"], work_unit_id=unit_id, action_id=action.id, run_id=run_id,
                          error=error, now=clock.now())
 
+    pays_day, pays_phase = charged(rt, unit, clock, budget_day)
     meter = metered(rt, clock, MeterContext.waiting_for_no_one(
-        rt.settings, date=budget_day or day, phase=unit["phase"], category=action.category, priority=action.priority,
+        rt.settings, date=pays_day, phase=pays_phase, category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced,
         used_when_action_ends=True))
     earlier = {p: ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
@@ -224,25 +235,26 @@ SUMMARISED = (UnitStatus.COMPLETED, UnitStatus.FAILED)
 
 
 def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
-              is_run_over: Callable[[str], bool] = never_over) -> dict | None:
+              is_run_over: Callable[[str], bool] = never_over, budget_day: date | None = None) -> dict | None:
     """The unit's work summary from its actual action results (a metered fast-tier call), made once:
-    claimed per (unit, status), so two runs of a partition never both pay for it."""
+    claimed per (unit, status), so two runs of a partition never both pay for it. Charged as its actions
+    were (`budget_day`: see `charged`)."""
 
     if unit["status"] not in SUMMARISED:
         return None
     with rt.store.session():   # its bookkeeping in one open between model calls (metering lets it go for each)
-        return _summarize_once(rt, unit, clock, run_id, is_run_over)
+        return _summarize_once(rt, unit, clock, run_id, is_run_over, budget_day)
 
 
 def _summarize_once(rt: Runtime, unit: dict, clock: Clock, run_id: str | None,
-                    is_run_over: Callable[[str], bool]) -> dict | None:
+                    is_run_over: Callable[[str], bool], budget_day: date | None) -> dict | None:
     key = claims.summary_key(unit["id"], unit["status"])
     taken = claims.claim(rt.store, key, Owner.here(run_id), is_run_over, clock.now())
     if taken.outcome is ClaimOutcome.HELD_ELSEWHERE:
         return None
     summary = None
     try:
-        summary = _summarize(rt, unit, clock, run_id)
+        summary = _summarize(rt, unit, clock, run_id, budget_day)
         record_progress(rt, unit, summary, clock.now())   # the goal it served hears how it went
         return summary
     finally:   # (a run that dies first leaves its batched answer, paid, to the next run's summary)
@@ -262,11 +274,12 @@ def summarize_all(rt: Runtime, units: list[dict], clock: Clock, run_id: str | No
     return [summary for summary in made if summary]
 
 
-def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None) -> dict:
+def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None, budget_day: date | None) -> dict:
     results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
                if r["result"]]
+    pays_day, pays_phase = charged(rt, unit, clock, budget_day)
     llm = metered(rt, clock, MeterContext.waiting_for_no_one(
-        rt.settings, date=unit["date"], phase=unit["phase"], category=unit["category"], priority="high",
+        rt.settings, date=pays_day, phase=pays_phase, category=unit["category"], priority="high",
         work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID, run_id=run_id,
         ignore_pause=unit["origin"] == UnitOrigin.FORCED, used_when_action_ends=True))
     return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())

@@ -67,10 +67,12 @@ def waiting_journals(store: Store, settings: Settings, day: date, today: date) -
     return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d < day]
 
 
-def journals_coming(store: Store, week: date) -> list[date]:
-    """Days of the week (from its Monday) whose own journal is deferred: it is still to be written (its
-    message batch outlasted the wait, or its budget was short), so the week's journal waits for it."""
-    return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, week) if d <= week + timedelta(days=6)]
+def journals_coming(store: Store, settings: Settings, week: date, today: date) -> list[date]:
+    """Days of the week (from its Monday) whose own journal is deferred and still tried again (waiting_journals'
+    window): it is still to be written, so the week's journal waits for it. One no catch-up will write any
+    more is not waited for."""
+    since = max(week, today - timedelta(days=JOURNAL_CATCH_UP_DAYS), settings.first_date(today))
+    return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d <= week + timedelta(days=6)]
 
 
 MAX_RESUME_FAILURES = 3   # a resume whose run failed this often for the same requests is left to a person

@@ -4,6 +4,7 @@ import dagster as dg
 
 from cass_pipelines.defs.day.work import BUDGET_DAY_TAG, RUN_DAY, action_chains, after_chains, emit_units, unit_groups
 from cass_pipelines.defs.resources import CassResource, run_over
+from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.services import approvals
 from cass_pipelines.services.runner import summarize
 from cass_pipelines.store import plans
@@ -36,9 +37,10 @@ def build_approval_job(max_length: int) -> dg.JobDefinition:
     @dg.op(ins=after_chains(max_length))
     def finish_approved_work(context: dg.OpExecutionContext, cass: CassResource) -> None:
         """Summarise the unit this run ran (none when the work was rejected)."""
-        rt = cass.for_run(context)
+        rt, clock = cass.for_run(context), cass.clock()
+        today = phase_at(clock.now(), rt.settings)[0]   # paid, as its actions were, from the day it is decided
         for unit in plans.units_for_run(rt.store, context.run_id):
-            summarize(rt, unit, cass.clock(), context.run_id, is_run_over=run_over(context.instance))
+            summarize(rt, unit, clock, context.run_id, is_run_over=run_over(context.instance), budget_day=today)
             context.log.info(f"{unit['id']}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
 
     @dg.job(name="approval_job", description="Approve (and run) or reject work waiting for approval (launchpad config: work_unit_id, "

@@ -24,10 +24,14 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
     def idle_memory_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         now = cass.clock().now()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
-        idle = unless_busy(lambda: idle_conversations(store, settings, now))
-        waiting = unless_busy(lambda: waiting_catchup(store))
-        if idle is BUSY or waiting is BUSY:
+        def look() -> tuple[list[dict], dict | None]:
+            with store.session():   # one open for both reads
+                return idle_conversations(store, settings, now), waiting_catchup(store)
+
+        looked = unless_busy(look)
+        if looked is BUSY:
             return BUSY
+        idle, waiting = looked
         # A catch-up the budget refused is asked for again once per budget day: each day brings new money.
         money = f"|{phase_at(now, settings)[0]}" if waiting and waiting["defer_kind"] == DeferKind.BUDGET else ""
         if not idle:

@@ -48,10 +48,11 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
     def weekly_journal(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
         rt, clock = cass.for_run(context), cass.clock()
         week = date.fromisoformat(context.partition_key)
-        if not week_over(week, clock.now().astimezone(rt.settings.tz).date()):   # (written once: not half a week)
+        today = clock.now().astimezone(rt.settings.tz).date()
+        if not week_over(week, today):   # (written once: not half a week)
             return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(
                 f"_the week ends on {week + timedelta(days=6)}: its journal is written once it is over_")})
-        coming = journals_coming(rt.store, week)
+        coming = journals_coming(rt.store, rt.settings, week, today)
         if coming:   # written once: not without a day whose journal is still to come
             days = ", ".join(d.isoformat() for d in coming)
             context.log.info(f"the week of {week} waits for the daily journal of {days}; asked again each morning")
