@@ -173,3 +173,74 @@ def test_a_step_that_returns_failure_leaves_a_dead_letter_as_one_that_raises(run
     assert out.status == "failed" and "kept" in out.message
     n = rt.store.scalar("SELECT count(*) FROM dead_letters WHERE work_unit_id = ?", [uid])
     assert n == 1, f"unit failed ({out.message[:120]}) with {n} dead letters"
+
+
+def test_a_unit_kept_by_the_previous_version_can_still_be_retried(runtime, monkeypatch):
+    """The first version of the kept mark was a list of kinds (["note"]); a unit kept then is still retried."""
+    import importlib
+
+    from handlers_kit import sample_now
+
+    from cass_pipelines.domain.clock import FixedClock
+    from cass_pipelines.domain.states import UnitOrigin
+    from cass_pipelines.services.runner import job_unit
+    from cass_pipelines.services.runner import run_action as run_step
+
+    rt = runtime
+    now = sample_now(rt)
+    uid, clock = job_unit(rt, now.date(), "morning", "research_deep_dive", "old_kept", "what I keep wondering", now,
+                          origin=UnitOrigin.JOB), FixedClock(now)
+    assert [run_step(rt, uid, p, clock).status for p in (0, 1)] == ["completed", "completed"]
+    sessions = importlib.import_module("cass_pipelines.services.handlers.sessions")
+
+    def failing(ctx):
+        raise RuntimeError("IOException: could not set lock on file (test)")
+    monkeypatch.setattr(sessions, "research", failing)
+    assert run_step(rt, uid, 2, clock).status == "failed"
+    monkeypatch.undo()
+    stored = plans.action_runs(rt.store, uid)[1]["result"]
+    assert isinstance(stored["data"]["kept"], dict)
+    plans.set_action_result(rt.store, uid, 1, {**stored, "data": {**stored["data"], "kept": ["note"]}})  # as c1c86c1
+    plans.reopen_failed(rt.store, uid, "retried", clock.now())
+    outs = [run_step(rt, uid, p, clock) for p in (2, 3)]
+    assert [o.status for o in outs] == ["completed", "completed"], [o.message[:200] for o in outs]
+
+
+def test_a_unit_failing_twice_keeps_one_note_as_a_clean_run_does(runtime, monkeypatch):
+    """research_deep_dive fails at session.research (run_single's finding kept as a note); its retry runs the
+    session and then fails at wiki.create_note: the session's piece is kept in the same note, so two
+    failures leave one note, as a clean run does."""
+    import importlib
+
+    from handlers_kit import sample_now
+
+    from cass_pipelines.domain.clock import FixedClock
+    from cass_pipelines.domain.states import UnitOrigin
+    from cass_pipelines.services.runner import job_unit
+    from cass_pipelines.services.runner import run_action as run_step
+
+    rt = runtime
+    now = sample_now(rt)
+    uid, clock = job_unit(rt, now.date(), "morning", "research_deep_dive", "twice", "what I keep wondering", now,
+                          origin=UnitOrigin.JOB), FixedClock(now)
+
+    def fail(action_id):
+        module_name, _, name = rt.registry.actions[action_id].handler.partition(":")
+
+        def failing(ctx):
+            raise RuntimeError("IOException: could not set lock on file (test)")
+        monkeypatch.setattr(importlib.import_module(module_name), name, failing)
+
+    assert [run_step(rt, uid, p, clock).status for p in (0, 1)] == ["completed", "completed"]
+    fail("session.research")
+    assert run_step(rt, uid, 2, clock).status == "failed"
+    monkeypatch.undo()
+    plans.reopen_failed(rt.store, uid, "retried", clock.now())
+    assert run_step(rt, uid, 2, clock).status == "completed"
+    fail("wiki.create_note")
+    assert run_step(rt, uid, 3, clock).status == "failed"
+    monkeypatch.undo()
+    plans.reopen_failed(rt.store, uid, "retried", clock.now())
+    assert run_step(rt, uid, 3, clock).status == "completed"
+    notes = rt.store.all("SELECT id, title FROM wiki_notes WHERE work_unit_id = ? ORDER BY created_at", [uid])
+    assert len(notes) == 1, f"two failures left {len(notes)} notes: {notes}"

@@ -222,3 +222,34 @@ def test_a_dead_letter_whose_retry_was_deferred_by_a_pause_is_retried_after_the_
     assert main(["dlq", "discard", dl_id]) == 2
     assert f"dead letter {dl_id} is already retried (retried: unit" in capsys.readouterr().err
     assert rt.store.scalar("SELECT state FROM dead_letters WHERE id = ?", [dl_id]) == "retried"
+
+
+def test_journal_resumed_after_its_batch_the_next_morning_takes_up_its_paid_answer(api_home):
+    """SAMPLE_DAY's journal (a night unit: batched) outlasts its batch wait and is deferred for its batch.
+    Once the batch ended, journal_resume_sensor writes it again the next morning: still as night work, on its
+    own day, so its batched answer is found by its request and paid once."""
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.domain.clock import clock_from_env
+    from cass_pipelines.execution import instance_for, run_journal, run_memory
+    from cass_pipelines.services.watches import watch_batches
+    from cass_pipelines.store import plans
+
+    env, server = api_home
+    config = Path(env["CASS_HOME"]) / "cass.toml"
+    config.write_text("batch_wait_s = 0.3\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), instance_for(rt.settings)
+    assert run_memory(defs, instance).success   # the day's conversation summaries: the journal's material
+    server.batch_delay_s = 3600
+    run_journal(defs, instance, SAMPLE_DAY)
+    uid = plans.unit_id(SAMPLE_DAY, "night", "journal")
+    unit = plans.get_unit(rt.store, uid)
+    assert (unit["status"], unit["defer_kind"]) == ("deferred", "batch"), unit
+    server.batch_delay_s = 0
+    watch_batches(rt.store, rt.settings, clock_from_env(), lambda run_id: True, lambda: rt.llm)
+    assert run_journal(defs, instance, SAMPLE_DAY).success
+    rows = rt.store.all("SELECT l.date, l.phase, l.batch, r.funding, l.action_id FROM llm_ledger l "
+                        "LEFT JOIN reservations r ON r.id = l.reservation_id WHERE l.work_unit_id = ?", [uid])
+    unused = rt.store.all("SELECT custom_id, state, used FROM llm_batches WHERE work_unit_id = ?", [uid])
+    assert len(rows) == 1 and all(u["used"] for u in unused), (
+        f"the journal's answer was paid in its batch, then asked again: ledger {rows}; batched requests {unused}")

@@ -438,3 +438,22 @@ def test_weekly_journal_materialized_from_the_ui_starts_after_its_sunday(cass_en
                                      asset_selection=frozenset({dg.AssetKey("weekly_journal")})))
     sunday_journal = queue_priority({"dagster/partition": sunday.isoformat()}, "journal_job")
     assert sunday_journal > weekly, "the weekly journal (asset job) starts before Sunday's daily journal"
+
+
+def test_a_journal_deferred_only_by_a_pause_is_charged_to_its_own_day_when_written(sample_home, capsys):
+    """run-day while the journal category is paused leaves the day's journal deferred as paused. Once
+    resumed, its catch-up is charged to its own day's night (its money was never short), as a run without
+    the pause would be."""
+    from cass_pipelines.execution import run_journal
+
+    assert main(["pause", "--category", "journal", "--reason", "quiet week"]) == 0
+    assert main(["run-day", "--date", YESTERDAY.isoformat(), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["resume", "--category", "journal"]) == 0
+    rt = open_runtime()
+    uid = plans.unit_id(YESTERDAY, "night", "journal")
+    assert plans.get_unit(rt.store, uid)["defer_kind"] == "paused"
+    assert run_journal(build_defs(rt.settings, rt.registry), instance_for(rt.settings), YESTERDAY).success
+    rows = rt.store.all("SELECT date, phase, batch FROM llm_ledger WHERE work_unit_id = ?", [uid])
+    assert rows and all((r["date"], r["phase"]) == (YESTERDAY, "night") for r in rows), (
+        f"the journal of {YESTERDAY}, deferred only by a pause, was charged as {rows}")

@@ -63,10 +63,11 @@ def _retry_unit(rt: Runtime, letter: dict, clock: Clock, today: date, run_id, is
         plans.reopen_failed(rt.store, uid, f"retry of dead letter {letter['id']}", clock.now())
     elif unit["status"] == UnitStatus.DEFERRED:   # an earlier retry was deferred (a pause, money): again now
         plans.reopen_units(rt.store, [uid])
-    outcomes = run_unit(rt, uid, clock, run_id=run_id, log=log, is_run_over=is_run_over, budget_day=today)
+    now_at = phase_at(clock.now(), rt.settings)   # paid from the day and as the phase it runs in
+    outcomes = run_unit(rt, uid, clock, run_id=run_id, log=log, is_run_over=is_run_over, budget=now_at)
     unit = plans.get_unit(rt.store, uid)
     if unit and unit["status"] == UnitStatus.COMPLETED:
-        summarize(rt, unit, clock, run_id, budget_day=today)
+        summarize(rt, unit, clock, run_id, budget=now_at)
         return _close(rt, letter, DeadLetterState.RETRIED, RetryStatus.SUCCEEDED,
                       f"retried: unit {uid} completed ({len(outcomes)} action(s) run)", clock, uid)
     why = unit["error"] or unit["reason"] or unit["status"]
@@ -90,7 +91,7 @@ def _retry_conversation(rt: Runtime, letter: dict, clock: Clock, today: date, ru
     now = clock.now()
     uid = job_unit(rt, today, phase_at(now, rt.settings)[1], SUMMARY_RETRY_TEMPLATE,
                    f"dlq{now:%H%M%S%f}", cid, now)
-    run_unit(rt, uid, clock, run_id=run_id, log=log, is_run_over=is_run_over, budget_day=today)
+    run_unit(rt, uid, clock, run_id=run_id, log=log, is_run_over=is_run_over, budget=(today, phase_at(now, rt.settings)[1]))
     if not memory.unsummarized(rt.store, [cid])[cid][0]:
         return _close(rt, letter, DeadLetterState.RETRIED, RetryStatus.SUCCEEDED,
                       f"retried: conversation {cid} summarised", clock, uid)

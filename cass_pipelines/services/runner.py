@@ -17,7 +17,6 @@ from typing import Callable
 
 from cass_pipelines.config.registry import resolve_handler
 from cass_pipelines.domain.clock import Clock
-from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.domain.registry import SUMMARY_ACTION_ID
 from cass_pipelines.domain.states import (
@@ -61,29 +60,25 @@ def metered(rt: Runtime, clock: Clock, ctx: "MeterContext") -> "MeteredClient":
     return MeteredClient(rt.llm, rt.store, rt.settings, rt.pricing, ctx, clock)
 
 
-def charged(rt: Runtime, unit: dict, clock: Clock, budget_day: date | None) -> tuple[date, str]:
-    """The budget day and phase a unit's calls are charged to and funded by: its own, or, for work run on a
-    later day (approved, retried, caught up: `budget_day`), that day and the phase it is now."""
-    day = unit["date"] if isinstance(unit["date"], date) else date.fromisoformat(str(unit["date"]))
-    if budget_day is None or budget_day == day:
-        return day, unit["phase"]
-    return budget_day, phase_at(clock.now(), rt.settings)[1]
+# The (budget day, phase) a piece of work run on another day than its unit's (approved, retried, caught up)
+# is charged to and funded as; None: its unit's own date and phase.
+Budget = tuple[date, str] | None
 
 
 def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None = None,
                step_key: str | None = None, log=lambda msg: None,
-               is_run_over: Callable[[str], bool] = never_over, budget_day: date | None = None) -> StepOutcome:
-    """Run action `position` of the unit. Its calls are charged to the unit's date unless `budget_day`
-    names the budget day it runs on (a job catching up on earlier work). The action's bookkeeping
+               is_run_over: Callable[[str], bool] = never_over, budget: Budget = None) -> StepOutcome:
+    """Run action `position` of the unit. Its calls are charged to the unit's date and funded as its phase
+    unless `budget` names the day and phase it runs on (approved or retried work, a job catching up). The action's bookkeeping
     (claim, the handler's reads and writes, holds, settlements, its end) shares one open of the file
     between model calls: metering lets it go for each call and each wait for a batch."""
     with rt.store.session():
         return _run_action(rt, unit_id, position, clock, run_id=run_id, step_key=step_key, log=log,
-                           is_run_over=is_run_over, budget_day=budget_day)
+                           is_run_over=is_run_over, budget=budget)
 
 
 def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None,
-                step_key: str | None, log, is_run_over: Callable[[str], bool], budget_day: date | None) -> StepOutcome:
+                step_key: str | None, log, is_run_over: Callable[[str], bool], budget: Budget) -> StepOutcome:
     unit = plans.get_unit(rt.store, unit_id)
     if unit is None:
         raise ValueError(f"work unit {unit_id!r} does not exist")
@@ -135,7 +130,7 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
                          day=day, phase=unit["phase"], work_unit_id=unit_id, action_id=action.id, run_id=run_id,
                          error=error, now=clock.now())
 
-    pays_day, pays_phase = charged(rt, unit, clock, budget_day)
+    pays_day, pays_phase = budget or (day, unit["phase"])
     meter = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=pays_day, phase=pays_phase, category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced,
@@ -215,7 +210,7 @@ def next_position(rt: Runtime, unit: dict) -> int | None:
 
 def run_unit(rt: Runtime, unit_id: str, clock: Clock, *, run_id: str | None = None,
              log=lambda msg: None, is_run_over: Callable[[str], bool] = never_over,
-             budget_day: date | None = None) -> list[StepOutcome]:
+             budget: Budget = None) -> list[StepOutcome]:
     """All remaining actions of one unit in order, in this process (journal, memory jobs)."""
     with rt.store.session():
         unit = plans.get_unit(rt.store, unit_id)
@@ -223,7 +218,7 @@ def run_unit(rt: Runtime, unit_id: str, clock: Clock, *, run_id: str | None = No
     outcomes: list[StepOutcome] = []
     while position is not None:
         outcome = run_action(rt, unit_id, position, clock, run_id=run_id, log=log, is_run_over=is_run_over,
-                             budget_day=budget_day)
+                             budget=budget)
         outcomes.append(outcome)
         if outcome.unit_done:
             break
@@ -235,26 +230,26 @@ SUMMARISED = (UnitStatus.COMPLETED, UnitStatus.FAILED)
 
 
 def summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None = None,
-              is_run_over: Callable[[str], bool] = never_over, budget_day: date | None = None) -> dict | None:
+              is_run_over: Callable[[str], bool] = never_over, budget: Budget = None) -> dict | None:
     """The unit's work summary from its actual action results (a metered fast-tier call), made once:
     claimed per (unit, status), so two runs of a partition never both pay for it. Charged as its actions
-    were (`budget_day`: see `charged`)."""
+    were (`budget`)."""
 
     if unit["status"] not in SUMMARISED:
         return None
     with rt.store.session():   # its bookkeeping in one open between model calls (metering lets it go for each)
-        return _summarize_once(rt, unit, clock, run_id, is_run_over, budget_day)
+        return _summarize_once(rt, unit, clock, run_id, is_run_over, budget)
 
 
 def _summarize_once(rt: Runtime, unit: dict, clock: Clock, run_id: str | None,
-                    is_run_over: Callable[[str], bool], budget_day: date | None) -> dict | None:
+                    is_run_over: Callable[[str], bool], budget: Budget) -> dict | None:
     key = claims.summary_key(unit["id"], unit["status"])
     taken = claims.claim(rt.store, key, Owner.here(run_id), is_run_over, clock.now())
     if taken.outcome is ClaimOutcome.HELD_ELSEWHERE:
         return None
     summary = None
     try:
-        summary = _summarize(rt, unit, clock, run_id, budget_day)
+        summary = _summarize(rt, unit, clock, run_id, budget)
         record_progress(rt, unit, summary, clock.now())   # the goal it served hears how it went
         return summary
     finally:   # (a run that dies first leaves its batched answer, paid, to the next run's summary)
@@ -274,10 +269,10 @@ def summarize_all(rt: Runtime, units: list[dict], clock: Clock, run_id: str | No
     return [summary for summary in made if summary]
 
 
-def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None, budget_day: date | None) -> dict:
+def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None, budget: Budget) -> dict:
     results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
                if r["result"]]
-    pays_day, pays_phase = charged(rt, unit, clock, budget_day)
+    pays_day, pays_phase = budget or (unit["date"], unit["phase"])
     llm = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=pays_day, phase=pays_phase, category=unit["category"], priority="high",
         work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID, run_id=run_id,

@@ -38,9 +38,9 @@ def build_approval_job(max_length: int) -> dg.JobDefinition:
     def finish_approved_work(context: dg.OpExecutionContext, cass: CassResource) -> None:
         """Summarise the unit this run ran (none when the work was rejected)."""
         rt, clock = cass.for_run(context), cass.clock()
-        today = phase_at(clock.now(), rt.settings)[0]   # paid, as its actions were, from the day it is decided
+        now_at = phase_at(clock.now(), rt.settings)   # paid, as its actions were, from the day it is decided
         for unit in plans.units_for_run(rt.store, context.run_id):
-            summarize(rt, unit, clock, context.run_id, is_run_over=run_over(context.instance), budget_day=today)
+            summarize(rt, unit, clock, context.run_id, is_run_over=run_over(context.instance), budget=now_at)
             context.log.info(f"{unit['id']}: {unit['status']} {unit['reason'] or unit['error'] or ''}")
 
     @dg.job(name="approval_job", description="Approve (and run) or reject work waiting for approval (launchpad config: work_unit_id, "

@@ -68,11 +68,11 @@ def action_op(k: int, n: int) -> dg.OpDefinition:
         unit_id, template_id = unit_of(context.get_mapping_key() or "")
         position = len(rt.registry.templates[template_id].action_sequence) - n + k - 1
         clock = cass.clock()
-        today = phase_at(clock.now(), rt.settings)[0] if context.run.tags.get(BUDGET_DAY_TAG) == RUN_DAY else None
+        budget = phase_at(clock.now(), rt.settings) if context.run.tags.get(BUDGET_DAY_TAG) == RUN_DAY else None
         outcome: StepOutcome = run_action(rt, unit_id, position, clock, run_id=context.run_id,
                                           step_key=context.get_step_execution_context().step.key,
                                           log=context.log.debug, is_run_over=run_over(context.instance),
-                                          budget_day=today)
+                                          budget=budget)
         log = context.log.error if outcome.status is ActionStatus.FAILED else context.log.info
         log(f"{outcome.action_id} {outcome.status}: {outcome.message[:300]} (${outcome.cost_usd:.4f})",
             extra=unit_extra(unit_id, outcome.action_id))

@@ -31,7 +31,7 @@ def build_conversation_summaries() -> dg.AssetsDefinition:
                                                      "idle conversations", now)
         plans.reopen_units(rt.store, [uid])
         outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,
-                            is_run_over=run_over(context.instance), budget_day=day)
+                            is_run_over=run_over(context.instance), budget=(day, phase))
         unit = plans.get_unit(rt.store, uid)
         if unit["status"] == UnitStatus.FAILED:
             raise dg.Failure(f"memory summarisation failed: {unit['error']}")

@@ -125,7 +125,10 @@ def keep_left_over(ctx: HandlerContext, results: dict[int, ActionResult]) -> tup
             continue
 
         def keep(_conn) -> tuple[list[Artifact], dict[int, ActionResult]]:
-            written = owners[owner](replace(ctx, action=ctx.registry.actions[owner], previous=every), items, offline)
+            as_owner = replace(ctx, action=ctx.registry.actions[owner], previous=every)
+            extended = _kept_note(as_owner) if kind == "note" else None   # (a unit ending early a second time)
+            written = (writeback.extend_note(as_owner, extended, items, offline) if extended is not None
+                       else owners[owner](as_owner, items, offline))
             marked = {p: kept(results[p], kind, written if p == made_by[-1] else []) for p in made_by}
             for position, result in marked.items():
                 plans.set_action_result(ctx.store, ctx.work_unit_id, position, result.model_dump(mode="json"))
@@ -144,14 +147,20 @@ def kept(result: ActionResult, kind: str, written: list[Artifact]) -> ActionResu
     """`result` with its pending items of `kind` marked kept (written when the unit ended early: `kept`
     names, per kind, the records written) and those records among its artifacts."""
     pending = {k: v for k, v in result.data.get("pending", {}).items() if k != kind}
-    marks = {**result.data.get("kept", {}), kind: [a.id for a in written]}
+    marks = {**_kept(result), kind: [a.id for a in written]}
     return result.model_copy(update={"artifacts": result.artifacts + written,
                                      "data": {**result.data, "pending": pending, "kept": marks}})
 
 
+def _kept(result: ActionResult) -> dict[str, list[str]]:
+    """The kinds kept from this result and the ids of the records written (a list of kinds: the first version's mark, c1c86c1)."""
+    marks = result.data.get("kept", {})
+    return {kind: [] for kind in marks} if isinstance(marks, list) else marks
+
+
 def _kept_note(ctx: HandlerContext) -> Artifact | None:
     """The wiki note what earlier steps left was kept in when the unit ended early, if any."""
-    ids = {i for r in ctx.previous for i in r.data.get("kept", {}).get("note", [])}
+    ids = {i for r in ctx.previous for i in _kept(r).get("note", [])}
     return next((a for r in ctx.previous for a in r.artifacts if a.type == "wiki_note" and a.id in ids), None)
 
 
@@ -159,7 +168,7 @@ def write_pending(ctx: HandlerContext, kind: str, *, required: bool = False) -> 
     """The whole job of an owning step: write what earlier steps of the unit left of its kind, as WRITERS
     says this step writes it."""
     items, offline = take(ctx, kind)
-    if not items and any(kind in r.data.get("kept", {}) for r in ctx.previous):
+    if not items and any(kind in _kept(r) for r in ctx.previous):
         return ActionResult(success=True, message=f"no {kind} to write: what earlier steps left was kept when "
                                                   "the unit ended early; this is a run of it again")
     extended = _kept_note(ctx) if kind == "note" and items else None
