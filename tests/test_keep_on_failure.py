@@ -92,6 +92,13 @@ def _notes_of(rt, uid):
     return rt.store.all("SELECT id, title, body FROM wiki_notes WHERE work_unit_id = ? ORDER BY created_at", [uid])
 
 
+def _answering(monkeypatch, module: str, name: str, **update) -> None:
+    """The handler `module.name` runs as it does, and its result says what `update` says."""
+    handlers = importlib.import_module(f"cass_pipelines.services.handlers.{module}")
+    real = getattr(handlers, name)
+    monkeypatch.setattr(handlers, name, lambda ctx: real(ctx).model_copy(update=update))
+
+
 def _stored_artifact_ids(rt, uid):
     return {a["id"] for r in plans.action_runs(rt.store, uid) if r["result"] for a in r["result"]["artifacts"]}
 
@@ -103,12 +110,7 @@ def test_a_note_kept_when_a_step_returned_failure_stays_named_by_the_units_resul
     rt = runtime
     uid, clock = _unit(rt, "research_deep_dive", "dd_false")
     assert [run_step(rt, uid, p, clock).status for p in (0, 1)] == ["completed", "completed"]
-    sessions = importlib.import_module("cass_pipelines.services.handlers.sessions")
-    real = sessions.research
-
-    def unhappy(ctx):
-        return real(ctx).model_copy(update={"success": False, "message": "the piece did not hold together"})
-    monkeypatch.setattr(sessions, "research", unhappy)
+    _answering(monkeypatch, "sessions", "research", success=False, message="the piece did not hold together")
     failed = run_step(rt, uid, 2, clock)
     assert failed.status == "failed" and "kept 1 record(s) of note" in failed.message, failed.message
     [kept_note] = _notes_of(rt, uid)
@@ -147,12 +149,7 @@ def test_a_world_note_kept_when_its_step_stopped_the_sequence_names_the_sources_
     rt = runtime
     rt.settings = rt.settings.model_copy(update={"web_search": True})
     uid, clock = _unit(rt, "world_check_in", "wc_abort")
-    world = importlib.import_module("cass_pipelines.services.handlers.world")
-    real = world.check_events
-
-    def stops(ctx):
-        return real(ctx).model_copy(update={"abort_sequence": True, "message": "nothing worth a session"})
-    monkeypatch.setattr(world, "check_events", stops)
+    _answering(monkeypatch, "world", "check_events", abort_sequence=True, message="nothing worth a session")
     out = run_step(rt, uid, 0, clock)
     assert "kept 1 record(s) of note" in out.message, out.message
     [note] = _notes_of(rt, uid)
@@ -166,9 +163,7 @@ def test_a_step_that_returns_failure_leaves_a_dead_letter_as_one_that_raises(run
     rt = runtime
     uid, clock = _unit(rt, "research_deep_dive", "dd_nodl")
     assert [run_step(rt, uid, p, clock).status for p in (0, 1)] == ["completed", "completed"]
-    sessions = importlib.import_module("cass_pipelines.services.handlers.sessions")
-    real = sessions.research
-    monkeypatch.setattr(sessions, "research", lambda ctx: real(ctx).model_copy(update={"success": False}))
+    _answering(monkeypatch, "sessions", "research", success=False)
     out = run_step(rt, uid, 2, clock)
     assert out.status == "failed" and "kept" in out.message
     n = rt.store.scalar("SELECT count(*) FROM dead_letters WHERE work_unit_id = ?", [uid])
@@ -200,7 +195,7 @@ def test_a_unit_kept_by_the_previous_version_can_still_be_retried(runtime, monke
     monkeypatch.undo()
     stored = plans.action_runs(rt.store, uid)[1]["result"]
     assert isinstance(stored["data"]["kept"], dict)
-    plans.set_action_result(rt.store, uid, 1, {**stored, "data": {**stored["data"], "kept": ["note"]}})  # as c1c86c1
+    plans.set_action_result(rt.store, uid, 1, {**stored, "data": {**stored["data"], "kept": ["note"]}})  # its first form
     plans.reopen_failed(rt.store, uid, "retried", clock.now())
     outs = [run_step(rt, uid, p, clock) for p in (2, 3)]
     assert [o.status for o in outs] == ["completed", "completed"], [o.message[:200] for o in outs]

@@ -29,15 +29,14 @@ def cli_json(capsys, *argv):
     return code, json.loads(out) if out.strip() else None
 
 
-def spend(rt, day, category, usd, rid):
-    """A paid call of `day` (its budget day) in `category`."""
+def spend(rt, day, category, usd, rid, phase="evening"):
+    """A paid call of `day` (its budget day) in `category`, funded by the category, in `phase`."""
+    at = {"morning": time(7), "evening": time(21)}[phase]
     with rt.store.transaction() as conn:
-        insert_rows(conn, [LedgerRow(rid, datetime.combine(day, time(21), tzinfo=timezone.utc), day, "evening",
+        insert_rows(conn, [LedgerRow(rid, datetime.combine(day, at, tzinfo=timezone.utc), day, phase,
                                      None, None, None, "session.research", category, "claude-sonnet-5-5",
                                      1, 1, 0, 0, 0, usd, False, 1, 10)])
 
-
-# ---- 1. an approval decided the next day is charged to the day the unit was planned ------------
 
 def test_work_approved_the_next_morning_runs_on_todays_budget(env, capsys):
     rt, instance, defs = env
@@ -59,8 +58,6 @@ def test_work_approved_the_next_morning_runs_on_todays_budget(env, capsys):
         f"approved on {TODAY} with today's budget untouched, the unit was {unit['status']} "
         f"({unit['reason']}); approval requests now: {asked}")
 
-
-# ---- 2. approval requests never expire unless someone runs `approvals list|approve|reject` ------
 
 def test_unanswered_approval_expires_after_48h_while_the_agent_keeps_running(env, monkeypatch):
     from support import days_before
@@ -88,14 +85,11 @@ def test_unanswered_approval_expires_after_48h_while_the_agent_keeps_running(env
         f"{unit['status']}; the weekly report lists as awaiting approval: {report['awaiting_approval']}")
 
 
-# ---- 3. the run queue orders week partitions as if they were daily journals of their Monday -----
-
 def test_queue_starts_sundays_daily_journal_before_the_weekly_journal_of_its_week(cass_env):
     """Monday morning: Sunday's daily journal (06:15) and the weekly journal of the week that ended
-    (06:45) wait together behind a run holding pool `cass_store` (Monday's morning phase, a batch
-    wait). The weekly journal is written once, from the week's daily journals: Sunday's must go first.
-    Dagster tags a weekly partition's run `dagster/partition=<its Monday>`, which queue_priority reads
-    as that Monday's daily journal, a week early."""
+    (06:45) may wait together behind a run holding pool `cass_store`. The weekly journal is written from
+    the week's daily journals, so Sunday's starts first; the week's intention starts before Monday's morning,
+    which plans with it. (A week run is tagged `dagster/partition=<its Monday>`: its job says it is a week's.)"""
     from cass_pipelines.config.registry import load_registry
     from cass_pipelines.config.settings import load_settings
     from cass_pipelines.domain.goals import week_start
@@ -115,8 +109,6 @@ def test_queue_starts_sundays_daily_journal_before_the_weekly_journal_of_its_wee
     defs = build_defs(load_settings(), load_registry(None))   # the names the queue knows are the jobs'
     assert {defs.resolve_job_def(n).name for n in (WEEK_INTENTION_JOB, WEEK_JOURNAL_JOB)} == {"week_job", "week_journal_job"}
 
-
-# ---- 4. a unit offered again twice loses its goal in the weekly report and the learning stats ---
 
 def test_work_deferred_twice_still_counts_for_its_goal(sample_home):
     from support import days_before
@@ -160,8 +152,6 @@ def test_work_deferred_twice_still_counts_for_its_goal(sample_home):
         f"{report['units_naming_a_goal']} unit(s) naming a goal and the learning stats {stats}")
 
 
-# ---- 5. `status` counts at most 5 dead letters however many are open ---------------------------
-
 def test_status_counts_every_open_dead_letter(sample_home, capsys):
     from support import days_before
 
@@ -183,8 +173,6 @@ def test_status_counts_every_open_dead_letter(sample_home, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["dead_letters_open"] == 12 and len(out["dead_letters"]) == 5
 
-
-# ---- 6. a memory catch-up refused money is never asked for again until a new message arrives ----
 
 def test_memory_backlog_refused_money_is_taken_up_again_on_a_later_day(sample_home, monkeypatch):
     """The daemon's loop, simulated: each tick of idle_memory_sensor, and a memory_job run for each run key
@@ -231,8 +219,7 @@ def test_memory_backlog_refused_money_is_taken_up_again_on_a_later_day(sample_ho
 
 def test_weekly_journal_is_not_written_for_good_while_sundays_journal_is_still_coming(env, monkeypatch):
     """Sunday's daily journal is night work (a Message Batch): when its batch outlasts the 30-minute wait
-    it is deferred and written later (journal_resume_sensor). The weekly journal, written once on Monday,
-    does not wait for it: the week's record leaves Sunday out for good."""
+    it is deferred and written later (journal_resume_sensor). The weekly journal, written once, waits for it."""
     from cass_pipelines.domain.goals import week_start
     from cass_pipelines.domain.states import DeferKind, UnitStatus
     from cass_pipelines.execution import QUIET, execute, run_tags
@@ -287,20 +274,9 @@ def test_approved_work_offered_again_as_a_new_unit_keeps_its_approval(env):
     assert approvals.gated(t, gated_action, {**chain[-1], "deferred_from": None}, rt.store)   # not approved itself
 
 
-def spend_morning(rt, day, category, usd, rid):
-    """A paid call of `day` (its budget day) in `category`, funded by the category, in the morning."""
-    with rt.store.transaction() as conn:
-        insert_rows(conn, [LedgerRow(rid, datetime.combine(day, time(7), tzinfo=timezone.utc), day, "morning",
-                                     None, None, None, "session.research", category, "claude-sonnet-5-5",
-                                     1, 1, 0, 0, 0, usd, False, 1, 10)])
-
-
-# ---- run-day while paused leaves no deferred journal: nothing writes that day's journal later ----
-
 def test_run_day_while_paused_leaves_the_journal_for_the_catch_up(sample_home, capsys):
-    """run-day skips the journal run while paused ("journal_schedule's catch-up writes it once the pause
-    is lifted"), but the catch-up (journal_schedule, run-day's earlier journals, weekly journal's
-    journals_coming) looks only for a *deferred* journal unit, which the skipped run never made."""
+    """run-day while paused still runs the journal, so its unit waits, deferred by the pause, where the
+    catch-up (journal_schedule, run-day's earlier journals, the weekly journal's journals_coming) finds it."""
     from cass_pipelines.services.watches import waiting_journals
 
     assert main(["pause", "--reason", "holiday"]) == 0
@@ -314,13 +290,9 @@ def test_run_day_while_paused_leaves_the_journal_for_the_catch_up(sample_home, c
                                   f"finds {waiting}; journal units {journal_units}")
 
 
-# ---- a daily journal deferred past the 7-day catch-up keeps the weekly journal waiting for good ----
-
 def test_weekly_journal_does_not_wait_for_a_daily_journal_no_one_will_write(env, monkeypatch):
-    """journals_coming waits for every deferred daily journal of the week, but journal_schedule (and
-    run-day) try a deferred journal again only for JOURNAL_CATCH_UP_DAYS: on a later morning of the next
-    week, Monday's journal is deferred for good, and the weekly journal waits for it every morning until
-    the schedule gives up on the week. The week's journal is never written."""
+    """journal_schedule and run-day try a deferred daily journal again for JOURNAL_CATCH_UP_DAYS only; the
+    weekly journal waits for those still tried, not for one no catch-up will write any more."""
     from cass_pipelines.domain.goals import week_start
     from cass_pipelines.domain.states import DeferKind, UnitStatus
     from cass_pipelines.execution import QUIET, execute, run_tags
@@ -348,19 +320,16 @@ def test_weekly_journal_does_not_wait_for_a_daily_journal_no_one_will_write(env,
         f"will write any more (journal_schedule retries {retried}); it is never written")
 
 
-# ---- approved work charged to today, but funded by the rules of the phase it was planned in ----
-
 def test_work_approved_in_the_morning_is_not_funded_from_todays_evening_pool(env, capsys):
-    """approval_job charges the unit's calls to the day it runs (cass/budget_day) but keeps the unit's own
-    phase in the MeterContext: evening work planned yesterday and approved at 08:00 today is funded from
-    today's *pool* (other categories' unused shares, from the evening only) before today's plan exists."""
+    """Evening work planned yesterday and approved at 08:00 today is charged to today and funded as
+    today's morning (its category's share), not from today's evening pool before today's plan exists."""
     rt, instance, defs = env
     seed_plan(rt, YESTERDAY, "evening", ["research_batch"])
     assert run_phase(defs, instance, YESTERDAY, "evening").success
     [gated] = plans.units_for_phase(rt.store, YESTERDAY, "evening")
     assert gated["status"] == "awaiting_approval", gated
     # Today's research share is already used this morning.
-    spend_morning(rt, TODAY, "research", rt.settings.category_limit("research"), "req_today_research")
+    spend(rt, TODAY, "research", rt.settings.category_limit("research"), "req_today_research", "morning")
     capsys.readouterr()
     main(["approvals", "approve", gated["id"], "--by", "ana", "--reason", "worth it", "--json"])
     rows = rt.store.all("SELECT date, phase, category, funding, cost_usd FROM llm_ledger WHERE work_unit_id = ?",
@@ -370,17 +339,14 @@ def test_work_approved_in_the_morning_is_not_funded_from_todays_evening_pool(env
                         f"{pooled}")
 
 
-# ---- approved work's summary is charged to the unit's own (yesterday's) budget ----
-
 def test_work_approved_the_next_morning_has_its_summary_on_todays_budget(env, capsys):
-    """The unit's actions are paid from today (cass/budget_day), but finish_approved_work's summary goes
-    through runner._summarize, charged to unit['date']: with yesterday's research share used, the summary is
-    refused money and written without a model call (or charged to a closed day)."""
+    """An approved unit's summary is paid as its actions are, from the day it is decided: yesterday's
+    spent research share does not leave it without a model call."""
     rt, instance, defs = env
     seed_plan(rt, YESTERDAY, "afternoon", ["research_batch"])
     assert run_phase(defs, instance, YESTERDAY, "afternoon").success
     [gated] = plans.units_for_phase(rt.store, YESTERDAY, "afternoon")
-    spend_morning(rt, YESTERDAY, "research", rt.settings.category_limit("research"), "req_yesterday_research")
+    spend(rt, YESTERDAY, "research", rt.settings.category_limit("research"), "req_yesterday_research", "morning")
     capsys.readouterr()
     main(["approvals", "approve", gated["id"], "--by", "ana", "--reason", "worth it", "--json"])
     unit = plans.get_unit(rt.store, gated["id"])
@@ -393,11 +359,8 @@ def test_work_approved_the_next_morning_has_its_summary_on_todays_budget(env, ca
                                                 f"{summary and summary['narrative'][-160:]}")
 
 
-# ---- idle_memory_sensor: a second store open on every tick that finds idle conversations ----
-
 def test_idle_memory_sensor_opens_the_store_once_per_tick(sample_home, monkeypatch):
-    """Before ecf53e9 a tick that found idle conversations opened the file once; now waiting_catchup is read
-    on every tick, outside any session: a second open (an ATTACH and DETACH) each tick, every 10 minutes."""
+    """A tick that finds idle conversations reads them and the waiting catch-up in one open of the file."""
     import traceback
 
     from cass_pipelines.config.registry import load_registry
@@ -420,13 +383,10 @@ def test_idle_memory_sensor_opens_the_store_once_per_tick(sample_home, monkeypat
     assert len(opens) == 1, f"one tick opened the store {len(opens)} times: {opens}"
 
 
-# ---- the run queue: a weekly journal launched from the UI (the asset job) is ordered as a Monday ----
-
 def test_weekly_journal_materialized_from_the_ui_starts_after_its_sunday(cass_env):
-    """queue_priority recognises a week partition by job name only (week_job, week_journal_job). The UI's
-    Materialize and asset backfills of `weekly_journal` run as `__ASSET_JOB` with the same tag
-    `dagster/partition=<Monday>`: ordered as that Monday's daily journal, before Tuesday..Sunday's runs and
-    before Sunday's daily journal it is written from."""
+    """The UI's Materialize and asset backfills of `weekly_journal` run as `__ASSET_JOB`, tagged
+    `dagster/partition=<Monday>`: the queue knows them by the asset they select and starts them after
+    Sunday's daily journal, as a week_journal_job run."""
     from dagster._core.storage.dagster_run import DagsterRun
 
     from cass_pipelines.domain.goals import week_start

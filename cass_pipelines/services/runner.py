@@ -69,9 +69,9 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
                step_key: str | None = None, log=lambda msg: None,
                is_run_over: Callable[[str], bool] = never_over, budget: Budget = None) -> StepOutcome:
     """Run action `position` of the unit. Its calls are charged to the unit's date and funded as its phase
-    unless `budget` names the day and phase it runs on (approved or retried work, a job catching up). The action's bookkeeping
-    (claim, the handler's reads and writes, holds, settlements, its end) shares one open of the file
-    between model calls: metering lets it go for each call and each wait for a batch."""
+    unless `budget` names the day and phase it runs on (approved or retried work, a job catching up). The
+    action's bookkeeping (claim, the handler's reads and writes, holds, settlements, its end) shares one
+    open of the file between model calls: metering lets it go for each call and each wait for a batch."""
     with rt.store.session():
         return _run_action(rt, unit_id, position, clock, run_id=run_id, step_key=step_key, log=log,
                            is_run_over=is_run_over, budget=budget)

@@ -125,10 +125,7 @@ def keep_left_over(ctx: HandlerContext, results: dict[int, ActionResult]) -> tup
             continue
 
         def keep(_conn) -> tuple[list[Artifact], dict[int, ActionResult]]:
-            as_owner = replace(ctx, action=ctx.registry.actions[owner], previous=every)
-            extended = _kept_note(as_owner) if kind == "note" else None   # (a unit ending early a second time)
-            written = (writeback.extend_note(as_owner, extended, items, offline) if extended is not None
-                       else owners[owner](as_owner, items, offline))
+            written, _ = _write(replace(ctx, action=ctx.registry.actions[owner], previous=every), kind, items, offline)
             marked = {p: kept(results[p], kind, written if p == made_by[-1] else []) for p in made_by}
             for position, result in marked.items():
                 plans.set_action_result(ctx.store, ctx.work_unit_id, position, result.model_dump(mode="json"))
@@ -153,7 +150,7 @@ def kept(result: ActionResult, kind: str, written: list[Artifact]) -> ActionResu
 
 
 def _kept(result: ActionResult) -> dict[str, list[str]]:
-    """The kinds kept from this result and the ids of the records written (a list of kinds: the first version's mark, c1c86c1)."""
+    """The kinds kept from this result and the ids of the records written (its first form was a list of kinds)."""
     marks = result.data.get("kept", {})
     return {kind: [] for kind in marks} if isinstance(marks, list) else marks
 
@@ -171,17 +168,21 @@ def write_pending(ctx: HandlerContext, kind: str, *, required: bool = False) -> 
     if not items and any(kind in _kept(r) for r in ctx.previous):
         return ActionResult(success=True, message=f"no {kind} to write: what earlier steps left was kept when "
                                                   "the unit ended early; this is a run of it again")
-    extended = _kept_note(ctx) if kind == "note" and items else None
-    if extended is not None:   # a run again: its note goes on in the one kept, not beside it
-        written = writeback.extend_note(ctx, extended, items, offline)
-        return ActionResult(success=True, message=f"added {len(items)} note(s) to {extended.id}, kept when the "
-                                                  "unit ended early", artifacts=written, offline=offline,
-                            data={"wrote": [kind]})
     if not items:
         if required:
             raise ValueError(f"{ctx.action.id}: no earlier step of unit {ctx.work_unit_id} left any {kind} to "
                              f"write (earlier steps: {', '.join(r.message[:60] for r in ctx.previous) or 'none'})")
         return ActionResult(success=True, message=f"no {kind} to write: earlier steps left none")
-    artifacts = WRITERS[kind][ctx.action.id](ctx, items, offline)
-    return ActionResult(success=True, message=f"wrote {len(artifacts)} record(s) from {len(items)} {kind}",
-                        artifacts=artifacts, offline=offline, data={"wrote": [kind]})
+    artifacts, extended = _write(ctx, kind, items, offline)
+    message = (f"added {len(items)} note(s) to {extended.id}, kept when the unit ended early" if extended
+               else f"wrote {len(artifacts)} record(s) from {len(items)} {kind}")
+    return ActionResult(success=True, message=message, artifacts=artifacts, offline=offline, data={"wrote": [kind]})
+
+
+def _write(ctx: HandlerContext, kind: str, items: Items, offline: bool) -> tuple[list[Artifact], Artifact | None]:
+    """`items` written as `ctx`'s step, an owner of `kind`, writes them (WRITERS); a note goes on in the one
+    kept when the unit ended early before, if any (then named second), not beside it."""
+    extended = _kept_note(ctx) if kind == "note" else None
+    if extended is not None:
+        return writeback.extend_note(ctx, extended, items, offline), extended
+    return WRITERS[kind][ctx.action.id](ctx, items, offline), None
