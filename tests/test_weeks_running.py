@@ -417,3 +417,78 @@ def test_a_journal_deferred_only_by_a_pause_is_charged_to_its_own_day_when_writt
     rows = rt.store.all("SELECT date, phase, batch FROM llm_ledger WHERE work_unit_id = ?", [uid])
     assert rows and all((r["date"], r["phase"]) == (YESTERDAY, "night") for r in rows), (
         f"the journal of {YESTERDAY}, deferred only by a pause, was charged as {rows}")
+
+
+def test_a_journal_short_of_money_then_paused_is_written_from_the_day_that_pays_for_it(sample_home):
+    """A day's journal is refused money (its day is spent). Its catch-up runs while the journal category is
+    paused; once resumed, the next catch-up is paid from today, as the first would have been, not charged
+    again to the spent day (its latest deferral says `paused`, not `budget`)."""
+    from support import SAMPLE_DAY
+
+    from cass_pipelines.execution import run_journal, run_memory
+
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), instance_for(rt.settings)
+    assert run_memory(defs, instance).success   # (a journal waits for the day's conversations)
+    spend(rt, SAMPLE_DAY, "research", rt.settings.daily_budget_usd, "req_day_spent")
+    run_journal(defs, instance, SAMPLE_DAY)
+    uid = plans.unit_id(SAMPLE_DAY, "night", "journal")
+    assert (plans.get_unit(rt.store, uid)["defer_kind"]) == "budget"
+    assert main(["pause", "--category", "journal", "--reason", "quiet"]) == 0
+    run_journal(defs, instance, SAMPLE_DAY)
+    assert (plans.get_unit(rt.store, uid)["defer_kind"]) == "paused"
+    assert main(["resume", "--category", "journal"]) == 0
+    assert run_journal(defs, instance, SAMPLE_DAY).success
+    unit = plans.get_unit(rt.store, uid)
+    rows = rt.store.all("SELECT DISTINCT date, phase FROM llm_ledger WHERE work_unit_id = ?", [uid])
+    assert unit["status"] == "completed", f"{unit['status']}: {unit['reason']}"
+    assert rows == [{"date": TODAY, "phase": "night"}], rows
+
+
+def test_work_retried_at_night_on_its_own_day_uses_its_batched_answer_when_resumed(sample_home, monkeypatch):
+    """A morning unit fails at session.research and is retried the same day at night: funded as night work,
+    its call goes out in a message batch that outlasts the wait, and the unit waits for it. When the batch
+    ends, the morning's run takes the unit back: it uses the answer paid for in the batch, not a new one."""
+    import importlib
+    from pathlib import Path
+
+    from support import seed_plan
+
+    from cass_pipelines.domain.clock import FixedClock
+    from cass_pipelines.llm.offline import OfflineBackend
+    from cass_pipelines.llm.pricing import load_pricing
+    from cass_pipelines.services.metering import collect_batches
+    from cass_pipelines.services.planning import take_back_waiting
+    from cass_pipelines.services.retry import retry_dead_letter
+    from cass_pipelines.services.runner import run_action, run_unit
+    from cass_pipelines.services.watches import batch_resumes
+
+    config = Path(sample_home["CASS_HOME"]) / "cass.toml"
+    config.write_text("batch_wait_s = 0.3\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    rt = open_runtime()
+    seed_plan(rt, TODAY, "morning", ["research_deep_dive"])
+    [unit] = plans.units_for_phase(rt.store, TODAY, "morning")
+    uid, morning = unit["id"], FixedClock(NOW)
+    assert [run_action(rt, uid, p, morning, run_id="r0").status for p in (0, 1)] == ["completed", "completed"]
+    module_name, _, name = rt.registry.actions["session.research"].handler.partition(":")
+
+    def failing(ctx):
+        raise RuntimeError("boom (test)")
+    with monkeypatch.context() as m:
+        m.setattr(importlib.import_module(module_name), name, failing)
+        assert run_action(rt, uid, 2, morning, run_id="r0").status == "failed"
+    dl_id = rt.store.scalar("SELECT id FROM dead_letters WHERE work_unit_id = ?", [uid])
+    night = FixedClock(NOW.replace(hour=23))
+    with monkeypatch.context() as m:
+        m.setattr(OfflineBackend, "collect_batch", lambda self, batch_id, items: None)   # the batch runs long
+        retry_dead_letter(rt, dl_id, night, run_id="r1")
+    assert plans.get_unit(rt.store, uid)["defer_kind"] == "batch"
+    collect_batches(rt.llm, rt.store, rt.settings, load_pricing(), night, lambda run_id: True)
+    assert [(r.date, r.phase) for r in batch_resumes(rt.store, rt.settings, night.now())] == [(TODAY, "morning")]
+    assert take_back_waiting(rt, TODAY, "morning", night.now()) == [uid]
+    run_unit(rt, uid, FixedClock(night.now() + timedelta(minutes=5)), run_id="r2")   # the morning's run
+    rows = rt.store.all("SELECT date, phase, batch FROM llm_ledger WHERE work_unit_id = ? "
+                        "AND action_id = 'session.research'", [uid])
+    unused = rt.store.all("SELECT custom_id FROM llm_batches WHERE work_unit_id = ? AND NOT used", [uid])
+    assert rows == [{"date": TODAY, "phase": "night", "batch": True}] and not unused, (rows, unused)
+    assert plans.get_unit(rt.store, uid)["status"] == "completed"

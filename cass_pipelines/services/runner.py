@@ -60,16 +60,29 @@ def metered(rt: Runtime, clock: Clock, ctx: "MeterContext") -> "MeteredClient":
     return MeteredClient(rt.llm, rt.store, rt.settings, rt.pricing, ctx, clock)
 
 
-# The (budget day, phase) a piece of work run on another day than its unit's (approved, retried, caught up)
-# is charged to and funded as; None: its unit's own date and phase.
+# The (budget day, phase) a piece of work run on another day or phase than its unit's (approved, retried,
+# caught up) is charged to and funded as; None: the one its unit's work was last paid from (see paid_from).
 Budget = tuple[date, str] | None
+
+
+def paid_from(rt: Runtime, unit: dict, budget: Budget) -> tuple[date, str]:
+    """The (budget day, phase) the unit's work is paid from now: `budget` when given, remembered on the unit
+    so that its resumes (its batch's answer taken up by its phase's run, a pause lifted) pay from it too:
+    they use the answer paid for them there, and the rest of the unit follows; else the one remembered,
+    else the unit's own date and phase."""
+    kept = (unit["paid_day"], unit["paid_phase"]) if unit["paid_day"] else (unit["date"], unit["phase"])
+    if budget is None or tuple(budget) == kept:
+        return kept
+    plans.set_paid_from(rt.store, unit["id"], *budget)
+    return budget
 
 
 def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None = None,
                step_key: str | None = None, log=lambda msg: None,
                is_run_over: Callable[[str], bool] = never_over, budget: Budget = None) -> StepOutcome:
     """Run action `position` of the unit. Its calls are charged to the unit's date and funded as its phase
-    unless `budget` names the day and phase it runs on (approved or retried work, a job catching up). The
+    unless `budget` names the day and phase it runs on (approved or retried work, a job catching up), or an
+    earlier run of the unit was paid from another (`paid_from`). The
     action's bookkeeping (claim, the handler's reads and writes, holds, settlements, its end) shares one
     open of the file between model calls: metering lets it go for each call and each wait for a batch."""
     with rt.store.session():
@@ -103,6 +116,7 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
     if UnitStatus(unit["status"]).final:
         return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
 
+    pays_day, pays_phase = paid_from(rt, unit, budget)   # (remembered even when a pause holds it now)
     forced = unit["origin"] == UnitOrigin.FORCED
     paused = None if forced else paused_reason(rt.store, unit["category"])
     held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
@@ -130,7 +144,6 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
                          day=day, phase=unit["phase"], work_unit_id=unit_id, action_id=action.id, run_id=run_id,
                          error=error, now=clock.now())
 
-    pays_day, pays_phase = budget or (day, unit["phase"])
     meter = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=pays_day, phase=pays_phase, category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced,
@@ -272,7 +285,7 @@ def summarize_all(rt: Runtime, units: list[dict], clock: Clock, run_id: str | No
 def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None, budget: Budget) -> dict:
     results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
                if r["result"]]
-    pays_day, pays_phase = budget or (unit["date"], unit["phase"])
+    pays_day, pays_phase = paid_from(rt, unit, budget)
     llm = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=pays_day, phase=pays_phase, category=unit["category"], priority="high",
         work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID, run_id=run_id,

@@ -27,7 +27,7 @@ def phase_rank(column: str = "phase") -> str:
 
 _UNIT_COLS = ("id, date, phase, position, template_id, category, focus, motivation, status, reason, "
               "estimated_cost_usd, origin, deferred_from, reoffered_as, plan_revision, run_id, error, "
-              "created_at, started_at, finished_at, defer_kind")
+              "created_at, started_at, finished_at, defer_kind, paid_day, paid_phase")
 _NEW_UNIT_COLS = ("id, date, phase, position, template_id, category, focus, motivation, status, reason, defer_kind, "
                   "estimated_cost_usd, origin, deferred_from, plan_revision, created_at")
 _ACTION_COLS = ("work_unit_id, position, action_id, status, message, result, error, cost_usd, run_id, step_key, "
@@ -237,6 +237,11 @@ def set_unit_status(store: Store, uid: str, status: UnitStatus, now: datetime, *
                       finished_at = {'?' if finished else 'finished_at'}
                       WHERE id = ?""",
                   [status, reason, error, run_id, defer_kind] + ([now] if started or finished else []) + [uid])
+
+
+def set_paid_from(store: Store, uid: str, day: date, phase: str) -> None:
+    """The budget day and phase the unit's work is paid from from now on (services.runner.paid_from)."""
+    store.execute("UPDATE work_units SET paid_day = ?, paid_phase = ? WHERE id = ?", [day, phase, uid])
 
 
 def action_runs(store: Store, uid: str) -> list[dict]:

@@ -185,6 +185,11 @@ WHERE status = 'deferred';
     (70, "work_summaries.awaiting_batch: a summary written without its answer, which waited for its message batch", """
 ALTER TABLE work_summaries ADD COLUMN awaiting_batch BOOLEAN DEFAULT FALSE;
 """),
+    (80, "work_units.paid_day, paid_phase: the budget day and phase a unit's work run on another day or phase "
+         "(approved, retried, caught up) is paid from, kept for its resumes", """
+ALTER TABLE work_units ADD COLUMN paid_day DATE;
+ALTER TABLE work_units ADD COLUMN paid_phase TEXT;
+"""),
 ]
 
 

@@ -35,7 +35,8 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         short = earlier.get("status") == UnitStatus.DEFERRED and earlier.get("defer_kind") == DeferKind.BUDGET
         uid = job_unit(rt, day, "night", JOURNAL_TEMPLATE, tag, f"the day {day}", clock.now())
         # A journal its own day could not pay for is written later on the budget of the day it runs, funded
-        # as night work still (batched). One a pause or its batch's wait deferred is its own day's.
+        # as night work still (batched); its unit remembers that budget if a pause or its batch's wait
+        # defers it again (runner.paid_from). One only a pause or its batch's wait deferred is its own day's.
         today = phase_at(clock.now(), rt.settings)[0]
         outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,
                             is_run_over=run_over(context.instance),
