@@ -99,3 +99,28 @@ def test_no_second_memory_run_while_a_retry_or_re_execution_of_the_failed_one_is
     assert not waiting.run_requests and "queued or running" in waiting.skip_message
     instance.report_run_canceled(retry)
     assert [r.run_key for r in evaluate(defs, instance).run_requests] == [f"{request.run_key}|retry 1"]
+
+
+def test_memory_paused_asks_for_no_run_and_the_backlog_is_asked_for_again_once_resumed(sample_home):
+    """While memory is paused the tick asks for nothing and says why. A run launched just before the pause
+    leaves its catch-up deferred as paused: once the pause is lifted, the same idle conversations are asked
+    for under a new key (Dagster never launches a key twice), and that run summarises them."""
+    from cass_pipelines.cli.main import main
+    from cass_pipelines.services.handlers.memory import waiting_catchup
+
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), dg.DagsterInstance.get()
+    [first] = evaluate(defs, instance).run_requests
+    assert main(["pause", "--category", "memory", "--reason", "moving house"]) == 0
+    paused = evaluate(defs, instance)
+    assert not paused.run_requests and "paused: moving house" in paused.skip_message
+    # The run asked for before the pause starts now: its catch-up is deferred by the pause.
+    job = defs.resolve_job_def("memory_job")
+    assert job.execute_in_process(instance=instance, tags={RUN_KEY_TAG: first.run_key}).success
+    assert waiting_catchup(rt.store)["defer_kind"] == "paused"
+    assert main(["resume", "--category", "memory"]) == 0
+    [again] = evaluate(defs, instance).run_requests
+    assert again.run_key != first.run_key
+    assert job.execute_in_process(instance=instance, tags={RUN_KEY_TAG: again.run_key}).success
+    assert waiting_catchup(rt.store) is None
+    assert rt.store.scalar("SELECT count(*) FROM conversation_summaries") > 0

@@ -57,6 +57,12 @@ def paused_reason_in(conn: duckdb.DuckDBPyConnection, category: str | None) -> s
     return pause_reason(_paused_scopes(conn), category)
 
 
+def lifted_at(store: Store, category: str) -> datetime | None:
+    """When the last pause that held `category` (its own or the global one) was lifted, if ever."""
+    return store.scalar("SELECT max(updated_at) FROM control_flags WHERE NOT paused AND scope IN (?, ?)",
+                        [GLOBAL, _scope(category)])
+
+
 def record_alert(store: Store, day: date, kind: str, message: str, now: datetime) -> bool:
     """Record an alert once per (date, kind); True when it is new."""
     with store.transaction() as conn:

@@ -2,18 +2,23 @@
 for a catch-up unit left waiting (a run that died mid-catch-up: its paid answers wait for it to end)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, runs_ahead, unless_busy
+from cass_pipelines.domain.categories import Category
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import DeferKind
 from cass_pipelines.services.handlers.memory import waiting_catchup
 from cass_pipelines.services.watches import idle_conversations
+from cass_pipelines.store.control import lifted_at, paused_reason
 
 MEMORY_ATTEMPT_TAG = "cass/memory_attempt"   # the idle messages a run was asked for: newest one | how many
 MAX_MEMORY_FAILURES = 3
+MEMORY = Category.MEMORY.value   # the catch-up's category (its pause holds the job's calls)
 
 
 def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
@@ -24,16 +29,22 @@ def build_idle_memory_sensor(settings: Settings, job) -> dg.SensorDefinition:
     def idle_memory_sensor(context: dg.SensorEvaluationContext, cass: CassResource):
         now = cass.clock().now()
         store = cass.quick_store(SENSOR_DB_DEADLINE_S)
-        def look() -> tuple[list[dict], dict | None]:
-            with store.session():   # one open for both reads
-                return idle_conversations(store, settings, now), waiting_catchup(store)
+        def look() -> tuple[str | None, datetime | None, list[dict], dict | None]:
+            with store.session():   # one open for every read
+                return (paused_reason(store, MEMORY), lifted_at(store, MEMORY),
+                        idle_conversations(store, settings, now), waiting_catchup(store))
 
         looked = unless_busy(look)
         if looked is BUSY:
             return BUSY
-        idle, waiting = looked
-        # A catch-up the budget refused is asked for again once per budget day: each day brings new money.
-        money = f"|{phase_at(now, settings)[0]}" if waiting and waiting["defer_kind"] == DeferKind.BUDGET else ""
+        paused, lifted, idle, waiting = looked
+        if paused:   # a run now would only defer its catch-up; the first tick after `resume` asks for it
+            return dg.SkipReason(f"memory is paused: {paused}")
+        # A catch-up the budget refused is asked for again once per budget day: each day brings new money;
+        # one a pause deferred (its run started just before it) once per lifted pause.
+        kind = waiting and waiting["defer_kind"]
+        money = (f"|{phase_at(now, settings)[0]}" if kind == DeferKind.BUDGET else
+                 f"|resumed {lifted:%Y-%m-%dT%H:%M:%S.%f}" if kind == DeferKind.PAUSED and lifted else "")
         if not idle:
             if waiting:   # once per unit (its run key)
                 return dg.RunRequest(run_key=f"memory|waiting|{waiting['id']}{money}",
