@@ -16,6 +16,7 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from support import ledger_row
 
+from cass_pipelines.defs.budget.batch_sensor import RESUME_TAG
 from cass_pipelines.defs.budget.sensors import build_budget_sensor
 from cass_pipelines.defs.dead_letters.sensors import build_dead_letter_sensor
 from cass_pipelines.defs.resources import CassResource, cass_resource
@@ -45,12 +46,12 @@ def tick(sensor, settings, instance, cursor=None):
         return sensor.evaluate_tick(ctx)
 
 
-def phase_run(instance, status, day=None):
+def phase_run(instance, status, day=None, **tags):
     """A phase_job run record in the instance (queued runs must name where their job lives)."""
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(InProcessCodeLocationOrigin(
         LoadableTargetOrigin(module_name="cass_pipelines.definitions")), "__repository__"), "phase_job")
     return create_run_for_test(instance, job_name="phase_job", status=status, remote_job_origin=origin,
-                               tags={"dagster/partition/date": day} if day else None)
+                               tags={**({"dagster/partition/date": day} if day else {}), **tags} or None)
 
 
 def spend(store, settings, category, amount, tag=""):
@@ -63,6 +64,8 @@ def test_budget_sensor_alerts_once_cancels_queued_runs_and_releases_finished_hol
     sensor = build_budget_sensor(settings)
     queued_today = phase_run(instance, dg.DagsterRunStatus.QUEUED, "2026-11-26")
     queued_tomorrow = phase_run(instance, dg.DagsterRunStatus.QUEUED, "2026-11-27")
+    # A run resuming work whose batch ended: it uses answers already paid for.
+    resume = phase_run(instance, dg.DagsterRunStatus.QUEUED, "2026-11-26", **{RESUME_TAG: "2026-11-26|morning|3"})
     finished = phase_run(instance, dg.DagsterRunStatus.FAILURE)
     crashed_hold = sb.reserve(store, day=DAY, category="journal", amount_usd=0.05, settings=settings,
                               priority="normal", run_id=finished.run_id, now=NOW)
@@ -85,6 +88,7 @@ def test_budget_sensor_alerts_once_cancels_queued_runs_and_releases_finished_hol
     assert f"cancelled 1 queued phase run(s): {queued_today.run_id}" in out.skip_message
     assert instance.get_run_by_id(queued_today.run_id).status == dg.DagsterRunStatus.CANCELED
     assert instance.get_run_by_id(queued_tomorrow.run_id).status == dg.DagsterRunStatus.QUEUED
+    assert instance.get_run_by_id(resume.run_id).status == dg.DagsterRunStatus.QUEUED
     assert {a["kind"] for a in alerts(store, DAY)} == {"soft_limit", "exhausted"}
 
     again = tick(sensor, settings, instance, out.cursor)

@@ -1,6 +1,6 @@
 """budget_sensor, every minute: releases reservations whose run or process is over, records an alert
 once at the soft threshold and once at exhaustion, and at exhaustion cancels the day's queued
-phase runs (a running phase stops by itself: every further action is refused and deferred with its
+phase runs but resumes of batched work (a running phase stops by itself: every further action is refused and deferred with its
 reason, which a cancellation would leave unrecorded)."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 
 import dagster as dg
 
+from cass_pipelines.defs.budget.batch_sensor import RESUME_TAG
 from cass_pipelines.defs.resources import CassResource, fail_dead_runs, run_over
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
 from cass_pipelines.domain.phases import phase_at
@@ -18,11 +19,15 @@ CANCELLABLE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 
 
 def cancel_queued_phase_runs(instance: dg.DagsterInstance, day: str, job_name: str) -> list[str]:
-    """Cancel the date's phase runs that have not started; returns their ids."""
+    """Cancel the date's phase runs that have not started, except those resuming work whose message
+    batches ended (batch_sensor's): they take up answers already paid for, which nothing else would use.
+    Returns their ids."""
     runs = instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=CANCELLABLE,
                                            tags={"dagster/partition/date": day}))
     cancelled = []
     for run in runs:
+        if RESUME_TAG in run.tags:
+            continue
         # The queued coordinator dequeues-and-cancels; other coordinators can only terminate
         # launched runs, so a run that never started is marked cancelled directly.
         if not instance.run_coordinator.cancel_run(run.run_id):
