@@ -251,3 +251,23 @@ def test_deciding_an_approval_already_decided_says_so_without_a_failed_run(sampl
         assert main(argv) == 2
         assert "its approval request is approved" in capsys.readouterr().err
     assert instance.get_runs_count(dg.RunsFilter(job_name="approval_job")) == runs
+
+
+def test_read_commands_bring_forward_a_database_an_earlier_release_made(cass_env, capsys, monkeypatch):
+    """After an upgrade, the first command may be a read (`status`, `budget`, `ledger`, `plan`): a database
+    still at the earlier release's schema is migrated first, so the reads find the current columns."""
+    from support import TODAY, seed_plan
+
+    from cass_pipelines.services.runtime import open_runtime
+    from cass_pipelines.store import schema
+
+    with monkeypatch.context() as m:   # the database as the release before migration 80 made it
+        m.setattr(schema, "MIGRATIONS", [mig for mig in schema.MIGRATIONS if mig[0] < 80])
+        assert main(["init", "--sample"]) == 0
+        rt = open_runtime()
+        seed_plan(rt, TODAY, "morning", ["research_deep_dive"])
+    assert schema.current_version(rt.store) < schema.LATEST_VERSION
+    for command in (["status"], ["budget"], ["ledger"], ["plan"]):
+        capsys.readouterr()
+        assert main([*command, "--json"]) == 0, (command, capsys.readouterr().err[-600:])
+    assert schema.current_version(rt.store) == schema.LATEST_VERSION

@@ -100,6 +100,25 @@ def test_pooled_room_opens_in_the_evening_from_idle_plannable_categories_and_at_
     assert status["utilisation"] == pytest.approx(0.3 / 0.9, abs=1e-4)
 
 
+def test_a_unit_paid_from_today_keeps_its_category_out_of_todays_pool(store, settings):
+    """Yesterday's research unit approved (or retried) today is paid from today while it runs: research is
+    today's open work, so its unused room is not pooled for others; yesterday it no longer counts."""
+    unit = PlannedUnit("evening", "research_deep_dive", "research", "normal", "f", "m", 0.01)
+    yesterday = DAY - timedelta(days=1)
+    plans.add_manual_unit(store, day=yesterday, phase="evening", tag="approved", unit=unit, now=NOW)
+    uid = plans.unit_id(yesterday, "evening", "approved")
+    busy = PlannedUnit("evening", "synthesis", "reflection", "normal", "f", "m", 0.01)
+    plans.add_manual_unit(store, day=DAY, phase="evening", tag="open", unit=busy, now=NOW)   # reflection is busy
+    ask = dict(category="creative", settings=settings, priority="normal", now=NOW, phase="evening")
+    room = sb.reserve(store, day=DAY, amount_usd=0.3, **ask)   # research .25 + growth .15 + curiosity .10 idle
+    assert not isinstance(room, Refusal) and room.funding == Funding.POOLED
+    sb.release(store, room.id, NOW)
+    plans.set_paid_from(store, uid, DAY, "morning")
+    assert isinstance(sb.reserve(store, day=DAY, amount_usd=0.3, **ask), Refusal)   # growth + curiosity: .25
+    held = sb.reserve(store, day=yesterday, amount_usd=0.3, **ask)
+    assert not isinstance(held, Refusal) and held.funding == Funding.POOLED
+
+
 # ---- holds close to bills ------------------------------------------------------------------------
 
 def test_holds_use_counted_tokens_and_the_warm_prefix_and_never_fall_below_the_bill(

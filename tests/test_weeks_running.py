@@ -1,19 +1,24 @@
 """What shows only when the agent runs for days and weeks: approvals decided a day later or never,
 week runs in the run queue, a weekly journal and a Sunday journal still to come, work offered again
 twice, dead letters piling up, a memory backlog the budget refused."""
+import importlib
 import json
 from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 import pytest
-from support import NOW, TODAY, YESTERDAY, seed_plan
+from support import NOW, SAMPLE_DAY, TODAY, YESTERDAY, seed_plan
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.clock import NOW_ENV, FixedClock
 from cass_pipelines.execution import instance_for, run_phase
 from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import plans
 from cass_pipelines.store.ledger import LedgerRow, insert_rows
+
+TOMORROW = TODAY + timedelta(days=1)
 
 
 @pytest.fixture
@@ -445,23 +450,15 @@ def test_a_journal_short_of_money_then_paused_is_written_from_the_day_that_pays_
     assert rows == [{"date": TODAY, "phase": "night"}], rows
 
 
-def test_work_retried_at_night_on_its_own_day_uses_its_batched_answer_when_resumed(sample_home, monkeypatch):
-    """A morning unit fails at session.research and is retried the same day at night: funded as night work,
-    its call goes out in a message batch that outlasts the wait, and the unit waits for it. When the batch
-    ends, the morning's run takes the unit back: it uses the answer paid for in the batch, not a new one."""
-    import importlib
-    from pathlib import Path
-
-    from support import seed_plan
-
-    from cass_pipelines.domain.clock import FixedClock
+def _unit_waiting_for_its_batch(sample_home, monkeypatch):
+    """The commit's own scenario: a morning research_deep_dive fails at session.research, its dead letter
+    is retried the same day at night (batched, paid from (TODAY, night)); the batch outlasts the wait, so
+    the unit is deferred for it; then the batch ends and its answer is collected (paid)."""
     from cass_pipelines.llm.offline import OfflineBackend
     from cass_pipelines.llm.pricing import load_pricing
     from cass_pipelines.services.metering import collect_batches
-    from cass_pipelines.services.planning import take_back_waiting
     from cass_pipelines.services.retry import retry_dead_letter
-    from cass_pipelines.services.runner import run_action, run_unit
-    from cass_pipelines.services.watches import batch_resumes
+    from cass_pipelines.services.runner import run_action
 
     config = Path(sample_home["CASS_HOME"]) / "cass.toml"
     config.write_text("batch_wait_s = 0.3\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
@@ -481,14 +478,104 @@ def test_work_retried_at_night_on_its_own_day_uses_its_batched_answer_when_resum
     night = FixedClock(NOW.replace(hour=23))
     with monkeypatch.context() as m:
         m.setattr(OfflineBackend, "collect_batch", lambda self, batch_id, items: None)   # the batch runs long
-        retry_dead_letter(rt, dl_id, night, run_id="r1")
-    assert plans.get_unit(rt.store, uid)["defer_kind"] == "batch"
+        out = retry_dead_letter(rt, dl_id, night, run_id="r1")
+    unit = plans.get_unit(rt.store, uid)
+    assert unit["defer_kind"] == "batch" and (unit["paid_day"], unit["paid_phase"]) == (TODAY, "night")
+    assert out.status == "failed" and "not run now" in out.message   # the dead letter stays open
     collect_batches(rt.llm, rt.store, rt.settings, load_pricing(), night, lambda run_id: True)
+    return rt, uid, dl_id, night
+
+
+def _research_rows(rt, uid):
+    return rt.store.all("SELECT date, phase, batch FROM llm_ledger WHERE work_unit_id = ? "
+                        "AND action_id = 'session.research' ORDER BY ts", [uid])
+
+
+def test_work_retried_at_night_on_its_own_day_uses_its_batched_answer_when_resumed(sample_home, monkeypatch):
+    """A morning unit fails at session.research and is retried the same day at night: funded as night work,
+    its call goes out in a message batch that outlasts the wait, and the unit waits for it. When the batch
+    ends, the morning's run takes the unit back: it uses the answer paid for in the batch, not a new one."""
+    from cass_pipelines.services.planning import take_back_waiting
+    from cass_pipelines.services.runner import run_unit
+    from cass_pipelines.services.watches import batch_resumes
+
+    rt, uid, _, night = _unit_waiting_for_its_batch(sample_home, monkeypatch)
     assert [(r.date, r.phase) for r in batch_resumes(rt.store, rt.settings, night.now())] == [(TODAY, "morning")]
     assert take_back_waiting(rt, TODAY, "morning", night.now()) == [uid]
     run_unit(rt, uid, FixedClock(night.now() + timedelta(minutes=5)), run_id="r2")   # the morning's run
-    rows = rt.store.all("SELECT date, phase, batch FROM llm_ledger WHERE work_unit_id = ? "
-                        "AND action_id = 'session.research'", [uid])
     unused = rt.store.all("SELECT custom_id FROM llm_batches WHERE work_unit_id = ? AND NOT used", [uid])
-    assert rows == [{"date": TODAY, "phase": "night", "batch": True}] and not unused, (rows, unused)
+    assert _research_rows(rt, uid) == [{"date": TODAY, "phase": "night", "batch": True}] and not unused
     assert plans.get_unit(rt.store, uid)["status"] == "completed"
+
+
+def test_a_dead_letter_retried_again_next_day_uses_the_batched_answer_paid_for_it(sample_home, monkeypatch):
+    """The first retry (at night) was deferred for its batch and left the dead letter open ("not run
+    now"). The next morning a person retries it again (`dlq retry`): paid from tomorrow's morning, its
+    call is not batched, yet it takes up the answer its batch already paid for instead of paying again."""
+    from cass_pipelines.services.retry import retry_dead_letter
+
+    rt, uid, dl_id, _ = _unit_waiting_for_its_batch(sample_home, monkeypatch)
+    retry_dead_letter(rt, dl_id, FixedClock(datetime.combine(TOMORROW, time(8), tzinfo=timezone.utc)), run_id="r2")
+    rows = _research_rows(rt, uid)
+    unused = rt.store.all("SELECT custom_id FROM llm_batches WHERE work_unit_id = ? AND NOT used", [uid])
+    assert rows == [{"date": TODAY, "phase": "night", "batch": True}] and not unused, (
+        f"session.research paid as {rows}; batched answers left unused: {unused}")
+
+
+def test_a_retry_that_loses_the_claim_leaves_where_the_unit_is_paid_from(sample_home, monkeypatch):
+    """The morning's resume run (r2) has taken the unit back and holds the claim of session.research when
+    a person retries the still-open dead letter the next morning. The retry is skipped (the claim is live)
+    and pays nothing, so the unit stays paid from (today, night): when r2 dies and its phase runs the unit
+    again, it pays from there and uses the answer paid for in the batch."""
+    from cass_pipelines.services.planning import take_back_waiting
+    from cass_pipelines.services.retry import retry_dead_letter
+    from cass_pipelines.services.runner import run_unit
+    from cass_pipelines.store.claims import Owner, never_over
+
+    rt, uid, dl_id, night = _unit_waiting_for_its_batch(sample_home, monkeypatch)
+    assert take_back_waiting(rt, TODAY, "morning", night.now()) == [uid]
+    claim = plans.start_action(rt.store, uid=uid, position=2, action_id="session.research", me=Owner.here("r2"),
+                               is_run_over=never_over, now=night.now(), step_key=None)
+    assert claim.ours
+    tomorrow = FixedClock(datetime.combine(TOMORROW, time(8), tzinfo=timezone.utc))
+    out = retry_dead_letter(rt, dl_id, tomorrow, run_id="r-person")
+    assert "not run now" in out.message, out
+    unit = plans.get_unit(rt.store, uid)
+    kept = (unit["paid_day"], unit["paid_phase"])
+    # r2 dies mid-action; recovery gives the action back and the phase's run takes the unit up again.
+    plans.interrupt_action(rt.store, uid, 2, "owner died (test)", tomorrow.now())
+    run_unit(rt, uid, FixedClock(tomorrow.now() + timedelta(minutes=1)), run_id="r3")
+    rows = _research_rows(rt, uid)
+    assert kept == (TODAY, "night") and rows == [{"date": TODAY, "phase": "night", "batch": True}], (
+        f"a skipped retry left the unit paid from {kept}; session.research then paid as {rows}")
+
+
+def test_a_journal_short_of_money_then_paused_on_a_later_day_is_paid_by_the_day_it_is_written(sample_home, monkeypatch):
+    """SAMPLE_DAY's journal is refused money (its day is spent). Its catch-up tomorrow runs while the
+    journal category is paused and pays nothing; tomorrow's own work then spends tomorrow's budget. After
+    `resume`, the catch-up the day after is paid by that day (which has money), not by tomorrow."""
+    from cass_pipelines.execution import run_journal, run_memory
+
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), instance_for(rt.settings)
+    assert run_memory(defs, instance).success   # (a journal waits for the day's conversations)
+    spend(rt, SAMPLE_DAY, "research", rt.settings.daily_budget_usd, "req_day_spent")
+    run_journal(defs, instance, SAMPLE_DAY)
+    uid = plans.unit_id(SAMPLE_DAY, "night", "journal")
+    assert plans.get_unit(rt.store, uid)["defer_kind"] == "budget"
+    assert main(["pause", "--category", "journal", "--reason", "quiet"]) == 0
+    monkeypatch.setenv(NOW_ENV, datetime.combine(TOMORROW, time(8), tzinfo=timezone.utc).isoformat())
+    run_journal(defs, instance, SAMPLE_DAY)
+    unit = plans.get_unit(rt.store, uid)
+    assert unit["defer_kind"] == "paused"
+    stored = (unit["paid_day"], unit["paid_phase"])
+    spend(rt, TOMORROW, "research", rt.settings.daily_budget_usd, "req_tomorrow_spent")   # tomorrow's own work
+    assert main(["resume", "--category", "journal"]) == 0
+    after = TOMORROW + timedelta(days=1)
+    monkeypatch.setenv(NOW_ENV, datetime.combine(after, time(8), tzinfo=timezone.utc).isoformat())
+    run_journal(defs, instance, SAMPLE_DAY)
+    unit = plans.get_unit(rt.store, uid)
+    rows = rt.store.all("SELECT DISTINCT date, phase FROM llm_ledger WHERE work_unit_id = ?", [uid])
+    assert unit["status"] == "completed" and rows == [{"date": after, "phase": "night"}], (
+        f"paused run stored paid_from {stored}; the journal is {unit['status']} ({unit['reason']}), "
+        f"charged as {rows}")

@@ -16,7 +16,7 @@ from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status
 from cass_pipelines.store.control import paused_reason
-from cass_pipelines.store.schema import check_version, migrate
+from cass_pipelines.store.schema import bring_forward, migrate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -266,9 +266,10 @@ def cmd_run_phase(args: argparse.Namespace) -> int:
 
 
 def _reader() -> Runtime:
-    """The runtime of a read command, which never migrates: refuse a database of a newer schema."""
+    """The runtime of a read command: a database of a newer schema refused, one an earlier release made
+    migrated first (the reads select the current schema's columns)."""
     rt = open_runtime(must_exist=True)
-    check_version(rt.store)
+    bring_forward(rt.store)
     return rt
 
 
@@ -328,7 +329,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             runs, is_over = [], never_over
             runs_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
     with store.session():   # one open for every read below (and a recovery only when something is stale)
-        check_version(store)
         if stale(store, settings.home, is_over):
             recover(store, settings.home, is_over, now)
         units = plans.units_for_day(store, day)

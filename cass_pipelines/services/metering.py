@@ -108,6 +108,9 @@ class MeterContext:
     # the action ends, in the transaction that records its end (store.plans.finish_action; a summary's
     # claim end), not when it is handed out.
     used_when_action_ends: bool = False
+    # Work tried before (services/runner.py: an action started earlier, a summary paid from another budget):
+    # a call not batched now first looks for an answer a batch of this work already paid for, and uses it.
+    tried_before: bool = False
 
     @classmethod
     def waiting_for_no_one(cls, settings: Settings, **fields) -> "MeterContext":
@@ -272,6 +275,11 @@ class MeteredClient:
     def _metered(self, asked: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
         if self.batching:
             return self._batched(asked, schema, measured)
+        if self.ctx.tried_before and (earlier := self._earlier_request(self._request_key(asked, json_schema_of(schema)))):
+            # Funded otherwise than when it was batched (retried, approved, resumed on another day): the
+            # answer paid for it is used, or waited for by the work's resume once its batch has ended.
+            item, result = self._earlier_answer(earlier, wait=False)
+            return self._answer(item, result, asked, schema, again=lambda: self._metered(asked, schema, False))
         count = self._count(asked, schema)   # (an API call: made with the file let go)
         with self.store.session():   # the history reads and the reservation share one open
             request, held = self._reserve(asked, count, measured)
@@ -314,30 +322,46 @@ class MeteredClient:
         stored, submitted and waited for. The answer is marked used (a later re-run of the work asks
         afresh) as it is handed out, or, for an action's calls, when the action ends (one that dies
         first leaves it to its re-run); one that cannot be used (cut short, invalid) at once."""
-        ctx = self.ctx
         json_schema = json_schema_of(schema)
-        model = self.model_for(request.tier)
-        key = request_key(ctx.work_unit_id, ctx.action_id, model, request.system_prefix, request.system_suffix,
-                          request.prompt, json_schema)
+        key = self._request_key(request, json_schema)
         earlier = self._earlier_request(key)
         if earlier is None:
-            item, batch_id = self._submit(request, schema, json_schema, key, model, measured)
+            item, batch_id = self._submit(request, schema, json_schema, key, self.model_for(request.tier), measured)
             result = self._awaited_answer(batch_id, item)
-        elif earlier["state"] == BatchState.SUBMITTING:
+        else:
+            item, result = self._earlier_answer(earlier, wait=True)
+        return self._answer(item, result, request, schema, again=lambda: self._batched(request, schema, False))
+
+    def _request_key(self, request: LLMRequest, json_schema: dict | None) -> str:
+        """The key of this work's request: the same prompt of the same work, however it is funded."""
+        return request_key(self.ctx.work_unit_id, self.ctx.action_id, self.model_for(request.tier),
+                           request.system_prefix, request.system_suffix, request.prompt, json_schema)
+
+    def _earlier_answer(self, earlier: dict, wait: bool) -> tuple[BatchItem, LLMResult]:
+        """The answer to a request this work sent in an earlier run: stored (collected, paid once), or
+        waited for while its batch runs (`wait`, a batching client's window); otherwise BatchPending."""
+        if earlier["state"] == BatchState.SUBMITTING:
             # Its submitter died between creating the batch and storing its id: an answer may still
             # be billed, so the hold stays and nothing is sent again until any such batch has expired.
             raise BatchPending(f"an earlier batch request of this work ({earlier['custom_id']}) may still answer; "
                                "its hold is kept until it would have expired")
-        else:
-            item = _item(earlier)
-            result = (self._stored_answer(earlier) if earlier["state"] == BatchState.COLLECTED
-                      else self._awaited_answer(earlier["batch_id"], item))
+        item = _item(earlier)
+        if earlier["state"] == BatchState.COLLECTED:
+            return item, self._stored_answer(earlier)
+        if not wait:
+            raise BatchPending(f"its answer comes in message batch {earlier['batch_id']}, still running; "
+                               "the work is taken up again when it ends")
+        return item, self._awaited_answer(earlier["batch_id"], item)
+
+    def _answer(self, item: BatchItem, result: LLMResult, request: LLMRequest, schema: type[BaseModel] | None,
+                again: Callable[[], LLMResult]) -> LLMResult:
+        """A batched answer handed out: one cut short by a bound lower than the caller's is asked `again`."""
         sent = item.request
         if result.stop_reason is None:   # (a stored answer keeps no stop reason: its length tells)
             result = replace(result, stop_reason="max_tokens" if result.usage.output_tokens >= sent.max_tokens else None)
         if cut_at_bound(result, sent, request):
             batches.take(self.store, item.custom_id)   # superseded by the re-ask: never handed out again
-            return self._batched(request, schema, measured=False)
+            return again()
         try:
             parsed = schema.model_validate_json(result.text) if schema else None
         except ValueError as exc:   # paid (already settled) but unusable, as for an interactive answer

@@ -65,16 +65,23 @@ def metered(rt: Runtime, clock: Clock, ctx: "MeterContext") -> "MeteredClient":
 Budget = tuple[date, str] | None
 
 
-def paid_from(rt: Runtime, unit: dict, budget: Budget) -> tuple[date, str]:
-    """The (budget day, phase) the unit's work is paid from now: `budget` when given, remembered on the unit
-    so that its resumes (its batch's answer taken up by its phase's run, a pause lifted) pay from it too:
-    they use the answer paid for them there, and the rest of the unit follows; else the one remembered,
+def paid_from(unit: dict, budget: Budget) -> tuple[date, str]:
+    """The (budget day, phase) the unit's work is paid from now: `budget` when given, else the one its work
+    was last paid from (remembered on the unit by `remember_paid_from`: its resumes, a batch's answer taken
+    up by its phase's run or a pause lifted, pay from it too and so use the answer paid for them there),
     else the unit's own date and phase."""
-    kept = (unit["paid_day"], unit["paid_phase"]) if unit["paid_day"] else (unit["date"], unit["phase"])
-    if budget is None or tuple(budget) == kept:
-        return kept
-    plans.set_paid_from(rt.store, unit["id"], *budget)
-    return budget
+    return (budget[0], budget[1]) if budget else _kept(unit)
+
+
+def _kept(unit: dict) -> tuple[date, str]:
+    return (unit["paid_day"], unit["paid_phase"]) if unit["paid_day"] else (unit["date"], unit["phase"])
+
+
+def remember_paid_from(rt: Runtime, unit: dict, paid: tuple[date, str]) -> None:
+    """Remember what the unit's work is paid from, once it goes ahead on it (claimed: a run skipped or
+    held by a pause pays nothing, so it changes nothing)."""
+    if paid != _kept(unit):
+        plans.set_paid_from(rt.store, unit["id"], *paid)
 
 
 def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None = None,
@@ -116,7 +123,6 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
     if UnitStatus(unit["status"]).final:
         return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
 
-    pays_day, pays_phase = paid_from(rt, unit, budget)   # (remembered even when a pause holds it now)
     forced = unit["origin"] == UnitOrigin.FORCED
     paused = None if forced else paused_reason(rt.store, unit["category"])
     held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
@@ -144,10 +150,12 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
                          day=day, phase=unit["phase"], work_unit_id=unit_id, action_id=action.id, run_id=run_id,
                          error=error, now=clock.now())
 
+    pays_day, pays_phase = paid = paid_from(unit, budget)
+    remember_paid_from(rt, unit, paid)
     meter = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=pays_day, phase=pays_phase, category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced,
-        used_when_action_ends=True))
+        used_when_action_ends=True, tried_before=position in runs))
     earlier = {p: ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                if p < position and runs[p]["result"]}
     previous = list(earlier.values())
@@ -285,11 +293,13 @@ def summarize_all(rt: Runtime, units: list[dict], clock: Clock, run_id: str | No
 def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None, budget: Budget) -> dict:
     results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
                if r["result"]]
-    pays_day, pays_phase = paid_from(rt, unit, budget)
+    pays_day, pays_phase = paid = paid_from(unit, budget)
+    remember_paid_from(rt, unit, paid)
     llm = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=pays_day, phase=pays_phase, category=unit["category"], priority="high",
         work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID, run_id=run_id,
-        ignore_pause=unit["origin"] == UnitOrigin.FORCED, used_when_action_ends=True))
+        ignore_pause=unit["origin"] == UnitOrigin.FORCED, used_when_action_ends=True,
+        tried_before=budget is not None or unit["paid_day"] is not None))   # (funded otherwise than before?)
     return summarize_unit(rt.store, llm, rt.settings, rt.registry, unit, results, clock.now())
 
 

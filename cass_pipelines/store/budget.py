@@ -43,9 +43,11 @@ _USED = f"""SELECT category, funding, sum(spent) AS spent, sum(held) AS held FRO
         SELECT category, coalesce(funding, 'category'), 0.0, amount_usd FROM reservations
         WHERE date = $day AND status = '{RS.HELD}')
     GROUP BY ALL"""
-# Categories with no open unit left today: their unused room may be pooled (rules.pool_room).
+# Categories with no open unit left today: their unused room may be pooled (rules.pool_room). A unit paid
+# from another day than its own (approved, retried, resumed: runner.paid_from) is that day's open work.
 _IDLE = f"""SELECT c FROM (SELECT unnest($categories::TEXT[]) AS c)
-    WHERE c NOT IN (SELECT category FROM work_units WHERE date = $day AND status IN ('{UnitStatus.PLANNED}', '{UnitStatus.RUNNING}'))"""
+    WHERE c NOT IN (SELECT category FROM work_units WHERE coalesce(paid_day, date) = $day
+                    AND status IN ('{UnitStatus.PLANNED}', '{UnitStatus.RUNNING}'))"""
 
 
 def _used(conn: duckdb.DuckDBPyConnection, day: date) -> list[dict]:
@@ -181,6 +183,12 @@ def unsettled(store: Store, request_ids: list[str]) -> set[str]:
     have = {r["request_id"] for r in store.all(
         "SELECT request_id FROM llm_ledger WHERE request_id IN (SELECT unnest(?::TEXT[]))", [request_ids])}
     return set(request_ids) - have
+
+
+def refused_money(store: Store, work_unit_id: str, day: date) -> bool:
+    """Whether a call of the unit was refused money on `day`'s budget (a pause refuses without a row)."""
+    return bool(store.scalar("SELECT count(*) FROM reservations WHERE work_unit_id = ? AND date = ? AND status = ?",
+                             [work_unit_id, day, RS.REFUSED]))
 
 
 def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:

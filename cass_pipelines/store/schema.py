@@ -233,6 +233,14 @@ def current_version(store: Store) -> int:
     return store.scalar("SELECT coalesce(max(version), 0) FROM schema_version") or 0
 
 
+def bring_forward(store: Store) -> None:
+    """A read command's look at the schema: a database of a newer one is refused (SchemaTooNewError); one
+    an earlier release made is migrated first (its reads select the current schema's columns)."""
+    with store.session():   # one open for the look (and the migration, once)
+        if current_version(store) != LATEST_VERSION:
+            migrate(store)
+
+
 def check_version(store: Store) -> None:
     """Refuse a database written by a newer cass-pipelines (read commands, which never migrate)."""
     with store.session():   # its two reads: one open

@@ -9,10 +9,11 @@ from cass_pipelines.defs import usd
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.registry import JOURNAL_TEMPLATE
-from cass_pipelines.domain.states import DeferKind, UnitStatus
+from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.runner import job_unit, run_unit
 from cass_pipelines.services.watches import JOURNAL_TAG
 from cass_pipelines.store import plans
+from cass_pipelines.store.budget import refused_money
 from cass_pipelines.store.views import journal_entry
 
 
@@ -31,12 +32,13 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         rt, clock = cass.for_run(context), cass.clock()
         day = date.fromisoformat(context.partition_key)
         tag = JOURNAL_TAG if not config.rewrite else f"{JOURNAL_TAG}_{clock.now():%H%M%S}"
-        earlier = plans.get_unit(rt.store, plans.unit_id(day, "night", tag)) or {}
-        short = earlier.get("status") == UnitStatus.DEFERRED and earlier.get("defer_kind") == DeferKind.BUDGET
-        uid = job_unit(rt, day, "night", JOURNAL_TEMPLATE, tag, f"the day {day}", clock.now())
-        # A journal its own day could not pay for is written later on the budget of the day it runs, funded
-        # as night work still (batched); its unit remembers that budget if a pause or its batch's wait
-        # defers it again (runner.paid_from). One only a pause or its batch's wait deferred is its own day's.
+        uid = plans.unit_id(day, "night", tag)
+        earlier = plans.get_unit(rt.store, uid) or {}
+        # A journal its own day could not pay for is written later on the budget of the day it runs (a pause
+        # or its batch's wait in between changes nothing), funded as night work still (batched). One only a
+        # pause or its batch's wait deferred is its own day's.
+        short = earlier.get("status") == UnitStatus.DEFERRED and refused_money(rt.store, uid, day)
+        job_unit(rt, day, "night", JOURNAL_TEMPLATE, tag, f"the day {day}", clock.now())
         today = phase_at(clock.now(), rt.settings)[0]
         outcomes = run_unit(rt, uid, clock, run_id=context.run_id, log=context.log.debug,
                             is_run_over=run_over(context.instance),
