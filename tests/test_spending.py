@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from pydantic import BaseModel
-from support import ledger_row
+from support import SAMPLE_DAY, ledger_row
 
 from cass_pipelines.cli.main import main as cli_main
 from cass_pipelines.config.settings import load_settings
@@ -31,7 +31,6 @@ from cass_pipelines.store.db import Store
 
 DAY = date(2026, 11, 26)
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
-SAMPLE_DAY = date(2026, 11, 20)
 
 
 

@@ -18,6 +18,7 @@ Uses Dagster's plan internals (`dagster._core`): dagster is pinned to 1.13.x in 
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import sys
@@ -105,7 +106,9 @@ class ThreadedExecutor(Executor):
                     for step in active.get_steps_to_execute(limit=self.max_concurrent - len(running)):
                         step_context = job_context.for_step(step, active.get_known_state())
                         running[step.key] = _Running(step_context)
-                        pool.submit(_run_step, step.key, step_context, events)
+                        # In the run's context: Dagster's partition loading context (execution.execute
+                        # ends partitions by CASS_NOW) is a context variable, which a new thread lacks.
+                        pool.submit(contextvars.copy_context().run, _run_step, step.key, step_context, events)
                     yield from active.concurrency_event_iterator(job_context)
                 if not running:
                     if not stop:
