@@ -180,7 +180,9 @@ class FakeAnthropic:
         content: list[dict] = []
         if searches:
             tool_id = f"srvtoolu_{uuid.UUID(int=rng.getrandbits(128)).hex}"
-            content += [{"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {"query": items[0]}},
+            # As the API does: a text block narrating the search before it, the answer in the last one.
+            content += [{"type": "text", "text": "I'll look that up first."},
+                        {"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {"query": items[0]}},
                         {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": []}]
         content.append({"type": "text", "text": text})
         try:

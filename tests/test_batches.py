@@ -99,6 +99,19 @@ def test_a_batched_call_at_the_wire_is_settled_at_half_price_under_its_hold(stor
     assert (settings.home / "paid").is_dir()                                 # write-ahead log first
 
 
+def test_a_batched_structured_answer_after_a_web_search_is_read_from_its_last_text_block(store, settings,
+                                                                                        fake_anthropic):
+    """With the search tool the answer narrates the search in a text block before the JSON one; a batched
+    answer is parsed from its last text block, as an interactive one is (night research searches, batched)."""
+    searching = settings.model_copy(update={"web_search": True})
+    inner = AnthropicBackend(searching, load_pricing())
+    out = meter(store, searching, inner, category="research", action_id="research.run_single").structured(
+        LLMRequest(tier="fast", system_prefix=PREFIX, prompt="- what is known about rest", max_tokens=600,
+                   web_search=True), Summary)
+    assert out.parsed.summary and out.usage.web_search_requests == 1
+    assert [r for r in fake_anthropic.requests if r["path"].startswith("/v1/messages/batches")]
+
+
 def test_a_batch_outliving_its_run_is_collected_later_and_its_answer_used_once(store, settings, fake_anthropic):
     inner = AnthropicBackend(settings, load_pricing())
     fake_anthropic.batch_delay_s = 3600          # still processing when the job stops waiting

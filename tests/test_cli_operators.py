@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cass_pipelines.cli.main import main
 
 # A realistic Anthropic key: "sk-ant-api03-" and 95 more characters.
@@ -271,3 +273,54 @@ def test_read_commands_bring_forward_a_database_an_earlier_release_made(cass_env
         capsys.readouterr()
         assert main([*command, "--json"]) == 0, (command, capsys.readouterr().err[-600:])
     assert schema.current_version(rt.store) == schema.LATEST_VERSION
+
+
+def count_opens(monkeypatch) -> list[int]:
+    """Store opens (store.db.connect: one file lock window each) from now on."""
+    from cass_pipelines.store import db
+
+    opens = [0]
+    real = db.connect
+
+    def counting(*a, **kw):
+        opens[0] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(db, "connect", counting)
+    return opens
+
+
+@pytest.mark.parametrize("command", ["status", "budget", "ledger"])
+def test_a_read_command_on_a_current_database_opens_the_store_once(sample_home, monkeypatch, capsys, command):
+    """`status`, `budget` and `ledger` take the file lock once (the schema's look included): each open
+    waits behind a run holding the file, and makes a run wait."""
+    opens = count_opens(monkeypatch)
+    assert main([command, "--json"]) == 0, capsys.readouterr().err[-400:]
+    assert opens[0] == 1, f"`{command}` opened the store {opens[0]} times"
+
+
+def test_sensors_read_a_database_an_earlier_release_made(cass_env, monkeypatch):
+    """After an upgrade, `cass-pipelines ui` starts the daemon on the database as the earlier release left
+    it: the sensors' first look brings it forward, so their reads of the current columns work."""
+    import dagster as dg
+
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.services.runtime import open_runtime
+    from cass_pipelines.store import schema
+
+    with monkeypatch.context() as m:   # the database as the release before migration 80 made it
+        m.setattr(schema, "MIGRATIONS", [mig for mig in schema.MIGRATIONS if mig[0] < 80])
+        assert main(["init", "--sample"]) == 0
+    rt = open_runtime()
+    assert schema.current_version(rt.store) < schema.LATEST_VERSION
+    defs, instance = build_defs(rt.settings, rt.registry), dg.DagsterInstance.get()
+    failed = {}
+    for name in ("idle_memory_sensor", "budget_sensor"):
+        sensor = defs.resolve_sensor_def(name)
+        with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def(),
+                                     resources=defs.resources) as ctx:
+            try:
+                sensor.evaluate_tick(ctx)
+            except Exception as exc:   # (the daemon records a failed tick, each interval)
+                failed[name] = " ".join(str(exc).split())[:160]
+    assert not failed, sorted(failed)

@@ -365,7 +365,8 @@ def test_work_approved_the_next_morning_has_its_summary_on_todays_budget(env, ca
 
 
 def test_idle_memory_sensor_opens_the_store_once_per_tick(sample_home, monkeypatch):
-    """A tick that finds idle conversations reads them and the waiting catch-up in one open of the file."""
+    """A tick that finds idle conversations reads them and the waiting catch-up in one open of the file
+    (the process's first tick also looks at the file's schema once: quick_store)."""
     import traceback
 
     from cass_pipelines.config.registry import load_registry
@@ -383,6 +384,8 @@ def test_idle_memory_sensor_opens_the_store_once_per_tick(sample_home, monkeypat
     sensor = defs.resolve_sensor_def("idle_memory_sensor")
     with dg.DagsterInstance.ephemeral() as instance, dg.build_sensor_context(
             instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources) as ctx:
+        sensor.evaluate_tick(ctx)
+        opens.clear()
         result = sensor.evaluate_tick(ctx)
     assert result.run_requests
     assert len(opens) == 1, f"one tick opened the store {len(opens)} times: {opens}"
@@ -579,3 +582,59 @@ def test_a_journal_short_of_money_then_paused_on_a_later_day_is_paid_by_the_day_
     assert unit["status"] == "completed" and rows == [{"date": after, "phase": "night"}], (
         f"paused run stored paid_from {stored}; the journal is {unit['status']} ({unit['reason']}), "
         f"charged as {rows}")
+
+
+def _ledger_spend(rt, day, category, usd, rid):  # (evening, as spend() here, at 21:00)
+    from cass_pipelines.store.ledger import LedgerRow, insert_rows
+
+    with rt.store.transaction() as conn:
+        insert_rows(conn, [LedgerRow(rid, datetime.combine(day, time(21), tzinfo=timezone.utc), day, "evening",
+                                     None, None, None, "session.research", category, "claude-sonnet-5-5",
+                                     1, 1, 0, 0, 0, usd, False, 1, 10)])
+
+
+def test_a_journal_its_own_day_funded_with_a_lowered_hold_is_not_short_of_money(sample_home, monkeypatch):
+    """SAMPLE_DAY's journal category has less room than the journal's full hold, so metering lowers the
+    call's output bound to fit: the full-size ask is kept as a `refused` reservation, then the lowered one
+    is held and the call goes out (batched) on SAMPLE_DAY's money. Only its batch defers it (it runs past
+    the wait, then ends without an answer): its day funded it, so it is written again from SAMPLE_DAY."""
+    from pathlib import Path
+
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.domain.clock import FixedClock
+    from cass_pipelines.execution import instance_for, run_journal, run_memory
+    from cass_pipelines.llm.base import BatchAnswer
+    from cass_pipelines.llm.offline import OfflineBackend
+    from cass_pipelines.llm.pricing import load_pricing
+    from cass_pipelines.services.metering import collect_batches
+    from cass_pipelines.services.runtime import open_runtime
+
+    config = Path(sample_home["CASS_HOME"]) / "cass.toml"
+    config.write_text("batch_wait_s = 0.3\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    rt = open_runtime()
+    defs, instance = build_defs(rt.settings, rt.registry), instance_for(rt.settings)
+    assert run_memory(defs, instance).success   # (a journal waits for the day's conversations)
+    # SAMPLE_DAY is nearly spent: room for a lowered journal call, not a full one.
+    from cass_pipelines.store.budget import budget_status
+    room = budget_status(rt.store, rt.settings, SAMPLE_DAY)["remaining_usd"]
+    _ledger_spend(rt, SAMPLE_DAY, "research", room - 0.02, "req_day_nearly_spent")
+    uid = plans.unit_id(SAMPLE_DAY, "night", "journal")
+    with monkeypatch.context() as m:
+        m.setattr(OfflineBackend, "collect_batch", lambda self, batch_id, items: None)   # the batch runs long
+        run_journal(defs, instance, SAMPLE_DAY)
+    unit = plans.get_unit(rt.store, uid)
+    holds = rt.store.all("SELECT status FROM reservations WHERE work_unit_id = ? AND date = ? ORDER BY created_at",
+                         [uid, SAMPLE_DAY])
+    assert unit["defer_kind"] == "batch", unit   # deferred only by its batch's wait
+    assert [h["status"] for h in holds] == ["refused", "held"], holds   # lowered to fit, then held: funded
+    # The batch ends without an answer: nothing billed, its hold released.
+    with monkeypatch.context() as m:
+        m.setattr(OfflineBackend, "collect_batch", lambda self, batch_id, items: {
+            i.custom_id: BatchAnswer(i.custom_id, None, "expired") for i in items})
+        collect_batches(rt.llm, rt.store, rt.settings, load_pricing(), FixedClock(NOW), lambda run_id: True)
+    assert run_journal(defs, instance, SAMPLE_DAY).success
+    rows = rt.store.all("SELECT DISTINCT date, phase FROM llm_ledger WHERE work_unit_id = ?", [uid])
+    unit = plans.get_unit(rt.store, uid)
+    assert unit["status"] == "completed", unit
+    assert rows == [{"date": SAMPLE_DAY, "phase": "night"}], (
+        f"a journal its own day funded (lowered), deferred only by its batch, was charged as {rows}")

@@ -329,6 +329,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             runs, is_over = [], never_over
             runs_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
     with store.session():   # one open for every read below (and a recovery only when something is stale)
+        bring_forward(store)
         if stale(store, settings.home, is_over):
             recover(store, settings.home, is_over, now)
         units = plans.units_for_day(store, day)

@@ -17,13 +17,14 @@ from cass_pipelines.defs.context import DefsContext, load_time_context
 from cass_pipelines.defs.llm_resource import LLMResource
 from cass_pipelines.defs.loggers import cass_console_logger
 from cass_pipelines.defs.threaded_executor import threaded_executor
+from cass_pipelines.defs.ticks import BUSY, unless_busy
 from cass_pipelines.domain.clock import Clock, FixedClock, clock_from_env
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.recovery import recover
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.store.claims import HOST, process_alive
 from cass_pipelines.store.db import Store, open_connection
-from cass_pipelines.store.schema import migrate
+from cass_pipelines.store.schema import bring_forward, migrate
 
 
 class CassDuckDB(DuckDBResource):
@@ -73,6 +74,7 @@ class SettingsResource(dg.ConfigurableResource):
 
 _FIRST_STEP = threading.Lock()   # a run's recovery pass: once, before any of its steps goes on
 _BUILD = threading.Lock()        # the runtime: built once, whichever step (thread) asks first
+_BROUGHT_FORWARD: set[str] = set()   # database files whose schema this process has seen current (quick_store)
 
 
 class CassResource(dg.ConfigurableResource):
@@ -117,8 +119,13 @@ class CassResource(dg.ConfigurableResource):
             return rt
 
     def quick_store(self, deadline_s: float) -> Store:
-        """For schedules and sensors: give up after a few seconds if a run holds the file."""
-        return Store(self.duckdb.database, connect_fn=lambda: open_connection(self.duckdb.database, deadline_s))
+        """For schedules and sensors: give up after a few seconds if a run holds the file. The first in a
+        process brings the file's schema forward (a daemon started on the database an earlier release
+        made: their reads select the current columns); a busy file is brought forward by a later tick."""
+        store = Store(self.duckdb.database, connect_fn=lambda: open_connection(self.duckdb.database, deadline_s))
+        if self.duckdb.database not in _BROUGHT_FORWARD and unless_busy(lambda: bring_forward(store)) is not BUSY:
+            _BROUGHT_FORWARD.add(self.duckdb.database)
+        return store
 
     def clock(self) -> Clock:
         return FixedClock(datetime.fromisoformat(self.fixed_now)) if self.fixed_now else clock_from_env()

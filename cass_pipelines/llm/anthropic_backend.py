@@ -223,6 +223,8 @@ class AnthropicBackend(Backend):
             if result.type == "succeeded":
                 model = self.model_for(item.request.tier)
                 answer = self._result(result.message, model, 1, started, item.request.cache_ttl, batch=True)
+                if item.json_schema is not None:   # structured: the JSON is the last text block, as `structured` reads it
+                    answer = replace(answer, text=_last_text(result.message))
                 out[entry.custom_id] = BatchAnswer(entry.custom_id, answer)
             else:
                 detail = getattr(getattr(result, "error", None), "error", None)

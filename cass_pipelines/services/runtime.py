@@ -12,7 +12,6 @@ from cass_pipelines.domain.registry import Registry
 from cass_pipelines.domain.settings import Settings, SettingsError
 from cass_pipelines.llm.factory import make_client, resolve_mode
 from cass_pipelines.store.db import Store
-from cass_pipelines.store.schema import bring_forward
 
 if TYPE_CHECKING:
     from cass_pipelines.llm.base import LLMClient
@@ -55,13 +54,10 @@ def require_initialised(settings: Settings) -> None:
 
 
 def open_store(env: Mapping[str, str] | None = None) -> tuple[Settings, Store]:
-    """Settings and the store of an initialised CASS_HOME, for reads that need no registry or LLM (a
-    database of a newer schema refused, one an earlier release made migrated first)."""
+    """Settings and the store of an initialised CASS_HOME, for reads that need no registry or LLM."""
     settings = load_settings(env)
     require_initialised(settings)
-    store = Store(settings.db_path)
-    bring_forward(store)
-    return settings, store
+    return settings, Store(settings.db_path)
 
 
 def open_runtime(env: Mapping[str, str] | None = None, store: Store | None = None,

@@ -186,9 +186,14 @@ def unsettled(store: Store, request_ids: list[str]) -> set[str]:
 
 
 def refused_money(store: Store, work_unit_id: str, day: date) -> bool:
-    """Whether a call of the unit was refused money on `day`'s budget (a pause refuses without a row)."""
-    return bool(store.scalar("SELECT count(*) FROM reservations WHERE work_unit_id = ? AND date = ? AND status = ?",
-                             [work_unit_id, day, RS.REFUSED]))
+    """Whether `day`'s budget refused a call of the unit: a refused hold that the same call of the same run
+    did not follow with one it got (a full-size ask refused, then a lower bound held, was paid for). A pause
+    refuses without a row."""
+    return bool(store.scalar(f"""SELECT count(*) FROM reservations r WHERE r.work_unit_id = ? AND r.date = ?
+        AND r.status = '{RS.REFUSED}' AND NOT EXISTS (SELECT 1 FROM reservations later
+            WHERE later.work_unit_id = r.work_unit_id AND later.action_id IS NOT DISTINCT FROM r.action_id
+            AND later.run_id IS NOT DISTINCT FROM r.run_id AND later.status <> '{RS.REFUSED}'
+            AND later.created_at >= r.created_at)""", [work_unit_id, day]))
 
 
 def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:
