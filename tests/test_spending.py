@@ -118,6 +118,24 @@ def test_a_unit_paid_from_today_keeps_its_category_out_of_todays_pool(store, set
     assert not isinstance(held, Refusal) and held.funding == Funding.POOLED
 
 
+def test_a_call_refused_after_a_hold_of_it_is_refused_money_and_one_lowered_to_fit_is_not(store, settings):
+    """refused_money says whether a day refused a unit's call. A call held at a lower bound after its full ask
+    was refused was paid for (`lowered`); a re-ask refused after a hold of the same call (its answer cut at
+    the lowered bound) was refused, whatever the order of their timestamps (a fixed clock gives one)."""
+    unit, action = "20261126_night_journal", "journal.generate_daily"
+    ask = dict(day=DAY, category="journal", settings=settings, priority="high", work_unit_id=unit,
+               action_id=action, run_id="run_1", phase="night", now=NOW)
+    full = sb.reserve(store, amount_usd=50.0, **ask)
+    assert isinstance(full, Refusal) and full.reservation_id
+    held = sb.reserve(store, amount_usd=0.01, lowers=[full.reservation_id], **ask)
+    assert not isinstance(held, Refusal)
+    assert store.scalar("SELECT status FROM reservations WHERE id = ?", [full.reservation_id]) == "lowered"
+    assert sb.refused_money(store, unit, DAY) is False
+    assert sb.budget_status(store, settings, DAY)["refused_calls"] == 0
+    assert isinstance(sb.reserve(store, amount_usd=50.0, **ask), Refusal)   # the re-ask, at the same instant
+    assert sb.refused_money(store, unit, DAY) is True
+
+
 # ---- holds close to bills ------------------------------------------------------------------------
 
 def test_holds_use_counted_tokens_and_the_warm_prefix_and_never_fall_below_the_bill(

@@ -64,6 +64,7 @@ class Refusal:
     scope: str          # "day" | "category" | "pause"
     amount_usd: float
     room_usd: float
+    reservation_id: str | None = None   # the refused row store.budget.reserve keeps (none for a pause)
 
 
 @dataclass(frozen=True)

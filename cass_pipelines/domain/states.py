@@ -51,6 +51,7 @@ class ReservationStatus(StrEnum):
     RELEASED = "released"      # the call failed or was not made: nothing spent
     ABANDONED = "abandoned"    # its owner died; released by recovery
     REFUSED = "refused"        # the request did not fit (kept for the budget's figures)
+    LOWERED = "lowered"        # did not fit at its full output bound, then held at a lower one: paid for
 
 
 class ClaimState(StrEnum):

@@ -259,17 +259,19 @@ class MeteredClient:
         request, bound = self._bounded(request, measured)
         rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
         input_usd = self._input_usd(request, count)
+        lowered: list[str] = []   # the refused asks of this call at higher bounds
         while True:
             amount = money(input_usd + holds.output_usd(rates, request.max_tokens))
             held = reserve(self.store, day=ctx.date, category=ctx.category, amount_usd=amount,
                            settings=self.settings, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
                            action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, now=self.clock.now(),
-                           honour_pause=not ctx.ignore_pause, may_use_reserve=ctx.may_use_reserve)
+                           honour_pause=not ctx.ignore_pause, may_use_reserve=ctx.may_use_reserve, lowers=lowered)
             if not isinstance(held, Refusal):
                 return request, held
             fits = holds.tokens_affordable(rates, held.room_usd, input_usd)
             if held.scope == "pause" or fits < bound.minimum or fits >= request.max_tokens:
                 raise BudgetRefused(held.reason, held.scope)
+            lowered.append(held.reservation_id or "")
             request = replace(request, max_tokens=fits)
 
     def _metered(self, asked: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:

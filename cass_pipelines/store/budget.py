@@ -78,11 +78,13 @@ def pooled_used(store: Store, day: date) -> float:
 def reserve(store: Store, *, day: date, category: str, amount_usd: float, settings: Settings, priority: str,
             work_unit_id: str | None = None, action_id: str | None = None, run_id: str | None = None,
             phase: str | None = None, now: datetime, honour_pause: bool = False,
-            may_use_reserve: bool = False) -> Reservation | Refusal:
+            may_use_reserve: bool = False, lowers: Sequence[str] = ()) -> Reservation | Refusal:
     """Hold `amount_usd` against the day and where it is funded from (see rules.funding: the
     category, from the evening on the pooled room of idle categories, for the decision call the
     reserve). With `honour_pause`, a global or category pause refuses too, checked in the same
-    transaction. A budget refusal is kept as a `refused` row: it shows what the day could not pay for."""
+    transaction. A budget refusal is kept as a `refused` row: it shows what the day could not pay for;
+    `lowers` names the refused rows of the same call asked again at a lower output bound: once this hold
+    is made, they are `lowered` (the day did pay for the call)."""
     amount = rules.money(amount_usd)
     with store.transaction() as conn:
         paused = paused_reason_in(conn, category) if honour_pause else None
@@ -104,7 +106,11 @@ def reserve(store: Store, *, day: date, category: str, amount_usd: float, settin
                      [rid, day, category, work_unit_id, action_id, amount, RS.REFUSED if refused else RS.HELD, run_id,
                       os.getpid(), now, phase, priority, HOST, refused.reason if refused else None,
                       now if refused else None, None if refused else str(decided)])
-    return refused or Reservation(rid, day, category, amount, Funding(str(decided)))
+        if lowers and not refused:
+            conn.execute(f"UPDATE reservations SET status = '{RS.LOWERED}' WHERE id IN (SELECT unnest(?::TEXT[])) "
+                         f"AND status = '{RS.REFUSED}'", [list(lowers)])
+    return replace(refused, reservation_id=rid) if refused else Reservation(rid, day, category, amount,
+                                                                            Funding(str(decided)))
 
 
 def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> bool:
@@ -186,14 +192,10 @@ def unsettled(store: Store, request_ids: list[str]) -> set[str]:
 
 
 def refused_money(store: Store, work_unit_id: str, day: date) -> bool:
-    """Whether `day`'s budget refused a call of the unit: a refused hold that the same call of the same run
-    did not follow with one it got (a full-size ask refused, then a lower bound held, was paid for). A pause
-    refuses without a row."""
-    return bool(store.scalar(f"""SELECT count(*) FROM reservations r WHERE r.work_unit_id = ? AND r.date = ?
-        AND r.status = '{RS.REFUSED}' AND NOT EXISTS (SELECT 1 FROM reservations later
-            WHERE later.work_unit_id = r.work_unit_id AND later.action_id IS NOT DISTINCT FROM r.action_id
-            AND later.run_id IS NOT DISTINCT FROM r.run_id AND later.status <> '{RS.REFUSED}'
-            AND later.created_at >= r.created_at)""", [work_unit_id, day]))
+    """Whether `day`'s budget refused a call of the unit (a call lowered to fit was paid for: `lowered`;
+    a pause refuses without a row)."""
+    return bool(store.scalar("SELECT count(*) FROM reservations WHERE work_unit_id = ? AND date = ? AND status = ?",
+                             [work_unit_id, day, RS.REFUSED]))
 
 
 def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:
