@@ -165,11 +165,13 @@ def calibrated_costs(registry: Registry, history: Mapping[str, ActionCost],
 
 
 def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], cheapest_ask: Mapping[str, float],
-                 beyond_shares_spent: float = 0.0, pooled_room: float | None = None) -> bool:
+                 beyond_shares_spent: float = 0.0, pooled_room: float | None = None,
+                 cheapest_granted: float | None = None) -> bool:
     """The day can fund nothing more: no room is left above the reserve, or no category has room
     for a call. A category that asked today needs the cheapest amount it asked; one that has not
-    asked is taken to need the cheapest amount anyone asked, so a single category running dry (say
-    memory on a small budget) does not end the day for the others. Only settled spend counts, so
+    asked is taken to need the cheapest call the day did fund (`cheapest_granted`), so a single category
+    running dry (say memory on a small budget) does not end the day for the others, and a dear ask refused
+    before anything was funded says nothing of what the others need. Only settled spend counts, so
     calls in flight do not end the day early. Pooled room (evening and night) counts for every
     category."""
     day_room = (settings.daily_budget_usd - settings.reserve_usd - sum(spent_by_category.values())
@@ -178,15 +180,18 @@ def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], che
         return True
     if not cheapest_ask:
         return False
-    smallest = min(cheapest_ask.values())
-    return all(min(max(settings.category_limit(c) - spent_by_category.get(c, 0.0), pooled_room or 0.0), day_room)
-               < cheapest_ask.get(c, smallest) - EPS for c in settings.category_shares)
+
+    def room(c: str) -> float:
+        return min(max(settings.category_limit(c) - spent_by_category.get(c, 0.0), pooled_room or 0.0), day_room)
+
+    return all(room(c) < cheapest_ask[c] - EPS if c in cheapest_ask else
+               cheapest_granted is not None and room(c) < cheapest_granted - EPS for c in settings.category_shares)
 
 
 def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[float, float]],
                cheapest_ask: Mapping[str, float], paused: Mapping[str | None, str],
                beyond_shares: tuple[float, float] = (0.0, 0.0), pooled_room: float | None = None,
-               pooling: bool = False) -> dict:
+               pooling: bool = False, cheapest_granted: float | None = None) -> dict:
     """The `budget` JSON shape (README: budget --json) plus details, from (spent, held) per category funded by
     its own share, and (spent, held) funded beyond the shares (pooled room, the reserve).
     remaining_usd is what ordinary work may still reserve today (the reserve excluded); a
@@ -211,7 +216,7 @@ def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[
         "pooled_room_usd": None if pooled_room is None else money(pooled_room),
         "utilisation": utilisation(settings, spent),
         "exhausted": is_exhausted(settings, {k: s for k, (s, _) in categories.items()}, cheapest_ask,
-                                  beyond_shares[0], pooled_room if pooling else None),
+                                  beyond_shares[0], pooled_room if pooling else None, cheapest_granted),
         "paused": None in paused, "pause_reason": paused.get(None),
         "categories": cats,
     }

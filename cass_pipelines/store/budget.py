@@ -205,8 +205,9 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
     with store.session(), store.connection() as conn:
         used = _used(conn, day)
         pooled = _pool(conn, settings, day, "", used, phase)
-        asks = conn.execute(f"SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}') "
-                            "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
+        asks = conn.execute(f"""SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}'),
+                min(amount_usd) FILTER (WHERE status NOT IN ('{RS.REFUSED}', '{RS.LOWERED}'))
+            FROM reservations WHERE date = ? GROUP BY category""", [day]).fetchall()
         accuracy = _reservation_accuracy(conn, day)
         cache = _cache_share(conn, day)
         paused, day_alerts = paused_scopes(store), alerts(store, day)
@@ -217,11 +218,13 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
             spent, held = own.get(r["category"], (0.0, 0.0))
             own[r["category"]] = (spent + r["spent"], held + r["held"])
     beyond = [r for r in used if r["funding"] != Funding.CATEGORY]
-    status = rules.day_status(settings, day, categories=own, cheapest_ask={c: cheapest for c, cheapest, _ in asks},
+    granted = [g for *_, g in asks if g is not None]
+    status = rules.day_status(settings, day, categories=own, cheapest_ask={c: cheapest for c, cheapest, *_ in asks},
                               paused=paused, beyond_shares=(sum(r["spent"] for r in beyond),
                                                             sum(r["held"] for r in beyond)),
-                              pooled_room=pooled, pooling=rules.pooling(phase))
-    return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts,
+                              pooled_room=pooled, pooling=rules.pooling(phase),
+                              cheapest_granted=min(granted) if granted else None)
+    return {**status, "refused_calls": sum(n for _, _, n, _ in asks), "alerts": day_alerts,
             "reservation_vs_bill": accuracy, "cache": cache, "batches": batched}
 
 
