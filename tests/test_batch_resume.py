@@ -5,9 +5,11 @@ deferred `batch`, its request collected and not yet used."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
-from support import SAMPLE_DAY, TODAY
+from support import SAMPLE_DAY, TODAY, seed_plan
+from test_reliability import api_home  # noqa: F401  (fixture: the sample agent on the real SDK, loopback API)
 
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.domain.clock import FixedClock, clock_from_env
@@ -319,3 +321,31 @@ def test_a_unit_a_pause_deferred_while_it_held_paid_answers_is_resumed_not_offer
     rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'paused' WHERE id = ?", [unit["id"]])
     later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
     assert unit["id"] in [w["id"] for w in later] and resumes(rt) == []
+
+
+def test_a_night_narrative_resumed_after_its_batch_uses_the_answer_paid_for_it(api_home):  # noqa: F811
+    """The night's day_narrative call goes out in a batch that outlasts the wait; the other night units
+    finish meanwhile. When it resumes the next morning, it tells the day as it stood when it first started
+    (rhythm._asof), so its prompt and request key are the same and the answer paid for it is used, not
+    asked and paid again. (Found by a three-week soak: paid five times over one night's resumes.)"""
+    from test_reliability import cli
+
+    env, server = api_home
+    config = Path(env["CASS_HOME"]) / "cass.toml"
+    config.write_text("batch_wait_s = 0.5\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+    rt = open_runtime()
+    seed_plan(rt, SAMPLE_DAY, "night", ["system_maintenance", "day_narrative"])
+    [narrative] = [u for u in rt.store.all("SELECT id, template_id FROM work_units WHERE date = ? AND phase = 'night'",
+                                           [SAMPLE_DAY]) if u["template_id"] == "day_narrative"]
+    server.batch_delay_s = 3                      # the night's batch outlasts the wait
+    night = cli(env, "run-day", "--date", SAMPLE_DAY.isoformat(), "--phases", "night", "--no-journal")
+    assert night.returncode == 0, night.stderr[-2000:]
+    assert rt.store.scalar("SELECT defer_kind FROM work_units WHERE id = ?", [narrative["id"]]) == "batch"
+    server.batch_delay_s = 0                      # it has ended by the next morning
+    for day in (SAMPLE_DAY + timedelta(days=1), SAMPLE_DAY + timedelta(days=2)):
+        after = cli(env, "run-day", "--date", day.isoformat(), "--phases", "morning", "--no-journal")
+        assert after.returncode == 0, after.stderr[-2000:]
+    assert rt.store.scalar("SELECT status FROM work_units WHERE id = ?", [narrative["id"]]) == "completed"
+    paid = rt.store.all("SELECT request_id, run_id FROM llm_ledger WHERE work_unit_id = ? "
+                        "AND action_id = 'rhythm.generate_daily_narrative'", [narrative["id"]])
+    assert len(paid) == 1, paid                   # one answer paid for, and that one used

@@ -121,9 +121,20 @@ def _cli_json(capsys, *argv):
 
 def test_one_refused_dear_call_does_not_exhaust_a_small_day_with_its_money_untouched(sample_home, monkeypatch, capsys):
     """On an $0.08 day, work whose first call ($0.02+) does not fit its category's share is refused before
-    anything was funded: the day is not exhausted by it (the other categories have not asked, and a
-    refused dear ask says nothing of what they need), so its phases still run. (Found by a three-week
-    soak: one refused ask skipped a whole day with its money untouched.)"""
+    anything was funded: the day is not exhausted by it (the other categories have not asked; this week's
+    calls cost a fraction of a cent), so its phases still run. (Found by a three-week soak: one refused ask
+    skipped a whole day with its money untouched.)"""
+    from datetime import timedelta
+
+    from support import NOW, TODAY, ledger_row
+
+    from cass_pipelines.store import budget as sb
+
+    rt = open_runtime()
+    for n in range(1, 4):   # the week so far: cheap calls
+        held = sb.reserve(rt.store, day=TODAY - timedelta(days=n), category="memory", amount_usd=0.002,
+                          settings=rt.settings, priority="normal", now=NOW)
+        sb.settle(rt.store, held.id, ledger_row(f"req_cheap_{n}", 0.0015, "memory"), NOW)
     monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.08")
     code, out = _cli_json(capsys, "trigger", "knowledge_building", "--focus", "tide pools")
     assert out["work_unit"]["defer_kind"] == "budget", out             # refused: the research share is $0.02

@@ -190,3 +190,15 @@ def test_from_the_evening_room_no_planned_unit_can_use_is_pooled_for_the_others(
     assert [(uid, kind) for uid, kind, _ in busy.deferrals] == [("w", DeferKind.BUDGET)]
     afternoon = offer("afternoon", paused={"research": "quiet week"})
     assert [(uid, kind) for uid, kind, _ in afternoon.deferrals] == [("w", DeferKind.BUDGET), ("k", DeferKind.PAUSED)]
+
+
+def test_a_look_back_counts_only_days_that_were_not_paused():
+    from datetime import date
+
+    from cass_pipelines.domain.pauses import look_back
+
+    day = date(2026, 12, 18)
+    assert look_back(day, 7, []) == date(2026, 12, 11)
+    # Paused from the 8th to the 17th (both partly): the week's look-back reaches the 7 days before them.
+    assert look_back(day, 7, [(date(2026, 12, 8), date(2026, 12, 17))]) == date(2026, 12, 1)
+    assert look_back(day, 7, [(date(2026, 11, 1), date(2026, 11, 3))]) == date(2026, 12, 11)   # long before

@@ -66,7 +66,7 @@ def test_migrate_from_empty_creates_every_table_and_records_versions(store):
 
 def test_migrate_again_is_a_no_op_and_keeps_data(store):
     migrate(store)
-    store.execute("INSERT INTO control_flags VALUES ('global', TRUE, 'testing', ?)", [NOW])
+    store.execute("INSERT INTO control_flags (scope, paused, reason, updated_at) VALUES ('global', TRUE, 'testing', ?)", [NOW])
     before = row_counts(store)
     assert migrate(store) == []
     assert migrate(Store(store.path)) == []   # a second handle on the same file, as another process would
@@ -103,7 +103,7 @@ def test_transaction_rolls_back_on_error(store):
     migrate(store)
     with pytest.raises(RuntimeError):
         with store.transaction() as conn:
-            conn.execute("INSERT INTO control_flags VALUES ('global', TRUE, NULL, ?)", [NOW])
+            conn.execute("INSERT INTO control_flags (scope, paused, reason, updated_at) VALUES ('global', TRUE, NULL, ?)", [NOW])
             raise RuntimeError("boom")
     assert store.scalar("SELECT count(*) FROM control_flags") == 0
 

@@ -638,3 +638,33 @@ def test_a_journal_its_own_day_funded_with_a_lowered_hold_is_not_short_of_money(
     assert unit["status"] == "completed", unit
     assert rows == [{"date": SAMPLE_DAY, "phase": "night"}], (
         f"a journal its own day funded (lowered), deferred only by its batch, was charged as {rows}")
+
+
+def _at(day, hour, minute=0) -> str:
+    return datetime.combine(day, time(hour, minute), tzinfo=timezone.utc).isoformat()
+
+
+def test_the_journal_of_a_day_with_work_is_written_after_a_pause_of_more_than_a_week(sample_home, monkeypatch):
+    """Everything paused for nine days (a holiday) from a day's morning, then resumed: the journal the
+    pause deferred is written by the first run-day after `resume`, although its day is more than a week
+    back: a pause stops the clock of the work it deferred (found by a three-week soak, where the journals
+    of the first paused days were never written, and their units were cancelled as expired)."""
+    first = TODAY
+    monkeypatch.setenv(NOW_ENV, _at(first, 6, 30))
+    assert main(["run-day", "--date", first.isoformat(), "--phases", "morning"]) == 0
+    monkeypatch.setenv(NOW_ENV, _at(first, 7, 0))
+    assert main(["pause", "--reason", "holiday"]) == 0
+    monkeypatch.setenv(NOW_ENV, _at(first, 22, 30))
+    assert main(["run-day", "--date", first.isoformat(), "--phases", "night"]) == 0
+    rt = open_runtime()
+    journal_unit = rt.store.one("SELECT status, defer_kind FROM work_units WHERE date = ? "
+                                "AND template_id = 'daily_journal'", [first])
+    assert journal_unit == {"status": "deferred", "defer_kind": "paused"}, journal_unit
+    back = first + timedelta(days=9)
+    monkeypatch.setenv(NOW_ENV, _at(back, 5, 0))
+    assert main(["resume"]) == 0
+    monkeypatch.setenv(NOW_ENV, _at(back, 6, 30))
+    assert main(["run-day", "--date", back.isoformat(), "--phases", "morning"]) == 0
+    written = rt.store.one("SELECT text FROM journals WHERE date = ? AND kind = 'daily'", [first])
+    assert written is not None, rt.store.one("SELECT status, defer_kind, reason FROM work_units WHERE date = ? "
+                                             "AND template_id = 'daily_journal'", [first])

@@ -169,11 +169,11 @@ def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], che
                  cheapest_granted: float | None = None) -> bool:
     """The day can fund nothing more: no room is left above the reserve, or no category has room
     for a call. A category that asked today needs the cheapest amount it asked; one that has not
-    asked is taken to need the cheapest call the day did fund (`cheapest_granted`), so a single category
-    running dry (say memory on a small budget) does not end the day for the others, and a dear ask refused
-    before anything was funded says nothing of what the others need. Only settled spend counts, so
-    calls in flight do not end the day early. Pooled room (evening and night) counts for every
-    category."""
+    asked is taken to need the cheapest call lately funded (`cheapest_granted`, this week), else the
+    cheapest amount anyone asked today, so a single category running dry (say memory on a small budget)
+    does not end the day for the others, nor does one dear ask refused before anything was funded. Only
+    settled spend counts, so calls in flight do not end the day early. Pooled room (evening and night)
+    counts for every category."""
     day_room = (settings.daily_budget_usd - settings.reserve_usd - sum(spent_by_category.values())
                 - beyond_shares_spent)
     if day_room < EPS:
@@ -184,8 +184,8 @@ def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], che
     def room(c: str) -> float:
         return min(max(settings.category_limit(c) - spent_by_category.get(c, 0.0), pooled_room or 0.0), day_room)
 
-    return all(room(c) < cheapest_ask[c] - EPS if c in cheapest_ask else
-               cheapest_granted is not None and room(c) < cheapest_granted - EPS for c in settings.category_shares)
+    unasked = cheapest_granted if cheapest_granted is not None else min(cheapest_ask.values())
+    return all(room(c) < cheapest_ask.get(c, unasked) - EPS for c in settings.category_shares)
 
 
 def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[float, float]],

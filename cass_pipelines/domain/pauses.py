@@ -1,7 +1,8 @@
 """Pauses: a person stops new work, everywhere or in one category (control_flags)."""
 from __future__ import annotations
 
-from typing import Mapping
+from datetime import date, timedelta
+from typing import Iterable, Mapping
 
 
 def pause_reason(scopes: Mapping[str | None, str], category: str | None) -> str | None:
@@ -12,3 +13,16 @@ def pause_reason(scopes: Mapping[str | None, str], category: str | None) -> str 
     if category is not None and category in scopes:
         return f"{scopes[category]} (category {category} paused)"
     return None
+
+
+def look_back(day: date, days: int, paused: Iterable[tuple[date, date]]) -> date:
+    """The first date of the `days` days before `day` that were not paused (`paused`: first and last date of
+    each pause, both wholly or partly paused): a pause stops the clock of the work it deferred, so a week's
+    look-back after a ten-day holiday still reaches the days before it."""
+    spans = list(paused)
+    start, counted = day, 0
+    while counted < days:
+        start -= timedelta(days=1)
+        if not any(first <= start <= last for first, last in spans):
+            counted += 1
+    return start

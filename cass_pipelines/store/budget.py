@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Callable, Sequence
 
 import duckdb
@@ -205,9 +205,11 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
     with store.session(), store.connection() as conn:
         used = _used(conn, day)
         pooled = _pool(conn, settings, day, "", used, phase)
-        asks = conn.execute(f"""SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}'),
-                min(amount_usd) FILTER (WHERE status NOT IN ('{RS.REFUSED}', '{RS.LOWERED}'))
-            FROM reservations WHERE date = ? GROUP BY category""", [day]).fetchall()
+        asks = conn.execute(f"SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}') "
+                            "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
+        # The cheapest call funded this week: what a category that has not asked today is taken to need.
+        granted = conn.execute(f"""SELECT min(amount_usd) FROM reservations WHERE date BETWEEN ? AND ?
+            AND status NOT IN ('{RS.REFUSED}', '{RS.LOWERED}')""", [day - timedelta(days=6), day]).fetchone()[0]
         accuracy = _reservation_accuracy(conn, day)
         cache = _cache_share(conn, day)
         paused, day_alerts = paused_scopes(store), alerts(store, day)
@@ -218,13 +220,12 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
             spent, held = own.get(r["category"], (0.0, 0.0))
             own[r["category"]] = (spent + r["spent"], held + r["held"])
     beyond = [r for r in used if r["funding"] != Funding.CATEGORY]
-    granted = [g for *_, g in asks if g is not None]
-    status = rules.day_status(settings, day, categories=own, cheapest_ask={c: cheapest for c, cheapest, *_ in asks},
+    status = rules.day_status(settings, day, categories=own, cheapest_ask={c: cheapest for c, cheapest, _ in asks},
                               paused=paused, beyond_shares=(sum(r["spent"] for r in beyond),
                                                             sum(r["held"] for r in beyond)),
                               pooled_room=pooled, pooling=rules.pooling(phase),
-                              cheapest_granted=min(granted) if granted else None)
-    return {**status, "refused_calls": sum(n for _, _, n, _ in asks), "alerts": day_alerts,
+                              cheapest_granted=granted)
+    return {**status, "refused_calls": sum(n for _, _, n in asks), "alerts": day_alerts,
             "reservation_vs_bill": accuracy, "cache": cache, "batches": batched}
 
 

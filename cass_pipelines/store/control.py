@@ -20,9 +20,10 @@ def _scope(category: str | None) -> str:
 
 def pause(store: Store, category: str | None, reason: str | None, now: datetime) -> None:
     with store.transaction() as conn:
-        conn.execute("""INSERT INTO control_flags (scope, paused, reason, updated_at) VALUES (?, TRUE, ?, ?) ON CONFLICT (scope)
-            DO UPDATE SET paused = TRUE, reason = excluded.reason, updated_at = excluded.updated_at""",
-                     [_scope(category), reason or DEFAULT_REASON, now])
+        conn.execute("""INSERT INTO control_flags (scope, paused, reason, updated_at, paused_at) VALUES (?, TRUE, ?, ?, ?)
+            ON CONFLICT (scope) DO UPDATE SET paused = TRUE, reason = excluded.reason, updated_at = excluded.updated_at,
+                paused_at = CASE WHEN control_flags.paused THEN control_flags.paused_at ELSE excluded.paused_at END""",
+                     [_scope(category), reason or DEFAULT_REASON, now, now])
 
 
 def resume(store: Store, category: str | None, now: datetime, everything: bool = False) -> list[str]:
@@ -61,6 +62,13 @@ def lifted_at(store: Store, category: str) -> datetime | None:
     """When the last pause that held `category` (its own or the global one) was lifted, if ever."""
     return store.scalar("SELECT max(updated_at) FROM control_flags WHERE NOT paused AND scope IN (?, ?)",
                         [GLOBAL, _scope(category)])
+
+
+def pause_spans(store: Store) -> list[tuple[datetime, datetime | None]]:
+    """(began, lifted) of the last pause of each scope, global or a category's (lifted None: still on)."""
+    return [(r["began"], r["lifted"]) for r in store.all(
+        "SELECT paused_at AS began, CASE WHEN paused THEN NULL ELSE updated_at END AS lifted FROM control_flags "
+        "WHERE paused_at IS NOT NULL")]
 
 
 def record_alert(store: Store, day: date, kind: str, message: str, now: datetime) -> bool:

@@ -18,7 +18,7 @@ def journal_entry(store: Store, day: date, kind: str = "daily") -> dict | None:
 
 def summaries_for_day(store: Store, day: date) -> list[dict]:
     rows = store.all(f"""SELECT s.work_unit_id, s.template_id, s.phase, s.status, s.narrative, s.key_insights,
-            s.questions_raised, s.questions_addressed, s.artifacts, s.cost_usd, s.offline
+            s.questions_raised, s.questions_addressed, s.artifacts, s.cost_usd, s.offline, s.created_at
         FROM work_summaries s JOIN work_units u ON u.id = s.work_unit_id WHERE s.date = ?
         ORDER BY {phase_rank("s.phase")}, u.position""", [day])
     for r in rows:

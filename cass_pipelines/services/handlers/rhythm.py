@@ -2,6 +2,8 @@
 (kinds 'phase_summary' and 'daily_narrative') built from the units' own records."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 from cass_pipelines.services.handlers import slices
@@ -17,9 +19,26 @@ class WriteUp(BaseModel):
     body: str = Field(description="the write-up, first person")
 
 
-def _units(rows: list[dict]) -> str:
-    return slices.section("my work units", rows, lambda u: f"{u['template_id']} ({u['phase']}, {u['status']}): "
-                                                          f"{u['focus']}" + (f" — {u['reason']}" if u["reason"] else ""))
+def _units(rows: list[dict], asof: datetime) -> str:
+    """The units as they stood at `asof`: one not finished by then is "under way", whatever it became since."""
+    def line(u: dict) -> str:
+        done = u["finished_at"] is not None and u["finished_at"] <= asof
+        return (f"{u['template_id']} ({u['phase']}, {u['status'] if done else 'under way'}): {u['focus']}"
+                + (f" — {u['reason']}" if done and u["reason"] else ""))
+    return slices.section("my work units", [u for u in rows if u["created_at"] <= asof], line)
+
+
+def _asof(ctx: HandlerContext) -> datetime:
+    """When the unit first started: a write-up tells the day as it stood then, so when the unit resumes (its
+    message batch outlasted the wait) its prompt is the same and the answer paid for it is used."""
+    unit = plans.get_unit(ctx.store, ctx.work_unit_id) if ctx.work_unit_id else None
+    return (unit or {}).get("started_at") or ctx.now
+
+
+def _material(ctx: HandlerContext, asof: datetime) -> tuple[list[dict], list[dict]]:
+    """The day's conversation and work summaries made by `asof`."""
+    convs, work = day_material(ctx)
+    return [c for c in convs if c["created_at"] <= asof], [w for w in work if w["created_at"] <= asof]
 
 
 def _write_up(ctx: HandlerContext, kind: str, intent: str, sections: list[str]) -> ActionResult:
@@ -36,17 +55,19 @@ def _write_up(ctx: HandlerContext, kind: str, intent: str, sections: list[str]) 
 
 
 def generate_phase_summary(ctx: HandlerContext) -> ActionResult:
-    work = [w for w in day_material(ctx)[1] if w["phase"] == ctx.phase]
+    asof = _asof(ctx)
+    work = [w for w in _material(ctx, asof)[1] if w["phase"] == ctx.phase]
     return _write_up(ctx, "phase_summary", (
         f"I am looking back on this {ctx.phase} of {ctx.date:%Y-%m-%d}: what I set out to do, what got done, what "
         "did not and why, in a short paragraph."),
-        [_units(plans.units_for_phase(ctx.store, ctx.date, ctx.phase)), slices.work_summaries(work)])
+        [_units(plans.units_for_phase(ctx.store, ctx.date, ctx.phase), asof), slices.work_summaries(work)])
 
 
 def generate_daily_narrative(ctx: HandlerContext) -> ActionResult:
-    convs, work = day_material(ctx)
+    asof = _asof(ctx)
+    convs, work = _material(ctx, asof)
     return _write_up(ctx, "daily_narrative", (
         f"I am telling the story of {ctx.date:%A %Y-%m-%d} so far, as a short narrative: the people I talked with, the "
         "work I chose and what came of it."),
-        [_units(plans.units_for_day(ctx.store, ctx.date)), slices.conversation_summaries(convs),
+        [_units(plans.units_for_day(ctx.store, ctx.date), asof), slices.conversation_summaries(convs),
          slices.work_summaries(work)])

@@ -1,0 +1,17 @@
+"""How far back deferred work is still offered again, caught up or kept: a number of days that were not
+paused (domain.pauses.look_back), read from the pauses the store keeps."""
+from __future__ import annotations
+
+from datetime import date
+
+from cass_pipelines.domain.pauses import look_back
+from cass_pipelines.domain.settings import Settings
+from cass_pipelines.store.control import pause_spans
+from cass_pipelines.store.db import Store
+
+
+def unpaused_days_back(store: Store, settings: Settings, day: date, days: int) -> date:
+    """The first of the `days` unpaused days before `day` (in the agent's timezone)."""
+    spans = [(began.astimezone(settings.tz).date(), lifted.astimezone(settings.tz).date() if lifted else day)
+             for began, lifted in pause_spans(store)]
+    return look_back(day, days, spans)
