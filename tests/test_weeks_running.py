@@ -3,7 +3,7 @@ week runs in the run queue, a weekly journal and a Sunday journal still to come,
 twice, dead letters piling up, a memory backlog the budget refused."""
 import importlib
 import json
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -668,3 +668,42 @@ def test_the_journal_of_a_day_with_work_is_written_after_a_pause_of_more_than_a_
     written = rt.store.one("SELECT text FROM journals WHERE date = ? AND kind = 'daily'", [first])
     assert written is not None, rt.store.one("SELECT status, defer_kind, reason FROM work_units WHERE date = ? "
                                              "AND template_id = 'daily_journal'", [first])
+
+
+def _utc(day: date, hour: int = 9) -> datetime:
+    return datetime.combine(day, time(hour), tzinfo=timezone.utc)
+
+
+def test_a_second_short_pause_does_not_forget_a_holiday_before_it(sample_home):
+    """A global holiday pause of ten days, resumed; the next day a five-minute pause: every pause is kept
+    (store `pauses`), so the week's look-back still reaches over the holiday."""
+    from cass_pipelines.services.lookback import unpaused_days_back
+    from cass_pipelines.store import control
+
+    rt = open_runtime()
+    start = date(2026, 11, 1)
+    control.pause(rt.store, None, "holiday", _utc(start))
+    control.resume(rt.store, None, _utc(start + timedelta(days=10)))
+    day = start + timedelta(days=11)
+    kept = unpaused_days_back(rt.store, rt.settings, day, 7)
+    assert kept < start                                         # the holiday stopped the clock
+    control.pause(rt.store, None, "a phone call", _utc(day, 9))
+    control.resume(rt.store, None, _utc(day, 10))
+    assert unpaused_days_back(rt.store, rt.settings, day, 7) == kept
+
+
+def test_a_category_pause_stops_only_its_own_clock(sample_home):
+    """Only research was paused (ten days): the look-backs of all work and of the journals count global
+    pauses (and the journal's own), not research's."""
+    from cass_pipelines.services.lookback import unpaused_days_back
+    from cass_pipelines.store import control
+
+    rt = open_runtime()
+    start = date(2026, 11, 1)
+    control.pause(rt.store, "research", "quiet on research", _utc(start))
+    control.resume(rt.store, "research", _utc(start + timedelta(days=10)))
+    day = start + timedelta(days=11)
+    # the journal catch-up and the expiry of (say) creative work deferred by its budget
+    assert unpaused_days_back(rt.store, rt.settings, day, 7) == day - timedelta(days=7)
+    assert unpaused_days_back(rt.store, rt.settings, day, 7, ["journal"]) == day - timedelta(days=7)
+    assert unpaused_days_back(rt.store, rt.settings, day, 7, ["research"]) < start

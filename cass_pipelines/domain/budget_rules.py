@@ -166,32 +166,32 @@ def calibrated_costs(registry: Registry, history: Mapping[str, ActionCost],
 
 def is_exhausted(settings: Settings, spent_by_category: Mapping[str, float], cheapest_ask: Mapping[str, float],
                  beyond_shares_spent: float = 0.0, pooled_room: float | None = None,
-                 cheapest_granted: float | None = None) -> bool:
+                 cheapest_granted: Mapping[str, float] | None = None) -> bool:
     """The day can fund nothing more: no room is left above the reserve, or no category has room
     for a call. A category that asked today needs the cheapest amount it asked; one that has not
-    asked is taken to need the cheapest call lately funded (`cheapest_granted`, this week), else the
-    cheapest amount anyone asked today, so a single category running dry (say memory on a small budget)
-    does not end the day for the others, nor does one dear ask refused before anything was funded. Only
-    settled spend counts, so calls in flight do not end the day early. Pooled room (evening and night)
-    counts for every category."""
+    asked needs the cheapest call its share funded this week (`cheapest_granted`), else the cheapest
+    amount anyone asked today: a single category running dry (say memory on a small budget) does not end
+    the day for the others, and once a category has a week's history, another's dear ask refused says
+    nothing of what it needs. Only settled spend counts, so calls in flight do not end the day early.
+    Pooled room (evening and night) counts for every category."""
     day_room = (settings.daily_budget_usd - settings.reserve_usd - sum(spent_by_category.values())
                 - beyond_shares_spent)
     if day_room < EPS:
         return True
     if not cheapest_ask:
         return False
+    smallest, granted = min(cheapest_ask.values()), cheapest_granted or {}
 
     def room(c: str) -> float:
         return min(max(settings.category_limit(c) - spent_by_category.get(c, 0.0), pooled_room or 0.0), day_room)
 
-    unasked = cheapest_granted if cheapest_granted is not None else min(cheapest_ask.values())
-    return all(room(c) < cheapest_ask.get(c, unasked) - EPS for c in settings.category_shares)
+    return all(room(c) < cheapest_ask.get(c, granted.get(c, smallest)) - EPS for c in settings.category_shares)
 
 
 def day_status(settings: Settings, day: date, *, categories: Mapping[str, tuple[float, float]],
                cheapest_ask: Mapping[str, float], paused: Mapping[str | None, str],
                beyond_shares: tuple[float, float] = (0.0, 0.0), pooled_room: float | None = None,
-               pooling: bool = False, cheapest_granted: float | None = None) -> dict:
+               pooling: bool = False, cheapest_granted: Mapping[str, float] | None = None) -> dict:
     """The `budget` JSON shape (README: budget --json) plus details, from (spent, held) per category funded by
     its own share, and (spent, held) funded beyond the shares (pooled room, the reserve).
     remaining_usd is what ordinary work may still reserve today (the reserve excluded); a

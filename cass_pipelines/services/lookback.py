@@ -3,6 +3,7 @@ paused (domain.pauses.look_back), read from the pauses the store keeps."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Sequence
 
 from cass_pipelines.domain.pauses import look_back
 from cass_pipelines.domain.settings import Settings
@@ -10,8 +11,10 @@ from cass_pipelines.store.control import pause_spans
 from cass_pipelines.store.db import Store
 
 
-def unpaused_days_back(store: Store, settings: Settings, day: date, days: int) -> date:
-    """The first of the `days` unpaused days before `day` (in the agent's timezone)."""
+def unpaused_days_back(store: Store, settings: Settings, day: date, days: int, categories: Sequence[str] = ()) -> date:
+    """The first of the `days` days before `day` (in the agent's timezone) that no global pause, nor one of
+    `categories`, held (a category's own pause stops only its clock: a look-back for all work counts
+    global pauses)."""
     spans = [(began.astimezone(settings.tz).date(), lifted.astimezone(settings.tz).date() if lifted else day)
-             for began, lifted in pause_spans(store)]
+             for began, lifted in pause_spans(store, categories)]
     return look_back(day, days, spans)

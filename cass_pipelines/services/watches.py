@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
+from cass_pipelines.domain.categories import Category
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.registry import JOURNAL_TEMPLATE
@@ -64,7 +65,7 @@ def waiting_journals(store: Store, settings: Settings, day: date, today: date) -
     """Days before `day` (within JOURNAL_CATCH_UP_DAYS unpaused days and the partition window) whose journal is deferred:
     its budget could not pay for it, or its message batch outlasted the wait (a re-run takes up the answer
     paid for it)."""
-    since = max(unpaused_days_back(store, settings, day, JOURNAL_CATCH_UP_DAYS), settings.first_date(today))
+    since = max(unpaused_days_back(store, settings, day, JOURNAL_CATCH_UP_DAYS, [Category.JOURNAL.value]), settings.first_date(today))
     return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d < day]
 
 
@@ -72,7 +73,7 @@ def journals_coming(store: Store, settings: Settings, week: date, today: date) -
     """Days of the week (from its Monday) whose own journal is deferred and still tried again (waiting_journals'
     window): it is still to be written, so the week's journal waits for it. One no catch-up will write any
     more is not waited for."""
-    since = max(week, unpaused_days_back(store, settings, today, JOURNAL_CATCH_UP_DAYS), settings.first_date(today))
+    since = max(week, unpaused_days_back(store, settings, today, JOURNAL_CATCH_UP_DAYS, [Category.JOURNAL.value]), settings.first_date(today))
     return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d <= week + timedelta(days=6)]
 
 

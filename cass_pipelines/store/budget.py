@@ -207,9 +207,12 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
         pooled = _pool(conn, settings, day, "", used, phase)
         asks = conn.execute(f"SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}') "
                             "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
-        # The cheapest call funded this week: what a category that has not asked today is taken to need.
-        granted = conn.execute(f"""SELECT min(amount_usd) FROM reservations WHERE date BETWEEN ? AND ?
-            AND status NOT IN ('{RS.REFUSED}', '{RS.LOWERED}')""", [day - timedelta(days=6), day]).fetchone()[0]
+        # Each category's cheapest call its own share funded this week: what it is taken to need today
+        # before it asks (rules.is_exhausted).
+        granted = dict(conn.execute(f"""SELECT category, min(amount_usd) FROM reservations
+            WHERE date BETWEEN ? AND ? AND status NOT IN ('{RS.REFUSED}', '{RS.LOWERED}')
+            AND coalesce(funding, '{Funding.CATEGORY}') = '{Funding.CATEGORY}' GROUP BY category""",
+                                    [day - timedelta(days=6), day]).fetchall())
         accuracy = _reservation_accuracy(conn, day)
         cache = _cache_share(conn, day)
         paused, day_alerts = paused_scopes(store), alerts(store, day)

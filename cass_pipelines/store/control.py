@@ -3,6 +3,7 @@ alerts (one per date and kind)."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Sequence
 
 import duckdb
 
@@ -20,10 +21,13 @@ def _scope(category: str | None) -> str:
 
 def pause(store: Store, category: str | None, reason: str | None, now: datetime) -> None:
     with store.transaction() as conn:
-        conn.execute("""INSERT INTO control_flags (scope, paused, reason, updated_at, paused_at) VALUES (?, TRUE, ?, ?, ?)
-            ON CONFLICT (scope) DO UPDATE SET paused = TRUE, reason = excluded.reason, updated_at = excluded.updated_at,
-                paused_at = CASE WHEN control_flags.paused THEN control_flags.paused_at ELSE excluded.paused_at END""",
-                     [_scope(category), reason or DEFAULT_REASON, now, now])
+        scope = _scope(category)
+        # A new pause starts a span of the history (pausing again while paused changes only the reason).
+        conn.execute("INSERT INTO pauses SELECT ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM control_flags "
+                     "WHERE scope = ? AND paused)", [scope, now, scope])
+        conn.execute("""INSERT INTO control_flags (scope, paused, reason, updated_at) VALUES (?, TRUE, ?, ?)
+            ON CONFLICT (scope) DO UPDATE SET paused = TRUE, reason = excluded.reason, updated_at = excluded.updated_at""",
+                     [scope, reason or DEFAULT_REASON, now])
 
 
 def resume(store: Store, category: str | None, now: datetime, everything: bool = False) -> list[str]:
@@ -31,9 +35,12 @@ def resume(store: Store, category: str | None, now: datetime, everything: bool =
     where = "paused" if everything else "paused AND scope = ?"
     args = [now] if everything else [now, _scope(category)]
     with store.transaction() as conn:
-        return [r[0] for r in conn.execute(
+        lifted = [r[0] for r in conn.execute(
             f"UPDATE control_flags SET paused = FALSE, reason = NULL, updated_at = ? WHERE {where} RETURNING scope",
             args).fetchall()]
+        conn.execute("UPDATE pauses SET lifted = ? WHERE lifted IS NULL AND scope IN (SELECT unnest(?::TEXT[]))",
+                     [now, lifted])
+        return lifted
 
 
 def paused_scopes(store: Store) -> dict[str | None, str]:
@@ -64,11 +71,11 @@ def lifted_at(store: Store, category: str) -> datetime | None:
                         [GLOBAL, _scope(category)])
 
 
-def pause_spans(store: Store) -> list[tuple[datetime, datetime | None]]:
-    """(began, lifted) of the last pause of each scope, global or a category's (lifted None: still on)."""
+def pause_spans(store: Store, categories: Sequence[str] = ()) -> list[tuple[datetime, datetime | None]]:
+    """(began, lifted) of every global pause and of every pause of `categories` (lifted None: still on)."""
     return [(r["began"], r["lifted"]) for r in store.all(
-        "SELECT paused_at AS began, CASE WHEN paused THEN NULL ELSE updated_at END AS lifted FROM control_flags "
-        "WHERE paused_at IS NOT NULL")]
+        "SELECT began, lifted FROM pauses WHERE scope IN (SELECT unnest(?::TEXT[])) ORDER BY began",
+        [[GLOBAL, *(_scope(c) for c in categories)]])]
 
 
 def record_alert(store: Store, day: date, kind: str, message: str, now: datetime) -> bool:

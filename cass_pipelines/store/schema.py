@@ -190,9 +190,9 @@ ALTER TABLE work_summaries ADD COLUMN awaiting_batch BOOLEAN DEFAULT FALSE;
 ALTER TABLE work_units ADD COLUMN paid_day DATE;
 ALTER TABLE work_units ADD COLUMN paid_phase TEXT;
 """),
-    (90, "control_flags.paused_at: when a pause began (with updated_at, when it was lifted: look-backs skip it)", """
-ALTER TABLE control_flags ADD COLUMN paused_at TIMESTAMPTZ;
-UPDATE control_flags SET paused_at = updated_at WHERE paused;
+    (90, "pauses: every pause's scope, start and lift (look-backs of deferred work skip paused days)", """
+CREATE TABLE pauses (scope TEXT NOT NULL, began TIMESTAMPTZ NOT NULL, lifted TIMESTAMPTZ);
+INSERT INTO pauses SELECT scope, updated_at, NULL FROM control_flags WHERE paused;
 """),
 ]
 
