@@ -23,7 +23,7 @@ def pause(store: Store, category: str | None, reason: str | None, now: datetime)
     with store.transaction() as conn:
         scope = _scope(category)
         # A new pause starts a span of the history (pausing again while paused changes only the reason).
-        conn.execute("INSERT INTO pauses SELECT ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM control_flags "
+        conn.execute("INSERT INTO pauses (scope, began) SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM control_flags "
                      "WHERE scope = ? AND paused)", [scope, now, scope])
         conn.execute("""INSERT INTO control_flags (scope, paused, reason, updated_at) VALUES (?, TRUE, ?, ?)
             ON CONFLICT (scope) DO UPDATE SET paused = TRUE, reason = excluded.reason, updated_at = excluded.updated_at""",

@@ -192,7 +192,7 @@ ALTER TABLE work_units ADD COLUMN paid_phase TEXT;
 """),
     (90, "pauses: every pause's scope, start and lift (look-backs of deferred work skip paused days)", """
 CREATE TABLE pauses (scope TEXT NOT NULL, began TIMESTAMPTZ NOT NULL, lifted TIMESTAMPTZ);
-INSERT INTO pauses SELECT scope, updated_at, NULL FROM control_flags WHERE paused;
+INSERT INTO pauses (scope, began) SELECT scope, updated_at FROM control_flags WHERE paused;
 """),
 ]
 
