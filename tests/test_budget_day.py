@@ -1,9 +1,10 @@
 """A day on a tiny budget stops cleanly; pause refuses a manual trigger unless forced."""
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+from support import TODAY
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.config.registry import load_registry
@@ -12,7 +13,7 @@ from cass_pipelines.definitions import build_defs
 from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import plans
 
-DAY = "2026-11-25"
+DAY = (TODAY - timedelta(days=2)).isoformat()   # (2026-11-25 by the suite's default calendar)
 
 
 def cli_json(capsys, *argv) -> tuple[int, dict]:
