@@ -707,3 +707,16 @@ def test_a_category_pause_stops_only_its_own_clock(sample_home):
     assert unpaused_days_back(rt.store, rt.settings, day, 7) == day - timedelta(days=7)
     assert unpaused_days_back(rt.store, rt.settings, day, 7, ["journal"]) == day - timedelta(days=7)
     assert unpaused_days_back(rt.store, rt.settings, day, 7, ["research"]) < start
+
+
+def test_approved_work_the_budget_defers_exits_3_as_a_triggered_unit_does(env, capsys):
+    """`approvals approve` of work today's budget cannot pay for: the decision is kept, the unit is deferred
+    for money, and the command exits 3 (refused on its way), as `trigger` does, not 1 (a failure)."""
+    rt, instance, defs = env
+    seed_plan(rt, YESTERDAY, "evening", ["research_batch"])
+    assert run_phase(defs, instance, YESTERDAY, "evening").success
+    [gated] = plans.units_for_phase(rt.store, YESTERDAY, "evening")
+    spend(rt, TODAY, "research", rt.settings.daily_budget_usd, "req_today_spent", "morning")
+    code, out = cli_json(capsys, "approvals", "approve", gated["id"], "--by", "ana", "--reason", "worth it")
+    assert out["approval"]["state"] == "approved" and out["work_unit"]["defer_kind"] == "budget", out
+    assert code == 3

@@ -4,11 +4,11 @@ import getpass
 from datetime import date, timedelta
 
 from cass_pipelines.cli.day_cmds import _exit_code, _reader, _run_date, _setup, _timed, _today, day_runs
-from cass_pipelines.cli.output import EXIT_FAILED, CliError, bounded_text, emit, parse_date, table
+from cass_pipelines.cli.output import EXIT_FAILED, EXIT_REFUSED, CliError, bounded_text, emit, parse_date, table
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
-from cass_pipelines.domain.states import ApprovalState, GoalSource, GoalStatus, UnitStatus
+from cass_pipelines.domain.states import ApprovalState, DeferKind, GoalSource, GoalStatus, UnitStatus
 from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import approvals
 from cass_pipelines.store import goals as goal_store
@@ -160,7 +160,11 @@ def cmd_approvals_decide(args: argparse.Namespace) -> int:
                       f" {d['work_unit']['error'] or ''}"))
     if not result.success:
         return EXIT_FAILED
-    return 0 if not args.approve or out["work_unit"]["status"] == UnitStatus.COMPLETED else EXIT_FAILED
+    unit = out["work_unit"]
+    if not args.approve or unit["status"] == UnitStatus.COMPLETED:
+        return 0
+    # As `trigger`: approved work the budget or a pause deferred was refused on its way, not failed.
+    return EXIT_REFUSED if unit["defer_kind"] in (DeferKind.BUDGET, DeferKind.PAUSED) else EXIT_FAILED
 
 
 # ---- run-week ----------------------------------------------------------------------------------
