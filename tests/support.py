@@ -77,3 +77,18 @@ def ledger_row(request_id: str, cost: float, category: str = "research", day: da
                      category=category, model="claude-haiku-5-5", input_tokens=100, output_tokens=100,
                      cache_creation_input_tokens=0, cache_read_input_tokens=0, cache_creation_1h_input_tokens=0,
                      cost_usd=cost, offline=True, attempts=1, latency_ms=1)
+
+
+def count_opens(monkeypatch) -> list[int]:
+    """Counts store opens (store.db.connect: one file lock window each) from now on."""
+    from cass_pipelines.store import db
+
+    opens = [0]
+    real = db.connect
+
+    def counting(*a, **kw):
+        opens[0] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(db, "connect", counting)
+    return opens

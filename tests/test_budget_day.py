@@ -113,13 +113,6 @@ def test_manual_work_from_the_launchpad_refuses_an_unknown_phase_and_a_date_outs
     assert rt.store.scalar("SELECT count(*) FROM llm_ledger") == 0
 
 
-def _cli_json(capsys, *argv):
-    capsys.readouterr()
-    code = main([*argv, "--json"])
-    out = capsys.readouterr().out
-    return code, (json.loads(out) if out.strip() else None)
-
-
 def test_one_refused_dear_call_does_not_exhaust_a_small_day_with_its_money_untouched(sample_home, monkeypatch, capsys):
     """On an $0.08 day, work whose first call ($0.02+) does not fit its category's share is refused before
     anything was funded: the day is not exhausted by it (the other categories have not asked; this week's
@@ -137,9 +130,9 @@ def test_one_refused_dear_call_does_not_exhaust_a_small_day_with_its_money_untou
                           settings=rt.settings, priority="normal", now=NOW)
         sb.settle(rt.store, held.id, ledger_row(f"req_cheap_{n}", 0.0015, "memory"), NOW)
     monkeypatch.setenv("CASS_DAILY_BUDGET_USD", "0.08")
-    code, out = _cli_json(capsys, "trigger", "knowledge_building", "--focus", "tide pools")
+    code, out = cli_json(capsys, "trigger", "knowledge_building", "--focus", "tide pools")
     assert out["work_unit"]["defer_kind"] == "budget", out             # refused: the research share is $0.02
-    code, budget = _cli_json(capsys, "budget")
+    code, budget = cli_json(capsys, "budget")
     assert code == 0 and budget["spent_usd"] == 0.0 and budget["remaining_usd"] > 0.07, budget
     # Nothing was spent and 90% of the usable day is left: the day is not exhausted, and its phases run.
     assert budget["exhausted"] is False, budget

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support import count_opens
 
 from cass_pipelines.cli.main import main
 
@@ -273,21 +274,6 @@ def test_read_commands_bring_forward_a_database_an_earlier_release_made(cass_env
         capsys.readouterr()
         assert main([*command, "--json"]) == 0, (command, capsys.readouterr().err[-600:])
     assert schema.current_version(rt.store) == schema.LATEST_VERSION
-
-
-def count_opens(monkeypatch) -> list[int]:
-    """Store opens (store.db.connect: one file lock window each) from now on."""
-    from cass_pipelines.store import db
-
-    opens = [0]
-    real = db.connect
-
-    def counting(*a, **kw):
-        opens[0] += 1
-        return real(*a, **kw)
-
-    monkeypatch.setattr(db, "connect", counting)
-    return opens
 
 
 @pytest.mark.parametrize("command", ["status", "budget", "ledger"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template, sample_now
-from support import NOW
+from support import NOW, count_opens
 
 from cass_pipelines.domain.states import ClaimState
 from cass_pipelines.llm.base import LLMError
@@ -160,21 +160,6 @@ def test_titles_only_for_untitled_conversations(runtime):
     assert runtime.store.scalar("SELECT title FROM conversations WHERE id = 'conv_001'") == "Learning recursion"
     titled = runtime.store.all("SELECT title FROM conversations WHERE title_generated")
     assert len(titled) == 10 and all(t["title"] for t in titled)
-
-
-def count_opens(monkeypatch) -> list[int]:
-    """Counts store opens (store.db.connect: one file lock window each) from now on."""
-    from cass_pipelines.store import db
-
-    opens = [0]
-    real = db.connect
-
-    def counting(*a, **kw):
-        opens[0] += 1
-        return real(*a, **kw)
-
-    monkeypatch.setattr(db, "connect", counting)
-    return opens
 
 
 def memory_job(rt):

@@ -27,6 +27,10 @@ def env(sample_home):
     return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
 
 
+def _utc(day: date, hour: int = 9, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), tzinfo=timezone.utc)
+
+
 def cli_json(capsys, *argv):
     capsys.readouterr()
     code = main([*argv, "--json"])
@@ -72,7 +76,7 @@ def test_unanswered_approval_expires_after_48h_while_the_agent_keeps_running(env
 
     rt, instance, defs = env
     three_days_ago = days_before(3)
-    monkeypatch.setenv(NOW_ENV, datetime.combine(three_days_ago, time(13), tzinfo=timezone.utc).isoformat())
+    monkeypatch.setenv(NOW_ENV, _utc(three_days_ago, 13).isoformat())
     seed_plan(rt, three_days_ago, "afternoon", ["research_batch"])
     assert run_phase(defs, instance, three_days_ago, "afternoon").success
     [gated] = plans.units_for_phase(rt.store, three_days_ago, "afternoon")
@@ -167,7 +171,7 @@ def test_status_counts_every_open_dead_letter(sample_home, capsys):
     for n in range(12):   # two weeks of a failing action, one a day (no one ran `dlq discard`)
         day = days_before(12 - n)
         dead_letters.add(rt.store, dl_id=f"dl_{n:02d}", kind=DeadLetterKind.ACTION, error="boom",
-                         now=datetime.combine(day, time(13), tzinfo=timezone.utc), day=day, phase="afternoon",
+                         now=_utc(day, 13), day=day, phase="afternoon",
                          work_unit_id=f"{day:%Y%m%d}_afternoon_r1_0", action_id="session.research")
     capsys.readouterr()
     assert main(["status"]) == 0
@@ -427,12 +431,9 @@ def test_a_journal_deferred_only_by_a_pause_is_charged_to_its_own_day_when_writt
         f"the journal of {YESTERDAY}, deferred only by a pause, was charged as {rows}")
 
 
-def test_a_journal_short_of_money_then_paused_is_written_from_the_day_that_pays_for_it(sample_home):
-    """A day's journal is refused money (its day is spent). Its catch-up runs while the journal category is
-    paused; once resumed, the next catch-up is paid from today, as the first would have been, not charged
-    again to the spent day (its latest deferral says `paused`, not `budget`)."""
-    from support import SAMPLE_DAY
-
+def _journal_refused_money_then_paused():
+    """SAMPLE_DAY's journal refused money (its day spent), then the journal category paused: the runtime,
+    the definitions, the instance and the journal's unit id."""
     from cass_pipelines.execution import run_journal, run_memory
 
     rt = open_runtime()
@@ -441,8 +442,18 @@ def test_a_journal_short_of_money_then_paused_is_written_from_the_day_that_pays_
     spend(rt, SAMPLE_DAY, "research", rt.settings.daily_budget_usd, "req_day_spent")
     run_journal(defs, instance, SAMPLE_DAY)
     uid = plans.unit_id(SAMPLE_DAY, "night", "journal")
-    assert (plans.get_unit(rt.store, uid)["defer_kind"]) == "budget"
+    assert plans.get_unit(rt.store, uid)["defer_kind"] == "budget"
     assert main(["pause", "--category", "journal", "--reason", "quiet"]) == 0
+    return rt, defs, instance, uid
+
+
+def test_a_journal_short_of_money_then_paused_is_written_from_the_day_that_pays_for_it(sample_home):
+    """A day's journal is refused money (its day is spent). Its catch-up runs while the journal category is
+    paused; once resumed, the next catch-up is paid from today, as the first would have been, not charged
+    again to the spent day (its latest deferral says `paused`, not `budget`)."""
+    from cass_pipelines.execution import run_journal
+
+    rt, defs, instance, uid = _journal_refused_money_then_paused()
     run_journal(defs, instance, SAMPLE_DAY)
     assert (plans.get_unit(rt.store, uid)["defer_kind"]) == "paused"
     assert main(["resume", "--category", "journal"]) == 0
@@ -518,7 +529,7 @@ def test_a_dead_letter_retried_again_next_day_uses_the_batched_answer_paid_for_i
     from cass_pipelines.services.retry import retry_dead_letter
 
     rt, uid, dl_id, _ = _unit_waiting_for_its_batch(sample_home, monkeypatch)
-    retry_dead_letter(rt, dl_id, FixedClock(datetime.combine(TOMORROW, time(8), tzinfo=timezone.utc)), run_id="r2")
+    retry_dead_letter(rt, dl_id, FixedClock(_utc(TOMORROW, 8)), run_id="r2")
     rows = _research_rows(rt, uid)
     unused = rt.store.all("SELECT custom_id FROM llm_batches WHERE work_unit_id = ? AND NOT used", [uid])
     assert rows == [{"date": TODAY, "phase": "night", "batch": True}] and not unused, (
@@ -540,7 +551,7 @@ def test_a_retry_that_loses_the_claim_leaves_where_the_unit_is_paid_from(sample_
     claim = plans.start_action(rt.store, uid=uid, position=2, action_id="session.research", me=Owner.here("r2"),
                                is_run_over=never_over, now=night.now(), step_key=None)
     assert claim.ours
-    tomorrow = FixedClock(datetime.combine(TOMORROW, time(8), tzinfo=timezone.utc))
+    tomorrow = FixedClock(_utc(TOMORROW, 8))
     out = retry_dead_letter(rt, dl_id, tomorrow, run_id="r-person")
     assert "not run now" in out.message, out
     unit = plans.get_unit(rt.store, uid)
@@ -557,17 +568,10 @@ def test_a_journal_short_of_money_then_paused_on_a_later_day_is_paid_by_the_day_
     """SAMPLE_DAY's journal is refused money (its day is spent). Its catch-up tomorrow runs while the
     journal category is paused and pays nothing; tomorrow's own work then spends tomorrow's budget. After
     `resume`, the catch-up the day after is paid by that day (which has money), not by tomorrow."""
-    from cass_pipelines.execution import run_journal, run_memory
+    from cass_pipelines.execution import run_journal
 
-    rt = open_runtime()
-    defs, instance = build_defs(rt.settings, rt.registry), instance_for(rt.settings)
-    assert run_memory(defs, instance).success   # (a journal waits for the day's conversations)
-    spend(rt, SAMPLE_DAY, "research", rt.settings.daily_budget_usd, "req_day_spent")
-    run_journal(defs, instance, SAMPLE_DAY)
-    uid = plans.unit_id(SAMPLE_DAY, "night", "journal")
-    assert plans.get_unit(rt.store, uid)["defer_kind"] == "budget"
-    assert main(["pause", "--category", "journal", "--reason", "quiet"]) == 0
-    monkeypatch.setenv(NOW_ENV, datetime.combine(TOMORROW, time(8), tzinfo=timezone.utc).isoformat())
+    rt, defs, instance, uid = _journal_refused_money_then_paused()
+    monkeypatch.setenv(NOW_ENV, _utc(TOMORROW, 8).isoformat())
     run_journal(defs, instance, SAMPLE_DAY)
     unit = plans.get_unit(rt.store, uid)
     assert unit["defer_kind"] == "paused"
@@ -575,22 +579,13 @@ def test_a_journal_short_of_money_then_paused_on_a_later_day_is_paid_by_the_day_
     spend(rt, TOMORROW, "research", rt.settings.daily_budget_usd, "req_tomorrow_spent")   # tomorrow's own work
     assert main(["resume", "--category", "journal"]) == 0
     after = TOMORROW + timedelta(days=1)
-    monkeypatch.setenv(NOW_ENV, datetime.combine(after, time(8), tzinfo=timezone.utc).isoformat())
+    monkeypatch.setenv(NOW_ENV, _utc(after, 8).isoformat())
     run_journal(defs, instance, SAMPLE_DAY)
     unit = plans.get_unit(rt.store, uid)
     rows = rt.store.all("SELECT DISTINCT date, phase FROM llm_ledger WHERE work_unit_id = ?", [uid])
     assert unit["status"] == "completed" and rows == [{"date": after, "phase": "night"}], (
         f"paused run stored paid_from {stored}; the journal is {unit['status']} ({unit['reason']}), "
         f"charged as {rows}")
-
-
-def _ledger_spend(rt, day, category, usd, rid):  # (evening, as spend() here, at 21:00)
-    from cass_pipelines.store.ledger import LedgerRow, insert_rows
-
-    with rt.store.transaction() as conn:
-        insert_rows(conn, [LedgerRow(rid, datetime.combine(day, time(21), tzinfo=timezone.utc), day, "evening",
-                                     None, None, None, "session.research", category, "claude-sonnet-5-5",
-                                     1, 1, 0, 0, 0, usd, False, 1, 10)])
 
 
 def test_a_journal_its_own_day_funded_with_a_lowered_hold_is_not_short_of_money(sample_home, monkeypatch):
@@ -617,7 +612,7 @@ def test_a_journal_its_own_day_funded_with_a_lowered_hold_is_not_short_of_money(
     # SAMPLE_DAY is nearly spent: room for a lowered journal call, not a full one.
     from cass_pipelines.store.budget import budget_status
     room = budget_status(rt.store, rt.settings, SAMPLE_DAY)["remaining_usd"]
-    _ledger_spend(rt, SAMPLE_DAY, "research", room - 0.02, "req_day_nearly_spent")
+    spend(rt, SAMPLE_DAY, "research", room - 0.02, "req_day_nearly_spent")
     uid = plans.unit_id(SAMPLE_DAY, "night", "journal")
     with monkeypatch.context() as m:
         m.setattr(OfflineBackend, "collect_batch", lambda self, batch_id, items: None)   # the batch runs long
@@ -640,38 +635,30 @@ def test_a_journal_its_own_day_funded_with_a_lowered_hold_is_not_short_of_money(
         f"a journal its own day funded (lowered), deferred only by its batch, was charged as {rows}")
 
 
-def _at(day, hour, minute=0) -> str:
-    return datetime.combine(day, time(hour, minute), tzinfo=timezone.utc).isoformat()
-
-
 def test_the_journal_of_a_day_with_work_is_written_after_a_pause_of_more_than_a_week(sample_home, monkeypatch):
     """Everything paused for nine days (a holiday) from a day's morning, then resumed: the journal the
     pause deferred is written by the first run-day after `resume`, although its day is more than a week
     back: a pause stops the clock of the work it deferred (found by a three-week soak, where the journals
     of the first paused days were never written, and their units were cancelled as expired)."""
     first = TODAY
-    monkeypatch.setenv(NOW_ENV, _at(first, 6, 30))
+    monkeypatch.setenv(NOW_ENV, _utc(first, 6, 30).isoformat())
     assert main(["run-day", "--date", first.isoformat(), "--phases", "morning"]) == 0
-    monkeypatch.setenv(NOW_ENV, _at(first, 7, 0))
+    monkeypatch.setenv(NOW_ENV, _utc(first, 7, 0).isoformat())
     assert main(["pause", "--reason", "holiday"]) == 0
-    monkeypatch.setenv(NOW_ENV, _at(first, 22, 30))
+    monkeypatch.setenv(NOW_ENV, _utc(first, 22, 30).isoformat())
     assert main(["run-day", "--date", first.isoformat(), "--phases", "night"]) == 0
     rt = open_runtime()
     journal_unit = rt.store.one("SELECT status, defer_kind FROM work_units WHERE date = ? "
                                 "AND template_id = 'daily_journal'", [first])
     assert journal_unit == {"status": "deferred", "defer_kind": "paused"}, journal_unit
     back = first + timedelta(days=9)
-    monkeypatch.setenv(NOW_ENV, _at(back, 5, 0))
+    monkeypatch.setenv(NOW_ENV, _utc(back, 5, 0).isoformat())
     assert main(["resume"]) == 0
-    monkeypatch.setenv(NOW_ENV, _at(back, 6, 30))
+    monkeypatch.setenv(NOW_ENV, _utc(back, 6, 30).isoformat())
     assert main(["run-day", "--date", back.isoformat(), "--phases", "morning"]) == 0
     written = rt.store.one("SELECT text FROM journals WHERE date = ? AND kind = 'daily'", [first])
     assert written is not None, rt.store.one("SELECT status, defer_kind, reason FROM work_units WHERE date = ? "
                                              "AND template_id = 'daily_journal'", [first])
-
-
-def _utc(day: date, hour: int = 9) -> datetime:
-    return datetime.combine(day, time(hour), tzinfo=timezone.utc)
 
 
 def test_a_second_short_pause_does_not_forget_a_holiday_before_it(sample_home):

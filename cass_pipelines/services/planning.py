@@ -15,7 +15,6 @@ from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.phase_offer import PhaseSnapshot, offer_phase
 from cass_pipelines.domain.phases import phase_window, remaining_phases
 from cass_pipelines.domain.plan_rules import (
-    DEFERRED_LOOKBACK_DAYS,
     TYPICAL_PROMPT_TOKENS,
     PlanInputs,
     PlannedUnit,
@@ -27,7 +26,7 @@ from cass_pipelines.services import approvals
 from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers.calls import system_prefix
-from cass_pipelines.services.lookback import unpaused_days_back
+from cass_pipelines.services.lookback import deferred_since
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.week import week_context
 from cass_pipelines.store import batches, claims, conversations, persona, plans
@@ -127,8 +126,8 @@ def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
         edges = [{**e, "observations": [o["text"] for o in persona.edge_observations(rt.store, e["id"], limit=2)]}
                  for e in persona.growth_edges(rt.store, limit=5)]
         journal = plans.latest_journal(rt.store, day)
-        since = unpaused_days_back(rt.store, rt.settings, day, DEFERRED_LOOKBACK_DAYS)   # (a pause stops the clock)
-        deferred = plans.pending_deferred(rt.store, since, day, PHASES.index(phases[0]))
+        deferred = plans.pending_deferred(rt.store, deferred_since(rt.store, rt.settings, day), day,
+                                          PHASES.index(phases[0]))
         week = week_context(rt, day)
         inputs.learned = week.template_scores
         inputs.week_templates = [u["template_id"] for u in goal_store.week_units(rt.store, week.week_start, day)]
@@ -217,8 +216,8 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
         inputs, status, _ = plan_inputs(rt, day, [phase], idle, now)
         snapshot = PhaseSnapshot(
             day=day, phase=phase, own=plans.units_for_phase(rt.store, day, phase),
-            waiting=plans.pending_deferred(rt.store, unpaused_days_back(rt.store, rt.settings, day,
-                                                                        DEFERRED_LOOKBACK_DAYS), day, PHASES.index(phase)),
+            waiting=plans.pending_deferred(rt.store, deferred_since(rt.store, rt.settings, day), day,
+                                           PHASES.index(phase)),
             paused=paused_scopes(rt.store), idle=idle, max_units=rt.settings.max_units_per_phase,
             day_room=status["remaining_usd"], pooled_used=pooled_used(rt.store, day),
             open_elsewhere=frozenset(u["category"] for u in plans.units_for_day(rt.store, day)

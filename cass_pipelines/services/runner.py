@@ -65,23 +65,17 @@ def metered(rt: Runtime, clock: Clock, ctx: "MeterContext") -> "MeteredClient":
 Budget = tuple[date, str] | None
 
 
-def paid_from(unit: dict, budget: Budget) -> tuple[date, str]:
+def paid_from(rt: Runtime, unit: dict, budget: Budget) -> tuple[date, str]:
     """The (budget day, phase) the unit's work is paid from now: `budget` when given, else the one its work
-    was last paid from (remembered on the unit by `remember_paid_from`: its resumes, a batch's answer taken
-    up by its phase's run or a pause lifted, pay from it too and so use the answer paid for them there),
-    else the unit's own date and phase."""
-    return (budget[0], budget[1]) if budget else _kept(unit)
-
-
-def _kept(unit: dict) -> tuple[date, str]:
-    return (unit["paid_day"], unit["paid_phase"]) if unit["paid_day"] else (unit["date"], unit["phase"])
-
-
-def remember_paid_from(rt: Runtime, unit: dict, paid: tuple[date, str]) -> None:
-    """Remember what the unit's work is paid from, once it goes ahead on it (claimed: a run skipped or
-    held by a pause pays nothing, so it changes nothing)."""
-    if paid != _kept(unit):
-        plans.set_paid_from(rt.store, unit["id"], *paid)
+    was last paid from, else the unit's own date and phase. Called once its work goes ahead (claimed: a run
+    skipped or held by a pause pays nothing), it remembers a `budget` on the unit, so that its resumes (a
+    batch's answer taken up by its phase's run, a pause lifted) pay from it too and use the answer paid
+    for them there."""
+    kept = (unit["paid_day"], unit["paid_phase"]) if unit["paid_day"] else (unit["date"], unit["phase"])
+    if budget is None or (budget[0], budget[1]) == kept:
+        return kept
+    plans.set_paid_from(rt.store, unit["id"], budget[0], budget[1])
+    return budget[0], budget[1]
 
 
 def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id: str | None = None,
@@ -89,9 +83,9 @@ def run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_id
                is_run_over: Callable[[str], bool] = never_over, budget: Budget = None) -> StepOutcome:
     """Run action `position` of the unit. Its calls are charged to the unit's date and funded as its phase
     unless `budget` names the day and phase it runs on (approved or retried work, a job catching up), or an
-    earlier run of the unit was paid from another (`paid_from`). The
-    action's bookkeeping (claim, the handler's reads and writes, holds, settlements, its end) shares one
-    open of the file between model calls: metering lets it go for each call and each wait for a batch."""
+    earlier run of the unit was paid from another (`paid_from`). The action's bookkeeping (claim, the
+    handler's reads and writes, holds, settlements, its end) shares one open of the file between model
+    calls: metering lets it go for each call and each wait for a batch."""
     with rt.store.session():
         return _run_action(rt, unit_id, position, clock, run_id=run_id, step_key=step_key, log=log,
                            is_run_over=is_run_over, budget=budget)
@@ -150,8 +144,7 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
                          day=day, phase=unit["phase"], work_unit_id=unit_id, action_id=action.id, run_id=run_id,
                          error=error, now=clock.now())
 
-    pays_day, pays_phase = paid = paid_from(unit, budget)
-    remember_paid_from(rt, unit, paid)
+    pays_day, pays_phase = paid_from(rt, unit, budget)
     meter = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=pays_day, phase=pays_phase, category=action.category, priority=action.priority,
         work_unit_id=unit_id, action_id=action.id, run_id=run_id, step_key=step_key, ignore_pause=forced,
@@ -293,8 +286,7 @@ def summarize_all(rt: Runtime, units: list[dict], clock: Clock, run_id: str | No
 def _summarize(rt: Runtime, unit: dict, clock: Clock, run_id: str | None, budget: Budget) -> dict:
     results = [ActionResult.model_validate(r["result"]) for r in plans.action_runs(rt.store, unit["id"])
                if r["result"]]
-    pays_day, pays_phase = paid = paid_from(unit, budget)
-    remember_paid_from(rt, unit, paid)
+    pays_day, pays_phase = paid_from(rt, unit, budget)
     llm = metered(rt, clock, MeterContext.waiting_for_no_one(
         rt.settings, date=pays_day, phase=pays_phase, category=unit["category"], priority="high",
         work_unit_id=unit["id"], action_id=SUMMARY_ACTION_ID, run_id=run_id,

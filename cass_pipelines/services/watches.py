@@ -8,7 +8,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
-from cass_pipelines.domain.categories import Category
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.registry import JOURNAL_TEMPLATE
@@ -16,7 +15,7 @@ from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import UnitOrigin
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.pricing import load_pricing
-from cass_pipelines.services.lookback import unpaused_days_back
+from cass_pipelines.services.lookback import journals_since
 from cass_pipelines.services.metering import collect_batches
 from cass_pipelines.services.recovery import Recovery, recover
 from cass_pipelines.store import batches
@@ -27,7 +26,6 @@ from cass_pipelines.store.db import Store
 from cass_pipelines.store.plans import batch_waiting, deferred_job_dates, tagged
 
 JOURNAL_TAG = "journal"     # a day's own journal unit (a rewrite has its own tag, and is not retried)
-JOURNAL_CATCH_UP_DAYS = 7   # deferred journals this recent are tried again
 
 
 @dataclass(frozen=True)
@@ -62,10 +60,10 @@ def idle_conversations(store: Store, settings: Settings, now: datetime, limit: i
 
 
 def waiting_journals(store: Store, settings: Settings, day: date, today: date) -> list[date]:
-    """Days before `day` (within JOURNAL_CATCH_UP_DAYS unpaused days and the partition window) whose journal is deferred:
+    """Days before `day` (services.lookback.journals_since: a week of unpaused days, in the partition window) whose journal is deferred:
     its budget could not pay for it, or its message batch outlasted the wait (a re-run takes up the answer
     paid for it)."""
-    since = max(unpaused_days_back(store, settings, day, JOURNAL_CATCH_UP_DAYS, [Category.JOURNAL.value]), settings.first_date(today))
+    since = journals_since(store, settings, day, today)
     return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d < day]
 
 
@@ -73,7 +71,7 @@ def journals_coming(store: Store, settings: Settings, week: date, today: date) -
     """Days of the week (from its Monday) whose own journal is deferred and still tried again (waiting_journals'
     window): it is still to be written, so the week's journal waits for it. One no catch-up will write any
     more is not waited for."""
-    since = max(week, unpaused_days_back(store, settings, today, JOURNAL_CATCH_UP_DAYS, [Category.JOURNAL.value]), settings.first_date(today))
+    since = max(week, journals_since(store, settings, today, today))
     return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d <= week + timedelta(days=6)]
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, read_registry_file
-from cass_pipelines.domain.plan_rules import DEFERRED_LOOKBACK_DAYS
 from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
-from cass_pipelines.services.lookback import unpaused_days_back
+from cass_pipelines.services.lookback import deferred_since
 from cass_pipelines.services.recovery import recover
 from cass_pipelines.store import maintenance, notes, schema
 from cass_pipelines.store.claims import never_over
@@ -21,8 +20,7 @@ def _report(ctx: HandlerContext, kind: str, title: str, lines: list[str]) -> Art
 
 
 def queue_maintenance(ctx: HandlerContext) -> ActionResult:
-    expired = maintenance.expire_deferred(
-        ctx.store, unpaused_days_back(ctx.store, ctx.settings, ctx.date, DEFERRED_LOOKBACK_DAYS), ctx.now)
+    expired = maintenance.expire_deferred(ctx.store, deferred_since(ctx.store, ctx.settings, ctx.date), ctx.now)
     report = maintenance.queue_report(ctx.store, ctx.date)
     lines = [f"- expired deferred units: {len(expired)}" + (f" ({', '.join(expired)})" if expired else ""),
              f"- deferred units waiting to be re-offered: {report['deferred_waiting']}",
