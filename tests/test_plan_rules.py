@@ -192,6 +192,41 @@ def test_from_the_evening_room_no_planned_unit_can_use_is_pooled_for_the_others(
     assert [(uid, kind) for uid, kind, _ in afternoon.deferrals] == [("w", DeferKind.BUDGET), ("k", DeferKind.PAUSED)]
 
 
+def test_a_phase_opening_offers_one_unit_of_a_template_again_however_many_wait():
+    """Three catch-ups a pause deferred on three days wait: the opening offers the oldest again, the others
+    stay deferred (`same_template`) for a later phase. A unit of the template the phase already has (planned,
+    or run) counts, and the pool, which admits work its category cannot pay for, keeps the rule."""
+    from datetime import date
+
+    from cass_pipelines.domain.phase_offer import PhaseSnapshot, offer_phase
+    from cass_pipelines.domain.states import DeferKind
+
+    catchups = [planned(f"cc{n}", "conversation_catchup", status="deferred", defer_kind="paused", reason="paused: m")
+                for n in (1, 2, 3)]
+    growth = planned("g", "growth_edge_work", status="deferred", reason="budget: no room")
+
+    def offer(own, phase="afternoon", room=PLENTY):
+        snapshot = PhaseSnapshot(day=date(2026, 11, 20), phase=phase, own=own, waiting=[*catchups, growth],
+                                 paused={}, idle=True, max_units=4)
+        return offer_phase(snapshot, inputs(phases=[phase], category_remaining=dict(room)))
+
+    def waits(o):
+        return [(uid, kind) for uid, kind, _ in o.still_deferred]
+
+    alone = offer(own=[])
+    assert [old["id"] for old, _ in alone.reoffers] == ["g", "cc1"]            # oldest of the three
+    assert waits(alone) == [("cc2", DeferKind.SAME_TEMPLATE), ("cc3", DeferKind.SAME_TEMPLATE)]
+    assert "afternoon already has a unit of conversation_catchup" in alone.still_deferred[0][2]
+    for own in ([planned("p", "conversation_catchup")], [planned("done", "conversation_catchup", status="completed")]):
+        taken = offer(own)
+        assert [old["id"] for old, _ in taken.reoffers] == ["g"], own
+        assert waits(taken) == [(f"cc{n}", DeferKind.SAME_TEMPLATE) for n in (1, 2, 3)]
+    # Memory has no room of its own; research has nothing to run this evening, so its room is pooled.
+    pooled = offer([], phase="evening", room={**{c: 0.0 for c in PLENTY}, "research": 10.0})
+    assert [old["id"] for old, _ in pooled.reoffers] == ["cc1"]
+    assert waits(pooled) == [("cc2", DeferKind.SAME_TEMPLATE), ("cc3", DeferKind.SAME_TEMPLATE)]
+
+
 def test_a_look_back_counts_only_days_that_were_not_paused():
     from datetime import date
 

@@ -707,3 +707,30 @@ def test_approved_work_the_budget_defers_exits_3_as_a_triggered_unit_does(env, c
     code, out = cli_json(capsys, "approvals", "approve", gated["id"], "--by", "ana", "--reason", "worth it")
     assert out["approval"]["state"] == "approved" and out["work_unit"]["defer_kind"] == "budget", out
     assert code == 3
+
+
+def test_catch_ups_a_memory_pause_deferred_for_days_are_offered_again_one_a_phase(env):
+    """Memory paused for three days, each with a catch-up planned for its afternoon, then resumed (found by
+    a three-week soak, where one phase then ran the three catch-ups at once, paying three times for the same
+    work): each phase after `resume` takes one of them up again, the oldest first, and the others wait,
+    deferred with the reason, for the phases after it."""
+    from support import days_before
+
+    rt, instance, defs = env
+    assert main(["pause", "--category", "memory", "--reason", "memory review"]) == 0
+    paused_days = [days_before(n) for n in (4, 3, 2)]
+    for day in paused_days:
+        seed_plan(rt, day, "afternoon", ["conversation_catchup"])
+        assert run_phase(defs, instance, day, "afternoon").success
+    waiting = [u["id"] for day in paused_days for u in plans.units_for_phase(rt.store, day, "afternoon")]
+    assert main(["resume", "--category", "memory"]) == 0
+    after = ((YESTERDAY, "night"), (TODAY, "morning"))   # (idle: no conversation in the sample data then)
+    for day, phase in after:
+        seed_plan(rt, day, phase, [])
+        assert run_phase(defs, instance, day, phase).success
+    ran = [[(u["deferred_from"], u["status"]) for u in plans.units_for_phase(rt.store, day, phase)]
+           for day, phase in after]
+    assert ran == [[(waiting[0], "completed")], [(waiting[1], "completed")]], ran
+    last = plans.get_unit(rt.store, waiting[2])
+    assert (last["status"], last["defer_kind"], last["reoffered_as"]) == ("deferred", "same_template", None), last
+    assert f"offered again {TODAY} morning: morning already has a unit of conversation_catchup" in last["reason"]

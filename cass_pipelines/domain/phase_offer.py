@@ -6,6 +6,14 @@ priority, then the oldest deferred), each checked against pause, idle and the mo
 phase's unit limit. From the evening on (budget_rules.POOL_FROM_PHASE) a unit its category cannot pay
 for may use the pooled room, which includes the room of categories this offer leaves with no work.
 What does not fit is deferred, or stays deferred, with the kind and reason of this latest offer.
+
+A phase takes up at most one waiting unit of a template, and none when it already has one of its own
+(planned and admitted, running, done, or waiting for approval, whatever its origin): the others stay
+deferred (`same_template`) for later phases, the oldest offered first. The registry has no field that
+tells work that is "whatever is pending now" (a conversation catch-up) from work that is its own (a
+focus of its own: a growth edge, a question), and a unit offered again works as of the day it runs,
+not the day it came from; so no waiting unit is dropped as superseded, and none is run twice in one
+phase either. One the later phases cannot take up in time expires as before.
 """
 from __future__ import annotations
 
@@ -20,6 +28,8 @@ from cass_pipelines.domain.plan_rules import NOT_IDLE_REASON, PlanInputs, Planne
 from cass_pipelines.domain.states import DeferKind, UnitOrigin, UnitStatus
 
 Deferral = tuple[str, DeferKind, str]   # (unit id, kind, reason)
+# A unit in one of these states is the phase's work of its template: no waiting one of it is offered too.
+_IN_THE_PHASE = (UnitStatus.RUNNING, UnitStatus.COMPLETED, UnitStatus.AWAITING_APPROVAL)
 
 
 @dataclass(frozen=True)
@@ -72,14 +82,25 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
     verdicts: list[tuple[DeferKind, str] | None] = []
     short_of_money: list[int] = []
     slots, day_left = s.max_units, s.day_room
-    for i, (_, u) in enumerate(candidates):
-        reason = (_ruled_out(s, inputs, u["template_id"], u["category"]) if slots > 0
-                  else (DeferKind.PHASE_FULL, f"{s.phase} already has {s.max_units} units"))
+    # The templates the phase has a unit of (own units planned are added once admitted, below).
+    taken = {u["template_id"] for u in s.own if u["status"] in _IN_THE_PHASE}
+
+    def same_template(kind: str, u: dict) -> tuple[DeferKind, str] | None:
+        if kind != "waiting" or u["template_id"] not in taken:
+            return None
+        return DeferKind.SAME_TEMPLATE, (f"{s.phase} already has a unit of {u['template_id']}; "
+                                         "waits for a later phase")
+
+    for i, (kind, u) in enumerate(candidates):
+        reason = same_template(kind, u) or (
+            _ruled_out(s, inputs, u["template_id"], u["category"]) if slots > 0
+            else (DeferKind.PHASE_FULL, f"{s.phase} already has {s.max_units} units"))
         short = None if reason else inputs.unaffordable(u["template_id"], u["category"], left.get(u["category"], 0.0))
         if short:
             reason = DeferKind.BUDGET, short
             short_of_money.append(i)
         if reason is None:
+            taken.add(u["template_id"])
             left[u["category"]] = left.get(u["category"], 0.0) - cost[i]
             day_left -= cost[i]
             slots -= 1
@@ -93,7 +114,10 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
         for i in short_of_money:
             if slots == 0:
                 break
-            u = candidates[i][1]
+            kind, u = candidates[i]
+            if duplicate := same_template(kind, u):
+                verdicts[i] = duplicate
+                continue
             c = u["category"]
             own_room = max(left.get(c, 0.0), 0.0)
             pool = pooled_room({k: max(v, 0.0) for k, v in left.items()}, idle, c, pooled_used, s.phase, day_left)
@@ -102,6 +126,7 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
                 verdicts[i] = DeferKind.BUDGET, short
                 continue
             idle.discard(c)   # a category with work gives no room to the pool
+            taken.add(u["template_id"])
             left[c] = own_room - min(own_room, cost[i])
             pooled_used += max(cost[i] - own_room, 0.0)
             day_left -= cost[i]

@@ -43,6 +43,7 @@ class DeferKind(StrEnum):
     BATCH = "batch"            # a call of it waits for its message batch: its phase resumes it, paid once
     BATCH_FAILED = "batch_failed"   # its message batch came back without an answer: offered again, asked afresh
     SKIPPED = "skipped"        # its phase did not run (skipped, or its time passed without a run)
+    SAME_TEMPLATE = "same_template"   # the phase it was offered to has a unit of its template: a later one takes it
 
 
 class ReservationStatus(StrEnum):
