@@ -81,3 +81,16 @@ def test_journal_reads_the_days_work_summaries(runtime):
     (journal,) = run_template(runtime, "daily_journal", llm=llm)
     assert summary["narrative"] in llm.requests[0].prompt
     assert runtime.store.one("SELECT * FROM journals WHERE kind = 'daily'")["work_unit_id"] == "unit_daily_journal"
+
+
+def test_a_unit_that_found_nothing_to_do_is_described_without_a_call(runtime):
+    """A catch-up with no conversation waiting made no call and wrote nothing: its account is its steps'
+    own messages, not a paid summary of nothing."""
+    run_template(runtime, "conversation_catchup")                 # the sample's conversations, summarised
+    unit = make_unit(runtime, "conversation_catchup", "completed")
+    results = run_template(runtime, "conversation_catchup", unit_id=unit["id"])
+    assert not any(r.artifacts or r.insights or r.cost_usd for r in results)
+    llm = CountingLLM(runtime.llm)
+    row = summarize(runtime, llm, unit, results)
+    assert llm.calls == 0 and row["status"] == "completed" and row["cost_usd"] == 0
+    assert all(r.message in row["narrative"] for r in results) and row["key_insights"]

@@ -3,7 +3,9 @@
 A completed unit gets a fast-tier call that sees the results (steps, insights, questions,
 artifacts) and writes the narrative and key insights; if the model offers no insights, the
 results' own insights stand in, then the steps' messages, so a completed unit never has an empty
-list. A failed unit is described from its record without a call. A unit already summarised with
+list. A failed unit is described from its record without a call, and so is one that found nothing to
+do (no call, nothing made or found: a catch-up with no conversation waiting): a paid account of
+nothing would cost more than the work. A unit already summarised with
 the same status is returned as stored: re-running the summary asset spends nothing. A summary
 written while its call waited for its message batch says so (`awaiting_batch`) and is written again
 by the phase's next run, from the answer once the batch has ended (paid once, under the same request).
@@ -47,6 +49,11 @@ def _unique(values: list[str]) -> list[str]:
     return out
 
 
+def _found_nothing(results: list[ActionResult]) -> bool:
+    return not any(r.cost_usd or any(r.usage.values()) or r.artifacts or r.insights or r.questions_raised or r.questions_addressed
+                   for r in results)
+
+
 def _prompt(unit: dict, steps: list[tuple[str, ActionResult]], found: list[str], artifacts: list[Artifact]) -> str:
     return "\n\n".join([
         f"I am writing a short account of a piece of work I just finished ({unit['template_id']}, "
@@ -75,7 +82,7 @@ def summarize_unit(store: Store, llm: LLMClient, settings: Settings, registry: R
     cost = sum(r.cost_usd for r in action_results)
     offline = any(r.offline for r in action_results)
     narrative, key, no_call, rating, awaiting = "", [], "", None, False
-    if unit_row["status"] == UnitStatus.COMPLETED and action_results and template:
+    if unit_row["status"] == UnitStatus.COMPLETED and template and not _found_nothing(action_results):
         calls = ModelCalls(llm, system_prefix(store, registry, llm, "fast"), "fast", SUMMARY_MAX_TOKENS, SUMMARY_ACTION_ID)
         try:
             out = calls.structured(_prompt(unit_row, steps, found, artifacts), UnitSummary)
