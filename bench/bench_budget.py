@@ -42,6 +42,7 @@ from cass_pipelines.cli.main import main as cli  # noqa: E402
 from cass_pipelines.config.registry import load_registry  # noqa: E402
 from cass_pipelines.config.settings import load_settings  # noqa: E402
 from cass_pipelines.domain.categories import PHASES  # noqa: E402
+from cass_pipelines.domain.pauses import LookBacks  # noqa: E402
 from cass_pipelines.domain.plan_rules import PlannedUnit  # noqa: E402
 from cass_pipelines.llm.base import Usage  # noqa: E402
 from cass_pipelines.llm.pricing import load_pricing  # noqa: E402
@@ -102,7 +103,7 @@ def tiny(day: date) -> dict:
         after = {u["id"]: u for u in units(store, day)}
         offered = [u for u in deferred if after[u["id"]]["reoffered_as"] or (after[u["id"]]["reason"] or "")
                    .startswith(f"offered again {day + timedelta(days=1)}")]
-        waiting = plans.pending_deferred(store, day, day + timedelta(days=2), 0)
+        waiting = plans.pending_deferred(store, LookBacks(day), day + timedelta(days=2), 0)
         return {"budget_usd": 0.05, "run_day_exit": code, "seconds": seconds, "plan_source": plan["source"],
                 "utilisation": status["utilisation"],
                 "plan_error": None, "units_completed": sum(u["status"] == "completed" for u in first),

@@ -13,6 +13,7 @@ from test_reliability import api_home  # noqa: F401  (fixture: the sample agent 
 
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.domain.clock import FixedClock, clock_from_env
+from cass_pipelines.domain.pauses import LookBacks
 from cass_pipelines.domain.states import DeferKind, UnitStatus
 from cass_pipelines.services.metering import MeterContext
 from cass_pipelines.services.planning import plan_phase, take_back_waiting
@@ -74,7 +75,7 @@ def test_work_of_a_paused_category_is_asked_for_once_the_category_is_resumed(sam
     assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == []
     control.resume(rt.store, unit["category"], NIGHT)
     assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
-    later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
+    later = plans.pending_deferred(rt.store, LookBacks(SAMPLE_DAY - timedelta(days=7)), SAMPLE_DAY + timedelta(days=1), 0)
     assert unit["id"] not in [w["id"] for w in later]     # never offered again as new work
 
 
@@ -283,7 +284,7 @@ def test_a_unit_whose_batches_keep_coming_back_without_an_answer_is_offered_agai
     after = plans.get_unit(rt.store, unit["id"])
     assert (after["status"], after["defer_kind"]) == (UnitStatus.DEFERRED, DeferKind.BATCH_FAILED)
     assert "without an answer 3 times" in after["reason"] and resumes(rt) == []
-    later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
+    later = plans.pending_deferred(rt.store, LookBacks(SAMPLE_DAY - timedelta(days=7)), SAMPLE_DAY + timedelta(days=1), 0)
     assert unit["id"] in [w["id"] for w in later]                                   # offered again as new work
 
 
@@ -301,7 +302,7 @@ def test_a_unit_a_pause_deferred_while_it_held_paid_answers_is_resumed_not_offer
     assert plans.get_unit(rt.store, unit["id"])["defer_kind"] == DeferKind.PAUSED
     assert resumes(rt) == []                                   # paused: nothing asked for
     control.resume(rt.store, unit["category"], NIGHT)
-    later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
+    later = plans.pending_deferred(rt.store, LookBacks(SAMPLE_DAY - timedelta(days=7)), SAMPLE_DAY + timedelta(days=1), 0)
     assert unit["id"] not in [w["id"] for w in later]
     assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
     assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]
@@ -319,7 +320,7 @@ def test_a_unit_a_pause_deferred_while_it_held_paid_answers_is_resumed_not_offer
     # Without answers held, a paused unit is offered again as before.
     rt.store.execute("UPDATE llm_batches SET used = TRUE")
     rt.store.execute("UPDATE work_units SET status = 'deferred', defer_kind = 'paused' WHERE id = ?", [unit["id"]])
-    later = plans.pending_deferred(rt.store, SAMPLE_DAY - timedelta(days=7), SAMPLE_DAY + timedelta(days=1), 0)
+    later = plans.pending_deferred(rt.store, LookBacks(SAMPLE_DAY - timedelta(days=7)), SAMPLE_DAY + timedelta(days=1), 0)
     assert unit["id"] in [w["id"] for w in later] and resumes(rt) == []
 
 

@@ -237,3 +237,18 @@ def test_a_look_back_counts_only_days_that_were_not_paused():
     # Paused from the 8th to the 17th (both partly): the week's look-back reaches the 7 days before them.
     assert look_back(day, 7, [(date(2026, 12, 8), date(2026, 12, 17))]) == date(2026, 12, 1)
     assert look_back(day, 7, [(date(2026, 11, 1), date(2026, 11, 3))]) == date(2026, 12, 11)   # long before
+
+
+def test_a_category_look_back_skips_global_pauses_and_its_own_only():
+    from datetime import date
+
+    from cass_pipelines.domain.pauses import look_backs
+
+    day = date(2026, 12, 18)
+    since = look_backs(day, 7, [(None, date(2026, 12, 15), date(2026, 12, 15)),
+                                ("research", date(2026, 12, 8), date(2026, 12, 17)),
+                                ("journal", date(2026, 12, 12), date(2026, 12, 13))])
+    assert since.of("creative") == since.everything == date(2026, 12, 10)   # only the global day
+    assert since.of("research") == date(2026, 12, 1)    # its own ten days (the global one among them)
+    assert since.of("journal") == date(2026, 12, 8)     # the global day and its own two
+    assert look_backs(day, 7, []).of("research") == date(2026, 12, 11)

@@ -7,6 +7,7 @@ from support import SAMPLE_DAY, ledger_row
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.pauses import LookBacks
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.execution import instance_for, run_journal, run_phase
 from cass_pipelines.services.planning import idle_at, plan_phase
@@ -59,7 +60,7 @@ def test_replan_returns_reoffered_work_to_the_queue_and_reoffers_carry_completed
     save(rt, 2, ["afternoon", "evening", "night"], [])
     assert plans.get_unit(rt.store, new["id"])["status"] == "cancelled"
     assert plans.get_unit(rt.store, old["id"])["reoffered_as"] is None
-    assert old["id"] in [u["id"] for u in plans.pending_deferred(rt.store, DAY, DAY, 2)]
+    assert old["id"] in [u["id"] for u in plans.pending_deferred(rt.store, LookBacks(DAY), DAY, 2)]
 
 
 def test_a_late_first_run_leaves_earlier_phases_to_be_planned_later(env):
@@ -188,7 +189,7 @@ def test_work_planned_for_a_phase_that_never_opened_is_offered_again_later(runti
     # research_batch is an afternoon-only template: deferred now, it waits for the next afternoon.
     assert after["research_batch"]["status"] == "deferred" and after["research_batch"]["reoffered_as"] is None
     assert after["research_batch"]["defer_kind"] == "skipped" and "afternoon did not run" in after["research_batch"]["reason"]
-    assert after["research_batch"]["id"] in [u["id"] for u in plans.pending_deferred(rt.store, DAY, DAY + timedelta(days=1), 1)]
+    assert after["research_batch"]["id"] in [u["id"] for u in plans.pending_deferred(rt.store, LookBacks(DAY), DAY + timedelta(days=1), 1)]
 
 
 def test_run_day_defers_the_work_of_a_phase_it_skips(env):

@@ -672,16 +672,16 @@ def test_a_second_short_pause_does_not_forget_a_holiday_before_it(sample_home):
     control.pause(rt.store, None, "holiday", _utc(start))
     control.resume(rt.store, None, _utc(start + timedelta(days=10)))
     day = start + timedelta(days=11)
-    kept = unpaused_days_back(rt.store, rt.settings, day, 7)
+    kept = unpaused_days_back(rt.store, rt.settings, day, 7).everything
     assert kept < start                                         # the holiday stopped the clock
     control.pause(rt.store, None, "a phone call", _utc(day, 9))
     control.resume(rt.store, None, _utc(day, 10))
-    assert unpaused_days_back(rt.store, rt.settings, day, 7) == kept
+    assert unpaused_days_back(rt.store, rt.settings, day, 7).everything == kept
 
 
 def test_a_category_pause_stops_only_its_own_clock(sample_home):
-    """Only research was paused (ten days): the look-backs of all work and of the journals count global
-    pauses (and the journal's own), not research's."""
+    """Only research was paused (ten days): the look-backs of other categories' work and of the journals
+    count global pauses (and the journal's own), not research's."""
     from cass_pipelines.services.lookback import unpaused_days_back
     from cass_pipelines.store import control
 
@@ -691,9 +691,40 @@ def test_a_category_pause_stops_only_its_own_clock(sample_home):
     control.resume(rt.store, "research", _utc(start + timedelta(days=10)))
     day = start + timedelta(days=11)
     # the journal catch-up and the expiry of (say) creative work deferred by its budget
-    assert unpaused_days_back(rt.store, rt.settings, day, 7) == day - timedelta(days=7)
-    assert unpaused_days_back(rt.store, rt.settings, day, 7, ["journal"]) == day - timedelta(days=7)
-    assert unpaused_days_back(rt.store, rt.settings, day, 7, ["research"]) < start
+    since = unpaused_days_back(rt.store, rt.settings, day, 7)
+    assert since.of("creative") == since.of("journal") == day - timedelta(days=7)
+    assert since.of("research") < start
+
+
+def test_work_a_category_pause_deferred_is_offered_again_after_a_pause_of_more_than_a_week(sample_home, monkeypatch):
+    """Only research paused for ten days from a day's morning, then `resume --category research`: the
+    research work the pause deferred survives the nightly expiry while paused and is offered again by the
+    first morning after `resume`, although its day is more than a week back; reflection work the budget
+    deferred that morning still expires after a week (its category was never paused)."""
+    first, back = TODAY, TODAY + timedelta(days=10)
+    rt = open_runtime()
+    seed_plan(rt, first, "morning", ["research_deep_dive", "morning_reflection"])
+    spend(rt, first, "reflection", rt.settings.category_limit("reflection"), "req_reflection_spent", phase="morning")
+    monkeypatch.setenv(NOW_ENV, _utc(first, 6, 0).isoformat())
+    assert main(["pause", "--category", "research", "--reason", "quiet on research"]) == 0
+    monkeypatch.setenv(NOW_ENV, _utc(first, 6, 30).isoformat())
+    assert main(["run-day", "--date", first.isoformat(), "--phases", "morning"]) == 0
+    research, reflection = (rt.store.scalar("SELECT id FROM work_units WHERE date = ? AND template_id = ?", [first, t])
+                            for t in ("research_deep_dive", "morning_reflection"))
+    assert plans.get_unit(rt.store, research)["defer_kind"] == "paused"
+    assert plans.get_unit(rt.store, reflection)["defer_kind"] == "budget"
+    monkeypatch.setenv(NOW_ENV, _utc(first + timedelta(days=8), 22, 0).isoformat())
+    # The nightly upkeep, research still paused, expires the deferred work past its category's look-back.
+    assert main(["trigger", "system_maintenance"]) == 0
+    assert plans.get_unit(rt.store, reflection)["reason"].startswith("expired"), plans.get_unit(rt.store, reflection)
+    kept = plans.get_unit(rt.store, research)
+    assert kept["status"] == "deferred", f"research work its own pause deferred was lost: {kept['reason']}"
+    monkeypatch.setenv(NOW_ENV, _utc(back, 5, 0).isoformat())
+    assert main(["resume", "--category", "research"]) == 0
+    monkeypatch.setenv(NOW_ENV, _utc(back, 6, 30).isoformat())
+    assert main(["run-day", "--date", back.isoformat(), "--phases", "morning"]) == 0
+    again = plans.get_unit(rt.store, research)["reoffered_as"]
+    assert again and plans.get_unit(rt.store, again)["date"] == back, plans.get_unit(rt.store, research)
 
 
 def test_approved_work_the_budget_defers_exits_3_as_a_triggered_unit_does(env, capsys):

@@ -1,6 +1,7 @@
 """Pauses: a person stops new work, everywhere or in one category (control_flags)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Iterable, Mapping
 
@@ -26,3 +27,28 @@ def look_back(day: date, days: int, paused: Iterable[tuple[date, date]]) -> date
         if not any(first <= start <= last for first, last in spans):
             counted += 1
     return start
+
+
+@dataclass(frozen=True)
+class LookBacks:
+    """Where a look-back of deferred work starts, per category: `everything` counts the days no global pause
+    held; `categories` has, for each category paused on its own, the start counting the days neither a
+    global pause nor its own held (a category's pause stops only its own clock)."""
+    everything: date
+    categories: Mapping[str, date] = field(default_factory=dict)
+
+    def of(self, category: str) -> date:
+        return self.categories.get(category, self.everything)
+
+
+def look_backs(day: date, days: int, paused: Iterable[tuple[str | None, date, date]]) -> LookBacks:
+    """look_back for every category, from the pauses as (category, or None for a global pause; first and
+    last date)."""
+    spans = list(paused)
+
+    def held(scope: str | None) -> list[tuple[date, date]]:
+        return [(first, last) for s, first, last in spans if s == scope]
+
+    return LookBacks(look_back(day, days, held(None)), {
+        category: look_back(day, days, held(None) + held(category))
+        for category in {scope for scope, _, _ in spans if scope is not None}})

@@ -3,7 +3,6 @@ alerts (one per date and kind)."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Sequence
 
 import duckdb
 
@@ -17,6 +16,11 @@ DEFAULT_REASON = "paused by the operator"
 
 def _scope(category: str | None) -> str:
     return GLOBAL if category is None else f"category:{Category(category).value}"
+
+
+def _category(scope: str) -> str | None:
+    """The category a scope pauses, None for the global pause."""
+    return None if scope == GLOBAL else scope.split(":", 1)[1]
 
 
 def pause(store: Store, category: str | None, reason: str | None, now: datetime) -> None:
@@ -51,7 +55,7 @@ def paused_scopes(store: Store) -> dict[str | None, str]:
 
 def _paused_scopes(conn: duckdb.DuckDBPyConnection) -> dict[str | None, str]:
     rows = conn.execute("SELECT scope, reason FROM control_flags WHERE paused").fetchall()
-    return {None if scope == GLOBAL else scope.split(":", 1)[1]: reason or DEFAULT_REASON for scope, reason in rows}
+    return {_category(scope): reason or DEFAULT_REASON for scope, reason in rows}
 
 
 def paused_reason(store: Store, category: str | None) -> str | None:
@@ -71,11 +75,10 @@ def lifted_at(store: Store, category: str) -> datetime | None:
                         [GLOBAL, _scope(category)])
 
 
-def pause_spans(store: Store, categories: Sequence[str] = ()) -> list[tuple[datetime, datetime | None]]:
-    """(began, lifted) of every global pause and of every pause of `categories` (lifted None: still on)."""
-    return [(r["began"], r["lifted"]) for r in store.all(
-        "SELECT began, lifted FROM pauses WHERE scope IN (SELECT unnest(?::TEXT[])) ORDER BY began",
-        [[GLOBAL, *(_scope(c) for c in categories)]])]
+def pause_spans(store: Store) -> list[tuple[str | None, datetime, datetime | None]]:
+    """(category, None for a global pause; began; lifted, None while still on) of every pause kept."""
+    return [(_category(r["scope"]), r["began"], r["lifted"])
+            for r in store.all("SELECT scope, began, lifted FROM pauses ORDER BY began")]
 
 
 def record_alert(store: Store, day: date, kind: str, message: str, now: datetime) -> bool:

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from cass_pipelines.domain.pauses import LookBacks
 from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.store.db import Store
+from cass_pipelines.store.plans import since_args, since_sql
 
 
-def expire_deferred(store: Store, before: date, now: datetime) -> list[str]:
-    """Cancel deferred units dated before `before` that were never re-offered; returns their ids."""
+def expire_deferred(store: Store, since: LookBacks, now: datetime) -> list[str]:
+    """Cancel deferred units dated before their category's look-back that were never re-offered; returns
+    their ids."""
     return [r["id"] for r in store.all(f"""
         UPDATE work_units SET status = '{UnitStatus.CANCELLED}', finished_at = ?,
                reason = 'expired: deferred for more than a week (was: ' || coalesce(reason, 'no reason') || ')'
-        WHERE status = '{UnitStatus.DEFERRED}' AND reoffered_as IS NULL AND date < ? RETURNING id""", [now, before])]
+        WHERE status = '{UnitStatus.DEFERRED}' AND reoffered_as IS NULL
+          AND date < {since_sql('work_units.category')} RETURNING id""", [now, *since_args(since)])]
 
 
 def queue_report(store: Store, day: date) -> dict:

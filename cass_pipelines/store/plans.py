@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable
 
 from cass_pipelines.domain.batching import PENDING, BatchState
 from cass_pipelines.domain.categories import PHASES
+from cass_pipelines.domain.pauses import LookBacks
 from cass_pipelines.domain.states import (
     FINAL_UNIT_STATUSES,
     ActionStatus,
@@ -185,9 +186,20 @@ def _holds_answers(unit: str) -> str:
             f"OR (b.state = '{BatchState.COLLECTED}' AND NOT b.used)))")
 
 
-def pending_deferred(store: Store, since: date, before_day: date, before_phase_rank: int) -> list[dict]:
-    """Work waiting to be offered again, from `since` up to (not including) the given phase: deferred
-    units not yet re-offered, and units still planned for a phase that never opened (skipped for want
+def since_sql(category: str) -> str:
+    """SQL: the first date of the look-back of work of `category` (a column), from the categories' table of
+    LookBacks joined in (since_args: its parameters)."""
+    return (f"coalesce((SELECT s.since FROM (SELECT unnest(?::TEXT[]) AS category, unnest(?::DATE[]) AS since) s "
+            f"WHERE s.category = {category}), ?)")
+
+
+def since_args(since: LookBacks) -> list:
+    return [list(since.categories), list(since.categories.values()), since.everything]
+
+
+def pending_deferred(store: Store, since: LookBacks, before_day: date, before_phase_rank: int) -> list[dict]:
+    """Work waiting to be offered again, from its category's `since` up to (not including) the given phase:
+    deferred units not yet re-offered, and units still planned for a phase that never opened (skipped for want
     of money or by a pause, or its time passed without a run). A unit waiting for its message batch is
     not among them, nor one a pause deferred while it held batched answers: its own phase resumes it
     (services.watches.batch_resumes), so it takes the answers paid for it."""
@@ -196,8 +208,9 @@ def pending_deferred(store: Store, since: date, before_day: date, before_phase_r
         AND NOT (defer_kind IS NOT DISTINCT FROM '{DeferKind.PAUSED}' AND {_holds_answers('u.id')})
         AND (status = '{D}' OR (status = '{P}' AND NOT EXISTS (
             SELECT 1 FROM phase_openings o WHERE o.date = u.date AND o.phase = u.phase)))
-        AND origin <> '{UnitOrigin.JOB}' AND date >= ? AND (date < ? OR (date = ? AND {phase_rank()} < ?))
-        ORDER BY date, created_at, id""", [since, before_day, before_day, before_phase_rank])
+        AND origin <> '{UnitOrigin.JOB}' AND date >= {since_sql('u.category')}
+        AND (date < ? OR (date = ? AND {phase_rank()} < ?))
+        ORDER BY date, created_at, id""", [*since_args(since), before_day, before_day, before_phase_rank])
 
 
 def batch_waiting(store: Store) -> list[dict]:
