@@ -14,7 +14,7 @@ def expire_deferred(store: Store, since: LookBacks, now: datetime) -> list[str]:
     their ids."""
     return [r["id"] for r in store.all(f"""
         UPDATE work_units SET status = '{UnitStatus.CANCELLED}', finished_at = ?,
-               reason = 'expired: deferred for more than a week (was: ' || coalesce(reason, 'no reason') || ')'
+               reason = 'expired: deferred for more than a week not counting paused days (was: ' || coalesce(reason, 'no reason') || ')'
         WHERE status = '{UnitStatus.DEFERRED}' AND reoffered_as IS NULL
           AND date < {since_sql('work_units.category')} RETURNING id""", [now, *since_args(since)])]
 
