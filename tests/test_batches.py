@@ -809,8 +809,9 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
                                            "a test", 0.01))
     uid = plans.unit_id(SAMPLE_DAY, "night", "t")
     plans.record_action(rt.store, uid=uid, position=0, action_id=template.action_sequence[0], status="completed",
-                        message="reflected on rest", result={"success": True, "message": "reflected on rest"},
-                        cost_usd=0.0, now=clock.now())
+                        message="reflected on rest", result={"success": True, "message": "reflected on rest",
+                                                             "usage": {"output_tokens": 300}, "cost_usd": 0.004},
+                        cost_usd=0.004, now=clock.now())
     plans.set_unit_status(rt.store, uid, "completed", clock.now())
     goal = goals.add_goal(rt.store, title="rest well", success_criterion="rested", source="agent", origin_ref=None,
                           templates=[template.id], offline=False, day=SAMPLE_DAY, now=clock.now())
