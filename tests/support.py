@@ -11,8 +11,14 @@ from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.store import plans
 from cass_pipelines.store.ledger import LedgerRow
 
+
+def utc(day: date, hour: int = 9, minute: int = 0) -> datetime:
+    """An instant of `day` in UTC: a message's or a ledger row's time on the suite's calendar."""
+    return datetime.combine(day, time(hour, minute), tzinfo=timezone.utc)
+
+
 TODAY = date.fromisoformat(os.environ.get("CASS_TEST_TODAY", "2026-11-27"))
-NOW = datetime.combine(TODAY, time(8), tzinfo=timezone.utc)
+NOW = utc(TODAY, 8)
 SAMPLE_DAY = TODAY - timedelta(days=7)     # a day in the middle of the sample conversations
 YESTERDAY = TODAY - timedelta(days=1)
 
@@ -72,7 +78,7 @@ LEDGER_DAY = date(2026, 11, 26)   # store-level budget tests work on one fixed d
 
 def ledger_row(request_id: str, cost: float, category: str = "research", day: date = LEDGER_DAY) -> LedgerRow:
     """A paid call's ledger row (tests of reservations, settling and checks)."""
-    return LedgerRow(request_id=request_id, ts=datetime.combine(day, time(12), tzinfo=timezone.utc), date=day,
+    return LedgerRow(request_id=request_id, ts=utc(day, 12), date=day,
                      phase="morning", run_id=None, step_key=None, work_unit_id=None, action_id="research.search",
                      category=category, model="claude-haiku-5-5", input_tokens=100, output_tokens=100,
                      cache_creation_input_tokens=0, cache_read_input_tokens=0, cache_creation_1h_input_tokens=0,

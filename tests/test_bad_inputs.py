@@ -14,12 +14,13 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
 import duckdb
 import pytest
-from support import NOW
+from support import NOW, days_before, utc
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE
@@ -98,9 +99,12 @@ def template(field_name: str, value: object, template_id: str = "synthesis") -> 
     return change
 
 
+SENT = utc(days_before(10), 9, 20)   # a message's time on the suite's calendar: later ones are refused
+
+
 def message(**over) -> dict:
     base = {"conversation_id": "new_conv", "message_id": "n1", "role": "user", "content": "hello",
-            "created_at": "2026-11-17T09:20:00+00:00"}
+            "created_at": SENT.isoformat()}
     return {**base, **over}
 
 
@@ -291,10 +295,13 @@ CASES = [
     Case("import year 9999", ["import-conversations", IN], 2,
          [IN, "1: field 'created_at'", "more than a day after the import"],
          lambda e: e.lines(message(created_at="9999-12-31T23:59:59+00:00"))),
+    Case("import two days after today", ["import-conversations", IN], 2,
+         [IN, "1: field 'created_at'", "more than a day after the import"],
+         lambda e: e.lines(message(created_at=(NOW + timedelta(days=2)).isoformat()))),
     Case("import year 2100", ["import-conversations", IN], 2, [IN, "1: field 'created_at'", "more than a day after"],
          lambda e: e.lines(message(created_at="2100-01-01T00:00:00+00:00"))),
     Case("import naive time", ["import-conversations", IN], 2, [IN, "1: field 'created_at'", "UTC offset"],
-         lambda e: e.lines(message(created_at="2026-11-17T09:20:00"))),
+         lambda e: e.lines(message(created_at=f"{SENT:%Y-%m-%dT%H:%M:%S}"))),
     Case("import /dev/zero", ["import-conversations", "/dev/zero"], 2,
          ["/dev/zero: not a regular file", "no newline within"]),
     Case("import a directory", ["import-conversations", "{tmp}"], 2, ["is a directory"]),
@@ -307,7 +314,7 @@ CASES = [
          lambda e: e.lines(message(title=HUGE))),
     Case("import content NaN", ["import-conversations", IN], 2, [IN, "1: field 'content'"],
          lambda e: e.lines('{"conversation_id": "c", "message_id": "m", "role": "user", "content": NaN, '
-                           '"created_at": "2026-11-17T09:20:00Z"}')),
+                           f'"created_at": "{SENT:%Y-%m-%dT%H:%M:%SZ}"}}')),
 
     # --- the database -----------------------------------------------------------------------------------
     Case("database is a directory", ["budget"], 2, ["{home}/cass.duckdb: not a database file"],

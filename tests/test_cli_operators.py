@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import count_opens
+from support import SAMPLE_DAY, count_opens, utc
 
 from cass_pipelines.cli.main import main
 
@@ -171,7 +171,7 @@ def test_import_of_a_utf8_file_with_a_byte_order_mark_keeps_its_first_message(sa
     """A JSONL export saved as 'UTF-8 with BOM' (Notepad, PowerShell 5's Out-File -Encoding utf8) is valid
     UTF-8: its first message goes in with the rest."""
     lines = [json.dumps({"conversation_id": "bom", "message_id": f"m{i}", "role": "user", "content": "hi",
-                         "created_at": "2026-11-20T09:00:00+00:00"}) for i in range(3)]
+                         "created_at": utc(SAMPLE_DAY).isoformat()}) for i in range(3)]
     path = tmp_path / "export.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
     code = main(["import-conversations", str(path), "--json"])

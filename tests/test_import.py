@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
+from support import days_before, utc
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.cli.setup_cmds import import_file
@@ -20,7 +21,7 @@ from cass_pipelines.store import conversations
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.schema import migrate
 
-T0 = datetime(2026, 11, 10, 9, 0, tzinfo=timezone.utc)
+T0 = utc(days_before(17))   # on the suite's calendar: the importer refuses times more than a day after "today"
 
 
 def msg(conv: str, mid: str, minutes: int = 0, role: str = "user", content: str | None = None,
@@ -71,8 +72,8 @@ def test_good_file_is_imported_whole(store, tmp_path):
 
 def test_offsets_are_kept_as_instants(store, tmp_path):
     path = write_lines(tmp_path / "tz.jsonl", [
-        {**msg("c1", "m1"), "created_at": "2026-11-10T10:00:00+01:00"},
-        {**msg("c1", "m2"), "created_at": "2026-11-10T09:30:00Z"}])
+        {**msg("c1", "m1"), "created_at": T0.astimezone(timezone(timedelta(hours=1))).isoformat()},   # 10:00+01:00
+        {**msg("c1", "m2"), "created_at": f"{T0 + timedelta(minutes=30):%Y-%m-%dT%H:%M:%SZ}"}])
     import_file(store, path)
     stored = db_messages(store)
     assert stored[("c1", "m1")]["created_at"] == T0
@@ -85,15 +86,15 @@ def test_bad_lines_are_reported_by_number_and_the_rest_imported(store, tmp_path)
         '{"conversation_id": "c1", "message_id": "m2", ',                     # 2 invalid JSON
         {k: v for k, v in msg("c1", "m3").items() if k != "role"},            # 3 missing field
         msg("c1", "m4", role="robot"),                                        # 4 bad role
-        {**msg("c1", "m5"), "created_at": "2026-11-10T09:00:00"},            # 5 naive timestamp
+        {**msg("c1", "m5"), "created_at": f"{T0:%Y-%m-%dT%H:%M:%S}"},       # 5 naive timestamp
         b'{"conversation_id": "c1", "message_id": "m6", "role": "user", "content": "\xff\xfe", '
-        b'"created_at": "2026-11-10T09:00:00+00:00"}',                        # 6 not UTF-8
+        b'"created_at": "%s"}' % T0.isoformat().encode(),                     # 6 not UTF-8
         "",                                                                   # 7 blank: skipped, not bad
         msg("c2", "m1", 1),                                                   # 8 good
         "[1, 2, 3]",                                                          # 9 not an object
         {**msg("c1", "m10"), "created_at": 1763000000},                       # 10 number, not ISO text
         '{"conversation_id": "c1", "message_id": "m11", "role": "user", "content": "lone \\ud800", '
-        '"created_at": "2026-11-10T09:00:00+00:00"}',                         # 11 unpaired surrogate
+        f'"created_at": "{T0.isoformat()}"}}',                                # 11 unpaired surrogate
         {**msg("c1", "m12"), "extra": 1},                                     # 12 unknown field
         {**msg("c1", "m13"), "conversation_id": ""},                          # 13 empty id
         msg("c2", "m2", 2),                                                   # 14 good

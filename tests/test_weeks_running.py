@@ -3,12 +3,12 @@ week runs in the run queue, a weekly journal and a Sunday journal still to come,
 twice, dead letters piling up, a memory backlog the budget refused."""
 import importlib
 import json
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from support import NOW, SAMPLE_DAY, TODAY, YESTERDAY, seed_plan
+from support import NOW, SAMPLE_DAY, TODAY, YESTERDAY, seed_plan, utc
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.definitions import build_defs
@@ -27,10 +27,6 @@ def env(sample_home):
     return rt, instance_for(rt.settings), build_defs(rt.settings, rt.registry)
 
 
-def _utc(day: date, hour: int = 9, minute: int = 0) -> datetime:
-    return datetime.combine(day, time(hour, minute), tzinfo=timezone.utc)
-
-
 def cli_json(capsys, *argv):
     capsys.readouterr()
     code = main([*argv, "--json"])
@@ -40,9 +36,9 @@ def cli_json(capsys, *argv):
 
 def spend(rt, day, category, usd, rid, phase="evening"):
     """A paid call of `day` (its budget day) in `category`, funded by the category, in `phase`."""
-    at = {"morning": time(7), "evening": time(21)}[phase]
+    hour = {"morning": 7, "evening": 21}[phase]
     with rt.store.transaction() as conn:
-        insert_rows(conn, [LedgerRow(rid, datetime.combine(day, at, tzinfo=timezone.utc), day, phase,
+        insert_rows(conn, [LedgerRow(rid, utc(day, hour), day, phase,
                                      None, None, None, "session.research", category, "claude-sonnet-5-5",
                                      1, 1, 0, 0, 0, usd, False, 1, 10)])
 
@@ -76,7 +72,7 @@ def test_unanswered_approval_expires_after_48h_while_the_agent_keeps_running(env
 
     rt, instance, defs = env
     three_days_ago = days_before(3)
-    monkeypatch.setenv(NOW_ENV, _utc(three_days_ago, 13).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(three_days_ago, 13).isoformat())
     seed_plan(rt, three_days_ago, "afternoon", ["research_batch"])
     assert run_phase(defs, instance, three_days_ago, "afternoon").success
     [gated] = plans.units_for_phase(rt.store, three_days_ago, "afternoon")
@@ -171,7 +167,7 @@ def test_status_counts_every_open_dead_letter(sample_home, capsys):
     for n in range(12):   # two weeks of a failing action, one a day (no one ran `dlq discard`)
         day = days_before(12 - n)
         dead_letters.add(rt.store, dl_id=f"dl_{n:02d}", kind=DeadLetterKind.ACTION, error="boom",
-                         now=_utc(day, 13), day=day, phase="afternoon",
+                         now=utc(day, 13), day=day, phase="afternoon",
                          work_unit_id=f"{day:%Y%m%d}_afternoon_r1_0", action_id="session.research")
     capsys.readouterr()
     assert main(["status"]) == 0
@@ -529,7 +525,7 @@ def test_a_dead_letter_retried_again_next_day_uses_the_batched_answer_paid_for_i
     from cass_pipelines.services.retry import retry_dead_letter
 
     rt, uid, dl_id, _ = _unit_waiting_for_its_batch(sample_home, monkeypatch)
-    retry_dead_letter(rt, dl_id, FixedClock(_utc(TOMORROW, 8)), run_id="r2")
+    retry_dead_letter(rt, dl_id, FixedClock(utc(TOMORROW, 8)), run_id="r2")
     rows = _research_rows(rt, uid)
     unused = rt.store.all("SELECT custom_id FROM llm_batches WHERE work_unit_id = ? AND NOT used", [uid])
     assert rows == [{"date": TODAY, "phase": "night", "batch": True}] and not unused, (
@@ -551,7 +547,7 @@ def test_a_retry_that_loses_the_claim_leaves_where_the_unit_is_paid_from(sample_
     claim = plans.start_action(rt.store, uid=uid, position=2, action_id="session.research", me=Owner.here("r2"),
                                is_run_over=never_over, now=night.now(), step_key=None)
     assert claim.ours
-    tomorrow = FixedClock(_utc(TOMORROW, 8))
+    tomorrow = FixedClock(utc(TOMORROW, 8))
     out = retry_dead_letter(rt, dl_id, tomorrow, run_id="r-person")
     assert "not run now" in out.message, out
     unit = plans.get_unit(rt.store, uid)
@@ -571,7 +567,7 @@ def test_a_journal_short_of_money_then_paused_on_a_later_day_is_paid_by_the_day_
     from cass_pipelines.execution import run_journal
 
     rt, defs, instance, uid = _journal_refused_money_then_paused()
-    monkeypatch.setenv(NOW_ENV, _utc(TOMORROW, 8).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(TOMORROW, 8).isoformat())
     run_journal(defs, instance, SAMPLE_DAY)
     unit = plans.get_unit(rt.store, uid)
     assert unit["defer_kind"] == "paused"
@@ -579,7 +575,7 @@ def test_a_journal_short_of_money_then_paused_on_a_later_day_is_paid_by_the_day_
     spend(rt, TOMORROW, "research", rt.settings.daily_budget_usd, "req_tomorrow_spent")   # tomorrow's own work
     assert main(["resume", "--category", "journal"]) == 0
     after = TOMORROW + timedelta(days=1)
-    monkeypatch.setenv(NOW_ENV, _utc(after, 8).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(after, 8).isoformat())
     run_journal(defs, instance, SAMPLE_DAY)
     unit = plans.get_unit(rt.store, uid)
     rows = rt.store.all("SELECT DISTINCT date, phase FROM llm_ledger WHERE work_unit_id = ?", [uid])
@@ -641,20 +637,20 @@ def test_the_journal_of_a_day_with_work_is_written_after_a_pause_of_more_than_a_
     back: a pause stops the clock of the work it deferred (found by a three-week soak, where the journals
     of the first paused days were never written, and their units were cancelled as expired)."""
     first = TODAY
-    monkeypatch.setenv(NOW_ENV, _utc(first, 6, 30).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(first, 6, 30).isoformat())
     assert main(["run-day", "--date", first.isoformat(), "--phases", "morning"]) == 0
-    monkeypatch.setenv(NOW_ENV, _utc(first, 7, 0).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(first, 7, 0).isoformat())
     assert main(["pause", "--reason", "holiday"]) == 0
-    monkeypatch.setenv(NOW_ENV, _utc(first, 22, 30).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(first, 22, 30).isoformat())
     assert main(["run-day", "--date", first.isoformat(), "--phases", "night"]) == 0
     rt = open_runtime()
     journal_unit = rt.store.one("SELECT status, defer_kind FROM work_units WHERE date = ? "
                                 "AND template_id = 'daily_journal'", [first])
     assert journal_unit == {"status": "deferred", "defer_kind": "paused"}, journal_unit
     back = first + timedelta(days=9)
-    monkeypatch.setenv(NOW_ENV, _utc(back, 5, 0).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(back, 5, 0).isoformat())
     assert main(["resume"]) == 0
-    monkeypatch.setenv(NOW_ENV, _utc(back, 6, 30).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(back, 6, 30).isoformat())
     assert main(["run-day", "--date", back.isoformat(), "--phases", "morning"]) == 0
     written = rt.store.one("SELECT text FROM journals WHERE date = ? AND kind = 'daily'", [first])
     assert written is not None, rt.store.one("SELECT status, defer_kind, reason FROM work_units WHERE date = ? "
@@ -669,13 +665,13 @@ def test_a_second_short_pause_does_not_forget_a_holiday_before_it(sample_home):
 
     rt = open_runtime()
     start = date(2026, 11, 1)
-    control.pause(rt.store, None, "holiday", _utc(start))
-    control.resume(rt.store, None, _utc(start + timedelta(days=10)))
+    control.pause(rt.store, None, "holiday", utc(start))
+    control.resume(rt.store, None, utc(start + timedelta(days=10)))
     day = start + timedelta(days=11)
     kept = unpaused_days_back(rt.store, rt.settings, day, 7).everything
     assert kept < start                                         # the holiday stopped the clock
-    control.pause(rt.store, None, "a phone call", _utc(day, 9))
-    control.resume(rt.store, None, _utc(day, 10))
+    control.pause(rt.store, None, "a phone call", utc(day, 9))
+    control.resume(rt.store, None, utc(day, 10))
     assert unpaused_days_back(rt.store, rt.settings, day, 7).everything == kept
 
 
@@ -687,8 +683,8 @@ def test_a_category_pause_stops_only_its_own_clock(sample_home):
 
     rt = open_runtime()
     start = date(2026, 11, 1)
-    control.pause(rt.store, "research", "quiet on research", _utc(start))
-    control.resume(rt.store, "research", _utc(start + timedelta(days=10)))
+    control.pause(rt.store, "research", "quiet on research", utc(start))
+    control.resume(rt.store, "research", utc(start + timedelta(days=10)))
     day = start + timedelta(days=11)
     # the journal catch-up and the expiry of (say) creative work deferred by its budget
     since = unpaused_days_back(rt.store, rt.settings, day, 7)
@@ -705,23 +701,23 @@ def test_work_a_category_pause_deferred_is_offered_again_after_a_pause_of_more_t
     rt = open_runtime()
     seed_plan(rt, first, "morning", ["research_deep_dive", "morning_reflection"])
     spend(rt, first, "reflection", rt.settings.category_limit("reflection"), "req_reflection_spent", phase="morning")
-    monkeypatch.setenv(NOW_ENV, _utc(first, 6, 0).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(first, 6, 0).isoformat())
     assert main(["pause", "--category", "research", "--reason", "quiet on research"]) == 0
-    monkeypatch.setenv(NOW_ENV, _utc(first, 6, 30).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(first, 6, 30).isoformat())
     assert main(["run-day", "--date", first.isoformat(), "--phases", "morning"]) == 0
     research, reflection = (rt.store.scalar("SELECT id FROM work_units WHERE date = ? AND template_id = ?", [first, t])
                             for t in ("research_deep_dive", "morning_reflection"))
     assert plans.get_unit(rt.store, research)["defer_kind"] == "paused"
     assert plans.get_unit(rt.store, reflection)["defer_kind"] == "budget"
-    monkeypatch.setenv(NOW_ENV, _utc(first + timedelta(days=8), 22, 0).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(first + timedelta(days=8), 22, 0).isoformat())
     # The nightly upkeep, research still paused, expires the deferred work past its category's look-back.
     assert main(["trigger", "system_maintenance"]) == 0
     assert plans.get_unit(rt.store, reflection)["reason"].startswith("expired"), plans.get_unit(rt.store, reflection)
     kept = plans.get_unit(rt.store, research)
     assert kept["status"] == "deferred", f"research work its own pause deferred was lost: {kept['reason']}"
-    monkeypatch.setenv(NOW_ENV, _utc(back, 5, 0).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(back, 5, 0).isoformat())
     assert main(["resume", "--category", "research"]) == 0
-    monkeypatch.setenv(NOW_ENV, _utc(back, 6, 30).isoformat())
+    monkeypatch.setenv(NOW_ENV, utc(back, 6, 30).isoformat())
     assert main(["run-day", "--date", back.isoformat(), "--phases", "morning"]) == 0
     again = plans.get_unit(rt.store, research)["reoffered_as"]
     assert again and plans.get_unit(rt.store, again)["date"] == back, plans.get_unit(rt.store, research)
