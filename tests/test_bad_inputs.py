@@ -25,6 +25,7 @@ from support import NOW, days_before, utc
 from cass_pipelines.cli.main import main
 from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE
 from cass_pipelines.domain.clock import NOW_ENV
+from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS
 from cass_pipelines.store import db
 from cass_pipelines.store.schema import LATEST_VERSION
 
@@ -100,6 +101,7 @@ def template(field_name: str, value: object, template_id: str = "synthesis") -> 
 
 
 SENT = utc(days_before(10), 9, 20)   # a message's time on the suite's calendar: later ones are refused
+BEFORE_PARTITIONS = days_before(PARTITION_WINDOW_DAYS + 1).isoformat()   # no start_date: a window ending today
 
 
 def message(**over) -> dict:
@@ -262,8 +264,8 @@ CASES = [
     Case("--date 2026-02-30", ["plan", "--date", "2026-02-30"], 2, ["--date", "YYYY-MM-DD", "'2026-02-30'"]),
     Case("--date of 120 KB", ["budget", "--date", HUGE], 2, ["--date", "chars)"]),
     Case("--phases unknown", ["run-day", "--phases", "morning,lunch"], 2, ["--phases", "'lunch'"]),
-    Case("--date before start_date", ["run-phase", "morning", "--date", "2025-12-31"], 2,
-         ["--date 2025-12-31", "no such partition"]),
+    Case("--date before the first partition", ["run-phase", "morning", "--date", BEFORE_PARTITIONS], 2,
+         [f"--date {BEFORE_PARTITIONS}", "no such partition"]),
     Case("--phases of 120 KB", ["run-day", "--phases", HUGE], 2, ["--phases", "chars)"]),
     Case("init --persona /dev/zero", ["init", "--persona", "/dev/zero"], 2, ["/dev/zero: not a regular file"]),
     Case("init --persona nested deep", ["init", "--persona", "{tmp}/p.json"], 2, ["{tmp}/p.json", "nested too deeply"],
