@@ -1,5 +1,5 @@
 """The Dagster instance of a CASS_HOME, and running the project's jobs in this process (run-day,
-run-phase, trigger).
+run-phase, run-week, trigger).
 
 Runs go to the DAGSTER_HOME instance (default CASS_HOME/dagster) and are created with the code
 location's origin (workspace.yaml: location `cass_pipelines`), so the UI lists them under their job
@@ -201,6 +201,12 @@ def run_phase(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, pha
 def run_journal(defs: dg.Definitions, instance: dg.DagsterInstance, day: date):
     return execute(defs, instance, "journal_job", QUIET, run_tags(date=day.isoformat(), trigger="cli"),
                    partition_key=day.isoformat())
+
+
+def run_week(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, week: date):
+    """week_job or week_journal_job of the week partition from `week` (its Monday)."""
+    return execute(defs, instance, job_name, QUIET, run_tags(trigger="cli", week=week.isoformat()),
+                   partition_key=week.isoformat())
 
 
 def run_memory(defs: dg.Definitions, instance: dg.DagsterInstance):

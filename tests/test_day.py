@@ -9,6 +9,7 @@ from support import NOW, SAMPLE_DAY, seed_plan
 
 from cass_pipelines.cli.main import main
 from cass_pipelines.definitions import build_defs
+from cass_pipelines.domain.goals import week_start
 from cass_pipelines.domain.plan_rules import PlanInputs
 from cass_pipelines.execution import instance_for, run_journal, run_phase
 from cass_pipelines.llm.base import LLMError
@@ -28,12 +29,16 @@ def day_env(sample_home):
 def test_run_day_cli_runs_every_phase_and_reports(sample_home, capsys):
     assert main(["run-day", "--date", DAY.isoformat(), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [r["phase"] for r in report["runs"]] == ["memory", "morning", "afternoon", "evening", "night", "journal"]
+    assert [r["phase"] for r in report["runs"]] == ["memory", "intention", "morning", "afternoon", "evening", "night",
+                                                    "journal"]
+    assert report["runs"][1]["week"] == week_start(DAY).isoformat()   # the week is planned before the morning
     assert all(r["success"] for r in report["runs"])
     plan = report["plan"]
     assert plan["source"] == "llm" and plan["day_intention"]
     units = [u for us in plan["phases"].values() for u in us]
-    assert units and all(u["status"] in ("completed", "deferred", "skipped", "cancelled") for u in units)
+    # (gated work the agent chose waits for a person)
+    assert units and all(u["status"] in ("completed", "deferred", "skipped", "cancelled", "awaiting_approval")
+                         for u in units)
     assert report["journal"]["text"] and report["journal"]["offline"] is True
     assert report["budget"]["spent_usd"] > 0
     rt = open_runtime()

@@ -88,7 +88,7 @@ def test_day_with_20_percent_retryable_failures_ledgers_exactly_what_the_server_
     assert (totals["input_tokens"], totals["output_tokens"], totals["cache_creation_input_tokens"],
             totals["cache_read_input_tokens"]) == (served.input_tokens, served.output_tokens,
                                                    served.cache_creation_input_tokens, served.cache_read_input_tokens)
-    rows = ledger.rows(store, DAY)
+    rows = ledger.rows(store)   # the day's calls and its week's plan (paid from the week's Monday)
     assert {r["request_id"] for r in rows} <= {a.request_id for a in answered}
     assert not any(r["offline"] for r in rows) and any(r["attempts"] > 1 for r in rows)
     assert report["plan"]["source"] == "llm"

@@ -283,7 +283,7 @@ def test_a_five_cent_day_is_planned_by_the_agent_and_defers_what_it_cannot_pay(s
     assert cli_main(["run-day", "--date", (SAMPLE_DAY + timedelta(days=1)).isoformat(), "--json"]) == 0
     after = {u["id"]: u for u in plans.units_for_day(store, SAMPLE_DAY)}
     offered = [u for u in deferred if after[u["id"]]["reoffered_as"]
-               or after[u["id"]]["reason"].startswith(f"offered again {SAMPLE_DAY + timedelta(days=1)}")]
+               or (after[u["id"]]["reason"] or "").startswith(f"offered again {SAMPLE_DAY + timedelta(days=1)}")]
     assert offered, [after[u["id"]]["reason"] for u in deferred]
 
 

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 from support import NOW, SAMPLE_DAY, TODAY, seed_plan
 
+from cass_pipelines.cli.day_cmds import render_report
 from cass_pipelines.cli.main import main
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.domain.clock import NOW_ENV
@@ -329,6 +330,70 @@ def test_run_week_runs_the_days_through_dagster_and_reports(sample_home, capsys)
     assert {"week_job", "phase_job", "journal_job", "week_journal_job"} <= jobs
     # The text report names what the JSON holds.
     assert main(["run-week", "--start", start.isoformat(), "--days", "9"]) == 2
+
+
+# ---- run-day does the week's work (no daemon) ---------------------------------------------------
+
+# Two past weeks of the partition window: WEEK_BEFORE ends on a Sunday, NEXT_MONDAY starts the week after.
+NEXT_MONDAY = week_start(TODAY) - timedelta(days=7)
+WEEK_BEFORE = NEXT_MONDAY - timedelta(days=7)
+
+
+def week_runs(report) -> list[tuple[str, str, str | None]]:
+    """(what, its week's Monday, why skipped) of each week run: the week's intention or its journal."""
+    return [(r["phase"], r["week"], r.get("skipped")) for r in report["runs"] if "week" in r]
+
+
+def names(report) -> list[str]:
+    return [f"{r['phase']} {r['week']}" if "week" in r else r["phase"] for r in report["runs"]]
+
+
+def test_run_day_plans_the_week_once_and_writes_the_week_that_ended(sample_home, capsys):
+    """Without the daemon's week schedules, run-day plans the week before the morning (whatever day a user
+    starts on), once, and after the day writes the journal of the week that ended, once."""
+    sunday = WEEK_BEFORE + timedelta(days=6)
+    code, r = cli_json(capsys, "run-day", "--date", sunday.isoformat(), "--phases", "night")
+    assert code == 0, r
+    # (the sample's idle conversations are summarised first)
+    assert names(r) == ["memory", f"intention {WEEK_BEFORE}", "night", "journal"]   # a Sunday start
+    assert r["plan"]["week"]["week_start"] == WEEK_BEFORE.isoformat() and r["plan"]["week"]["intention"]
+
+    code, r = cli_json(capsys, "run-day", "--date", NEXT_MONDAY.isoformat(), "--phases", "morning")
+    assert code == 0, r
+    assert names(r) == [f"intention {NEXT_MONDAY}", "morning", f"journal {WEEK_BEFORE}"]
+    assert all(x["success"] for x in r["runs"]) and r["plan"]["week"]["intention"]
+    rt = open_runtime()
+    written = rt.store.one("SELECT text, offline FROM journals WHERE kind = 'weekly' AND date = ?", [WEEK_BEFORE])
+    assert written and written["text"] and written["offline"]
+    planned = rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE action_id = 'plan.week'")
+
+    # Another day of the week: the week is planned and the week before written; neither is asked again.
+    code, r = cli_json(capsys, "run-day", "--date", (NEXT_MONDAY + timedelta(days=1)).isoformat(), "--phases",
+                       "morning")
+    assert code == 0 and week_runs(r) == [], r["runs"]
+    assert open_runtime().store.scalar("SELECT count(*) FROM llm_ledger WHERE action_id = 'plan.week'") == planned
+
+
+def test_run_day_while_paused_skips_the_week_s_work_with_the_reason(sample_home, capsys):
+    rt = open_runtime()
+    journal_store.save_entry(rt.store, day=WEEK_BEFORE + timedelta(days=6), kind="daily", text="a Sunday",
+                             tone="calm", work_unit_id=None, offline=True, now=NOW)
+    assert main(["pause", "--reason", "holiday"]) == 0
+    code, r = cli_json(capsys, "run-day", "--date", NEXT_MONDAY.isoformat(), "--phases", "morning")
+    assert code == 0, r
+    assert week_runs(r) == [("intention", NEXT_MONDAY.isoformat(), "paused: holiday"),
+                            ("journal", WEEK_BEFORE.isoformat(), "paused: holiday")]
+    assert f"run intention of week {NEXT_MONDAY} skipped: paused: holiday" in render_report(r)
+    rt = open_runtime()
+    assert goal_store.intention(rt.store, NEXT_MONDAY) is None   # not a fallback kept for the whole week
+    assert rt.store.scalar("SELECT count(*) FROM journals WHERE kind = 'weekly'") == 0
+    # After `resume`, the next run-day of the week does both.
+    assert main(["resume", "--all"]) == 0
+    code, r = cli_json(capsys, "run-day", "--date", (NEXT_MONDAY + timedelta(days=2)).isoformat(), "--phases",
+                       "morning")
+    assert code == 0 and week_runs(r) == [("intention", NEXT_MONDAY.isoformat(), None),
+                                          ("journal", WEEK_BEFORE.isoformat(), None)]
+    assert goal_store.intention(open_runtime().store, NEXT_MONDAY)["source"] == "llm"
 
 
 def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_home, monkeypatch):

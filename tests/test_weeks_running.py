@@ -718,6 +718,7 @@ def test_work_a_category_pause_deferred_is_offered_again_after_a_pause_of_more_t
     monkeypatch.setenv(NOW_ENV, utc(back, 5, 0).isoformat())
     assert main(["resume", "--category", "research"]) == 0
     monkeypatch.setenv(NOW_ENV, utc(back, 6, 30).isoformat())
+    seed_plan(rt, back, "morning", ["world_check_in"])   # no research of its own (one unit of a template a phase)
     assert main(["run-day", "--date", back.isoformat(), "--phases", "morning"]) == 0
     again = plans.get_unit(rt.store, research)["reoffered_as"]
     assert again and plans.get_unit(rt.store, again)["date"] == back, plans.get_unit(rt.store, research)

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run-day", help="materialise the day's phases in order through Dagster, then report")
     p.add_argument("--date", help="YYYY-MM-DD (default: today in the agent's timezone)")
     p.add_argument("--phases", help="comma-separated subset, e.g. morning,afternoon")
-    p.add_argument("--no-journal", action="store_true", help="write no journal: not this day's after the night, nor an earlier day's left deferred")
+    p.add_argument("--no-journal", action="store_true",
+                   help="write no journal: not this day's after the night, nor an earlier day's left deferred, "
+                        "nor the journal of the week that ended")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run_day)
 
@@ -125,13 +127,14 @@ def render_report(r: dict) -> str:
     from cass_pipelines.services.plan_view import render_plan
 
     lines = [f"{r['date']}: the agent's day (LLM: {r['llm_mode']})", ""]
-    lines += [f"run {x['phase']:<9} skipped: {x['skipped']}" if x.get("skipped") else
-              f"run {x['phase']:<9} " + (f"of {x['date']} " if x.get("date") else "")
-              + ("(resumed) " if x.get("resumed") else "")
+    # A run of another day or of a week says which (the week's intention and the week before's journal: its Monday).
+    of = [f"of week {x['week']} " if x.get("week") else f"of {x['date']} " if x.get("date") else "" for x in r["runs"]]
+    lines += [f"run {x['phase']:<9} {where}skipped: {x['skipped']}" if x.get("skipped") else
+              f"run {x['phase']:<9} {where}" + ("(resumed) " if x.get("resumed") else "")
               + f"{'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
               + "".join(f"\n    unit failed: {f[:200]}" for f in x.get("failed_units", []))
-              for x in r["runs"]]
+              for x, where in zip(r["runs"], of)]
     lines += ["", render_plan(r["plan"]), ""]
     if r["journal"]:
         lines += [f"Journal ({'offline' if r['journal']['offline'] else 'model'}; tone: {r['journal']['tone']}):",
@@ -163,16 +166,55 @@ def cmd_run_day(args: argparse.Namespace) -> int:
     return _exit_code(runs)
 
 
+def _skipped(name: str, reason: str) -> dict:   # a run not launched, and why (its work waits)
+    return {"phase": name, "run_id": None, "success": True, "skipped": reason, "error": None,
+            "seconds": 0.0, "cost_usd": 0.0, "calls": 0}
+
+
+def week_run(rt: Runtime, defs, instance, job: str, week: date, paid_by: date, category: str) -> dict:
+    """A run of the week from `week` (week_job: "intention", week_journal_job: "journal"), as run-day and run-week
+    launch it, reported like a phase's run with its `week`. Skipped with the reason, as a phase is, while
+    paused or once the day that pays for it (`paid_by`) is out of money, or while its `category` is paused:
+    its call would be refused, and the week planned on the fallback (kept for the week) or its journal
+    failed."""
+    from cass_pipelines.execution import run_week
+    from cass_pipelines.run_queue import WEEK_INTENTION_JOB
+    from cass_pipelines.services.planning import phase_skip_reason
+
+    name = "intention" if job == WEEK_INTENTION_JOB else "journal"
+    paused = paused_reason(rt.store, category)
+    held = phase_skip_reason(rt.store, rt.settings, paid_by) or (f"paused: {paused}" if paused else None)
+    run = _skipped(name, held) if held else _timed(rt, name, lambda: run_week(defs, instance, job, week))
+    return {**run, "week": week.isoformat()}
+
+
+def week_journal(rt: Runtime, defs, instance, week: date, today: date) -> list[dict]:
+    """The journal of the week from `week`, as week_journal_job writes it, unless written already or not to
+    be written yet (services.week.journal_wait: the week not over, a daily journal of it still to come,
+    nothing recorded)."""
+    from cass_pipelines.domain.goals import week_end
+    from cass_pipelines.run_queue import WEEK_JOURNAL_JOB
+    from cass_pipelines.services.week import JOURNAL_CATEGORY, journal_wait
+    from cass_pipelines.store.weeks import weekly_journal
+
+    if weekly_journal(rt.store, week) or journal_wait(rt.store, rt.settings, week, today):
+        return []
+    return [week_run(rt, defs, instance, WEEK_JOURNAL_JOB, week, week_end(week), JOURNAL_CATEGORY)]
+
+
 def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool,
              earlier_journals: bool = True) -> list[dict]:
     """A day through Dagster, as run-day does it: first what the daemon's schedules and sensors would have
     done by now (earlier journals left deferred with `earlier_journals`, earlier phases whose batches
-    have ended), the memory run when conversations went idle (or a catch-up waits), each phase in order
-    (unless paused or out of money), then the journal."""
+    have ended), the memory run when conversations went idle (or a catch-up waits), the week's plan when it
+    has none, each phase in order (unless paused or out of money), the journal, then (with
+    `earlier_journals`) the journal of the week that ended before this day's."""
     from cass_pipelines.defs.budget.batch_sensor import failed_resumes
     from cass_pipelines.defs.resources import run_over
+    from cass_pipelines.domain.goals import ended_week, week_start
     from cass_pipelines.execution import run_journal, run_memory, run_phase
     from cass_pipelines.llm.base import redact
+    from cass_pipelines.run_queue import WEEK_INTENTION_JOB
     from cass_pipelines.services.handlers.memory import waiting_catchup
     from cass_pipelines.services.planning import phase_skip_reason
     from cass_pipelines.services.recovery import recover_if_stale
@@ -184,13 +226,11 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
         watch_batches,
         watch_budget,
     )
+    from cass_pipelines.services.week import WEEK_CATEGORY
+    from cass_pipelines.store.goals import intention
 
     clock = clock_from_env()
     runs = []
-
-    def skipped(name: str, reason: str) -> dict:   # a run not launched, and why (its work waits)
-        return {"phase": name, "run_id": None, "success": True, "skipped": reason, "error": None,
-                "seconds": 0.0, "cost_usd": 0.0, "calls": 0}
 
     def collect() -> None:
         """What batch_sensor does in the daemon: batches a dead or finished run stopped waiting for (a
@@ -224,16 +264,21 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     if idle_conversations(rt.store, rt.settings, clock.now(), limit=1) or waiting_catchup(rt.store):
         held = paused_reason(rt.store, Category.MEMORY)
         if held:
-            runs.append(skipped("memory", f"paused: {held}"))
+            runs.append(_skipped("memory", f"paused: {held}"))
         else:
             runs.append(_timed(rt, "memory", lambda: run_memory(defs, instance)))
             collect()
+    # What weekly_intention_schedule does on Monday, on any day here (a user may start mid-week): the day's
+    # plan is made with the week's intention and goals, so the week is planned before the day's phases.
+    week = week_start(day)
+    if intention(rt.store, week) is None:
+        runs.append(week_run(rt, defs, instance, WEEK_INTENTION_JOB, week, week, WEEK_CATEGORY))
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
         reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply
         if reason:
             plans.defer_unopened(rt.store, day, phase, f"{phase} did not run: {reason}")   # its work waits
-            runs.append(skipped(phase, reason))
+            runs.append(_skipped(phase, reason))
             continue
         runs.append(_timed(rt, phase, lambda: run_phase(defs, instance, day, phase)))
         # What budget_sensor does in the daemon (for the date run here): recovery, then alerts.
@@ -246,6 +291,10 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
         if held:   # its unit waits, deferred by the pause: journal_schedule's catch-up writes it after `resume`
             runs[-1]["skipped"] = f"paused: {held}"
+    # What weekly_journal_schedule asks for from the Monday after a week, each morning until it is written.
+    ended = ended_week(day, rt.settings.first_date(today))
+    if earlier_journals and ended:
+        runs += week_journal(rt, defs, instance, ended, today)
     return runs
 
 

@@ -1,9 +1,9 @@
 """goal add|list|close, approvals list|approve|reject, run-week."""
 import argparse
 import getpass
-from datetime import date, timedelta
+from datetime import timedelta
 
-from cass_pipelines.cli.day_cmds import _exit_code, _reader, _run_date, _setup, _timed, _today, day_runs
+from cass_pipelines.cli.day_cmds import _exit_code, _reader, _run_date, _setup, _today, day_runs, week_journal
 from cass_pipelines.cli.output import EXIT_FAILED, EXIT_REFUSED, CliError, bounded_text, emit, parse_date, table
 from cass_pipelines.domain.categories import PHASES
 from cass_pipelines.domain.clock import clock_from_env
@@ -169,9 +169,12 @@ def cmd_approvals_decide(args: argparse.Namespace) -> int:
 
 # ---- run-week ----------------------------------------------------------------------------------
 
+def _week_named(run: dict) -> dict:
+    return {**run, "name": f"week {run['week']} {run['phase']}"}
+
+
 def cmd_run_week(args: argparse.Namespace) -> int:
     from cass_pipelines.domain.goals import week_over, week_start
-    from cass_pipelines.execution import QUIET, execute, run_tags
     from cass_pipelines.services.week_report import render_week, week_report
 
     rt = open_runtime(must_exist=True)
@@ -186,22 +189,14 @@ def cmd_run_week(args: argparse.Namespace) -> int:
     _run_date(rt, last.isoformat(), f"{named} with --days {args.days} ends on")
     instance, defs = _setup(rt)
     runs: list[dict] = []
-
-    def week_run(job: str, week: date, name: str) -> None:
-        run = _timed(rt, name, lambda: execute(defs, instance, job, QUIET, run_tags(trigger="cli", week=week.isoformat()),
-                                               partition_key=week.isoformat()))
-        runs.append({**run, "name": name})
-
-    planned: set[date] = set()
+    # Each day as run-day runs it, which plans its week first and writes the journal of the week before.
     for n in range(args.days):
         day = first + timedelta(days=n)
-        if week_start(day) not in planned:
-            planned.add(week_start(day))
-            week_run("week_job", week_start(day), f"week {week_start(day)}")
-        runs += [{**r, "name": f"{r.get('date', day)} {r['phase']}"} for r in day_runs(rt, defs, instance, day, list(PHASES),
-                                                                          journal=True)]
-    for week in sorted(w for w in planned if week_over(w, today)):   # a week not over gets its journal on Monday
-        week_run("week_journal_job", week, f"weekly journal {week}")
+        runs += [{**r, "name": f"{r.get('date', day)} {r['phase']}"} if "week" not in r else _week_named(r)
+                 for r in day_runs(rt, defs, instance, day, list(PHASES), journal=True)]
+    # The last week has no Monday after it among these days: its journal now, if it is over (written once).
+    if week_over(week_start(last), today):
+        runs += [_week_named(r) for r in week_journal(rt, defs, instance, week_start(last), today)]
     report = week_report(rt, first, last, runs)
     emit(report, args.json, render_week)
     return _exit_code(runs)

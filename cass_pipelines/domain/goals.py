@@ -25,9 +25,21 @@ def week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+def week_end(week: date) -> date:
+    """The Sunday of the week starting on `week` (the day its journal is paid from)."""
+    return week + timedelta(days=6)
+
+
 def week_over(week: date, today: date) -> bool:
     """Whether the week starting on `week` has ended by `today` (the agent's date): its Sunday is past."""
-    return week + timedelta(days=6) < today
+    return week_end(week) < today
+
+
+def ended_week(day: date, first: date) -> date | None:
+    """The week whose journal is asked for on `day`: the one that ended on the Sunday before day's week;
+    None when that is before the week of `first` (the first date partition: no week partition before it)."""
+    week = week_start(day) - timedelta(days=7)
+    return week if week >= week_start(first) else None
 
 
 def expires_at(requested: datetime, ttl: timedelta = APPROVAL_TTL) -> datetime:

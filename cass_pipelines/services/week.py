@@ -14,17 +14,31 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field, create_model
 
-from cass_pipelines.domain.goals import MAX_ACTIVE_GOALS, NO_GOAL, WEEK_GOALS, clip, learning_digest, week_start
+from cass_pipelines.domain.categories import Category
+from cass_pipelines.domain.goals import (
+    MAX_ACTIVE_GOALS,
+    NO_GOAL,
+    WEEK_GOALS,
+    clip,
+    learning_digest,
+    week_end,
+    week_over,
+    week_start,
+)
 from cass_pipelines.domain.plan_rules import ProposedUnit
 from cass_pipelines.domain.registry import Registry
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import GoalSource, GoalStatus
 from cass_pipelines.llm.base import LLMClient, LLMRequest
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
 from cass_pipelines.services.runtime import Runtime
+from cass_pipelines.services.watches import journals_coming
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store import journal, learning, persona, weeks
+from cass_pipelines.store.db import Store
 
 WEEK_ACTION_ID = "plan.week"          # the ledger's action id of the weekly planning calls
+WEEK_CATEGORY = Category.SYSTEM       # what they are funded as (a pause of it refuses them)
 WEEK_MAX_TOKENS = 900
 MAX_THREADS = 4
 MAX_PROGRESS_NOTES = 2
@@ -264,6 +278,7 @@ def record_progress(rt: Runtime, unit: dict, summary: dict | None, now: datetime
 # ---- the weekly journal ------------------------------------------------------------------------
 
 JOURNAL_ACTION_ID = "journal.weekly"
+JOURNAL_CATEGORY = Category.JOURNAL
 
 
 class WeekJournal(BaseModel):
@@ -271,9 +286,25 @@ class WeekJournal(BaseModel):
     tone: str = Field(description="one or two words for the week's tone")
 
 
-def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> dict | None:
-    """The week's journal in my voice, from its daily journals, goal progress and insights; written
-    once (a stored entry is returned as it is). A week with nothing recorded gets none, and no call."""
+def journal_wait(store: Store, settings: Settings, week: date, today: date) -> str | None:
+    """Why the journal of the week from `week` is not written on `today` (the agent's date), or None. It is
+    written once: not before the week is over, nor while a daily journal of it is still to come
+    (watches.journals_coming); a week with nothing recorded gets none, and no call. The weekly_journal asset
+    and run-day apply this one rule."""
+    last = week_end(week)
+    if not week_over(week, today):
+        return f"the week ends on {last}: its journal is written once it is over"
+    coming = journals_coming(store, settings, week, today)
+    if coming:
+        return f"the daily journal of {', '.join(d.isoformat() for d in coming)} is still to come: the week's journal waits for it"
+    if not weeks.daily_journals(store, week, last) and not weeks.insights(store, week, last):
+        return f"nothing was recorded in the week of {week}"
+    return None
+
+
+def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> dict:
+    """The week's journal in my voice, from its daily journals, goal progress and insights (once
+    journal_wait lets it be written); written once (a stored entry is returned as it is)."""
     stored = weeks.weekly_journal(rt.store, week)
     if stored:
         return stored
@@ -282,8 +313,6 @@ def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now
     found = weeks.insights(rt.store, week, last)
     intention = goal_store.intention(rt.store, week)
     counts = goal_store.progress_counts(rt.store, week, last)
-    if not days and not found:
-        return None
     titles = {g["id"]: g["title"] for g in goal_store.goals(rt.store, limit=MAX_ACTIVE_GOALS * 4)}
     prompt = "\n".join([
         f"I am writing my journal for the week of {week:%Y-%m-%d}: what I meant to do, what I did, what moved "
@@ -298,4 +327,6 @@ def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now
                                        purpose=JOURNAL_ACTION_ID), WeekJournal)
     journal.save_entry(rt.store, day=week, kind=weeks.WEEKLY, text=result.parsed.text.strip(),
                        tone=clip(result.parsed.tone, 40), work_unit_id=None, offline=result.offline, now=now)
-    return weeks.weekly_journal(rt.store, week)
+    written = weeks.weekly_journal(rt.store, week)
+    assert written is not None
+    return written

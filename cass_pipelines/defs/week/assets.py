@@ -1,19 +1,26 @@
 """The week's assets: `weekly_intention` and `weekly_journal`, partitioned by week (from Monday, in the
 agent's timezone). Thin: each body asks services.week for the work."""
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.domain.clock import clock_from_env
-from cass_pipelines.domain.goals import week_over, week_start
+from cass_pipelines.domain.goals import week_end, week_start
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.handlers.calls import system_prefix
 from cass_pipelines.services.metering import MeterContext
 from cass_pipelines.services.runner import metered
-from cass_pipelines.services.watches import journals_coming
-from cass_pipelines.services.week import JOURNAL_ACTION_ID, WEEK_ACTION_ID, plan_week, write_week_journal
+from cass_pipelines.services.week import (
+    JOURNAL_ACTION_ID,
+    JOURNAL_CATEGORY,
+    WEEK_ACTION_ID,
+    WEEK_CATEGORY,
+    journal_wait,
+    plan_week,
+    write_week_journal,
+)
 
 
 def week_partitions(settings: Settings) -> dg.WeeklyPartitionsDefinition:
@@ -32,7 +39,7 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
     def weekly_intention(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
         rt, clock = cass.for_run(context), cass.clock()
         week = date.fromisoformat(context.partition_key)
-        llm = metered(rt, clock, MeterContext(date=week, phase=None, category="system", priority="high",
+        llm = metered(rt, clock, MeterContext(date=week, phase=None, category=WEEK_CATEGORY, priority="high",
                                               work_unit_id=None, action_id=WEEK_ACTION_ID, run_id=context.run_id))
         plan = plan_week(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week, clock.now())
         if plan.error:
@@ -48,22 +55,15 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
     def weekly_journal(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
         rt, clock = cass.for_run(context), cass.clock()
         week = date.fromisoformat(context.partition_key)
-        today = clock.now().astimezone(rt.settings.tz).date()
-        if not week_over(week, today):   # (written once: not half a week)
-            return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(
-                f"_the week ends on {week + timedelta(days=6)}: its journal is written once it is over_")})
-        coming = journals_coming(rt.store, rt.settings, week, today)
-        if coming:   # written once: not without a day whose journal is still to come
-            days = ", ".join(d.isoformat() for d in coming)
-            context.log.info(f"the week of {week} waits for the daily journal of {days}; asked again each morning")
-            return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(
-                f"_the daily journal of {days} is still to come: the week's journal waits for it_")})
-        llm = metered(rt, clock, MeterContext(date=week + timedelta(days=6), phase=None, category="journal",
+        wait = journal_wait(rt.store, rt.settings, week, clock.now().astimezone(rt.settings.tz).date())
+        if wait:   # (written once: not half a week, nor without a daily journal still to come)
+            context.log.info(f"the week of {week}: {wait}")
+            return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(f"_{wait}_")})
+        llm = metered(rt, clock, MeterContext(date=week_end(week), phase=None, category=JOURNAL_CATEGORY,
                                               priority="normal", work_unit_id=None, action_id=JOURNAL_ACTION_ID,
                                               run_id=context.run_id))
         entry = write_week_journal(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week, clock.now())
-        return dg.MaterializeResult(metadata={
-            "written": entry is not None, "tone": entry["tone"] if entry else "",
-            "text": dg.MetadataValue.md(entry["text"] if entry else "_nothing recorded this week_")})
+        return dg.MaterializeResult(metadata={"written": True, "tone": entry["tone"],
+                                              "text": dg.MetadataValue.md(entry["text"])})
 
     return [weekly_intention, weekly_journal]

@@ -1,14 +1,12 @@
 """weekly_intention_schedule (Monday, before the first phase) and weekly_journal_schedule (Monday
 morning, for the week that ended; each later morning of the next week while its journal is not written:
 it waits for a daily journal still to come)."""
-from datetime import timedelta
-
 import dagster as dg
 
 from cass_pipelines.defs.day.schedules import tick_time
 from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, unless_busy
-from cass_pipelines.domain.goals import week_start
+from cass_pipelines.domain.goals import ended_week, week_start
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store import weeks
 
@@ -34,9 +32,9 @@ def build_week_schedules(settings: Settings, week_job, journal_job) -> list[dg.S
                              "(on a later morning of the next week if a daily journal of it was still to come).")
     def weekly_journal_schedule(context: dg.ScheduleEvaluationContext, cass: CassResource):
         today = tick_time(context, settings).date()
-        week = week_start(today) - timedelta(days=7)
-        if week < week_start(settings.first_date(today)):   # a start_date on a Monday: no week before it
-            return dg.SkipReason(f"the week of {week} is before the first week partition")
+        week = ended_week(today, settings.first_date(today))
+        if week is None:   # a start_date on a Monday: no week before it
+            return dg.SkipReason(f"the week that ended before {week_start(today)} is before the first week partition")
         if today.weekday() == 0:
             return dg.RunRequest(run_key=f"week_journal|{week.isoformat()}", partition_key=week.isoformat(),
                                  tags={"cass/trigger": "schedule"})
