@@ -80,6 +80,11 @@ def test_goal_add_list_close_through_the_cli(sample_home, capsys):
 
 def test_the_weekly_intention_makes_goals_from_the_self_model_and_is_planned_once(env):
     rt, instance, defs = env
+    # While a pause holds it the week is not planned (no fallback kept for the week, no call): after `resume`.
+    assert main(["pause", "--category", "system", "--reason", "quiet week"]) == 0
+    plan_the_week(rt, defs, instance)
+    assert goal_store.intention(rt.store, WEEK) is None and not rt.store.scalar("SELECT count(*) FROM llm_ledger")
+    assert main(["resume", "--category", "system"]) == 0
     first = plan_the_week(rt, defs, instance)
     made = goal_store.goals(rt.store, "active")
     assert made and all(g["source"] == "agent" and g["offline"] for g in made)
@@ -91,7 +96,8 @@ def test_the_weekly_intention_makes_goals_from_the_self_model_and_is_planned_onc
     assert calls == 2   # the goals, then the week
     # The asset is partitioned by week (Monday, the agent's timezone) and visible in Dagster.
     mats = instance.fetch_materializations(dg.AssetKey("weekly_intention"), limit=5).records
-    assert [m.partition_key for m in mats] == [WEEK.isoformat()]
+    assert {m.partition_key for m in mats} == {WEEK.isoformat()}
+    assert mats[0].asset_materialization.metadata["source"].value == "llm"   # (the paused one: "paused")
     assert first.dagster_run.tags["dagster/partition"] == WEEK.isoformat()
     # Materialising it again keeps the week's intention and pays for nothing.
     plan_the_week(rt, defs, instance)
@@ -406,7 +412,7 @@ def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_hom
     monkeypatch.setenv("CASS_TIMEZONE", "America/New_York")
     defs = build_defs(load_settings(), load_registry())
     monday = datetime(2026, 11, 23, 5, 30, tzinfo=ZoneInfo("America/New_York"))
-    expected = {"weekly_intention_schedule": ("30 5 * * 1", monday, "2026-11-23"),
+    expected = {"weekly_intention_schedule": ("30 5 * * *", monday, "2026-11-23"),
                 "weekly_journal_schedule": ("45 6 * * *", monday.replace(hour=6, minute=45), "2026-11-16")}
     for name, (cron, at, key) in expected.items():
         schedule = defs.resolve_schedule_def(name)
@@ -427,6 +433,24 @@ def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_hom
 
     [again] = tuesday_tick().run_requests
     assert (again.partition_key, again.run_key) == ("2026-11-16", "week_journal|2026-11-16|retry|2026-11-24")
+    # The week's plan likewise: a later morning asks while the week has none (a pause held Monday's), not
+    # while a pause holds it (planned then, the week would keep a fallback made without the agent).
+    plan = defs.resolve_schedule_def("weekly_intention_schedule")
+
+    def intention_tick(days: int):
+        with dg.DagsterInstance.ephemeral() as instance, dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=monday + timedelta(days=days),
+                repository_def=defs.get_repository_def(), resources=defs.resources) as ctx:
+            return plan.evaluate_tick(ctx)
+
+    assert main(["pause", "--reason", "a holiday"]) == 0
+    assert not intention_tick(0).run_requests and "a holiday" in intention_tick(1).skip_message
+    assert main(["resume"]) == 0
+    [asked] = intention_tick(2).run_requests
+    assert (asked.partition_key, asked.run_key) == ("2026-11-23", "week|2026-11-23|retry|2026-11-25")
+    goal_store.save_intention(open_runtime().store, week=date(2026, 11, 23), intention="rest", goal_ids=[],
+                              source="llm", error=None, offline=True, now=NOW)
+    assert "is planned" in intention_tick(3).skip_message
     rt = open_runtime()
     journal_store.save_entry(rt.store, day=date(2026, 11, 16), kind="weekly", text="the week", tone="steady",
                              work_unit_id=None, offline=True, now=NOW)

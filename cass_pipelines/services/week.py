@@ -35,6 +35,7 @@ from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.watches import journals_coming
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store import journal, learning, persona, weeks
+from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.db import Store
 
 WEEK_ACTION_ID = "plan.week"          # the ledger's action id of the weekly planning calls
@@ -111,17 +112,22 @@ class WeekPlan:
     week_start: date
     intention: str
     goal_ids: list[str]
-    source: str                 # "llm" | "fallback" | "stored"
+    source: str                 # "llm" | "fallback" | "stored" | "paused" (not planned: nothing stored)
     goals_made: list[str] = field(default_factory=list)
     error: str | None = None
     offline: bool = False
 
 
 def plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> WeekPlan:
-    """The week's goals and intention, asked once per week (a stored intention is kept)."""
+    """The week's goals and intention, asked once per week (a stored intention is kept). Not while a pause
+    holds its category: planned then, the week would keep a fallback made without the agent after `resume`
+    (weekly_intention_schedule asks again each morning while the week has no plan)."""
     stored = goal_store.intention(rt.store, week)
     if stored:
         return WeekPlan(week, stored["intention"], stored["goal_ids"], "stored", offline=stored["offline"])
+    paused = paused_reason(rt.store, WEEK_CATEGORY)
+    if paused:
+        return WeekPlan(week, "", [], "paused", error=f"not planned while paused: {paused}")
     made: list[str] = []
     error = None
     try:
