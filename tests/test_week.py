@@ -402,6 +402,46 @@ def test_run_day_while_paused_skips_the_week_s_work_with_the_reason(sample_home,
     assert goal_store.intention(open_runtime().store, NEXT_MONDAY)["source"] == "llm"
 
 
+def test_the_week_that_ended_is_written_when_its_sunday_is_out_of_money(sample_home, capsys):
+    """As a daily journal its own day could not pay for: the week's journal is written on the budget of the
+    day it runs, not skipped each day of the next week and then never asked for again."""
+    from support import ledger_row
+
+    from cass_pipelines.store import budget as sb
+
+    rt = open_runtime()
+    sunday = WEEK_BEFORE + timedelta(days=6)
+    journal_store.save_entry(rt.store, day=sunday, kind="daily", text="a Sunday", tone="calm", work_unit_id=None,
+                             offline=True, now=NOW)
+    hold = sb.reserve(rt.store, day=sunday, category="research", amount_usd=0.01, settings=rt.settings,
+                      priority="normal", now=NOW)
+    sb.settle(rt.store, hold.id, ledger_row("sunday_spent", rt.settings.daily_budget_usd, day=sunday), NOW)
+    assert sb.budget_status(rt.store, rt.settings, sunday)["exhausted"]
+    code, r = cli_json(capsys, "run-day", "--date", NEXT_MONDAY.isoformat(), "--phases", "morning")
+    assert code == 0, r
+    assert ("journal", WEEK_BEFORE.isoformat(), None) in week_runs(r), r["runs"]
+    rt = open_runtime()
+    assert rt.store.scalar("SELECT count(*) FROM journals WHERE kind = 'weekly' AND date = ?", [WEEK_BEFORE]) == 1
+    paid = rt.store.all("SELECT date FROM llm_ledger WHERE action_id = 'journal.weekly'")
+    assert paid and all(row["date"] > sunday for row in paid), paid   # not on the Sunday that had no money left
+
+
+def test_the_week_s_journal_refused_on_its_sunday_is_paid_from_the_day_it_is_written(store, settings):
+    """The asset's call refused by its Sunday (the journal's share spent, the day not): the next morning's
+    run pays from its own day, not the Sunday that refused it again and again."""
+    from cass_pipelines.domain.budget_rules import Refusal
+    from cass_pipelines.services.week import JOURNAL_ACTION_ID, journal_budget_day
+    from cass_pipelines.store import budget as sb
+
+    sunday = WEEK_BEFORE + timedelta(days=6)
+    tuesday = datetime.combine(NEXT_MONDAY + timedelta(days=1), time(12), tzinfo=timezone.utc)
+    assert journal_budget_day(store, settings, WEEK_BEFORE, tuesday) == sunday
+    refused = sb.reserve(store, day=sunday, category="journal", amount_usd=0.2, settings=settings,   # share $0.05
+                         priority="normal", action_id=JOURNAL_ACTION_ID, now=NOW)
+    assert isinstance(refused, Refusal) and not sb.budget_status(store, settings, sunday)["exhausted"]
+    assert journal_budget_day(store, settings, WEEK_BEFORE, tuesday) == tuesday.date()
+
+
 def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_home, monkeypatch):
     from datetime import datetime
     from zoneinfo import ZoneInfo

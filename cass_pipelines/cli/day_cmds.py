@@ -191,15 +191,15 @@ def week_run(rt: Runtime, defs, instance, job: str, week: date, paid_by: date, c
 def week_journal(rt: Runtime, defs, instance, week: date, today: date) -> list[dict]:
     """The journal of the week from `week`, as week_journal_job writes it, unless written already or not to
     be written yet (services.week.journal_wait: the week not over, a daily journal of it still to come,
-    nothing recorded)."""
-    from cass_pipelines.domain.goals import week_end
+    nothing recorded); paid from its Sunday, or the day it is written if the Sunday could not pay."""
     from cass_pipelines.run_queue import WEEK_JOURNAL_JOB
-    from cass_pipelines.services.week import JOURNAL_CATEGORY, journal_wait
+    from cass_pipelines.services.week import JOURNAL_CATEGORY, journal_budget_day, journal_wait
     from cass_pipelines.store.weeks import weekly_journal
 
     if weekly_journal(rt.store, week) or journal_wait(rt.store, rt.settings, week, today):
         return []
-    return [week_run(rt, defs, instance, WEEK_JOURNAL_JOB, week, week_end(week), JOURNAL_CATEGORY)]
+    paid_by = journal_budget_day(rt.store, rt.settings, week, clock_from_env().now())
+    return [week_run(rt, defs, instance, WEEK_JOURNAL_JOB, week, paid_by, JOURNAL_CATEGORY)]
 
 
 def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool,

@@ -25,6 +25,7 @@ from cass_pipelines.domain.goals import (
     week_over,
     week_start,
 )
+from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.plan_rules import ProposedUnit
 from cass_pipelines.domain.registry import Registry
 from cass_pipelines.domain.settings import Settings
@@ -35,6 +36,7 @@ from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.watches import journals_coming
 from cass_pipelines.store import goals as goal_store
 from cass_pipelines.store import journal, learning, persona, weeks
+from cass_pipelines.store.budget import budget_status, refused_money
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.db import Store
 
@@ -306,6 +308,16 @@ def journal_wait(store: Store, settings: Settings, week: date, today: date) -> s
     if not weeks.daily_journals(store, week, last) and not weeks.insights(store, week, last):
         return f"nothing was recorded in the week of {week}"
     return None
+
+
+def journal_budget_day(store: Store, settings: Settings, week: date, now: datetime) -> date:
+    """The budget day the journal of the week from `week` is paid from: its Sunday, unless that day could not
+    pay for it (its budget spent, or it refused the journal's call); then, as a daily journal its own day
+    could not pay for, the day it is written (`now`'s), so it is not put off each morning until no one asks."""
+    sunday = week_end(week)
+    if budget_status(store, settings, sunday)["exhausted"] or refused_money(store, None, sunday, JOURNAL_ACTION_ID):
+        return max(phase_at(now, settings)[0], sunday)
+    return sunday
 
 
 def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> dict:

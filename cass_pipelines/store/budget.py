@@ -191,11 +191,12 @@ def unsettled(store: Store, request_ids: list[str]) -> set[str]:
     return set(request_ids) - have
 
 
-def refused_money(store: Store, work_unit_id: str, day: date) -> bool:
-    """Whether `day`'s budget refused a call of the unit (a call lowered to fit was paid for: `lowered`;
-    a pause refuses without a row)."""
-    return bool(store.scalar("SELECT count(*) FROM reservations WHERE work_unit_id = ? AND date = ? AND status = ?",
-                             [work_unit_id, day, RS.REFUSED]))
+def refused_money(store: Store, work_unit_id: str | None, day: date, action_id: str | None = None) -> bool:
+    """Whether `day`'s budget refused a call of the unit (with no unit: of `action_id`, a week's call; a call
+    lowered to fit was paid for: `lowered`; a pause refuses without a row)."""
+    return bool(store.scalar("SELECT count(*) FROM reservations WHERE work_unit_id IS NOT DISTINCT FROM ? "
+                             "AND (? IS NULL OR action_id = ?) AND date = ? AND status = ?",
+                             [work_unit_id, action_id, action_id, day, RS.REFUSED]))
 
 
 def budget_status(store: Store, settings: Settings, day: date, phase: str | None = None) -> dict:
