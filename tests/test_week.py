@@ -426,20 +426,41 @@ def test_the_week_that_ended_is_written_when_its_sunday_is_out_of_money(sample_h
     assert paid and all(row["date"] > sunday for row in paid), paid   # not on the Sunday that had no money left
 
 
+def test_a_week_whose_monday_is_out_of_money_is_planned_on_a_later_day(sample_home, capsys):
+    """Monday spent (its phases ran while `system` was paused, say): run-day on Tuesday plans the week on
+    Tuesday's budget, not skipped each day of the week for Monday's."""
+    from support import ledger_row
+
+    from cass_pipelines.store import budget as sb
+
+    rt = open_runtime()
+    hold = sb.reserve(rt.store, day=NEXT_MONDAY, category="research", amount_usd=0.01, settings=rt.settings,
+                      priority="normal", now=NOW)
+    sb.settle(rt.store, hold.id, ledger_row("monday_spent", rt.settings.daily_budget_usd, day=NEXT_MONDAY), NOW)
+    tuesday = NEXT_MONDAY + timedelta(days=1)
+    code, r = cli_json(capsys, "run-day", "--date", tuesday.isoformat(), "--phases", "morning", "--no-journal")
+    assert code == 0, r
+    assert week_runs(r) == [("intention", NEXT_MONDAY.isoformat(), None)], r["runs"]
+    rt = open_runtime()
+    assert goal_store.intention(rt.store, NEXT_MONDAY)["source"] == "llm"
+    paid = rt.store.all("SELECT date FROM llm_ledger WHERE action_id = 'plan.week'")
+    assert paid and all(row["date"] > NEXT_MONDAY for row in paid), paid
+
+
 def test_the_week_s_journal_refused_on_its_sunday_is_paid_from_the_day_it_is_written(store, settings):
     """The asset's call refused by its Sunday (the journal's share spent, the day not): the next morning's
     run pays from its own day, not the Sunday that refused it again and again."""
     from cass_pipelines.domain.budget_rules import Refusal
-    from cass_pipelines.services.week import JOURNAL_ACTION_ID, journal_budget_day
+    from cass_pipelines.services.week import JOURNAL_ACTION_ID, budget_day
     from cass_pipelines.store import budget as sb
 
     sunday = WEEK_BEFORE + timedelta(days=6)
     tuesday = datetime.combine(NEXT_MONDAY + timedelta(days=1), time(12), tzinfo=timezone.utc)
-    assert journal_budget_day(store, settings, WEEK_BEFORE, tuesday) == sunday
+    assert budget_day(store, settings, sunday, JOURNAL_ACTION_ID, tuesday) == sunday
     refused = sb.reserve(store, day=sunday, category="journal", amount_usd=0.2, settings=settings,   # share $0.05
                          priority="normal", action_id=JOURNAL_ACTION_ID, now=NOW)
     assert isinstance(refused, Refusal) and not sb.budget_status(store, settings, sunday)["exhausted"]
-    assert journal_budget_day(store, settings, WEEK_BEFORE, tuesday) == tuesday.date()
+    assert budget_day(store, settings, sunday, JOURNAL_ACTION_ID, tuesday) == tuesday.date()
 
 
 def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_home, monkeypatch):

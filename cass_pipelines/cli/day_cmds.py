@@ -171,17 +171,28 @@ def _skipped(name: str, reason: str) -> dict:   # a run not launched, and why (i
             "seconds": 0.0, "cost_usd": 0.0, "calls": 0}
 
 
-def week_run(rt: Runtime, defs, instance, job: str, week: date, paid_by: date, category: str) -> dict:
+def week_run(rt: Runtime, defs, instance, job: str, week: date) -> dict:
     """A run of the week from `week` (week_job: "intention", week_journal_job: "journal"), as run-day and run-week
     launch it, reported like a phase's run with its `week`. Skipped with the reason, as a phase is, while
-    paused or once the day that pays for it (`paid_by`) is out of money, or while its `category` is paused:
-    its call would be refused, and the week planned on the fallback (kept for the week) or its journal
-    failed."""
+    paused or once the day that pays for it (services.week.budget_day) is out of money, or while its
+    category is paused: its call would be refused, and the week planned on the fallback (kept for the week)
+    or its journal failed."""
+    from cass_pipelines.domain.goals import week_end
     from cass_pipelines.execution import run_week
     from cass_pipelines.run_queue import WEEK_INTENTION_JOB
     from cass_pipelines.services.planning import phase_skip_reason
+    from cass_pipelines.services.week import (
+        JOURNAL_ACTION_ID,
+        JOURNAL_CATEGORY,
+        WEEK_ACTION_ID,
+        WEEK_CATEGORY,
+        budget_day,
+    )
 
-    name = "intention" if job == WEEK_INTENTION_JOB else "journal"
+    intention = job == WEEK_INTENTION_JOB
+    name, category = ("intention", WEEK_CATEGORY) if intention else ("journal", JOURNAL_CATEGORY)
+    paid_by = budget_day(rt.store, rt.settings, week if intention else week_end(week),
+                         WEEK_ACTION_ID if intention else JOURNAL_ACTION_ID, clock_from_env().now())
     paused = paused_reason(rt.store, category)
     held = phase_skip_reason(rt.store, rt.settings, paid_by) or (f"paused: {paused}" if paused else None)
     run = _skipped(name, held) if held else _timed(rt, name, lambda: run_week(defs, instance, job, week))
@@ -193,13 +204,12 @@ def week_journal(rt: Runtime, defs, instance, week: date, today: date) -> list[d
     be written yet (services.week.journal_wait: the week not over, a daily journal of it still to come,
     nothing recorded); paid from its Sunday, or the day it is written if the Sunday could not pay."""
     from cass_pipelines.run_queue import WEEK_JOURNAL_JOB
-    from cass_pipelines.services.week import JOURNAL_CATEGORY, journal_budget_day, journal_wait
+    from cass_pipelines.services.week import journal_wait
     from cass_pipelines.store.weeks import weekly_journal
 
     if weekly_journal(rt.store, week) or journal_wait(rt.store, rt.settings, week, today):
         return []
-    paid_by = journal_budget_day(rt.store, rt.settings, week, clock_from_env().now())
-    return [week_run(rt, defs, instance, WEEK_JOURNAL_JOB, week, paid_by, JOURNAL_CATEGORY)]
+    return [week_run(rt, defs, instance, WEEK_JOURNAL_JOB, week)]
 
 
 def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal: bool,
@@ -226,7 +236,6 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
         watch_batches,
         watch_budget,
     )
-    from cass_pipelines.services.week import WEEK_CATEGORY
     from cass_pipelines.store.goals import intention
 
     clock = clock_from_env()
@@ -272,7 +281,7 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
     # plan is made with the week's intention and goals, so the week is planned before the day's phases.
     week = week_start(day)
     if intention(rt.store, week) is None:
-        runs.append(week_run(rt, defs, instance, WEEK_INTENTION_JOB, week, week, WEEK_CATEGORY))
+        runs.append(week_run(rt, defs, instance, WEEK_INTENTION_JOB, week))
     alerts_seen: set[str] = set()
     for phase in sorted(phases, key=PHASES.index):
         reason = phase_skip_reason(rt.store, rt.settings, day)   # the same rule the phase schedules apply

@@ -310,14 +310,14 @@ def journal_wait(store: Store, settings: Settings, week: date, today: date) -> s
     return None
 
 
-def journal_budget_day(store: Store, settings: Settings, week: date, now: datetime) -> date:
-    """The budget day the journal of the week from `week` is paid from: its Sunday, unless that day could not
-    pay for it (its budget spent, or it refused the journal's call); then, as a daily journal its own day
-    could not pay for, the day it is written (`now`'s), so it is not put off each morning until no one asks."""
-    sunday = week_end(week)
-    if budget_status(store, settings, sunday)["exhausted"] or refused_money(store, None, sunday, JOURNAL_ACTION_ID):
-        return max(phase_at(now, settings)[0], sunday)
-    return sunday
+def budget_day(store: Store, settings: Settings, own: date, action_id: str, now: datetime) -> date:
+    """The budget day a week's call (`action_id`) is paid from: its `own` day (the intention's Monday, the
+    journal's Sunday), unless that day could not pay for it (its budget spent, or it refused the call); then,
+    as a daily journal its own day could not pay for, the day it runs (`now`'s), so the week's work is not put
+    off each morning until no one asks (or, planned on the fallback, kept for the week)."""
+    if budget_status(store, settings, own)["exhausted"] or refused_money(store, None, own, action_id):
+        return max(phase_at(now, settings)[0], own)
+    return own
 
 
 def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> dict:
