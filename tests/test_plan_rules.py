@@ -225,6 +225,13 @@ def test_a_phase_opening_offers_one_unit_of_a_template_again_however_many_wait()
     pooled = offer([], phase="evening", room={**{c: 0.0 for c in PLENTY}, "research": 10.0})
     assert [old["id"] for old, _ in pooled.reoffers] == ["cc1"]
     assert waits(pooled) == [("cc2", DeferKind.SAME_TEMPLATE), ("cc3", DeferKind.SAME_TEMPLATE)]
+    # While memory is still paused they stay deferred by the pause (`resume` takes those back), not by the
+    # rule, though the phase has a catch-up (done before the pause).
+    done = [planned("done", "conversation_catchup", status="completed")]
+    still = offer_phase(PhaseSnapshot(day=date(2026, 11, 20), phase="afternoon", own=done, waiting=catchups,
+                                      paused={"memory": "m"}, idle=True, max_units=4),
+                        inputs(phases=["afternoon"], category_remaining=dict(PLENTY)))
+    assert waits(still) == [(f"cc{n}", DeferKind.PAUSED) for n in (1, 2, 3)]
 
 
 def test_a_look_back_counts_only_days_that_were_not_paused():
