@@ -216,6 +216,13 @@ def test_run_week_exits_4_when_units_failed(sample_home, tmp_path, monkeypatch, 
     failed = [u for r in report["runs"] for u in r.get("failed_units", [])]
     assert failed and report["units_by_status"].get("failed")
     assert code == 4, (code, failed)
+    # The text report names what the exit code says, and counts only the runs launched.
+    from cass_pipelines.services.week_report import render_week
+
+    text = render_week(report)
+    launched = [r for r in report["runs"] if not r.get("skipped")]
+    assert f"{len(launched)} Dagster runs, 0 failed, {len(failed)} units failed" in text
+    assert all(f"unit failed in {r['name']}: {u[:200]}" in text for r in launched for u in r.get("failed_units", []))
 
 
 def test_dlq_discard_reason_is_bounded_like_every_other_reason(sample_home, tmp_path, monkeypatch, capsys):

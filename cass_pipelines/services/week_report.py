@@ -65,9 +65,16 @@ def render_week(r: dict) -> str:
     lines = [f"The week {r['first']} to {r['last']} (LLM: {r['llm_mode']})", ""]
     for i in r["intentions"]:
         lines.append(f"Intention for the week of {i['week_start']} ({i['source']}): {i['intention']}")
-    failed = [x for x in r["runs"] if not x["success"]]
-    lines += ["", f"{len(r['runs'])} Dagster runs, {len(failed)} failed"
-              + "".join(f"\n  FAILED {x['name']} {x['run_id'][:8] if x['run_id'] else ''}: {x['error']}" for x in failed)]
+    # What run-week's exit code says (4: a run or a unit failed) is named here, and what was not run and why.
+    launched = [x for x in r["runs"] if not x.get("skipped")]
+    failed = [x for x in launched if not x["success"]]
+    units = [(x, f) for x in launched for f in x.get("failed_units", [])]
+    skipped = [x for x in r["runs"] if x.get("skipped")]
+    lines += ["", f"{len(launched)} Dagster runs, {len(failed)} failed, {len(units)} units failed, "
+                  f"{len(skipped)} runs skipped"
+              + "".join(f"\n  FAILED {x['name']} {x['run_id'][:8]}: {x['error']}" for x in failed)
+              + "".join(f"\n  unit failed in {x['name']}: {f[:200]}" for x, f in units)
+              + "".join(f"\n  skipped {x['name']}: {x['skipped']}" for x in skipped)]
     lines += ["", "Goals advanced (progress notes this week):"]
     lines += [f"  {g['progress_notes']:>3}  {g['title']}" + ("" if g["in_week_intention"] else "  (not chosen this week)")
               for g in r["goals_advanced"]] or ["  none"]
