@@ -22,7 +22,7 @@ from cass_pipelines.domain.goals import (
     week_start,
 )
 from cass_pipelines.domain.plan_rules import PlanInputs, ProposedUnit, score_template, validate_plan
-from cass_pipelines.domain.states import ApprovalState
+from cass_pipelines.domain.states import ApprovalState, ClaimState
 from cass_pipelines.execution import QUIET, execute, instance_for, run_phase, run_tags
 from cass_pipelines.services.plan_view import plan_view
 from cass_pipelines.services.planning import decision_context
@@ -516,3 +516,37 @@ def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_hom
     journal_store.save_entry(rt.store, day=date(2026, 11, 16), kind="weekly", text="the week", tone="steady",
                              work_unit_id=None, offline=True, now=NOW)
     assert not tuesday_tick().run_requests
+
+
+def test_two_runs_of_a_week_pay_for_its_plan_once(env):
+    """run-day beside the daemon's weekly_intention run: the second waits for the first's plan (claimed, as
+    the day's decision is) instead of asking and paying again; a dead run's claim is taken over."""
+    import os
+    import threading
+
+    from handlers_kit import CountingLLM
+
+    from cass_pipelines.services.week import plan_week
+    from cass_pipelines.store import claims
+    from cass_pipelines.store.claims import HOST, Owner
+
+    rt, _, _ = env
+    live = lambda run_id: False   # noqa: E731  (both runs are alive)
+    assert claims.claim(rt.store, claims.week_key(WEEK), Owner("run_daemon", os.getpid(), HOST), live, NOW).ours
+    llm, made = CountingLLM(rt.llm), []
+    waiting = threading.Thread(target=lambda: made.append(plan_week(rt, llm, "", WEEK, NOW, Owner("run_cli", os.getpid(),
+                                                                                               HOST), live)))
+    waiting.start()
+    waiting.join(1.5)
+    assert waiting.is_alive() and llm.calls == 0                     # it waits for the daemon's run
+    goal_store.save_intention(rt.store, week=WEEK, intention="the daemon's plan", goal_ids=[], source="llm",
+                              error=None, offline=True, now=NOW)
+    claims.end_many(rt.store, [claims.week_key(WEEK)], ClaimState.DONE, NOW)
+    waiting.join(10)
+    assert [(p.source, p.intention) for p in made] == [("stored", "the daemon's plan")] and llm.calls == 0
+    # A run that died holding the claim does not hold the week back.
+    later = WEEK + timedelta(days=7)
+    assert claims.claim(rt.store, claims.week_key(later), Owner("run_gone", 2 ** 22 + 1, HOST), live, NOW).ours
+    planned = plan_week(rt, llm, "", later, NOW, Owner("run_cli", os.getpid(), HOST), live)
+    assert planned.source == "llm" and llm.calls > 0
+    assert goal_store.intention(rt.store, later)["intention"] == planned.intention

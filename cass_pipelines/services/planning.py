@@ -4,7 +4,6 @@ re-checks budget, pause and idle. Re-running a phase keeps its plan unless asked
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Callable
@@ -19,7 +18,7 @@ from cass_pipelines.domain.plan_rules import (
     PlanInputs,
     PlannedUnit,
 )
-from cass_pipelines.domain.states import ClaimOutcome, DeferKind, UnitOrigin, UnitStatus
+from cass_pipelines.domain.states import DeferKind, UnitOrigin, UnitStatus
 from cass_pipelines.llm import holds
 from cass_pipelines.llm.base import LLMClient, PromptCount, prefix_key
 from cass_pipelines.services import approvals
@@ -27,6 +26,7 @@ from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionC
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers.calls import system_prefix
 from cass_pipelines.services.lookback import deferred_since
+from cass_pipelines.services.once import claim_or_wait
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.week import week_context
 from cass_pipelines.store import batches, claims, conversations, persona, plans
@@ -35,8 +35,6 @@ from cass_pipelines.store.budget import budget_status, ledger_action_averages, p
 from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason, paused_scopes
 from cass_pipelines.store.ledger import CallSizes, call_sizes, phase_call_span, prefix_last_used
-
-PLAN_WAIT_POLL_S = 0.5   # how often a run waiting for another run's plan looks again
 
 
 @dataclass
@@ -145,17 +143,9 @@ def claim_plan_call(rt: Runtime, day: date, revision: int, owner: Owner, is_run_
                     now: datetime, wait_s: float) -> bool:
     """Claim the decision call of (day, revision): True when this run makes it. While another live
     run holds the claim, wait for its plan (False once stored); take over if that run dies."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        taken = claims.claim(rt.store, claims.plan_key(day, revision), owner, is_run_over, now)
-        if taken.ours:
-            return True
-        if taken.outcome is ClaimOutcome.DONE or plans.day_plan_revisions(rt.store, day) >= revision:
-            return False
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"run {taken.holder.run_id if taken.holder else '?'} has been planning {day} "
-                               f"(revision {revision}) for over {wait_s:.0f}s; try again later")
-        time.sleep(PLAN_WAIT_POLL_S)
+    return claim_or_wait(rt.store, claims.plan_key(day, revision), owner, is_run_over, now,
+                         lambda: plans.day_plan_revisions(rt.store, day) >= revision, wait_s,
+                         f"planning {day} (revision {revision})")
 
 
 def make_day_plan(rt: Runtime, llm: LLMClient, day: date, phases: list[str], now: datetime,

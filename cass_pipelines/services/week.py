@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, Field, create_model
 
@@ -29,14 +29,16 @@ from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.plan_rules import ProposedUnit
 from cass_pipelines.domain.registry import Registry
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.domain.states import GoalSource, GoalStatus
+from cass_pipelines.domain.states import ClaimState, GoalSource, GoalStatus
 from cass_pipelines.llm.base import LLMClient, LLMRequest
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
+from cass_pipelines.services.once import claim_or_wait
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.watches import journals_coming
+from cass_pipelines.store import claims, journal, learning, persona, weeks
 from cass_pipelines.store import goals as goal_store
-from cass_pipelines.store import journal, learning, persona, weeks
 from cass_pipelines.store.budget import budget_status, refused_money
+from cass_pipelines.store.claims import Owner, never_over
 from cass_pipelines.store.control import paused_reason
 from cass_pipelines.store.db import Store
 
@@ -120,16 +122,39 @@ class WeekPlan:
     offline: bool = False
 
 
-def plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> WeekPlan:
+def plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime, owner: Owner | None = None,
+              is_run_over: Callable[[str], bool] = never_over) -> WeekPlan:
     """The week's goals and intention, asked once per week (a stored intention is kept). Not while a pause
     holds its category: planned then, the week would keep a fallback made without the agent after `resume`
     (weekly_intention_schedule asks again each morning while the week has no plan)."""
-    stored = goal_store.intention(rt.store, week)
-    if stored:
-        return WeekPlan(week, stored["intention"], stored["goal_ids"], "stored", offline=stored["offline"])
+    if stored := _stored_plan(rt, week):
+        return stored
     paused = paused_reason(rt.store, WEEK_CATEGORY)
     if paused:
         return WeekPlan(week, "", [], "paused", error=f"not planned while paused: {paused}")
+    # Asked once: a run of the week beside this one (run-day beside the daemon's) waits for its plan.
+    key = claims.week_key(week)
+    ours = claim_or_wait(rt.store, key, owner or Owner.here(None), is_run_over, now,
+                         lambda: goal_store.intention(rt.store, week) is not None,
+                         rt.settings.request_timeout_s * 2 + 60, f"planning the week of {week}")
+    if not ours and (stored := _stored_plan(rt, week)):
+        return stored
+    try:
+        plan = _plan_week(rt, llm, prefix, week, now)
+    except BaseException:
+        claims.end_many(rt.store, [key], ClaimState.RELEASED, now)   # (another run may plan it)
+        raise
+    claims.end_many(rt.store, [key], ClaimState.DONE, now)
+    return plan
+
+
+def _stored_plan(rt: Runtime, week: date) -> WeekPlan | None:
+    stored = goal_store.intention(rt.store, week)
+    return WeekPlan(week, stored["intention"], stored["goal_ids"], "stored", offline=stored["offline"]) \
+        if stored else None
+
+
+def _plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> WeekPlan:
     made: list[str] = []
     error = None
     try:

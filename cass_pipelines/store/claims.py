@@ -144,5 +144,9 @@ def summary_key(unit_id: str, status: str) -> str:
     return f"summary:{unit_id}:{status}"
 
 
+def week_key(week) -> str:
+    return f"week:{week}"
+
+
 def plan_key(day, revision: int) -> str:
     return f"plan:{day}:{revision}"

@@ -5,7 +5,7 @@ from datetime import date
 
 import dagster as dg
 
-from cass_pipelines.defs.resources import CassResource
+from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.goals import week_end, week_start
 from cass_pipelines.domain.settings import Settings
@@ -22,6 +22,7 @@ from cass_pipelines.services.week import (
     plan_week,
     write_week_journal,
 )
+from cass_pipelines.store.claims import Owner
 
 
 def week_partitions(settings: Settings) -> dg.WeeklyPartitionsDefinition:
@@ -43,7 +44,8 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
         llm = metered(rt, clock, MeterContext(date=budget_day(rt.store, rt.settings, week, WEEK_ACTION_ID, clock.now()),
                                               phase=None, category=WEEK_CATEGORY, priority="high",
                                               work_unit_id=None, action_id=WEEK_ACTION_ID, run_id=context.run_id))
-        plan = plan_week(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week, clock.now())
+        plan = plan_week(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week, clock.now(),
+                         Owner.here(context.run_id), run_over(context.instance))
         if plan.error:
             context.log.warning(f"week {week}: {plan.error}")
         return dg.MaterializeResult(metadata={
