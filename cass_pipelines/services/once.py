@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Callable
+from typing import Callable, TypeVar
 
-from cass_pipelines.domain.states import ClaimOutcome
+from cass_pipelines.domain.states import ClaimOutcome, ClaimState
 from cass_pipelines.store import claims
 from cass_pipelines.store.claims import Owner
 from cass_pipelines.store.db import Store
 
 WAIT_POLL_S = 0.5   # how often a run waiting for another run's work looks again
+T = TypeVar("T")
 
 
 def claim_or_wait(store: Store, key: str, owner: Owner, is_run_over: Callable[[str], bool], now: datetime,
@@ -30,3 +31,21 @@ def claim_or_wait(store: Store, key: str, owner: Owner, is_run_over: Callable[[s
             raise TimeoutError(f"run {taken.holder.run_id if taken.holder else '?'} has been {doing} "
                                f"for over {wait_s:.0f}s; try again later")
         time.sleep(WAIT_POLL_S)
+
+
+def made_once(store: Store, key: str, owner: Owner, is_run_over: Callable[[str], bool], now: datetime,
+              stored: Callable[[], T | None], make: Callable[[], T], wait_s: float, doing: str) -> T:
+    """What `stored()` finds, else `make()` by the one run that claims `key`: a run beside it waits for its
+    work and returns it (paid once); a failed `make` lets the claim go, so another run may try."""
+    if (found := stored()) is not None:
+        return found
+    ours = claim_or_wait(store, key, owner, is_run_over, now, lambda: stored() is not None, wait_s, doing)
+    if not ours and (found := stored()) is not None:
+        return found
+    try:
+        made = make()
+    except BaseException:
+        claims.end_many(store, [key], ClaimState.RELEASED, now)
+        raise
+    claims.end_many(store, [key], ClaimState.DONE, now)
+    return made

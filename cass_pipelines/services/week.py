@@ -29,10 +29,10 @@ from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.plan_rules import ProposedUnit
 from cass_pipelines.domain.registry import Registry
 from cass_pipelines.domain.settings import Settings
-from cass_pipelines.domain.states import ClaimState, GoalSource, GoalStatus
+from cass_pipelines.domain.states import GoalSource, GoalStatus
 from cass_pipelines.llm.base import LLMClient, LLMRequest
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
-from cass_pipelines.services.once import claim_or_wait
+from cass_pipelines.services.once import made_once
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.watches import journals_coming
 from cass_pipelines.store import claims, journal, learning, persona, weeks
@@ -133,19 +133,9 @@ def plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetim
     if paused:
         return WeekPlan(week, "", [], "paused", error=f"not planned while paused: {paused}")
     # Asked once: a run of the week beside this one (run-day beside the daemon's) waits for its plan.
-    key = claims.week_key(week)
-    ours = claim_or_wait(rt.store, key, owner or Owner.here(None), is_run_over, now,
-                         lambda: goal_store.intention(rt.store, week) is not None,
-                         rt.settings.request_timeout_s * 2 + 60, f"planning the week of {week}")
-    if not ours and (stored := _stored_plan(rt, week)):
-        return stored
-    try:
-        plan = _plan_week(rt, llm, prefix, week, now)
-    except BaseException:
-        claims.end_many(rt.store, [key], ClaimState.RELEASED, now)   # (another run may plan it)
-        raise
-    claims.end_many(rt.store, [key], ClaimState.DONE, now)
-    return plan
+    return made_once(rt.store, claims.week_key(week), owner or Owner.here(None), is_run_over, now,
+                     lambda: _stored_plan(rt, week), lambda: _plan_week(rt, llm, prefix, week, now),
+                     rt.settings.request_timeout_s * 2 + 60, f"planning the week of {week}")
 
 
 def _stored_plan(rt: Runtime, week: date) -> WeekPlan | None:
@@ -345,12 +335,17 @@ def budget_day(store: Store, settings: Settings, own: date, action_id: str, now:
     return own
 
 
-def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> dict:
+def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime, owner: Owner | None = None,
+                       is_run_over: Callable[[str], bool] = never_over) -> dict:
     """The week's journal in my voice, from its daily journals, goal progress and insights (once
-    journal_wait lets it be written); written once (a stored entry is returned as it is)."""
-    stored = weeks.weekly_journal(rt.store, week)
-    if stored:
-        return stored
+    journal_wait lets it be written); written once (a stored entry is returned as it is; a run beside the
+    one writing it waits for its entry)."""
+    return made_once(rt.store, claims.week_journal_key(week), owner or Owner.here(None), is_run_over, now,
+                     lambda: weeks.weekly_journal(rt.store, week), lambda: _write_week_journal(rt, llm, prefix, week, now),
+                     rt.settings.request_timeout_s * 2 + 60, f"writing the journal of the week of {week}")
+
+
+def _write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> dict:
     last = week + timedelta(days=6)
     days = weeks.daily_journals(rt.store, week, last)
     found = weeks.insights(rt.store, week, last)

@@ -148,5 +148,9 @@ def week_key(week) -> str:
     return f"week:{week}"
 
 
+def week_journal_key(week) -> str:
+    return f"week_journal:{week}"
+
+
 def plan_key(day, revision: int) -> str:
     return f"plan:{day}:{revision}"

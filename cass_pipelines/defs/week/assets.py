@@ -68,7 +68,8 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
                                               phase=None, category=JOURNAL_CATEGORY,
                                               priority="normal", work_unit_id=None, action_id=JOURNAL_ACTION_ID,
                                               run_id=context.run_id))
-        entry = write_week_journal(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week, clock.now())
+        entry = write_week_journal(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week, clock.now(),
+                                   Owner.here(context.run_id), run_over(context.instance))
         return dg.MaterializeResult(metadata={"written": True, "tone": entry["tone"],
                                               "text": dg.MetadataValue.md(entry["text"])})
 
