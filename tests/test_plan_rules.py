@@ -232,6 +232,11 @@ def test_a_phase_opening_offers_one_unit_of_a_template_again_however_many_wait()
                                       paused={"memory": "m"}, idle=True, max_units=4),
                         inputs(phases=["afternoon"], category_remaining=dict(PLENTY)))
     assert waits(still) == [(f"cc{n}", DeferKind.PAUSED) for n in (1, 2, 3)]
+    # And in a phase already full: the pause holds them, not the phase's unit limit.
+    full = offer_phase(PhaseSnapshot(day=date(2026, 11, 20), phase="afternoon", own=[planned("g2", "growth_edge_work")],
+                                     waiting=catchups, paused={"memory": "m"}, idle=True, max_units=1),
+                       inputs(phases=["afternoon"], category_remaining=dict(PLENTY)))
+    assert waits(full) == [(f"cc{n}", DeferKind.PAUSED) for n in (1, 2, 3)]
 
 
 def test_a_look_back_counts_only_days_that_were_not_paused():

@@ -92,9 +92,10 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
                                          "waits for a later phase")
 
     for i, (kind, u) in enumerate(candidates):
-        # (the rules first: a unit a pause still holds stays deferred by it, so `resume` takes it back)
-        reason = (_ruled_out(s, inputs, u["template_id"], u["category"]) or same_template(kind, u) if slots > 0
-                  else (DeferKind.PHASE_FULL, f"{s.phase} already has {s.max_units} units"))
+        # (the rules first, as at plan time: a unit a pause still holds stays deferred by it, in a full phase
+        # too, so `resume` takes it back)
+        reason = _ruled_out(s, inputs, u["template_id"], u["category"]) or (
+            same_template(kind, u) if slots > 0 else (DeferKind.PHASE_FULL, f"{s.phase} already has {s.max_units} units"))
         short = None if reason else inputs.unaffordable(u["template_id"], u["category"], left.get(u["category"], 0.0))
         if short:
             reason = DeferKind.BUDGET, short
