@@ -447,6 +447,29 @@ def test_a_week_whose_monday_is_out_of_money_is_planned_on_a_later_day(sample_ho
     assert paid and all(row["date"] > NEXT_MONDAY for row in paid), paid
 
 
+def test_a_week_its_monday_refused_is_not_kept_on_the_fallback(env):
+    """Monday's `system` share spent (its decisions), not the day: the week's call refused on Monday leaves the
+    week unplanned (a fallback made without the agent would be kept for the week); the next run plans it with
+    the agent, paid from the day it runs (week.budget_day)."""
+    from support import ledger_row
+
+    from cass_pipelines.store import budget as sb
+
+    rt, instance, defs = env
+    hold = sb.reserve(rt.store, day=NEXT_MONDAY, category="system", amount_usd=0.01, settings=rt.settings,
+                      priority="normal", now=NOW)
+    sb.settle(rt.store, hold.id, ledger_row("decisions", rt.settings.category_limit("system"), category="system",
+                                            day=NEXT_MONDAY), NOW)
+    refused = plan_the_week(rt, defs, instance, NEXT_MONDAY)
+    assert goal_store.intention(rt.store, NEXT_MONDAY) is None
+    mats = instance.fetch_materializations(dg.AssetKey("weekly_intention"), limit=1).records
+    assert mats[0].asset_materialization.metadata["source"].value == "budget", refused.run_id
+    plan_the_week(rt, defs, instance, NEXT_MONDAY)
+    assert goal_store.intention(rt.store, NEXT_MONDAY)["source"] == "llm"
+    paid = rt.store.all("SELECT date FROM llm_ledger WHERE action_id = 'plan.week'")
+    assert paid and all(row["date"] > NEXT_MONDAY for row in paid), paid
+
+
 def test_the_week_s_journal_refused_on_its_sunday_is_paid_from_the_day_it_is_written(store, settings):
     """The asset's call refused by its Sunday (the journal's share spent, the day not): the next morning's
     run pays from its own day, not the Sunday that refused it again and again."""

@@ -32,6 +32,7 @@ from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import GoalSource, GoalStatus
 from cass_pipelines.llm.base import LLMClient, LLMRequest
 from cass_pipelines.services.handlers.quoting import NOTICE, quote
+from cass_pipelines.services.metering import BudgetRefused
 from cass_pipelines.services.once import made_once
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.watches import journals_coming
@@ -116,7 +117,7 @@ class WeekPlan:
     week_start: date
     intention: str
     goal_ids: list[str]
-    source: str                 # "llm" | "fallback" | "stored" | "paused" (not planned: nothing stored)
+    source: str                 # "llm" | "fallback" | "stored" | "paused" | "budget" (not planned: nothing stored)
     goals_made: list[str] = field(default_factory=list)
     error: str | None = None
     offline: bool = False
@@ -126,16 +127,20 @@ def plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetim
               is_run_over: Callable[[str], bool] = never_over) -> WeekPlan:
     """The week's goals and intention, asked once per week (a stored intention is kept). Not while a pause
     holds its category: planned then, the week would keep a fallback made without the agent after `resume`
-    (weekly_intention_schedule asks again each morning while the week has no plan)."""
+    (weekly_intention_schedule asks again each morning while the week has no plan). Nor when the budget refuses
+    its call: the next run pays from the day it runs (budget_day), not the day that refused it."""
     if stored := _stored_plan(rt, week):
         return stored
     paused = paused_reason(rt.store, WEEK_CATEGORY)
     if paused:
         return WeekPlan(week, "", [], "paused", error=f"not planned while paused: {paused}")
     # Asked once: a run of the week beside this one (run-day beside the daemon's) waits for its plan.
-    return made_once(rt.store, claims.week_key(week), owner or Owner.here(None), is_run_over, now,
-                     lambda: _stored_plan(rt, week), lambda: _plan_week(rt, llm, prefix, week, now),
-                     rt.settings.request_timeout_s * 2 + 60, f"planning the week of {week}")
+    try:
+        return made_once(rt.store, claims.week_key(week), owner or Owner.here(None), is_run_over, now,
+                         lambda: _stored_plan(rt, week), lambda: _plan_week(rt, llm, prefix, week, now),
+                         rt.settings.request_timeout_s * 2 + 60, f"planning the week of {week}")
+    except BudgetRefused as exc:   # (the claim let go: the next run asks again)
+        return WeekPlan(week, "", [], "budget", error=f"not planned: the budget refused its call: {exc}")
 
 
 def _stored_plan(rt: Runtime, week: date) -> WeekPlan | None:
@@ -150,6 +155,8 @@ def _plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: dateti
     try:
         if not goal_store.goals(rt.store, GoalStatus.ACTIVE.value, limit=1):
             made = propose_goals(rt, llm, prefix, week, now)
+    except BudgetRefused:   # planned on the fallback now, the week would keep it: asked again (plan_week)
+        raise
     except Exception as exc:  # the week must still be planned; goals can be made next week or by a person
         error = f"goals not made: {type(exc).__name__}: {clip(exc, 200)}"
     active = goal_store.goals(rt.store, GoalStatus.ACTIVE.value, limit=MAX_ACTIVE_GOALS)
@@ -157,7 +164,9 @@ def _plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: dateti
     if active:
         try:
             plan = _ask_week(rt, llm, prefix, week, active)
-        except Exception as exc:  # any failure of the call or its answer: fall back, never raise
+        except BudgetRefused:
+            raise
+        except Exception as exc:  # any other failure of the call or its answer: fall back
             error = f"{type(exc).__name__}: {clip(exc, 300)}"
     if plan is None:
         chosen = [g["id"] for g in active[:WEEK_GOALS]]
