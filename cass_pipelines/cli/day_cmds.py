@@ -174,25 +174,23 @@ def _skipped(name: str, reason: str) -> dict:   # a run not launched, and why (i
 def week_run(rt: Runtime, defs, instance, job: str, week: date) -> dict:
     """A run of the week from `week` (week_job: "intention", week_journal_job: "journal"), as run-day and run-week
     launch it, reported like a phase's run with its `week`. Skipped with the reason, as a phase is, while
-    paused or once the day that pays for it (services.week.budget_day) is out of money, or while its
-    category is paused: its call would be refused, and the week planned on the fallback (kept for the week)
-    or its journal failed."""
-    from cass_pipelines.domain.goals import week_end
+    paused, while its category is paused, or once the day that pays for it (services.week.plan_budget_day,
+    journal_budget_day) is out of money: its call would be refused (the week is then not planned, or its journal
+    not written, and a later day asks again)."""
     from cass_pipelines.execution import run_week
     from cass_pipelines.run_queue import WEEK_INTENTION_JOB
     from cass_pipelines.services.planning import phase_skip_reason
     from cass_pipelines.services.week import (
-        JOURNAL_ACTION_ID,
         JOURNAL_CATEGORY,
-        WEEK_ACTION_ID,
         WEEK_CATEGORY,
-        budget_day,
+        journal_budget_day,
+        plan_budget_day,
     )
 
     intention = job == WEEK_INTENTION_JOB
-    name, category = ("intention", WEEK_CATEGORY) if intention else ("journal", JOURNAL_CATEGORY)
-    paid_by = budget_day(rt.store, rt.settings, week if intention else week_end(week),
-                         WEEK_ACTION_ID if intention else JOURNAL_ACTION_ID, clock_from_env().now())
+    name, category, paid_from = (("intention", WEEK_CATEGORY, plan_budget_day) if intention
+                                 else ("journal", JOURNAL_CATEGORY, journal_budget_day))
+    paid_by = paid_from(rt.store, rt.settings, week, clock_from_env().now())
     paused = paused_reason(rt.store, category)
     held = phase_skip_reason(rt.store, rt.settings, paid_by) or (f"paused: {paused}" if paused else None)
     run = _skipped(name, held) if held else _timed(rt, name, lambda: run_week(defs, instance, job, week))

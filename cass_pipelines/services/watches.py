@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from cass_pipelines.domain.clock import Clock
+from cass_pipelines.domain.goals import week_end
 from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.registry import JOURNAL_TEMPLATE
 from cass_pipelines.domain.settings import Settings
@@ -72,7 +73,7 @@ def journals_coming(store: Store, settings: Settings, week: date, today: date) -
     window): it is still to be written, so the week's journal waits for it. One no catch-up will write any
     more is not waited for."""
     since = max(week, journals_since(store, settings, today, today))
-    return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d <= week + timedelta(days=6)]
+    return [d for d in deferred_job_dates(store, JOURNAL_TEMPLATE, JOURNAL_TAG, since) if d <= week_end(week)]
 
 
 MAX_RESUME_FAILURES = 3   # a resume whose run failed this often for the same requests is left to a person

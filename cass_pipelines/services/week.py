@@ -344,6 +344,16 @@ def budget_day(store: Store, settings: Settings, own: date, action_id: str, now:
     return own
 
 
+def plan_budget_day(store: Store, settings: Settings, week: date, now: datetime) -> date:
+    """The budget day the week's plan is paid from (its Monday, or budget_day's)."""
+    return budget_day(store, settings, week, WEEK_ACTION_ID, now)
+
+
+def journal_budget_day(store: Store, settings: Settings, week: date, now: datetime) -> date:
+    """The budget day the week's journal is paid from (its Sunday, or budget_day's)."""
+    return budget_day(store, settings, week_end(week), JOURNAL_ACTION_ID, now)
+
+
 def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime, owner: Owner | None = None,
                        is_run_over: Callable[[str], bool] = never_over) -> dict:
     """The week's journal in my voice, from its daily journals, goal progress and insights (once
@@ -355,7 +365,7 @@ def write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now
 
 
 def _write_week_journal(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime) -> dict:
-    last = week + timedelta(days=6)
+    last = week_end(week)
     days = weeks.daily_journals(rt.store, week, last)
     found = weeks.insights(rt.store, week, last)
     intention = goal_store.intention(rt.store, week)

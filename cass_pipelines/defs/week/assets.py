@@ -7,7 +7,7 @@ import dagster as dg
 
 from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.domain.clock import clock_from_env
-from cass_pipelines.domain.goals import week_end, week_start
+from cass_pipelines.domain.goals import week_start
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.handlers.calls import system_prefix
 from cass_pipelines.services.metering import MeterContext
@@ -17,8 +17,9 @@ from cass_pipelines.services.week import (
     JOURNAL_CATEGORY,
     WEEK_ACTION_ID,
     WEEK_CATEGORY,
-    budget_day,
+    journal_budget_day,
     journal_wait,
+    plan_budget_day,
     plan_week,
     write_week_journal,
 )
@@ -41,7 +42,7 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
     def weekly_intention(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
         rt, clock = cass.for_run(context), cass.clock()
         week = date.fromisoformat(context.partition_key)
-        llm = metered(rt, clock, MeterContext(date=budget_day(rt.store, rt.settings, week, WEEK_ACTION_ID, clock.now()),
+        llm = metered(rt, clock, MeterContext(date=plan_budget_day(rt.store, rt.settings, week, clock.now()),
                                               phase=None, category=WEEK_CATEGORY, priority="high",
                                               work_unit_id=None, action_id=WEEK_ACTION_ID, run_id=context.run_id))
         plan = plan_week(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week, clock.now(),
@@ -63,8 +64,7 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
         if wait:   # (written once: not half a week, nor without a daily journal still to come)
             context.log.info(f"the week of {week}: {wait}")
             return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(f"_{wait}_")})
-        llm = metered(rt, clock, MeterContext(date=budget_day(rt.store, rt.settings, week_end(week), JOURNAL_ACTION_ID,
-                                                                 clock.now()),
+        llm = metered(rt, clock, MeterContext(date=journal_budget_day(rt.store, rt.settings, week, clock.now()),
                                               phase=None, category=JOURNAL_CATEGORY,
                                               priority="normal", work_unit_id=None, action_id=JOURNAL_ACTION_ID,
                                               run_id=context.run_id))
