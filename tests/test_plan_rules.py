@@ -239,6 +239,34 @@ def test_a_phase_opening_offers_one_unit_of_a_template_again_however_many_wait()
     assert waits(full) == [(f"cc{n}", DeferKind.PAUSED) for n in (1, 2, 3)]
 
 
+
+def test_a_waiting_unit_whose_work_is_whatever_is_pending_is_superseded_by_a_later_one_done(tmp_path):
+    """Pure: a catch-up planned in the morning for the evening, waiting since, is superseded by a catch-up
+    (of any origin) that started once that evening began, named in the reason; one done before it was due
+    (the evening's conversations were still to come) leaves it waiting. A synthesis (work of its own focus)
+    is never superseded, however many are done after it."""
+    from datetime import date, datetime, timedelta, timezone
+
+    from cass_pipelines.domain.phase_offer import superseded
+    from cass_pipelines.domain.phases import phase_window
+    from cass_pipelines.domain.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    day = date(2026, 11, 20)
+    made = datetime(2026, 11, 20, 7, tzinfo=timezone.utc)
+    evening = phase_window(day, "evening", settings)[0]
+    waiting = [planned(t, t, status="deferred", defer_kind="paused", date=day, phase="evening", created_at=made)
+               for t in ("conversation_catchup", "synthesis")]
+
+    def done(started_at):
+        return {t: {"id": f"later_{t}", "date": day, "phase": "night", "started_at": started_at}
+                for t in ("conversation_catchup", "synthesis")}
+
+    [(uid, reason)] = superseded(waiting, done(evening + timedelta(hours=3)), REGISTRY, settings)
+    assert uid == "conversation_catchup" and reason.startswith("superseded by later_conversation_catchup"), reason
+    assert superseded(waiting, done(evening - timedelta(hours=1)), REGISTRY, settings) == []
+    assert superseded(waiting, {}, REGISTRY, settings) == []
+
 def test_a_look_back_counts_only_days_that_were_not_paused():
     from datetime import date
 

@@ -108,6 +108,18 @@ def test_templates_for_phase_respects_preferred_phases_and_plannable():
     assert "daily_journal" in not_plannable
 
 
+
+def test_only_work_that_is_whatever_is_pending_now_is_superseded_by_a_later_unit():
+    """`reoffer: latest` marks templates whose unit does what is pending when it runs (catch-ups, summarising,
+    upkeep, the world's news): a later unit of one does a waiting one's work. Work of its own focus keeps
+    the default and waits to be offered again."""
+    from cass_pipelines.domain.categories import Reoffer
+
+    reg = load_registry()
+    latest = {t.id for t in reg.templates.values() if t.reoffer == Reoffer.LATEST}
+    assert latest == {"conversation_catchup", "memory_consolidation", "system_maintenance", "world_check_in"}
+    assert reg.templates["morning_reflection"].reoffer == Reoffer.OWN
+
 # --- one rule at a time -------------------------------------------------------------------------------
 
 def test_unknown_action_in_template(tmp_path, data):
@@ -199,6 +211,14 @@ def test_phase_weight_out_of_range(tmp_path, data):
     _, errors = errors_for(tmp_path, data)
     assert len(errors) == 1 and "preferred_phases" in errors[0] and "(0, 1]" in errors[0]
 
+
+
+def test_a_bad_reoffer_value_names_the_file_and_the_template(tmp_path, data):
+    template(data, "conversation_catchup")["reoffer"] = "newest"
+    path, errors = errors_for(tmp_path, data)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"{path}: template 'conversation_catchup': field 'reoffer'")
+    assert "'own' or 'latest'" in errors[0] and "(got 'newest')" in errors[0]
 
 def test_unknown_field_is_rejected(tmp_path, data):
     action(data, "session.reflection")["runner_key"] = "reflection"

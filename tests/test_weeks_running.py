@@ -740,8 +740,9 @@ def test_approved_work_the_budget_defers_exits_3_as_a_triggered_unit_does(env, c
 def test_catch_ups_a_memory_pause_deferred_for_days_are_offered_again_one_a_phase(env):
     """Memory paused for three days, each with a catch-up planned for its afternoon, then resumed (found by
     a three-week soak, where one phase then ran the three catch-ups at once, paying three times for the same
-    work): each phase after `resume` takes one of them up again, the oldest first, and the others wait,
-    deferred with the reason, for the phases after it."""
+    work): the first phase after `resume` takes the oldest up again and the others wait, deferred with the
+    reason; once it has completed, the next phase supersedes them (it did their work: whatever was pending)
+    rather than running them one a phase."""
     from support import days_before
 
     rt, instance, defs = env
@@ -758,7 +759,51 @@ def test_catch_ups_a_memory_pause_deferred_for_days_are_offered_again_one_a_phas
         assert run_phase(defs, instance, day, phase).success
     ran = [[(u["deferred_from"], u["status"]) for u in plans.units_for_phase(rt.store, day, phase)]
            for day, phase in after]
-    assert ran == [[(waiting[0], "completed")], [(waiting[1], "completed")]], ran
-    last = plans.get_unit(rt.store, waiting[2])
-    assert (last["status"], last["defer_kind"], last["reoffered_as"]) == ("deferred", "same_template", None), last
-    assert f"offered again {TODAY} morning: morning already has a unit of conversation_catchup" in last["reason"]
+    assert ran == [[(waiting[0], "completed")], []], ran
+    [done] = [u["id"] for u in plans.units_for_phase(rt.store, *after[0])]
+    for uid in waiting[1:]:
+        unit = plans.get_unit(rt.store, uid)
+        assert (unit["status"], unit["reoffered_as"]) == ("superseded", None), unit
+        assert unit["reason"].startswith(f"superseded by {done} ({YESTERDAY} night)"), unit["reason"]
+
+
+def test_a_catch_up_the_memory_job_did_meanwhile_is_superseded_not_offered_nor_expired(env, monkeypatch):
+    """The soak's fault: memory and reflection paused one evening, so its planned catch-up and synthesis were
+    deferred by the pause; after `resume` the memory job's catch-up, and a synthesis run by hand, completed.
+    The next phase does not offer the catch-up again (the memory job did its work: it is superseded, naming
+    that unit), the upkeep a week on does not expire it, and a retry of a dead letter of it has nothing to
+    do. The synthesis, work of its own focus, is offered again as before."""
+    from support import days_before
+
+    from cass_pipelines.domain.clock import clock_from_env
+    from cass_pipelines.domain.states import DeadLetterKind, RetryStatus
+    from cass_pipelines.execution import run_memory
+    from cass_pipelines.services.retry import retry_dead_letter
+    from cass_pipelines.store import dead_letters
+
+    rt, instance, defs = env
+    day = days_before(2)
+    for category in ("memory", "reflection"):
+        assert main(["pause", "--category", category, "--reason", "a quiet evening"]) == 0
+    seed_plan(rt, day, "evening", ["conversation_catchup", "synthesis"])
+    assert run_phase(defs, instance, day, "evening").success
+    catchup, synthesis = (u["id"] for u in plans.units_for_phase(rt.store, day, "evening"))
+    for category in ("memory", "reflection"):
+        assert main(["resume", "--category", category]) == 0
+    assert run_memory(defs, instance).success
+    [by] = rt.store.all("SELECT id FROM work_units WHERE origin = 'job' AND template_id = 'conversation_catchup' "
+                        "AND status = 'completed'")
+    assert main(["trigger", "synthesis"]) == 0
+    seed_plan(rt, YESTERDAY, "evening", [])
+    assert run_phase(defs, instance, YESTERDAY, "evening").success
+    unit = plans.get_unit(rt.store, catchup)
+    assert (unit["status"], unit["reoffered_as"]) == ("superseded", None), unit
+    assert unit["reason"].startswith(f"superseded by {by['id']}"), unit["reason"]
+    assert plans.get_unit(rt.store, synthesis)["reoffered_as"], plans.get_unit(rt.store, synthesis)
+    monkeypatch.setenv(NOW_ENV, utc(TODAY + timedelta(days=8), 22).isoformat())
+    assert main(["trigger", "system_maintenance"]) == 0
+    assert plans.get_unit(rt.store, catchup)["status"] == "superseded", plans.get_unit(rt.store, catchup)
+    dead_letters.add(rt.store, dl_id="dl_catchup", kind=DeadLetterKind.ACTION, error="boom", now=NOW,
+                     work_unit_id=catchup)
+    outcome = retry_dead_letter(rt, "dl_catchup", clock_from_env())
+    assert outcome.status == RetryStatus.NOTHING_TO_DO and f"superseded by {by['id']}" in outcome.message, outcome

@@ -32,6 +32,12 @@ class ModelTier(StrEnum):
     DEEP = "deep"
 
 
+class Reoffer(StrEnum):
+    """What a template's unit left waiting is worth once a later unit of the template has completed."""
+    OWN = "own"          # its own work (a focus: a question, a growth edge): it waits and is offered again
+    LATEST = "latest"    # whatever is pending when it runs (a catch-up): the later unit did it, so it is superseded
+
+
 class Phase(StrEnum):
     MORNING = "morning"
     AFTERNOON = "afternoon"

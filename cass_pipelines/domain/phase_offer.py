@@ -9,22 +9,25 @@ What does not fit is deferred, or stays deferred, with the kind and reason of th
 
 A phase takes up at most one waiting unit of a template, and none when it already has one of its own
 (planned and admitted, running, done, or waiting for approval, whatever its origin): the others stay
-deferred (`same_template`) for later phases, the oldest offered first. The registry has no field that
-tells work that is "whatever is pending now" (a conversation catch-up) from work that is its own (a
-focus of its own: a growth edge, a question), and a unit offered again works as of the day it runs,
-not the day it came from; so no waiting unit is dropped as superseded, and none is run twice in one
-phase either. One the later phases cannot take up in time expires as before.
+deferred (`same_template`) for later phases, the oldest offered first, so none is run twice in one phase.
+A waiting unit of a template whose work is whatever is pending when it runs (`reoffer: latest`: a
+conversation catch-up) is superseded once a later unit of its template has completed (`superseded`,
+applied before the snapshot is read and before expiry); a unit of work of its own (a focus: a growth
+edge, a question) waits, and one the later phases cannot take up in time expires as before.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from cass_pipelines.domain.budget_rules import pooled_room, pooling
 from cass_pipelines.domain.categories import Priority
 from cass_pipelines.domain.pauses import pause_reason
+from cass_pipelines.domain.phases import phase_window
 from cass_pipelines.domain.plan_rules import NOT_IDLE_REASON, PlanInputs, PlannedUnit
+from cass_pipelines.domain.registry import Registry
+from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import DeferKind, UnitOrigin, UnitStatus
 
 Deferral = tuple[str, DeferKind, str]   # (unit id, kind, reason)
@@ -155,6 +158,22 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
             offer.reoffers.append((u, PlannedUnit(s.phase, t.id, t.category, t.priority, u["focus"],
                                                   f"re-offered: {u['reason'] or 'its phase did not run'}", inputs.cost(t.id))))
     return offer
+
+
+def superseded(waiting: Iterable[dict], done: Mapping[str, dict], registry: Registry,
+               settings: Settings) -> list[tuple[str, str]]:
+    """The waiting units whose work a later unit did, as (id, reason naming that unit): units of a template
+    whose work is whatever is pending when it runs (`registry.superseding`), when `done` (the last completed
+    unit of each such template: id, date, phase, started_at) started once the waiting unit was due (made,
+    and its phase begun): it found all the waiting unit would have found."""
+    out = []
+    for u in waiting:
+        by = done.get(u["template_id"]) if u["template_id"] in registry.superseding else None
+        if by and by["id"] != u["id"] and by["started_at"] >= max(
+                u["created_at"], phase_window(u["date"], u["phase"], settings)[0]):
+            out.append((u["id"], f"superseded by {by['id']} ({by['date']} {by['phase']}), which did its work: "
+                                 f"{u['template_id']} does whatever is pending when it runs"))
+    return out
 
 
 def _ruled_out(s: PhaseSnapshot, inputs: PlanInputs, template_id: str, category: str) -> tuple[DeferKind, str] | None:

@@ -9,7 +9,7 @@ from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cass_pipelines.domain.categories import PHASES, Category, ModelTier, Priority
+from cass_pipelines.domain.categories import PHASES, Category, ModelTier, Priority, Reoffer
 
 _ACTION_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 _TEMPLATE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -81,6 +81,8 @@ class TemplateDef(BaseModel):
     plannable: bool = True
     # Planned like other work, but waits in `awaiting_approval` until a person approves it.
     requires_approval: bool = False
+    # `latest`: a unit left waiting is superseded once a later unit of the template completed (any origin).
+    reoffer: Reoffer = Reoffer.OWN
 
     @field_validator("id")
     @classmethod
@@ -119,6 +121,11 @@ class Registry(BaseModel):
 
     def template_duration(self, template_id: str) -> int:
         return sum(a.default_duration_minutes for a in self.template_actions(template_id))
+
+    @cached_property
+    def superseding(self) -> frozenset[str]:
+        """Templates whose waiting units a later completed unit of theirs supersedes (`reoffer: latest`)."""
+        return frozenset(t.id for t in self.templates.values() if t.reoffer == Reoffer.LATEST)
 
     def templates_for_phase(self, phase: str) -> list[TemplateDef]:
         return [t for t in self.templates.values() if t.plannable and phase in t.preferred_phases]

@@ -12,6 +12,9 @@ class UnitStatus(StrEnum):
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
     AWAITING_APPROVAL = "awaiting_approval"   # gated work waits for a person (services/approvals.py)
+    # A waiting unit of a `reoffer: latest` template whose work a later unit of it did (its reason names that
+    # unit): never offered again nor expired, not waiting work (domain.phase_offer.superseded).
+    SUPERSEDED = "superseded"
 
     @property
     def final(self) -> bool:

@@ -1,13 +1,17 @@
 """How far back deferred work is still offered again, kept, or (a journal) caught up: a number of days
-that were not paused (domain.pauses.look_backs), per category, read from the pauses the store keeps."""
+that were not paused (domain.pauses.look_backs), per category, read from the pauses the store keeps; and
+which waiting work a later unit made moot (superseded), whatever its age."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from cass_pipelines.domain.categories import Category
 from cass_pipelines.domain.pauses import LookBacks, look_backs
+from cass_pipelines.domain.phase_offer import superseded
 from cass_pipelines.domain.plan_rules import DEFERRED_LOOKBACK_DAYS
+from cass_pipelines.domain.registry import Registry
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.store import plans
 from cass_pipelines.store.control import pause_spans
 from cass_pipelines.store.db import Store
 
@@ -31,3 +35,14 @@ def journals_since(store: Store, settings: Settings, day: date, today: date) -> 
     """The first date whose deferred journal is still tried again from `day` (and in the partition window)."""
     return max(unpaused_days_back(store, settings, day, JOURNAL_CATCH_UP_DAYS).of(Category.JOURNAL.value),
                settings.first_date(today))
+
+
+def supersede_waiting(store: Store, settings: Settings, registry: Registry, now: datetime) -> list[str]:
+    """Mark superseded the deferred units whose work a later unit of their template did (`reoffer: latest`,
+    domain.phase_offer.superseded); a phase opening does it before it reads the waiting work, the upkeep
+    before it expires any, so the memory job's catch-ups between phases count. Returns the ids marked."""
+    if not registry.superseding:
+        return []
+    found = superseded(plans.deferred_of(store, registry.superseding), plans.last_completed(store, registry.superseding),
+                       registry, settings)
+    return plans.supersede(store, found, now) if found else []

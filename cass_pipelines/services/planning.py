@@ -25,7 +25,7 @@ from cass_pipelines.services import approvals
 from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers.calls import system_prefix
-from cass_pipelines.services.lookback import deferred_since
+from cass_pipelines.services.lookback import deferred_since, supersede_waiting
 from cass_pipelines.services.once import claim_or_wait
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.week import week_context
@@ -201,6 +201,7 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
     units deferred now as (id, reason) and the templates taken up again; ([], []) when another run of
     this partition opened the phase first."""
     with rt.store.session():  # bookkeeping only: no LLM call inside
+        supersede_waiting(rt.store, rt.settings, rt.registry, now)   # never offered again
         reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
         idle, _ = idle_at(rt, reference)
         inputs, status, _ = plan_inputs(rt, day, [phase], idle, now)

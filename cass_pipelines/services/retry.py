@@ -59,6 +59,9 @@ def _retry_unit(rt: Runtime, letter: dict, clock: Clock, today: date, run_id, is
     if unit["status"] == UnitStatus.DEFERRED and unit["reoffered_as"]:   # its work goes on as another unit
         return _close(rt, letter, DeadLetterState.RESOLVED, RetryStatus.NOTHING_TO_DO,
                       f"nothing to do: unit {uid} was offered again as {unit['reoffered_as']}", clock, uid)
+    if unit["status"] == UnitStatus.SUPERSEDED:   # a later unit did its work (the reason names it)
+        return _close(rt, letter, DeadLetterState.RESOLVED, RetryStatus.NOTHING_TO_DO,
+                      f"nothing to do: unit {uid} was {unit['reason']}", clock, uid)
     if unit["status"] == UnitStatus.FAILED:
         plans.reopen_failed(rt.store, uid, f"retry of dead letter {letter['id']}", clock.now())
     elif unit["status"] == UnitStatus.DEFERRED:   # an earlier retry was deferred (a pause, money): again now

@@ -197,20 +197,55 @@ def since_args(since: LookBacks) -> list:
     return [list(since.categories), list(since.categories.values()), since.everything]
 
 
+def _not_held_for_answers(unit: str) -> str:
+    """SQL: the unit (a row alias) is not waiting for its message batch, nor deferred by a pause while it held
+    batched answers: its own phase resumes it (services.watches.batch_resumes), so it takes the answers paid
+    for it."""
+    return (f"{unit}.defer_kind IS DISTINCT FROM '{DeferKind.BATCH}' AND NOT ({unit}.defer_kind IS NOT DISTINCT "
+            f"FROM '{DeferKind.PAUSED}' AND {_holds_answers(unit + '.id')})")
+
+
 def pending_deferred(store: Store, since: LookBacks, before_day: date, before_phase_rank: int) -> list[dict]:
     """Work waiting to be offered again, from its category's `since` up to (not including) the given phase:
     deferred units not yet re-offered, and units still planned for a phase that never opened (skipped for want
-    of money or by a pause, or its time passed without a run). A unit waiting for its message batch is
-    not among them, nor one a pause deferred while it held batched answers: its own phase resumes it
-    (services.watches.batch_resumes), so it takes the answers paid for it."""
+    of money or by a pause, or its time passed without a run); not one held for its batched answers."""
     return store.all(f"""SELECT {_UNIT_COLS} FROM work_units u WHERE reoffered_as IS NULL
-        AND defer_kind IS DISTINCT FROM '{DeferKind.BATCH}'
-        AND NOT (defer_kind IS NOT DISTINCT FROM '{DeferKind.PAUSED}' AND {_holds_answers('u.id')})
+        AND {_not_held_for_answers('u')}
         AND (status = '{D}' OR (status = '{P}' AND NOT EXISTS (
             SELECT 1 FROM phase_openings o WHERE o.date = u.date AND o.phase = u.phase)))
         AND origin <> '{UnitOrigin.JOB}' AND date >= {since_sql('u.category')}
         AND (date < ? OR (date = ? AND {phase_rank()} < ?))
         ORDER BY date, created_at, id""", [*since_args(since), before_day, before_day, before_phase_rank])
+
+
+def deferred_of(store: Store, template_ids: Iterable[str]) -> list[dict]:
+    """Deferred units of these templates not yet offered again, however old (a job's own are its job's; one
+    held for its batched answers waits for them)."""
+    return store.all(f"""SELECT {_UNIT_COLS} FROM work_units u WHERE status = '{D}' AND reoffered_as IS NULL
+        AND origin <> '{UnitOrigin.JOB}' AND {_not_held_for_answers('u')}
+        AND template_id IN (SELECT unnest(?::TEXT[])) ORDER BY date, created_at, id""", [list(template_ids)])
+
+
+def last_completed(store: Store, template_ids: Iterable[str]) -> dict[str, dict]:
+    """Per template, its completed unit (any origin) that started last: id, date, phase, started_at."""
+    return {r["template_id"]: r for r in store.all(f"""SELECT id, template_id, date, phase, started_at
+        FROM work_units WHERE status = '{C}' AND started_at IS NOT NULL
+          AND template_id IN (SELECT unnest(?::TEXT[]))
+        QUALIFY row_number() OVER (PARTITION BY template_id ORDER BY started_at DESC, id DESC) = 1""",
+                                                       [list(template_ids)])}
+
+
+def supersede(store: Store, found: Iterable[tuple[str, str]], now: datetime) -> list[str]:
+    """Mark deferred units superseded, each with its reason (domain.phase_offer.superseded); one another run
+    took up since it was read is left alone. Returns the ids marked."""
+    done = []
+    with store.transaction() as conn:
+        for uid, reason in found:
+            done += [r[0] for r in conn.execute(
+                f"UPDATE work_units SET status = '{UnitStatus.SUPERSEDED}', defer_kind = NULL, reason = ?, "
+                f"finished_at = ? WHERE id = ? AND status = '{D}' AND reoffered_as IS NULL RETURNING id",
+                [reason, now, uid]).fetchall()]
+    return done
 
 
 def batch_waiting(store: Store) -> list[dict]:

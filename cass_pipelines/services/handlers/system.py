@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from cass_pipelines.config.registry import DEFAULT_REGISTRY_FILE, read_registry_file
 from cass_pipelines.services.handlers.base import ActionResult, Artifact, HandlerContext
-from cass_pipelines.services.lookback import deferred_since
+from cass_pipelines.services.lookback import deferred_since, supersede_waiting
 from cass_pipelines.services.recovery import recover
 from cass_pipelines.store import maintenance, notes, schema
 from cass_pipelines.store.claims import never_over
@@ -20,9 +20,11 @@ def _report(ctx: HandlerContext, kind: str, title: str, lines: list[str]) -> Art
 
 
 def queue_maintenance(ctx: HandlerContext) -> ActionResult:
+    superseded = supersede_waiting(ctx.store, ctx.settings, ctx.registry, ctx.now)   # done since: not expired
     expired = maintenance.expire_deferred(ctx.store, deferred_since(ctx.store, ctx.settings, ctx.date), ctx.now)
     report = maintenance.queue_report(ctx.store, ctx.date)
-    lines = [f"- expired deferred units: {len(expired)}" + (f" ({', '.join(expired)})" if expired else ""),
+    lines = [f"- superseded deferred units: {len(superseded)}" + (f" ({', '.join(superseded)})" if superseded else ""),
+             f"- expired deferred units: {len(expired)}" + (f" ({', '.join(expired)})" if expired else ""),
              f"- deferred units waiting to be re-offered: {report['deferred_waiting']}",
              "- work units today: " + (", ".join(f"{k} {v}" for k, v in report["units_today"].items()) or "none"),
              "- research queue: " + (", ".join(f"{k} {v}" for k, v in report["research_queue"].items()) or "empty")]
