@@ -179,7 +179,8 @@ def week_run(rt: Runtime, defs, instance, job: str, week: date) -> dict:
     launch it, reported like a phase's run with its `week`. Skipped with the reason, as a phase is, while
     paused, while its category is paused, or once the day that pays for it (services.week.plan_budget_day,
     journal_budget_day) is out of money: its call would be refused (the week is then not planned, or its journal
-    not written, and a later day asks again)."""
+    not written, and a later day asks again). A call refused all the same (that day's share of its category
+    spent) stores nothing either: the run succeeds and its report's `waits` says why."""
     from cass_pipelines.execution import run_week
     from cass_pipelines.run_queue import WEEK_INTENTION_JOB
     from cass_pipelines.services.planning import phase_skip_reason
