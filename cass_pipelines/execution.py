@@ -227,6 +227,16 @@ def run_dead_letter_retry(defs: dg.Definitions, instance: dg.DagsterInstance, de
                    run_tags(trigger="cli", **{"cass/dead_letter": dead_letter_id}))
 
 
+def run_waits(result) -> str | None:
+    """Why the work of a run that succeeded waits (an asset's `waits` metadata: a journal a pause or the budget
+    deferred, a week's call refused), or None."""
+    for event in result.all_events:
+        if event.is_step_materialization and (waits := event.step_materialization_data.materialization.metadata.get(
+                "waits")) is not None:
+            return str(waits.value)
+    return None
+
+
 def run_error(result) -> str | None:
     """The first step failure's message, for the report: the cause Dagster wrapped, not its wrapper
     ("Error occurred while executing op ...")."""

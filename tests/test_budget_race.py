@@ -7,6 +7,7 @@ import multiprocessing
 import random
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -93,10 +94,12 @@ def test_threads_race_for_the_last_dollar(tmp_path):
 
 def test_processes_race_for_the_last_dollar(tmp_path):
     store, settings = setup_store(tmp_path)
-    ctx = multiprocessing.get_context("spawn")   # no inherited DuckDB state
     started = time.perf_counter()
-    with ctx.Pool(5) as pool:
-        results = pool.map(_process_entry, [(str(settings.db_path), str(tmp_path), f"p{n}", 8, 100 + n)
-                                            for n in range(5)])
+    # Every store open of a worker is bounded (db.OPEN_DEADLINE_S); a multiprocessing.Pool is not: a worker that
+    # dies mid-task (a native crash, a kill under load) leaves Pool.map waiting forever (pytest-timeout's 300 s,
+    # no cause). The executor fails at once with BrokenProcessPool instead. Spawned: no inherited DuckDB state.
+    with ProcessPoolExecutor(5, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_process_entry, [(str(settings.db_path), str(tmp_path), f"p{n}", 8, 100 + n)
+                                                 for n in range(5)]))
     numbers = assert_held_the_line(store, settings, results)
     print(f"processes: {numbers} in {time.perf_counter() - started:.2f}s")

@@ -179,16 +179,29 @@ def test_import_of_a_utf8_file_with_a_byte_order_mark_keeps_its_first_message(sa
     assert (code, report["messages_added"], report["bad_lines"]) == (0, 3, []), report
 
 
-def test_run_day_while_paused_does_not_report_the_deferred_journal_as_ok(sample_home, capsys):
-    """While paused, run-day reports the journal it could not write as skipped with the reason, as it does
-    the phases, not as `ok`."""
+def test_while_paused_the_reports_say_the_journal_waits_and_the_phases_were_skipped(sample_home, capsys):
+    """While paused, the phases are not launched (skipped) and the journal's run defers its unit: run-day's and
+    run-week's reports say it waits, with the reason, not `ok`, and count it among the runs launched."""
+    from cass_pipelines.cli.day_cmds import render_report
+    from cass_pipelines.services.week_report import render_week
+
     assert main(["pause", "--reason", "holiday"]) == 0
     capsys.readouterr()
     assert main(["run-day", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     journal_run = next(r for r in report["runs"] if r["phase"] == "journal")
     assert report["journal"] is None                      # nothing was written
-    assert journal_run.get("skipped") or not journal_run["success"], journal_run
+    assert journal_run["run_id"] and journal_run["success"] and journal_run["waits"] == "paused: holiday", journal_run
+    assert "run journal   waits: paused: holiday\n    ok " in render_report(report)
+    assert main(["run-week", "--days", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    launched = [r for r in report["runs"] if not r.get("skipped")]
+    skipped = [r for r in report["runs"] if r.get("skipped")]
+    assert [r["phase"] for r in launched] == ["journal"] and launched[0]["waits"] == "paused: holiday"
+    assert skipped and all(r["skipped"] == "paused: holiday" for r in skipped), skipped
+    text = render_week(report)
+    assert f"1 Dagster runs, 0 failed, 0 units failed, 1 runs' work waits, {len(skipped)} runs skipped" in text
+    assert f"waits {launched[0]['name']} {launched[0]['run_id'][:8]}: paused: holiday" in text
 
 
 def _failing_insight_registry(cass_env, tmp_path, monkeypatch) -> None:

@@ -402,20 +402,39 @@ def test_run_day_while_paused_skips_the_week_s_work_with_the_reason(sample_home,
     assert goal_store.intention(open_runtime().store, NEXT_MONDAY)["source"] == "llm"
 
 
+def spend_share(rt, day, category, cost=None):
+    """`day`'s share of `category` spent by its other calls (with `cost`: that much, the whole day's say)."""
+    from support import ledger_row
+
+    from cass_pipelines.store import budget as sb
+
+    hold = sb.reserve(rt.store, day=day, category=category, amount_usd=0.01, settings=rt.settings,
+                      priority="normal", now=NOW)
+    sb.settle(rt.store, hold.id, ledger_row(f"{category}_{day}", cost or rt.settings.category_limit(category),
+                                            category=category, day=day), NOW)
+
+
+def refuse(rt, day, category, action_id):
+    """A call of `action_id` `day`'s budget refused (its share spent): the day that could not pay for it."""
+    from cass_pipelines.domain.budget_rules import Refusal
+    from cass_pipelines.store import budget as sb
+
+    spend_share(rt, day, category)
+    refused = sb.reserve(rt.store, day=day, category=category, amount_usd=0.01, settings=rt.settings,
+                         priority="normal", action_id=action_id, now=NOW)
+    assert isinstance(refused, Refusal) and not sb.budget_status(rt.store, rt.settings, day)["exhausted"]
+
+
 def test_the_week_that_ended_is_written_when_its_sunday_is_out_of_money(sample_home, capsys):
     """As a daily journal its own day could not pay for: the week's journal is written on the budget of the
     day it runs, not skipped each day of the next week and then never asked for again."""
-    from support import ledger_row
-
     from cass_pipelines.store import budget as sb
 
     rt = open_runtime()
     sunday = WEEK_BEFORE + timedelta(days=6)
     journal_store.save_entry(rt.store, day=sunday, kind="daily", text="a Sunday", tone="calm", work_unit_id=None,
                              offline=True, now=NOW)
-    hold = sb.reserve(rt.store, day=sunday, category="research", amount_usd=0.01, settings=rt.settings,
-                      priority="normal", now=NOW)
-    sb.settle(rt.store, hold.id, ledger_row("sunday_spent", rt.settings.daily_budget_usd, day=sunday), NOW)
+    spend_share(rt, sunday, "research", rt.settings.daily_budget_usd)
     assert sb.budget_status(rt.store, rt.settings, sunday)["exhausted"]
     code, r = cli_json(capsys, "run-day", "--date", NEXT_MONDAY.isoformat(), "--phases", "morning")
     assert code == 0, r
@@ -429,14 +448,8 @@ def test_the_week_that_ended_is_written_when_its_sunday_is_out_of_money(sample_h
 def test_a_week_whose_monday_is_out_of_money_is_planned_on_a_later_day(sample_home, capsys):
     """Monday spent (its phases ran while `system` was paused, say): run-day on Tuesday plans the week on
     Tuesday's budget, not skipped each day of the week for Monday's."""
-    from support import ledger_row
-
-    from cass_pipelines.store import budget as sb
-
     rt = open_runtime()
-    hold = sb.reserve(rt.store, day=NEXT_MONDAY, category="research", amount_usd=0.01, settings=rt.settings,
-                      priority="normal", now=NOW)
-    sb.settle(rt.store, hold.id, ledger_row("monday_spent", rt.settings.daily_budget_usd, day=NEXT_MONDAY), NOW)
+    spend_share(rt, NEXT_MONDAY, "research", rt.settings.daily_budget_usd)
     tuesday = NEXT_MONDAY + timedelta(days=1)
     code, r = cli_json(capsys, "run-day", "--date", tuesday.isoformat(), "--phases", "morning", "--no-journal")
     assert code == 0, r
@@ -451,19 +464,14 @@ def test_a_week_its_monday_refused_is_not_kept_on_the_fallback(env):
     """Monday's `system` share spent (its decisions), not the day: the week's call refused on Monday leaves the
     week unplanned (a fallback made without the agent would be kept for the week); the next run plans it with
     the agent, paid from the day it runs (week.budget_day)."""
-    from support import ledger_row
-
-    from cass_pipelines.store import budget as sb
-
     rt, instance, defs = env
-    hold = sb.reserve(rt.store, day=NEXT_MONDAY, category="system", amount_usd=0.01, settings=rt.settings,
-                      priority="normal", now=NOW)
-    sb.settle(rt.store, hold.id, ledger_row("decisions", rt.settings.category_limit("system"), category="system",
-                                            day=NEXT_MONDAY), NOW)
+    spend_share(rt, NEXT_MONDAY, "system")
     refused = plan_the_week(rt, defs, instance, NEXT_MONDAY)
     assert goal_store.intention(rt.store, NEXT_MONDAY) is None
-    mats = instance.fetch_materializations(dg.AssetKey("weekly_intention"), limit=1).records
-    assert mats[0].asset_materialization.metadata["source"].value == "budget", refused.run_id
+    metadata = instance.fetch_materializations(dg.AssetKey("weekly_intention"), limit=1).records[0] \
+        .asset_materialization.metadata
+    assert metadata["source"].value == "budget", refused.run_id
+    assert metadata["waits"].value.startswith(f"the budget of {NEXT_MONDAY} refused its call (category system")
     plan_the_week(rt, defs, instance, NEXT_MONDAY)
     assert goal_store.intention(rt.store, NEXT_MONDAY)["source"] == "llm"
     paid = rt.store.all("SELECT date FROM llm_ledger WHERE action_id = 'plan.week'")
@@ -484,6 +492,58 @@ def test_the_week_s_journal_refused_on_its_sunday_is_paid_from_the_day_it_is_wri
                          priority="normal", action_id=JOURNAL_ACTION_ID, now=NOW)
     assert isinstance(refused, Refusal) and not sb.budget_status(store, settings, sunday)["exhausted"]
     assert budget_day(store, settings, sunday, JOURNAL_ACTION_ID, tuesday) == tuesday.date()
+
+
+def test_a_week_s_journal_refused_on_its_sunday_and_today_waits_and_is_written_on_a_later_day(
+        sample_home, capsys, monkeypatch):
+    """Refused by its Sunday and by the day it runs (the journal's share spent on both, neither day): the run
+    stores nothing and succeeds, saying it waits and why, run-day exits as for a day with deferred work (0),
+    and a later day with money writes it, once."""
+    from cass_pipelines.services.week import JOURNAL_ACTION_ID
+
+    rt = open_runtime()
+    sunday = WEEK_BEFORE + timedelta(days=6)
+    journal_store.save_entry(rt.store, day=sunday, kind="daily", text="a Sunday", tone="calm", work_unit_id=None,
+                             offline=True, now=NOW)
+    refuse(rt, sunday, "journal", JOURNAL_ACTION_ID)
+    spend_share(rt, TODAY, "journal")
+    code, r = cli_json(capsys, "run-day", "--date", NEXT_MONDAY.isoformat(), "--phases", "morning")
+    assert code == 0, r
+    [run] = [x for x in r["runs"] if x.get("week") == WEEK_BEFORE.isoformat()]
+    assert run["success"] and not run.get("skipped") and run["run_id"], run
+    assert run["waits"].startswith(f"the budget of {TODAY} refused its call"), run
+    assert f"run journal   of week {WEEK_BEFORE} waits: {run['waits']}" in render_report(r)
+    assert open_runtime().store.scalar("SELECT count(*) FROM journals WHERE kind = 'weekly'") == 0
+
+    # The next day has money: the next run-day writes it, paid from that day; then it is not asked again.
+    monkeypatch.setenv(NOW_ENV, (NOW + timedelta(days=1)).isoformat())
+    later = NEXT_MONDAY + timedelta(days=1)
+    code, r = cli_json(capsys, "run-day", "--date", later.isoformat(), "--phases", "morning")
+    assert code == 0 and week_runs(r) == [("journal", WEEK_BEFORE.isoformat(), None)], r["runs"]
+    assert not r["runs"][-1].get("waits"), r["runs"][-1]
+    code, r = cli_json(capsys, "run-day", "--date", later.isoformat(), "--phases", "morning")
+    assert code == 0 and week_runs(r) == [], r["runs"]
+    rt = open_runtime()
+    assert rt.store.scalar("SELECT count(*) FROM journals WHERE kind = 'weekly' AND date = ?", [WEEK_BEFORE]) == 1
+    paid = rt.store.all("SELECT date FROM llm_ledger WHERE action_id = ?", [JOURNAL_ACTION_ID])
+    assert [row["date"] for row in paid] == [TODAY + timedelta(days=1)], paid
+
+
+def test_a_week_s_plan_refused_on_its_monday_and_today_waits_like_its_journal(sample_home, capsys):
+    """The week's intention under the same conditions: nothing stored, the run succeeds and says it waits."""
+    from cass_pipelines.services.week import WEEK_ACTION_ID
+
+    rt = open_runtime()
+    refuse(rt, NEXT_MONDAY, "system", WEEK_ACTION_ID)
+    spend_share(rt, TODAY, "system")
+    tuesday = NEXT_MONDAY + timedelta(days=1)
+    code, r = cli_json(capsys, "run-day", "--date", tuesday.isoformat(), "--phases", "morning", "--no-journal")
+    assert code == 0, r
+    [run] = [x for x in r["runs"] if x.get("week")]
+    assert run["success"] and not run.get("skipped"), run
+    assert run["waits"].startswith(f"the budget of {TODAY} refused its call"), run
+    assert f"run intention of week {NEXT_MONDAY} waits: {run['waits']}" in render_report(r)
+    assert goal_store.intention(open_runtime().store, NEXT_MONDAY) is None
 
 
 def test_the_week_schedules_request_this_week_and_the_week_that_ended(sample_home, monkeypatch):

@@ -94,17 +94,18 @@ STATUS_DEAD_LETTERS = 5   # status lists the newest open dead letters, and count
 
 
 def _run_report(rt: Runtime, name: str, result, seconds: float) -> dict:
-    from cass_pipelines.execution import run_error
+    from cass_pipelines.execution import run_error, run_waits
 
     costs = ledger.totals(rt.store, run_id=result.run_id)
     failed = [f"{u['id']}: {u['error']}" for u in plans.units_for_run(rt.store, result.run_id) if u["status"] == UnitStatus.FAILED]
     return {"phase": name, "run_id": result.run_id, "success": result.success, "error": run_error(result),
             "seconds": round(seconds, 2), "cost_usd": round(float(costs["cost_usd"]), 6), "calls": int(costs["calls"]),
-            "failed_units": failed}
+            "failed_units": failed, "waits": run_waits(result) if result.success else None}
 
 
 def _exit_code(runs: list[dict]) -> int:
-    """0 when every run succeeded and no unit failed; EXIT_WORK_FAILED otherwise (the report says what)."""
+    """0 when every run succeeded and no unit failed (work a run left waiting, and runs skipped, included: a
+    later run takes it up); EXIT_WORK_FAILED otherwise (the report says what)."""
     return 0 if all(r["success"] and not r.get("failed_units") for r in runs) else EXIT_WORK_FAILED
 
 
@@ -129,8 +130,10 @@ def render_report(r: dict) -> str:
     lines = [f"{r['date']}: the agent's day (LLM: {r['llm_mode']})", ""]
     # A run of another day or of a week says which (the week's intention and the week before's journal: its Monday).
     of = [f"of week {x['week']} " if x.get("week") else f"of {x['date']} " if x.get("date") else "" for x in r["runs"]]
+    # A run not launched is skipped; one whose work a pause or the budget deferred waits; both with the reason.
     lines += [f"run {x['phase']:<9} {where}skipped: {x['skipped']}" if x.get("skipped") else
               f"run {x['phase']:<9} {where}" + ("(resumed) " if x.get("resumed") else "")
+              + (f"waits: {x['waits']}\n    " if x.get("waits") else "")
               + f"{'ok ' if x['success'] else 'FAILED'} {x['run_id'][:8]}  {x['seconds']:>6.2f}s  "
               f"{x['calls']:>3} LLM calls  ${x['cost_usd']:.4f}" + (f"\n    {x['error']}" if x['error'] else "")
               + "".join(f"\n    unit failed: {f[:200]}" for f in x.get("failed_units", []))
@@ -176,7 +179,8 @@ def week_run(rt: Runtime, defs, instance, job: str, week: date) -> dict:
     launch it, reported like a phase's run with its `week`. Skipped with the reason, as a phase is, while
     paused, while its category is paused, or once the day that pays for it (services.week.plan_budget_day,
     journal_budget_day) is out of money: its call would be refused (the week is then not planned, or its journal
-    not written, and a later day asks again)."""
+    not written, and a later day asks again). A call refused all the same (that day's share of its category
+    spent) stores nothing either: the run succeeds and its report's `waits` says why."""
     from cass_pipelines.execution import run_week
     from cass_pipelines.run_queue import WEEK_INTENTION_JOB
     from cass_pipelines.services.planning import phase_skip_reason
@@ -294,10 +298,8 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
         alerts_seen.update(kind for kind, _ in watched.new_alerts)
         collect()
     if journal:
-        held = paused_reason(rt.store, Category.JOURNAL)
+        # (while paused its unit waits, deferred by the pause: journal_schedule's catch-up writes it after `resume`)
         runs.append(_timed(rt, "journal", lambda: run_journal(defs, instance, day)))
-        if held:   # its unit waits, deferred by the pause: journal_schedule's catch-up writes it after `resume`
-            runs[-1]["skipped"] = f"paused: {held}"
     # What weekly_journal_schedule asks for from the Monday after a week, each morning until it is written.
     ended = ended_week(day, rt.settings.first_date(today))
     if earlier_journals and ended:

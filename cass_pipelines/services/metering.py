@@ -75,10 +75,11 @@ from cass_pipelines.store.ledger import LedgerRow, output_history, phase_call_sp
 class BudgetRefused(Exception):
     """A reservation was refused (day or category limit, pause). The action is deferred, not failed."""
 
-    def __init__(self, reason: str, scope: str = "day"):
+    def __init__(self, reason: str, scope: str = "day", day: date | None = None):
         super().__init__(reason)
         self.reason = reason
         self.scope = scope    # "day" | "category" | "pause" (see core.budget.Refusal) | "batch" | "batch_failed"
+        self.day = day        # the budget day that refused it (a week's call may be paid from another day)
 
 
 class BatchPending(BudgetRefused):
@@ -270,7 +271,7 @@ class MeteredClient:
                 return request, held
             fits = holds.tokens_affordable(rates, held.room_usd, input_usd)
             if held.scope == "pause" or fits < bound.minimum or fits >= request.max_tokens:
-                raise BudgetRefused(held.reason, held.scope)
+                raise BudgetRefused(held.reason, held.scope, ctx.date)
             lowered.append(held.reservation_id or "")
             request = replace(request, max_tokens=fits)
 

@@ -122,6 +122,11 @@ class WeekPlan:
     error: str | None = None
     offline: bool = False
 
+    @property
+    def waits(self) -> str | None:
+        """Why the week was not planned (nothing stored: a later run asks again), or None."""
+        return self.error if self.source in ("paused", "budget") else None
+
 
 def plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetime, owner: Owner | None = None,
               is_run_over: Callable[[str], bool] = never_over) -> WeekPlan:
@@ -133,14 +138,23 @@ def plan_week(rt: Runtime, llm: LLMClient, prefix: str, week: date, now: datetim
         return stored
     paused = paused_reason(rt.store, WEEK_CATEGORY)
     if paused:
-        return WeekPlan(week, "", [], "paused", error=f"not planned while paused: {paused}")
+        return WeekPlan(week, "", [], "paused", error=f"paused: {paused}")
     # Asked once: a run of the week beside this one (run-day beside the daemon's) waits for its plan.
     try:
         return made_once(rt.store, claims.week_key(week), owner or Owner.here(None), is_run_over, now,
                          lambda: _stored_plan(rt, week), lambda: _plan_week(rt, llm, prefix, week, now),
                          rt.settings.request_timeout_s * 2 + 60, f"planning the week of {week}")
     except BudgetRefused as exc:   # (the claim let go: the next run asks again)
-        return WeekPlan(week, "", [], "budget", error=f"not planned: the budget refused its call: {exc}")
+        return WeekPlan(week, "", [], "paused" if exc.scope == "pause" else "budget", error=refused_wait(exc))
+
+
+def refused_wait(exc: BudgetRefused) -> str:
+    """Why a week's call refused on its way waits, as a refused daily journal does: nothing is stored (a
+    plan made on the fallback would be kept for the week) and a later run asks again, paid from budget_day.
+    The pause that held it, or the budget day that refused it and why."""
+    if exc.scope == "pause":
+        return exc.reason
+    return f"the budget of {exc.day} refused its call ({exc.reason}); a later day asks again"
 
 
 def _stored_plan(rt: Runtime, week: date) -> WeekPlan | None:

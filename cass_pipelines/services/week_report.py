@@ -65,15 +65,18 @@ def render_week(r: dict) -> str:
     lines = [f"The week {r['first']} to {r['last']} (LLM: {r['llm_mode']})", ""]
     for i in r["intentions"]:
         lines.append(f"Intention for the week of {i['week_start']} ({i['source']}): {i['intention']}")
-    # What run-week's exit code says (4: a run or a unit failed) is named here, and what was not run and why.
+    # What run-week's exit code says (4: a run or a unit failed) is named here; then, as run-day's report says
+    # them, runs that ran but whose work waits (a pause or the budget deferred it) and runs not launched, and why.
     launched = [x for x in r["runs"] if not x.get("skipped")]
     failed = [x for x in launched if not x["success"]]
     units = [(x, f) for x in launched for f in x.get("failed_units", [])]
+    waiting = [x for x in launched if x.get("waits")]
     skipped = [x for x in r["runs"] if x.get("skipped")]
     lines += ["", f"{len(launched)} Dagster runs, {len(failed)} failed, {len(units)} units failed, "
-                  f"{len(skipped)} runs skipped"
+                  f"{len(waiting)} runs' work waits, {len(skipped)} runs skipped"
               + "".join(f"\n  FAILED {x['name']} {x['run_id'][:8]}: {x['error']}" for x in failed)
               + "".join(f"\n  unit failed in {x['name']}: {f[:200]}" for x, f in units)
+              + "".join(f"\n  waits {x['name']} {x['run_id'][:8]}: {x['waits']}" for x in waiting)
               + "".join(f"\n  skipped {x['name']}: {x['skipped']}" for x in skipped)]
     lines += ["", "Goals advanced (progress notes this week):"]
     lines += [f"  {g['progress_notes']:>3}  {g['title']}" + ("" if g["in_week_intention"] else "  (not chosen this week)")

@@ -49,6 +49,8 @@ def build_daily_journal(date_partitions: dg.PartitionsDefinition) -> dg.AssetsDe
         entry = journal_entry(rt.store, day) or {}
         return dg.MaterializeResult(metadata={
             "status": unit["status"], "reason": unit["reason"] or "",
+            # (a pause, the budget or its batch deferred it: run-day's report says it waits, and why)
+            **({"waits": unit["reason"] or ""} if unit["status"] == UnitStatus.DEFERRED else {}),
             "cost_usd": usd(sum(o.cost_usd for o in outcomes)),
             "offline": bool(entry.get("offline")), "tone": entry.get("tone") or "",
             "entry": dg.MetadataValue.md(entry.get("text") or f"_no entry ({unit['status']}: {unit['reason']})_"),

@@ -10,7 +10,7 @@ from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.goals import week_start
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.handlers.calls import system_prefix
-from cass_pipelines.services.metering import MeterContext
+from cass_pipelines.services.metering import BudgetRefused, MeterContext
 from cass_pipelines.services.runner import metered
 from cass_pipelines.services.week import (
     JOURNAL_ACTION_ID,
@@ -21,6 +21,7 @@ from cass_pipelines.services.week import (
     journal_wait,
     plan_budget_day,
     plan_week,
+    refused_wait,
     write_week_journal,
 )
 from cass_pipelines.store.claims import Owner
@@ -51,7 +52,8 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
             context.log.warning(f"week {week}: {plan.error}")
         return dg.MaterializeResult(metadata={
             "intention": plan.intention, "source": plan.source, "goal_ids": ", ".join(plan.goal_ids),
-            "goals_made": len(plan.goals_made), "cost_usd": dg.MetadataValue.float(round(llm.cost_usd, 6))})
+            "goals_made": len(plan.goals_made), "cost_usd": dg.MetadataValue.float(round(llm.cost_usd, 6)),
+            **({"waits": plan.waits} if plan.waits else {})})
 
     @dg.asset(name="weekly_journal", partitions_def=partitions, group_name="week", kinds={"duckdb"},
               deps=["weekly_intention", "daily_journal"], pool="cass_store",
@@ -60,16 +62,22 @@ def build_week_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefi
     def weekly_journal(context: dg.AssetExecutionContext, cass: CassResource) -> dg.MaterializeResult:
         rt, clock = cass.for_run(context), cass.clock()
         week = date.fromisoformat(context.partition_key)
-        wait = journal_wait(rt.store, rt.settings, week, clock.now().astimezone(rt.settings.tz).date())
-        if wait:   # (written once: not half a week, nor without a daily journal still to come)
+        # Written once: not half a week, nor without a daily journal still to come (journal_wait).
+        wait, entry = journal_wait(rt.store, rt.settings, week, clock.now().astimezone(rt.settings.tz).date()), None
+        if not wait:
+            llm = metered(rt, clock, MeterContext(date=journal_budget_day(rt.store, rt.settings, week, clock.now()),
+                                                  phase=None, category=JOURNAL_CATEGORY,
+                                                  priority="normal", work_unit_id=None, action_id=JOURNAL_ACTION_ID,
+                                                  run_id=context.run_id))
+            try:
+                entry = write_week_journal(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week,
+                                           clock.now(), Owner.here(context.run_id), run_over(context.instance))
+            except BudgetRefused as exc:   # nothing stored, the claim let go: a later morning asks again
+                wait = refused_wait(exc)
+        if entry is None:
             context.log.info(f"the week of {week}: {wait}")
-            return dg.MaterializeResult(metadata={"written": False, "tone": "", "text": dg.MetadataValue.md(f"_{wait}_")})
-        llm = metered(rt, clock, MeterContext(date=journal_budget_day(rt.store, rt.settings, week, clock.now()),
-                                              phase=None, category=JOURNAL_CATEGORY,
-                                              priority="normal", work_unit_id=None, action_id=JOURNAL_ACTION_ID,
-                                              run_id=context.run_id))
-        entry = write_week_journal(rt, llm, system_prefix(rt.store, rt.registry, llm, "fast"), week, clock.now(),
-                                   Owner.here(context.run_id), run_over(context.instance))
+            return dg.MaterializeResult(metadata={"written": False, "waits": wait, "tone": "",
+                                                  "text": dg.MetadataValue.md(f"_{wait}_")})
         return dg.MaterializeResult(metadata={"written": True, "tone": entry["tone"],
                                               "text": dg.MetadataValue.md(entry["text"])})
 
