@@ -1,7 +1,7 @@
 """Executing one action of one work unit: the step body behind each fanned-out Dagster op.
 
 Order of business: a completed action is never run again (a replayed step re-spends nothing);
-pause is checked before starting; the action is claimed for this run in the same transaction that
+pause is checked before starting (of the unit's category, or of a step it has still to run); the action is claimed for this run in the same transaction that
 marks it running, so two runs of a partition never both execute it (a live claim elsewhere is
 skipped, a dead owner's is taken over); the handler gets a metered LLM client (reserve, call,
 ledger, settle); budget refusal defers the unit; a handler error fails the unit (recorded,
@@ -17,6 +17,7 @@ from typing import Callable
 
 from cass_pipelines.config.registry import resolve_handler
 from cass_pipelines.domain.clock import Clock
+from cass_pipelines.domain.pauses import unit_pause_reason
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.domain.registry import SUMMARY_ACTION_ID
 from cass_pipelines.domain.states import (
@@ -38,7 +39,7 @@ from cass_pipelines.services.summaries import summarize_unit
 from cass_pipelines.services.week import record_progress
 from cass_pipelines.store import batches, claims, dead_letters, plans
 from cass_pipelines.store.claims import Owner, never_over
-from cass_pipelines.store.control import paused_reason
+from cass_pipelines.store.control import paused_scopes
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,9 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
         return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
 
     forced = unit["origin"] == UnitOrigin.FORCED
-    paused = None if forced else paused_reason(rt.store, unit["category"])
+    # (a step still to run that a pause would stop holds the unit now, as its phase's opening does)
+    paused = None if forced else unit_pause_reason(paused_scopes(rt.store), unit["category"], rt.registry.remaining_actions(
+        template.id, [p for p, r in runs.items() if r["status"] == ActionStatus.COMPLETED]))
     held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
     if not held and approvals.gated(template, action, unit, rt.store):
         reason = approvals.hold(rt, unit, template, action, clock.now())

@@ -216,7 +216,7 @@ def pending_deferred(store: Store, since: LookBacks, before_day: date, before_ph
 def batch_waiting(store: Store) -> list[dict]:
     """Work waiting for its message batches: units deferred for their batch (a job's too) or by a pause
     while they held batched answers, and finished phase units whose summary was written while its batch
-    was pending; per unit its date, phase, origin, category, the number of its batched requests
+    was pending; per unit its date, phase, origin, category, template, the number of its batched requests
     and whether one is still pending (services.watches: batch_resumes, batch_journals)."""
     return store.all(f"""WITH waiting AS (
             SELECT id FROM work_units u WHERE status = '{D}' AND reoffered_as IS NULL
@@ -224,10 +224,10 @@ def batch_waiting(store: Store) -> list[dict]:
                      AND origin <> '{UnitOrigin.JOB}' AND {_holds_answers('u.id')}))
             UNION SELECT s.work_unit_id FROM work_summaries s JOIN work_units u ON u.id = s.work_unit_id
                 WHERE s.awaiting_batch AND u.origin <> '{UnitOrigin.JOB}')
-        SELECT u.id, u.date, u.phase, u.origin, u.category, count(b.custom_id) AS requests,
+        SELECT u.id, u.date, u.phase, u.origin, u.category, u.template_id, count(b.custom_id) AS requests,
                coalesce(bool_or(b.state IN (SELECT unnest(?::TEXT[]))), FALSE) AS pending
         FROM waiting w JOIN work_units u ON u.id = w.id LEFT JOIN llm_batches b ON b.work_unit_id = u.id
-        GROUP BY u.id, u.date, u.phase, u.origin, u.category
+        GROUP BY u.id, u.date, u.phase, u.origin, u.category, u.template_id
         ORDER BY u.date, {phase_rank('u.phase')}, u.id""", [[s.value for s in PENDING]])
 
 
@@ -262,6 +262,14 @@ def action_runs(store: Store, uid: str) -> list[dict]:
     for r in rows:
         r["result"] = json.loads(r["result"]) if r["result"] else None
     return rows
+
+
+def completed_positions(store: Store, ids: Iterable[str]) -> dict[str, frozenset[int]]:
+    """The positions of the completed actions of each of the units `ids` that has any."""
+    rows = store.all(f"""SELECT work_unit_id, list(position) AS done FROM action_runs
+        WHERE work_unit_id IN (SELECT unnest(?::TEXT[])) AND status = '{ActionStatus.COMPLETED}'
+        GROUP BY work_unit_id""", [list(ids)])
+    return {r["work_unit_id"]: frozenset(r["done"]) for r in rows}
 
 
 def set_action_result(store: Store, uid: str, position: int, result: dict) -> None:
