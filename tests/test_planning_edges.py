@@ -243,3 +243,30 @@ def test_a_unit_with_a_step_of_a_paused_category_waits_until_resume_then_runs(en
     assert run_phase(defs, instance, DAY, "evening").success
     assert plans.get_unit(rt.store, held["id"])["status"] == UnitStatus.COMPLETED
 
+
+def test_a_day_narrative_offered_again_the_next_night_tells_its_own_day(runtime):
+    """A day_narrative deferred on its night and offered again the next night (as a new unit of that night)
+    tells the story of the day it was planned for: its prompt names that day and its units, not the night it
+    runs on (work about whatever is pending now, a session, still works as of the day it runs)."""
+    import json
+
+    from cass_pipelines.domain.clock import FixedClock
+    from cass_pipelines.domain.states import DeferKind, UnitStatus
+    from cass_pipelines.services.runner import run_action
+
+    rt, later = runtime, DAY + timedelta(days=1)
+    night = datetime.combine(later, time(23), tzinfo=timezone.utc)
+    for day, template_id in ((DAY, "day_narrative"), (later, "system_maintenance")):
+        plans.save_day_plan(rt.store, day=day, revision=1, source="llm", intention="i", from_phase="night",
+                            phases=["night"], units=[unit(rt, "night", template_id)], dropped=[], offline=True,
+                            now=datetime.combine(day, time(7), tzinfo=timezone.utc))
+    [own] = plans.units_for_phase(rt.store, DAY, "night")
+    plans.set_unit_status(rt.store, own["id"], UnitStatus.DEFERRED, NOW, reason="budget: no room",
+                          defer_kind=DeferKind.BUDGET)
+    plan_phase(rt, rt.llm, later, "night", night)
+    [again] = [u for u in plans.units_for_phase(rt.store, later, "night") if u["deferred_from"] == own["id"]]
+    assert run_action(rt, again["id"], 0, FixedClock(night)).status == "completed"
+    [prompt] = [json.loads(r["request"])["prompt"] for r in rt.store.all(     # (night work: a batched call)
+        "SELECT request FROM llm_batches WHERE work_unit_id = ?", [again["id"]])]
+    assert prompt.startswith(f"I am telling the story of {DAY:%A %Y-%m-%d}") and f"{later:%Y-%m-%d}" not in prompt
+    assert "day_narrative (night, deferred)" in prompt and "system_maintenance" not in prompt   # that day's units

@@ -155,8 +155,10 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
     earlier = {p: ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                if p < position and runs[p]["result"]}
     previous = list(earlier.values())
+    about_day, about_phase = plans.planned_for(rt.store, unit)
     ctx = HandlerContext(action=action, work_unit_id=unit_id, template_id=template.id, focus=unit["focus"],
-                         motivation=unit["motivation"], date=day, phase=unit["phase"], now=clock.now(),
+                         motivation=unit["motivation"], date=day, phase=unit["phase"], about_day=about_day,
+                         about_phase=about_phase, now=clock.now(),
                          store=rt.store, llm=meter, settings=rt.settings, registry=rt.registry, previous=previous,
                          log=log)
     try:

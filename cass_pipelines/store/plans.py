@@ -179,6 +179,20 @@ def get_unit(store: Store, uid: str) -> dict | None:
     return store.one(f"SELECT {_UNIT_COLS} FROM work_units WHERE id = ?", [uid])
 
 
+def planned_for(store: Store, unit: dict) -> tuple[date, str]:
+    """The day and phase a unit's work is about: those it was first planned for. A unit offered again on a
+    later day or phase is a new unit there (open_phase); it is about the first unit of its chain (deferred_from)."""
+    if not unit["deferred_from"]:
+        return unit["date"], unit["phase"]
+    first = store.one("""WITH RECURSIVE chain(id, depth) AS (
+                             SELECT ?, 0
+                             UNION ALL SELECT w.deferred_from, c.depth + 1 FROM chain c
+                               JOIN work_units w ON w.id = c.id WHERE w.deferred_from IS NOT NULL AND c.depth < 20)
+                         SELECT w.date, w.phase FROM chain c JOIN work_units w ON w.id = c.id
+                         ORDER BY c.depth DESC LIMIT 1""", [unit["id"]])
+    return first["date"], first["phase"]
+
+
 def _holds_answers(unit: str) -> str:
     """SQL: the unit `unit` (a column) has batched requests pending, or answers collected and not used."""
     pending = ", ".join(f"'{s}'" for s in PENDING)
