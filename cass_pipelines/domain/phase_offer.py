@@ -13,7 +13,8 @@ deferred (`same_template`) for later phases, the oldest offered first. The regis
 tells work that is "whatever is pending now" (a conversation catch-up) from work that is its own (a
 focus of its own: a growth edge, a question), and a unit offered again works as of the day it runs
 (but for work about a day, which stays about the day it was planned for: HandlerContext.about_day); so
-no waiting unit is dropped as superseded, and none is run twice in one phase either. One the later phases cannot take up in time expires as before.
+no waiting unit is dropped as superseded, and none is run twice in one phase either. One the later
+phases cannot take up in time expires as before.
 """
 from __future__ import annotations
 

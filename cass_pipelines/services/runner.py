@@ -1,8 +1,9 @@
 """Executing one action of one work unit: the step body behind each fanned-out Dagster op.
 
 Order of business: a completed action is never run again (a replayed step re-spends nothing);
-pause is checked before starting (of the unit's category, or of a step it has still to run); the action is claimed for this run in the same transaction that
-marks it running, so two runs of a partition never both execute it (a live claim elsewhere is
+pause is checked before starting (of the unit's category, or of a step it has still to run); the
+action is claimed for this run in the same transaction that marks it running, so two runs of a
+partition never both execute it (a live claim elsewhere is
 skipped, a dead owner's is taken over); the handler gets a metered LLM client (reserve, call,
 ledger, settle); budget refusal defers the unit; a handler error fails the unit (recorded,
 dead-lettered) without raising, so the rest of the phase is still summarised and costed.
