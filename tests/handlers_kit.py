@@ -61,7 +61,7 @@ def context(rt, action_id: str, *, template_id: str = "", focus: str = "", previ
     day, phase = phase_at(now, settings)
     return HandlerContext(action=rt.registry.actions[action_id], work_unit_id=unit_id,
                           template_id=template_id or "manual", focus=focus, motivation="because I chose it",
-                          date=day, phase=phase, now=now, store=rt.store, llm=llm or rt.llm, settings=settings,
+                          date=day, phase=phase, about_day=day, about_phase=phase, now=now, store=rt.store, llm=llm or rt.llm, settings=settings,
                           registry=rt.registry, previous=list(previous))
 
 

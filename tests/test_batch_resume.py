@@ -42,7 +42,7 @@ def night_with_a_waiting_unit(rt):
 
 
 def resumes(rt, now=NIGHT) -> list[str]:
-    return [r.run_key for r in batch_resumes(rt.store, rt.settings, now)]
+    return [r.run_key for r in batch_resumes(rt.store, rt.settings, rt.registry, now)]
 
 
 def batch_sensor_tick(defs, instance):
@@ -77,6 +77,20 @@ def test_work_of_a_paused_category_is_asked_for_once_the_category_is_resumed(sam
     assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
     later = plans.pending_deferred(rt.store, LookBacks(SAMPLE_DAY - timedelta(days=7)), SAMPLE_DAY + timedelta(days=1), 0)
     assert unit["id"] not in [w["id"] for w in later]     # never offered again as new work
+
+
+def test_work_with_a_step_of_a_paused_category_still_to_run_is_asked_for_once_it_is_resumed(sample_home):
+    """The waiting unit's batched call is its first step; a later step (research.run_single) is of a paused
+    category: its run would not take it back (it would stop there), so none is asked for until `resume`."""
+    rt = open_runtime()
+    _, unit = night_with_a_waiting_unit(rt)
+    rt.store.execute("UPDATE work_units SET template_id = 'open_question_review', category = 'curiosity' "
+                     "WHERE id = ?", [unit["id"]])
+    control.pause(rt.store, "research", "a person paused it", NIGHT)
+    assert resumes(rt) == [] and take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == []
+    control.resume(rt.store, "research", NIGHT)
+    assert resumes(rt) == [f"batch-resume|{SAMPLE_DAY}|night|1|{NIGHT:%Y-%m-%dT%H}"]
+    assert take_back_waiting(rt, SAMPLE_DAY, "night", NIGHT) == [unit["id"]]
 
 
 def test_a_new_plan_revision_still_takes_the_waiting_unit_back(sample_home):
@@ -126,7 +140,7 @@ def test_a_resume_that_failed_three_times_for_the_same_requests_is_left_to_a_per
 
     rt = open_runtime()
     night_with_a_waiting_unit(rt)
-    [resume] = batch_resumes(rt.store, rt.settings, clock_from_env().now())
+    [resume] = batch_resumes(rt.store, rt.settings, rt.registry, clock_from_env().now())
     defs = build_defs(rt.settings, rt.registry)
     with dg.instance_for_test() as instance:
         for _ in range(3):

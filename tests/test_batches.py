@@ -244,6 +244,7 @@ def test_batch_sensor_settles_a_batch_whose_run_ended_and_lists_states(store, se
     import dagster as dg
     from dagster._core.test_utils import create_run_for_test
 
+    from cass_pipelines.config.registry import load_registry
     from cass_pipelines.defs.budget.batch_sensor import build_batch_sensor
     from cass_pipelines.defs.resources import cass_resource
 
@@ -257,7 +258,7 @@ def test_batch_sensor_settles_a_batch_whose_run_ended_and_lists_states(store, se
 
         def tick():
             with dg.build_sensor_context(instance=instance, resources={"cass": cass}) as ctx:
-                return build_batch_sensor(settings).evaluate_tick(ctx).skip_message
+                return build_batch_sensor(settings, load_registry()).evaluate_tick(ctx).skip_message
 
         fake_anthropic.batch_delay_s = 0
         assert "submitted 1" in tick()                   # its run is alive: it collects its own
@@ -825,10 +826,10 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
     first = summarize(rt, plans.get_unit(rt.store, uid), clock, run_id="run_gone")
     assert first["awaiting_batch"] and "waiting for message batch" in first["narrative"]
     [first_note] = goals.progress(rt.store, goal)      # from the unit's record
-    assert batch_resumes(rt.store, rt.settings, clock.now()) == []             # its batch is still running
+    assert batch_resumes(rt.store, rt.settings, rt.registry, clock.now()) == []             # its batch is still running
     server.batch_delay_s = 0
     assert collect_batches(rt.llm, rt.store, rt.settings, rt.pricing, clock, lambda run: True)[BatchState.COLLECTED]
-    assert [(r.date, r.phase) for r in batch_resumes(rt.store, rt.settings, clock.now())] == [(SAMPLE_DAY, "night")]
+    assert [(r.date, r.phase) for r in batch_resumes(rt.store, rt.settings, rt.registry, clock.now())] == [(SAMPLE_DAY, "night")]
     # Under the daemon, batch_sensor asks for that night's run again (once per partition and requests).
     defs = build_defs(rt.settings, rt.registry)
     with dg.instance_for_test() as instance:
@@ -846,4 +847,4 @@ def test_a_summary_written_without_its_answer_is_written_again_from_it_paid_once
     assert len(server.batches) == 1                                            # not asked for again
     assert rt.store.scalar("SELECT count(*) FROM llm_ledger WHERE work_unit_id = ?", [uid]) == 1
     assert rt.store.scalar("SELECT bool_and(used) FROM llm_batches") is True
-    assert batch_resumes(rt.store, rt.settings, clock.now()) == []
+    assert batch_resumes(rt.store, rt.settings, rt.registry, clock.now()) == []

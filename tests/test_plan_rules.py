@@ -292,3 +292,29 @@ def test_a_category_look_back_skips_global_pauses_and_its_own_only():
     assert since.of("research") == date(2026, 12, 1)    # its own ten days (the global one among them)
     assert since.of("journal") == date(2026, 12, 8)     # the global day and its own two
     assert look_backs(day, 7, []).of("research") == date(2026, 12, 11)
+
+
+def test_work_that_would_stop_at_a_step_of_a_paused_category_waits_as_paused():
+    """open_question_review (curiosity) has a research step that calls the model: while research is paused,
+    a unit of it would run its first step and stop there at every opening. It waits `paused` instead (so
+    `resume --category research` takes it back), with the paused category and the step in its reason,
+    planned or waiting; one already past that step runs. A step that calls no model (writing_session's
+    wiki.create_note, a research action) is not refused by the pause and holds nothing back."""
+    from datetime import date
+
+    from cass_pipelines.domain.phase_offer import PhaseSnapshot, offer_phase
+    from cass_pipelines.domain.states import DeferKind
+
+    own = [planned("q", "open_question_review"), planned("ws", "writing_session")]
+    waiting = [planned(uid, "open_question_review", status="deferred", defer_kind="paused", reason="paused: m",
+                       started_at="earlier") for uid in ("past", "before")]
+    snapshot = PhaseSnapshot(day=date(2026, 11, 20), phase="evening", own=own, waiting=waiting,
+                             paused={"research": "quiet week"}, idle=True, max_units=4,
+                             completed={"past": frozenset({0, 1}), "before": frozenset({0})})
+    offer = offer_phase(snapshot, inputs(phases=["evening"]))
+    assert [(uid, kind) for uid, kind, _ in offer.deferrals] == [("q", DeferKind.PAUSED)]
+    assert offer.deferrals[0][2] == ("paused: quiet week (category research paused; "
+                                     "its step research.run_single would stop it)")
+    assert [old["id"] for old, _ in offer.reoffers] == ["past"]            # past the research step: it runs
+    assert [(uid, kind) for uid, kind, _ in offer.still_deferred] == [("before", DeferKind.PAUSED)]
+    assert "its step research.run_single" in offer.still_deferred[0][2]

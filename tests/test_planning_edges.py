@@ -215,3 +215,58 @@ def test_a_phase_skipped_while_paused_runs_its_work_after_resume(env):
     assert main(["resume"]) == 0
     plan_phase(rt, rt.llm, DAY, "afternoon", NOW.replace(hour=12))
     assert plans.get_unit(rt.store, u["id"])["status"] == "planned"       # taken back by its own phase
+
+
+def test_a_unit_with_a_step_of_a_paused_category_waits_until_resume_then_runs(env):
+    """While research is paused, an open_question_review (curiosity; its second step research.run_single
+    calls the model) is not started at all, at this opening or the phase's next run: it waits `paused`,
+    naming the category and the step. One already past the research step finishes. After
+    `resume --category research` the phase's next run takes the held unit back and it runs."""
+    from cass_pipelines.domain.states import DeferKind, UnitStatus
+
+    rt, instance, defs = env
+    save(rt, 1, ["evening"], [unit(rt, "evening", "open_question_review", "held"),
+                              unit(rt, "evening", "open_question_review", "past it")])
+    held, past = plans.units_for_phase(rt.store, DAY, "evening")
+    for position, action_id in enumerate(rt.registry.templates["open_question_review"].action_sequence[:2]):
+        plans.record_action(rt.store, uid=past["id"], position=position, action_id=action_id, status="completed",
+                            message="done", result={"success": True, "message": "done"}, cost_usd=0.0, now=NOW)
+    assert main(["pause", "--category", "research", "--reason", "quiet week"]) == 0
+    for _ in range(2):                                                  # its opening, then the phase's next run
+        assert run_phase(defs, instance, DAY, "evening").success
+        now = plans.get_unit(rt.store, held["id"])
+        assert (now["status"], now["defer_kind"]) == (UnitStatus.DEFERRED, DeferKind.PAUSED), now
+        assert "category research paused" in now["reason"] and "research.run_single" in now["reason"], now["reason"]
+        assert plans.action_runs(rt.store, held["id"]) == []               # not started: nothing run, nothing redone
+    assert plans.get_unit(rt.store, past["id"])["status"] == UnitStatus.COMPLETED
+    assert main(["resume", "--category", "research"]) == 0
+    assert run_phase(defs, instance, DAY, "evening").success
+    assert plans.get_unit(rt.store, held["id"])["status"] == UnitStatus.COMPLETED
+
+
+def test_a_day_narrative_offered_again_the_next_night_tells_its_own_day(runtime):
+    """A day_narrative deferred on its night and offered again the next night (as a new unit of that night)
+    tells the story of the day it was planned for: its prompt names that day and its units, not the night it
+    runs on (work about whatever is pending now, a session, still works as of the day it runs)."""
+    import json
+
+    from cass_pipelines.domain.clock import FixedClock
+    from cass_pipelines.domain.states import DeferKind, UnitStatus
+    from cass_pipelines.services.runner import run_action
+
+    rt, later = runtime, DAY + timedelta(days=1)
+    night = datetime.combine(later, time(23), tzinfo=timezone.utc)
+    for day, template_id in ((DAY, "day_narrative"), (later, "system_maintenance")):
+        plans.save_day_plan(rt.store, day=day, revision=1, source="llm", intention="i", from_phase="night",
+                            phases=["night"], units=[unit(rt, "night", template_id)], dropped=[], offline=True,
+                            now=datetime.combine(day, time(7), tzinfo=timezone.utc))
+    [own] = plans.units_for_phase(rt.store, DAY, "night")
+    plans.set_unit_status(rt.store, own["id"], UnitStatus.DEFERRED, NOW, reason="budget: no room",
+                          defer_kind=DeferKind.BUDGET)
+    plan_phase(rt, rt.llm, later, "night", night)
+    [again] = [u for u in plans.units_for_phase(rt.store, later, "night") if u["deferred_from"] == own["id"]]
+    assert run_action(rt, again["id"], 0, FixedClock(night)).status == "completed"
+    [prompt] = [json.loads(r["request"])["prompt"] for r in rt.store.all(     # (night work: a batched call)
+        "SELECT request FROM llm_batches WHERE work_unit_id = ?", [again["id"]])]
+    assert prompt.startswith(f"I am telling the story of {DAY:%A %Y-%m-%d}") and f"{later:%Y-%m-%d}" not in prompt
+    assert "day_narrative (night, deferred)" in prompt and "system_maintenance" not in prompt   # that day's units

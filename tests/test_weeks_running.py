@@ -510,7 +510,7 @@ def test_work_retried_at_night_on_its_own_day_uses_its_batched_answer_when_resum
     from cass_pipelines.services.watches import batch_resumes
 
     rt, uid, _, night = _unit_waiting_for_its_batch(sample_home, monkeypatch)
-    assert [(r.date, r.phase) for r in batch_resumes(rt.store, rt.settings, night.now())] == [(TODAY, "morning")]
+    assert [(r.date, r.phase) for r in batch_resumes(rt.store, rt.settings, rt.registry, night.now())] == [(TODAY, "morning")]
     assert take_back_waiting(rt, TODAY, "morning", night.now()) == [uid]
     run_unit(rt, uid, FixedClock(night.now() + timedelta(minutes=5)), run_id="r2")   # the morning's run
     unused = rt.store.all("SELECT custom_id FROM llm_batches WHERE work_unit_id = ? AND NOT used", [uid])

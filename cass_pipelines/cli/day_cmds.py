@@ -265,7 +265,7 @@ def day_runs(rt: Runtime, defs, instance, day: date, phases: list[str], journal:
                      "date": earlier.isoformat()})
     # What batch_sensor asks for: an earlier phase whose work waited for message batches that have all
     # ended runs again, and that work resumes with the answers paid for it.
-    for r in batch_resumes(rt.store, rt.settings, clock.now()):
+    for r in batch_resumes(rt.store, rt.settings, rt.registry, clock.now()):
         if (r.date == day and r.phase in phases) or failed_resumes(instance, r) >= MAX_RESUME_FAILURES:
             continue   # run below; or left to a person (batch_sensor's tick says so)
         runs.append({**_timed(rt, r.phase, lambda r=r: run_phase(defs, instance, r.date, r.phase,

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
+
+from cass_pipelines.domain.categories import ModelTier
+from cass_pipelines.domain.registry import ActionDef
 
 
 def pause_reason(scopes: Mapping[str | None, str], category: str | None) -> str | None:
@@ -14,6 +17,19 @@ def pause_reason(scopes: Mapping[str | None, str], category: str | None) -> str 
     if category is not None and category in scopes:
         return f"{scopes[category]} (category {category} paused)"
     return None
+
+
+def unit_pause_reason(scopes: Mapping[str | None, str], category: str, steps: Sequence[ActionDef]) -> str | None:
+    """Why a unit of `category` whose actions still to run are `steps` must wait for a pause, or None: a pause
+    of everything or of its category, or of the category of a step that calls the model. A category's pause
+    refuses its actions' calls (services.metering), so such a unit would run its first steps and stop there,
+    every time it is offered; a step that calls no model is not stopped, and one already run holds nothing."""
+    if reason := pause_reason(scopes, category):
+        return reason
+    stopped = next((a for a in steps if a.model_tier != ModelTier.NONE and a.category in scopes), None)
+    if stopped is None:
+        return None
+    return f"{scopes[stopped.category]} (category {stopped.category} paused; its step {stopped.id} would stop it)"
 
 
 def look_back(day: date, days: int, paused: Iterable[tuple[date, date]]) -> date:

@@ -13,7 +13,9 @@ deferred (`same_template`) for later phases, the oldest offered first, so none i
 A waiting unit of a template whose work is whatever is pending when it runs (`reoffer: latest`: a
 conversation catch-up) is superseded once a later unit of its template has completed (`superseded`,
 applied before the snapshot is read and before expiry); a unit of work of its own (a focus: a growth
-edge, a question) waits, and one the later phases cannot take up in time expires as before.
+edge, a question) waits, and one the later phases cannot take up in time expires as before. A unit offered
+again works as of the day it runs, but for work about a day, which stays about the day it was planned
+for (HandlerContext.about_day).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Iterable, Mapping
 
 from cass_pipelines.domain.budget_rules import pooled_room, pooling
 from cass_pipelines.domain.categories import Priority
-from cass_pipelines.domain.pauses import pause_reason
+from cass_pipelines.domain.pauses import unit_pause_reason
 from cass_pipelines.domain.phases import phase_window
 from cass_pipelines.domain.plan_rules import NOT_IDLE_REASON, PlanInputs, PlannedUnit
 from cass_pipelines.domain.registry import Registry
@@ -47,6 +49,7 @@ class PhaseSnapshot:
     day_room: float = float("inf")      # what ordinary work may still reserve today (the reserve excluded)
     open_elsewhere: frozenset[str] = frozenset()   # categories with a unit to run today outside this phase
     pooled_used: float = 0.0            # what today's calls funded from the pool spent and hold
+    completed: Mapping[str, frozenset[int]] = field(default_factory=dict)   # unit id -> its actions completed
 
 
 @dataclass
@@ -97,7 +100,7 @@ def offer_phase(s: PhaseSnapshot, inputs: PlanInputs) -> PhaseOffer:
     for i, (kind, u) in enumerate(candidates):
         # (the rules first, as at plan time: a unit a pause still holds stays deferred by it, in a full phase
         # too, so `resume` takes it back)
-        reason = _ruled_out(s, inputs, u["template_id"], u["category"]) or (
+        reason = _ruled_out(s, inputs, u) or (
             same_template(kind, u) if slots > 0 else (DeferKind.PHASE_FULL, f"{s.phase} already has {s.max_units} units"))
         short = None if reason else inputs.unaffordable(u["template_id"], u["category"], left.get(u["category"], 0.0))
         if short:
@@ -176,12 +179,14 @@ def superseded(waiting: Iterable[dict], done: Mapping[str, dict], registry: Regi
     return out
 
 
-def _ruled_out(s: PhaseSnapshot, inputs: PlanInputs, template_id: str, category: str) -> tuple[DeferKind, str] | None:
-    """Why a unit cannot run in this phase whatever the money: gone, paused, not idle, or degraded."""
-    template = inputs.registry.templates.get(template_id)
+def _ruled_out(s: PhaseSnapshot, inputs: PlanInputs, u: dict) -> tuple[DeferKind, str] | None:
+    """Why a unit cannot run in this phase whatever the money: gone, paused (its category, or a step it has
+    still to run), not idle, or degraded."""
+    template = inputs.registry.templates.get(u["template_id"])
     if template is None:
-        return DeferKind.GONE, f"template '{template_id}' is no longer in the registry"
-    paused = pause_reason(s.paused, category)
+        return DeferKind.GONE, f"template '{u['template_id']}' is no longer in the registry"
+    paused = unit_pause_reason(s.paused, u["category"],
+                               inputs.registry.remaining_actions(template.id, s.completed.get(u["id"], ())))
     if paused:
         return DeferKind.PAUSED, f"paused: {paused}"
     if template.requires_idle and not s.idle:

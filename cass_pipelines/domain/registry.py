@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
+from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -113,6 +114,11 @@ class Registry(BaseModel):
 
     def template_actions(self, template_id: str) -> list[ActionDef]:
         return [self.actions[a] for a in self.templates[template_id].action_sequence]
+
+    def remaining_actions(self, template_id: str, completed: Iterable[int]) -> list[ActionDef]:
+        """The template's actions a unit has still to run, in order: those at positions not `completed`."""
+        done = set(completed)
+        return [a for i, a in enumerate(self.template_actions(template_id)) if i not in done]
 
     def template_cost(self, template_id: str, action_costs: dict[str, float] | None = None) -> float:
         """Estimated cost of one unit; `action_costs` (calibrated from the ledger) wins over the registry."""

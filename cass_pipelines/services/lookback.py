@@ -1,18 +1,19 @@
-"""How far back deferred work is still offered again, kept, or (a journal) caught up: a number of days
-that were not paused (domain.pauses.look_backs), per category, read from the pauses the store keeps; and
-which waiting work a later unit made moot (superseded), whatever its age."""
+"""How pauses and later work bear on deferred work: how far back it is still offered again, kept, or (a
+journal) caught up (a number of days that were not paused, domain.pauses.look_backs, per category, read
+from the pauses the store keeps), which waiting units a pause still holds (not_paused), and which waiting
+work a later unit made moot (superseded), whatever its age."""
 from __future__ import annotations
 
 from datetime import date, datetime
 
 from cass_pipelines.domain.categories import Category
-from cass_pipelines.domain.pauses import LookBacks, look_backs
+from cass_pipelines.domain.pauses import LookBacks, look_backs, unit_pause_reason
 from cass_pipelines.domain.phase_offer import superseded
 from cass_pipelines.domain.plan_rules import DEFERRED_LOOKBACK_DAYS
 from cass_pipelines.domain.registry import Registry
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.store import plans
-from cass_pipelines.store.control import pause_spans
+from cass_pipelines.store.control import pause_spans, paused_scopes
 from cass_pipelines.store.db import Store
 
 JOURNAL_CATCH_UP_DAYS = 7   # deferred journals this recent are tried again
@@ -35,6 +36,18 @@ def journals_since(store: Store, settings: Settings, day: date, today: date) -> 
     """The first date whose deferred journal is still tried again from `day` (and in the partition window)."""
     return max(unpaused_days_back(store, settings, day, JOURNAL_CATCH_UP_DAYS).of(Category.JOURNAL.value),
                settings.first_date(today))
+
+
+def not_paused(store: Store, registry: Registry, units: list[dict]) -> list[dict]:
+    """The units no pause holds: neither one of their category nor one of a step they have still to run
+    (domain.pauses.unit_pause_reason; a unit whose template is gone is kept, for its caller to judge)."""
+    paused = paused_scopes(store)
+    if not paused:
+        return units
+    completed = plans.completed_positions(store, [u["id"] for u in units])
+    return [u for u in units if not unit_pause_reason(
+        paused, u["category"], registry.remaining_actions(u["template_id"], completed.get(u["id"], ()))
+        if u["template_id"] in registry.templates else [])]
 
 
 def supersede_waiting(store: Store, settings: Settings, registry: Registry, now: datetime) -> list[str]:

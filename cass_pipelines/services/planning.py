@@ -10,7 +10,6 @@ from typing import Callable
 
 from cass_pipelines.domain.budget_rules import calibrated_costs, degradation
 from cass_pipelines.domain.categories import PHASES
-from cass_pipelines.domain.pauses import pause_reason
 from cass_pipelines.domain.phase_offer import PhaseSnapshot, offer_phase
 from cass_pipelines.domain.phases import phase_window, remaining_phases
 from cass_pipelines.domain.plan_rules import (
@@ -25,7 +24,7 @@ from cass_pipelines.services import approvals
 from cass_pipelines.services.decision import DECISION_TIERS, Decision, DecisionContext, decide
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.handlers.calls import system_prefix
-from cass_pipelines.services.lookback import deferred_since, supersede_waiting
+from cass_pipelines.services.lookback import deferred_since, not_paused, supersede_waiting
 from cass_pipelines.services.once import claim_or_wait
 from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.services.week import week_context
@@ -205,10 +204,11 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
         reference = max(phase_window(day, phase, rt.settings)[0], min(now, phase_window(day, phase, rt.settings)[1]))
         idle, _ = idle_at(rt, reference)
         inputs, status, _ = plan_inputs(rt, day, [phase], idle, now)
+        own = plans.units_for_phase(rt.store, day, phase)
+        waiting = plans.pending_deferred(rt.store, deferred_since(rt.store, rt.settings, day), day, PHASES.index(phase))
         snapshot = PhaseSnapshot(
-            day=day, phase=phase, own=plans.units_for_phase(rt.store, day, phase),
-            waiting=plans.pending_deferred(rt.store, deferred_since(rt.store, rt.settings, day), day,
-                                           PHASES.index(phase)),
+            day=day, phase=phase, own=own, waiting=waiting,
+            completed=plans.completed_positions(rt.store, [u["id"] for u in own + waiting]),
             paused=paused_scopes(rt.store), idle=idle, max_units=rt.settings.max_units_per_phase,
             day_room=status["remaining_usd"], pooled_used=pooled_used(rt.store, day),
             open_elsewhere=frozenset(u["category"] for u in plans.units_for_day(rt.store, day)
@@ -266,10 +266,10 @@ def take_back_waiting(rt: Runtime, day: date, phase: str, now: datetime) -> list
     without an answer MAX_UNANSWERED times (each after the wait ran out) and none still pending is offered
     again as new work instead (an answer it holds is abandoned: the metrics count it)."""
     with rt.store.session():
-        paused = paused_scopes(rt.store)
-        units = [u for u in plans.units_for_phase(rt.store, day, phase)
-                 if u["status"] == UnitStatus.DEFERRED and u["defer_kind"] in (DeferKind.PAUSED, DeferKind.BATCH)
-                 and u["origin"] != UnitOrigin.JOB and not u["reoffered_as"] and not pause_reason(paused, u["category"])]
+        units = not_paused(rt.store, rt.registry, [u for u in plans.units_for_phase(rt.store, day, phase)
+                                if u["status"] == UnitStatus.DEFERRED
+                                and u["defer_kind"] in (DeferKind.PAUSED, DeferKind.BATCH)
+                                and u["origin"] != UnitOrigin.JOB and not u["reoffered_as"]])
         unanswered = batches.unanswered(rt.store, [u["id"] for u in units])
         ids = []
         for u in units:

@@ -1,8 +1,9 @@
 """Executing one action of one work unit: the step body behind each fanned-out Dagster op.
 
 Order of business: a completed action is never run again (a replayed step re-spends nothing);
-pause is checked before starting; the action is claimed for this run in the same transaction that
-marks it running, so two runs of a partition never both execute it (a live claim elsewhere is
+pause is checked before starting (of the unit's category, or of a step it has still to run); the
+action is claimed for this run in the same transaction that marks it running, so two runs of a
+partition never both execute it (a live claim elsewhere is
 skipped, a dead owner's is taken over); the handler gets a metered LLM client (reserve, call,
 ledger, settle); budget refusal defers the unit; a handler error fails the unit (recorded,
 dead-lettered) without raising, so the rest of the phase is still summarised and costed.
@@ -17,6 +18,7 @@ from typing import Callable
 
 from cass_pipelines.config.registry import resolve_handler
 from cass_pipelines.domain.clock import Clock
+from cass_pipelines.domain.pauses import unit_pause_reason
 from cass_pipelines.domain.plan_rules import PlannedUnit
 from cass_pipelines.domain.registry import SUMMARY_ACTION_ID
 from cass_pipelines.domain.states import (
@@ -38,7 +40,7 @@ from cass_pipelines.services.summaries import summarize_unit
 from cass_pipelines.services.week import record_progress
 from cass_pipelines.store import batches, claims, dead_letters, plans
 from cass_pipelines.store.claims import Owner, never_over
-from cass_pipelines.store.control import paused_reason
+from cass_pipelines.store.control import paused_scopes
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,9 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
         return outcome(ActionStatus.SKIPPED, f"unit is {unit['status']}", unit_done=True)
 
     forced = unit["origin"] == UnitOrigin.FORCED
-    paused = None if forced else paused_reason(rt.store, unit["category"])
+    # (a step still to run that a pause would stop holds the unit now, as its phase's opening does)
+    paused = None if forced else unit_pause_reason(paused_scopes(rt.store), unit["category"], rt.registry.remaining_actions(
+        template.id, [p for p, r in runs.items() if r["status"] == ActionStatus.COMPLETED]))
     held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
     if not held and approvals.gated(template, action, unit, rt.store):
         reason = approvals.hold(rt, unit, template, action, clock.now())
@@ -152,8 +156,10 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
     earlier = {p: ActionResult.model_validate(runs[p]["result"]) for p in sorted(runs)
                if p < position and runs[p]["result"]}
     previous = list(earlier.values())
+    about_day, about_phase = plans.planned_for(rt.store, unit)
     ctx = HandlerContext(action=action, work_unit_id=unit_id, template_id=template.id, focus=unit["focus"],
-                         motivation=unit["motivation"], date=day, phase=unit["phase"], now=clock.now(),
+                         motivation=unit["motivation"], date=day, phase=unit["phase"], about_day=about_day,
+                         about_phase=about_phase, now=clock.now(),
                          store=rt.store, llm=meter, settings=rt.settings, registry=rt.registry, previous=previous,
                          log=log)
     try:

@@ -10,18 +10,16 @@ from typing import Callable
 
 from cass_pipelines.domain.clock import Clock
 from cass_pipelines.domain.goals import week_end
-from cass_pipelines.domain.pauses import pause_reason
-from cass_pipelines.domain.registry import JOURNAL_TEMPLATE
+from cass_pipelines.domain.registry import JOURNAL_TEMPLATE, Registry
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.domain.states import UnitOrigin
 from cass_pipelines.llm.base import LLMClient
 from cass_pipelines.llm.pricing import load_pricing
-from cass_pipelines.services.lookback import journals_since
+from cass_pipelines.services.lookback import journals_since, not_paused
 from cass_pipelines.services.metering import collect_batches
 from cass_pipelines.services.recovery import Recovery, recover
 from cass_pipelines.store import batches
 from cass_pipelines.store.budget import watch
-from cass_pipelines.store.control import paused_scopes
 from cass_pipelines.store.conversations import idle_unsummarized
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.plans import batch_waiting, deferred_job_dates, tagged
@@ -98,14 +96,13 @@ class Resume:
         return f"batch-resume|{self.attempt}|{self.hour}"
 
 
-def batch_resumes(store: Store, settings: Settings, now: datetime) -> list[Resume]:
+def batch_resumes(store: Store, settings: Settings, registry: Registry, now: datetime) -> list[Resume]:
     """The partitions whose work waits for message batches that have all ended (batch_sensor asks for
     their runs, run-day runs them first): a run takes that work back under its own ids and it uses the
-    answers paid for it. Left out: a partition with a request still pending, work of a paused category
-    (asked for once it is resumed), dates before the partition window, and dates whose journal waits for
-    its own batch (written again first: the resumed work's new summaries would change its prompt, so it
-    would ask again instead of taking up the answer paid for it)."""
-    paused = paused_scopes(store)
+    answers paid for it. Left out: a partition with a request still pending, work a pause holds (of its
+    category, or of a step it has still to run: asked for once it is resumed), dates before the partition
+    window, and dates whose journal waits for its own batch (written again first: the resumed work's new
+    summaries would change its prompt, so it would ask again instead of taking up the answer paid for it)."""
     first = settings.first_date(now.astimezone(settings.tz).date())
     rows = batch_waiting(store)
     journal_waits = {r["date"] for r in rows if _own_journal(r)}
@@ -115,7 +112,7 @@ def batch_resumes(store: Store, settings: Settings, now: datetime) -> list[Resum
             by_partition.setdefault((row["date"], row["phase"]), []).append(row)
     out = []
     for (day, phase), units in by_partition.items():
-        ready = [u for u in units if not pause_reason(paused, u["category"])]
+        ready = not_paused(store, registry, units)
         if day < first or day in journal_waits or not ready or any(u["pending"] for u in units):
             continue
         out.append(Resume(day, phase, sum(u["requests"] for u in units), f"{now:%Y-%m-%dT%H}"))

@@ -179,6 +179,20 @@ def get_unit(store: Store, uid: str) -> dict | None:
     return store.one(f"SELECT {_UNIT_COLS} FROM work_units WHERE id = ?", [uid])
 
 
+def planned_for(store: Store, unit: dict) -> tuple[date, str]:
+    """The day and phase a unit's work is about: those it was first planned for. A unit offered again on a
+    later day or phase is a new unit there (open_phase); it is about the first unit of its chain (deferred_from)."""
+    if not unit["deferred_from"]:
+        return unit["date"], unit["phase"]
+    first = store.one("""WITH RECURSIVE chain(id, depth) AS (
+                             SELECT ?, 0
+                             UNION ALL SELECT w.deferred_from, c.depth + 1 FROM chain c
+                               JOIN work_units w ON w.id = c.id WHERE w.deferred_from IS NOT NULL AND c.depth < 20)
+                         SELECT w.date, w.phase FROM chain c JOIN work_units w ON w.id = c.id
+                         ORDER BY c.depth DESC LIMIT 1""", [unit["id"]])
+    return first["date"], first["phase"]
+
+
 def _holds_answers(unit: str) -> str:
     """SQL: the unit `unit` (a column) has batched requests pending, or answers collected and not used."""
     pending = ", ".join(f"'{s}'" for s in PENDING)
@@ -251,7 +265,7 @@ def supersede(store: Store, found: Iterable[tuple[str, str]], now: datetime) -> 
 def batch_waiting(store: Store) -> list[dict]:
     """Work waiting for its message batches: units deferred for their batch (a job's too) or by a pause
     while they held batched answers, and finished phase units whose summary was written while its batch
-    was pending; per unit its date, phase, origin, category, the number of its batched requests
+    was pending; per unit its date, phase, origin, category, template, the number of its batched requests
     and whether one is still pending (services.watches: batch_resumes, batch_journals)."""
     return store.all(f"""WITH waiting AS (
             SELECT id FROM work_units u WHERE status = '{D}' AND reoffered_as IS NULL
@@ -259,10 +273,10 @@ def batch_waiting(store: Store) -> list[dict]:
                      AND origin <> '{UnitOrigin.JOB}' AND {_holds_answers('u.id')}))
             UNION SELECT s.work_unit_id FROM work_summaries s JOIN work_units u ON u.id = s.work_unit_id
                 WHERE s.awaiting_batch AND u.origin <> '{UnitOrigin.JOB}')
-        SELECT u.id, u.date, u.phase, u.origin, u.category, count(b.custom_id) AS requests,
+        SELECT u.id, u.date, u.phase, u.origin, u.category, u.template_id, count(b.custom_id) AS requests,
                coalesce(bool_or(b.state IN (SELECT unnest(?::TEXT[]))), FALSE) AS pending
         FROM waiting w JOIN work_units u ON u.id = w.id LEFT JOIN llm_batches b ON b.work_unit_id = u.id
-        GROUP BY u.id, u.date, u.phase, u.origin, u.category
+        GROUP BY u.id, u.date, u.phase, u.origin, u.category, u.template_id
         ORDER BY u.date, {phase_rank('u.phase')}, u.id""", [[s.value for s in PENDING]])
 
 
@@ -297,6 +311,14 @@ def action_runs(store: Store, uid: str) -> list[dict]:
     for r in rows:
         r["result"] = json.loads(r["result"]) if r["result"] else None
     return rows
+
+
+def completed_positions(store: Store, ids: Iterable[str]) -> dict[str, frozenset[int]]:
+    """The positions of the completed actions of each of the units `ids` that has any."""
+    rows = store.all(f"""SELECT work_unit_id, list(position) AS done FROM action_runs
+        WHERE work_unit_id IN (SELECT unnest(?::TEXT[])) AND status = '{ActionStatus.COMPLETED}'
+        GROUP BY work_unit_id""", [list(ids)])
+    return {r["work_unit_id"]: frozenset(r["done"]) for r in rows}
 
 
 def set_action_result(store: Store, uid: str, position: int, result: dict) -> None:

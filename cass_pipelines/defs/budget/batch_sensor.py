@@ -13,12 +13,14 @@ from cass_pipelines.defs.resources import CassResource, run_over
 from cass_pipelines.defs.ticks import BUSY, SENSOR_DB_DEADLINE_S, failed_runs, runs_ahead, unless_busy
 from cass_pipelines.domain.batching import BatchState
 from cass_pipelines.domain.phases import phase_at
+from cass_pipelines.domain.registry import Registry
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.watches import MAX_RESUME_FAILURES, Resume, batch_resumes, watch_batches
 from cass_pipelines.store import batches
 
 
-def build_batch_sensor(settings: Settings, phase_job_name: str = "phase_job") -> dg.SensorDefinition:
+def build_batch_sensor(settings: Settings, registry: Registry,
+                       phase_job_name: str = "phase_job") -> dg.SensorDefinition:
     @dg.sensor(name="batch_sensor", job_name=phase_job_name, minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Collects Message Batches (memory and night work) whose job stopped waiting: settles "
@@ -33,7 +35,7 @@ def build_batch_sensor(settings: Settings, phase_job_name: str = "phase_job") ->
         def tick() -> tuple[dict[str, list[str]], dict[str, int], list[Resume]]:
             done = watch_batches(store, settings, clock, run_over(context.instance),
                                  lambda: cass.llm.get_client(settings))
-            return done, batches.counts(store, day), batch_resumes(store, settings, clock.now())
+            return done, batches.counts(store, day), batch_resumes(store, settings, registry, clock.now())
 
         result = unless_busy(tick)
         if result is BUSY:

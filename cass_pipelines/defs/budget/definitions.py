@@ -11,7 +11,7 @@ from cass_pipelines.defs.context import DefsContext, load_time_context
 
 def build(ctx: DefsContext) -> dg.Definitions:
     return dg.Definitions(asset_checks=[build_cost_checks(ctx.phases)],
-                          sensors=[build_budget_sensor(ctx.settings), build_batch_sensor(ctx.settings)])
+                          sensors=[build_budget_sensor(ctx.settings), build_batch_sensor(ctx.settings, ctx.registry)])
 
 
 @dg.definitions

@@ -61,7 +61,12 @@ class HandlerContext:
     template_id: str
     focus: str
     motivation: str
-    date: date
+    # The day and phase the work is about (store.plans.planned_for): the ones it was planned for, kept when it
+    # is offered again later (only then do they differ from `date` and `phase`). Work about a day reads them:
+    # its narrative, a phase's wrap-up, its journal and dream (handlers/rhythm.py, journal.py).
+    about_day: date
+    about_phase: str
+    date: date                          # the day and phase the unit runs as: work on whatever is pending now
     phase: str
     now: datetime                       # injected clock reading for this action
     store: "Store"

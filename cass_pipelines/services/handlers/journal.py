@@ -1,7 +1,8 @@
 """Handlers for journal.* and dream.* actions: the day's journal entry and the night's dream, in my voice.
 
-Both read the day's material: summaries of conversations held (or summarised) that day and the work
-summaries of its units. A day with neither gets no journal entry and no model call: a journal that
+Both read the day's material (the day their unit is about, ctx.about_day, also when a dream offered again
+runs on a later night): summaries of conversations held (or summarised) that day and the work summaries
+of its units. A day with neither gets no journal entry and no model call: a journal that
 invents a day would be worse than none.
 """
 from __future__ import annotations
@@ -28,25 +29,25 @@ class DreamEntry(BaseModel):
 
 
 def day_material(ctx: HandlerContext) -> tuple[list[dict], list[dict]]:
-    start, end = day_bounds(ctx.date, ctx.settings)
-    return memory.summaries_between(ctx.store, start, end, 30), views.summaries_for_day(ctx.store, ctx.date)
+    start, end = day_bounds(ctx.about_day, ctx.settings)
+    return memory.summaries_between(ctx.store, start, end, 30), views.summaries_for_day(ctx.store, ctx.about_day)
 
 
 def _save(ctx: HandlerContext, calls: ModelCalls, kind: str, text: str, tone: str) -> Artifact:
     if not text.strip():
         raise ValueError(f"{ctx.action.id}: the model returned an empty {kind} entry")
-    journal.save_entry(ctx.store, day=ctx.date, kind=kind, text=text.strip(), tone=tone.strip()[:40],
+    journal.save_entry(ctx.store, day=ctx.about_day, kind=kind, text=text.strip(), tone=tone.strip()[:40],
                        work_unit_id=ctx.work_unit_id, offline=calls.offline, now=ctx.now)
-    return Artifact(type="journal", id=f"{ctx.date}/{kind}", title=f"{kind.capitalize()} {ctx.date} ({tone.strip()})")
+    return Artifact(type="journal", id=f"{ctx.about_day}/{kind}", title=f"{kind.capitalize()} {ctx.about_day} ({tone.strip()})")
 
 
 def generate_daily(ctx: HandlerContext) -> ActionResult:
     convs, work = day_material(ctx)
     if not convs and not work:
-        return ActionResult(success=True, message=f"nothing recorded for {ctx.date} (no conversation or work "
+        return ActionResult(success=True, message=f"nothing recorded for {ctx.about_day} (no conversation or work "
                                                   "summaries): no journal written, no model call")
-    previous = plans.latest_journal(ctx.store, ctx.date)
-    sections = [f"I am writing my journal for {ctx.date:%A %Y-%m-%d}: what happened, what it meant to me, and "
+    previous = plans.latest_journal(ctx.store, ctx.about_day)
+    sections = [f"I am writing my journal for {ctx.about_day:%A %Y-%m-%d}: what happened, what it meant to me, and "
                 "what I want to carry into tomorrow. I write only about what is below.", NOTICE,
                 slices.conversation_summaries(convs), slices.work_summaries(work)]
     if previous:
@@ -57,7 +58,7 @@ def generate_daily(ctx: HandlerContext) -> ActionResult:
     calls = ModelCalls.for_action(ctx)
     out = calls.structured("\n\n".join(sections), JournalEntry)
     artifact = _save(ctx, calls, "daily", out.text, out.tone)
-    return calls.result(success=True, message=f"journal for {ctx.date} written ({out.tone.strip()}) from "
+    return calls.result(success=True, message=f"journal for {ctx.about_day} written ({out.tone.strip()}) from "
                                               f"{len(convs)} conversation and {len(work)} work summaries",
                         artifacts=[artifact], data={"themes": [t.strip() for t in out.themes if t.strip()]})
 
@@ -70,10 +71,10 @@ def dream_nightly(ctx: HandlerContext) -> ActionResult:
         themes = [e["area"] for e in persona.growth_edges(ctx.store)]
     calls = ModelCalls.for_action(ctx)
     out = calls.structured("\n\n".join([
-        f"It is the night of {ctx.date:%Y-%m-%d}. I let the day's themes drift and recombine into a dream: images and "
+        f"It is the night of {ctx.about_day:%Y-%m-%d}. I let the day's themes drift and recombine into a dream: images and "
         "loose associations rather than analysis. I keep it short.", NOTICE,
         slices.section("the day's themes", themes[:25], str),
         "What I return:\n- text: the dream.\n- tone: one or two words."]), DreamEntry)
     artifact = _save(ctx, calls, "dream", out.text, out.tone)
-    return calls.result(success=True, message=f"dream for {ctx.date} written from {len(themes)} theme(s)",
+    return calls.result(success=True, message=f"dream for {ctx.about_day} written from {len(themes)} theme(s)",
                         artifacts=[artifact])

@@ -1,5 +1,6 @@
 """Handlers for rhythm.* actions: what a phase, and the day so far, amounted to — kept as documents
-(kinds 'phase_summary' and 'daily_narrative') built from the units' own records."""
+(kinds 'phase_summary' and 'daily_narrative') built from the units' own records. Each is about the day and
+phase its unit was planned for (ctx.about_day, about_phase), also when it runs later, offered again."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -47,7 +48,7 @@ def _write_up(ctx: HandlerContext, kind: str, intent: str, sections: list[str]) 
                                         "What I return:\n- title: a short title.\n- body: the write-up."]), WriteUp)
     if not out.body.strip():
         raise ValueError(f"{ctx.action.id}: the model returned an empty {kind}")
-    title = out.title.strip() or f"{kind.replace('_', ' ').capitalize()} {ctx.date}"
+    title = out.title.strip() or f"{kind.replace('_', ' ').capitalize()} {ctx.about_day}"
     doc = notes.add_document(ctx.store, kind=kind, title=title, body=out.body.strip(), work_unit_id=ctx.work_unit_id,
                              offline=calls.offline, now=ctx.now)
     return calls.result(success=True, message=f"{kind.replace('_', ' ')} '{title}' written",
@@ -56,18 +57,18 @@ def _write_up(ctx: HandlerContext, kind: str, intent: str, sections: list[str]) 
 
 def generate_phase_summary(ctx: HandlerContext) -> ActionResult:
     asof = _asof(ctx)
-    work = [w for w in _material(ctx, asof)[1] if w["phase"] == ctx.phase]
+    work = [w for w in _material(ctx, asof)[1] if w["phase"] == ctx.about_phase]
     return _write_up(ctx, "phase_summary", (
-        f"I am looking back on this {ctx.phase} of {ctx.date:%Y-%m-%d}: what I set out to do, what got done, what "
-        "did not and why, in a short paragraph."),
-        [_units(plans.units_for_phase(ctx.store, ctx.date, ctx.phase), asof), slices.work_summaries(work)])
+        f"I am looking back on this {ctx.about_phase} of {ctx.about_day:%Y-%m-%d}: what I set out to do, what got "
+        "done, what did not and why, in a short paragraph."),
+        [_units(plans.units_for_phase(ctx.store, ctx.about_day, ctx.about_phase), asof), slices.work_summaries(work)])
 
 
 def generate_daily_narrative(ctx: HandlerContext) -> ActionResult:
     asof = _asof(ctx)
     convs, work = _material(ctx, asof)
     return _write_up(ctx, "daily_narrative", (
-        f"I am telling the story of {ctx.date:%A %Y-%m-%d} so far, as a short narrative: the people I talked with, the "
-        "work I chose and what came of it."),
-        [_units(plans.units_for_day(ctx.store, ctx.date), asof), slices.conversation_summaries(convs),
+        f"I am telling the story of {ctx.about_day:%A %Y-%m-%d} so far, as a short narrative: the people I talked "
+        "with, the work I chose and what came of it."),
+        [_units(plans.units_for_day(ctx.store, ctx.about_day), asof), slices.conversation_summaries(convs),
          slices.work_summaries(work)])
