@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from history import fill  # noqa: E402
 from machine import cpu_s, machine_after, machine_before, measured  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = [["status", "--json"], ["budget", "--json"], ["plan", "--json"], ["ledger", "--json"]]
 CLI = [str(Path(sys.executable).parent / "cass-pipelines")]   # the installed entry point, as a user runs it
 
@@ -79,7 +80,8 @@ def main(argv: list[str]) -> None:
         return memory_child()
     machine = machine_before()
     out: dict = {"bench": "cli"}
-    codes = {"after": None, **({"before": args.before} if args.before else {})}
+    # This checkout's code unless told another: the installed package may be another checkout's (editable).
+    codes = {"after": str(ROOT), **({"before": args.before} if args.before else {})}
     for path in codes.values():
         package = Path(path or Path(__file__).resolve().parent.parent) / "cass_pipelines"
         subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(package)], check=True,

@@ -52,8 +52,8 @@ def home(server: FakeAnthropic, now: datetime, concurrency: int | None = None, c
     env = {**os.environ, "CASS_HOME": str(base / "cass"), "DAGSTER_HOME": str(base / "dagster"),
            "CASS_LLM": "anthropic", "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": API_KEY,
            "CASS_NOW": now.isoformat(), "PYTHONWARNINGS": "ignore"}
-    if code:
-        env["PYTHONPATH"] = os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])
+    # This checkout's code unless told another: the installed package may be another checkout's (editable).
+    env["PYTHONPATH"] = os.pathsep.join([code or str(ROOT), os.environ.get("PYTHONPATH", "")])
     env.pop("CASS_FAILPOINT", None)
     run(env, "init", "--sample")
     config += f"llm_concurrency = {concurrency}\n" if concurrency else ""

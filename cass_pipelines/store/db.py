@@ -12,9 +12,18 @@ process, and a "close" is its DETACH: the file lock is held exactly while attach
 while a connection was open. Creating and destroying a whole DuckDB instance for each open cost
 5-10x more (thread pool, built-in extensions, buffer manager; bench/bench_store.py measures both).
 Threads of one process share an attachment (counted), each through its own cursor.
+
+Processes take turns at the file (`_Turn`): DuckDB's own lock only refuses, so a process that let go
+took the file straight back while the others slept in their backoff (4 processes doing bookkeeping
+back to back: one open waited 16 s, bench/bench_reservations.py). Two flock(2)s on files beside the
+database now order the opens of our processes: a process holds `<db>.hold` while it has the file
+attached, and takes it only through `<db>.turn`, which a waiting process keeps while it waits, so the
+one that let go queues behind it. A process that does not take turns (the metrics exporter's
+read-only connection, a DuckDB shell) is still met by DuckDB's lock and the backoff.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +37,7 @@ from typing import Any, Callable, ContextManager, Generic, Iterator, Sequence, T
 import duckdb
 
 OPEN_DEADLINE_S = 100.0          # same order as dagster-duckdb's own open backoff
+TURN_POLL_S = 0.002             # how often a waiting process tries for its turn (a flock costs microseconds)
 # Every function our SQL uses (ICU time zones, JSON) is built into the wheel: no extension lookups.
 HOST_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
 _WRITE_LOCKS: dict[str, threading.RLock] = {}
@@ -58,19 +68,94 @@ def _host_connection() -> duckdb.DuckDBPyConnection:
     return _host
 
 
-def _attach(key: str) -> duckdb.DuckDBPyConnection:
-    """A cursor whose default catalog is the file, attaching it if no session of this process has."""
+class _Turn:
+    """This process's turn at one database file among our processes (module docstring): `hold` is
+    flocked while the process has the file attached; a process waiting for it keeps `turn` meanwhile,
+    so a process that let go and wants it again waits behind the one already waiting."""
+
+    def __init__(self, key: str):
+        self.key, self.pid = key, os.getpid()
+        self.queue = threading.Lock()   # the thread of this process waiting for the file's turn
+        self._turn, self._hold = self._open(".turn"), self._open(".hold")
+
+    def _open(self, suffix: str) -> int:
+        return os.open(self.key + suffix, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def take(self, give_up_at: float) -> None:
+        """Wait for the file's turn, then hold it until `give_back`; give up at `give_up_at` (monotonic)."""
+        self._flock(self._turn, give_up_at)
+        try:
+            self._flock(self._hold, give_up_at)
+        finally:
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
+
+    def give_back(self) -> None:
+        fcntl.flock(self._hold, fcntl.LOCK_UN)
+
+    def _flock(self, fd: int, give_up_at: float) -> None:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= give_up_at:
+                    raise _busy(self.key) from None
+                time.sleep(TURN_POLL_S)
+
+
+def _busy(key: str) -> duckdb.IOException:
+    """Worded as DuckDB's own lock conflict, which callers (the retry below, sensors' unless_busy) know."""
+    return duckdb.IOException(f'Could not set lock on file "{key}": another process kept it past the deadline')
+
+
+_turns: dict[str, _Turn] = {}   # resolved path -> this process's turn at it (a forked child makes its own)
+
+
+def _turn(key: str) -> _Turn:
+    with _ATTACH_GUARD:
+        turn = _turns.get(key)
+        if turn is None or turn.pid != os.getpid():
+            turn = _turns[key] = _Turn(key)
+        return turn
+
+
+def _join(key: str) -> duckdb.DuckDBPyConnection | None:
+    """A cursor on the file if a session of this process has it attached (counted), else None."""
     with _ATTACH_GUARD:
         host = _host_connection()
         entry = _attached.get(key)
         if entry is None:
-            alias = "cass_" + hashlib.sha1(key.encode()).hexdigest()[:16]
-            host.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {alias}")
-            entry = _attached[key] = [alias, 0]
+            return None
         entry[1] += 1
-        cursor = host.cursor()
+        return host.cursor()
+
+
+def _attach(key: str, give_up_at: float) -> duckdb.DuckDBPyConnection:
+    """A cursor whose default catalog is the file: joining this process's attachment, or attaching it
+    once the process's turn at the file came (one thread of the process waits for it; the others join)."""
+    cursor = _join(key)
+    if cursor is None:
+        turn = _turn(key)
+        if not turn.queue.acquire(timeout=max(give_up_at - time.monotonic(), 0.0)):
+            raise _busy(key)
+        try:
+            cursor = _join(key)   # attached by another thread of the process while this one waited
+            if cursor is None:
+                turn.take(give_up_at)
+                try:
+                    with _ATTACH_GUARD:
+                        host = _host_connection()
+                        alias = "cass_" + hashlib.sha1(key.encode()).hexdigest()[:16]
+                        host.execute(f"ATTACH '{key.replace(chr(39), chr(39) * 2)}' AS {alias}")
+                        _attached[key] = [alias, 1]
+                        cursor = host.cursor()
+                except BaseException:
+                    turn.give_back()
+                    raise
+        finally:
+            turn.queue.release()
     try:
-        cursor.execute(f"USE {entry[0]}")
+        cursor.execute(f"USE {_attached[key][0]}")
     except BaseException:
         _release(key, cursor)
         raise
@@ -78,28 +163,32 @@ def _attach(key: str) -> duckdb.DuckDBPyConnection:
 
 
 def _release(key: str, cursor: duckdb.DuckDBPyConnection) -> None:
-    """Close the cursor; the last session of the process detaches the file (checkpoint, unlock)."""
+    """Close the cursor; the last session of the process detaches the file (checkpoint, unlock) and gives
+    the file's turn back."""
     cursor.close()
     with _ATTACH_GUARD:
         entry = _attached[key]
         entry[1] -= 1
         if entry[1] == 0:
             del _attached[key]
-            _host_connection().execute(f"DETACH {entry[0]}")
+            try:
+                _host_connection().execute(f"DETACH {entry[0]}")
+            finally:
+                _turns[key].give_back()
 
 
 def connect(path: str | Path, deadline_s: float = OPEN_DEADLINE_S) -> duckdb.DuckDBPyConnection:
-    """Open the database, retrying while another process holds the file lock. Close it with `close`."""
-    delay, waited = 0.02, 0.0
+    """Open the database: wait for this process's turn at the file, and retry with backoff while a process
+    that takes no turns holds it; give up after `deadline_s`. Close it with `close`."""
+    give_up_at, delay = time.monotonic() + deadline_s, 0.02
     while True:
         try:
-            return _attach(_key(path))
+            return _attach(_key(path), give_up_at)
         except Exception as exc:
-            if not _is_lock_conflict(exc) or waited >= deadline_s:
+            left = give_up_at - time.monotonic()
+            if not _is_lock_conflict(exc) or left <= 0:
                 raise
-            pause = min(delay, deadline_s - waited) * (0.5 + random.random())
-            time.sleep(pause)
-            waited += pause
+            time.sleep(min(delay, left) * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
 
 
