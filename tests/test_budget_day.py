@@ -81,6 +81,17 @@ def test_paused_trigger_refuses_unless_forced(sample_home, capsys):
         "completed"
 
 
+def test_trigger_refuses_work_a_paused_category_would_stop_midway(sample_home, capsys):
+    """An open-question review (curiosity) has a research step that calls the model: while research is paused
+    the unit would run its first step and wait there, so `trigger` refuses it as it refuses a paused category."""
+    assert main(["pause", "--category", "research", "--reason", "no browsing this week"]) == 0
+    capsys.readouterr()
+    assert main(["trigger", "open_question_review", "--focus", "memory"]) == 3
+    err = capsys.readouterr().err
+    assert "no browsing this week" in err and "research.run_single" in err, err
+    assert open_runtime().store.scalar("SELECT count(*) FROM work_units WHERE origin = 'manual'") == 0
+
+
 def test_trigger_runs_through_manual_work_job_and_rejects_unknown_templates(sample_home, capsys):
     code, out = cli_json(capsys, "trigger", "growth_edge_work", "--focus", "Respectful disagreement")
     assert code == 0 and out["work_unit"]["template_id"] == "growth_edge_work"

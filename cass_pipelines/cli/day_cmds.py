@@ -9,13 +9,14 @@ from cass_pipelines.cli.output import EXIT_REFUSED, MAX_TEXT_CHARS, CliError, bo
 from cass_pipelines.domain.categories import PHASES, Category
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.errors import shown
+from cass_pipelines.domain.pauses import unit_pause_reason
 from cass_pipelines.domain.phases import phase_at
 from cass_pipelines.domain.settings import PARTITION_WINDOW_DAYS, SettingsError
 from cass_pipelines.domain.states import DeferKind, UnitStatus
 from cass_pipelines.services.runtime import Runtime, open_runtime, open_store
 from cass_pipelines.store import dead_letters, ledger, plans, views
 from cass_pipelines.store.budget import budget_status
-from cass_pipelines.store.control import paused_reason
+from cass_pipelines.store.control import paused_reason, paused_scopes
 from cass_pipelines.store.schema import bring_forward, migrate
 
 
@@ -432,7 +433,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if template is None:
         raise CliError(f"unknown template {shown(args.template)}; see `cass-pipelines catalog`")
     instance, defs = _setup(rt)
-    paused = paused_reason(rt.store, template.category)
+    # (its category's pause, or one of a step that would stop it midway: domain.pauses.unit_pause_reason)
+    paused = unit_pause_reason(paused_scopes(rt.store), template.category, rt.registry.template_actions(template.id))
     if paused and not args.force:
         raise CliError(f"paused ({paused}); not triggering {args.template}. Use --force to run anyway, "
                        "or `cass-pipelines resume`.", code=EXIT_REFUSED)
