@@ -294,6 +294,22 @@ def test_a_category_look_back_skips_global_pauses_and_its_own_only():
     assert look_backs(day, 7, []).of("research") == date(2026, 12, 11)
 
 
+def test_a_research_pause_stops_the_clock_of_work_it_holds_at_a_research_step():
+    """The look-back of a template's work starts at the earliest of its category's and those of its steps
+    that call the model: curiosity work with a research step waits as long as research's clock says (a
+    research pause holds it), curiosity work without one and a research-free template keep their own."""
+    from datetime import date
+
+    from cass_pipelines.domain.pauses import look_backs
+
+    day = date(2026, 12, 18)
+    since = look_backs(day, 7, [("research", date(2026, 12, 8), date(2026, 12, 17))]).with_templates(REGISTRY)
+    assert "research.run_single" in REGISTRY.templates["open_question_review"].action_sequence
+    assert since.templates["open_question_review"] == since.of("research") == date(2026, 12, 1)
+    assert "morning_reflection" not in since.templates and since.of("curiosity") == date(2026, 12, 11)
+    assert look_backs(day, 7, []).with_templates(REGISTRY).templates == {}
+
+
 def test_work_that_would_stop_at_a_step_of_a_paused_category_waits_as_paused():
     """open_question_review (curiosity) has a research step that calls the model: while research is paused,
     a unit of it would run its first step and stop there at every opening. It waits `paused` instead (so

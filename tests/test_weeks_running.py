@@ -694,20 +694,24 @@ def test_a_category_pause_stops_only_its_own_clock(sample_home):
 
 def test_work_a_category_pause_deferred_is_offered_again_after_a_pause_of_more_than_a_week(sample_home, monkeypatch):
     """Only research paused for ten days from a day's morning, then `resume --category research`: the
-    research work the pause deferred survives the nightly expiry while paused and is offered again by the
+    research work the pause deferred (and work of another category it holds at a research step) survives the
+    nightly expiry while paused; the research work is offered again by the
     first morning after `resume`, although its day is more than a week back; reflection work the budget
     deferred that morning still expires after a week (its category was never paused)."""
     first, back = TODAY, TODAY + timedelta(days=10)
     rt = open_runtime()
-    seed_plan(rt, first, "morning", ["research_deep_dive", "morning_reflection"])
+    # (and curiosity work the research pause holds through its research step: kept while that pause holds it)
+    seed_plan(rt, first, "morning", ["research_deep_dive", "morning_reflection", "open_question_review"])
     spend(rt, first, "reflection", rt.settings.category_limit("reflection"), "req_reflection_spent", phase="morning")
     monkeypatch.setenv(NOW_ENV, utc(first, 6, 0).isoformat())
     assert main(["pause", "--category", "research", "--reason", "quiet on research"]) == 0
     monkeypatch.setenv(NOW_ENV, utc(first, 6, 30).isoformat())
     assert main(["run-day", "--date", first.isoformat(), "--phases", "morning"]) == 0
-    research, reflection = (rt.store.scalar("SELECT id FROM work_units WHERE date = ? AND template_id = ?", [first, t])
-                            for t in ("research_deep_dive", "morning_reflection"))
+    research, reflection, curiosity = (
+        rt.store.scalar("SELECT id FROM work_units WHERE date = ? AND template_id = ?", [first, t])
+        for t in ("research_deep_dive", "morning_reflection", "open_question_review"))
     assert plans.get_unit(rt.store, research)["defer_kind"] == "paused"
+    assert plans.get_unit(rt.store, curiosity)["defer_kind"] == "paused", plans.get_unit(rt.store, curiosity)
     assert plans.get_unit(rt.store, reflection)["defer_kind"] == "budget"
     monkeypatch.setenv(NOW_ENV, utc(first + timedelta(days=8), 22, 0).isoformat())
     # The nightly upkeep, research still paused, expires the deferred work past its category's look-back.
@@ -715,6 +719,8 @@ def test_work_a_category_pause_deferred_is_offered_again_after_a_pause_of_more_t
     assert plans.get_unit(rt.store, reflection)["reason"].startswith("expired"), plans.get_unit(rt.store, reflection)
     kept = plans.get_unit(rt.store, research)
     assert kept["status"] == "deferred", f"research work its own pause deferred was lost: {kept['reason']}"
+    held = plans.get_unit(rt.store, curiosity)
+    assert held["status"] == "deferred", f"work the research pause holds was lost: {held['reason']}"
     monkeypatch.setenv(NOW_ENV, utc(back, 5, 0).isoformat())
     assert main(["resume", "--category", "research"]) == 0
     monkeypatch.setenv(NOW_ENV, utc(back, 6, 30).isoformat())
@@ -722,6 +728,11 @@ def test_work_a_category_pause_deferred_is_offered_again_after_a_pause_of_more_t
     assert main(["run-day", "--date", back.isoformat(), "--phases", "morning"]) == 0
     again = plans.get_unit(rt.store, research)["reoffered_as"]
     assert again and plans.get_unit(rt.store, again)["date"] == back, plans.get_unit(rt.store, research)
+    # The curiosity work's clock was research's too: after `resume` it is offered again, not expired.
+    monkeypatch.setenv(NOW_ENV, utc(back, 22, 0).isoformat())
+    assert main(["trigger", "system_maintenance"]) == 0
+    curio = plans.get_unit(rt.store, curiosity)
+    assert curio["reoffered_as"] or curio["status"] == "deferred", curio
 
 
 def test_approved_work_the_budget_defers_exits_3_as_a_triggered_unit_does(env, capsys):

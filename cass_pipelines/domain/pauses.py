@@ -1,12 +1,12 @@
 """Pauses: a person stops new work, everywhere or in one category (control_flags)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Iterable, Mapping, Sequence
 
 from cass_pipelines.domain.categories import ModelTier
-from cass_pipelines.domain.registry import ActionDef
+from cass_pipelines.domain.registry import ActionDef, Registry
 
 
 def pause_reason(scopes: Mapping[str | None, str], category: str | None) -> str | None:
@@ -26,10 +26,15 @@ def unit_pause_reason(scopes: Mapping[str | None, str], category: str, steps: Se
     every time it is offered; a step that calls no model is not stopped, and one already run holds nothing."""
     if reason := pause_reason(scopes, category):
         return reason
-    stopped = next((a for a in steps if a.model_tier != ModelTier.NONE and a.category in scopes), None)
+    stopped = next((a for a in steps if _stops(a) and a.category in scopes), None)
     if stopped is None:
         return None
     return f"{scopes[stopped.category]} (category {stopped.category} paused; its step {stopped.id} would stop it)"
+
+
+def _stops(action: ActionDef) -> bool:
+    """A pause of the action's category refuses its call (a step that calls no model is not stopped)."""
+    return action.model_tier != ModelTier.NONE
 
 
 def look_back(day: date, days: int, paused: Iterable[tuple[date, date]]) -> date:
@@ -52,9 +57,23 @@ class LookBacks:
     global pause nor its own held (a category's pause stops only its own clock)."""
     everything: date
     categories: Mapping[str, date] = field(default_factory=dict)
+    # Templates whose work a pause of a step's category holds too (unit_pause_reason), where that clock
+    # starts earlier than their own category's: a research pause stops the clock of curiosity work with a
+    # research step (with_templates).
+    templates: Mapping[str, date] = field(default_factory=dict)
 
     def of(self, category: str) -> date:
         return self.categories.get(category, self.everything)
+
+    def with_templates(self, registry: Registry) -> LookBacks:
+        """These look-backs, with each template's that starts earlier than its category's: the earliest of
+        its category's and those of the categories of its steps that call the model."""
+        templates = {}
+        for t in registry.templates.values():
+            start = min([self.of(t.category)] + [self.of(a.category) for a in registry.template_actions(t.id) if _stops(a)])
+            if start < self.of(t.category):
+                templates[t.id] = start
+        return replace(self, templates=templates)
 
 
 def look_backs(day: date, days: int, paused: Iterable[tuple[str | None, date, date]]) -> LookBacks:

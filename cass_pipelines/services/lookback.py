@@ -27,9 +27,10 @@ def unpaused_days_back(store: Store, settings: Settings, day: date, days: int) -
         for category, began, lifted in pause_spans(store)])
 
 
-def deferred_since(store: Store, settings: Settings, day: date) -> LookBacks:
-    """Per category, the first date whose deferred work `day` still offers again (and keeps from expiring)."""
-    return unpaused_days_back(store, settings, day, DEFERRED_LOOKBACK_DAYS)
+def deferred_since(store: Store, settings: Settings, registry: Registry, day: date) -> LookBacks:
+    """Per category (and template held by a pause of a step's category), the first date whose deferred work
+    `day` still offers again (and keeps from expiring)."""
+    return unpaused_days_back(store, settings, day, DEFERRED_LOOKBACK_DAYS).with_templates(registry)
 
 
 def journals_since(store: Store, settings: Settings, day: date, today: date) -> date:

@@ -123,7 +123,7 @@ def decision_context(rt: Runtime, day: date, phases: list[str], idle: bool,
         edges = [{**e, "observations": [o["text"] for o in persona.edge_observations(rt.store, e["id"], limit=2)]}
                  for e in persona.growth_edges(rt.store, limit=5)]
         journal = plans.latest_journal(rt.store, day)
-        deferred = plans.pending_deferred(rt.store, deferred_since(rt.store, rt.settings, day), day,
+        deferred = plans.pending_deferred(rt.store, deferred_since(rt.store, rt.settings, rt.registry, day), day,
                                           PHASES.index(phases[0]))
         week = week_context(rt, day)
         inputs.learned = week.template_scores
@@ -205,7 +205,7 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
         idle, _ = idle_at(rt, reference)
         inputs, status, _ = plan_inputs(rt, day, [phase], idle, now)
         own = plans.units_for_phase(rt.store, day, phase)
-        waiting = plans.pending_deferred(rt.store, deferred_since(rt.store, rt.settings, day), day, PHASES.index(phase))
+        waiting = plans.pending_deferred(rt.store, deferred_since(rt.store, rt.settings, rt.registry, day), day, PHASES.index(phase))
         snapshot = PhaseSnapshot(
             day=day, phase=phase, own=own, waiting=waiting,
             completed=plans.completed_positions(rt.store, [u["id"] for u in own + waiting]),

@@ -16,7 +16,7 @@ def expire_deferred(store: Store, since: LookBacks, now: datetime) -> list[str]:
         UPDATE work_units SET status = '{UnitStatus.CANCELLED}', finished_at = ?,
                reason = 'expired: deferred for more than a week not counting paused days (was: ' || coalesce(reason, 'no reason') || ')'
         WHERE status = '{UnitStatus.DEFERRED}' AND reoffered_as IS NULL
-          AND date < {since_sql('work_units.category')} RETURNING id""", [now, *since_args(since)])]
+          AND date < {since_sql('work_units')} RETURNING id""", [now, *since_args(since)])]
 
 
 def queue_report(store: Store, day: date) -> dict:

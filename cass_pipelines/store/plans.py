@@ -200,15 +200,18 @@ def _holds_answers(unit: str) -> str:
             f"OR (b.state = '{BatchState.COLLECTED}' AND NOT b.used)))")
 
 
-def since_sql(category: str) -> str:
-    """SQL: the first date of the look-back of work of `category` (a column), from the categories' table of
-    LookBacks joined in (since_args: its parameters)."""
-    return (f"coalesce((SELECT s.since FROM (SELECT unnest(?::TEXT[]) AS category, unnest(?::DATE[]) AS since) s "
-            f"WHERE s.category = {category}), ?)")
+def since_sql(unit: str) -> str:
+    """SQL: the first date of the look-back of the work of `unit` (a row alias), by its template's then its
+    category's start in LookBacks (since_args: its parameters)."""
+    return (f"coalesce((SELECT s.since FROM (SELECT unnest(?::TEXT[]) AS template_id, unnest(?::DATE[]) AS since) s "
+            f"WHERE s.template_id = {unit}.template_id), "
+            f"(SELECT s.since FROM (SELECT unnest(?::TEXT[]) AS category, unnest(?::DATE[]) AS since) s "
+            f"WHERE s.category = {unit}.category), ?)")
 
 
 def since_args(since: LookBacks) -> list:
-    return [list(since.categories), list(since.categories.values()), since.everything]
+    return [list(since.templates), list(since.templates.values()), list(since.categories),
+            list(since.categories.values()), since.everything]
 
 
 def _not_held_for_answers(unit: str) -> str:
@@ -227,7 +230,7 @@ def pending_deferred(store: Store, since: LookBacks, before_day: date, before_ph
         AND {_not_held_for_answers('u')}
         AND (status = '{D}' OR (status = '{P}' AND NOT EXISTS (
             SELECT 1 FROM phase_openings o WHERE o.date = u.date AND o.phase = u.phase)))
-        AND origin <> '{UnitOrigin.JOB}' AND date >= {since_sql('u.category')}
+        AND origin <> '{UnitOrigin.JOB}' AND date >= {since_sql('u')}
         AND (date < ? OR (date = ? AND {phase_rank()} < ?))
         ORDER BY date, created_at, id""", [*since_args(since), before_day, before_day, before_phase_rank])
 

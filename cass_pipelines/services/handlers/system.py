@@ -21,7 +21,7 @@ def _report(ctx: HandlerContext, kind: str, title: str, lines: list[str]) -> Art
 
 def queue_maintenance(ctx: HandlerContext) -> ActionResult:
     superseded = supersede_waiting(ctx.store, ctx.settings, ctx.registry, ctx.now)   # done since: not expired
-    expired = maintenance.expire_deferred(ctx.store, deferred_since(ctx.store, ctx.settings, ctx.date), ctx.now)
+    expired = maintenance.expire_deferred(ctx.store, deferred_since(ctx.store, ctx.settings, ctx.registry, ctx.date), ctx.now)
     report = maintenance.queue_report(ctx.store, ctx.date)
     lines = [f"- superseded deferred units: {len(superseded)}" + (f" ({', '.join(superseded)})" if superseded else ""),
              f"- expired deferred units: {len(expired)}" + (f" ({', '.join(expired)})" if expired else ""),
