@@ -76,13 +76,19 @@ class _Turn:
     def __init__(self, key: str):
         self.key, self.pid = key, os.getpid()
         self.queue = threading.Lock()   # the thread of this process waiting for the file's turn
-        self._turn, self._hold = self._open(".turn"), self._open(".hold")
+        try:
+            self._turn: int | None = self._open(".turn")
+            self._hold: int | None = self._open(".hold")
+        except OSError:   # a read-only home (no writer to take turns with): DuckDB's open says what is wrong
+            self._turn = self._hold = None
 
     def _open(self, suffix: str) -> int:
         return os.open(self.key + suffix, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def take(self, give_up_at: float) -> None:
         """Wait for the file's turn, then hold it until `give_back`; give up at `give_up_at` (monotonic)."""
+        if self._turn is None or self._hold is None:
+            return
         self._flock(self._turn, give_up_at)
         try:
             self._flock(self._hold, give_up_at)
@@ -90,7 +96,8 @@ class _Turn:
             fcntl.flock(self._turn, fcntl.LOCK_UN)
 
     def give_back(self) -> None:
-        fcntl.flock(self._hold, fcntl.LOCK_UN)
+        if self._hold is not None:
+            fcntl.flock(self._hold, fcntl.LOCK_UN)
 
     def _flock(self, fd: int, give_up_at: float) -> None:
         while True:
