@@ -43,7 +43,8 @@ def build_results(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefiniti
         day_s, phase = split_key(context.partition_key)
         day = date.fromisoformat(day_s)
         with rt.store.session():
-            results = [cost_result(rt, day, phase)] if dg.AssetKey("cost_records") in context.selected_asset_keys else []
+            results: list[dg.MaterializeResult | dg.AssetCheckResult] = (
+                [cost_result(rt, day, phase)] if dg.AssetKey("cost_records") in context.selected_asset_keys else [])
             results += cost_check_results(rt, day_s, phase, {k.name for k in context.selected_asset_check_keys})
         yield from results
 
