@@ -268,11 +268,11 @@ def test_a_phase_has_one_step_per_action_and_a_partitioned_check_that_runs_alone
     actions = [s for s in steps if ".action_" in s]
     executed = rt.store.scalar("SELECT count(*) FROM action_runs WHERE run_id = ?", [result.run_id])
     assert len(actions) == executed > 0
-    # Besides the actions: the plan, start and finish of the work, summaries, costs and the checks (the
-    # four on cost_records in one step).
+    # Besides the actions: the plan, start and finish of the work, summaries, the check on the work and the
+    # costs, whose step evaluates the four checks on cost_records too.
     assert sorted(s for s in steps if s not in actions) == sorted([
         "phase_plan", "phase_work_graph.start_phase_work", "phase_work_graph.finish_phase_work", "work_summaries",
-        "cost_records", "phase_work_actions_succeeded", "cost_records_checks"])
+        "cost_records", "phase_work_actions_succeeded"])
     check = dg.AssetCheckKey(dg.AssetKey("phase_work"), "actions_succeeded")
     alone = defs.resolve_job_def("phase_job").get_subset(asset_selection=set(), asset_check_selection={check})
     again = alone.execute_in_process(instance=instance, partition_key=phase_key(DAY.isoformat(), "morning"),
@@ -287,6 +287,42 @@ def test_a_phase_has_one_step_per_action_and_a_partitioned_check_that_runs_alone
                                      resources=dict(defs.resources), raise_on_error=False)
     assert again.success
     assert [(e.check_name, e.passed) for e in again.get_asset_check_evaluations()] == [("budget_not_exhausted", True)]
+
+
+def opens_by_step(monkeypatch) -> dict[str, int]:
+    """Store opens (store.db.connect) from now on, by the step (its key without the mapping) that made them."""
+    from cass_pipelines.defs import threaded_executor
+    from cass_pipelines.store import db
+
+    where, opens = threading.local(), {}
+    run_step, connect = threaded_executor._run_step, db.connect
+
+    def step(key, *args):
+        where.step = key.split("[")[0]
+        return run_step(key, *args)
+
+    def counting(*args, **kwargs):
+        key = getattr(where, "step", "outside a step")
+        opens[key] = opens.get(key, 0) + 1
+        return connect(*args, **kwargs)
+    monkeypatch.setattr(threaded_executor, "_run_step", step)
+    monkeypatch.setattr(db, "connect", counting)
+    return opens
+
+
+def test_a_phase_runs_its_bookkeeping_in_few_opens(day_env, monkeypatch):
+    """The plan step opens the store once for the run's schema check and recovery pass, and once to plan
+    and open the phase (the first phase of the day: also once before and once after each model call of
+    its plan); cost_records and its checks read the store in one step and one open."""
+    rt, instance, defs = day_env
+    opens = opens_by_step(monkeypatch)
+    assert run_phase(defs, instance, DAY, "morning").success
+    morning = dict(opens)
+    opens.clear()
+    assert run_phase(defs, instance, DAY, "afternoon").success
+    assert opens["phase_plan"] == 2, opens
+    assert morning["phase_plan"] <= 4, morning
+    assert opens["cost_records"] == 1 and "cost_records_checks" not in opens, opens
 
 
 def test_status_reads_recent_runs_without_dagster_as_dagster_does(day_env, tmp_path):

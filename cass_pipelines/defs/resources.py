@@ -85,24 +85,40 @@ class CassResource(dg.ConfigurableResource):
     settings: SettingsResource
     fixed_now: str = ""           # ISO timestamp: pin the clock (tests, simulations)
     _runtime: Runtime | None = PrivateAttr(default=None)
+    _migrated: bool = PrivateAttr(default=False)
     _recovered_run: str | None = PrivateAttr(default=None)
 
     def for_run(self, context: dg.OpExecutionContext | dg.AssetExecutionContext) -> Runtime:
         """The runtime for a step, after the recovery pass that starts every run (once per run)."""
         with _FIRST_STEP:   # steps of a run may start together (threads): one builds, one recovers, all wait
-            rt = self.runtime()
-            if self._recovered_run != context.run_id:
-                failed = fail_dead_runs(context.instance)
-                with rt.store.session():   # the recovery pass's reads (and rare writes): one open
-                    report = recover(rt.store, rt.settings.home, run_over(context.instance), self.clock().now())
-                self._recovered_run = context.run_id
-                if failed:
-                    context.log.warning(f"marked {len(failed)} run(s) of dead processes failed: {', '.join(failed)}")
-                if report:
-                    context.log.warning(report.summary())
+            if self._recovered_run == context.run_id:
+                return self.runtime()
+            rt = self._built()
+            failed = fail_dead_runs(context.instance)
+            with rt.store.session():   # the schema check and the recovery pass's reads (and rare writes): one open
+                self._migrate(rt)
+                report = recover(rt.store, rt.settings.home, run_over(context.instance), self.clock().now())
+            self._recovered_run = context.run_id
+            if failed:
+                context.log.warning(f"marked {len(failed)} run(s) of dead processes failed: {', '.join(failed)}")
+            if report:
+                context.log.warning(report.summary())
         return rt
 
     def runtime(self) -> Runtime:
+        """The runtime, its database's schema brought current (once)."""
+        rt = self._built()
+        if not self._migrated:
+            self._migrate(rt)
+        return rt
+
+    def _migrate(self, rt: Runtime) -> None:
+        with _BUILD:
+            if not self._migrated:
+                migrate(rt.store)  # idempotent; a run against a fresh CASS_HOME still finds its tables
+                self._migrated = True
+
+    def _built(self) -> Runtime:
         if self._runtime is not None:
             return self._runtime
         with _BUILD:
@@ -114,7 +130,6 @@ class CassResource(dg.ConfigurableResource):
                          store=Store(self.duckdb.database, connect_fn=self.duckdb.get_connection),
                          llm_mode=client.mode)
             rt.llm = client
-            migrate(rt.store)  # idempotent; a run against a fresh CASS_HOME still finds its tables
             self._runtime = rt
             return rt
 

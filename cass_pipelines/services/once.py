@@ -30,7 +30,8 @@ def claim_or_wait(store: Store, key: str, owner: Owner, is_run_over: Callable[[s
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {taken.holder.run_id if taken.holder else '?'} has been {doing} "
                                f"for over {wait_s:.0f}s; try again later")
-        time.sleep(WAIT_POLL_S)
+        with store.released():   # (a caller's session is let go while it waits)
+            time.sleep(WAIT_POLL_S)
 
 
 def made_once(store: Store, key: str, owner: Owner, is_run_over: Callable[[str], bool], now: datetime,

@@ -224,19 +224,28 @@ def open_phase(rt: Runtime, day: date, phase: str, revision: int, now: datetime)
     return [(uid, reason) for uid, _, reason in offer.deferrals], offer.offered_templates + list(reopened.values())
 
 
+class UnplannedWhilePaused(Exception):
+    """A phase of a day with no plan yet, while everything is paused: planning now would store a fallback
+    plan for good, so the day is planned after `resume`."""
+
+
 def plan_phase(rt: Runtime, llm: LLMClient, day: date, phase: str, now: datetime, replan: bool = False, *,
                owner: Owner | None = None, is_run_over: Callable[[str], bool] = never_over) -> PhasePlan:
+    # One open for its reads and the phase's opening; a day plan to make keeps it up to its model call
+    # (metering lets it go for the call) and takes it up again to store the plan and open the phase.
     with rt.store.session():
-        approvals.expire(rt, now)   # work no one approved in time is cancelled, whether anyone looks or not
+        paused = paused_reason(rt.store, None)
         planned = plans.planned_phases(rt.store, day)
+        if paused and not planned:
+            raise UnplannedWhilePaused(f"paused: {paused}. Nothing planned for {day}; run `cass-pipelines resume` first.")
+        approvals.expire(rt, now)   # work no one approved in time is cancelled, whether anyone looks or not
         # The revision this run would make, read with what it decided from: a run of the same partition
         # that stores its plan in between then holds or has ended this revision's claim, so its plan is
         # used, not paid for a second time as the next revision.
         next_revision = plans.day_plan_revisions(rt.store, day) + 1
-    to_plan = remaining_phases(day, phase) if replan or not planned else unplanned_phases(planned, phase)
-    decision = (make_day_plan(rt, llm, day, to_plan, now, owner or Owner.here(None), is_run_over, next_revision)
-                if to_plan else None)
-    with rt.store.session():  # opening the phase is bookkeeping only: one open
+        to_plan = remaining_phases(day, phase) if replan or not planned else unplanned_phases(planned, phase)
+        decision = (make_day_plan(rt, llm, day, to_plan, now, owner or Owner.here(None), is_run_over, next_revision)
+                    if to_plan else None)
         existing = plans.latest_day_plan(rt.store, day)
         assert existing is not None
         revision = existing["revision"]

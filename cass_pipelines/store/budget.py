@@ -124,7 +124,7 @@ def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> 
 
 def settle_all(store: Store, rows: Sequence[LedgerRow], now: datetime) -> list[bool]:
     """`settle` for several answers (a message batch's), each under the reservation its row names, in one
-    transaction of three statements whatever their number: one commit, not one each. Returns per row
+    transaction of four statements whatever their number: one commit, not one each. Returns per row
     whether it was new (of two rows with one request id, the first)."""
     first: dict[str, int] = {}
     for n, row in enumerate(rows):

@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import duckdb
 
@@ -77,20 +77,24 @@ def _judged(row: tuple | None, me: Owner, is_run_over: Callable[[str], bool]) ->
                  holder)
 
 
-def _hold(conn: duckdb.DuckDBPyConnection, keys: list[str], me: Owner, now: datetime) -> None:
-    conn.execute(f"""INSERT INTO claims (key, run_id, pid, host, state, claimed_at, ended_at)
-        SELECT unnest(?::TEXT[]), ?, ?, ?, '{ClaimState.HELD}', ?, NULL ON CONFLICT (key) DO UPDATE SET
-            run_id = excluded.run_id, pid = excluded.pid, host = excluded.host, state = '{ClaimState.HELD}',
-            claimed_at = excluded.claimed_at, ended_at = NULL""", [keys, me.run_id, me.pid, me.host, now])
+def _hold(conn: duckdb.DuckDBPyConnection, keys: list[str], me: Owner, now: datetime, existing: Collection[str]) -> None:
+    """Hold `keys` for `me`: the ones that have a row (`existing`, read in the same transaction) are updated,
+    the others inserted (an upsert costs DuckDB 3-4 times an insert or an update)."""
+    if old := [k for k in keys if k in existing]:
+        conn.execute(f"""UPDATE claims SET run_id = ?, pid = ?, host = ?, state = '{ClaimState.HELD}', claimed_at = ?,
+            ended_at = NULL WHERE key IN (SELECT unnest(?::TEXT[]))""", [me.run_id, me.pid, me.host, now, old])
+    if new := [k for k in keys if k not in existing]:
+        conn.execute(f"""INSERT INTO claims (key, run_id, pid, host, state, claimed_at, ended_at)
+            SELECT unnest(?::TEXT[]), ?, ?, ?, '{ClaimState.HELD}', ?, NULL""", [new, me.run_id, me.pid, me.host, now])
 
 
 def take(conn: duckdb.DuckDBPyConnection, key: str, me: Owner, is_run_over: Callable[[str], bool],
          now: datetime) -> Claim:
     """Take `key` inside the caller's transaction (so the caller's own writes commit with it)."""
-    claim = _judged(conn.execute("SELECT run_id, pid, host, state FROM claims WHERE key = ?", [key]).fetchone(),
-                    me, is_run_over)
+    row = conn.execute("SELECT run_id, pid, host, state FROM claims WHERE key = ?", [key]).fetchone()
+    claim = _judged(row, me, is_run_over)
     if claim.ours:
-        _hold(conn, [key], me, now)
+        _hold(conn, [key], me, now, existing=[key] if row else [])
     return claim
 
 
@@ -111,7 +115,7 @@ def claim_many(store: Store, keys: Sequence[str], me: Owner, is_run_over: Callab
             [list(keys)]).fetchall()}
         ours = [key for key in dict.fromkeys(keys) if _judged(rows.get(key), me, is_run_over).ours]
         if ours:
-            _hold(conn, ours, me, now)
+            _hold(conn, ours, me, now, existing=rows)
     return set(ours)
 
 

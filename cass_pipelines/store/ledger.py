@@ -44,15 +44,19 @@ _COLUMNS = [f.name for f in fields(LedgerRow)]
 
 
 def insert_rows(conn: duckdb.DuckDBPyConnection, rows: Sequence[LedgerRow]) -> set[str]:
-    """Insert in one statement inside the caller's transaction (their request ids distinct); returns the
-    request ids inserted (a response already recorded is not)."""
+    """Insert inside the caller's transaction (their request ids distinct); returns the request ids
+    inserted (a response already recorded is not). The ones recorded are read first, the others inserted
+    in one statement: DuckDB's ON CONFLICT DO NOTHING costs more than both."""
     if not rows:
         return set()
-    values = ", ".join(f"({', '.join('?' for _ in _COLUMNS)})" for _ in rows)
-    return {r[0] for r in conn.execute(
-        f"INSERT INTO llm_ledger ({', '.join(_COLUMNS)}) VALUES {values} "
-        "ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
-        [value for row in rows for value in asdict(row).values()]).fetchall()}
+    known = {r[0] for r in conn.execute("SELECT request_id FROM llm_ledger WHERE request_id IN (SELECT unnest(?::TEXT[]))",
+                                        [[row.request_id for row in rows]]).fetchall()}
+    new = [row for row in rows if row.request_id not in known]
+    if new:
+        values = ", ".join(f"({', '.join('?' for _ in _COLUMNS)})" for _ in new)
+        conn.execute(f"INSERT INTO llm_ledger ({', '.join(_COLUMNS)}) VALUES {values}",
+                     [value for row in new for value in asdict(row).values()])
+    return {row.request_id for row in new}
 
 
 # ---- reading side ------------------------------------------------------------------------------

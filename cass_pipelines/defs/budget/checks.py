@@ -8,10 +8,9 @@ from typing import Callable
 
 import dagster as dg
 
-from cass_pipelines.defs.partitions import split_key
-from cass_pipelines.defs.resources import CassResource
 from cass_pipelines.domain.budget_rules import EPS
 from cass_pipelines.domain.settings import Settings
+from cass_pipelines.services.runtime import Runtime
 from cass_pipelines.store.budget import budget_status, spend_figures
 
 Verdict = tuple[bool, str, dict]
@@ -64,28 +63,27 @@ def budget_not_exhausted(status: dict, day: str) -> dg.AssetCheckResult:
                   "remaining_usd": status["remaining_usd"], "refused_calls": status["refused_calls"]})
 
 
-def build_cost_checks(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
-    """The four checks on cost_records as one step that reads the store once (a Dagster step costs
-    more than the four checks' queries); each can still be run alone (it is subsettable)."""
+def cost_check_specs(partitions: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """The four checks on cost_records. The cost_records step evaluates them (a Dagster step of their own
+    costs more than their queries); each can still be run alone (the asset is subsettable)."""
     specs = [dg.AssetCheckSpec(name, asset="cost_records", description=description, partitions_def=partitions)
              for name, (description, _) in CHECKS.items()]
     specs.append(dg.AssetCheckSpec(BUDGET_CHECK, asset="cost_records", description=BUDGET_CHECK_DESCRIPTION,
                                    partitions_def=partitions))
+    return specs
 
-    @dg.multi_asset_check(specs=specs, name="cost_records_checks", can_subset=True)
-    def cost_records_checks(context: dg.AssetCheckExecutionContext, cass: CassResource):
-        rt = cass.runtime()
-        day, phase = split_key(context.partition_key)
-        wanted = {key.name for key in context.selected_asset_check_keys}
-        with rt.store.session():
-            figures = spend_figures(rt.store, date.fromisoformat(day), phase)
-            status = budget_status(rt.store, rt.settings, date.fromisoformat(day)) if BUDGET_CHECK in wanted else None
+
+def cost_check_results(rt: Runtime, day: str, phase: str, wanted: set[str]) -> list[dg.AssetCheckResult]:
+    """The results of the `wanted` checks of cost_records for the partition (read in the caller's open)."""
+    results = []
+    if wanted - {BUDGET_CHECK}:
+        figures = spend_figures(rt.store, date.fromisoformat(day), phase)
         for name, (_, verdict) in CHECKS.items():
             if name in wanted:
                 passed, text, metadata = verdict(figures, rt.settings)
-                yield dg.AssetCheckResult(check_name=name, asset_key="cost_records", passed=passed,
-                                          severity=dg.AssetCheckSeverity.ERROR, description=text, metadata=metadata)
-        if status is not None:
-            yield budget_not_exhausted(status, day)
-
-    return cost_records_checks
+                results.append(dg.AssetCheckResult(check_name=name, asset_key="cost_records", passed=passed,
+                                                   severity=dg.AssetCheckSeverity.ERROR, description=text,
+                                                   metadata=metadata))
+    if BUDGET_CHECK in wanted:
+        results.append(budget_not_exhausted(budget_status(rt.store, rt.settings, date.fromisoformat(day)), day))
+    return results

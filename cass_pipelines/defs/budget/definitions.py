@@ -1,17 +1,14 @@
-"""The budget: checks on cost_records (spend within limits, ledger = reservations, not exhausted) and
-budget_sensor (alerts, cancels queued phase runs at exhaustion, releases dead holds) and batch_sensor
+"""The budget: budget_sensor (alerts, cancels queued phase runs at exhaustion, releases dead holds) and batch_sensor
 (collects Message Batches their job stopped waiting for)."""
 import dagster as dg
 
 from cass_pipelines.defs.budget.batch_sensor import build_batch_sensor
-from cass_pipelines.defs.budget.checks import build_cost_checks
 from cass_pipelines.defs.budget.sensors import build_budget_sensor
 from cass_pipelines.defs.context import DefsContext, load_time_context
 
 
 def build(ctx: DefsContext) -> dg.Definitions:
-    return dg.Definitions(asset_checks=[build_cost_checks(ctx.phases)],
-                          sensors=[build_budget_sensor(ctx.settings), build_batch_sensor(ctx.settings, ctx.registry)])
+    return dg.Definitions(sensors=[build_budget_sensor(ctx.settings), build_batch_sensor(ctx.settings, ctx.registry)])
 
 
 @dg.definitions

@@ -15,11 +15,9 @@ from cass_pipelines.domain.budget_rules import PLAN_ACTION_ID
 from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.services.metering import MeterContext
-from cass_pipelines.services.planning import PhasePlan, plan_phase
+from cass_pipelines.services.planning import PhasePlan, UnplannedWhilePaused, plan_phase
 from cass_pipelines.services.runner import metered
-from cass_pipelines.store import plans
 from cass_pipelines.store.claims import Owner
-from cass_pipelines.store.control import paused_reason
 
 
 class PlanConfig(dg.Config):
@@ -56,17 +54,14 @@ def build_phase_plan(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
         rt, clock = cass.for_run(context), cass.clock()
         day_s, phase = split_key(context.partition_key)
         day = date.fromisoformat(day_s)
-        with rt.store.session():
-            paused = paused_reason(rt.store, None)
-            unplanned = bool(paused) and not plans.planned_phases(rt.store, day)
-        if unplanned:
-            # Planning now would store a fallback plan for good; the day is planned after resume.
-            raise dg.Failure(f"paused: {paused}. Nothing planned for {day_s}; run `cass-pipelines resume` first.")
         llm = metered(rt, clock, MeterContext(date=day, phase=phase, category="system", priority="high",
                                               work_unit_id=None, action_id=PLAN_ACTION_ID, run_id=context.run_id,
                                               may_use_reserve=True))
-        plan = plan_phase(rt, llm, day, phase, clock.now(), replan=config.replan,
-                          owner=Owner.here(context.run_id), is_run_over=run_over(context.instance))
+        try:
+            plan = plan_phase(rt, llm, day, phase, clock.now(), replan=config.replan,
+                              owner=Owner.here(context.run_id), is_run_over=run_over(context.instance))
+        except UnplannedWhilePaused as exc:
+            raise dg.Failure(str(exc)) from None
         failpoint("phase_planned")   # reliability tests: a crash between the plan and the first action
         if plan.error:
             context.log.warning(f"the agent's plan was not used ({plan.error}); fallback scorer planned the day")
