@@ -12,7 +12,7 @@ reported, never from the estimate. No connection is held across the call.
 
 Work no one waits for (domain/batching.py: memory, night) is sent as a Message Batch when the backend
 offers batches: the hold is priced at the batch rates, the request is stored (store/batches.py)
-before the batch is created and its batch id right after, then the batch is polled until it ends
+before the batch is created (a gathered batch's holds and requests in one transaction) and its batch id right after, then the batch is polled until it ends
 (up to settings.batch_wait_s). Calls an action's threads make together go out in one batch and share
 its polls (services/batch_window.py), which stores the batch's id for all of them at once. The answers
 one look brings in are settled together through the same path (write-ahead log, ledger rows marked
@@ -137,8 +137,9 @@ class MeteredClient:
         self._counts: dict[tuple, PromptCount] = {}    # a request counted once (the decision's is estimated first)
         self._counts_lock = threading.Lock()           # (not _reads_lock: a ledger read holds it across an open)
         self._reads_lock = threading.Lock()
-        self._asked: dict[str, tuple[PromptCount, bool, str, str]] = {}   # a batched call's count, measured, key,
-        self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s,     # model until it is held
+        # A batched call's prompt count, whether its bound is measured, its request key and model, until held.
+        self._asked: dict[str, tuple[PromptCount, bool, str, str]] = {}
+        self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s,
                                    on_hold=self._held, on_sent=self._stored_sent,
                                    on_answers=self._settle_answers) if self.batching else None
 
@@ -259,8 +260,9 @@ class MeteredClient:
         left is short for has its output bound lowered to fit, down to the useful minimum, and asks again.
         Returns per call the request as it will be sent and its reservation, or its refusal."""
         ctx = self.ctx
-        asks: list[tuple[LLMRequest, holds.OutputBound, float, list[str]]] = []   # (... the refused asks of
-        for request, count, measured in wanted:                                   # the call at higher bounds)
+        # Per call: the request as it will be asked, its bound, its input's price, its refused asks at higher bounds.
+        asks: list[tuple[LLMRequest, holds.OutputBound, float, list[str]]] = []
+        for request, count, measured in wanted:
             request, bound = self._bounded(request, measured)
             asks.append((request, bound, self._input_usd(request, count), []))
         out: list[tuple[LLMRequest, Reservation] | BudgetRefused | None] = [None] * len(asks)
