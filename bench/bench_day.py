@@ -149,7 +149,8 @@ def step_walls(instance, run_id: str) -> dict[str, float]:
 def launch(mode: str, day: str, latency: float, tmp: Path, code: str | None = None, count_latency: float = 0.0) -> dict:
     home = tmp / f"{mode}-{time.perf_counter_ns()}"
     env = {**os.environ, "CASS_HOME": str(home / "cass"), "DAGSTER_HOME": str(home / "dagster"),
-           "PYTHONPATH": os.pathsep.join([*([code] if code else []), str(ROOT / "bench"), str(ROOT / "tests"),
+           # this checkout's code unless another's is given (the venv's editable install may be another checkout)
+           "PYTHONPATH": os.pathsep.join([code or str(ROOT), str(ROOT / "bench"), str(ROOT / "tests"),
                                           os.environ.get("PYTHONPATH", "")])}
     env.pop("CASS_ACTIONS_FILE", None)
     (home / "dagster").mkdir(parents=True)

@@ -108,7 +108,8 @@ def launch(code: str | None, latency: float, batch_work: bool, tmp: Path) -> dic
     (home / "cass" / "cass.toml").write_text(f"batch_work = {str(batch_work).lower()}\n")   # init keeps it
     env = {k: v for k, v in os.environ.items() if k not in ("CASS_ACTIONS_FILE", "ANTHROPIC_API_KEY", "PYTHONPATH")}
     env.update(CASS_HOME=str(home / "cass"), DAGSTER_HOME=str(home / "dagster"),
-               PYTHONPATH=os.pathsep.join([*([code] if code else []), str(ROOT / "bench")]))
+               # this checkout's code unless another's is given (the venv's editable install may be another checkout)
+               PYTHONPATH=os.pathsep.join([code or str(ROOT), str(ROOT / "bench")]))
     with delayed_api(latency, batch_delay_s=latency) if latency else contextlib.nullcontext(
             {"CASS_LLM": "offline"}) as api:
         proc = subprocess.run([sys.executable, __file__, "--child", "--latency", str(latency)], env={**env, **api},
