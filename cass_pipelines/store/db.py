@@ -242,8 +242,8 @@ class Store:
 
     def grouped(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """`work(conn)` in one transaction, shared with the works other threads of this process hand in
-        meanwhile: one commit and one lock window for all (a group commit; the catch-up's 56 holds or
-        summaries). The first thread to find no group committing commits every work queued so far, in
+        meanwhile: one commit and one lock window for all (a group commit: a gathered batch's holds, the
+        catch-up's summaries). The first thread to find no group committing commits every work queued so far, in
         the order handed in; the others wait for theirs. If a work raises, the group is rolled back and
         each of its works runs again in a transaction of its own, so a work that fails fails alone, in
         its own thread; if the file cannot be opened or the commit fails, every work of the group fails
