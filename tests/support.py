@@ -85,6 +85,34 @@ def ledger_row(request_id: str, cost: float, category: str = "research", day: da
                      cost_usd=cost, offline=True, attempts=1, latency_ms=1)
 
 
+def count_statements(monkeypatch) -> list[str]:
+    """The SQL of every statement run through a store opened from now on (store.db.connect), in order."""
+    from cass_pipelines.store import db
+
+    run: list[str] = []
+    real = db.connect
+
+    class Counted:   # the connection, its statements noted
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, sql, *args):
+            run.append(" ".join(sql.split()))
+            self._conn.execute(sql, *args)
+            return self
+
+        def executemany(self, sql, *args):
+            run.append(" ".join(sql.split()))
+            self._conn.executemany(sql, *args)
+            return self
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(db, "connect", lambda *a, **kw: Counted(real(*a, **kw)))
+    return run
+
+
 def count_opens(monkeypatch) -> list[int]:
     """Counts store opens (store.db.connect: one file lock window each) from now on."""
     from cass_pipelines.store import db

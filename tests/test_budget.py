@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from support import ledger_row
+from support import count_statements, ledger_row
 
 from cass_pipelines.cli.main import main as cli_main
 from cass_pipelines.config.registry import load_registry
@@ -60,6 +60,22 @@ def test_reservation_needs_room_in_the_category_and_above_the_reserve(store, set
     # Critical work may draw on the reserve, but never past its category's share.
     assert isinstance(hold(store, settings, 0.05, "system", priority="critical"), Reservation)
     assert isinstance(hold(store, settings, 0.01, "system", priority="critical"), Refusal)
+
+
+def test_holds_asked_together_each_see_the_ones_before_them_in_one_statement(store, settings, monkeypatch):
+    ask = {"day": DAY, "category": "research", "priority": "normal"}
+    lowered = hold(store, settings, 0.30)   # (a refused ask of a call asked again lower below)
+    asks = [sb.Ask(amount_usd=0.10, **ask), sb.Ask(amount_usd=0.10, **ask), sb.Ask(amount_usd=0.10, **ask),
+            sb.Ask(amount_usd=0.05, lowers=[lowered.reservation_id], **ask), sb.Ask(amount_usd=0.01, **ask)]
+    statements = count_statements(monkeypatch)
+    held = sb.reserve_many(store, asks, settings, NOW)   # the research share is $0.25
+    assert [type(h).__name__ for h in held] == ["Reservation", "Reservation", "Refusal", "Reservation", "Refusal"]
+    assert "$0.0500 left" in held[2].reason and held[2].scope == "category"
+    assert sum(s.startswith("INSERT INTO reservations") for s in statements) == 1
+    status = {r["id"]: r["status"] for r in store.all("SELECT id, status FROM reservations")}
+    assert [status[h.reservation_id if isinstance(h, Refusal) else h.id] for h in held] == [
+        "held", "held", "refused", "held", "refused"]
+    assert status[lowered.reservation_id] == "lowered"
 
 
 def test_settle_records_the_ledger_row_once_and_reconciles_to_real_cost(store, settings):

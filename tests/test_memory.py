@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from handlers_kit import CountingLLM, FailingLLM, count, run_action, run_template, sample_now
-from support import NOW, count_opens
+from support import NOW, count_opens, count_statements
 
 from cass_pipelines.domain.states import ClaimState
 from cass_pipelines.llm.base import LLMError
@@ -134,10 +134,11 @@ def test_a_concurrent_run_never_summarises_the_same_messages_twice(runtime):
                              (messages[-1]["created_at"], messages[-1]["message_id"]), messages[0]["created_at"],
                              len(messages), "first", ["a"])
     now = sample_now(runtime)
+    with runtime.store.transaction() as conn:   # (the second of one conversation in one call comes second)
+        first, second = memory.save(conn, [made, made], work_unit_id="u1", offline=True, now=now)
+    assert first and second is None
     with runtime.store.transaction() as conn:
-        assert memory.save(conn, made, work_unit_id="u1", offline=True, now=now)
-    with runtime.store.transaction() as conn:
-        assert memory.save(conn, made, work_unit_id="u2", offline=True, now=now) is None
+        assert memory.save(conn, [made], work_unit_id="u2", offline=True, now=now) == [None]
     assert count(runtime, "SELECT count(*) FROM conversation_summaries") == 1
 
 
@@ -189,6 +190,25 @@ def test_a_catch_up_opens_the_store_a_bounded_number_of_times_per_conversation(s
     assert sent == (1 if batch_work else 0)
     assert used <= per_conversation * summarised + 2 * sent + 20
     assert count(rt, f"SELECT count(*) FROM claims WHERE key LIKE 'memory:%' AND state = '{ClaimState.DONE}'") == 56
+
+
+def test_a_batchs_holds_and_its_summaries_are_written_in_statements_of_many_rows(sample_home, monkeypatch):
+    """A batch's 56 holds and stored requests go in one statement each when the batch goes; its 56 summaries
+    (with their claims' ends and forgotten failures) in a statement per group of answers committed together,
+    not four statements each: the bookkeeping of a catch-up does not grow with its conversations."""
+    rt = open_runtime()
+    run = memory_job(rt)
+    statements = count_statements(monkeypatch)
+    assert run().success
+    assert count(rt, "SELECT count(DISTINCT conversation_id) FROM conversation_summaries") == 56
+    assert count(rt, "SELECT count(DISTINCT batch_id) FROM llm_batches") == 1
+
+    def made(prefix: str) -> int:
+        return sum(s.startswith(prefix) for s in statements)
+
+    assert made("INSERT INTO reservations") == 1 and made("INSERT INTO llm_batches") == 1
+    assert 1 <= made("INSERT INTO conversation_summaries") <= 56 // 8
+    assert made("UPDATE claims") <= 56 // 8 + 4 and made("DELETE FROM item_failures") <= 56 // 8
 
 
 @pytest.mark.parametrize("budget, all_paid", [(1.0, True), (0.3, False)])

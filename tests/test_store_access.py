@@ -351,3 +351,43 @@ def test_read_commands_import_no_dagster_sdk_or_run_time_modules(sample_home, co
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_items_handed_to_one_many_together_go_in_one_call_and_a_bad_one_fails_alone(tmp_path):
+    store = Store(tmp_path / "cass.duckdb")
+    store.execute("CREATE TABLE t (n INTEGER)")
+    calls: list[list[int]] = []
+
+    def insert(conn, items: list[int]) -> list[int]:
+        calls.append(list(items))
+        if items[0] == 0:   # the first one commits alone; the others queue up behind it meanwhile
+            while len(store._group.queue) < 3:
+                time.sleep(0.005)
+        if 2 in items:
+            raise ValueError("item 2 is bad")
+        conn.execute("INSERT INTO t SELECT unnest(?::INTEGER[])", [items])
+        return [n * 10 for n in items]
+
+    results: dict[int, object] = {}
+
+    def hand_in(n: int) -> None:
+        try:
+            results[n] = store.grouped_many(insert, n)
+        except Exception as exc:
+            results[n] = exc
+
+    first = threading.Thread(target=hand_in, args=(0,))
+    first.start()
+    while not store._group.leading and first.is_alive():
+        time.sleep(0.001)
+    others = [threading.Thread(target=hand_in, args=(n,)) for n in (1, 2, 3)]
+    for queued, t in enumerate(others, 1):
+        t.start()
+        while len(store._group.queue) < queued and first.is_alive():
+            time.sleep(0.001)
+    for t in [first, *others]:
+        t.join(timeout=30)
+    # 1-3 went in one call, in the order handed in; 2 failed it, so each ran again alone.
+    assert calls == [[0], [1, 2, 3], [1], [2], [3]]
+    assert results[0] == 0 and results[1] == 10 and results[3] == 30 and str(results[2]) == "item 2 is bad"
+    assert store.scalar("SELECT list(n ORDER BY n) FROM t") == [0, 1, 3]

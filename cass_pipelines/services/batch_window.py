@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 from cass_pipelines.llm.base import BatchAnswer, BatchClient, BatchItem, LLMError
 from cass_pipelines.services import stopping
 
-GATHER_S = 1.0       # the longest a gathering batch waits for the next announced call (reserving) to arrive
+GATHER_S = 1.0       # the longest a gathering batch waits for the next announced call (counting) to arrive
 GATHER_MAX_S = 30.0  # the longest a gathering batch waits in all, however steadily calls still arrive
 FIRST_POLL_S = 0.25  # the pause before the second look at a batch
 POLL_GROWTH = 1.5    # each later pause is this much longer, up to batch_poll_s
@@ -32,21 +32,24 @@ POLL_GROWTH = 1.5    # each later pause is this much longer, up to batch_poll_s
 class Sent(NamedTuple):
     batch_id: str
     id_stored: bool   # `on_sent` stored the batch id for the item's request (else its caller stores it)
+    item: BatchItem   # the item as it was sent (`on_hold` may have lowered its output bound)
 
 
 class BatchWindow:
-    """Shared by the threads of one MeteredClient. A call announces itself (`expect`) before it reserves,
-    then `send`s its item; a caller about to start several calls at once may `promise` them first (a
-    call whose thread has not started yet holds the batch back too). The window is sent once no
-    announced call is still on its way, or when none arrived for GATHER_S (on a loaded machine 56
-    reservations take more than a second, and arrive steadily), or GATHER_MAX_S after it opened.
+    """Shared by the threads of one MeteredClient. A call announces itself (`expect`) before it counts its
+    prompt, then `send`s its item; a caller about to start several calls at once may `promise` them first
+    (a call whose thread has not started yet holds the batch back too). The window is sent once no
+    announced call is still on its way, or when none arrived for GATHER_S (on a loaded machine 56 token
+    counts may take more than a second, and arrive steadily), or GATHER_MAX_S after it opened; its items
+    are held together just before (`on_hold`: one transaction for a batch's holds, not one each).
     `answer` waits for a request's answer; one waiter at a time looks at a batch."""
 
     def __init__(self, client: BatchClient, poll_s: float, gather_s: float = GATHER_S,
+                 on_hold: Callable[[list[BatchItem]], list[BatchItem | BaseException]] | None = None,
                  on_sent: Callable[[str, list[str]], None] | None = None,
                  on_answers: Callable[[str, dict[str, BatchAnswer]], None] | None = None):
         self._client, self._poll_s, self._gather_s = client, poll_s, gather_s
-        self._on_sent, self._on_answers = on_sent, on_answers
+        self._on_hold, self._on_sent, self._on_answers = on_hold, on_sent, on_answers
         self._cond = threading.Condition()
         self._coming = 0                                        # announced calls not yet in the window
         self._promised = 0                                      # of those, promised ones not yet announced
@@ -112,30 +115,44 @@ class BatchWindow:
         return sent
 
     def _send_open(self) -> None:
-        """Create a batch of the gathered items (the lock is released meanwhile; later calls gather anew).
-        A refusal that is not the provider's (a 4xx: one bad request refuses the whole batch) is followed
+        """Hold the gathered items (`on_hold`) and create a batch of those held (the lock is released
+        meanwhile; later calls gather anew). A refusal that is not the provider's (a 4xx: one bad request refuses the whole batch) is followed
         by sending each item alone, so it stays with the item that caused it."""
         items, self._open = self._open, []
         self._sending = True
         self._cond.release()
         try:
-            groups = [items]
+            held = self._held(items)
+            ready = [item for item in held if isinstance(item, BatchItem)]
+            groups = [ready] if ready else []
             outcomes = self._create(groups)
-            if len(items) > 1 and isinstance(outcomes[0], LLMError) and not outcomes[0].retryable:
-                groups = [[item] for item in items]
+            if len(ready) > 1 and isinstance(outcomes[0], LLMError) and not outcomes[0].retryable:
+                groups = [[item] for item in ready]
                 outcomes = self._create(groups)
-            sent: list[Sent | BaseException] = []
+            went: dict[str, Sent | BaseException] = {}
             for group, outcome in zip(groups, outcomes):
-                done = Sent(outcome, self._stored(outcome, group)) if isinstance(outcome, str) else outcome
-                sent += [done] * len(group)
+                stored = isinstance(outcome, str) and self._stored(outcome, group)
+                went.update((item.custom_id, Sent(outcome, stored, item) if isinstance(outcome, str) else outcome)
+                            for item in group)
+            sent = [went[item.custom_id] if isinstance(item, BatchItem) else item for item in held]
         finally:
             self._cond.acquire()
             self._sending = False
-        for item, went in zip(items, sent):
-            self._sent[item.custom_id] = went
-            if isinstance(went, Sent):   # one look answers every item sent, whenever its caller waits
-                self._waiting.setdefault(went.batch_id, {})[item.custom_id] = item
+        for item, done in zip(items, sent):
+            self._sent[item.custom_id] = done
+            if isinstance(done, Sent):   # one look answers every item sent, whenever its caller waits
+                self._waiting.setdefault(done.batch_id, {})[item.custom_id] = done.item
         self._cond.notify_all()
+
+    def _held(self, items: list[BatchItem]) -> list[BatchItem | BaseException]:
+        """`on_hold` for the gathered items: each as it will be sent, or why it is not (its hold refused);
+        if it fails, no item goes."""
+        if self._on_hold is None:
+            return list(items)
+        try:
+            return self._on_hold(items)
+        except BaseException as exc:
+            return [exc] * len(items)
 
     def _stored(self, batch_id: str, group: list[BatchItem]) -> bool:
         """`on_sent` for a created batch. One that fails leaves its callers to store their own ids (the

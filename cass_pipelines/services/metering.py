@@ -12,7 +12,7 @@ reported, never from the estimate. No connection is held across the call.
 
 Work no one waits for (domain/batching.py: memory, night) is sent as a Message Batch when the backend
 offers batches: the hold is priced at the batch rates, the request is stored (store/batches.py)
-before the batch is created and its batch id right after, then the batch is polled until it ends
+before the batch is created (a gathered batch's holds and requests in one transaction) and its batch id right after, then the batch is polled until it ends
 (up to settings.batch_wait_s). Calls an action's threads make together go out in one batch and share
 its polls (services/batch_window.py), which stores the batch's id for all of them at once. The answers
 one look brings in are settled together through the same path (write-ahead log, ledger rows marked
@@ -66,7 +66,7 @@ from cass_pipelines.services import stopping
 from cass_pipelines.services.batch_window import BatchWindow
 from cass_pipelines.services.failpoints import failpoint
 from cass_pipelines.store import batches, ledger, paid_log
-from cass_pipelines.store.budget import release, reserve, settle_all
+from cass_pipelines.store.budget import Ask, release, reserve_many, settle_all
 from cass_pipelines.store.claims import Owner, owner_dead
 from cass_pipelines.store.db import Store
 from cass_pipelines.store.ledger import LedgerRow, output_history, phase_call_span, prefix_last_used
@@ -138,7 +138,10 @@ class MeteredClient:
         self._counts: dict[tuple, PromptCount] = {}    # a request counted once (the decision's is estimated first)
         self._counts_lock = threading.Lock()           # (not _reads_lock: a ledger read holds it across an open)
         self._reads_lock = threading.Lock()
-        self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s, on_sent=self._stored_sent,
+        # A batched call's prompt count, whether its bound is measured, its request key and model, until held.
+        self._asked: dict[str, tuple[PromptCount, bool, str, str]] = {}
+        self._window = BatchWindow(cast(BatchClient, inner), settings.batch_poll_s,
+                                   on_hold=self._held, on_sent=self._stored_sent,
                                    on_answers=self._settle_answers) if self.batching else None
 
     def model_for(self, tier: str) -> str:
@@ -251,29 +254,50 @@ class MeteredClient:
         return (holds.input_usd(rates, count, warm=warm, ttl=ttl, extra_tokens=search_tokens)
                 + searches * self.pricing.web_search_per_1k / 1000)
 
+    def _hold_all(self, wanted: list[tuple[LLMRequest, PromptCount, bool]]) -> list[tuple[LLMRequest, Reservation]
+                                                                                  | BudgetRefused]:
+        """Reserve for each call (request, its prompt counted beforehand, whether its output bound is the
+        measured one), in turn (store.budget.reserve_many: one transaction for them all); a call the room
+        left is short for has its output bound lowered to fit, down to the useful minimum, and asks again.
+        Returns per call the request as it will be sent and its reservation, or its refusal."""
+        ctx = self.ctx
+        # Per call: the request as it will be asked, its bound, its input's price, its refused asks at higher bounds.
+        asks: list[tuple[LLMRequest, holds.OutputBound, float, list[str]]] = []
+        for request, count, measured in wanted:
+            request, bound = self._bounded(request, measured)
+            asks.append((request, bound, self._input_usd(request, count), []))
+        out: list[tuple[LLMRequest, Reservation] | BudgetRefused | None] = [None] * len(asks)
+        todo = list(range(len(asks)))
+        while todo:
+            rates = [self.pricing.rates(self.model_for(asks[n][0].tier), batch=self.batching) for n in todo]
+            held = reserve_many(self.store, [Ask(
+                day=ctx.date, category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
+                action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, honour_pause=not ctx.ignore_pause,
+                may_use_reserve=ctx.may_use_reserve, lowers=asks[n][3],
+                amount_usd=money(asks[n][2] + holds.output_usd(rate, asks[n][0].max_tokens)))
+                for n, rate in zip(todo, rates)], self.settings, self.clock.now())
+            again = []
+            for n, rate, got in zip(todo, rates, held):
+                request, bound, input_usd, lowered = asks[n]
+                if not isinstance(got, Refusal):
+                    out[n] = (request, got)
+                    continue
+                fits = holds.tokens_affordable(rate, got.room_usd, input_usd)
+                if got.scope == "pause" or fits < bound.minimum or fits >= request.max_tokens:
+                    out[n] = BudgetRefused(got.reason, got.scope, ctx.date)
+                    continue
+                asks[n] = (replace(request, max_tokens=fits), bound, input_usd, [*lowered, got.reservation_id or ""])
+                again.append(n)
+            todo = again
+        return cast(list, out)
+
     def _reserve(self, request: LLMRequest, count: PromptCount,
                  measured: bool = True) -> tuple[LLMRequest, Reservation]:
-        """Reserve for the call (its prompt counted beforehand, `count`); when the room left is short,
-        lower its output bound to fit, down to the useful minimum. Returns the request as it will be
-        sent and its reservation."""
-        ctx = self.ctx
-        request, bound = self._bounded(request, measured)
-        rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
-        input_usd = self._input_usd(request, count)
-        lowered: list[str] = []   # the refused asks of this call at higher bounds
-        while True:
-            amount = money(input_usd + holds.output_usd(rates, request.max_tokens))
-            held = reserve(self.store, day=ctx.date, category=ctx.category, amount_usd=amount,
-                           settings=self.settings, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
-                           action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, now=self.clock.now(),
-                           honour_pause=not ctx.ignore_pause, may_use_reserve=ctx.may_use_reserve, lowers=lowered)
-            if not isinstance(held, Refusal):
-                return request, held
-            fits = holds.tokens_affordable(rates, held.room_usd, input_usd)
-            if held.scope == "pause" or fits < bound.minimum or fits >= request.max_tokens:
-                raise BudgetRefused(held.reason, held.scope, ctx.date)
-            lowered.append(held.reservation_id or "")
-            request = replace(request, max_tokens=fits)
+        """`_hold_all` for one call; a refusal is raised."""
+        held = self._hold_all([(request, count, measured)])[0]
+        if isinstance(held, BudgetRefused):
+            raise held
+        return held
 
     def _metered(self, asked: LLMRequest, schema: type[BaseModel] | None, measured: bool = True) -> LLMResult:
         if self.batching:
@@ -377,47 +401,53 @@ class MeteredClient:
 
     def _submit(self, request: LLMRequest, schema: type[BaseModel] | None, json_schema: dict | None, key: str,
                 model: str, measured: bool) -> tuple[BatchItem, str]:
-        """The request held, stored and sent in the window's batch: its item and the batch's id."""
-        ctx = self.ctx
+        """The request held, stored and sent in the window's batch: its item as sent and the batch's id."""
         custom_id = f"cass_{uuid.uuid4().hex}"
         window = cast(BatchWindow, self._window)
-        window.expect()   # the batch being gathered waits for this call while it reserves
+        window.expect()   # the batch being gathered waits for this call while its prompt is counted
         try:
             count = self._count(request, schema)   # (an API call: made with the file let go)
-
-            def hold_and_store(_conn) -> tuple[LLMRequest, Reservation] | BudgetRefused:
-                try:
-                    sent, held = self._reserve(request, count, measured)
-                except BudgetRefused as refused:   # (returned: its refused hold is kept with the group)
-                    return refused
-                batches.add(self.store, batches.NewBatchRequest(
-                    custom_id=custom_id, request_key=key, reservation_id=held.id, date=ctx.date, phase=ctx.phase,
-                    category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
-                    action_id=ctx.action_id, run_id=ctx.run_id, step_key=ctx.step_key, model=model,
-                    request={**asdict(sent), "json_schema": json_schema}, pid=os.getpid(),
-                    submitted_at=self.clock.now()))
-                return sent, held
-
-            # The hold and the stored request in one transaction, committed with the other calls' of
-            # the batch being gathered (a group commit: one commit for a catch-up's holds, not 56).
-            outcome = self.store.grouped(hold_and_store)
-            if isinstance(outcome, BudgetRefused):
-                raise outcome
-            request, _ = outcome
+            with self._lock:
+                self._asked[custom_id] = (count, measured, key, model)
         except BaseException:
             window.withdraw()
             raise
-        item = BatchItem(custom_id, request, json_schema)
         try:
             with self.store.released():   # (the batch is created by the API; others' calls are waited for)
-                sent = window.send(item)
+                sent = window.send(BatchItem(custom_id, request, json_schema))   # held as it goes (`_held`)
+        except BudgetRefused:
+            raise   # its hold was refused: nothing was stored or sent
         except BaseException as exc:   # no batch was created: nothing can be billed
             batches.ended_without_answer(self.store, custom_id, f"not submitted: {exc}", self.clock.now())
             raise
         if not sent.id_stored:   # the window could not store it for the batch: this call does
             batches.submitted(self.store, [custom_id], sent.batch_id)
         failpoint("batch_submitted")   # a crash here: the batch is collected later, paid once
-        return item, sent.batch_id
+        return sent.item, sent.batch_id
+
+    def _held(self, items: list[BatchItem]) -> list[BatchItem | BaseException]:
+        """The window's gathered items, just before their batch is created: each held (its output bound
+        lowered to fit, or refused) and its request stored (state `submitting`), all in one transaction,
+        committed with the other works of this process being committed meanwhile. Returns each item as it
+        will be sent, or its refusal."""
+        ctx = self.ctx
+        with self._lock:
+            asked = [self._asked.pop(item.custom_id) for item in items]
+
+        def hold_and_store(_conn) -> list[tuple[LLMRequest, Reservation] | BudgetRefused]:
+            held = self._hold_all([(item.request, count, measured)
+                                   for item, (count, measured, _, _) in zip(items, asked)])
+            batches.add_many(self.store, [batches.NewBatchRequest(
+                custom_id=item.custom_id, request_key=key, reservation_id=got[1].id, date=ctx.date, phase=ctx.phase,
+                category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id, action_id=ctx.action_id,
+                run_id=ctx.run_id, step_key=ctx.step_key, model=model,
+                request={**asdict(got[0]), "json_schema": item.json_schema}, pid=os.getpid(),
+                submitted_at=self.clock.now())
+                for item, (_, _, key, model), got in zip(items, asked, held) if not isinstance(got, BudgetRefused)])
+            return held
+
+        return [got if isinstance(got, BudgetRefused) else BatchItem(item.custom_id, got[0], item.json_schema)
+                for item, got in zip(items, self.store.grouped(hold_and_store))]
 
     def _stored_sent(self, batch_id: str, custom_ids: list[str]) -> None:
         """The window created a batch: its requests' batch id, stored for all of them at once."""

@@ -43,9 +43,18 @@ class NewBatchRequest:
 
 def add(store: Store, new: NewBatchRequest) -> None:
     """Store the request (state `submitting`) before the batch is created."""
-    row = {**asdict(new), "request": json.dumps(new.request), "state": BatchState.SUBMITTING.value, "host": HOST}
-    store.execute(f"INSERT INTO llm_batches ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
-                  list(row.values()))
+    add_many(store, [new])
+
+
+def add_many(store: Store, new: Sequence[NewBatchRequest]) -> None:
+    """`add` for the requests of one batch, in one statement."""
+    if not new:
+        return
+    rows = [{**asdict(n), "request": json.dumps(n.request), "state": BatchState.SUBMITTING.value, "host": HOST}
+            for n in new]
+    values = ", ".join(f"({', '.join('?' for _ in rows[0])})" for _ in rows)
+    store.execute(f"INSERT INTO llm_batches ({', '.join(rows[0])}) VALUES {values}",
+                  [value for row in rows for value in row.values()])
 
 
 def submitted(store: Store, custom_ids: Sequence[str], batch_id: str) -> None:

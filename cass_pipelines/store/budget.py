@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Callable, Sequence
 
@@ -58,9 +58,11 @@ def _pooled(used: list[dict]) -> float:
     return sum(r["spent"] + r["held"] for r in used if r["funding"] == Funding.POOLED)
 
 
-def _pool(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date, category: str,
-          used: list[dict], phase: str | None) -> float:
-    idle = [r[0] for r in conn.execute(_IDLE, {"day": day, "categories": list(settings.category_shares)}).fetchall()]
+def _idle(conn: duckdb.DuckDBPyConnection, settings: Settings, day: date) -> list[str]:
+    return [r[0] for r in conn.execute(_IDLE, {"day": day, "categories": list(settings.category_shares)}).fetchall()]
+
+
+def _pool(settings: Settings, category: str, idle: list[str], used: list[dict], phase: str | None) -> float:
     own: dict[str, float] = {}
     for r in used:
         if r["funding"] == Funding.CATEGORY:
@@ -75,42 +77,85 @@ def pooled_used(store: Store, day: date) -> float:
         return _pooled(_used(conn, day))
 
 
-def reserve(store: Store, *, day: date, category: str, amount_usd: float, settings: Settings, priority: str,
-            work_unit_id: str | None = None, action_id: str | None = None, run_id: str | None = None,
-            phase: str | None = None, now: datetime, honour_pause: bool = False,
-            may_use_reserve: bool = False, lowers: Sequence[str] = ()) -> Reservation | Refusal:
+@dataclass(frozen=True)
+class Ask:
+    """A hold wanted (see `reserve`)."""
+    day: date
+    category: str
+    amount_usd: float
+    priority: str
+    work_unit_id: str | None = None
+    action_id: str | None = None
+    run_id: str | None = None
+    phase: str | None = None
+    honour_pause: bool = False
+    may_use_reserve: bool = False
+    lowers: Sequence[str] = ()
+
+
+def reserve(store: Store, *, settings: Settings, now: datetime, **ask) -> Reservation | Refusal:
     """Hold `amount_usd` against the day and where it is funded from (see rules.funding: the
     category, from the evening on the pooled room of idle categories, for the decision call the
     reserve). With `honour_pause`, a global or category pause refuses too, checked in the same
     transaction. A budget refusal is kept as a `refused` row: it shows what the day could not pay for;
     `lowers` names the refused rows of the same call asked again at a lower output bound: once this hold
     is made, they are `lowered` (the day did pay for the call)."""
-    amount = rules.money(amount_usd)
+    return reserve_many(store, [Ask(**ask)], settings, now)[0]
+
+
+def reserve_many(store: Store, asks: Sequence[Ask], settings: Settings, now: datetime) -> list[Reservation | Refusal]:
+    """`reserve` for each ask in turn, in one transaction: each is checked against what the day had and what
+    the asks before it held (the day's money read once, the rows written in one statement), so a gathered
+    batch's holds cost one transaction, not one each."""
+    held: list[Reservation | Refusal] = []
+    rows: list[list] = []
+    lowered: list[str] = []
     with store.transaction() as conn:
-        paused = paused_reason_in(conn, category) if honour_pause else None
-        if paused:
-            return Refusal(f"paused: {paused}", "pause", amount, 0.0)
-        used = _used(conn, day)
-        own = [r for r in used if r["category"] == category and r["funding"] == Funding.CATEGORY]
-        decided = rules.funding(
-            settings, amount=amount, category=category, priority=priority,
-            day_spent=sum(r["spent"] for r in used), day_held=sum(r["held"] for r in used),
-            category_spent=sum(r["spent"] for r in own), category_held=sum(r["held"] for r in own),
-            pooled_room=_pool(conn, settings, day, category, used, phase) if rules.pooling(phase) else None,
-            may_use_reserve=may_use_reserve)
-        refused = decided if isinstance(decided, Refusal) else None
-        rid = f"res_{uuid.uuid4().hex}"
-        conn.execute("""INSERT INTO reservations (id, date, category, work_unit_id, action_id, amount_usd, status,
-                run_id, pid, created_at, phase, priority, host, reason, settled_at, funding)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                     [rid, day, category, work_unit_id, action_id, amount, RS.REFUSED if refused else RS.HELD, run_id,
-                      os.getpid(), now, phase, priority, HOST, refused.reason if refused else None,
-                      now if refused else None, None if refused else str(decided)])
-        if lowers and not refused:
+        paused: dict[str, str | None] = {}
+        used: dict[date, list[dict]] = {}
+        idle: dict[date, list[str]] = {}
+        for ask in asks:
+            amount = rules.money(ask.amount_usd)
+            if ask.honour_pause:
+                if ask.category not in paused:
+                    paused[ask.category] = paused_reason_in(conn, ask.category)
+                if paused[ask.category]:
+                    held.append(Refusal(f"paused: {paused[ask.category]}", "pause", amount, 0.0))
+                    continue
+            day = used.get(ask.day)
+            if day is None:
+                day = used[ask.day] = _used(conn, ask.day)
+            if rules.pooling(ask.phase) and ask.day not in idle:
+                idle[ask.day] = _idle(conn, settings, ask.day)
+            own = [r for r in day if r["category"] == ask.category and r["funding"] == Funding.CATEGORY]
+            decided = rules.funding(
+                settings, amount=amount, category=ask.category, priority=ask.priority,
+                day_spent=sum(r["spent"] for r in day), day_held=sum(r["held"] for r in day),
+                category_spent=sum(r["spent"] for r in own), category_held=sum(r["held"] for r in own),
+                pooled_room=_pool(settings, ask.category, idle[ask.day], day, ask.phase)
+                if rules.pooling(ask.phase) else None,
+                may_use_reserve=ask.may_use_reserve)
+            rid = f"res_{uuid.uuid4().hex}"
+            if isinstance(decided, Refusal):
+                held.append(replace(decided, reservation_id=rid))
+            else:   # what the next ask sees held
+                day.append({"category": ask.category, "funding": Funding(str(decided)), "spent": 0.0, "held": amount})
+                held.append(Reservation(rid, ask.day, ask.category, amount, Funding(str(decided))))
+                lowered += ask.lowers
+            refused = isinstance(decided, Refusal)
+            rows.append([rid, ask.day, ask.category, ask.work_unit_id, ask.action_id, amount,
+                         RS.REFUSED if refused else RS.HELD, ask.run_id, os.getpid(), now, ask.phase, ask.priority, HOST,
+                         decided.reason if isinstance(decided, Refusal) else None, now if refused else None,
+                         None if refused else str(decided)])
+        if rows:
+            values = ", ".join("(" + ", ".join("?" * len(rows[0])) + ")" for _ in rows)
+            conn.execute(f"""INSERT INTO reservations (id, date, category, work_unit_id, action_id, amount_usd, status,
+                    run_id, pid, created_at, phase, priority, host, reason, settled_at, funding)
+                VALUES {values}""", [value for row in rows for value in row])
+        if lowered:
             conn.execute(f"UPDATE reservations SET status = '{RS.LOWERED}' WHERE id IN (SELECT unnest(?::TEXT[])) "
-                         f"AND status = '{RS.REFUSED}'", [list(lowers)])
-    return replace(refused, reservation_id=rid) if refused else Reservation(rid, day, category, amount,
-                                                                            Funding(str(decided)))
+                         f"AND status = '{RS.REFUSED}'", [lowered])
+    return held
 
 
 def settle(store: Store, reservation_id: str, row: LedgerRow, now: datetime) -> bool:
@@ -205,7 +250,7 @@ def budget_status(store: Store, settings: Settings, day: date, phase: str | None
     With a `phase` where room is pooled (rules.pooling), the pool counts towards what is left."""
     with store.session(), store.connection() as conn:
         used = _used(conn, day)
-        pooled = _pool(conn, settings, day, "", used, phase)
+        pooled = _pool(settings, "", _idle(conn, settings, day), used, phase)
         asks = conn.execute(f"SELECT category, min(amount_usd), count(*) FILTER (WHERE status = '{RS.REFUSED}') "
                             "FROM reservations WHERE date = ? GROUP BY category", [day]).fetchall()
         # Each category's cheapest call its own share funded this week: what it is taken to need today

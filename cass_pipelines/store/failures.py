@@ -42,9 +42,10 @@ def clear(store: Store, kind: str, item_id: str) -> None:
         forget(conn, kind, item_id)
 
 
-def forget(conn: duckdb.DuckDBPyConnection, kind: str, item_id: str) -> None:
+def forget(conn: duckdb.DuckDBPyConnection, kind: str, *item_ids: str) -> None:
     """`clear` inside the caller's transaction (an item's success commits with its failures forgotten)."""
-    conn.execute("DELETE FROM item_failures WHERE kind = ? AND item_id = ?", [kind, item_id])
+    conn.execute("DELETE FROM item_failures WHERE kind = ? AND item_id IN (SELECT unnest(?::TEXT[]))",
+                 [kind, list(item_ids)])
 
 
 def waiting(store: Store, kind: str, now: datetime) -> set[str]:

@@ -32,23 +32,36 @@ class NewSummary:
     topics: list[str]
 
 
-def save(conn: duckdb.DuckDBPyConnection, s: NewSummary, *, work_unit_id: str, offline: bool,
-         now: datetime) -> str | None:
-    """Store one summary and advance its conversation's watermark, inside the caller's transaction (so
-    the caller's claim and failure bookkeeping commit with it). Stored only if the watermark is still
-    the one it saw: a concurrent run that got there first wins (None), so the same messages are never
-    summarised into two rows."""
-    moved = conn.execute("""UPDATE conversations SET summarized_through_at = ?, summarized_through_id = ?
-                            WHERE id = ? AND summarized_through_at IS NOT DISTINCT FROM ?
-                              AND summarized_through_id IS NOT DISTINCT FROM ? RETURNING id""",
-                         [*s.through, s.conversation_id, *s.seen_watermark]).fetchone()
-    if not moved:
-        return None
-    sid = new_id("csum")
-    conn.execute("INSERT INTO conversation_summaries (id, conversation_id, summary, topics, first_message_at, last_message_at, message_count, work_unit_id, offline, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 [sid, s.conversation_id, s.summary, json.dumps(s.topics), s.first_at, s.through[0],
-                  s.message_count, work_unit_id, offline, now])
-    return sid
+def save(conn: duckdb.DuckDBPyConnection, summaries: Sequence[NewSummary], *, work_unit_id: str, offline: bool,
+         now: datetime) -> list[str | None]:
+    """Store summaries and advance their conversations' watermarks, inside the caller's transaction (so
+    the caller's claim and failure bookkeeping commit with them), two statements for them all. Each is
+    stored only if the watermark is still the one it saw: a concurrent run that got there first wins (None),
+    so the same messages are never summarised into two rows. Returns each summary's id, or None."""
+    if not summaries:
+        return []
+    seen: set[str] = set()
+    later: set[int] = set()   # a conversation's second summary: stored after its first, by a statement of its own
+    for n, s in enumerate(summaries):
+        (later.add(n) if s.conversation_id in seen else seen.add(s.conversation_id))
+    mine = [s for n, s in enumerate(summaries) if n not in later]
+    moved = {r[0] for r in conn.execute("""UPDATE conversations SET summarized_through_at = s.through_at,
+            summarized_through_id = s.through_id
+        FROM (SELECT unnest(?::TEXT[]) AS id, unnest(?::TIMESTAMPTZ[]) AS through_at, unnest(?::TEXT[]) AS through_id,
+                     unnest(?::TIMESTAMPTZ[]) AS seen_at, unnest(?::TEXT[]) AS seen_id) s
+        WHERE conversations.id = s.id AND summarized_through_at IS NOT DISTINCT FROM s.seen_at
+          AND summarized_through_id IS NOT DISTINCT FROM s.seen_id RETURNING conversations.id""",
+        [[s.conversation_id for s in mine], [s.through[0] for s in mine], [s.through[1] for s in mine],
+         [s.seen_watermark[0] for s in mine], [s.seen_watermark[1] for s in mine]]).fetchall()}
+    ids = {s.conversation_id: new_id("csum") for s in mine if s.conversation_id in moved}
+    rows = [[ids[s.conversation_id], s.conversation_id, s.summary, json.dumps(s.topics), s.first_at, s.through[0],
+             s.message_count, work_unit_id, offline, now] for s in mine if s.conversation_id in ids]
+    if rows:
+        conn.execute("INSERT INTO conversation_summaries (id, conversation_id, summary, topics, first_message_at, "
+                     "last_message_at, message_count, work_unit_id, offline, created_at) VALUES "
+                     + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" for _ in rows), [v for row in rows for v in row])
+    rest = iter(save(conn, [summaries[n] for n in sorted(later)], work_unit_id=work_unit_id, offline=offline, now=now))
+    return [next(rest) if n in later else ids.get(s.conversation_id) for n, s in enumerate(summaries)]
 
 
 def latest_summary(store: Store, conversation_id: str) -> dict | None:

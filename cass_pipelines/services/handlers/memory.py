@@ -144,20 +144,21 @@ def _summarize_all(ctx: HandlerContext, convs: list[dict], scope: str) -> Action
     stop: Exception | None = None    # a pause, a pending batch or a provider outage: no new calls
     refusal: BudgetRefused | None = None   # a refusal of a conversation not asked again in this run
 
+    def save(conn, made: list[memory.NewSummary]) -> list[str | None]:
+        """Summaries, the ends of their claims and their forgotten failures (two statements each for them all)."""
+        sids = memory.save(conn, made, work_unit_id=ctx.work_unit_id, offline=calls.offline, now=ctx.now)
+        claims.end_many(ctx.store, [keys[s.conversation_id] for s in made], ClaimState.DONE, ctx.now)
+        failures.forget(conn, FAILURE_KIND, *(s.conversation_id for s in made))
+        return sids
+
     def one(conv: dict) -> None:
         key = keys[conv["id"]]
         if stop is not None or key not in ours:
             return
         summary, title = summarize(ctx, calls, conv, *pending[conv["id"]])
-        def save(conn) -> str | None:   # the summary, the end of its claim and its forgotten failures
-            sid = memory.save(conn, summary, work_unit_id=ctx.work_unit_id, offline=calls.offline, now=ctx.now)
-            claims.end(conn, key, ClaimState.DONE, ctx.now)
-            failures.forget(conn, FAILURE_KIND, conv["id"])
-            return sid
-
         # One transaction, committed with the other conversations' summaries made meanwhile (a batch's
-        # answers arrive together: one commit for them all, not one each).
-        sid = ctx.store.grouped(save)
+        # answers arrive together: one commit and a few statements for them all, not some each).
+        sid = ctx.store.grouped_many(save, summary)
         stored[conv["id"]] = (summary, title, sid)
         failpoint("memory_saved")
 
