@@ -818,3 +818,44 @@ def test_a_catch_up_the_memory_job_did_meanwhile_is_superseded_not_offered_nor_e
                      work_unit_id=catchup)
     outcome = retry_dead_letter(rt, "dl_catchup", clock_from_env())
     assert outcome.status == RetryStatus.NOTHING_TO_DO and f"superseded by {by['id']}" in outcome.message, outcome
+
+
+def test_a_catch_up_whose_summaries_were_carried_over_from_before_a_waiting_one_was_due_does_not_supersede_it(env):
+    """A catch-up summarised the idle conversations in the afternoon, then was deferred at its title step; the
+    evening's catch-up was deferred too, and conversations went idle in between. Offered again the next
+    morning, the first completes with its summary step carried over from the afternoon: it did not find what
+    the evening's would have found, so the evening's is not superseded (its work has to be done yet)."""
+    from support import days_before
+
+    from cass_pipelines.domain.phases import phase_window
+    from cass_pipelines.domain.plan_rules import PlannedUnit
+    from cass_pipelines.domain.states import ActionStatus, DeferKind, UnitStatus
+    from cass_pipelines.services.lookback import supersede_waiting
+
+    rt, _, _ = env
+    day, template = days_before(2), rt.registry.templates["conversation_catchup"]
+    evening = phase_window(day, "evening", rt.settings)[0]
+    morning = phase_window(day + timedelta(days=1), "morning", rt.settings)[0]
+    units = [PlannedUnit(phase, template.id, template.category, template.priority, "", "", 0.01)
+             for phase in ("afternoon", "evening")]
+    plans.save_day_plan(rt.store, day=day, revision=1, source="llm", intention="test", from_phase="afternoon",
+                        phases=["afternoon", "evening"], units=units, dropped=[], offline=True,
+                        now=evening - timedelta(hours=10))
+    [first], [waiting] = (plans.units_for_phase(rt.store, day, phase) for phase in ("afternoon", "evening"))
+    summarised_at = evening - timedelta(hours=3)
+    plans.set_unit_status(rt.store, first["id"], UnitStatus.RUNNING, summarised_at)
+    plans.record_action(rt.store, uid=first["id"], position=0, action_id=template.action_sequence[0],
+                        status=ActionStatus.COMPLETED, now=summarised_at)
+    plans.set_unit_status(rt.store, first["id"], UnitStatus.DEFERRED, summarised_at, defer_kind=DeferKind.BUDGET)
+    plans.set_unit_status(rt.store, waiting["id"], UnitStatus.DEFERRED, evening, defer_kind=DeferKind.BUDGET)
+    # The next morning the first is offered again (its summary step carried over) and completes.
+    assert plans.open_phase(rt.store, day=day + timedelta(days=1), phase="morning", revision=1, idle=True,
+                            deferrals=[], reoffers=[(first, units[0])], now=morning)
+    [again] = plans.units_for_phase(rt.store, day + timedelta(days=1), "morning")
+    plans.set_unit_status(rt.store, again["id"], UnitStatus.RUNNING, morning + timedelta(minutes=5))
+    plans.record_action(rt.store, uid=again["id"], position=1, action_id=template.action_sequence[1],
+                        status=ActionStatus.COMPLETED, now=morning + timedelta(minutes=6))
+    plans.set_unit_status(rt.store, again["id"], UnitStatus.COMPLETED, morning + timedelta(minutes=6))
+
+    assert supersede_waiting(rt.store, rt.settings, rt.registry, morning + timedelta(hours=1)) == []
+    assert plans.get_unit(rt.store, waiting["id"])["status"] == "deferred", plans.get_unit(rt.store, waiting["id"])

@@ -246,10 +246,14 @@ def deferred_of(store: Store, template_ids: Iterable[str]) -> list[dict]:
 
 
 def last_completed(store: Store, template_ids: Iterable[str]) -> dict[str, dict]:
-    """Per template, its completed unit (any origin) that started last: id, date, phase, started_at."""
-    return {r["template_id"]: r for r in store.all(f"""SELECT id, template_id, date, phase, started_at
-        FROM work_units WHERE status = '{C}' AND started_at IS NOT NULL
-          AND template_id IN (SELECT unnest(?::TEXT[]))
+    """Per template, its completed unit (any origin) whose work began last: id, date, phase, started_at (when
+    its work began: its first step's start, a step carried over from the unit it was offered again for
+    included, which found what was pending then)."""
+    return {r["template_id"]: r for r in store.all(f"""SELECT id, template_id, date, phase, started_at FROM (
+            SELECT u.id, u.template_id, u.date, u.phase, least(u.started_at, min(a.started_at)) AS started_at
+            FROM work_units u LEFT JOIN action_runs a ON a.work_unit_id = u.id
+            WHERE u.status = '{C}' AND u.started_at IS NOT NULL AND u.template_id IN (SELECT unnest(?::TEXT[]))
+            GROUP BY u.id, u.template_id, u.date, u.phase, u.started_at)
         QUALIFY row_number() OVER (PARTITION BY template_id ORDER BY started_at DESC, id DESC) = 1""",
                                                        [list(template_ids)])}
 
