@@ -2,6 +2,8 @@
 no other step per action; reads answer without Dagster."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ from cass_pipelines.services.runtime import open_runtime
 from cass_pipelines.store import budget as sb
 from cass_pipelines.store import views
 from cass_pipelines.store.dagster_runs import recent_runs
-from cass_pipelines.store.db import Store
+from cass_pipelines.store.db import Store, open_connection
 
 DAY = date(2026, 11, 20)
 OPEN = "import duckdb, sys; duckdb.connect(sys.argv[1]).close(); print('opened')"
@@ -100,6 +102,34 @@ def test_a_process_that_lets_the_file_go_and_wants_it_again_waits_behind_one_alr
     waiter.join(timeout=60)
     assert holder.wait(timeout=60) == 0
     assert [r["who"] for r in store.all("SELECT who FROM t ORDER BY n")] == ["holder", "waiter", "holder again"]
+
+
+FORKS_THEN_DIES = """
+import os, sys, time
+from cass_pipelines.store.db import Store
+store = Store(sys.argv[1])
+with store.session():
+    store.execute("INSERT INTO t (who) VALUES ('parent')")
+    child = os.fork()
+    if child == 0:       # a child forked while the parent has the file lives on
+        time.sleep(60)
+        os._exit(0)
+    open(sys.argv[2], "w").write(str(child))
+    os._exit(0)          # the parent dies holding the file
+"""
+
+
+def test_a_child_forked_while_the_file_was_held_does_not_keep_it_after_its_parent_died(tmp_path):
+    store = Store(tmp_path / "cass.duckdb")
+    store.execute("CREATE SEQUENCE seq")
+    store.execute("CREATE TABLE t (who TEXT, n INTEGER DEFAULT nextval('seq'))")
+    child = tmp_path / "child.pid"
+    subprocess.run([sys.executable, "-c", FORKS_THEN_DIES, str(store.path), str(child)], timeout=60, check=True)
+    try:
+        with open_connection(store.path, deadline_s=10) as conn:
+            assert conn.execute("SELECT who FROM t").fetchall() == [("parent",)]
+    finally:
+        os.kill(int(child.read_text()), signal.SIGKILL)
 
 
 def test_threads_share_the_file_and_release_it_when_the_last_one_is_done(tmp_path):

@@ -74,7 +74,7 @@ class _Turn:
     so a process that let go and wants it again waits behind the one already waiting."""
 
     def __init__(self, key: str):
-        self.key, self.pid = key, os.getpid()
+        self.key = key
         self.queue = threading.Lock()   # the thread of this process waiting for the file's turn
         try:
             self._turn: int | None = self._open(".turn")
@@ -99,6 +99,13 @@ class _Turn:
         if self._hold is not None:
             fcntl.flock(self._hold, fcntl.LOCK_UN)
 
+    def close_inherited(self) -> None:
+        """In a forked child: close the parent's descriptors, which share its flocks (a parent that died
+        holding the file would otherwise keep every other process waiting for as long as the child lives)."""
+        for fd in (self._turn, self._hold):
+            if fd is not None:
+                os.close(fd)
+
     def _flock(self, fd: int, give_up_at: float) -> None:
         while True:
             try:
@@ -118,10 +125,19 @@ def _busy(key: str) -> duckdb.IOException:
 _turns: dict[str, _Turn] = {}   # resolved path -> this process's turn at it (a forked child makes its own)
 
 
+def _forget_turns_in_child() -> None:
+    for turn in list(_turns.values()):
+        turn.close_inherited()
+    _turns.clear()
+
+
+os.register_at_fork(after_in_child=_forget_turns_in_child)
+
+
 def _turn(key: str) -> _Turn:
     with _ATTACH_GUARD:
         turn = _turns.get(key)
-        if turn is None or turn.pid != os.getpid():
+        if turn is None:
             turn = _turns[key] = _Turn(key)
         return turn
 
