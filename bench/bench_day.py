@@ -62,10 +62,10 @@ ACTION_STEP = ".action_"
 MEMORY_TEMPLATE = "conversation_catchup"   # what memory_job runs
 
 
-def noop_registry(path: Path) -> Path:
-    """The shipped registry with every handler replaced by a no-op, except the memory catch-up's:
-    the day is planned from the conversation summaries it writes, so both modes plan the same day."""
-    shipped = json.loads((ROOT / "cass_pipelines" / "data" / "definitions.json").read_text())
+def noop_registry(path: Path, code: str | None) -> Path:
+    """The registry `code` ships (this checkout's by default) with every handler replaced by a no-op, except the
+    memory catch-up's: the day is planned from the conversation summaries it writes, so both modes plan the same day."""
+    shipped = json.loads((Path(code or ROOT) / "cass_pipelines" / "data" / "definitions.json").read_text())
     memory = {a for t in shipped["templates"] if t["id"] == MEMORY_TEMPLATE for a in t["action_sequence"]}
     for action in shipped["actions"]:
         if action["id"] not in memory:
@@ -155,7 +155,7 @@ def launch(mode: str, day: str, latency: float, tmp: Path, code: str | None = No
     env.pop("CASS_ACTIONS_FILE", None)
     (home / "dagster").mkdir(parents=True)
     if mode == "noop":
-        env["CASS_ACTIONS_FILE"] = str(noop_registry(home / "noop_definitions.json"))
+        env["CASS_ACTIONS_FILE"] = str(noop_registry(home / "noop_definitions.json", code))
         (home / "cass").mkdir()   # init keeps this cass.toml: the registry may name the no-op handler
         (home / "cass" / "cass.toml").write_text('handler_modules = ["noop_handlers"]\n')
     # A message batch ends `latency` after its creation, as an interactive call answers.
