@@ -186,6 +186,7 @@ def test_work_planned_for_a_phase_that_never_opened_is_offered_again_later(runti
     assert [u["template_id"] for u in evening] == ["synthesis"] and evening[0]["status"] == "planned"
     after = {t: plans.get_unit(rt.store, u["id"]) for t, u in skipped.items()}
     assert after["synthesis"]["status"] == "deferred" and after["synthesis"]["reoffered_as"] == evening[0]["id"]
+    assert after["synthesis"]["defer_kind"] == "skipped", after["synthesis"]   # every deferred unit says why
     # research_batch is an afternoon-only template: deferred now, it waits for the next afternoon.
     assert after["research_batch"]["status"] == "deferred" and after["research_batch"]["reoffered_as"] is None
     assert after["research_batch"]["defer_kind"] == "skipped" and "afternoon did not run" in after["research_batch"]["reason"]

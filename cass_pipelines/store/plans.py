@@ -130,7 +130,9 @@ def open_phase(store: Store, *, day: date, phase: str, revision: int, idle: bool
         for n, (old, unit) in enumerate(reoffers):
             new_id = unit_id(day, phase, f"d{base + n}")
             # Only work still waiting is taken up: a unit another run started since the snapshot is not doubled.
-            if not conn.execute(f"UPDATE work_units SET reoffered_as = ?, status = '{D}', reason = coalesce(reason, ?) "
+            # One still `planned` (its phase never opened) is deferred as skipped, as the work this phase leaves.
+            if not conn.execute(f"UPDATE work_units SET reoffered_as = ?, status = '{D}', reason = coalesce(reason, ?), "
+                                f"defer_kind = coalesce(defer_kind, '{DeferKind.SKIPPED}') "
                                 f"WHERE id = ? AND status IN ('{D}', '{P}') AND reoffered_as IS NULL RETURNING id",
                                 [new_id, f"its phase did not run; offered again {day} {phase}", old["id"]]).fetchall():
                 continue
