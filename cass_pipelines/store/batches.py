@@ -17,7 +17,7 @@ import duckdb
 from cass_pipelines.domain.batching import PENDING, BatchState
 from cass_pipelines.domain.states import ReservationStatus as RS
 from cass_pipelines.store.claims import HOST
-from cass_pipelines.store.db import Store
+from cass_pipelines.store.db import Store, insert_sql
 
 _PENDING = [s.value for s in PENDING]
 
@@ -52,9 +52,7 @@ def add_many(store: Store, new: Sequence[NewBatchRequest]) -> None:
         return
     rows = [{**asdict(n), "request": json.dumps(n.request), "state": BatchState.SUBMITTING.value, "host": HOST}
             for n in new]
-    values = ", ".join(f"({', '.join('?' for _ in rows[0])})" for _ in rows)
-    store.execute(f"INSERT INTO llm_batches ({', '.join(rows[0])}) VALUES {values}",
-                  [value for row in rows for value in row.values()])
+    store.execute(*insert_sql("llm_batches", list(rows[0]), [list(row.values()) for row in rows]))
 
 
 def submitted(store: Store, custom_ids: Sequence[str], batch_id: str) -> None:

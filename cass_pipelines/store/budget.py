@@ -25,7 +25,7 @@ from cass_pipelines.domain.states import UnitStatus
 from cass_pipelines.store.batches import counts as batch_counts
 from cass_pipelines.store.claims import HOST, Owner, owner_dead
 from cass_pipelines.store.control import alerts, paused_reason_in, paused_scopes, record_alert
-from cass_pipelines.store.db import Store, rows_as_dicts
+from cass_pipelines.store.db import Store, insert_sql, rows_as_dicts
 from cass_pipelines.store.ledger import LedgerRow, insert_rows
 
 # Holds of batched requests that may still be answered are never released as stale: the batch
@@ -148,10 +148,9 @@ def reserve_many(store: Store, asks: Sequence[Ask], settings: Settings, now: dat
                          decided.reason if isinstance(decided, Refusal) else None, now if refused else None,
                          None if refused else str(decided)])
         if rows:
-            values = ", ".join("(" + ", ".join("?" * len(rows[0])) + ")" for _ in rows)
-            conn.execute(f"""INSERT INTO reservations (id, date, category, work_unit_id, action_id, amount_usd, status,
-                    run_id, pid, created_at, phase, priority, host, reason, settled_at, funding)
-                VALUES {values}""", [value for row in rows for value in row])
+            conn.execute(*insert_sql("reservations", ["id", "date", "category", "work_unit_id", "action_id",
+                                                      "amount_usd", "status", "run_id", "pid", "created_at", "phase",
+                                                      "priority", "host", "reason", "settled_at", "funding"], rows))
         if lowered:
             conn.execute(f"UPDATE reservations SET status = '{RS.LOWERED}' WHERE id IN (SELECT unnest(?::TEXT[])) "
                          f"AND status = '{RS.REFUSED}'", [lowered])

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import duckdb
 
-from cass_pipelines.store.db import Store
+from cass_pipelines.store.db import Store, insert_sql
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,7 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, rows: Sequence[LedgerRow]) -> s
                                         [[row.request_id for row in rows]]).fetchall()}
     new = [row for row in rows if row.request_id not in known]
     if new:
-        values = ", ".join(f"({', '.join('?' for _ in _COLUMNS)})" for _ in new)
-        conn.execute(f"INSERT INTO llm_ledger ({', '.join(_COLUMNS)}) VALUES {values}",
-                     [value for row in new for value in asdict(row).values()])
+        conn.execute(*insert_sql("llm_ledger", _COLUMNS, [list(asdict(row).values()) for row in new]))
     return {row.request_id for row in new}
 
 

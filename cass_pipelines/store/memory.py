@@ -8,7 +8,7 @@ from typing import Sequence
 
 import duckdb
 
-from cass_pipelines.store.db import Store, rows_as_dicts
+from cass_pipelines.store.db import Store, insert_sql, rows_as_dicts
 from cass_pipelines.store.ids import new_id
 
 
@@ -57,9 +57,9 @@ def save(conn: duckdb.DuckDBPyConnection, summaries: Sequence[NewSummary], *, wo
     rows = [[ids[s.conversation_id], s.conversation_id, s.summary, json.dumps(s.topics), s.first_at, s.through[0],
              s.message_count, work_unit_id, offline, now] for s in mine if s.conversation_id in ids]
     if rows:
-        conn.execute("INSERT INTO conversation_summaries (id, conversation_id, summary, topics, first_message_at, "
-                     "last_message_at, message_count, work_unit_id, offline, created_at) VALUES "
-                     + ", ".join("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" for _ in rows), [v for row in rows for v in row])
+        conn.execute(*insert_sql("conversation_summaries", ["id", "conversation_id", "summary", "topics",
+                                                            "first_message_at", "last_message_at", "message_count",
+                                                            "work_unit_id", "offline", "created_at"], rows))
     rest = iter(save(conn, [summaries[n] for n in sorted(later)], work_unit_id=work_unit_id, offline=offline, now=now))
     return [next(rest) if n in later else ids.get(s.conversation_id) for n, s in enumerate(summaries)]
 
