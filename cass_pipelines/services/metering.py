@@ -61,7 +61,7 @@ from cass_pipelines.llm.base import (
     json_schema_of,
     prefix_key,
 )
-from cass_pipelines.llm.pricing import Pricing
+from cass_pipelines.llm.pricing import ModelRates, Pricing
 from cass_pipelines.services import stopping
 from cass_pipelines.services.batch_window import BatchWindow
 from cass_pipelines.services.failpoints import failpoint
@@ -261,32 +261,34 @@ class MeteredClient:
         left is short for has its output bound lowered to fit, down to the useful minimum, and asks again.
         Returns per call the request as it will be sent and its reservation, or its refusal."""
         ctx = self.ctx
-        # Per call: the request as it will be asked, its bound, its input's price, its refused asks at higher bounds.
-        asks: list[tuple[LLMRequest, holds.OutputBound, float, list[str]]] = []
+        # Per call: the request as it will be asked, its bound, its model's rates, its input's price, its refused
+        # asks at higher bounds.
+        asks: list[tuple[LLMRequest, holds.OutputBound, ModelRates, float, list[str]]] = []
         for request, count, measured in wanted:
             request, bound = self._bounded(request, measured)
-            asks.append((request, bound, self._input_usd(request, count), []))
+            rates = self.pricing.rates(self.model_for(request.tier), batch=self.batching)
+            asks.append((request, bound, rates, self._input_usd(request, count), []))
         out: list[tuple[LLMRequest, Reservation] | BudgetRefused | None] = [None] * len(asks)
         todo = list(range(len(asks)))
         while todo:
-            rates = [self.pricing.rates(self.model_for(asks[n][0].tier), batch=self.batching) for n in todo]
             held = reserve_many(self.store, [Ask(
                 day=ctx.date, category=ctx.category, priority=ctx.priority, work_unit_id=ctx.work_unit_id,
                 action_id=ctx.action_id, run_id=ctx.run_id, phase=ctx.phase, honour_pause=not ctx.ignore_pause,
-                may_use_reserve=ctx.may_use_reserve, lowers=asks[n][3],
-                amount_usd=money(asks[n][2] + holds.output_usd(rate, asks[n][0].max_tokens)))
-                for n, rate in zip(todo, rates)], self.settings, self.clock.now())
+                may_use_reserve=ctx.may_use_reserve, lowers=asks[n][4],
+                amount_usd=money(asks[n][3] + holds.output_usd(asks[n][2], asks[n][0].max_tokens)))
+                for n in todo], self.settings, self.clock.now())
             again = []
-            for n, rate, got in zip(todo, rates, held):
-                request, bound, input_usd, lowered = asks[n]
+            for n, got in zip(todo, held):
+                request, bound, rates, input_usd, lowered = asks[n]
                 if not isinstance(got, Refusal):
                     out[n] = (request, got)
                     continue
-                fits = holds.tokens_affordable(rate, got.room_usd, input_usd)
+                fits = holds.tokens_affordable(rates, got.room_usd, input_usd)
                 if got.scope == "pause" or fits < bound.minimum or fits >= request.max_tokens:
                     out[n] = BudgetRefused(got.reason, got.scope, ctx.date)
                     continue
-                asks[n] = (replace(request, max_tokens=fits), bound, input_usd, [*lowered, got.reservation_id or ""])
+                asks[n] = (replace(request, max_tokens=fits), bound, rates, input_usd,
+                           [*lowered, got.reservation_id or ""])
                 again.append(n)
             todo = again
         return cast(list, out)

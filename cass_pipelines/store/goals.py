@@ -8,6 +8,7 @@ from typing import Iterable
 from cass_pipelines.domain.states import GoalStatus, UnitOrigin, UnitStatus
 from cass_pipelines.store.db import Store, params
 from cass_pipelines.store.ids import new_id
+from cass_pipelines.store.plans import DEFERRAL_CHAIN
 
 _GOAL_COLS = ("id, title, success_criterion, source, origin_ref, templates, status, close_reason, offline, "
               "created_on, created_at, closed_at")
@@ -101,11 +102,7 @@ def link_units(store: Store, links: Iterable[tuple[str, str | None, str, str | N
 
 def unit_goal(store: Store, work_unit_id: str) -> dict | None:
     """The goal link of a unit; a re-offered unit inherits the link of the unit it came from."""
-    return store.one("""WITH RECURSIVE chain(id, depth) AS (
-                            SELECT ?, 0
-                            UNION ALL SELECT w.deferred_from, c.depth + 1 FROM chain c
-                              JOIN work_units w ON w.id = c.id WHERE w.deferred_from IS NOT NULL AND c.depth < 20)
-                        SELECT g.work_unit_id, g.goal_id, g.goal_note, g.continues FROM chain c
+    return store.one(f"""{DEFERRAL_CHAIN} SELECT g.work_unit_id, g.goal_id, g.goal_note, g.continues FROM chain c
                         JOIN unit_goals g ON g.work_unit_id = c.id ORDER BY c.depth LIMIT 1""", [work_unit_id])
 
 

@@ -183,17 +183,21 @@ def get_unit(store: Store, uid: str) -> dict | None:
     return store.one(f"SELECT {_UNIT_COLS} FROM work_units WHERE id = ?", [uid])
 
 
+# SQL: the units a unit was offered again for, back to the first (`chain`: id, depth from the unit, whose id
+# is the one parameter); bounded, as a deferral does not loop.
+DEFERRAL_CHAIN = """WITH RECURSIVE chain(id, depth) AS (
+    SELECT ?, 0
+    UNION ALL SELECT w.deferred_from, c.depth + 1 FROM chain c
+      JOIN work_units w ON w.id = c.id WHERE w.deferred_from IS NOT NULL AND c.depth < 20)"""
+
+
 def planned_for(store: Store, unit: dict) -> tuple[date, str]:
     """The day and phase a unit's work is about: those it was first planned for. A unit offered again on a
     later day or phase is a new unit there (open_phase); it is about the first unit of its chain (deferred_from)."""
     if not unit["deferred_from"]:
         return unit["date"], unit["phase"]
-    first = store.one("""WITH RECURSIVE chain(id, depth) AS (
-                             SELECT ?, 0
-                             UNION ALL SELECT w.deferred_from, c.depth + 1 FROM chain c
-                               JOIN work_units w ON w.id = c.id WHERE w.deferred_from IS NOT NULL AND c.depth < 20)
-                         SELECT w.date, w.phase FROM chain c JOIN work_units w ON w.id = c.id
-                         ORDER BY c.depth DESC LIMIT 1""", [unit["id"]])
+    first = store.one(f"""{DEFERRAL_CHAIN} SELECT w.date, w.phase FROM chain c JOIN work_units w ON w.id = c.id
+                          ORDER BY c.depth DESC LIMIT 1""", [unit["id"]])
     return first["date"], first["phase"]
 
 
