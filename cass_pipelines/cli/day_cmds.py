@@ -434,7 +434,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         raise CliError(f"unknown template {shown(args.template)}; see `cass-pipelines catalog`")
     instance, defs = _setup(rt)
     # (its category's pause, or one of a step that would stop it midway: domain.pauses.unit_pause_reason)
-    paused = unit_pause_reason(paused_scopes(rt.store), template.category, rt.registry.template_actions(template.id))
+    paused = unit_pause_reason(paused_scopes(rt.store), rt.registry, template.id, template.category)
     if paused and not args.force:
         raise CliError(f"paused ({paused}); not triggering {args.template}. Use --force to run anyway, "
                        "or `cass-pipelines resume`.", code=EXIT_REFUSED)

@@ -174,7 +174,7 @@ def _week_named(run: dict) -> dict:
 
 
 def cmd_run_week(args: argparse.Namespace) -> int:
-    from cass_pipelines.domain.goals import week_over, week_start
+    from cass_pipelines.domain.goals import week_start
     from cass_pipelines.services.week_report import render_week, week_report
 
     rt = open_runtime(must_exist=True)
@@ -195,8 +195,7 @@ def cmd_run_week(args: argparse.Namespace) -> int:
         runs += [{**r, "name": f"{r.get('date', day)} {r['phase']}"} if "week" not in r else _week_named(r)
                  for r in day_runs(rt, defs, instance, day, list(PHASES), journal=True)]
     # The last week has no Monday after it among these days: its journal now, if it is over (written once).
-    if week_over(week_start(last), today):
-        runs += [_week_named(r) for r in week_journal(rt, defs, instance, week_start(last), today)]
+    runs += [_week_named(r) for r in week_journal(rt, defs, instance, week_start(last), today)]
     report = week_report(rt, first, last, runs)
     emit(report, args.json, render_week)
     return _exit_code(runs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 from cass_pipelines.domain.categories import ModelTier
 from cass_pipelines.domain.registry import ActionDef, Registry
@@ -19,13 +19,16 @@ def pause_reason(scopes: Mapping[str | None, str], category: str | None) -> str 
     return None
 
 
-def unit_pause_reason(scopes: Mapping[str | None, str], category: str, steps: Sequence[ActionDef]) -> str | None:
-    """Why a unit of `category` whose actions still to run are `steps` must wait for a pause, or None: a pause
-    of everything or of its category, or of the category of a step that calls the model. A category's pause
-    refuses its actions' calls (services.metering), so such a unit would run its first steps and stop there,
-    every time it is offered; a step that calls no model is not stopped, and one already run holds nothing."""
+def unit_pause_reason(scopes: Mapping[str | None, str], registry: Registry, template_id: str, category: str,
+                      completed: Iterable[int] = ()) -> str | None:
+    """Why a unit of `category` and `template_id`, its steps at positions `completed` done, must wait for a
+    pause, or None: a pause of everything or of its category, or of the category of a step still to run that
+    calls the model. A category's pause refuses its actions' calls (services.metering), so such a unit would
+    run its first steps and stop there, every time it is offered; a step that calls no model is not stopped,
+    and one already run holds nothing (nor has a template gone from the registry any steps)."""
     if reason := pause_reason(scopes, category):
         return reason
+    steps = registry.remaining_actions(template_id, completed) if template_id in registry.templates else []
     stopped = next((a for a in steps if _stops(a) and a.category in scopes), None)
     if stopped is None:
         return None

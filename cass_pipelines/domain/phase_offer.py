@@ -185,8 +185,7 @@ def _ruled_out(s: PhaseSnapshot, inputs: PlanInputs, u: dict) -> tuple[DeferKind
     template = inputs.registry.templates.get(u["template_id"])
     if template is None:
         return DeferKind.GONE, f"template '{u['template_id']}' is no longer in the registry"
-    paused = unit_pause_reason(s.paused, u["category"],
-                               inputs.registry.remaining_actions(template.id, s.completed.get(u["id"], ())))
+    paused = unit_pause_reason(s.paused, inputs.registry, template.id, u["category"], s.completed.get(u["id"], ()))
     if paused:
         return DeferKind.PAUSED, f"paused: {paused}"
     if template.requires_idle and not s.idle:

@@ -46,9 +46,8 @@ def not_paused(store: Store, registry: Registry, units: list[dict]) -> list[dict
     if not paused:
         return units
     completed = plans.completed_positions(store, [u["id"] for u in units])
-    return [u for u in units if not unit_pause_reason(
-        paused, u["category"], registry.remaining_actions(u["template_id"], completed.get(u["id"], ()))
-        if u["template_id"] in registry.templates else [])]
+    return [u for u in units if not unit_pause_reason(paused, registry, u["template_id"], u["category"],
+                                                      completed.get(u["id"], ()))]
 
 
 def supersede_waiting(store: Store, settings: Settings, registry: Registry, now: datetime) -> list[str]:

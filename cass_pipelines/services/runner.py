@@ -121,8 +121,8 @@ def _run_action(rt: Runtime, unit_id: str, position: int, clock: Clock, *, run_i
 
     forced = unit["origin"] == UnitOrigin.FORCED
     # (a step still to run that a pause would stop holds the unit now, as its phase's opening does)
-    paused = None if forced else unit_pause_reason(paused_scopes(rt.store), unit["category"], rt.registry.remaining_actions(
-        template.id, [p for p, r in runs.items() if r["status"] == ActionStatus.COMPLETED]))
+    paused = None if forced else unit_pause_reason(paused_scopes(rt.store), rt.registry, template.id, unit["category"],
+                                                   [p for p, r in runs.items() if r["status"] == ActionStatus.COMPLETED])
     held = (DeferKind.PAUSED, f"paused: {paused}") if paused else None
     if not held and approvals.gated(template, action, unit, rt.store):
         reason = approvals.hold(rt, unit, template, action, clock.now())
