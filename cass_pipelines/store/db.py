@@ -44,6 +44,7 @@ _WRITE_LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 _ATTACH_GUARD = threading.Lock()
 _host: duckdb.DuckDBPyConnection | None = None
+_host_pid: int | None = None
 _attached: dict[str, list] = {}   # resolved path -> [catalog alias, sessions using it]
 T = TypeVar("T")
 
@@ -59,10 +60,11 @@ def _key(path: str | Path) -> str:
 
 
 def _host_connection() -> duckdb.DuckDBPyConnection:
-    """The process's in-memory instance (a forked child makes its own: _forget_in_child)."""
-    global _host
-    if _host is None:
-        _host = duckdb.connect(":memory:", config=dict(HOST_CONFIG))
+    """The process's in-memory instance (a forked child makes its own: an instance is not fork-safe)."""
+    global _host, _host_pid
+    if _host is None or _host_pid != os.getpid():
+        _host, _host_pid = duckdb.connect(":memory:", config=dict(HOST_CONFIG)), os.getpid()
+        _attached.clear()
     return _host
 
 
@@ -123,17 +125,13 @@ def _busy(key: str) -> duckdb.IOException:
 _turns: dict[str, _Turn] = {}   # resolved path -> this process's turn at it (a forked child makes its own)
 
 
-def _forget_in_child() -> None:
-    """A forked child starts with no DuckDB instance (one is not fork-safe), no attachment and no turns."""
-    global _host
-    _host = None
-    _attached.clear()
+def _forget_turns_in_child() -> None:
     for turn in list(_turns.values()):
         turn.close_inherited()
     _turns.clear()
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+os.register_at_fork(after_in_child=_forget_turns_in_child)
 
 
 def _turn(key: str) -> _Turn:
