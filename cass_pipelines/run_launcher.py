@@ -1,0 +1,242 @@
+"""The run launcher of the shipped dagster.yaml: every run the daemon launches starts as a fork of a warm
+worker, instead of a new Python process per run.
+
+Dagster's DefaultRunLauncher has the code server spawn `dagster api execute_run` for each run: a new
+interpreter that imports Dagster, the code location and the anthropic SDK again. That cost 3.7 s per run
+on the 2-core machines (bench/bench_run_launch.py), paid by every scheduled phase and every memory
+catch-up the sensor starts, against ~0.16 s for the run's own work. Here one worker process, started by
+the launcher on first use, imports those once (`preload`) and then waits; for each run it forks, and the
+fork runs exactly what `dagster api execute_run` runs, with the modules already in memory. The
+definitions are still built in each run (`defs()` reads the settings, the registry and the persona
+then), and a worker whose imported code changed on disk since it started is replaced before it forks.
+
+The run's process is the worker's child in a session of its own: it finishes its work if the daemon stops
+(as at Ctrl-C of `dagster dev`), and the worker collects it when it ends. Its pid and host are tagged on the run (`cass/worker_pid`, `cass/worker_host`): the
+daemon's run monitoring asks `check_run_worker_health`, and a run whose process is gone (killed, out of
+memory) is failed at the next check instead of after `max_runtime_seconds`, and retried by the run
+retries. `terminate` sends the process SIGINT, which Dagster turns into a cancelled run.
+
+The worker reads one request per line on its stdin and answers on its stdout; it exits when its stdin
+closes (the launcher's process ended). POSIX only (fork): elsewhere remove the entry to use Dagster's.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import pkgutil
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dagster import Array, DagsterInstance, Field, StringSource
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.launcher.base import (
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import ConfigurableClass, deserialize_value, serialize_value
+from dagster._serdes.config_class import ConfigurableClassData
+
+from cass_pipelines.store.claims import HOST, process_alive
+
+PID_TAG, HOST_TAG = "cass/worker_pid", "cass/worker_host"
+# What `dagster api execute_run` imports anyway, and what a run of this code location imports (`.*`: the
+# package and all its modules, as the definitions' defs folder loads them by name).
+DEFAULT_PRELOAD = ("dagster._cli.api", "cass_pipelines.*", "anthropic", "duckdb")
+
+
+class WarmRunLauncher(RunLauncher, ConfigurableClass):
+    def __init__(self, preload: Sequence[str] = DEFAULT_PRELOAD, inst_data: ConfigurableClassData | None = None):
+        self._preload = list(preload)
+        self._inst_data = inst_data
+        self._lock = threading.Lock()   # one request at a time on the worker's pipes
+        self._worker: subprocess.Popen | None = None
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"preload": Field(Array(StringSource), is_required=False, default_value=list(DEFAULT_PRELOAD))}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> WarmRunLauncher:
+        return cls(preload=config_value.get("preload", DEFAULT_PRELOAD), inst_data=inst_data)
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        if run.job_code_origin is None:
+            raise ValueError(f"run {run.run_id} has no code origin: it cannot be launched in a run worker")
+        args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
+                              instance_ref=self._instance.get_ref(), set_exit_code_on_failure=True)
+        pid, worker, replaced = self._fork(serialize_value(args))
+        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), HOST_TAG: HOST})
+        self._instance.report_engine_event(
+            f"Forked from the run worker (pid {worker}) as pid {pid}"
+            + (f"; a new run worker, because {replaced}" if replaced else ""), run, cls=self.__class__)
+
+    def _fork(self, args_json: str) -> tuple[int, int, str]:
+        """(the new run process's pid, its worker's, why an earlier worker was replaced first: its code
+        changed on disk, or it died)."""
+        replaced = ""
+        with self._lock:
+            for _ in range(2):
+                worker = self._worker
+                if worker is None or worker.poll() is not None:
+                    worker = self._worker = subprocess.Popen(
+                        [sys.executable, "-m", "cass_pipelines.run_launcher",
+                         serialize_value(self._instance.get_ref()), *self._preload],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                assert worker.stdin is not None and worker.stdout is not None
+                try:
+                    worker.stdin.write(json.dumps({"args": args_json}) + "\n")
+                    worker.stdin.flush()
+                    answer = json.loads(worker.stdout.readline() or '{"stale": "the run worker exited"}')
+                except (BrokenPipeError, ValueError) as exc:
+                    answer = {"stale": f"the run worker failed: {exc}"}
+                if "pid" in answer:
+                    return int(answer["pid"]), worker.pid, replaced
+                replaced = answer["stale"]
+                self._stop_worker()   # the next pass starts a fresh one
+            raise RuntimeError(f"the run worker could not start the run: {replaced}")
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            if worker.stdin is not None:
+                worker.stdin.close()   # a waiting worker exits at the end of its input
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+    def dispose(self) -> None:
+        with self._lock:
+            self._stop_worker()
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished or run.tags.get(HOST_TAG) != HOST or not run.tags.get(PID_TAG):
+            return False
+        self._instance.report_run_canceling(run)
+        try:
+            os.kill(int(run.tags[PID_TAG]), signal.SIGINT)   # Dagster's interrupt: the run ends cancelled
+        except ProcessLookupError:
+            return False
+        return True
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run) -> CheckRunHealthResult:
+        """A run this launcher started on this host is running while its process is; any other run (one a
+        CLI process runs, which recovery watches by its own pid) is left to the run timeout."""
+        pid = run.tags.get(PID_TAG, "")
+        if run.tags.get(HOST_TAG) != HOST or not pid.isdigit() or process_alive(int(pid)):
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"its run process (pid {pid}) is gone: killed or crashed")
+
+
+# ---- the worker (python -m cass_pipelines.run_launcher MODULE ...) ----------------------------------------
+
+def _code_stamps() -> dict[str, float]:
+    """The modification time of every imported module's file: a changed one means the code on disk is not
+    the code in memory any more."""
+    stamps = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path:
+            try:
+                stamps[path] = os.stat(path).st_mtime
+            except OSError:
+                stamps[path] = -1.0
+    return stamps
+
+
+def _changed(stamps: dict[str, float]) -> str | None:
+    for path, mtime in stamps.items():
+        try:
+            now = os.stat(path).st_mtime
+        except OSError:
+            now = -1.0
+        if now != mtime:
+            return path
+    return None
+
+
+def _run(args_json: str) -> None:
+    """In the run's process (never returns): what `dagster api execute_run` runs."""
+    os.setsid()   # the run finishes if the launcher's process group is interrupted (Ctrl-C of `dagster dev`)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # Dagster's interrupt: `terminate`
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(2, 1)   # the worker's stdout carries its answers to the launcher: the run prints where it logs
+    code = 1
+    try:
+        from dagster._cli.api import api_cli
+
+        api_cli.main(["execute_run", args_json], prog_name="dagster api", standalone_mode=False)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _reap(*_: object) -> None:
+    """Collect the runs' processes that ended (the worker is their parent while it lives)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def _warm_up(instance_ref_json: str, preload: Sequence[str]) -> None:
+    """Import what a run imports: the modules named, and the instance's storage classes (an instance made and
+    disposed: nothing of it is open when the worker forks). The definitions are not built here: a run
+    builds them from the settings, registry and persona of its time."""
+    for name in preload:
+        package = name.removesuffix(".*")
+        module = importlib.import_module(package)
+        if name.endswith(".*"):
+            for found in pkgutil.walk_packages(module.__path__, f"{package}."):
+                if not found.name.endswith("__main__"):
+                    importlib.import_module(found.name)
+    with DagsterInstance.from_ref(deserialize_value(instance_ref_json, InstanceRef)):
+        pass
+
+
+def _serve(instance_ref_json: str, preload: Sequence[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the worker ends with its input, not with Ctrl-C of the daemon
+    _warm_up(instance_ref_json, preload)
+    stamps = _code_stamps()
+    signal.signal(signal.SIGCHLD, _reap)
+    for line in sys.stdin:
+        changed = _changed(stamps)
+        if changed:
+            print(json.dumps({"stale": f"{changed} changed since it started"}), flush=True)
+            return
+        pid = os.fork()
+        if pid == 0:
+            _run(json.loads(line)["args"])
+        print(json.dumps({"pid": pid}), flush=True)
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], sys.argv[2:])

@@ -1,0 +1,182 @@
+"""The shipped dagster.yaml's run launcher (cass_pipelines/run_launcher.py): a run the daemon launches is a
+fork of one warm run worker, watched by run monitoring through its pid, terminated by SIGINT."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+
+from cass_pipelines.config.registry import load_registry
+from cass_pipelines.config.settings import load_settings
+from cass_pipelines.definitions import build_defs
+from cass_pipelines.execution import LOCATION_NAME, QUIET, create_run, instance_for
+from cass_pipelines.run_launcher import HOST_TAG, PID_TAG, WarmRunLauncher
+from cass_pipelines.store.claims import HOST
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the warm run worker forks")
+
+
+def _wait_finished(instance: dg.DagsterInstance, run_id: str, timeout_s: float = 60.0) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run.is_finished:
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} still {instance.get_run_by_id(run_id).status} after {timeout_s} s")
+
+
+def _forked(instance: dg.DagsterInstance, run_id: str) -> tuple[int, int, str]:
+    """(worker pid, run pid, the rest) of the launcher's engine event on the run."""
+    message = next(e.message for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+                   if "Forked from the run worker" in e.message)
+    worker, pid, rest = re.search(r"Forked from the run worker \(pid (\d+)\) as pid (\d+)(.*)", message).groups()
+    return int(worker), int(pid), rest
+
+
+def _reported_pid(instance: dg.DagsterInstance, run_id: str) -> int:
+    message = next(e.message for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+                   if e.message.startswith("Started process for run"))
+    return int(re.search(r"pid: (\d+)", message).group(1))
+
+
+def test_queued_runs_are_launched_by_the_queue_daemon_as_forks_of_one_warm_worker(sample_home):
+    """Dagster's own queue daemon dequeues two memory runs; each runs in its own process, forked from the
+    same worker (started once), tagged with that process's pid, and ends as a run worker's run does."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    assert isinstance(instance.run_launcher, WarmRunLauncher)   # the shipped dagster.yaml's
+    runs = [create_run(defs, instance, "memory_job", QUIET, {"cass/trigger": "sensor"}) for _ in range(2)]
+    for run in runs:
+        instance.submit_run(run.run_id, workspace=None)
+    target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="cass_pipelines.definitions", attribute="defs"), location_name=LOCATION_NAME))
+    daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+    with WorkspaceProcessContext(instance, target) as context:
+        deadline = time.monotonic() + 120
+        while not all(instance.get_run_by_id(r.run_id).is_finished for r in runs):   # pool cass_store: one at a time
+            assert time.monotonic() < deadline, [instance.get_run_by_id(r.run_id).status for r in runs]
+            list(daemon.run_iteration(context))
+            time.sleep(0.1)
+    forks = []
+    for run in runs:
+        done = instance.get_run_by_id(run.run_id)
+        assert done.status == dg.DagsterRunStatus.SUCCESS
+        worker, pid, rest = _forked(instance, run.run_id)
+        assert (int(done.tags[PID_TAG]), done.tags[HOST_TAG]) == (pid, HOST) and _reported_pid(instance, run.run_id) == pid
+        assert rest == "" and pid not in (os.getpid(), worker)
+        forks.append((worker, pid))
+    assert forks[0][0] == forks[1][0] and forks[0][1] != forks[1][1]   # one worker, two run processes
+    worker = instance.run_launcher._worker
+    instance.dispose()                 # the launcher's end closes the worker's input: it exits
+    assert worker.wait(timeout=10) == 0
+
+
+def test_a_worker_whose_code_changed_on_disk_is_replaced_before_it_forks(sample_home, tmp_path, monkeypatch):
+    """A module the worker imported changes (an upgrade, an edit): the next run starts in a fresh worker that
+    imported the new code, and the run's event log says why."""
+    (tmp_path / "probe_code").mkdir()
+    module = tmp_path / "probe_code" / "cass_probe_module.py"
+    module.write_text("VERSION = 1\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(module.parent), os.environ.get("PYTHONPATH", "")]))
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    launcher = WarmRunLauncher(preload=["dagster._cli.api", "cass_probe_module"])
+    launcher.register_instance(instance)
+    try:
+        first = create_run(defs, instance, "memory_job", QUIET, {})
+        launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=first, workspace=None))
+        assert _wait_finished(instance, first.run_id).status == dg.DagsterRunStatus.SUCCESS
+        module.write_text("VERSION = 2\n")
+        stamp = os.stat(module).st_mtime + 5
+        os.utime(module, (stamp, stamp))   # a later mtime, whatever the file system's resolution
+        second = create_run(defs, instance, "memory_job", QUIET, {})
+        launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=second, workspace=None))
+        assert _wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.SUCCESS
+    finally:
+        launcher.dispose()
+    old_worker, _, _ = _forked(instance, first.run_id)
+    new_worker, _, why = _forked(instance, second.run_id)
+    assert new_worker != old_worker
+    assert why == f"; a new run worker, because {module} changed since it started"
+
+
+def test_run_monitoring_fails_a_run_whose_process_is_gone_and_leaves_others_running(sample_home):
+    """Dagster's run monitoring asks the launcher: a run it launched whose process died is failed at once
+    (not after the 3-hour runtime limit); a live one, another host's, or a CLI run (no worker tag) runs on."""
+    from dagster._core.launcher import WorkerStatus
+    from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+
+    def started(tags: dict[str, str]) -> dg.DagsterRun:
+        run = create_run(defs, instance, "memory_job", QUIET, tags)
+        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
+                                      run_id=run.run_id)
+        return instance.get_run_by_id(run.run_id)
+
+    gone = started({PID_TAG: str(dead.pid), HOST_TAG: HOST})
+    others = [started({PID_TAG: str(os.getpid()), HOST_TAG: HOST}), started({PID_TAG: str(dead.pid), HOST_TAG: "elsewhere"}),
+              started({"cass/pid": str(os.getpid())})]
+    launcher = instance.run_launcher
+    assert launcher.check_run_worker_health(gone).status == WorkerStatus.FAILED
+    assert {launcher.check_run_worker_health(r).status for r in others} == {WorkerStatus.RUNNING}
+    for run in (gone, *others):
+        monitor_started_run(instance, None, instance.get_run_record_by_id(run.run_id), logging.getLogger("test"))
+    failed = instance.get_run_by_id(gone.run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    assert any(f"its run process (pid {dead.pid}) is gone" in (e.message or "") for e in instance.all_logs(gone.run_id))
+    assert {instance.get_run_by_id(r.run_id).status for r in others} == {dg.DagsterRunStatus.STARTED}
+
+
+def test_terminating_a_launched_run_cancels_it_while_it_waits_for_a_batch(sample_home, fake_anthropic, monkeypatch):
+    """The UI's Terminate: the launcher interrupts the run's process (SIGINT), the step waiting for the memory
+    catch-up's batch stops waiting, and the run ends cancelled; the worker is untouched."""
+    monkeypatch.setenv("CASS_LLM", "anthropic")
+    fake_anthropic.batch_delay_s = 60.0     # the batch runs for a minute: the run waits on it
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    run = create_run(defs, instance, "memory_job", QUIET, {})
+    instance.launch_run(run.run_id, workspace=None)
+    deadline = time.monotonic() + 60
+    while not fake_anthropic.batches:          # the run sent its batch and waits
+        assert time.monotonic() < deadline and not instance.get_run_by_id(run.run_id).is_finished
+        time.sleep(0.05)
+    assert instance.run_launcher.terminate(run.run_id)
+    assert _wait_finished(instance, run.run_id, timeout_s=30).status == dg.DagsterRunStatus.CANCELED
+    assert instance.run_launcher._worker.poll() is None
+    assert not instance.run_launcher.terminate(run.run_id)   # a finished run: nothing to terminate
+    instance.dispose()
+
+
+def test_the_worker_ignores_ctrl_c_of_the_daemon_and_ends_with_its_input(cass_env):
+    """Ctrl-C of `dagster dev` reaches its whole process group: the worker stays (the daemon decides when it
+    ends); once the daemon's process ends, its pipe to the worker closes and the worker exits."""
+    import signal
+
+    from dagster._serdes import serialize_value
+
+    instance = instance_for(load_settings())
+    worker = subprocess.Popen([sys.executable, "-m", "cass_pipelines.run_launcher",
+                               serialize_value(instance.get_ref()), "dagster._cli.api"], stdin=subprocess.PIPE)
+    time.sleep(1.0)
+    worker.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert worker.poll() is None
+    worker.stdin.close()
+    assert worker.wait(timeout=30) == 0
