@@ -7,6 +7,7 @@ with the real handlers and with no-op handlers side by side, each in a fresh pro
     .venv/bin/python bench/bench_day.py --repeat 2           # alternate the modes, twice each
     .venv/bin/python bench/bench_day.py --before /path/to/old/checkout   # that code too, runs interleaved
     .venv/bin/python bench/bench_day.py --latency 2 --modes real,resident  # and with the SDK imported first
+    .venv/bin/python bench/bench_day.py --latency 2 --modes real,warm,spawned   # and each run launched as the daemon does
 
 Offline, the no-op registry is the shipped one with every handler replaced by one that returns
 success without a call or a write (bench/noop_handlers.py), except memory_job's (the day is planned
@@ -25,7 +26,12 @@ of every step still run. Figures (JSON on stdout):
 - Every wall figure has its CPU seconds next to it (`cpu_s`, `day_cpu_s`, `cpu_ms_per_action_step`,
   `real_minus_noop_cpu_ms_per_action_step`: the run's process, user + system), and `machine` gives the
   load average at the start and the end (bench/machine.py): on a loaded machine read the CPU figures.
-Mode `resident` (with --latency) is `real` in a process that imported the anthropic SDK before the day
+Modes `warm` and `spawned` (with --latency) launch each run as the daemon does, from the same process: `warm`
+through the shipped launcher (cass_pipelines/run_launcher.py: a fork of a worker that imported everything
+once; the worker starts at the day's first run, counted in it), `spawned` as a new process per run running
+`dagster api execute_run` (what Dagster's DefaultRunLauncher has its code server start); a run's wall is from
+its creation until that process ended (`spawned`) or the instance recorded it finished (`warm`). Their runs'
+CPU is in other processes: their CPU figures are null. Mode `resident` (with --latency) is `real` in a process that imported the anthropic SDK before the day
 (in `import_s`), as a worker that stays up between runs would have it: the SDK's import (about 1 s
 here, `python -X importtime -c "import anthropic"`) is otherwise paid by the day's first run.
 With --latency, the API is tests/fake_anthropic.py's server answering every request after a fixed
@@ -59,6 +65,7 @@ from machine import count_store_opens, machine_after, machine_before, measured, 
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTION_STEP = ".action_"
+LAUNCHED = ("warm", "spawned")   # modes whose runs are launched, not executed in this process
 MEMORY_TEMPLATE = "conversation_catchup"   # what memory_job runs
 
 
@@ -72,6 +79,40 @@ def noop_registry(path: Path, code: str | None) -> Path:
             action["handler"] = "noop_handlers:noop"
     path.write_text(json.dumps(shipped))
     return path
+
+
+def launched(mode: str, instance) -> dict[str, object]:
+    """execution.execute's stand-in that launches the run (create it, then start it as the daemon would) and
+    waits until it ended. Returns the replacement and the warm launcher (None for `spawned`)."""
+    from dagster._core.launcher import LaunchRunContext
+    from dagster._grpc.types import ExecuteRunArgs
+
+    from cass_pipelines import execution
+    from cass_pipelines.run_launcher import WarmRunLauncher
+
+    launcher = WarmRunLauncher() if mode == "warm" else None
+    if launcher:
+        launcher.register_instance(instance)
+
+    class Launched:
+        def __init__(self, run_id: str):
+            self.run_id = run_id
+            self.success = instance.get_run_by_id(run_id).status.value == "SUCCESS"
+
+    def execute(defs, instance_, job_name, run_config, tags, partition_key=None):
+        run = execution.create_run(defs, instance, job_name, run_config, tags, partition_key)
+        if launcher:
+            launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+            while not instance.get_run_by_id(run.run_id).is_finished:
+                time.sleep(0.01)
+        else:
+            subprocess.run(ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
+                                          instance_ref=instance.get_ref()).get_command_args(),
+                           stdout=subprocess.DEVNULL, stderr=sys.stderr)
+        return Launched(run.run_id)
+
+    execution.execute = execute
+    return {"launcher": launcher}
 
 
 def child(mode: str, day_text: str, latency: float) -> None:
@@ -96,6 +137,7 @@ def child(mode: str, day_text: str, latency: float) -> None:
         assert cli(["init", "--sample"]) == 0
     rt = open_runtime()
     instance, defs = instance_for(rt.settings), build_defs(rt.settings, rt.registry)
+    launch_mode = launched(mode, instance) if mode in LAUNCHED else None
     now = clock_from_env().now()
     idle_before = now - timedelta(minutes=rt.settings.idle_threshold_minutes)
     jobs = []
@@ -120,14 +162,17 @@ def child(mode: str, day_text: str, latency: float) -> None:
         # Time in calls per work unit: what running a phase's units side by side could overlap at most.
         units = rt.store.all("SELECT sum(latency_ms) / 1000.0 AS s FROM llm_ledger WHERE run_id = ? "
                              "AND work_unit_id IS NOT NULL GROUP BY work_unit_id", [result.run_id])
-        runs.append({"run": name, "ok": result.success, "wall_s": round(wall, 3), "cpu_s": round(span.cpu_s, 3),
+        runs.append({"run": name, "ok": result.success, "wall_s": round(wall, 3),
+                     "cpu_s": None if launch_mode else round(span.cpu_s, 3),
                      "steps": len(steps),
                      "action_steps": len(action), "other_steps": len(steps) - len(action),
                      "action_step_wall_ms_median": round(statistics.median(action) * 1000, 1) if action else None,
                      "llm_calls": int(totals["calls"]), "llm_s": round(llm_s, 3), "llm_busy_s": round(llm_busy_s, 3),
                      "units_with_calls": len(units), "unit_llm_s_sum": round(sum(u["s"] for u in units), 3),
                      "unit_llm_s_longest": round(max((u["s"] for u in units), default=0.0), 3),
-                     "duckdb_opens": opens[0] - before})
+                     "duckdb_opens": None if launch_mode else opens[0] - before})
+    if launch_mode and launch_mode["launcher"]:
+        launch_mode["launcher"].dispose()
     print(json.dumps({"mode": mode, "latency_s": latency, "import_s": round(import_s, 3), "runs": runs}))
 
 
@@ -181,8 +226,11 @@ def summary(results: list[dict]) -> dict:
     for r in results:
         by_mode.setdefault(r["mode"], []).append(r)
 
-    def med(mode: str, figure) -> float:
-        return round(statistics.median(figure(x["runs"]) for x in by_mode[mode]), 3)
+    def med(mode: str, figure) -> float | None:
+        try:
+            return round(statistics.median(figure(x["runs"]) for x in by_mode[mode]), 3)
+        except TypeError:   # a CPU figure of launched runs (null: their CPU is in other processes)
+            return None
 
     def phases(runs, key="wall_s") -> float:
         return sum(r[key] for r in runs if r["run"] not in ("memory", "journal"))
@@ -192,11 +240,12 @@ def summary(results: list[dict]) -> dict:
                  "phases_wall_s": {m: med(m, phases) for m in by_mode},
                  "phases_cpu_s": {m: med(m, lambda runs: phases(runs, "cpu_s")) for m in by_mode}}
     for key in ("action_steps", "other_steps", "llm_calls", "duckdb_opens"):
-        out[key] = {m: sum(r[key] for r in rs[0]["runs"]) for m, rs in by_mode.items()}
+        out[key] = {m: sum(r[key] for r in rs[0]["runs"]) for m, rs in by_mode.items() if m not in LAUNCHED or
+                    key != "duckdb_opens"}
     steps = out["action_steps"]
     out["ms_per_action_step"] = {m: round(out["phases_wall_s"][m] / steps[m] * 1000, 1) for m in by_mode if steps[m]}
     out["cpu_ms_per_action_step"] = {m: round(out["phases_cpu_s"][m] / steps[m] * 1000, 1)
-                                     for m in by_mode if steps[m]}
+                                     for m in by_mode if steps[m] and m not in LAUNCHED}
     if "noop" in by_mode and "real" in by_mode and steps["real"]:
         out["same_plan"] = steps["real"] == steps["noop"]
         for key, figure in (("real_minus_noop_ms_per_action_step", "phases_wall_s"),
@@ -205,8 +254,10 @@ def summary(results: list[dict]) -> dict:
     if results[0]["latency_s"]:
         # A resident process's figures (the SDK imported before the day) beside the real ones.
         out.update({**latency_figures(by_mode["real"])} if "real" in by_mode else {})
-        if "resident" in by_mode:
-            out["resident"] = latency_figures(by_mode["resident"])
+        # ... and the day's runs launched as the daemon launches them.
+        for mode in ("resident", *LAUNCHED):
+            if mode in by_mode:
+                out[mode] = latency_figures(by_mode[mode])
     return out
 
 
@@ -221,13 +272,13 @@ def latency_figures(results: list[dict]) -> dict:
     runs = chosen["runs"]
     busy = sum(r["llm_busy_s"] for r in runs)
     wall = sum(r["wall_s"] for r in runs)
-    cpu = sum(r["cpu_s"] for r in runs)
+    cpu = None if any(r["cpu_s"] is None for r in runs) else sum(r["cpu_s"] for r in runs)
     out["llm_s"] = round(sum(r["llm_s"] for r in runs), 2)       # summed latencies (calls may overlap)
     out["llm_busy_s"] = round(busy, 2)                          # time with at least one call in flight
     out["orchestration_s"] = round(wall - busy, 2)
     out["orchestration_share"] = round((wall - busy) / wall, 4)
     # What an idle machine would show: the day's own CPU plus the time spent waiting for the API.
-    out["orchestration_share_cpu_estimate"] = round(cpu / (cpu + busy), 4)
+    out["orchestration_share_cpu_estimate"] = round(cpu / (cpu + busy), 4) if cpu is not None else None
     out["per_run_orchestration_share"] = {r["run"]: round((r["wall_s"] - r["llm_busy_s"]) / r["wall_s"], 4)
                                           for r in runs}
     # Concurrent units within a phase could save at most, per phase, its units' time in calls
@@ -247,7 +298,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="loopback API delay per request, seconds")
     parser.add_argument("--count-latency", type=float, default=0.0, help="loopback delay per token count, seconds")
     parser.add_argument("--modes", help="offline: real and/or noop (default both); with --latency: real and/or "
-                                        "resident (default real)")
+                                        "resident, warm, spawned (default real)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--before", help="a checkout's directory to compare with (put first on PYTHONPATH)")
     parser.add_argument("--child")
@@ -256,8 +307,8 @@ def main(argv: list[str]) -> None:
     if args.child:
         return child(args.child, args.date, args.latency)
     modes = (args.modes or ("real" if args.latency else "real,noop")).split(",")
-    if {"noop"} & set(modes) and args.latency or {"resident"} & set(modes) and not args.latency:
-        parser.error("--modes: noop runs offline only, resident with --latency only")
+    if {"noop"} & set(modes) and args.latency or {"resident", *LAUNCHED} & set(modes) and not args.latency:
+        parser.error("--modes: noop runs offline only, resident, warm and spawned with --latency only")
     machine = machine_before()
     codes = [None, *([str(Path(args.before).resolve())] if args.before else [])]
     with tempfile.TemporaryDirectory(prefix="cass-bench-day-") as tmp:
