@@ -108,7 +108,9 @@ def launched(mode: str, instance) -> dict[str, object]:
         else:
             subprocess.run(ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
                                           instance_ref=instance.get_ref()).get_command_args(),
-                           stdout=subprocess.DEVNULL, stderr=sys.stderr)
+                           stdout=subprocess.DEVNULL, stderr=sys.stderr,
+                           env={**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                                       os.environ.get("PATH", "")])})
         return Launched(run.run_id)
 
     execution.execute = execute

@@ -16,8 +16,8 @@ daemon's run monitoring asks `check_run_worker_health`, and a run whose process 
 memory) is failed at the next check instead of after `max_runtime_seconds`, and retried by the run
 retries. `terminate` sends the process SIGINT, which Dagster turns into a cancelled run.
 
-The worker reads one request per line on its stdin and answers on its stdout; it exits when its stdin
-closes (the launcher's process ended). POSIX only (fork): elsewhere remove the entry to use Dagster's.
+The worker reads the instance's reference, then one request per line, on its stdin, and answers on its
+stdout; it exits when its stdin closes (the launcher's process ended). POSIX only (fork): elsewhere remove the entry to use Dagster's.
 """
 from __future__ import annotations
 
@@ -95,9 +95,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 worker = self._worker
                 if worker is None or worker.poll() is not None:
                     worker = self._worker = subprocess.Popen(
-                        [sys.executable, "-m", "cass_pipelines.run_launcher",
-                         serialize_value(self._instance.get_ref()), *self._preload],
+                        [sys.executable, "-m", "cass_pipelines.run_launcher", *self._preload],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                    # The instance's settings by pipe, not in the command line anyone may read (`ps`).
+                    assert worker.stdin is not None
+                    worker.stdin.write(serialize_value(self._instance.get_ref()) + "\n")
                 assert worker.stdin is not None and worker.stdout is not None
                 try:
                     worker.stdin.write(json.dumps({"args": args_json}) + "\n")
@@ -222,8 +224,11 @@ def _warm_up(instance_ref_json: str, preload: Sequence[str]) -> None:
         pass
 
 
-def _serve(instance_ref_json: str, preload: Sequence[str]) -> None:
+def _serve(preload: Sequence[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the worker ends with its input, not with Ctrl-C of the daemon
+    instance_ref_json = sys.stdin.readline()
+    if not instance_ref_json:
+        return
     _warm_up(instance_ref_json, preload)
     stamps = _code_stamps()
     signal.signal(signal.SIGCHLD, _reap)
@@ -239,4 +244,4 @@ def _serve(instance_ref_json: str, preload: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], sys.argv[2:])
+    _serve(sys.argv[1:])

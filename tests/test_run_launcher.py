@@ -80,6 +80,8 @@ def test_queued_runs_are_launched_by_the_queue_daemon_as_forks_of_one_warm_worke
         forks.append((worker, pid))
     assert forks[0][0] == forks[1][0] and forks[0][1] != forks[1][1]   # one worker, two run processes
     worker = instance.run_launcher._worker
+    if os.path.exists(f"/proc/{worker.pid}/cmdline"):   # the instance's settings went by pipe, not where `ps` shows
+        assert "InstanceRef" not in open(f"/proc/{worker.pid}/cmdline").read()
     instance.dispose()                 # the launcher's end closes the worker's input: it exits
     assert worker.wait(timeout=10) == 0
 
@@ -172,8 +174,10 @@ def test_the_worker_ignores_ctrl_c_of_the_daemon_and_ends_with_its_input(cass_en
     from dagster._serdes import serialize_value
 
     instance = instance_for(load_settings())
-    worker = subprocess.Popen([sys.executable, "-m", "cass_pipelines.run_launcher",
-                               serialize_value(instance.get_ref()), "dagster._cli.api"], stdin=subprocess.PIPE)
+    worker = subprocess.Popen([sys.executable, "-m", "cass_pipelines.run_launcher", "dagster._cli.api"],
+                              stdin=subprocess.PIPE, text=True)
+    worker.stdin.write(serialize_value(instance.get_ref()) + "\n")
+    worker.stdin.flush()
     time.sleep(1.0)
     worker.send_signal(signal.SIGINT)
     time.sleep(0.5)
