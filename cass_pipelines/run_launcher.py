@@ -58,8 +58,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def __init__(self, preload: Sequence[str] = DEFAULT_PRELOAD, inst_data: ConfigurableClassData | None = None):
         self._preload = list(preload)
         self._inst_data = inst_data
-        self._lock = threading.Lock()   # one request at a time on the worker's pipes
-        self._worker: subprocess.Popen | None = None
+        self._lock = threading.Lock()   # one request at a time on the workers' pipes
+        self._workers: dict[str, subprocess.Popen] = {}   # per interpreter of the code (its environment)
         super().__init__()
 
     @property
@@ -80,22 +80,24 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             raise ValueError(f"run {run.run_id} has no code origin: it cannot be launched in a run worker")
         args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
                               instance_ref=self._instance.get_ref(), set_exit_code_on_failure=True)
-        pid, worker, replaced = self._fork(serialize_value(args))
+        # The code location's interpreter, as Dagster's launcher would start it: its packages, its versions.
+        pid, worker, replaced = self._fork(run.job_code_origin.executable_path or sys.executable,
+                                           serialize_value(args))
         self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), HOST_TAG: HOST})
         self._instance.report_engine_event(
             f"Forked from the run worker (pid {worker}) as pid {pid}"
             + (f"; a new run worker, because {replaced}" if replaced else ""), run, cls=self.__class__)
 
-    def _fork(self, args_json: str) -> tuple[int, int, str]:
+    def _fork(self, executable: str, args_json: str) -> tuple[int, int, str]:
         """(the new run process's pid, its worker's, why an earlier worker was replaced first: its code
         changed on disk, or it died)."""
         replaced = ""
         with self._lock:
             for _ in range(2):
-                worker = self._worker
+                worker = self._workers.get(executable)
                 if worker is None or worker.poll() is not None:
-                    worker = self._worker = subprocess.Popen(
-                        [sys.executable, "-m", "cass_pipelines.run_launcher", *self._preload],
+                    worker = self._workers[executable] = subprocess.Popen(
+                        [executable, "-m", "cass_pipelines.run_launcher", *self._preload],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                     # The instance's settings by pipe, not in the command line anyone may read (`ps`).
                     assert worker.stdin is not None
@@ -110,11 +112,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 if "pid" in answer:
                     return int(answer["pid"]), worker.pid, replaced
                 replaced = answer["stale"]
-                self._stop_worker()   # the next pass starts a fresh one
+                self._stop_worker(executable)   # the next pass starts a fresh one
             raise RuntimeError(f"the run worker could not start the run: {replaced}")
 
-    def _stop_worker(self) -> None:
-        worker, self._worker = self._worker, None
+    def _stop_worker(self, executable: str) -> None:
+        worker = self._workers.pop(executable, None)
         if worker is not None:
             if worker.stdin is not None:
                 worker.stdin.close()   # a waiting worker exits at the end of its input
@@ -126,7 +128,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def dispose(self) -> None:
         with self._lock:
-            self._stop_worker()
+            for executable in list(self._workers):
+                self._stop_worker(executable)
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)

@@ -79,7 +79,7 @@ def test_queued_runs_are_launched_by_the_queue_daemon_as_forks_of_one_warm_worke
         assert rest == "" and pid not in (os.getpid(), worker)
         forks.append((worker, pid))
     assert forks[0][0] == forks[1][0] and forks[0][1] != forks[1][1]   # one worker, two run processes
-    worker = instance.run_launcher._worker
+    worker = instance.run_launcher._workers[sys.executable]
     if os.path.exists(f"/proc/{worker.pid}/cmdline"):   # the instance's settings went by pipe, not where `ps` shows
         assert "InstanceRef" not in open(f"/proc/{worker.pid}/cmdline").read()
     instance.dispose()                 # the launcher's end closes the worker's input: it exits
@@ -113,6 +113,30 @@ def test_a_worker_whose_code_changed_on_disk_is_replaced_before_it_forks(sample_
     new_worker, _, why = _forked(instance, second.run_id)
     assert new_worker != old_worker
     assert why == f"; a new run worker, because {module} changed since it started"
+
+
+def test_a_run_is_forked_from_a_worker_of_its_code_locations_interpreter(sample_home, tmp_path):
+    """The code location's interpreter (its environment, its package versions) runs the run, as Dagster's own
+    launcher would: a run whose origin names another interpreter gets a worker of that one."""
+    from cass_pipelines.execution import job_origins
+
+    marker = tmp_path / "started-by-wrapper"
+    wrapper = tmp_path / "python-of-another-location"
+    wrapper.write_text(f"#!/bin/sh\necho started >> {marker}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    job = defs.resolve_job_def("memory_job")
+    remote, python = job_origins("memory_job")
+    other = python._replace(repository_origin=python.repository_origin._replace(executable_path=str(wrapper)))
+    runs = [instance.create_run_for_job(job_def=job, run_config=QUIET, remote_job_origin=remote, job_code_origin=origin)
+            for origin in (python, other)]
+    for run in runs:
+        instance.launch_run(run.run_id, workspace=None)
+        assert _wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    workers = [_forked(instance, run.run_id)[0] for run in runs]
+    assert workers[0] != workers[1] and marker.read_text() == "started\n"   # one worker each, started once
+    instance.dispose()
 
 
 def test_run_monitoring_fails_a_run_whose_process_is_gone_and_leaves_others_running(sample_home):
@@ -161,7 +185,7 @@ def test_terminating_a_launched_run_cancels_it_while_it_waits_for_a_batch(sample
         time.sleep(0.05)
     assert instance.run_launcher.terminate(run.run_id)
     assert _wait_finished(instance, run.run_id, timeout_s=30).status == dg.DagsterRunStatus.CANCELED
-    assert instance.run_launcher._worker.poll() is None
+    assert instance.run_launcher._workers[sys.executable].poll() is None
     assert not instance.run_launcher.terminate(run.run_id)   # a finished run: nothing to terminate
     instance.dispose()
 
