@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,30 @@ def test_ui_lists_cli_runs_under_their_job_and_runs_every_schedule(ui):
     data = graphql(ui["url"], "{ assetNodes { assetKey { path } } }")
     assert {n["assetKey"]["path"][-1] for n in data["assetNodes"]} == ASSETS
     assert (ui["dagster_home"] / "dagster.yaml").exists()
+
+
+def test_a_run_launched_from_the_ui_runs_in_a_fork_of_the_warm_run_worker(ui):
+    """The UI's Launch: the run waits in the queue, the daemon launches it with the shipped launcher, and it runs
+    in a process forked from the warm run worker, watched by its pid (cass_pipelines/run_launcher.py)."""
+    launched = graphql(ui["url"], """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
+                       {"params": {"selector": {**REPO, "pipelineName": "memory_job"}, "runConfigData": {}}})
+    assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["launchRun"]["run"]["runId"]
+    deadline = time.monotonic() + 120
+    while True:
+        run = graphql(ui["url"], """query($id: ID!) { runOrError(runId: $id) { ... on Run { status
+            tags { key value } } } }""", {"id": run_id})["runOrError"]
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        assert time.monotonic() < deadline, run["status"]
+        time.sleep(0.5)
+    assert run["status"] == "SUCCESS"
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    events = graphql(ui["url"], """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection {
+        events { __typename ... on MessageEvent { message } } } } }""", {"id": run_id})["logsForRun"]["events"]
+    assert any(f"as pid {tags['cass/worker_pid']}" in e.get("message", "") and "Forked from the run worker" in
+               e.get("message", "") for e in events)
 
 
 def test_ui_in_a_real_browser(ui):
