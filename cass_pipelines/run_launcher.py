@@ -8,7 +8,8 @@ catch-up the sensor starts, against ~0.16 s for the run's own work. Here one wor
 the launcher on first use, imports those once (`preload`) and then waits; for each run it forks, and the
 fork runs exactly what `dagster api execute_run` runs, with the modules already in memory. The
 definitions are still built in each run (`defs()` reads the settings, the registry and the persona
-then), and a worker whose imported code changed on disk since it started is replaced before it forks.
+then), and a worker whose imported code changed on disk since it started is replaced before it forks; code
+that no longer imports fails the launch with its error, which the daemon writes to the run's event log.
 
 The run's process is the worker's child in a session of its own: it finishes its work if the daemon stops
 (as at Ctrl-C of `dagster dev`), and the worker collects it when it ends. Its pid and host are tagged on the run (`cass/worker_pid`, `cass/worker_host`): the
@@ -111,8 +112,10 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                     answer = {"stale": f"the run worker failed: {exc}"}
                 if "pid" in answer:
                     return int(answer["pid"]), worker.pid, replaced
-                replaced = answer["stale"]
                 self._stop_worker(executable)   # the next pass starts a fresh one
+                if "failed" in answer:   # a fresh one would fail the same way
+                    raise RuntimeError(f"the run worker could not import the code: {answer['failed']}")
+                replaced = answer["stale"]
             raise RuntimeError(f"the run worker could not start the run: {replaced}")
 
     def _stop_worker(self, executable: str) -> None:
@@ -232,7 +235,11 @@ def _serve(preload: Sequence[str]) -> None:
     instance_ref_json = sys.stdin.readline()
     if not instance_ref_json:
         return
-    _warm_up(instance_ref_json, preload)
+    try:
+        _warm_up(instance_ref_json, preload)
+    except Exception:   # broken code on disk: the launch fails with its error, which lands in the run's log
+        print(json.dumps({"failed": traceback.format_exc()}), flush=True)
+        sys.exit(1)
     stamps = _code_stamps()
     signal.signal(signal.SIGCHLD, _reap)
     for line in sys.stdin:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -86,16 +87,21 @@ def test_queued_runs_are_launched_by_the_queue_daemon_as_forks_of_one_warm_worke
     assert worker.wait(timeout=10) == 0
 
 
+def _launcher_preloading(module: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> WarmRunLauncher:
+    """A launcher whose workers import `module` (written with `text`, found on the workers' PYTHONPATH)."""
+    module.parent.mkdir(exist_ok=True)
+    module.write_text(text)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(module.parent), os.environ.get("PYTHONPATH", "")]))
+    return WarmRunLauncher(preload=["dagster._cli.api", module.stem])
+
+
 def test_a_worker_whose_code_changed_on_disk_is_replaced_before_it_forks(sample_home, tmp_path, monkeypatch):
     """A module the worker imported changes (an upgrade, an edit): the next run starts in a fresh worker that
     imported the new code, and the run's event log says why."""
-    (tmp_path / "probe_code").mkdir()
     module = tmp_path / "probe_code" / "cass_probe_module.py"
-    module.write_text("VERSION = 1\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(module.parent), os.environ.get("PYTHONPATH", "")]))
+    launcher = _launcher_preloading(module, "VERSION = 1\n", monkeypatch)
     settings = load_settings()
     instance, defs = instance_for(settings), build_defs(settings, load_registry())
-    launcher = WarmRunLauncher(preload=["dagster._cli.api", "cass_probe_module"])
     launcher.register_instance(instance)
     try:
         first = create_run(defs, instance, "memory_job", QUIET, {})
@@ -113,6 +119,24 @@ def test_a_worker_whose_code_changed_on_disk_is_replaced_before_it_forks(sample_
     new_worker, _, why = _forked(instance, second.run_id)
     assert new_worker != old_worker
     assert why == f"; a new run worker, because {module} changed since it started"
+
+
+def test_a_worker_that_cannot_import_the_code_fails_the_launch_with_the_codes_error(sample_home, tmp_path, monkeypatch):
+    """The code on disk is broken (an edit with a syntax error, a missing dependency): the launch fails at once
+    with that error, which the daemon writes to the run's event log, not with "the run worker exited" (the
+    error only on the daemon's terminal)."""
+    module = tmp_path / "probe_code" / "cass_probe_broken.py"
+    launcher = _launcher_preloading(module, "VERSION = (\n", monkeypatch)
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    launcher.register_instance(instance)
+    run = create_run(defs, instance, "memory_job", QUIET, {})
+    try:
+        with pytest.raises(RuntimeError) as failed:
+            launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=run, workspace=None))
+    finally:
+        launcher.dispose()
+    assert "SyntaxError" in str(failed.value) and str(module) in str(failed.value)
 
 
 def test_a_run_is_forked_from_a_worker_of_its_code_locations_interpreter(sample_home, tmp_path):
