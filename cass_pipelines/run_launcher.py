@@ -18,7 +18,7 @@ memory) is failed at the next check instead of after `max_runtime_seconds`, and 
 retries. `terminate` sends the process SIGINT, which Dagster turns into a cancelled run.
 
 The worker reads the instance's reference, then one request per line, on its stdin, and answers on its
-stdout; it exits when its stdin closes (the launcher's process ended). POSIX only (fork): elsewhere remove the entry to use Dagster's.
+stdout (what the code prints goes to stderr); it exits when its stdin closes (the launcher's process ended). POSIX only (fork): elsewhere remove the entry to use Dagster's.
 """
 from __future__ import annotations
 
@@ -191,7 +191,6 @@ def _run(args_json: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)   # Dagster's interrupt: `terminate`
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    os.dup2(2, 1)   # the worker's stdout carries its answers to the launcher: the run prints where it logs
     code = 1
     try:
         from dagster._cli.api import api_cli
@@ -232,25 +231,30 @@ def _warm_up(instance_ref_json: str, preload: Sequence[str]) -> None:
 
 def _serve(preload: Sequence[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the worker ends with its input, not with Ctrl-C of the daemon
+    # The answers to the launcher go on a copy of stdout; stdout itself is stderr, for whatever the code
+    # prints on import and the runs print (where they log).
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     instance_ref_json = sys.stdin.readline()
     if not instance_ref_json:
         return
     try:
         _warm_up(instance_ref_json, preload)
     except Exception:   # broken code on disk: the launch fails with its error, which lands in the run's log
-        print(json.dumps({"failed": traceback.format_exc()}), flush=True)
+        print(json.dumps({"failed": traceback.format_exc()}), file=answers, flush=True)
         sys.exit(1)
     stamps = _code_stamps()
     signal.signal(signal.SIGCHLD, _reap)
     for line in sys.stdin:
         changed = _changed(stamps)
         if changed:
-            print(json.dumps({"stale": f"{changed} changed since it started"}), flush=True)
+            print(json.dumps({"stale": f"{changed} changed since it started"}), file=answers, flush=True)
             return
         pid = os.fork()
         if pid == 0:
+            os.close(answers.fileno())   # the launcher sees the worker's end, not the runs'
             _run(json.loads(line)["args"])
-        print(json.dumps({"pid": pid}), flush=True)
+        print(json.dumps({"pid": pid}), file=answers, flush=True)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,23 @@ def test_a_worker_that_cannot_import_the_code_fails_the_launch_with_the_codes_er
     assert "SyntaxError" in str(failed.value) and str(module) in str(failed.value)
 
 
+def test_code_that_prints_while_the_worker_imports_it_does_not_garble_the_workers_answers(sample_home, tmp_path,
+                                                                                           monkeypatch):
+    """A module that prints on import (a banner, a debug print): the worker's answers to the launcher are not
+    its stdout, so the run is launched as any other."""
+    module = tmp_path / "probe_code" / "cass_probe_chatty.py"
+    launcher = _launcher_preloading(module, "print('cass probe says hello')\n", monkeypatch)
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    launcher.register_instance(instance)
+    run = create_run(defs, instance, "memory_job", QUIET, {})
+    try:
+        launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=run, workspace=None))
+        assert _wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    finally:
+        launcher.dispose()
+
+
 def test_a_run_is_forked_from_a_worker_of_its_code_locations_interpreter(sample_home, tmp_path):
     """The code location's interpreter (its environment, its package versions) runs the run, as Dagster's own
     launcher would: a run whose origin names another interpreter gets a worker of that one."""
