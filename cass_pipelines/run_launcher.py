@@ -27,6 +27,7 @@ import importlib
 import json
 import os
 import pkgutil
+import select
 import signal
 import subprocess
 import sys
@@ -50,6 +51,7 @@ from dagster._serdes.config_class import ConfigurableClassData
 from cass_pipelines.store.claims import HOST, process_alive
 
 PID_TAG, HOST_TAG = "cass/worker_pid", "cass/worker_host"
+ANSWER_DEADLINE_S = 300.0   # a worker's warm-up takes 2-3 s here (imports); one silent this long is stuck
 # What `dagster api execute_run` imports anyway, and what a run of this code location imports (`.*`: the
 # package and all its modules, as the definitions' defs folder loads them by name).
 DEFAULT_PRELOAD = ("dagster._cli.api", "cass_pipelines.*", "anthropic", "duckdb")
@@ -107,6 +109,13 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 try:
                     worker.stdin.write(json.dumps({"args": args_json}) + "\n")
                     worker.stdin.flush()
+                    # A worker that hangs (in its imports) must not hold up every launch after this one.
+                    if not select.select([worker.stdout], [], [], ANSWER_DEADLINE_S)[0]:
+                        del self._workers[executable]
+                        worker.kill()
+                        worker.wait()
+                        raise RuntimeError(f"the run worker did not answer in {ANSWER_DEADLINE_S:g} s (stuck importing "
+                                           "the code?): stopped; the next launch starts a new one")
                     answer = json.loads(worker.stdout.readline() or '{"stale": "the run worker exited"}')
                 except (BrokenPipeError, ValueError) as exc:
                     answer = {"stale": f"the run worker failed: {exc}"}
@@ -122,10 +131,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         worker = self._workers.pop(executable, None)
         if worker is not None:
             if worker.stdin is not None:
-                worker.stdin.close()   # a waiting worker exits at the end of its input
+                with contextlib.suppress(BrokenPipeError):   # it died meanwhile
+                    worker.stdin.close()   # a waiting worker exits at the end of its input
             try:
                 worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:   # stuck (or busy importing): not worth waiting for
                 worker.kill()
                 worker.wait()
 
@@ -141,8 +151,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.report_run_canceling(run)
         try:
             os.kill(int(run.tags[PID_TAG]), signal.SIGINT)   # Dagster's interrupt: the run ends cancelled
-        except ProcessLookupError:
-            return False
+        except (ProcessLookupError, PermissionError):   # gone (its pid free, or another user's now)
+            self._instance.report_run_canceled(run, f"its run process (pid {run.tags[PID_TAG]}) was already gone")
         return True
 
     @property
@@ -190,7 +200,9 @@ def _run(args_json: str) -> None:
     os.setsid()   # the run finishes if the launcher's process group is interrupted (Ctrl-C of `dagster dev`)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)   # Dagster's interrupt: `terminate`
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     code = 1
     try:
         from dagster._cli.api import api_cli

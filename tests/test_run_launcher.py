@@ -139,6 +139,26 @@ def test_a_worker_that_cannot_import_the_code_fails_the_launch_with_the_codes_er
     assert "SyntaxError" in str(failed.value) and str(module) in str(failed.value)
 
 
+def test_a_worker_stuck_in_its_imports_fails_the_launch_at_its_deadline_and_is_stopped(sample_home, tmp_path,
+                                                                                     monkeypatch):
+    """Code that hangs on import (a lock, a network call at import time): the launch fails after the answer
+    deadline, naming it, instead of holding every later launch of the daemon; the stuck worker is killed."""
+    from cass_pipelines import run_launcher
+
+    monkeypatch.setattr(run_launcher, "ANSWER_DEADLINE_S", 2.0)
+    module = tmp_path / "probe_code" / "cass_probe_stuck.py"
+    launcher = _launcher_preloading(module, "import time\ntime.sleep(3600)\n", monkeypatch)
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    launcher.register_instance(instance)
+    run = create_run(defs, instance, "memory_job", QUIET, {})
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not answer in 2 s"):
+        launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=run, workspace=None))
+    assert time.monotonic() - started < 30 and not launcher._workers
+    launcher.dispose()
+
+
 def test_code_that_prints_while_the_worker_imports_it_does_not_garble_the_workers_answers(sample_home, tmp_path,
                                                                                            monkeypatch):
     """A module that prints on import (a banner, a debug print): the worker's answers to the launcher are not
@@ -209,6 +229,11 @@ def test_run_monitoring_fails_a_run_whose_process_is_gone_and_leaves_others_runn
     assert failed.status == dg.DagsterRunStatus.FAILURE
     assert any(f"its run process (pid {dead.pid}) is gone" in (e.message or "") for e in instance.all_logs(gone.run_id))
     assert {instance.get_run_by_id(r.run_id).status for r in others} == {dg.DagsterRunStatus.STARTED}
+    # The UI's Terminate of a run whose process is already gone ends it cancelled at once (not after the
+    # 3-minute cancel timeout of run monitoring).
+    lost = started({PID_TAG: str(dead.pid), HOST_TAG: HOST})
+    assert launcher.terminate(lost.run_id)
+    assert instance.get_run_by_id(lost.run_id).status == dg.DagsterRunStatus.CANCELED
 
 
 def test_terminating_a_launched_run_cancels_it_while_it_waits_for_a_batch(sample_home, fake_anthropic, monkeypatch):
