@@ -5,6 +5,7 @@ partitions through the CLI (`run-day --no-journal` day by day, in a fresh CASS_H
 
     .venv/bin/python bench/bench_backfill.py            # the 3 days before yesterday, offline LLM
     .venv/bin/python bench/bench_backfill.py --days 2
+    .venv/bin/python bench/bench_backfill.py --launchers warm,default   # and with Dagster's run launcher
 
 Figures (JSON on stdout):
 - `backfill.runs`: per run in start order: partition, status, queued/start/end (seconds after the
@@ -18,6 +19,10 @@ Figures (JSON on stdout):
 - `check_from_ui`: `actions_succeeded` executed alone for one partition through GraphQL, as the
   check's Execute button does.
 - `machine`: load average at the start and end, this bench's wall and CPU (bench/machine.py).
+- With `--launchers warm,default`, `backfill_default_launcher` is the same backfill in another home whose
+  dagster.yaml has no `run_launcher` entry (Dagster's DefaultRunLauncher: its code server starts a new
+  process per run), beside `backfill` (the shipped warm run worker, run_launcher.py); `last_end_after_launch_s`
+  is the whole backfill's wall.
 """
 from __future__ import annotations
 
@@ -80,8 +85,19 @@ def plan_revisions(env: dict[str, str]) -> dict[str, int]:
     return json.loads(child(code, env))
 
 
-def backfill(base: Path, keys: list[str], deadline_s: float) -> dict:
+def without_run_launcher(env: dict[str, str]) -> None:
+    """The home's dagster.yaml without the shipped `run_launcher` entry: Dagster's DefaultRunLauncher."""
+    path = Path(env["DAGSTER_HOME"]) / "dagster.yaml"
+    text = path.read_text()
+    entry = "run_launcher:\n  module: cass_pipelines.run_launcher\n  class: WarmRunLauncher\n"
+    assert entry in text, "the shipped dagster.yaml has no run_launcher entry"
+    path.write_text(text.replace(entry, ""))
+
+
+def backfill(base: Path, keys: list[str], deadline_s: float, launcher: str = "warm") -> dict:
     env = home_env(base)
+    if launcher == "default":
+        without_run_launcher(env)
     started = time.perf_counter()
     with ui_server(env, base / "dagster-dev.log", deadline_s) as url:
         ready_s = time.perf_counter() - started
@@ -152,46 +168,59 @@ def overlaps(runs: list[dict]) -> list[list[str]]:
     return out
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--days", type=int, default=3)
-    parser.add_argument("--deadline", type=float, default=3600, help="seconds for the webserver and the backfill")
-    args = parser.parse_args(argv)
-    last = date.today() - timedelta(days=2)      # the days before yesterday: the sample's idle past
-    days = [last - timedelta(days=n) for n in reversed(range(args.days))]
-    keys = [f"{d}|{p}" for d in days for p in PHASES]
-    machine = machine_before()
-    with tempfile.TemporaryDirectory(prefix="cass-bench-backfill-") as tmp:
-        (Path(tmp) / "ui").mkdir()
-        (Path(tmp) / "cli").mkdir()
-        bf = backfill(Path(tmp) / "ui", keys, args.deadline)
-        cli = cli_runs(Path(tmp) / "cli", keys)
+def backfill_figures(bf: dict, keys: list[str]) -> dict:
     t0 = bf.pop("launched_at")
     runs = sorted((r for r in bf["runs"] if r["start"]), key=lambda r: r["start"])
     shown = [{"partition": r["partition"], "status": r["status"], "queued_s": round(r["created"] - t0, 1),
               "start_s": round(r["start"] - t0, 1), "end_s": round(r["end"] - t0, 1),
               "duration_s": round(r["end"] - r["start"], 2)} for r in runs]
+    return {"webserver_ready_s": bf["webserver_ready_s"], "runs": shown, "_runs": runs,
+            "in_day_order": [r["partition"] for r in runs] == keys,
+            "all_succeeded": all(r["status"] == "SUCCESS" for r in runs) and len(runs) == len(keys),
+            # every run of the instance (the daemon's sensors launch memory_job runs too)
+            "other_runs": [r["partition"] or "(memory or other job)" for r in bf["all_runs"]
+                           if r["run_id"] not in {x["run_id"] for x in runs}],
+            "overlaps": overlaps([r for r in bf["all_runs"] if r["start"] and r["end"]]),
+            "plan_revisions": bf["plan_revisions"],
+            "first_start_after_launch_s": shown[0]["start_s"] if shown else None,
+            "last_end_after_launch_s": shown[-1]["end_s"] if shown else None,
+            "check_from_ui": bf["check"]}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--deadline", type=float, default=3600, help="seconds for the webserver and the backfill")
+    parser.add_argument("--launchers", default="warm", help="warm (the shipped one) and/or default (Dagster's)")
+    args = parser.parse_args(argv)
+    launchers = args.launchers.split(",")
+    last = date.today() - timedelta(days=2)      # the days before yesterday: the sample's idle past
+    days = [last - timedelta(days=n) for n in reversed(range(args.days))]
+    keys = [f"{d}|{p}" for d in days for p in PHASES]
+    machine = machine_before()
+    with tempfile.TemporaryDirectory(prefix="cass-bench-backfill-") as tmp:
+        backfills = {}
+        for launcher in launchers:
+            (Path(tmp) / f"ui-{launcher}").mkdir()
+            backfills[launcher] = backfill(Path(tmp) / f"ui-{launcher}", keys, args.deadline, launcher)
+        (Path(tmp) / "cli").mkdir()
+        cli = cli_runs(Path(tmp) / "cli", keys)
+    figures = {launcher: backfill_figures(bf, keys) for launcher, bf in backfills.items()}
+    runs = figures[launchers[0]].pop("_runs")
+    for other in launchers[1:]:
+        figures[other].pop("_runs")
     cli_duration = {r["partition"]: r["end"] - r["start"] for r in cli["runs"]}
     ratio = {r["partition"]: round((r["end"] - r["start"]) / cli_duration[r["partition"]], 2) for r in runs}
     print(json.dumps({
         "bench": "backfill", "days": [d.isoformat() for d in days], "partitions": len(keys),
-        "machine": machine_after(machine),
-        "backfill": {"webserver_ready_s": bf["webserver_ready_s"], "runs": shown,
-                     "in_day_order": [r["partition"] for r in runs] == keys,
-                     "all_succeeded": all(r["status"] == "SUCCESS" for r in runs) and len(runs) == len(keys),
-                     # every run of the instance (the daemon's sensors launch memory_job runs too)
-                     "other_runs": [r["partition"] or "(memory or other job)" for r in bf["all_runs"]
-                                    if r["run_id"] not in {x["run_id"] for x in runs}],
-                     "overlaps": overlaps([r for r in bf["all_runs"] if r["start"] and r["end"]]),
-                     "plan_revisions": bf["plan_revisions"],
-                     "first_start_after_launch_s": shown[0]["start_s"] if shown else None,
-                     "last_end_after_launch_s": shown[-1]["end_s"] if shown else None},
+        "machine": machine_after(machine), "launcher": launchers[0],
+        "backfill": figures[launchers[0]],
+        **{f"backfill_{other}_launcher": figures[other] for other in launchers[1:]},
         "cli": {"runs": [{"partition": r["partition"], "duration_s": round(r["end"] - r["start"], 2)}
                          for r in cli["runs"]],
                 "day_process_wall_s": cli["day_process_wall_s"], "plan_revisions": cli["plan_revisions"]},
         "sum_of_run_durations_s": {"backfill": round(sum(r["end"] - r["start"] for r in runs), 1),
                                    "cli": round(sum(cli_duration.values()), 1)},
-        "check_from_ui": bf["check"],
         "ratio_to_cli": ratio, "ratio_to_cli_max": max(ratio.values()) if ratio else None,
         "ratio_to_cli_median": sorted(ratio.values())[len(ratio) // 2] if ratio else None,
     }, indent=1))

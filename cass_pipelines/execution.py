@@ -40,7 +40,8 @@ EARLIER_DAGSTER_YAMLS = {"f1723c9e92f8f7af147d4c9a0916f6e6e69e6e288b61e194888aa5
                          "b1a04d3182a466af8fbd7364849ee05e6322ced62e05b6188b79c7cc1d9f6754",
                          "f8f849c45fe93f18b3285d22894d11d7d918860753bdd7661ebc1303cdbeace5",
                          "d3b79903f90a5842d823b059595e9f61332ad6eff5a8e02d1050f7882f371360",
-                         "d349e398fdb624b270b4010cc6f2cb80f1812dbe57419132c0dd5cfc4cf7c2ca"}
+                         "d349e398fdb624b270b4010cc6f2cb80f1812dbe57419132c0dd5cfc4cf7c2ca",
+                         "a09fbed5c1c55d440ee1b816f810181c4a9b46283e66f2d66dfe816152a84253"}
 
 
 def instance_dir(settings: Settings) -> Path:

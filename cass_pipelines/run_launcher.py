@@ -2,23 +2,24 @@
 worker, instead of a new Python process per run.
 
 Dagster's DefaultRunLauncher has the code server spawn `dagster api execute_run` for each run: a new
-interpreter that imports Dagster, the code location and the anthropic SDK again. That cost 3.7 s per run
-on the 2-core machines (bench/bench_run_launch.py), paid by every scheduled phase and every memory
-catch-up the sensor starts, against ~0.16 s for the run's own work. Here one worker process, started by
+interpreter that imports Dagster, the code location and the anthropic SDK again. That cost 3.1 s per run
+on the 2-core machines (bench/bench_run_launch.py; 0.46 s forked from the warm worker), paid by every
+scheduled phase and every memory catch-up the sensor starts, against 0.09 s for an idle run's own work. Here one worker process, started by
 the launcher on first use, imports those once (`preload`) and then waits; for each run it forks, and the
 fork runs exactly what `dagster api execute_run` runs, with the modules already in memory. The
-definitions are still built in each run (`defs()` reads the settings, the registry and the persona
-then), and a worker whose imported code changed on disk since it started is replaced before it forks; code
+definitions are still built in each run (`defs()` reads the settings and the registry then), and a worker whose imported code changed on disk since it started is replaced before it forks; code
 that no longer imports fails the launch with its error, which the daemon writes to the run's event log.
 
 The run's process is the worker's child in a session of its own: it finishes its work if the daemon stops
-(as at Ctrl-C of `dagster dev`), and the worker collects it when it ends. Its pid and host are tagged on the run (`cass/worker_pid`, `cass/worker_host`): the
-daemon's run monitoring asks `check_run_worker_health`, and a run whose process is gone (killed, out of
-memory) is failed at the next check instead of after `max_runtime_seconds`, and retried by the run
-retries. `terminate` sends the process SIGINT, which Dagster turns into a cancelled run.
+(as at Ctrl-C of `dagster dev`), and the worker collects it when it ends. Its pid, host and (on Linux) start
+are tagged on the run (`cass/worker_pid`, `cass/worker_host`, `cass/worker_stamp`): the daemon's run
+monitoring asks `check_run_worker_health`, and a run whose process is gone (killed, out of memory; its pid
+another process's since) is failed at the next check instead of after `max_runtime_seconds`, and retried
+by the run retries. `terminate` sends the process SIGINT, which Dagster turns into a cancelled run.
 
 The worker reads the instance's reference, then one request per line, on its stdin, and answers on its
-stdout (what the code prints goes to stderr); it exits when its stdin closes (the launcher's process ended). POSIX only (fork): elsewhere remove the entry to use Dagster's.
+stdout (what the code prints goes to stderr); it exits when its stdin closes (the launcher's process
+ended). POSIX only (fork): elsewhere remove the entry to use Dagster's.
 """
 from __future__ import annotations
 
@@ -48,9 +49,9 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, deserialize_value, serialize_value
 from dagster._serdes.config_class import ConfigurableClassData
 
-from cass_pipelines.store.claims import HOST, process_alive
+from cass_pipelines.store.claims import HOST, process_alive, process_stamp
 
-PID_TAG, HOST_TAG = "cass/worker_pid", "cass/worker_host"
+PID_TAG, HOST_TAG, STAMP_TAG = "cass/worker_pid", "cass/worker_host", "cass/worker_stamp"
 ANSWER_DEADLINE_S = 300.0   # a worker's warm-up takes 2-3 s here (imports); one silent this long is stuck
 # What `dagster api execute_run` imports anyway, and what a run of this code location imports (`.*`: the
 # package and all its modules, as the definitions' defs folder loads them by name).
@@ -86,7 +87,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         # The code location's interpreter, as Dagster's launcher would start it: its packages, its versions.
         pid, worker, replaced = self._fork(run.job_code_origin.executable_path or sys.executable,
                                            serialize_value(args))
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), HOST_TAG: HOST})
+        stamp = process_stamp(pid)
+        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), HOST_TAG: HOST, **({STAMP_TAG: stamp} if stamp else {})})
         self._instance.report_engine_event(
             f"Forked from the run worker (pid {worker}) as pid {pid}"
             + (f"; a new run worker, because {replaced}" if replaced else ""), run, cls=self.__class__)
@@ -146,10 +148,12 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
-        if run is None or run.is_finished or run.tags.get(HOST_TAG) != HOST or not run.tags.get(PID_TAG):
+        if run is None or run.is_finished or _ours(run) is None:
             return False
         self._instance.report_run_canceling(run)
         try:
+            if not _ours(run):
+                raise ProcessLookupError   # its pid is another process's now: never signalled
             os.kill(int(run.tags[PID_TAG]), signal.SIGINT)   # Dagster's interrupt: the run ends cancelled
         except (ProcessLookupError, PermissionError):   # gone (its pid free, or another user's now)
             self._instance.report_run_canceled(run, f"its run process (pid {run.tags[PID_TAG]}) was already gone")
@@ -162,10 +166,20 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def check_run_worker_health(self, run) -> CheckRunHealthResult:
         """A run this launcher started on this host is running while its process is; any other run (one a
         CLI process runs, which recovery watches by its own pid) is left to the run timeout."""
-        pid = run.tags.get(PID_TAG, "")
-        if run.tags.get(HOST_TAG) != HOST or not pid.isdigit() or process_alive(int(pid)):
+        if _ours(run) is not False:
             return CheckRunHealthResult(WorkerStatus.RUNNING)
-        return CheckRunHealthResult(WorkerStatus.FAILED, f"its run process (pid {pid}) is gone: killed or crashed")
+        return CheckRunHealthResult(WorkerStatus.FAILED,
+                                    f"its run process (pid {run.tags[PID_TAG]}) is gone: killed or crashed")
+
+
+def _ours(run) -> bool | None:
+    """Whether the process a run of this launcher on this host was started in still runs it (the same pid and,
+    where the system tells, the same process); None for any other run."""
+    pid = run.tags.get(PID_TAG, "")
+    if run.tags.get(HOST_TAG) != HOST or not pid.isdigit():
+        return None
+    stamp = run.tags.get(STAMP_TAG)
+    return process_alive(int(pid)) and (stamp is None or process_stamp(int(pid)) in (stamp, None))
 
 
 # ---- the worker (python -m cass_pipelines.run_launcher MODULE ...) ----------------------------------------

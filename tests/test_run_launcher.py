@@ -17,8 +17,8 @@ from cass_pipelines.config.registry import load_registry
 from cass_pipelines.config.settings import load_settings
 from cass_pipelines.definitions import build_defs
 from cass_pipelines.execution import LOCATION_NAME, QUIET, create_run, instance_for
-from cass_pipelines.run_launcher import HOST_TAG, PID_TAG, WarmRunLauncher
-from cass_pipelines.store.claims import HOST
+from cass_pipelines.run_launcher import HOST_TAG, PID_TAG, STAMP_TAG, WarmRunLauncher
+from cass_pipelines.store.claims import HOST, process_stamp
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the warm run worker forks")
 
@@ -77,6 +77,7 @@ def test_queued_runs_are_launched_by_the_queue_daemon_as_forks_of_one_warm_worke
         assert done.status == dg.DagsterRunStatus.SUCCESS
         worker, pid, rest = _forked(instance, run.run_id)
         assert (int(done.tags[PID_TAG]), done.tags[HOST_TAG]) == (pid, HOST) and _reported_pid(instance, run.run_id) == pid
+        assert (STAMP_TAG in done.tags) == (process_stamp(os.getpid()) is not None)   # where the system says
         assert rest == "" and pid not in (os.getpid(), worker)
         forks.append((worker, pid))
     assert forks[0][0] == forks[1][0] and forks[0][1] != forks[1][1]   # one worker, two run processes
@@ -234,6 +235,28 @@ def test_run_monitoring_fails_a_run_whose_process_is_gone_and_leaves_others_runn
     lost = started({PID_TAG: str(dead.pid), HOST_TAG: HOST})
     assert launcher.terminate(lost.run_id)
     assert instance.get_run_by_id(lost.run_id).status == dg.DagsterRunStatus.CANCELED
+
+
+@pytest.mark.skipif(process_stamp(os.getpid()) is None, reason="the system does not say when a process started")
+def test_a_pid_another_process_has_now_is_not_taken_for_the_runs_process(sample_home):
+    """After a reboot (or once pids wrapped) a run's pid may be another process's: that run is gone for run
+    monitoring, and Terminate ends it without signalling the stranger (here this test's own process)."""
+    from dagster._core.launcher import WorkerStatus
+
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    launcher = instance.run_launcher
+    me, stamp = str(os.getpid()), process_stamp(os.getpid())
+    runs = {}
+    for name, tags in (("ours", {STAMP_TAG: stamp}), ("reused", {STAMP_TAG: "another-boot:1"})):
+        run = create_run(defs, instance, "memory_job", QUIET, {PID_TAG: me, HOST_TAG: HOST, **tags})
+        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
+                                      run_id=run.run_id)
+        runs[name] = instance.get_run_by_id(run.run_id)
+    assert launcher.check_run_worker_health(runs["ours"]).status == WorkerStatus.RUNNING
+    assert launcher.check_run_worker_health(runs["reused"]).status == WorkerStatus.FAILED
+    assert launcher.terminate(runs["reused"].run_id)          # a SIGINT here would stop this test
+    assert instance.get_run_by_id(runs["reused"].run_id).status == dg.DagsterRunStatus.CANCELED
 
 
 def test_terminating_a_launched_run_cancels_it_while_it_waits_for_a_batch(sample_home, fake_anthropic, monkeypatch):

@@ -11,6 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Callable, Collection, Sequence
 
 import duckdb
@@ -50,6 +51,17 @@ def process_alive(pid: int) -> bool:
     except PermissionError:   # exists, owned by someone else
         return True
     return True
+
+
+def process_stamp(pid: int) -> str | None:
+    """Who `pid` is: the boot and the process's start time (Linux /proc), so that a pid the system gave to
+    another process since (after a reboot, or once pids wrapped) is not taken for it; None where unknown."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"   # field 22, starttime (the name may hold spaces)
 
 
 def never_over(run_id: str) -> bool:
