@@ -124,8 +124,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 if "pid" in answer:
                     return int(answer["pid"]), worker.pid, replaced
                 self._stop_worker(executable)   # the next pass starts a fresh one
-                if "failed" in answer:   # a fresh one would fail the same way
-                    raise RuntimeError(f"the run worker could not import the code: {answer['failed']}")
+                if "import_error" in answer:   # a fresh one would fail the same way
+                    raise RuntimeError(f"the run worker could not import the code: {answer['import_error']}")
                 replaced = answer["stale"]
             raise RuntimeError(f"the run worker could not start the run: {replaced}")
 
@@ -267,7 +267,7 @@ def _serve(preload: Sequence[str]) -> None:
     try:
         _warm_up(instance_ref_json, preload)
     except Exception:   # broken code on disk: the launch fails with its error, which lands in the run's log
-        print(json.dumps({"failed": traceback.format_exc()}), file=answers, flush=True)
+        print(json.dumps({"import_error": traceback.format_exc()}), file=answers, flush=True)
         sys.exit(1)
     stamps = _code_stamps()
     signal.signal(signal.SIGCHLD, _reap)
