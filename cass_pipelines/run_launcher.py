@@ -4,11 +4,13 @@ worker, instead of a new Python process per run.
 Dagster's DefaultRunLauncher has the code server spawn `dagster api execute_run` for each run: a new
 interpreter that imports Dagster, the code location and the anthropic SDK again. That cost 3.1 s per run
 on the 2-core machines (bench/bench_run_launch.py; 0.46 s forked from the warm worker), paid by every
-scheduled phase and every memory catch-up the sensor starts, against 0.09 s for an idle run's own work. Here one worker process, started by
-the launcher on first use, imports those once (`preload`) and then waits; for each run it forks, and the
-fork runs exactly what `dagster api execute_run` runs, with the modules already in memory. The
-definitions are still built in each run (`defs()` reads the settings and the registry then), and a worker whose imported code changed on disk since it started is replaced before it forks; code
-that no longer imports fails the launch with its error, which the daemon writes to the run's event log.
+scheduled phase and every memory catch-up the sensor starts, against 0.09 s for an idle run's own work.
+Here one worker process, started by the launcher on first use, imports those once (`preload`) and then
+waits; for each run it forks, and the fork runs exactly what `dagster api execute_run` runs, with the
+modules already in memory. The definitions are still built in each run (`defs()` reads the settings and
+the registry then), and a worker whose imported code changed on disk since it started is replaced before
+it forks; code that no longer imports fails the launch with its error, which the daemon writes to the
+run's event log.
 
 The run's process is the worker's child in a session of its own: it finishes its work if the daemon stops
 (as at Ctrl-C of `dagster dev`), and the worker collects it when it ends. Its pid, host and (on Linux) start
@@ -88,7 +90,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         pid, worker, replaced = self._fork(run.job_code_origin.executable_path or sys.executable,
                                            serialize_value(args))
         stamp = process_stamp(pid)
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), HOST_TAG: HOST, **({STAMP_TAG: stamp} if stamp else {})})
+        self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid), HOST_TAG: HOST,
+                                                 **({STAMP_TAG: stamp} if stamp else {})})
         self._instance.report_engine_event(
             f"Forked from the run worker (pid {worker}) as pid {pid}"
             + (f"; a new run worker, because {replaced}" if replaced else ""), run, cls=self.__class__)

@@ -76,7 +76,8 @@ def test_queued_runs_are_launched_by_the_queue_daemon_as_forks_of_one_warm_worke
         done = instance.get_run_by_id(run.run_id)
         assert done.status == dg.DagsterRunStatus.SUCCESS
         worker, pid, rest = _forked(instance, run.run_id)
-        assert (int(done.tags[PID_TAG]), done.tags[HOST_TAG]) == (pid, HOST) and _reported_pid(instance, run.run_id) == pid
+        assert (int(done.tags[PID_TAG]), done.tags[HOST_TAG]) == (pid, HOST)
+        assert _reported_pid(instance, run.run_id) == pid
         assert (STAMP_TAG in done.tags) == (process_stamp(os.getpid()) is not None)   # where the system says
         assert rest == "" and pid not in (os.getpid(), worker)
         forks.append((worker, pid))
@@ -88,31 +89,37 @@ def test_queued_runs_are_launched_by_the_queue_daemon_as_forks_of_one_warm_worke
     assert worker.wait(timeout=10) == 0
 
 
-def _launcher_preloading(module: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> WarmRunLauncher:
-    """A launcher whose workers import `module` (written with `text`, found on the workers' PYTHONPATH)."""
+def _probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str):
+    """A launcher whose workers import the module `name` (written with `text`, on the workers' PYTHONPATH),
+    registered with this test's instance; returns (module path, launcher, instance, a new memory run)."""
+    module = tmp_path / "probe_code" / f"{name}.py"
     module.parent.mkdir(exist_ok=True)
     module.write_text(text)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(module.parent), os.environ.get("PYTHONPATH", "")]))
-    return WarmRunLauncher(preload=["dagster._cli.api", module.stem])
+    launcher = WarmRunLauncher(preload=["dagster._cli.api", name])
+    settings = load_settings()
+    instance, defs = instance_for(settings), build_defs(settings, load_registry())
+    launcher.register_instance(instance)
+    return module, launcher, instance, lambda: create_run(defs, instance, "memory_job", QUIET, {})
+
+
+def _launch(launcher: WarmRunLauncher, run: dg.DagsterRun) -> None:
+    launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=run, workspace=None))
 
 
 def test_a_worker_whose_code_changed_on_disk_is_replaced_before_it_forks(sample_home, tmp_path, monkeypatch):
     """A module the worker imported changes (an upgrade, an edit): the next run starts in a fresh worker that
     imported the new code, and the run's event log says why."""
-    module = tmp_path / "probe_code" / "cass_probe_module.py"
-    launcher = _launcher_preloading(module, "VERSION = 1\n", monkeypatch)
-    settings = load_settings()
-    instance, defs = instance_for(settings), build_defs(settings, load_registry())
-    launcher.register_instance(instance)
+    module, launcher, instance, new_run = _probe(tmp_path, monkeypatch, "cass_probe_module", "VERSION = 1\n")
     try:
-        first = create_run(defs, instance, "memory_job", QUIET, {})
-        launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=first, workspace=None))
+        first = new_run()
+        _launch(launcher, first)
         assert _wait_finished(instance, first.run_id).status == dg.DagsterRunStatus.SUCCESS
         module.write_text("VERSION = 2\n")
         stamp = os.stat(module).st_mtime + 5
         os.utime(module, (stamp, stamp))   # a later mtime, whatever the file system's resolution
-        second = create_run(defs, instance, "memory_job", QUIET, {})
-        launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=second, workspace=None))
+        second = new_run()
+        _launch(launcher, second)
         assert _wait_finished(instance, second.run_id).status == dg.DagsterRunStatus.SUCCESS
     finally:
         launcher.dispose()
@@ -126,15 +133,11 @@ def test_a_worker_that_cannot_import_the_code_fails_the_launch_with_the_codes_er
     """The code on disk is broken (an edit with a syntax error, a missing dependency): the launch fails at once
     with that error, which the daemon writes to the run's event log, not with "the run worker exited" (the
     error only on the daemon's terminal)."""
-    module = tmp_path / "probe_code" / "cass_probe_broken.py"
-    launcher = _launcher_preloading(module, "VERSION = (\n", monkeypatch)
-    settings = load_settings()
-    instance, defs = instance_for(settings), build_defs(settings, load_registry())
-    launcher.register_instance(instance)
-    run = create_run(defs, instance, "memory_job", QUIET, {})
+    module, launcher, instance, new_run = _probe(tmp_path, monkeypatch, "cass_probe_broken", "VERSION = (\n")
+    run = new_run()
     try:
         with pytest.raises(RuntimeError) as failed:
-            launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=run, workspace=None))
+            _launch(launcher, run)
     finally:
         launcher.dispose()
     assert "SyntaxError" in str(failed.value) and str(module) in str(failed.value)
@@ -147,15 +150,12 @@ def test_a_worker_stuck_in_its_imports_fails_the_launch_at_its_deadline_and_is_s
     from cass_pipelines import run_launcher
 
     monkeypatch.setattr(run_launcher, "ANSWER_DEADLINE_S", 2.0)
-    module = tmp_path / "probe_code" / "cass_probe_stuck.py"
-    launcher = _launcher_preloading(module, "import time\ntime.sleep(3600)\n", monkeypatch)
-    settings = load_settings()
-    instance, defs = instance_for(settings), build_defs(settings, load_registry())
-    launcher.register_instance(instance)
-    run = create_run(defs, instance, "memory_job", QUIET, {})
+    _, launcher, instance, new_run = _probe(tmp_path, monkeypatch, "cass_probe_stuck",
+                                            "import time\ntime.sleep(3600)\n")
+    run = new_run()
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="did not answer in 2 s"):
-        launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=run, workspace=None))
+        _launch(launcher, run)
     assert time.monotonic() - started < 30 and not launcher._workers
     launcher.dispose()
 
@@ -164,14 +164,11 @@ def test_code_that_prints_while_the_worker_imports_it_does_not_garble_the_worker
                                                                                            monkeypatch):
     """A module that prints on import (a banner, a debug print): the worker's answers to the launcher are not
     its stdout, so the run is launched as any other."""
-    module = tmp_path / "probe_code" / "cass_probe_chatty.py"
-    launcher = _launcher_preloading(module, "print('cass probe says hello')\n", monkeypatch)
-    settings = load_settings()
-    instance, defs = instance_for(settings), build_defs(settings, load_registry())
-    launcher.register_instance(instance)
-    run = create_run(defs, instance, "memory_job", QUIET, {})
+    _, launcher, instance, new_run = _probe(tmp_path, monkeypatch, "cass_probe_chatty",
+                                            "print('cass probe says hello')\n")
+    run = new_run()
     try:
-        launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=run, workspace=None))
+        _launch(launcher, run)
         assert _wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
     finally:
         launcher.dispose()
@@ -219,7 +216,8 @@ def test_run_monitoring_fails_a_run_whose_process_is_gone_and_leaves_others_runn
         return instance.get_run_by_id(run.run_id)
 
     gone = started({PID_TAG: str(dead.pid), HOST_TAG: HOST})
-    others = [started({PID_TAG: str(os.getpid()), HOST_TAG: HOST}), started({PID_TAG: str(dead.pid), HOST_TAG: "elsewhere"}),
+    others = [started({PID_TAG: str(os.getpid()), HOST_TAG: HOST}),
+              started({PID_TAG: str(dead.pid), HOST_TAG: "elsewhere"}),
               started({"cass/pid": str(os.getpid())})]
     launcher = instance.run_launcher
     assert launcher.check_run_worker_health(gone).status == WorkerStatus.FAILED
