@@ -27,7 +27,7 @@ from cass_pipelines.defs.partitions import phase_key
 from cass_pipelines.domain.clock import clock_from_env
 from cass_pipelines.domain.settings import Settings, SettingsError
 from cass_pipelines.services.logs import run_log_level
-from cass_pipelines.store.claims import HOST
+from cass_pipelines.store.claims import HOST, process_stamp
 
 # The code location as workspace.yaml declares it; the UI files runs under `__repository__@cass_pipelines`.
 LOCATION_NAME = "cass_pipelines"
@@ -144,7 +144,9 @@ def run_tags(**tags: str) -> dict[str, str]:
     """Tags of a run this process executes: its pid and host let recovery mark it failed if the
     process dies mid-run (Dagster's own run monitoring only watches runs a daemon launched). Such a run
     is not retried by the daemon's run retries: its user saw it end (and a retry would run elsewhere)."""
+    stamp = process_stamp(os.getpid())   # who this pid is: a later process given the same pid is not this one
     return {"cass/pid": str(os.getpid()), "cass/host": HOST, MAX_RETRIES_TAG: "0",
+            **({"cass/stamp": stamp} if stamp else {}),
             **{k if k.startswith("cass/") else f"cass/{k}": v for k, v in tags.items()}}
 
 

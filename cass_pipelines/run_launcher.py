@@ -51,7 +51,7 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, deserialize_value, serialize_value
 from dagster._serdes.config_class import ConfigurableClassData
 
-from cass_pipelines.store.claims import HOST, process_alive, process_stamp
+from cass_pipelines.store.claims import HOST, process_is, process_stamp
 
 PID_TAG, HOST_TAG, STAMP_TAG = "cass/worker_pid", "cass/worker_host", "cass/worker_stamp"
 ANSWER_DEADLINE_S = 300.0   # a worker's warm-up takes 2-3 s here (imports); one silent this long is stuck
@@ -181,8 +181,7 @@ def _ours(run) -> bool | None:
     pid = run.tags.get(PID_TAG, "")
     if run.tags.get(HOST_TAG) != HOST or not pid.isdigit():
         return None
-    stamp = run.tags.get(STAMP_TAG)
-    return process_alive(int(pid)) and (stamp is None or process_stamp(int(pid)) in (stamp, None))
+    return process_is(int(pid), run.tags.get(STAMP_TAG))
 
 
 # ---- the worker (python -m cass_pipelines.run_launcher MODULE ...) ----------------------------------------

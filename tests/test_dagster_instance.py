@@ -382,6 +382,37 @@ def test_a_killed_cli_run_is_marked_failed_and_not_retried_by_the_daemon(sample_
     assert failed.status == dg.DagsterRunStatus.FAILURE and failed.tags.get(WILL_RETRY_TAG) != "true"
 
 
+def test_a_cli_runs_pid_that_another_process_has_now_does_not_keep_the_run_alive(sample_home):
+    """After a reboot (or once pids wrapped) a killed `run-phase`'s pid may be another live process's: its run
+    is still marked failed (the run's tags say when its process started: cass/stamp), and `status` says so
+    without Dagster; a run whose process is the one it was started in is left alone."""
+    from cass_pipelines.config.registry import load_registry
+    from cass_pipelines.config.settings import load_settings
+    from cass_pipelines.definitions import build_defs
+    from cass_pipelines.defs.resources import fail_dead_runs
+    from cass_pipelines.execution import QUIET, create_run, instance_dir, instance_for, run_tags
+    from cass_pipelines.store.claims import process_stamp
+    from cass_pipelines.store.dagster_runs import runs_of_dead_processes
+
+    if process_stamp(os.getpid()) is None:
+        pytest.skip("the system does not say when a process started")
+    settings = load_settings()
+    defs, instance = build_defs(settings, load_registry()), instance_for(settings)
+
+    def started(tags: dict[str, str]) -> str:
+        run = create_run(defs, instance, "memory_job", QUIET, tags)
+        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
+                                      run_id=run.run_id)
+        return run.run_id
+
+    ours = started(run_tags(trigger="cli"))   # this process, its own stamp
+    assert runs_of_dead_processes(instance_dir(settings)) is False
+    reused = started({**run_tags(trigger="cli"), "cass/stamp": "another-boot:1"})
+    assert runs_of_dead_processes(instance_dir(settings)) is True
+    assert fail_dead_runs(instance) == [reused]
+    assert instance.get_run_by_id(ours).status == dg.DagsterRunStatus.STARTED
+
+
 def test_a_ui_reexecution_of_a_finished_cli_run_is_not_failed_for_its_parents_pid(sample_home):
     """The UI's Re-execute (and a retry) copies the parent's tags, the CLI's pid with them: the new run, in
     a run worker while that CLI process is long gone, must not be marked failed by its own first step."""

@@ -22,7 +22,7 @@ from cass_pipelines.domain.clock import Clock, FixedClock, clock_from_env
 from cass_pipelines.domain.settings import Settings
 from cass_pipelines.services.recovery import recover
 from cass_pipelines.services.runtime import Runtime
-from cass_pipelines.store.claims import HOST, process_alive
+from cass_pipelines.store.claims import HOST, process_is
 from cass_pipelines.store.db import Store, open_connection
 from cass_pipelines.store.schema import bring_forward, migrate
 
@@ -56,7 +56,8 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
                                                tags={"cass/host": HOST})):
         pid = run.tags.get("cass/pid", "")
-        if pid.isdigit() and PARENT_RUN_ID_TAG not in run.tags and not process_alive(int(pid)):
+        if pid.isdigit() and PARENT_RUN_ID_TAG not in run.tags and not process_is(int(pid),
+                                                                                  run.tags.get("cass/stamp")):
             instance.report_run_failed(run, message=f"its process (pid {pid}) is gone: killed or crashed")
             failed.append(run.run_id)
     return failed

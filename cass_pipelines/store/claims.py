@@ -64,6 +64,11 @@ def process_stamp(pid: int) -> str | None:
     return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"   # field 22, starttime (the name may hold spaces)
 
 
+def process_is(pid: int, stamp: str | None) -> bool:
+    """Whether `pid` is still the process `stamp` (process_stamp) was taken of; by its pid alone without one."""
+    return process_alive(pid) and (stamp is None or process_stamp(pid) in (stamp, None))
+
+
 def never_over(run_id: str) -> bool:
     """Without a Dagster instance to ask, a run counts as live while its process is."""
     return False

@@ -11,7 +11,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from cass_pipelines.store.claims import HOST, process_alive
+from cass_pipelines.store.claims import HOST, process_is
 
 # dagster.yaml keys that move run storage away from DAGSTER_HOME/history/runs.db
 _STORAGE_KEYS = re.compile(r"^(storage|run_storage)\s*:", re.MULTILINE)
@@ -58,11 +58,12 @@ def recent_runs(dagster_home: Path, limit: int = 8) -> list[dict] | None:
 def runs_of_dead_processes(dagster_home: Path) -> bool | None:
     """Whether a run this host started in-process is still STARTED though its process is gone
     (what resources.fail_dead_runs marks failed); None when only Dagster can say."""
-    rows = _query(dagster_home, f"SELECT {_tag('cass/host')}, {_tag('cass/pid')} FROM runs r "
+    rows = _query(dagster_home, f"SELECT {_tag('cass/host')}, {_tag('cass/pid')}, {_tag('cass/stamp')} "
+                                "FROM runs r "
                                 "WHERE r.status = 'STARTED' AND NOT EXISTS (SELECT 1 FROM run_tags t "
                                 "WHERE t.run_id = r.run_id AND t.key = 'dagster/parent_run_id')", [])
-    return None if rows is None else any(host == HOST and pid.isdigit() and not process_alive(int(pid))
-                                         for host, pid in rows)
+    return None if rows is None else any(host == HOST and pid.isdigit() and not process_is(int(pid), stamp or None)
+                                         for host, pid, stamp in rows)
 
 
 def run_over(dagster_home: Path):
