@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -266,15 +267,19 @@ def _serve(preload: Sequence[str]) -> None:
     instance_ref_json = sys.stdin.readline()
     if not instance_ref_json:
         return
+    began = time.time()
     try:
         _warm_up(instance_ref_json, preload)
     except Exception:   # broken code on disk: the launch fails with its error, which lands in the run's log
         print(json.dumps({"import_error": traceback.format_exc()}), file=answers, flush=True)
         sys.exit(1)
     stamps = _code_stamps()
+    # A file written while the worker imported it may be in memory old or new: the worker is stale from birth.
+    ended = time.time()
+    during = next((path for path, mtime in stamps.items() if began <= mtime <= ended), None)
     signal.signal(signal.SIGCHLD, _reap)
     for line in sys.stdin:
-        changed = _changed(stamps)
+        changed = during or _changed(stamps)
         if changed:
             print(json.dumps({"stale": f"{changed} changed since it started"}), file=answers, flush=True)
             return

@@ -129,6 +129,27 @@ def test_a_worker_whose_code_changed_on_disk_is_replaced_before_it_forks(sample_
     assert why == f"; a new run worker, because {module} changed since it started"
 
 
+def test_a_file_changed_while_the_worker_imported_it_makes_that_worker_stale(sample_home, tmp_path, monkeypatch):
+    """An edit saved while a worker was still importing (its 2-3 s of warm-up): what the worker holds may be the
+    old code, though the file's time is the one it recorded; its first launch starts a new worker instead."""
+    module, launcher, instance, new_run = _probe(tmp_path, monkeypatch, "cass_probe_edited", "VERSION = 1\n")
+    marker = tmp_path / "edit-once"
+    marker.write_text("")
+    # A module the worker imports after the first, which stands for the editor: it saves the first once.
+    (module.parent / "cass_probe_editor.py").write_text(
+        f"import os, pathlib\nmarker = pathlib.Path({str(marker)!r})\n"
+        f"if marker.exists():\n    os.utime({str(module)!r})\n    marker.unlink()\n")
+    launcher._preload.append("cass_probe_editor")
+    run = new_run()
+    try:
+        _launch(launcher, run)
+        assert _wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    finally:
+        launcher.dispose()
+    assert not marker.exists()
+    assert _forked(instance, run.run_id)[2] == f"; a new run worker, because {module} changed since it started"
+
+
 def test_a_worker_that_cannot_import_the_code_fails_the_launch_with_the_codes_error(sample_home, tmp_path, monkeypatch):
     """The code on disk is broken (an edit with a syntax error, a missing dependency): the launch fails at once
     with that error, which the daemon writes to the run's event log, not with "the run worker exited" (the
