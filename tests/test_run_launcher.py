@@ -107,6 +107,15 @@ def _launch(launcher: WarmRunLauncher, run: dg.DagsterRun) -> None:
     launcher.launch_run(dg._core.launcher.LaunchRunContext(dagster_run=run, workspace=None))
 
 
+def _launch_to_success(launcher: WarmRunLauncher, instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Launch `run`, see it succeed, and stop the launcher's workers."""
+    try:
+        _launch(launcher, run)
+        assert _wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    finally:
+        launcher.dispose()
+
+
 def test_a_worker_whose_code_changed_on_disk_is_replaced_before_it_forks(sample_home, tmp_path, monkeypatch):
     """A module the worker imported changes (an upgrade, an edit): the next run starts in a fresh worker that
     imported the new code, and the run's event log says why."""
@@ -141,11 +150,7 @@ def test_a_file_changed_while_the_worker_imported_it_makes_that_worker_stale(sam
         f"if marker.exists():\n    os.utime({str(module)!r})\n    marker.unlink()\n")
     launcher._preload.append("cass_probe_editor")
     run = new_run()
-    try:
-        _launch(launcher, run)
-        assert _wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
-    finally:
-        launcher.dispose()
+    _launch_to_success(launcher, instance, run)
     assert not marker.exists()
     assert _forked(instance, run.run_id)[2] == f"; a new run worker, because {module} changed since it started"
 
@@ -188,11 +193,7 @@ def test_code_that_prints_while_the_worker_imports_it_does_not_garble_the_worker
     _, launcher, instance, new_run = _probe(tmp_path, monkeypatch, "cass_probe_chatty",
                                             "print('cass probe says hello')\n")
     run = new_run()
-    try:
-        _launch(launcher, run)
-        assert _wait_finished(instance, run.run_id).status == dg.DagsterRunStatus.SUCCESS
-    finally:
-        launcher.dispose()
+    _launch_to_success(launcher, instance, run)
 
 
 def test_a_run_is_forked_from_a_worker_of_its_code_locations_interpreter(sample_home, tmp_path):
