@@ -60,6 +60,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from launching import forked, spawned
 from loopback import api_wait_intervals, counting_s, delayed_api, requests_to
 from machine import count_store_opens, machine_after, machine_before, measured, union_s
 
@@ -84,9 +85,6 @@ def noop_registry(path: Path, code: str | None) -> Path:
 def launched(mode: str, instance) -> dict[str, object]:
     """execution.execute's stand-in that launches the run (create it, then start it as the daemon would) and
     waits until it ended. Returns the replacement and the warm launcher (None for `spawned`)."""
-    from dagster._core.launcher import LaunchRunContext
-    from dagster._grpc.types import ExecuteRunArgs
-
     from cass_pipelines import execution
     from cass_pipelines.run_launcher import WarmRunLauncher
 
@@ -102,15 +100,9 @@ def launched(mode: str, instance) -> dict[str, object]:
     def execute(defs, instance_, job_name, run_config, tags, partition_key=None):
         run = execution.create_run(defs, instance, job_name, run_config, tags, partition_key)
         if launcher:
-            launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
-            while not instance.get_run_by_id(run.run_id).is_finished:
-                time.sleep(0.01)
+            forked(launcher, instance, run)
         else:
-            subprocess.run(ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
-                                          instance_ref=instance.get_ref()).get_command_args(),
-                           stdout=subprocess.DEVNULL, stderr=sys.stderr,
-                           env={**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                                                       os.environ.get("PATH", "")])})
+            spawned(instance, run)
         return Launched(run.run_id)
 
     execution.execute = execute

@@ -2,8 +2,8 @@
 worker, instead of a new Python process per run.
 
 Dagster's DefaultRunLauncher has the code server spawn `dagster api execute_run` for each run: a new
-interpreter that imports Dagster, the code location and the anthropic SDK again. That cost 3.1 s per run
-on the 2-core machines (bench/bench_run_launch.py; 0.46 s forked from the warm worker), paid by every
+interpreter that imports Dagster, the code location and the anthropic SDK again. That cost 3.1-3.2 s per run
+on the 2-core machines (bench/bench_run_launch.py; 0.47 s forked from the warm worker), paid by every
 scheduled phase and every memory catch-up the sensor starts, against 0.09 s for an idle run's own work.
 Here one worker process, started by the launcher on first use, imports those once (`preload`) and then
 waits; for each run it forks, and the fork runs exactly what `dagster api execute_run` runs, with the
@@ -187,29 +187,22 @@ def _ours(run) -> bool | None:
 
 # ---- the worker (python -m cass_pipelines.run_launcher MODULE ...) ----------------------------------------
 
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:   # gone: changed, unless it was gone already
+        return -1.0
+
+
 def _code_stamps() -> dict[str, float]:
     """The modification time of every imported module's file: a changed one means the code on disk is not
     the code in memory any more."""
-    stamps = {}
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if path:
-            try:
-                stamps[path] = os.stat(path).st_mtime
-            except OSError:
-                stamps[path] = -1.0
-    return stamps
+    return {path: _mtime(path) for module in list(sys.modules.values())
+            if (path := getattr(module, "__file__", None))}
 
 
 def _changed(stamps: dict[str, float]) -> str | None:
-    for path, mtime in stamps.items():
-        try:
-            now = os.stat(path).st_mtime
-        except OSError:
-            now = -1.0
-        if now != mtime:
-            return path
-    return None
+    return next((path for path, mtime in stamps.items() if _mtime(path) != mtime), None)
 
 
 def _run(args_json: str) -> None:

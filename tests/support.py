@@ -126,3 +126,25 @@ def count_opens(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(db, "connect", counting)
     return opens
+
+
+def dead_pid() -> int:
+    """A pid whose process has ended (nothing reuses it within a test)."""
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def started_run(defs, instance, tags: dict[str, str]):
+    """A memory_job run created as the daemon creates one and marked started, nothing executed: what run
+    monitoring and recovery find of a run whose process was killed (or still runs)."""
+    import dagster as dg
+
+    from cass_pipelines.execution import QUIET, create_run
+
+    run = create_run(defs, instance, "memory_job", QUIET, tags)
+    instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
+                                  run_id=run.run_id)
+    return instance.get_run_by_id(run.run_id)

@@ -24,7 +24,7 @@ from cass_pipelines.execution import EARLIER_DAGSTER_YAMLS, SHIPPED_DAGSTER_YAML
 from cass_pipelines.run_queue import PhaseOrderedRunCoordinator, queue_priority
 
 ROOT = Path(__file__).resolve().parent.parent
-from support import SAMPLE_DAY
+from support import SAMPLE_DAY, dead_pid, started_run
 
 DAY = SAMPLE_DAY
 LEGACY = """\
@@ -354,12 +354,6 @@ def test_an_exhausted_budget_fails_the_budget_check(sample_home, monkeypatch):
 
 # ---- CLI runs whose process is gone, and their re-executions -------------------------------------------
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
 def test_a_killed_cli_run_is_marked_failed_and_not_retried_by_the_daemon(sample_home):
     """`run-phase` killed (kill -9, a crash): its run stays STARTED in Dagster until recovery sees its
     process gone and marks it failed; the daemon's run retries (dagster.yaml: max_retries 1) leave it alone,
@@ -370,13 +364,11 @@ def test_a_killed_cli_run_is_marked_failed_and_not_retried_by_the_daemon(sample_
     from cass_pipelines.config.settings import load_settings
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.defs.resources import fail_dead_runs
-    from cass_pipelines.execution import QUIET, create_run, instance_for, run_tags
+    from cass_pipelines.execution import instance_for, run_tags
 
     settings = load_settings()
     defs, instance = build_defs(settings, load_registry()), instance_for(settings)
-    run = create_run(defs, instance, "memory_job", QUIET, {**run_tags(trigger="cli"), "cass/pid": str(_dead_pid())})
-    instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
-                                  run_id=run.run_id)
+    run = started_run(defs, instance, {**run_tags(trigger="cli"), "cass/pid": str(dead_pid())})
     assert fail_dead_runs(instance) == [run.run_id]
     failed = instance.get_run_by_id(run.run_id)
     assert failed.status == dg.DagsterRunStatus.FAILURE and failed.tags.get(WILL_RETRY_TAG) != "true"
@@ -390,7 +382,7 @@ def test_a_cli_runs_pid_that_another_process_has_now_does_not_keep_the_run_alive
     from cass_pipelines.config.settings import load_settings
     from cass_pipelines.definitions import build_defs
     from cass_pipelines.defs.resources import fail_dead_runs
-    from cass_pipelines.execution import QUIET, create_run, instance_dir, instance_for, run_tags
+    from cass_pipelines.execution import instance_dir, instance_for, run_tags
     from cass_pipelines.store.claims import process_stamp
     from cass_pipelines.store.dagster_runs import runs_of_dead_processes
 
@@ -398,16 +390,9 @@ def test_a_cli_runs_pid_that_another_process_has_now_does_not_keep_the_run_alive
         pytest.skip("the system does not say when a process started")
     settings = load_settings()
     defs, instance = build_defs(settings, load_registry()), instance_for(settings)
-
-    def started(tags: dict[str, str]) -> str:
-        run = create_run(defs, instance, "memory_job", QUIET, tags)
-        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
-                                      run_id=run.run_id)
-        return run.run_id
-
-    ours = started(run_tags(trigger="cli"))   # this process, its own stamp
+    ours = started_run(defs, instance, run_tags(trigger="cli")).run_id   # this process, its own stamp
     assert runs_of_dead_processes(instance_dir(settings)) is False
-    reused = started({**run_tags(trigger="cli"), "cass/stamp": "another-boot:1"})
+    reused = started_run(defs, instance, {**run_tags(trigger="cli"), "cass/stamp": "another-boot:1"}).run_id
     assert runs_of_dead_processes(instance_dir(settings)) is True
     assert fail_dead_runs(instance) == [reused]
     assert instance.get_run_by_id(ours).status == dg.DagsterRunStatus.STARTED
@@ -432,7 +417,7 @@ def test_a_ui_reexecution_of_a_finished_cli_run_is_not_failed_for_its_parents_pi
     settings = load_settings()
     defs, instance = build_defs(settings, load_registry()), instance_for(settings)
     parent = execute(defs, instance, "memory_job", QUIET, run_tags(trigger="cli")).dagster_run
-    dead = str(_dead_pid())
+    dead = str(dead_pid())
     instance.add_run_tags(parent.run_id, {"cass/pid": dead})   # the CLI process has exited since
     parent = instance.get_run_by_id(parent.run_id)
     target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(
@@ -467,11 +452,11 @@ def test_status_fast_path_leaves_a_reexecution_of_a_cli_run_alone_as_recovery_do
     parent = create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.SUCCESS,
                                  tags=run_tags(trigger="cli"))
     create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.STARTED,
-                        tags={**run_tags(trigger="cli"), "cass/pid": str(_dead_pid()), PARENT_RUN_ID_TAG: parent.run_id})
+                        tags={**run_tags(trigger="cli"), "cass/pid": str(dead_pid()), PARENT_RUN_ID_TAG: parent.run_id})
     home = dagster_runs.dagster_home_path(settings.home)
     assert fail_dead_runs(instance) == [] and dagster_runs.runs_of_dead_processes(home) is False
     create_run_for_test(instance, job_name="memory_job", status=dg.DagsterRunStatus.STARTED,   # a CLI run, crashed
-                        tags={**run_tags(trigger="cli"), "cass/pid": str(_dead_pid())})
+                        tags={**run_tags(trigger="cli"), "cass/pid": str(dead_pid())})
     assert dagster_runs.runs_of_dead_processes(home) is True
 
 

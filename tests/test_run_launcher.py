@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from support import dead_pid, started_run
 
 from cass_pipelines.config.registry import load_registry
 from cass_pipelines.config.settings import load_settings
@@ -228,18 +229,14 @@ def test_run_monitoring_fails_a_run_whose_process_is_gone_and_leaves_others_runn
 
     settings = load_settings()
     instance, defs = instance_for(settings), build_defs(settings, load_registry())
-    dead = subprocess.Popen(["true"])
-    dead.wait()
+    dead = dead_pid()
 
     def started(tags: dict[str, str]) -> dg.DagsterRun:
-        run = create_run(defs, instance, "memory_job", QUIET, tags)
-        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
-                                      run_id=run.run_id)
-        return instance.get_run_by_id(run.run_id)
+        return started_run(defs, instance, tags)
 
-    gone = started({PID_TAG: str(dead.pid), HOST_TAG: HOST})
+    gone = started({PID_TAG: str(dead), HOST_TAG: HOST})
     others = [started({PID_TAG: str(os.getpid()), HOST_TAG: HOST}),
-              started({PID_TAG: str(dead.pid), HOST_TAG: "elsewhere"}),
+              started({PID_TAG: str(dead), HOST_TAG: "elsewhere"}),
               started({"cass/pid": str(os.getpid())})]
     launcher = instance.run_launcher
     assert launcher.check_run_worker_health(gone).status == WorkerStatus.FAILED
@@ -248,11 +245,11 @@ def test_run_monitoring_fails_a_run_whose_process_is_gone_and_leaves_others_runn
         monitor_started_run(instance, None, instance.get_run_record_by_id(run.run_id), logging.getLogger("test"))
     failed = instance.get_run_by_id(gone.run_id)
     assert failed.status == dg.DagsterRunStatus.FAILURE
-    assert any(f"its run process (pid {dead.pid}) is gone" in (e.message or "") for e in instance.all_logs(gone.run_id))
+    assert any(f"its run process (pid {dead}) is gone" in (e.message or "") for e in instance.all_logs(gone.run_id))
     assert {instance.get_run_by_id(r.run_id).status for r in others} == {dg.DagsterRunStatus.STARTED}
     # The UI's Terminate of a run whose process is already gone ends it cancelled at once (not after the
     # 3-minute cancel timeout of run monitoring).
-    lost = started({PID_TAG: str(dead.pid), HOST_TAG: HOST})
+    lost = started({PID_TAG: str(dead), HOST_TAG: HOST})
     assert launcher.terminate(lost.run_id)
     assert instance.get_run_by_id(lost.run_id).status == dg.DagsterRunStatus.CANCELED
 
@@ -266,13 +263,9 @@ def test_a_pid_another_process_has_now_is_not_taken_for_the_runs_process(sample_
     settings = load_settings()
     instance, defs = instance_for(settings), build_defs(settings, load_registry())
     launcher = instance.run_launcher
-    me, stamp = str(os.getpid()), process_stamp(os.getpid())
-    runs = {}
-    for name, tags in (("ours", {STAMP_TAG: stamp}), ("reused", {STAMP_TAG: "another-boot:1"})):
-        run = create_run(defs, instance, "memory_job", QUIET, {PID_TAG: me, HOST_TAG: HOST, **tags})
-        instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="memory_job"),
-                                      run_id=run.run_id)
-        runs[name] = instance.get_run_by_id(run.run_id)
+    me = str(os.getpid())
+    runs = {name: started_run(defs, instance, {PID_TAG: me, HOST_TAG: HOST, STAMP_TAG: stamp})
+            for name, stamp in (("ours", process_stamp(os.getpid())), ("reused", "another-boot:1"))}
     assert launcher.check_run_worker_health(runs["ours"]).status == WorkerStatus.RUNNING
     assert launcher.check_run_worker_health(runs["reused"]).status == WorkerStatus.FAILED
     assert launcher.terminate(runs["reused"].run_id)          # a SIGINT here would stop this test
